@@ -1,0 +1,80 @@
+# Two commands for a fresh machine: `make demo` and `make test` (see README.md).
+# Both create .venv when it is missing, install the project into it, and install the
+# system packages the workflow uses (Tesseract, fonts) when run as root with apt-get.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= $(shell nproc)
+STAMP := $(VENV)/.installed
+SYS_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-jpn fonts-dejavu-core fonts-ipafont-mincho fonts-ipafont-gothic
+SLURM_PACKAGES := slurmctld slurmd slurm-client munge slurmdbd mariadb-server
+
+.PHONY: help install sysdeps demo demo-jp test test-fast test-slurm lint format bench clean
+
+help:
+	@echo "make demo       run the English demo workflow end to end (results/)"
+	@echo "make demo-jp    run the Japanese demo workflow (results-jp/)"
+	@echo "make test       lint and run the test suite (includes the SLURM test)"
+	@echo "make test-fast  the test suite without the slow workflow and SLURM tests"
+	@echo "make bench      run the benchmarks in bench/"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,slurm]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Installs what is missing when we are root with apt-get; otherwise prints the command.
+sysdeps:
+	@missing=""; for p in $(SYS_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing system packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+	  echo "Optional system packages are missing. Install them with:"; \
+	  echo "  sudo apt-get install -y$$missing"; \
+	fi
+
+demo: sysdeps install
+	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+	@echo "Report: results/report/index.html"
+
+demo-jp: sysdeps install
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo-jp.yaml
+	@echo "Report: results-jp/report/index.html"
+
+lint: install
+	$(BIN)/ruff check effocr workflow_scripts tests bench
+	$(BIN)/ruff format --check effocr workflow_scripts tests bench
+	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/snakemake --lint --cores 1
+
+format: install
+	$(BIN)/ruff format effocr workflow_scripts tests bench
+	$(BIN)/ruff check --fix effocr workflow_scripts tests bench
+	$(BIN)/snakefmt Snakefile rules/
+
+test: sysdeps install lint
+	$(BIN)/python -m pytest -ra -m "not slurm"
+	$(MAKE) test-slurm
+
+test-fast: install
+	$(BIN)/python -m pytest -ra -m "not slow and not slurm"
+
+test-slurm: install
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(SLURM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; \
+	fi
+	$(BIN)/python -m pytest -ra -m slurm
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf results results-jp .snakemake

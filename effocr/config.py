@@ -1,0 +1,90 @@
+"""Workflow configuration: the JSON schema in `config/schema.yaml`, defaults and validation.
+
+The same schema validates the config in the Snakefile (via `snakemake.utils.validate`) and in
+the `effocr` command line, so a key means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from effocr.utils import EffOCRError
+
+_REPO_SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
+
+
+def schema_path() -> Path:
+    """Path of the config schema: the repository's `config/schema.yaml`, else the packaged copy."""
+    if _REPO_SCHEMA.exists():
+        return _REPO_SCHEMA
+    return Path(str(resources.files("effocr") / "resources" / "schema.yaml"))
+
+
+def load_schema() -> dict:
+    """Load the config schema."""
+    with open(schema_path(), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _fill_defaults(schema: dict, instance: Any) -> Any:
+    """Fill `default`s of object properties recursively (what `snakemake.utils.validate` does)."""
+    if not isinstance(instance, dict) or schema.get("type") not in ("object", ["object", "null"]):
+        return instance
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            instance[key] = _fill_defaults(sub, instance[key])
+    return instance
+
+
+def validate_config(config: dict, *, source: str = "config") -> dict:
+    """Validate `config` against the schema and return a copy with every default filled in.
+
+    Raises:
+        EffOCRError: naming the offending key path and the problem.
+    """
+    schema = load_schema()
+    filled = _fill_defaults(schema, copy.deepcopy(config or {}))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors:
+            key = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+            lines.append(f"  {key}: {err.message}")
+        raise EffOCRError(f"{source}: invalid configuration\n" + "\n".join(lines))
+    return filled
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """Read a YAML config (or start empty), merge `overrides`, validate and fill defaults."""
+    config: dict = {}
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                config = yaml.safe_load(f) or {}
+        except FileNotFoundError as exc:
+            raise EffOCRError(f"{path}: config file not found") from exc
+        except yaml.YAMLError as exc:
+            raise EffOCRError(f"{path}: not valid YAML: {exc}") from exc
+    if overrides:
+        config = deep_merge(config, overrides)
+    return validate_config(config, source=str(path or "config"))
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """Return `base` updated recursively with `update` (neither is modified)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

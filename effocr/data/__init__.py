@@ -1,0 +1,1 @@
+"""The data stage: COCO validation, splits, glyph crops and the recognizer dataset."""

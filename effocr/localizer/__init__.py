@@ -1,0 +1,1 @@
+"""The localizer: a character/word detector for text-line images."""

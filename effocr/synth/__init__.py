@@ -1,0 +1,1 @@
+"""Synthetic data: charsets, fonts, glyph renders and synthetic text lines."""

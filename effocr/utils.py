@@ -1,0 +1,173 @@
+"""Small shared helpers: atomic outputs, labels as code points, seeding, devices, logging."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LOG = logging.getLogger("effocr")
+
+
+class EffOCRError(Exception):
+    """An error caused by the user's input, reported without a traceback by the CLI."""
+
+
+# ---------------------------------------------------------------------------
+# Labels. A label is a string of one or more characters; on disk it is written as
+# code points ("U+0041", "U+0041_U+0301") so that whitespace, combining marks and
+# non-BMP characters survive every file format and file system.
+# ---------------------------------------------------------------------------
+
+
+def label_to_codepoints(label: str) -> str:
+    """Encode a label as `U+XXXX` code points joined by `_` (e.g. ``"A"`` -> ``"U+0041"``)."""
+    if not label:
+        raise ValueError("empty label")
+    return "_".join(f"U+{ord(c):04X}" for c in label)
+
+
+def codepoints_to_label(code: str) -> str:
+    """Decode `label_to_codepoints` output back to the label string."""
+    parts = code.strip().split("_")
+    try:
+        return "".join(chr(int(p[2:], 16)) for p in parts if p.upper().startswith("U+"))
+    except ValueError as exc:
+        raise ValueError(f"not a code-point label: {code!r}") from exc
+
+
+# ---------------------------------------------------------------------------
+# Atomic outputs: write into a temporary sibling, rename into place on success.
+# A failed or interrupted step therefore never leaves something that looks complete.
+# ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; move it onto `path` when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    target = tmp if is_dir else tmp / path.name
+    try:
+        yield target
+        if is_dir:
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        else:
+            os.replace(target, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
+    """Write JSON atomically (UTF-8, non-ASCII kept readable)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read JSON, turning a parse error into an `EffOCRError` that names the file and position."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError as exc:
+        raise EffOCRError(f"{path}: file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise EffOCRError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Hex SHA-256 of an object's canonical JSON form (sorted keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Determinism and devices
+# ---------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (if imported) so CPU runs repeat exactly."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def select_device(requested: str = "auto") -> str:
+    """Resolve ``auto``/``cpu``/``cuda``/``cuda:N`` to a torch device string.
+
+    ``auto`` picks CUDA when torch sees a GPU, else the CPU. Asking for CUDA where there is
+    none is an error rather than a silent fallback, so a cluster job on the wrong node fails loudly.
+    """
+    import torch
+
+    if requested in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise EffOCRError(f"device {requested!r} requested but torch sees no CUDA device")
+    return requested
+
+
+def set_threads(threads: int | None) -> None:
+    """Limit torch intra-op threads (Snakemake passes the rule's `threads`)."""
+    if threads and threads > 0:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
+    """Log to stderr, or to `log_file` when given (Snakemake's `log:`)."""
+    handlers: list[logging.Handler] = []
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
+    else:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm progress bar when stderr is a terminal; plain iteration in logs and CI."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", not sys.stderr.isatty())
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kwargs)
