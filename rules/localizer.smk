@@ -1,0 +1,1 @@
+# Rules of the localizer stage (see docs/architecture.md).

@@ -1,0 +1,1 @@
+# Rules of the recognizer stage (see docs/architecture.md).

@@ -1,0 +1,1 @@
+# Rules of the synth stage (see docs/architecture.md).
