@@ -93,7 +93,9 @@ def read_json(path: str | os.PathLike) -> Any:
     except FileNotFoundError as exc:
         raise EffOCRError(f"{path}: file not found") from exc
     except json.JSONDecodeError as exc:
-        raise EffOCRError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+        raise EffOCRError(
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from exc
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
