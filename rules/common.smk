@@ -7,7 +7,6 @@ from snakemake.utils import validate
 
 from effocr.profiles import get_profile
 
-
 validate(config, schema="../config/schema.yaml")
 
 LANG = config["language"]
@@ -57,7 +56,9 @@ def code_version(*modules):
     h = hashlib.sha256()
     for module in modules:
         path = REPO / module.replace(".", "/")
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+        files = (
+            sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+        )
         for f in files:
             h.update(str(f.relative_to(REPO)).encode())
             h.update(f.read_bytes())
