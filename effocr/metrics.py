@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 from rapidfuzz.distance import Levenshtein
 
-# Curly and low quotes the original maps to straight ones (it also maps '' to ").
+# Curly and low quotes the original maps to straight ones (it also maps '' to "; we map the
+# TeX-style `` of sets such as UW3 the same way).
 _DOUBLE_QUOTES = "\u201c\u201d\u201e\u201f\u00ab\u00bb\u2033"
 _SINGLE_QUOTES = "\u2018\u2019\u201a\u201b\u2032"
 _QUOTE_TABLE = str.maketrans(
@@ -31,7 +32,7 @@ class ScoreOptions:
     """Normalisations applied to both reference and hypothesis before scoring.
 
     Attributes:
-        normalize_quotes: Map curly quotes to straight ones and ``''`` to ``"``.
+        normalize_quotes: Map curly quotes to straight ones, and ``''`` and two backticks to ``"``.
         ignore_case: Lower-case both sides.
         ignore_spaces: Remove all whitespace (otherwise runs of whitespace become one space).
     """
@@ -54,7 +55,7 @@ def normalize(text: str | None, options: ScoreOptions = ScoreOptions()) -> str:
     """Normalise one line for scoring; `None` (a failed prediction) counts as empty."""
     text = text or ""
     if options.normalize_quotes:
-        text = text.translate(_QUOTE_TABLE).replace("''", '"')
+        text = text.translate(_QUOTE_TABLE).replace("''", '"').replace("``", '"')
     if options.ignore_case:
         text = text.lower()
     if options.ignore_spaces:
@@ -105,7 +106,9 @@ class SetScore:
         return asdict(self)
 
 
-def score_line(reference: str, hypothesis: str | None, options: ScoreOptions = ScoreOptions()):
+def score_line(
+    reference: str, hypothesis: str | None, options: ScoreOptions = ScoreOptions()
+) -> LineScore:
     """Score one line: character and word edit distances after normalisation."""
     ref = normalize(reference, options)
     hyp = normalize(hypothesis, options)
@@ -191,7 +194,12 @@ def cer_by_length(
         entry[2] += s.distance
     names = (["0"] if "0" in acc else []) + [n for n in order if n in acc]
     return [
-        {"bucket": n, "lines": acc[n][0], "ref_chars": acc[n][1], "cer": _rate(acc[n][2], acc[n][1])}
+        {
+            "bucket": n,
+            "lines": acc[n][0],
+            "ref_chars": acc[n][1],
+            "cer": _rate(acc[n][2], acc[n][1]),
+        }
         for n in names
     ]
 

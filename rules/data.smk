@@ -1,1 +1,125 @@
-# Rules of the data stage (see docs/architecture.md).
+# Rules of the data stage (see docs/architecture.md): validate the raw COCO JSON, split it by
+# image, cut real glyph crops and merge them with the font renders into the recognizer dataset.
+
+
+# Charset the raw text is checked against: render.charset, else the profile's.
+DATA_CHARSET = config["render"]["charset"] or PROFILE.charset
+# User-given split files as {split: path}; empty means split by ratios.
+SPLIT_FILES = dict(config["split"]["files"] or {})
+RECOGNIZER_DATASET_SUMMARY = str(
+    Path(PATHS["recognizer_dataset"]).with_name("summary.json")
+)
+
+
+rule validate_coco:
+    input:
+        coco_json=config["dataset"]["coco_json"],
+    output:
+        report=PATHS["validation"],
+    log:
+        log_path("validate_coco"),
+    benchmark:
+        benchmark_path("validate_coco")
+    conda:
+        ENVS["data"]
+    container:
+        CONTAINER
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        code=code_version(
+            "effocr.data.coco",
+            "effocr.data.validate",
+            "effocr.synth.charsets",
+            *CORE_CODE,
+        ),
+        image_dir=config["dataset"]["image_dir"],
+        charset=DATA_CHARSET,
+        char_category=config["dataset"]["char_category"],
+        word_category=config["dataset"]["word_category"],
+    script:
+        "../workflow_scripts/validate_coco.py"
+
+
+rule split_coco:
+    input:
+        coco_json=config["dataset"]["coco_json"],
+        validation=PATHS["validation"],
+        files=list(SPLIT_FILES.values()),
+    output:
+        **PATHS["split"],
+    log:
+        log_path("split_coco"),
+    benchmark:
+        benchmark_path("split_coco")
+    conda:
+        ENVS["data"]
+    container:
+        CONTAINER
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        code=code_version("effocr.data.coco", "effocr.data.coco_tools", *CORE_CODE),
+        ratios=config["split"]["ratios"],
+        files=SPLIT_FILES,
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/split_coco.py"
+
+
+rule crop_glyphs:
+    input:
+        **PATHS["split"],
+    output:
+        crops=directory(PATHS["crops"]),
+        manifest=PATHS["crops_manifest"],
+    log:
+        log_path("crop_glyphs"),
+    benchmark:
+        benchmark_path("crop_glyphs")
+    conda:
+        ENVS["data"]
+    container:
+        CONTAINER
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        code=code_version("effocr.data.coco", "effocr.data.crops", *CORE_CODE),
+        image_dir=config["dataset"]["image_dir"],
+        full_height=config["crops"]["full_height"],
+        padding=config["crops"]["padding"],
+        char_category=config["dataset"]["char_category"],
+        word_category=config["dataset"]["word_category"],
+    script:
+        "../workflow_scripts/crop_glyphs.py"
+
+
+rule build_recognizer_dataset:
+    input:
+        renders=PATHS["renders_manifest"],
+        crops=PATHS["crops_manifest"],
+    output:
+        manifest=PATHS["recognizer_dataset"],
+        summary=RECOGNIZER_DATASET_SUMMARY,
+    log:
+        log_path("build_recognizer_dataset"),
+    benchmark:
+        benchmark_path("build_recognizer_dataset")
+    conda:
+        ENVS["data"]
+    container:
+        CONTAINER
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        code=code_version("effocr.data.recognizer_dataset", *CORE_CODE),
+    script:
+        "../workflow_scripts/build_recognizer_dataset.py"

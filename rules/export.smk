@@ -1,1 +1,41 @@
 # Rules of the export stage (see docs/architecture.md).
+
+
+rule export_onnx:
+    """Export recognizer and localizer to ONNX, check them against PyTorch on test-split
+    lines, and write the inference bundle (nothing is written when the check fails)."""
+    input:
+        recognizer=f"{PATHS['recognizer_pass2']}/model.pt",
+        index=multiext(f"{PATHS['reference_index']}/", "ref.index", "ref_labels.txt"),
+        localizer=f"{PATHS['localizer']}/model.pt",
+        test=PATHS["split"]["test"],
+    output:
+        directory(PATHS["bundle"]),
+    log:
+        log_path("export_onnx"),
+    benchmark:
+        benchmark_path("export_onnx")
+    conda:
+        ENVS["export"]
+    container:
+        CONTAINER
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        code=code_version(
+            "effocr.export",
+            "effocr.infer",
+            "effocr.recognizer",
+            "effocr.localizer",
+            "effocr.data.coco",
+            "effocr.data.crops",
+            *CORE_CODE,
+        ),
+        index_dir=PATHS["reference_index"],
+        image_dir=config["dataset"]["image_dir"],
+        export=config["export"],
+        infer=config["infer"],
+    script:
+        "../workflow_scripts/export_onnx.py"

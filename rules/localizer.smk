@@ -1,1 +1,72 @@
-# Rules of the localizer stage (see docs/architecture.md).
+# Rules of the localizer stage (see docs/architecture.md): train the char/word detector on the
+# COCO train split (validated on val every epoch), then measure it on the test split.
+
+
+LOCALIZER_CODE = ("effocr.localizer", "effocr.data.coco", *CORE_CODE)
+
+
+rule train_localizer:
+    """Train the localizer; checkpoint.pt (resume) is deliberately not an output."""
+    input:
+        train=PATHS["split"]["train"],
+        val=PATHS["split"]["val"],
+    output:
+        model=f"{PATHS['localizer']}/model.pt",
+        metrics=f"{PATHS['localizer']}/metrics.csv",
+        curve=f"{PATHS['localizer']}/curve.png",
+        config=f"{PATHS['localizer']}/config.yaml",
+    log:
+        log_path("train_localizer"),
+    benchmark:
+        benchmark_path("train_localizer")
+    conda:
+        ENVS["train"]
+    container:
+        CONTAINER
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=1,
+    params:
+        code=code_version(*LOCALIZER_CODE),
+        out_dir=PATHS["localizer"],
+        image_dir=config["dataset"]["image_dir"],
+        localizer=config["localizer"],
+        dataset=config["dataset"],
+        seed=config["seed"],
+        language=config["language"],
+    script:
+        "../workflow_scripts/train_localizer.py"
+
+
+rule evaluate_localizer:
+    """COCO mAP and char/word P/R/F1 at IoU 0.5 of the localizer on the test split."""
+    input:
+        model=f"{PATHS['localizer']}/model.pt",
+        test=PATHS["split"]["test"],
+    output:
+        metrics=PATHS["localizer_eval"],
+    log:
+        log_path("evaluate_localizer"),
+    benchmark:
+        benchmark_path("evaluate_localizer")
+    conda:
+        ENVS["train"]
+    container:
+        CONTAINER
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        code=code_version(*LOCALIZER_CODE),
+        image_dir=config["dataset"]["image_dir"],
+        char_category=config["dataset"]["char_category"],
+        word_category=config["dataset"]["word_category"],
+        thresholds={
+            k: config["localizer"][k]
+            for k in ("score_threshold", "nms_iou", "max_detections", "gap_factor")
+        },
+    script:
+        "../workflow_scripts/evaluate_localizer.py"

@@ -55,7 +55,9 @@ def category_id(coco: dict, name: str, *, required: bool = True) -> int | None:
         EffOCRError: when `required` and no such category exists.
     """
     names = CATEGORY_ALIASES.get(name, (name,))
-    by_name = {c.get("name"): c.get("id") for c in coco.get("categories", []) if isinstance(c, dict)}
+    by_name = {
+        c.get("name"): c.get("id") for c in coco.get("categories", []) if isinstance(c, dict)
+    }
     for n in names:
         if n in by_name:
             return by_name[n]

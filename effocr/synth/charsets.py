@@ -12,6 +12,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from effocr.profiles import get_profile
 from effocr.utils import EffOCRError, codepoints_to_label, label_to_codepoints
 
 SHIPPED = ("en", "jp_small", "jp_full")
@@ -53,7 +54,9 @@ def parse_charset(text: str, source: str = "charset") -> list[str]:
             if not label or label_to_codepoints(label) != code.upper():
                 raise ValueError(code)
         except (ValueError, OverflowError) as exc:
-            raise EffOCRError(f"{source}: line {lineno}: invalid code point label {code!r}") from exc
+            raise EffOCRError(
+                f"{source}: line {lineno}: invalid code point label {code!r}"
+            ) from exc
         if label not in seen:
             seen.add(label)
             labels.append(label)
@@ -100,3 +103,104 @@ def charset_from_text(text: str) -> list[str]:
         if not ch.isspace():
             seen.setdefault(ch, None)
     return list(seen)
+
+
+# ---------------------------------------------------------------------------
+# How the shipped Japanese charsets are made (kept here so `jp_full` can be regenerated and
+# checked by the tests; `jp_small` needs the jōyō list, taken once from a package, see its header).
+# ---------------------------------------------------------------------------
+
+ASCII_CHARS = [chr(c) for c in range(0x21, 0x7F)]
+
+HIRAGANA = [chr(c) for c in range(0x3041, 0x3097)] + ["ゝ", "ゞ"]
+KATAKANA = [chr(c) for c in range(0x30A1, 0x30FB)] + ["ー", "ヽ", "ヾ"]
+# Punctuation and signs of ordinary Japanese print (full-width forms and CJK symbols).
+JP_PUNCTUATION = list(
+    "、。，．・：；？！゛゜´｀¨＾￣＿〃仝々〆〇―‐／＼～∥｜…‥‘’“”（）〔〕［］｛｝〈〉《》「」『』【】＋－±×÷＝≠＜＞≦≧∞∴♂♀°′″℃￥＄￠￡％＃＆＊＠§☆★○●◎◇◆□■△▲▽▼※〒→←↑↓〓"
+)
+
+
+def _decodable(codec: str, byte_seqs) -> set[str]:
+    out: set[str] = set()
+    for seq in byte_seqs:
+        try:
+            text = bytes(seq).decode(codec)
+        except UnicodeDecodeError:
+            continue
+        out.add(text)
+    return out
+
+
+def jis_characters() -> list[str]:
+    """Every single character decodable by the ``shift_jis_2004``, ``euc_jis_2004`` and
+    ``cp932`` codecs, plus printable ASCII, sorted by code point.
+
+    This approximates Adobe-Japan1 + JIS X 0213 (levels 1-4, plane 1 and 2) + the Windows
+    extensions of CP932. Dropped: sequences that decode to several code points (JIS X 0213
+    combining kana/accents), whitespace, control characters and the private use area.
+    """
+    lead = list(range(0x81, 0xA0)) + list(range(0xE0, 0xFD))
+    trail = list(range(0x40, 0x7F)) + list(range(0x80, 0xFD))
+    sjis = [(a, b) for a in lead for b in trail] + [(a,) for a in range(0x20, 0xE0)]
+    euc_rows = range(0xA1, 0xFF)
+    euc = [(a, b) for a in euc_rows for b in euc_rows]
+    euc += [(0x8F, a, b) for a in euc_rows for b in euc_rows] + [
+        (0x8E, b) for b in range(0xA1, 0xE0)
+    ]
+    chars = _decodable("shift_jis_2004", sjis) | _decodable("cp932", sjis)
+    chars |= _decodable("euc_jis_2004", euc)
+    chars |= set(ASCII_CHARS)
+    keep = {
+        c
+        for c in chars
+        if len(c) == 1 and c.isprintable() and not c.isspace() and not (0xE000 <= ord(c) <= 0xF8FF)
+    }
+    return sorted(keep)
+
+
+def jp_small_characters(joyo_kanji: list[str] | set[str]) -> list[str]:
+    """The `jp_small` charset: ASCII, kana, common Japanese punctuation and the jōyō kanji."""
+    out: dict[str, None] = {}
+    for c in ASCII_CHARS + JP_PUNCTUATION + HIRAGANA + KATAKANA + sorted(joyo_kanji):
+        out.setdefault(c, None)
+    return list(out)
+
+
+# ---------------------------------------------------------------------------
+# Characters of synthetic lines, and the render charset of a workflow config
+# ---------------------------------------------------------------------------
+
+
+def token_symbols(language: str) -> list[str]:
+    """Characters of the random tokens mixed into synthetic lines (so rare characters occur)."""
+    profile = get_profile(language)
+    if profile.spaces:
+        return [c for c in load_charset(profile.charset) if c.isascii()]
+    return HIRAGANA + KATAKANA + list("0123456789")
+
+
+def line_characters(language: str, text_source: str | os.PathLike | None = None) -> list[str]:
+    """Every character a synthetic line can contain: the text's, then the token symbols.
+
+    This is the charset `render.charset_from_text` renders (small demos).
+    """
+    from effocr.synth.text import read_text_source, shipped_text_path
+
+    text = read_text_source(text_source or shipped_text_path(language))
+    out: dict[str, None] = {}
+    for c in list(text) + token_symbols(language):
+        if not c.isspace():
+            out.setdefault(c, None)
+    return list(out)
+
+
+def resolve_charset(config: dict) -> list[str]:
+    """The render charset of a validated workflow config.
+
+    `render.charset_from_text` -> `line_characters(language, synth.text_source)`; else
+    `render.charset` (shipped name or file); else the language profile's charset.
+    """
+    render = config["render"]
+    if render.get("charset_from_text"):
+        return line_characters(config["language"], config["synth"]["text_source"])
+    return load_charset(render["charset"] or get_profile(config["language"]).charset)

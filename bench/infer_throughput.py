@@ -1,0 +1,324 @@
+"""Lines/s and CER of `effocr infer` against Tesseract 5 on the same line images and cores.
+
+Sets: (a) the demo test split (COCO JSON with image `text`), (b) any directory of line images
+with `.gt.txt` files (e.g. UW3 lines). For each set and for 1 and 2 cores (pinned with
+`taskset` where available):
+
+* effocr CLI: `effocr infer --threads N` end to end (process start and model load included);
+* effocr Engine: steady-state lines/s of `effocr.infer.Engine` (model loaded), with the time
+  per stage (decode, localizer, crops, recognizer, kNN);
+* Tesseract CLI: `tesseract IMG - --psm 7`, OMP_THREAD_LIMIT=1, one process per line, N in
+  parallel;
+* tesserocr (if installed, `pip install effocr[tesseract]`): one API per worker thread.
+
+CER = total Levenshtein distance / total reference characters, on `effocr.metrics.normalize`d
+text. Writes bench/results/infer_throughput.json and prints a table.
+
+    .venv/bin/python bench/infer_throughput.py --bundle results/bundle \
+        --test-split results/data/splits/test.json --gt-dir /work/shared/data/uw3-50lines
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from rapidfuzz.distance import Levenshtein
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from effocr.metrics import normalize  # noqa: E402
+
+
+def cer(refs: list[str], hyps: list[str | None]) -> float:
+    """Pooled CER of normalised texts."""
+    dist = sum(
+        Levenshtein.distance(normalize(r), normalize(h)) for r, h in zip(refs, hyps, strict=True)
+    )
+    total = sum(len(normalize(r)) for r in refs)
+    return dist / max(total, 1)
+
+
+def load_coco_set(test_json: Path, image_dir: Path) -> list[tuple[str, str]]:
+    coco = json.loads(test_json.read_text(encoding="utf-8"))
+    return [
+        (str(image_dir / im["file_name"]), im.get("text", ""))
+        for im in sorted(coco["images"], key=lambda i: i["id"])
+    ]
+
+
+def load_gt_dir(gt_dir: Path) -> list[tuple[str, str]]:
+    out = []
+    for gt in sorted(gt_dir.glob("*.gt.txt")):
+        stem = gt.name[: -len(".gt.txt")]
+        imgs = [p for p in gt_dir.glob(stem + ".*") if not p.name.endswith(".txt")]
+        if imgs:
+            out.append((str(sorted(imgs)[0]), gt.read_text(encoding="utf-8").strip()))
+    return out
+
+
+def _pin(cores: int) -> list[str]:
+    return (
+        ["taskset", "-c", ",".join(str(i) for i in range(cores))] if shutil.which("taskset") else []
+    )
+
+
+def run_effocr_cli(
+    bundle: Path, images: list[str], cores: int, batch_size: int
+) -> tuple[float, list[str | None]]:
+    with tempfile.TemporaryDirectory(prefix="effocr-bench-") as tmp:
+        listing = Path(tmp) / "list.txt"
+        listing.write_text("".join(str(Path(p).resolve()) + "\n" for p in images), encoding="utf-8")
+        cmd = [
+            *_pin(cores),
+            sys.executable,
+            "-m",
+            "effocr.cli",
+            "infer",
+            "--model",
+            str(bundle),
+            "--output",
+            str(Path(tmp) / "out"),
+            "--threads",
+            str(cores),
+            "--batch-size",
+            str(batch_size),
+            f"@{listing}",
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": str(cores)}
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        seconds = time.perf_counter() - start
+        if proc.returncode not in (0, 1):
+            raise RuntimeError(f"effocr infer failed: {proc.stderr[-2000:]}")
+        recs = [
+            json.loads(ln)
+            for ln in (Path(tmp) / "out" / "predictions.jsonl").read_text().splitlines()
+        ]
+    return seconds, [r.get("text") for r in recs]
+
+
+def run_effocr_engine(
+    bundle: Path, images: list[str], cores: int, batch_size: int, repeats: int
+) -> dict:
+    """Steady-state Engine throughput (affinity pinned to `cores` CPUs in this process)."""
+    from effocr.infer import Engine
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(range(cores)))
+    engine = Engine(bundle, threads=cores, device="cpu", batch_size=batch_size)
+    engine.infer(images[: min(4, len(images))])  # warm-up (first ORT runs allocate)
+    engine.reset_timings()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        results = engine.infer(images)
+    seconds = (time.perf_counter() - start) / repeats
+    stages = {k: v / repeats for k, v in engine.timings.items()}
+    return {
+        "seconds": seconds,
+        "lines_per_s": len(images) / seconds,
+        "glyphs_per_line": engine.glyphs_done / max(engine.lines_done, 1),
+        "stage_seconds": stages,
+        "texts": [r.text if r.ok else None for r in results],
+    }
+
+
+def run_tesseract_cli(images: list[str], cores: int, lang: str) -> tuple[float, list[str]]:
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+
+    def one(path: str) -> str:
+        proc = subprocess.run(
+            ["tesseract", path, "-", "--psm", "7", "-l", lang],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        return proc.stdout.replace("\f", "").strip()
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=cores) as pool:
+        texts = list(pool.map(one, images))
+    return time.perf_counter() - start, texts
+
+
+def run_tesserocr(images: list[str], cores: int, lang: str) -> tuple[float, list[str]] | None:
+    try:
+        import tesserocr
+    except ImportError:
+        return None
+    import threading
+
+    from PIL import Image
+
+    tessdata = next(
+        (str(p) + "/" for p in sorted(Path("/usr/share/tesseract-ocr").glob("*/tessdata"))), None
+    )
+    local = threading.local()
+
+    def one(path: str) -> str:
+        if not hasattr(local, "api"):
+            kw = {"path": tessdata} if tessdata else {}
+            local.api = tesserocr.PyTessBaseAPI(lang=lang, psm=tesserocr.PSM.SINGLE_LINE, **kw)
+        with Image.open(path) as im:
+            local.api.SetImage(im.convert("RGB"))
+            return local.api.GetUTF8Text().strip()
+
+    os.environ["OMP_THREAD_LIMIT"] = "1"
+    with ThreadPoolExecutor(max_workers=cores) as pool:
+        list(pool.map(one, images[:2]))  # load the language model in each worker first
+        start = time.perf_counter()
+        texts = list(pool.map(one, images))
+    return time.perf_counter() - start, texts
+
+
+def bench_set(name: str, lines: list[tuple[str, str]], args: argparse.Namespace) -> dict:
+    images = [p for p, _ in lines]
+    refs = [t for _, t in lines]
+    out: dict = {"set": name, "n_lines": len(images), "runs": []}
+    for cores in args.cores:
+        row: dict = {"cores": cores}
+        eng = run_effocr_engine(args.bundle, images, cores, args.batch_size, args.repeats)
+        row["effocr_engine_lines_per_s"] = eng["lines_per_s"]
+        row["effocr_cer"] = cer(refs, eng["texts"])
+        row["stage_seconds_per_line"] = {
+            k: v / len(images) for k, v in eng["stage_seconds"].items()
+        }
+        row["glyphs_per_line"] = eng["glyphs_per_line"]
+        secs, texts = run_effocr_cli(args.bundle, images, cores, args.batch_size)
+        row["effocr_cli_lines_per_s"] = len(images) / secs
+        row["effocr_cli_cer"] = cer(refs, texts)
+        if not args.no_tesseract and shutil.which("tesseract"):
+            secs, texts = run_tesseract_cli(images, cores, args.tesseract_lang)
+            row["tesseract_cli_lines_per_s"] = len(images) / secs
+            row["tesseract_cer"] = cer(refs, texts)
+            tr = run_tesserocr(images, cores, args.tesseract_lang)
+            if tr is not None:
+                row["tesserocr_lines_per_s"] = len(images) / tr[0]
+                row["tesserocr_cer"] = cer(refs, tr[1])
+            row["speedup_vs_tesseract_cli"] = (
+                row["effocr_engine_lines_per_s"] / row["tesseract_cli_lines_per_s"]
+            )
+            if "tesserocr_lines_per_s" in row:
+                row["speedup_vs_tesserocr"] = (
+                    row["effocr_engine_lines_per_s"] / row["tesserocr_lines_per_s"]
+                )
+        out["runs"].append(row)
+    return out
+
+
+def print_table(results: list[dict]) -> None:
+    cols = [
+        ("set", 14),
+        ("cores", 5),
+        ("engine l/s", 10),
+        ("cli l/s", 8),
+        ("tess l/s", 8),
+        ("tessocr l/s", 11),
+        ("x tess", 7),
+        ("x tessocr", 9),
+        ("CER effocr", 10),
+        ("CER tess", 8),
+    ]
+    print(" | ".join(f"{c:>{w}}" for c, w in cols))
+    for res in results:
+        for r in res["runs"]:
+            vals = [
+                res["set"][:14],
+                r["cores"],
+                r.get("effocr_engine_lines_per_s"),
+                r.get("effocr_cli_lines_per_s"),
+                r.get("tesseract_cli_lines_per_s"),
+                r.get("tesserocr_lines_per_s"),
+                r.get("speedup_vs_tesseract_cli"),
+                r.get("speedup_vs_tesserocr"),
+                r.get("effocr_cer"),
+                r.get("tesseract_cer"),
+            ]
+            cells = []
+            for v, (_, w) in zip(vals, cols, strict=True):
+                cells.append(
+                    f"{v:>{w}.3f}" if isinstance(v, float) else f"{'-' if v is None else v!s:>{w}}"
+                )
+            print(" | ".join(cells))
+    print("\nms per line by stage (Engine, summed over worker threads):")
+    for res in results:
+        for r in res["runs"]:
+            st = " ".join(f"{k} {v * 1000:.2f}" for k, v in r["stage_seconds_per_line"].items())
+            print(f"  {res['set']} cores={r['cores']} glyphs/line={r['glyphs_per_line']:.1f}: {st}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path, default=REPO / "results" / "bundle")
+    ap.add_argument(
+        "--test-split", type=Path, default=REPO / "results" / "data" / "splits" / "test.json"
+    )
+    ap.add_argument(
+        "--image-dir",
+        type=Path,
+        default=None,
+        help="default: dataset.image_dir of config/config.yaml",
+    )
+    ap.add_argument(
+        "--gt-dir", type=Path, default=None, help="directory of line images with .gt.txt files"
+    )
+    ap.add_argument("--cores", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--max-lines", type=int, default=None)
+    ap.add_argument("--tesseract-lang", default="eng")
+    ap.add_argument("--no-tesseract", action="store_true")
+    ap.add_argument(
+        "--out", type=Path, default=REPO / "bench" / "results" / "infer_throughput.json"
+    )
+    args = ap.parse_args()
+    sets = []
+    if args.test_split and args.test_split.exists():
+        image_dir = args.image_dir
+        if image_dir is None:
+            from effocr.config import load_config
+
+            image_dir = Path(load_config(REPO / "config" / "config.yaml")["dataset"]["image_dir"])
+            image_dir = image_dir if image_dir.is_absolute() else REPO / image_dir
+        sets.append(("demo-test", load_coco_set(args.test_split, image_dir)))
+    if args.gt_dir:
+        sets.append((args.gt_dir.name, load_gt_dir(args.gt_dir)))
+    if not sets:
+        ap.error("no set: give --test-split (existing) and/or --gt-dir")
+    results = []
+    for name, lines in sets:
+        if args.max_lines:
+            lines = lines[: args.max_lines]
+        print(f"[{name}] {len(lines)} lines", file=sys.stderr)
+        results.append(bench_set(name, lines, args))
+    import onnxruntime
+
+    payload = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "bundle": str(args.bundle),
+        "batch_size": args.batch_size,
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    print_table(results)
+    print(f"\nwritten {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

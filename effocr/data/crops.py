@@ -1,0 +1,218 @@
+"""Real glyph crops cut from annotated lines, as the recognizer sees them at inference.
+
+By default a crop spans the full line height (the x-range of the char box), or the full line
+width for a vertical line (the y-range of the box): the glyph's vertical position is what
+separates `,` from `'`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
+from effocr.utils import EffOCRError, atomic_path, label_to_codepoints, progress
+
+LOG = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ["path", "codepoints", "source", "origin", "split", "image_id", "ann_id"]
+
+
+def crop_box(
+    bbox: list[float],
+    width: int,
+    height: int,
+    vertical: bool,
+    full_height: bool = True,
+    padding: int = 0,
+) -> tuple[int, int, int, int]:
+    """Integer crop box (x0, y0, x1, y1) of a char bbox [x, y, w, h], clipped to the image.
+
+    `padding` pixels are added along the reading direction (x, or y for vertical lines); with
+    `full_height` the other axis spans the whole line.
+    """
+    x, y, w, h = bbox
+    x0, y0, x1, y1 = math.floor(x), math.floor(y), math.ceil(x + w), math.ceil(y + h)
+    if vertical:
+        y0, y1 = y0 - padding, y1 + padding
+        if full_height:
+            x0, x1 = 0, width
+    else:
+        x0, x1 = x0 - padding, x1 + padding
+        if full_height:
+            y0, y1 = 0, height
+    x0, y0 = max(0, x0), max(0, y0)
+    x1, y1 = min(width, x1), min(height, y1)
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"empty crop for box {bbox} in a {width}x{height} image")
+    return x0, y0, x1, y1
+
+
+def crop_glyphs(
+    split_jsons: dict[str, str | os.PathLike],
+    image_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    manifest_path: str | os.PathLike,
+    full_height: bool = True,
+    padding: int = 0,
+    *,
+    char_category: str = "char",
+    word_category: str = "word",
+) -> dict[str, int]:
+    """Cut one crop per char box of every split and write the crops manifest.
+
+    Crops go to `out_dir/<split>/<U+XXXX>/<image stem>_<ann_id>.png`; the manifest (CSV) has
+    the columns of docs/architecture.md plus `image_id` and `ann_id`, with paths relative to
+    the manifest's directory. Both outputs are written atomically.
+
+    Returns:
+        Number of crops per split.
+
+    Raises:
+        EffOCRError: an image is in two splits, a line's box count does not match its text,
+            or an image cannot be read.
+    """
+    if padding < 0:
+        raise EffOCRError(f"crop padding must be >= 0, got {padding}")
+    image_dir = Path(image_dir)
+    out_dir = Path(out_dir)
+    manifest_path = Path(manifest_path)
+    line_split: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    rows: list[dict] = []
+    with atomic_path(out_dir, is_dir=True) as tmp_dir:
+        for split, json_path in split_jsons.items():
+            coco = load_coco(json_path)
+            try:
+                index = index_coco(coco, char_category, word_category)
+            except EffOCRError as exc:
+                raise EffOCRError(f"{json_path}: {exc}") from exc
+            counts[split] = 0
+            for image in progress(coco["images"], desc=f"crops {split}"):
+                name = image["file_name"]
+                if name in line_split:
+                    raise EffOCRError(
+                        f"{json_path}: line {name!r} is also in split {line_split[name]!r}; "
+                        "a line's crops must stay in one split"
+                    )
+                line_split[name] = split
+                try:
+                    pairs = line_chars(index, image)
+                except EffOCRError as exc:
+                    raise EffOCRError(f"{json_path}: {exc}") from exc
+                if not pairs:
+                    continue
+                rows.extend(
+                    _crop_line(
+                        image,
+                        pairs,
+                        image_dir,
+                        tmp_dir,
+                        split,
+                        out_dir,
+                        manifest_path,
+                        full_height,
+                        padding,
+                        json_path,
+                    )
+                )
+                counts[split] += len(pairs)
+    # The manifest goes last: it only exists when every crop is in place.
+    with atomic_path(manifest_path) as tmp_manifest:
+        with open(tmp_manifest, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    LOG.info("crops per split: %s -> %s", counts, out_dir)
+    return counts
+
+
+def _crop_line(
+    image: dict,
+    pairs: list[tuple[str, dict]],
+    image_dir: Path,
+    tmp_dir: Path,
+    split: str,
+    out_dir: Path,
+    manifest_path: Path,
+    full_height: bool,
+    padding: int,
+    json_path: str | os.PathLike,
+) -> list[dict]:
+    """Save the crops of one line under `tmp_dir`; manifest rows point at their final place."""
+    path = image_dir / image["file_name"]
+    try:
+        with Image.open(path) as im:
+            line = im.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise EffOCRError(f"{json_path}: image {image['id']}: cannot read {path}: {exc}") from exc
+    vertical = is_vertical(image)
+    stem = Path(image["file_name"]).stem
+    rel_root = Path(os.path.relpath(out_dir, manifest_path.parent))
+    rows = []
+    for char, ann in pairs:
+        try:
+            box = crop_box(ann["bbox"], line.width, line.height, vertical, full_height, padding)
+        except ValueError as exc:
+            raise EffOCRError(
+                f"{json_path}: image {image['id']} annotation {ann['id']}: {exc}"
+            ) from exc
+        label = label_to_codepoints(char)
+        rel = Path(split) / label / f"{stem}_{ann['id']}.png"
+        dest = tmp_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        line.crop(box).save(dest)
+        rows.append(
+            {
+                "path": (rel_root / rel).as_posix(),
+                "codepoints": label,
+                "source": "real",
+                "origin": image["file_name"],
+                "split": split,
+                "image_id": image["id"],
+                "ann_id": ann["id"],
+            }
+        )
+    return rows
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `effocr crop-glyphs`."""
+    parser.add_argument(
+        "splits", nargs="+", metavar="SPLIT=COCO_JSON", help="e.g. train=train.json val=val.json"
+    )
+    parser.add_argument("--image-dir", required=True, help="directory of the images' file_names")
+    parser.add_argument("--out-dir", required=True, help="crops go to OUT_DIR/<split>/<U+XXXX>/")
+    parser.add_argument("--manifest", required=True, help="crops manifest (CSV)")
+    parser.add_argument(
+        "--no-full-height", dest="full_height", action="store_false", help="crop the box only"
+    )
+    parser.add_argument("--padding", type=int, default=0, help="pixels along the reading direction")
+    parser.add_argument("--char-category", default="char")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `effocr crop-glyphs`."""
+    splits = {}
+    for item in args.splits:
+        name, sep, path = item.partition("=")
+        if not sep or not name:
+            raise EffOCRError(f"expected SPLIT=COCO_JSON, got {item!r}")
+        splits[name] = path
+    counts = crop_glyphs(
+        splits,
+        args.image_dir,
+        args.out_dir,
+        args.manifest,
+        args.full_height,
+        args.padding,
+        char_category=args.char_category,
+    )
+    print(f"{args.manifest}: {sum(counts.values())} crops ({counts})")
+    return 0

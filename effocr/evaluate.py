@@ -1,0 +1,656 @@
+"""Evaluate an exported bundle (and Tesseract) on sets of transcribed line images.
+
+An evaluation set is one of:
+
+* ``coco``: a COCO JSON whose `images` carry the line `text` (boxes are not needed), with the
+  folder its `file_name`s are relative to;
+* ``gt_dir``: a folder of line images with transcriptions beside them, the OCR-D / Calamari /
+  kraken convention: ``NAME.png`` (or ``NAME.bin.png``, ``.nrm.png``, ``.jpg``, ``.tif``...)
+  plus ``NAME.gt.txt``;
+* ``page``: PAGE-XML files (one file or a folder); each `TextLine` is cropped to the bounding
+  box of its `Coords` polygon and scored against its `TextEquiv/Unicode`.
+
+`evaluate_set` writes into its output folder: `metrics.json` (both systems), `lines.csv`
+(per line: image, reference, hypothesis, distance, cer, and Tesseract's), `confusions.csv`
+and `predictions.jsonl` (EffOCR's characters with boxes, for the report's gallery).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import re
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from effocr.metrics import LineScore, ScoreOptions, confusions, pool, score_line
+from effocr.metrics import cer as cer  # re-exported: docs/architecture.md names them here
+from effocr.metrics import wer as wer
+from effocr.profiles import get_profile
+from effocr.tesseract import run_tesseract, tesseract_status
+from effocr.utils import EffOCRError, atomic_path, read_json, write_json
+
+LOG = logging.getLogger(__name__)
+
+SET_TYPES = ("coco", "gt_dir", "page")
+# Image suffixes tried, in order, for NAME.gt.txt (binarised first, as in OCR-D/kraken sets).
+GT_IMAGE_SUFFIXES = (
+    ".bin.png",
+    ".nrm.png",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".webp",
+)
+GT_SUFFIX = ".gt.txt"
+
+
+@dataclass(frozen=True)
+class EvalLine:
+    """One transcribed line: an image file and its reference text."""
+
+    id: str
+    image: Path
+    reference: str
+
+
+@dataclass
+class EvalSet:
+    """A loaded evaluation set."""
+
+    name: str
+    type: str
+    path: Path
+    lines: list[EvalLine]
+
+
+# ---------------------------------------------------------------------------
+# Set specifications and loaders
+# ---------------------------------------------------------------------------
+
+
+def infer_set_type(path: str | os.PathLike) -> str:
+    """Guess a set's type: `.json` -> coco, `.xml` or a folder of XML -> page, else gt_dir."""
+    p = Path(path)
+    if p.suffix.lower() == ".json":
+        return "coco"
+    if p.suffix.lower() == ".xml":
+        return "page"
+    if p.is_dir() and not any(p.glob(f"*{GT_SUFFIX}")) and any(p.glob("*.xml")):
+        return "page"
+    return "gt_dir"
+
+
+def parse_set_spec(text: str) -> dict:
+    """Parse the command line's ``NAME=PATH[:TYPE[:IMAGE_DIR]]`` into a set spec dict."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest:
+        raise EffOCRError(f"--set {text!r}: expected NAME=PATH[:TYPE[:IMAGE_DIR]]")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise EffOCRError(f"--set {text!r}: the name may use only letters, digits, '_', '.', '-'")
+    parts = rest.split(":")
+    spec: dict[str, Any] = {"name": name, "path": parts[0]}
+    if len(parts) > 1 and parts[1]:
+        spec["type"] = parts[1]
+    if len(parts) > 2 and parts[2]:
+        spec["image_dir"] = ":".join(parts[2:])
+    return spec
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise EffOCRError(f"{path}: not UTF-8 text ({exc})") from exc
+
+
+def load_coco_set(
+    json_path: str | os.PathLike, image_dir: str | os.PathLike | None
+) -> list[EvalLine]:
+    """Lines of a COCO JSON whose images have `text` (annotations are not needed).
+
+    Args:
+        json_path: The COCO JSON.
+        image_dir: Folder the `file_name`s are relative to; None uses `images/` beside the
+            JSON when it exists, else the JSON's folder.
+    """
+    json_path = Path(json_path)
+    coco = read_json(json_path)
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
+        raise EffOCRError(f"{json_path}: a COCO JSON with an `images` list is required")
+    if image_dir is None:
+        image_dir = json_path.parent / "images"
+        if not image_dir.is_dir():
+            image_dir = json_path.parent
+    image_dir = Path(image_dir)
+    lines = []
+    for i, img in enumerate(coco["images"]):
+        if not isinstance(img, dict) or "file_name" not in img:
+            raise EffOCRError(f"{json_path}: images[{i}] has no `file_name`")
+        text = img.get("text")
+        if not isinstance(text, str):
+            raise EffOCRError(
+                f"{json_path}: image {img.get('id', i)} ({img['file_name']}) has no `text` "
+                "transcription"
+            )
+        path = image_dir / img["file_name"]
+        if not path.is_file():
+            raise EffOCRError(f"{json_path}: image {img.get('id', i)}: {path} does not exist")
+        lines.append(EvalLine(id=str(img["file_name"]), image=path, reference=text))
+    return lines
+
+
+def _gt_image(gt: Path) -> Path | None:
+    stem = gt.name[: -len(GT_SUFFIX)]
+    for suffix in GT_IMAGE_SUFFIXES:
+        candidate = gt.with_name(stem + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_gt_dir(folder: str | os.PathLike) -> list[EvalLine]:
+    """Lines of a folder of ``NAME.<image>`` + ``NAME.gt.txt`` pairs (searched recursively)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EffOCRError(f"{folder}: not a folder of line images with .gt.txt files")
+    gts = sorted(folder.rglob(f"*{GT_SUFFIX}"))
+    if not gts:
+        raise EffOCRError(f"{folder}: no *{GT_SUFFIX} transcriptions found")
+    lines = []
+    for gt in gts:
+        image = _gt_image(gt)
+        if image is None:
+            raise EffOCRError(
+                f"{gt}: no line image beside it (tried {', '.join(GT_IMAGE_SUFFIXES)})"
+            )
+        # A transcription is one line; a trailing newline is file convention, not text.
+        text = _read_text(gt).rstrip("\r\n")
+        lines.append(
+            EvalLine(id=str(gt.relative_to(folder))[: -len(GT_SUFFIX)], image=image, reference=text)
+        )
+    return lines
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _children(elem: ET.Element, name: str) -> list[ET.Element]:
+    return [c for c in elem if _local(c.tag) == name]
+
+
+def _line_text(line: ET.Element) -> str | None:
+    # The line-level TextEquiv (not the Word/Glyph ones); index 0 or the first one is the GT.
+    equivs = _children(line, "TextEquiv")
+    equivs.sort(key=lambda e: int(e.get("index", "0") or 0))
+    for eq in equivs:
+        for uni in _children(eq, "Unicode"):
+            return uni.text or ""
+    return None
+
+
+def load_page_xml(path: str | os.PathLike, crop_dir: str | os.PathLike) -> list[EvalLine]:
+    """Lines of PAGE-XML file(s): each TextLine cropped to its polygon's bounding box.
+
+    Args:
+        path: A PAGE-XML file or a folder of them.
+        crop_dir: Where the line crops are written (PNG); the source images are not modified.
+    """
+    from PIL import Image
+
+    path, crop_dir = Path(path), Path(crop_dir)
+    files = sorted(path.rglob("*.xml")) if path.is_dir() else [path]
+    if not files:
+        raise EffOCRError(f"{path}: no PAGE-XML files found")
+    crop_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for xml in files:
+        try:
+            root = ET.parse(xml).getroot()
+        except ET.ParseError as exc:
+            raise EffOCRError(f"{xml}: not valid XML ({exc})") from exc
+        pages = [e for e in root.iter() if _local(e.tag) == "Page"]
+        if not pages:
+            raise EffOCRError(f"{xml}: no PAGE <Page> element")
+        for page in pages:
+            image_name = page.get("imageFilename")
+            if not image_name:
+                raise EffOCRError(f"{xml}: <Page> has no imageFilename")
+            image_path = (xml.parent / image_name).resolve()
+            if not image_path.is_file():
+                raise EffOCRError(f"{xml}: page image {image_path} does not exist")
+            with Image.open(image_path) as im:
+                page_img = im.convert("RGB")
+            for line in (e for e in page.iter() if _local(e.tag) == "TextLine"):
+                line_id = line.get("id", f"line{len(lines)}")
+                text = _line_text(line)
+                if text is None:
+                    continue  # lines without ground truth are not scored
+                coords = _children(line, "Coords")
+                points = coords[0].get("points", "") if coords else ""
+                try:
+                    xy = [tuple(int(float(v)) for v in p.split(",")) for p in points.split()]
+                except ValueError as exc:
+                    raise EffOCRError(f"{xml}: TextLine {line_id}: bad Coords {points!r}") from exc
+                if len(xy) < 2:
+                    raise EffOCRError(f"{xml}: TextLine {line_id} has no Coords polygon")
+                xs, ys = [p[0] for p in xy], [p[1] for p in xy]
+                box = (
+                    max(min(xs), 0),
+                    max(min(ys), 0),
+                    min(max(xs) + 1, page_img.width),
+                    min(max(ys) + 1, page_img.height),
+                )
+                if box[2] <= box[0] or box[3] <= box[1]:
+                    raise EffOCRError(f"{xml}: TextLine {line_id}: empty box {box}")
+                crop = crop_dir / f"{xml.stem}_{line_id}.png"
+                page_img.crop(box).save(crop)
+                lines.append(EvalLine(id=f"{xml.name}#{line_id}", image=crop, reference=text))
+    if not lines:
+        raise EffOCRError(f"{path}: no TextLine with TextEquiv/Unicode ground truth")
+    return lines
+
+
+def load_eval_set(spec: dict, work_dir: str | os.PathLike) -> EvalSet:
+    """Load a set from its spec ``{name, path, type?, image_dir?}``.
+
+    Args:
+        spec: The set spec (config `evaluate.sets` entry or `parse_set_spec` output).
+        work_dir: Scratch folder (PAGE-XML line crops go under it).
+    """
+    path = Path(spec["path"])
+    if not path.exists():
+        raise EffOCRError(f"evaluation set {spec['name']!r}: {path} does not exist")
+    kind = spec.get("type") or infer_set_type(path)
+    if kind not in SET_TYPES:
+        raise EffOCRError(
+            f"evaluation set {spec['name']!r}: unknown type {kind!r} (one of {', '.join(SET_TYPES)})"
+        )
+    if kind == "coco":
+        lines = load_coco_set(path, spec.get("image_dir"))
+    elif kind == "gt_dir":
+        lines = load_gt_dir(path)
+    else:
+        lines = load_page_xml(path, Path(work_dir) / "line_images")
+    if not lines:
+        raise EffOCRError(f"evaluation set {spec['name']!r}: {path} has no lines")
+    return EvalSet(name=spec["name"], type=kind, path=path, lines=lines)
+
+
+def workflow_set_spec(name: str, evaluate_config: dict, test_json: str, image_dir: str) -> dict:
+    """The spec of evaluation set `name` in the workflow: "test" is the test split.
+
+    Args:
+        name: Set name (the `evaluate` rule's wildcard).
+        evaluate_config: The config's `evaluate` section (its `sets`).
+        test_json: The test split's COCO JSON.
+        image_dir: The dataset's image folder (the split's `file_name`s are relative to it).
+    """
+    if name == "test":
+        if any(spec["name"] == "test" for spec in evaluate_config.get("sets", [])):
+            raise EffOCRError("evaluate.sets: the name 'test' is taken by the test split")
+        return {"name": "test", "path": test_json, "type": "coco", "image_dir": image_dir}
+    for spec in evaluate_config.get("sets", []):
+        if spec["name"] == name:
+            return dict(spec)
+    raise EffOCRError(f"unknown evaluation set {name!r}")
+
+
+def set_input_files(spec: dict) -> list[str]:
+    """The files of a set, as workflow inputs: adding or editing a line reruns its evaluation.
+
+    A folder (gt_dir, PAGE-XML) lists every file under it; a COCO set is its JSON.
+    """
+    path = Path(spec["path"])
+    if path.is_dir():
+        return sorted(str(p) for p in path.rglob("*") if p.is_file())
+    return [str(path)]
+
+
+# ---------------------------------------------------------------------------
+# Running the systems
+# ---------------------------------------------------------------------------
+
+
+def _result_dict(result: Any) -> dict:
+    if isinstance(result, dict):
+        return result
+    if hasattr(result, "to_dict"):
+        return result.to_dict()
+    if is_dataclass(result):
+        return asdict(result)
+    return {"text": getattr(result, "text", str(result))}
+
+
+def run_effocr(
+    bundle_dir: str | os.PathLike,
+    images: list[Path],
+    *,
+    threads: int = 1,
+    device: str = "cpu",
+    batch_size: int | None = None,
+) -> tuple[list[dict], float]:
+    """Run the bundle on line images, as `effocr infer` does; returns dict results and seconds.
+
+    The seconds cover inference only (images read, localised, recognised), not model loading.
+    """
+    try:
+        from effocr.infer import Engine, load_model_yaml
+    except ImportError as exc:
+        raise EffOCRError(f"the inference engine (effocr.infer) is not available: {exc}") from exc
+    load_model_yaml(bundle_dir)  # a missing or incomplete bundle is named before loading models
+    kwargs: dict[str, Any] = {"threads": threads, "device": device}
+    if batch_size:
+        kwargs["batch_size"] = batch_size
+    engine = Engine(bundle_dir, **kwargs)
+    start = time.perf_counter()
+    results = engine.infer([str(p) for p in images])
+    seconds = time.perf_counter() - start
+    out = []
+    for image, res in zip(images, results, strict=True):
+        d = _result_dict(res)
+        d["image"] = str(image)
+        out.append(d)
+    return out, seconds
+
+
+def bundle_language(bundle_dir: str | os.PathLike) -> str | None:
+    """The language profile name written in the bundle's `model.yaml`, if any."""
+    import yaml
+
+    path = Path(bundle_dir) / "model.yaml"
+    if not path.is_file():
+        return None
+    meta = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for key in ("language", "profile"):
+        value = meta.get(key)
+        if isinstance(value, dict):
+            value = value.get("name")
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _is_vertical(image: Path) -> bool:
+    from PIL import Image
+
+    with Image.open(image) as im:
+        return im.height > im.width
+
+
+def tesseract_baseline(lines: list[EvalLine], lang: str, enabled: bool = True) -> dict:
+    """Tesseract's texts and timing on `lines`, or why it could not run.
+
+    Horizontal lines use ``--psm 7`` (one text line); vertical ones (taller than wide) use
+    ``--psm 5`` (one vertical block), which is what Tesseract offers for them.
+    """
+    if not enabled:
+        return {
+            "status": {
+                "available": False,
+                "reason": "disabled in the configuration (evaluate.tesseract: false)",
+                "lang": lang,
+            }
+        }
+    status = tesseract_status(lang)
+    if not status.available:
+        LOG.warning("Tesseract baseline skipped: %s", status.reason)
+        return {"status": status.to_dict()}
+    texts: list[str] = [""] * len(lines)
+    seconds = 0.0
+    vertical = [_is_vertical(line.image) for line in lines]
+    for flag, psm in ((False, 7), (True, 5)):
+        idx = [i for i, v in enumerate(vertical) if v == flag]
+        if not idx:
+            continue
+        got, secs = run_tesseract([lines[i].image for i in idx], lang, psm=psm)
+        seconds += secs
+        for i, text in zip(idx, got, strict=True):
+            texts[i] = text
+    return {"status": status.to_dict(), "texts": texts, "seconds": seconds}
+
+
+# ---------------------------------------------------------------------------
+# Scoring and writing
+# ---------------------------------------------------------------------------
+
+
+def _system_metrics(scores: list[LineScore], seconds: float | None) -> dict:
+    m = pool(scores).to_dict()
+    if seconds is not None:
+        m["seconds"] = round(seconds, 4)
+        m["lines_per_second"] = round(len(scores) / seconds, 3) if seconds > 0 else None
+    return m
+
+
+def write_results(
+    eval_set: EvalSet,
+    hypotheses: list[str | None],
+    out_dir: str | os.PathLike,
+    *,
+    options: ScoreOptions | None = None,
+    seconds: float | None = None,
+    predictions: list[dict] | None = None,
+    tesseract: dict | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Score EffOCR's (and Tesseract's) texts on a set and write the result files.
+
+    Returns:
+        The `metrics.json` content.
+    """
+    options = options or ScoreOptions()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    refs = [line.reference for line in eval_set.lines]
+    scores = [score_line(r, h, options) for r, h in zip(refs, hypotheses, strict=True)]
+    tess = tesseract or {"status": {"available": False, "reason": "not run"}}
+    tess_texts = tess.get("texts")
+    tess_scores = (
+        [score_line(r, h, options) for r, h in zip(refs, tess_texts, strict=True)]
+        if tess_texts is not None
+        else None
+    )
+
+    with atomic_path(out_dir / "lines.csv") as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(
+                ["image", "reference", "hypothesis", "distance", "cer"]
+                + ["tesseract_hypothesis", "tesseract_distance", "tesseract_cer"]
+            )
+            for i, (line, s) in enumerate(zip(eval_set.lines, scores, strict=True)):
+                row = [str(line.image), line.reference, hypotheses[i] or "", s.distance]
+                row.append(f"{s.cer:.4f}")
+                if tess_scores is not None:
+                    t = tess_scores[i]
+                    row += [tess_texts[i], t.distance, f"{t.cer:.4f}"]
+                else:
+                    row += ["", "", ""]
+                w.writerow(row)
+
+    with atomic_path(out_dir / "confusions.csv") as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["system", "reference", "hypothesis", "count"])
+            for system, sc in (("effocr", scores), ("tesseract", tess_scores)):
+                if sc is None:
+                    continue
+                ranked = sorted(confusions(sc).items(), key=lambda kv: (-kv[1], kv[0]))
+                for (ref_c, hyp_c), n in ranked:
+                    w.writerow([system, ref_c, hyp_c, n])
+
+    with atomic_path(out_dir / "predictions.jsonl") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for i, line in enumerate(eval_set.lines):
+                pred = dict(predictions[i]) if predictions else {"text": hypotheses[i]}
+                pred["image"] = str(line.image)
+                pred["id"] = line.id
+                f.write(json.dumps(pred, ensure_ascii=False) + "\n")
+
+    metrics: dict[str, Any] = {
+        "set": eval_set.name,
+        "type": eval_set.type,
+        "path": str(eval_set.path),
+        "lines": len(eval_set.lines),
+        "options": asdict(options),
+        "effocr": _system_metrics(scores, seconds),
+    }
+    if predictions:
+        metrics["effocr"]["failed_lines"] = sum(1 for p in predictions if p.get("error"))
+    tess_out = dict(tess["status"])
+    if tess_scores is not None:
+        tess_out.update(_system_metrics(tess_scores, tess.get("seconds")))
+    metrics["tesseract"] = tess_out
+    if extra:
+        metrics.update(extra)
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def evaluate_set(
+    bundle_dir: str | os.PathLike,
+    set_spec: dict,
+    out_dir: str | os.PathLike,
+    options: dict | None = None,
+    *,
+    threads: int = 1,
+    device: str = "cpu",
+    language: str | None = None,
+) -> dict:
+    """Run the bundle and the Tesseract baseline on one evaluation set and write the results.
+
+    Args:
+        bundle_dir: The exported bundle (`export_onnx` output).
+        set_spec: ``{name, path, type?, image_dir?}``.
+        out_dir: Receives metrics.json, lines.csv, confusions.csv, predictions.jsonl.
+        options: The `evaluate` config section (normalisations, `tesseract`); defaults apply.
+        threads: Inference threads.
+        device: Inference device.
+        language: Profile whose `tesseract_lang` the baseline uses; None reads the bundle's.
+
+    Returns:
+        The metrics written to `out_dir/metrics.json`.
+    """
+    options = options or {}
+    score_options = ScoreOptions.from_config(options)
+    out_dir = Path(out_dir)
+    eval_set = load_eval_set(set_spec, out_dir)
+    LOG.info("evaluating %s: %d lines from %s", eval_set.name, len(eval_set.lines), eval_set.path)
+    images = [line.image for line in eval_set.lines]
+    predictions, seconds = run_effocr(bundle_dir, images, threads=threads, device=device)
+    hypotheses = [None if p.get("error") else p.get("text") for p in predictions]
+    language = language or bundle_language(bundle_dir) or "en"
+    lang = get_profile(language).tesseract_lang
+    tess = tesseract_baseline(eval_set.lines, lang, enabled=bool(options.get("tesseract", True)))
+    metrics = write_results(
+        eval_set,
+        hypotheses,
+        out_dir,
+        options=score_options,
+        seconds=seconds,
+        predictions=predictions,
+        tesseract=tess,
+        extra={"bundle": str(bundle_dir), "language": language, "threads": threads},
+    )
+    LOG.info(
+        "%s: EffOCR CER %.4f, Tesseract %s",
+        eval_set.name,
+        metrics["effocr"]["cer"],
+        metrics["tesseract"].get("cer", metrics["tesseract"].get("reason")),
+    )
+    return metrics
+
+
+# ---------------------------------------------------------------------------
+# Command line: effocr evaluate
+# ---------------------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `effocr evaluate`."""
+    parser.add_argument("--model", required=True, help="exported bundle folder")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        required=True,
+        metavar="NAME=PATH[:TYPE[:IMAGE_DIR]]",
+        help="an evaluation set; TYPE is coco, gt_dir or page (guessed when left out); "
+        "repeat for several",
+    )
+    parser.add_argument("--output", required=True, help="results go to OUTPUT/NAME/")
+    parser.add_argument(
+        "--config", default=None, help="config YAML whose `evaluate` section applies"
+    )
+    parser.add_argument(
+        "--language", default=None, help="profile for Tesseract (default: the bundle's)"
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-tesseract", action="store_true", help="skip the Tesseract baseline")
+    parser.add_argument("--ignore-case", action="store_true", default=None)
+    parser.add_argument("--ignore-spaces", action="store_true", default=None)
+    parser.add_argument(
+        "--keep-quotes", action="store_true", help="do not normalise curly quotes before scoring"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `effocr evaluate`."""
+    from effocr.config import load_config
+
+    options = dict(load_config(args.config)["evaluate"])
+    if args.no_tesseract:
+        options["tesseract"] = False
+    if args.ignore_case:
+        options["ignore_case"] = True
+    if args.ignore_spaces:
+        options["ignore_spaces"] = True
+    if args.keep_quotes:
+        options["normalize_quotes"] = False
+    rows = []
+    for text in args.sets:
+        spec = parse_set_spec(text)
+        m = evaluate_set(
+            args.model,
+            spec,
+            Path(args.output) / spec["name"],
+            options,
+            threads=args.threads,
+            device=args.device,
+            language=args.language,
+        )
+        rows.append(m)
+    print(format_table(rows))
+    return 0
+
+
+def format_table(metrics: list[dict]) -> str:
+    """A plain-text table of CER/WER/exact match/lines per second per set and system."""
+    head = (
+        f"{'set':<16} {'system':<10} {'lines':>6} {'CER':>8} {'WER':>8} {'exact':>7} {'lines/s':>9}"
+    )
+    out = [head, "-" * len(head)]
+    for m in metrics:
+        for system in ("effocr", "tesseract"):
+            s = m.get(system, {})
+            if "cer" not in s:
+                out.append(f"{m['set']:<16} {system:<10} {'-':>6}  {s.get('reason', 'n/a')}")
+                continue
+            lps = s.get("lines_per_second")
+            out.append(
+                f"{m['set']:<16} {system:<10} {s['lines']:>6} {s['cer']:>8.4f} {s['wer']:>8.4f} "
+                f"{s['exact_match']:>7.3f} {lps if lps is not None else '-':>9}"
+            )
+    return "\n".join(out)

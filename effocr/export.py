@@ -1,0 +1,543 @@
+"""Export both models to an ONNX bundle and check it against PyTorch (`effocr export-onnx`).
+
+The bundle (docs/architecture.md) is one directory: `localizer.onnx`, `recognizer.onnx`,
+`ref.index`, `ref_labels.txt`, `model.yaml` (everything inference needs) and `parity.json`
+(this check's figures). It is written atomically: when ONNX Runtime disagrees with PyTorch on
+real test-split lines beyond the tolerances of config `export`, no bundle is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from effocr.utils import EffOCRError, atomic_path, sha256_file, sha256_json, write_json
+
+LOG = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+INDEX_FILES = ("ref.index", "ref_labels.txt")
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def section_defaults(name: str) -> dict:
+    """Schema defaults of one config section (the one place defaults are written)."""
+    from effocr.config import validate_config
+
+    return validate_config({})[name]
+
+
+def check_onnx(path: str | os.PathLike) -> None:
+    """Run `onnx.checker` (full check, with shape inference) on a model file."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # onnx raises ValidationError and others
+        raise EffOCRError(f"{path}: ONNX checker failed: {exc}") from exc
+
+
+def _load_checkpoint(path: str | os.PathLike, kind: str) -> dict:
+    import torch
+
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    except FileNotFoundError as exc:
+        raise EffOCRError(f"{path}: {kind} model not found") from exc
+    except Exception as exc:
+        raise EffOCRError(f"{path}: cannot read {kind} model: {exc}") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise EffOCRError(f"{path}: not an EffOCR {kind} model.pt (no `model` state dict)")
+    return ckpt
+
+
+def load_parity_lines(
+    test_json: str | os.PathLike, image_dir: str | os.PathLike, n: int
+) -> list[tuple[dict, np.ndarray]]:
+    """The first `n` test-split lines (by image id) with their decoded RGB images."""
+    from effocr.data.coco import load_coco
+    from effocr.infer import decode_image
+
+    coco = load_coco(test_json)
+    images = sorted(coco["images"], key=lambda im: im["id"])[:n]
+    if not images:
+        raise EffOCRError(f"{test_json}: the test split has no images for the parity check")
+    out = []
+    for im in images:
+        path = Path(image_dir) / im["file_name"]
+        try:
+            out.append((im, decode_image(path)))
+        except EffOCRError as exc:
+            raise EffOCRError(f"{test_json}: image {im['id']} ({path}): {exc}") from exc
+    return out
+
+
+def glyph_crops(
+    test_json: str | os.PathLike,
+    lines: list[tuple[dict, np.ndarray]],
+    *,
+    full_height: bool,
+    padding: int,
+) -> list[np.ndarray]:
+    """Real glyph crops of the annotated char boxes of `lines`, cut as at inference."""
+    from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
+    from effocr.data.crops import crop_box
+
+    index = index_coco(load_coco(test_json))
+    crops = []
+    for im, img in lines:
+        h, w = img.shape[:2]
+        for _char, ann in line_chars(index, im):
+            try:
+                x0, y0, x1, y1 = crop_box(ann["bbox"], w, h, is_vertical(im), full_height, padding)
+            except ValueError:
+                continue  # an empty box says nothing about parity
+            crops.append(img[y0:y1, x0:x1])
+    if not crops:
+        raise EffOCRError(f"{test_json}: no char boxes in the parity lines")
+    return crops
+
+
+# ---------------------------------------------------------------------------
+# Parity
+# ---------------------------------------------------------------------------
+
+
+def recognizer_parity(
+    model: Any, onnx_path: str | os.PathLike, batch: np.ndarray, *, threads: int = 1
+) -> dict:
+    """Compare ONNX Runtime and PyTorch embeddings of preprocessed crops (N, 3, S, S)."""
+    import torch
+
+    from effocr.infer import make_session
+
+    model.eval()
+    with torch.inference_mode():
+        ref = np.concatenate(
+            [
+                model(torch.from_numpy(batch[i : i + 64])).float().numpy()
+                for i in range(0, len(batch), 64)
+            ]
+        )
+    sess = make_session(onnx_path, ["CPUExecutionProvider"], threads)
+    name_in, name_out = sess.get_inputs()[0].name, sess.get_outputs()[0].name
+    # Odd batch sizes on purpose: the batch axis must be dynamic.
+    got = np.concatenate(
+        [sess.run([name_out], {name_in: batch[i : i + 37]})[0] for i in range(0, len(batch), 37)]
+    )
+    if got.shape != ref.shape:
+        return {
+            "passed": False,
+            "reason": f"shape {got.shape} != PyTorch {ref.shape}",
+            "n_crops": len(batch),
+        }
+    diff = np.abs(got - ref)
+    cos = (got * ref).sum(1) / np.maximum(
+        np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1), 1e-12
+    )
+    return {
+        "n_crops": int(len(batch)),
+        "dim": int(ref.shape[1]),
+        "max_abs": float(diff.max()),
+        "mean_abs": float(diff.mean()),
+        "min_cosine": float(cos.min()),
+        "mean_cosine": float(cos.mean()),
+    }
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes (N,4) x (M,4)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float32)
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def match_boxes(
+    ref_boxes: np.ndarray,
+    ref_scores: np.ndarray,
+    got_boxes: np.ndarray,
+    got_scores: np.ndarray,
+    *,
+    threshold: float,
+    margin: float,
+) -> dict:
+    """Greedily match two detection sets (IoU >= 0.5, highest reference score first).
+
+    A box left unmatched is "borderline" (tolerated) when its score lies within `margin` of the
+    score threshold: an output that close to the cut-off may fall either side of it.
+    """
+    ref_boxes = np.asarray(ref_boxes, dtype=np.float64).reshape(-1, 4)
+    got_boxes = np.asarray(got_boxes, dtype=np.float64).reshape(-1, 4)
+    ref_scores = np.asarray(ref_scores, dtype=np.float64).reshape(-1)
+    got_scores = np.asarray(got_scores, dtype=np.float64).reshape(-1)
+    iou = _iou(ref_boxes, got_boxes)
+    used = np.zeros(len(got_boxes), dtype=bool)
+    box_diff, score_diff, matched = 0.0, 0.0, 0
+    unmatched_ref = []
+    for i in np.argsort(-ref_scores, kind="stable"):
+        cand = np.where(~used & (iou[i] >= 0.5))[0] if len(got_boxes) else np.array([], dtype=int)
+        if len(cand) == 0:
+            unmatched_ref.append(float(ref_scores[i]))
+            continue
+        j = cand[np.argmax(iou[i, cand])]
+        used[j] = True
+        matched += 1
+        box_diff = max(box_diff, float(np.abs(ref_boxes[i] - got_boxes[j]).max()))
+        score_diff = max(score_diff, float(abs(ref_scores[i] - got_scores[j])))
+    unmatched_got = [float(s) for s in got_scores[~used]]
+    unmatched = unmatched_ref + unmatched_got
+    hard = [s for s in unmatched if abs(s - threshold) > margin]
+    return {
+        "n_ref": int(len(ref_boxes)),
+        "n_onnx": int(len(got_boxes)),
+        "matched": matched,
+        "unmatched_borderline": len(unmatched) - len(hard),
+        "unmatched": len(hard),
+        "box_max_abs": box_diff,
+        "score_max_abs": score_diff,
+    }
+
+
+def _det_arrays(det: Any, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    boxes = np.asarray(getattr(det, kind), dtype=np.float64).reshape(-1, 4)
+    scores = getattr(det, f"{kind[:-1]}_scores", None)
+    scores = (
+        np.ones(len(boxes)) if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+    )
+    return boxes, scores
+
+
+def localizer_parity(
+    model: Any,
+    session: Any,
+    images: list[np.ndarray],
+    *,
+    threshold: float,
+    margin: float,
+) -> dict:
+    """Compare PyTorch and ONNX Runtime detections (chars and words) on line images."""
+    totals: dict[str, dict] = {}
+    for img in images:
+        ref, got = model.detect(img), session.detect(img)
+        for kind in ("chars", "words"):
+            if not hasattr(ref, kind):
+                continue
+            m = match_boxes(
+                *_det_arrays(ref, kind), *_det_arrays(got, kind), threshold=threshold, margin=margin
+            )
+            t = totals.setdefault(kind, dict.fromkeys(m, 0))
+            for key, value in m.items():
+                t[key] = max(t[key], value) if key.endswith("max_abs") else t[key] + value
+    return {"n_lines": len(images), **totals}
+
+
+def evaluate_parity(rec: dict, loc: dict, tol: dict) -> list[str]:
+    """Problems (empty when the bundle passes) of parity figures against the tolerances."""
+    problems = []
+    if "reason" in rec:
+        problems.append(f"recognizer: {rec['reason']}")
+    else:
+        if rec["max_abs"] > tol["embedding_max_abs"]:
+            problems.append(
+                f"recognizer: max |ONNX - PyTorch| {rec['max_abs']:.3g}"
+                f" > export.embedding_max_abs {tol['embedding_max_abs']}"
+            )
+        if rec["min_cosine"] < tol["embedding_min_cosine"]:
+            problems.append(
+                f"recognizer: min cosine {rec['min_cosine']:.6f} < export.embedding_min_cosine {tol['embedding_min_cosine']}"
+            )
+    for kind in ("chars", "words"):
+        m = loc.get(kind)
+        if not m:
+            continue
+        if m["unmatched"]:
+            problems.append(
+                f"localizer {kind}: {m['unmatched']} box(es) found by only one of ONNX ({m['n_onnx']}) "
+                f"and PyTorch ({m['n_ref']})"
+            )
+        if m["box_max_abs"] > tol["box_max_abs"]:
+            problems.append(
+                f"localizer {kind}: box difference {m['box_max_abs']:.3g} px > export.box_max_abs {tol['box_max_abs']}"
+            )
+        if m["score_max_abs"] > tol["score_max_abs"]:
+            problems.append(
+                f"localizer {kind}: score difference {m['score_max_abs']:.3g} > export.score_max_abs {tol['score_max_abs']}"
+            )
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# Bundle
+# ---------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that wrote (and should read) the bundle."""
+    import faiss
+    import onnx
+    import onnxruntime
+    import torch
+
+    import effocr
+
+    return {
+        "effocr": effocr.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "faiss": getattr(faiss, "__version__", "unknown"),
+    }
+
+
+def _localizer_meta(localizer_pt: str | os.PathLike, ckpt: dict) -> dict:
+    """What inference needs about the localizer (input, classes, levels, thresholds)."""
+    try:
+        from effocr.localizer.export import localizer_meta
+    except ImportError:
+        meta = ckpt.get("meta")
+        if not isinstance(meta, dict):
+            raise EffOCRError(f"{localizer_pt}: localizer model.pt has no `meta`") from None
+        return dict(meta)
+    return dict(localizer_meta(localizer_pt))
+
+
+def export_bundle(
+    recognizer_pt: str | os.PathLike,
+    index_dir: str | os.PathLike,
+    localizer_pt: str | os.PathLike,
+    test_json: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    export_cfg: dict | None = None,
+    infer_cfg: dict | None = None,
+    recognizer_onnx: str | os.PathLike | None = None,
+    localizer_onnx: str | os.PathLike | None = None,
+    threads: int = 1,
+) -> dict:
+    """Export both models, check them against PyTorch on test-split lines, write the bundle.
+
+    Args:
+        recognizer_pt: The hard-negative recognizer `model.pt`.
+        index_dir: Reference index directory (`ref.index`, `ref_labels.txt`).
+        localizer_pt: The localizer `model.pt`.
+        test_json: Test-split COCO JSON; its first `export.parity_lines` lines are the check.
+        image_dir: Folder the split's `file_name`s are relative to.
+        out_dir: The bundle directory (replaced atomically on success only).
+        export_cfg: Config section `export` (opset, tolerances); schema defaults fill gaps.
+        infer_cfg: Config section `infer`, written into model.yaml as inference defaults.
+        recognizer_onnx: Use this ONNX recognizer (e.g. one optimised elsewhere) instead of
+            exporting; it must still match `recognizer_pt`.
+        localizer_onnx: Same for the localizer.
+        threads: CPU threads for the check.
+
+    Returns:
+        The parity report (also written as `parity.json`).
+
+    Raises:
+        EffOCRError: bad inputs, an ONNX checker failure, or a parity failure (no bundle left).
+    """
+    import torch
+
+    from effocr.localizer.export import export_onnx as export_localizer
+    from effocr.localizer.model import load_localizer
+    from effocr.localizer.runtime import LocalizerSession
+    from effocr.profiles import get_profile
+    from effocr.recognizer.model import export_onnx as export_recognizer
+    from effocr.recognizer.model import load_recognizer
+    from effocr.recognizer.transforms import preprocess
+
+    tol = {**section_defaults("export"), **(export_cfg or {})}
+    infer = {**section_defaults("infer"), **(infer_cfg or {})}
+    index_dir = Path(index_dir)
+    for name in INDEX_FILES:
+        if not (index_dir / name).is_file():
+            raise EffOCRError(f"{index_dir}: reference index incomplete, missing {name}")
+    rec_ckpt = _load_checkpoint(recognizer_pt, "recognizer")
+    loc_ckpt = _load_checkpoint(localizer_pt, "localizer")
+    train_cfg = rec_ckpt.get("config") or {}
+    language = train_cfg.get("language", "en")
+    profile = get_profile(language)
+    crops_cfg = {**section_defaults("crops"), **(train_cfg.get("crops") or {})}
+    rec_model = load_recognizer(recognizer_pt)
+    loc_model = load_localizer(localizer_pt)
+    input_size = int(rec_model.input_size)
+    loc_meta = _localizer_meta(localizer_pt, loc_ckpt)
+    torch.set_num_threads(max(1, threads))
+
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        rec_onnx, loc_onnx = tmp / "recognizer.onnx", tmp / "localizer.onnx"
+        LOG.info("exporting the recognizer (opset %d)", tol["opset"])
+        if recognizer_onnx:
+            shutil.copyfile(recognizer_onnx, rec_onnx)
+        else:
+            export_recognizer(recognizer_pt, rec_onnx, tol["opset"])
+        LOG.info("exporting the localizer (opset %d)", tol["opset"])
+        if localizer_onnx:
+            shutil.copyfile(localizer_onnx, loc_onnx)
+        else:
+            export_localizer(localizer_pt, loc_onnx, tol["opset"])
+        check_onnx(rec_onnx)
+        check_onnx(loc_onnx)
+
+        lines = load_parity_lines(test_json, image_dir, int(tol["parity_lines"]))
+        crops = glyph_crops(test_json, lines, full_height=True, padding=int(crops_cfg["padding"]))
+        batch = np.stack([preprocess(c, input_size, rec_model.mean, rec_model.std) for c in crops])
+        rec = recognizer_parity(rec_model, rec_onnx, batch, threads=threads)
+        session = LocalizerSession(loc_onnx, loc_meta, threads=threads)
+        threshold = float(loc_meta.get("score_threshold", 0.0))
+        loc = localizer_parity(
+            loc_model,
+            session,
+            [img for _, img in lines],
+            threshold=threshold,
+            margin=float(tol["score_max_abs"]),
+        )
+        problems = evaluate_parity(rec, loc, tol)
+        report = {
+            "passed": not problems,
+            "problems": problems,
+            "tolerances": {
+                k: tol[k]
+                for k in (
+                    "embedding_max_abs",
+                    "embedding_min_cosine",
+                    "box_max_abs",
+                    "score_max_abs",
+                )
+            },
+            "lines": [im["file_name"] for im, _ in lines],
+            "recognizer": rec,
+            "localizer": loc,
+        }
+        LOG.info("parity: %s", report)
+        if problems:
+            raise EffOCRError(
+                "ONNX export disagrees with PyTorch on the test split; no bundle written:\n  "
+                + "\n  ".join(problems)
+            )
+        for name in (*INDEX_FILES, "index.json"):
+            if (index_dir / name).is_file():
+                shutil.copyfile(index_dir / name, tmp / name)
+        n_labels = sum(
+            1
+            for ln in (tmp / "ref_labels.txt").read_text(encoding="utf-8").splitlines()
+            if ln.strip()
+        )
+        model_yaml = {
+            "format_version": FORMAT_VERSION,
+            "language": language,
+            "profile": {
+                "name": profile.name,
+                "vertical": profile.vertical,
+                "spaces": profile.spaces,
+                "render_mode": profile.render_mode,
+                "tesseract_lang": profile.tesseract_lang,
+            },
+            "recognizer": {
+                "file": "recognizer.onnx",
+                "input_size": input_size,
+                "input_layout": "NCHW float32 RGB, effocr.recognizer.transforms.preprocess",
+                "mean": [float(v) for v in rec_model.mean],
+                "std": [float(v) for v in rec_model.std],
+                "encoder": rec_model.encoder_name,
+                "embedding_dim": int(rec_model.dim),
+                "sha256": sha256_file(rec_onnx),
+            },
+            "localizer": {
+                "file": "localizer.onnx",
+                "meta": loc_meta,
+                "sha256": sha256_file(loc_onnx),
+            },
+            "index": {
+                "file": "ref.index",
+                "labels": "ref_labels.txt",
+                "metric": "inner_product",
+                "count": n_labels,
+            },
+            "crops": {"full_height": True, "padding": int(crops_cfg["padding"])},
+            "infer": {"batch_size": int(infer["batch_size"]), "threads": int(infer["threads"])},
+            "output": {
+                "layout": "predictions.jsonl",
+                "bbox": "xyxy, pixels of the input line image",
+                "fields": ["image", "text", "chars", "words", "error"],
+            },
+            "opset": int(tol["opset"]),
+            "versions": versions(),
+            "config_sha256": {
+                "recognizer": sha256_json(train_cfg),
+                "localizer": sha256_json(loc_ckpt.get("config") or {}),
+            },
+        }
+        (tmp / "model.yaml").write_text(
+            yaml.safe_dump(model_yaml, sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
+        write_json(tmp / "parity.json", report)
+    LOG.info("bundle written to %s", out_dir)
+    return report
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `effocr export-onnx`."""
+    parser.add_argument(
+        "--recognizer", required=True, help="recognizer model.pt (hard-negative pass)"
+    )
+    parser.add_argument("--index", required=True, help="reference index directory")
+    parser.add_argument("--localizer", required=True, help="localizer model.pt")
+    parser.add_argument("--test-split", required=True, help="test-split COCO JSON (parity lines)")
+    parser.add_argument(
+        "--image-dir", required=True, help="folder the split's file_names are relative to"
+    )
+    parser.add_argument("--output", "-o", required=True, help="bundle directory to write")
+    parser.add_argument("--config", default=None, help="config YAML (sections export, infer)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `effocr export-onnx`."""
+    from effocr.config import load_config
+
+    cfg = load_config(args.config)
+    report = export_bundle(
+        args.recognizer,
+        args.index,
+        args.localizer,
+        args.test_split,
+        args.image_dir,
+        args.output,
+        export_cfg=cfg["export"],
+        infer_cfg=cfg["infer"],
+        threads=args.threads,
+    )
+    rec = report["recognizer"]
+    print(
+        f"bundle {args.output}: recognizer max |diff| {rec['max_abs']:.2e}, min cosine "
+        f"{rec['min_cosine']:.6f} on {rec['n_crops']} crops; localizer checked on "
+        f"{report['localizer']['n_lines']} lines"
+    )
+    return 0

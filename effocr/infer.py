@@ -1,0 +1,706 @@
+"""Inference with an exported bundle: `effocr.infer.Engine` and the `effocr infer` command.
+
+Pipeline per chunk of lines: decode -> localize (ONNX) -> full-height glyph crops ->
+preprocess -> recognizer (ONNX, crops of many lines batched together) -> FAISS top-1 ->
+text (spaces from word boxes for English, none for Japanese).
+
+Parallelism: chunks of lines go to a pool of `threads` Python worker threads. ONNX Runtime and
+FAISS release the GIL while they compute, so N workers keep N cores busy; each ORT session
+therefore runs single-threaded (intra-op threads = 1) unless told otherwise, which avoids
+oversubscribing the cores the pool already uses. On CUDA one worker feeds the GPU with large
+batches instead.
+
+The bundle directory is the only thing read (see `effocr.export` and docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob as globlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import yaml
+
+from effocr.utils import EffOCRError, label_to_codepoints, progress
+
+LOG = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".webp",
+    ".gif",
+    ".pbm",
+    ".pgm",
+    ".ppm",
+)
+BUNDLE_FILES = ("localizer.onnx", "recognizer.onnx", "ref.index", "ref_labels.txt", "model.yaml")
+STAGES = ("decode", "localizer", "crops", "recognizer", "knn")
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+
+ImageInput = str | os.PathLike | np.ndarray
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class CharResult:
+    """One recognised character: box in line pixels `[x0, y0, x1, y1]`, label, similarity."""
+
+    bbox: list[float]
+    codepoints: str
+    char: str
+    score: float
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (the `chars` entries of predictions.jsonl)."""
+        return {
+            "bbox": [round(float(v), 2) for v in self.bbox],
+            "codepoints": self.codepoints,
+            "char": self.char,
+            "score": round(float(self.score), 5),
+        }
+
+
+@dataclass
+class LineResult:
+    """The OCR result of one line image (one record of predictions.jsonl)."""
+
+    image: str
+    text: str = ""
+    chars: list[CharResult] = field(default_factory=list)
+    words: list[list[float]] = field(default_factory=list)
+    width: int = 0
+    height: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the line was read (no error)."""
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict in the predictions.jsonl format of docs/architecture.md."""
+        out: dict[str, Any] = {"image": self.image}
+        if self.error is not None:
+            out["text"] = None
+            out["error"] = self.error
+            return out
+        out["text"] = self.text
+        out["width"] = self.width
+        out["height"] = self.height
+        out["chars"] = [c.to_dict() for c in self.chars]
+        out["words"] = [{"bbox": [round(float(v), 2) for v in b]} for b in self.words]
+        return out
+
+
+# ---------------------------------------------------------------------------
+# Providers
+# ---------------------------------------------------------------------------
+
+
+def select_providers(device: str, available: Sequence[str] | None = None) -> list[Any]:
+    """ONNX Runtime execution providers for `device` (``cpu``, ``cuda``, ``cuda:N``, ``auto``).
+
+    Args:
+        device: Requested device. ``auto`` takes CUDA when ORT offers it, else the CPU.
+        available: Providers ORT offers; `onnxruntime.get_available_providers()` when None.
+
+    Returns:
+        Providers in priority order (the CPU provider last, as ORT's fallback for ops the GPU
+        provider lacks); a CUDA entry carries its ``device_id``.
+
+    Raises:
+        EffOCRError: CUDA was asked for but this ONNX Runtime has no CUDA provider.
+    """
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    device = (device or "auto").strip().lower()
+    has_cuda = CUDA_PROVIDER in available
+    if device == "cpu":
+        return [CPU_PROVIDER]
+    if device == "auto":
+        return [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER] if has_cuda else [CPU_PROVIDER]
+    if device == "cuda" or device.startswith("cuda:"):
+        if not has_cuda:
+            raise EffOCRError(
+                f"device {device!r} requested but ONNX Runtime offers only {list(available)} "
+                "(install onnxruntime-gpu with a matching CUDA, or use --device cpu)"
+            )
+        index = device.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise EffOCRError(f"bad device {device!r}: expected cuda or cuda:N")
+        return [(CUDA_PROVIDER, {"device_id": int(index)}), CPU_PROVIDER]
+    raise EffOCRError(f"unknown device {device!r}: expected cpu, cuda, cuda:N or auto")
+
+
+def uses_cuda(providers: Sequence[Any]) -> bool:
+    """Whether a provider list (as from `select_providers`) puts CUDA first."""
+    first = providers[0] if providers else CPU_PROVIDER
+    return (first[0] if isinstance(first, tuple) else first) == CUDA_PROVIDER
+
+
+def make_session(path: str | os.PathLike, providers: Sequence[Any], intra_op_threads: int = 1):
+    """An ORT session with a fixed number of intra-op threads and no inter-op pool."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(intra_op_threads))
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning worker threads burn the cores the other workers need.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+    except Exception as exc:  # ORT raises its own exception types for bad models
+        raise EffOCRError(f"{path}: cannot load ONNX model: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[str]:
+    """Expand command-line INPUTs into line image paths, in a stable order.
+
+    An INPUT is an image file, a directory (its image files, sorted, not recursive), a glob
+    pattern (matches sorted; ``**`` recurses) or ``@list.txt`` (one path per line, blank lines
+    and ``#`` comments skipped; relative paths are relative to the list file's folder). A path
+    that does not exist is kept, so that it is reported as a failed line rather than silently
+    dropped.
+
+    Raises:
+        EffOCRError: a list file is missing, or a directory or pattern matches no image.
+    """
+    out: list[str] = []
+    for item in inputs:
+        if item.startswith("@"):
+            listing = Path(item[1:])
+            try:
+                lines = listing.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise EffOCRError(f"{listing}: cannot read image list: {exc.strerror}") from exc
+            for line in lines:
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                p = Path(line)
+                out.append(str(p if p.is_absolute() else listing.parent / p))
+            continue
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.iterdir() if p.is_file() and _is_image(p))
+            if not found:
+                raise EffOCRError(
+                    f"{item}: directory contains no image files ({', '.join(IMAGE_SUFFIXES)})"
+                )
+            out.extend(found)
+        elif path.exists() or not any(c in item for c in "*?["):
+            out.append(item)
+        else:
+            found = sorted(p for p in globlib.glob(item, recursive=True) if Path(p).is_file())
+            if not found:
+                raise EffOCRError(f"{item}: pattern matches no file")
+            out.extend(found)
+    return out
+
+
+def decode_image(item: ImageInput) -> np.ndarray:
+    """Read a line image as HxWx3 uint8 RGB; raise `EffOCRError` with the reason if it cannot."""
+    if isinstance(item, np.ndarray):
+        arr = item
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise EffOCRError(f"array of shape {arr.shape}: expected HxW, HxWx3 or HxWx4")
+        arr = arr[:, :, :3]
+        if arr.dtype != np.uint8:
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(arr)
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(item)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            # Palette/16-bit/1-bit scans all become 8-bit RGB, the recognizer's input.
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr16 = np.asarray(im, dtype=np.float32)
+                top = max(float(arr16.max()), 1.0)
+                grey = (arr16 * (255.0 / (65535.0 if top > 255 else 255.0))).astype(np.uint8)
+                return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+            rgb = im.convert("RGB")
+            arr = np.asarray(rgb)
+    except FileNotFoundError as exc:
+        raise EffOCRError("file not found") from exc
+    except IsADirectoryError as exc:
+        raise EffOCRError("is a directory, not an image") from exc
+    except UnidentifiedImageError as exc:
+        raise EffOCRError("not a readable image (unknown or corrupt format)") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        # PIL reports truncated/corrupt data as OSError or SyntaxError.
+        raise EffOCRError(f"cannot decode image: {exc}") from exc
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise EffOCRError("image has zero size")
+    return arr
+
+
+# ---------------------------------------------------------------------------
+# Bundle
+# ---------------------------------------------------------------------------
+
+
+def load_model_yaml(bundle_dir: str | os.PathLike) -> dict:
+    """Read and check `model.yaml` of a bundle (every file it needs present)."""
+    bundle = Path(bundle_dir)
+    if not bundle.is_dir():
+        raise EffOCRError(f"{bundle}: bundle directory not found")
+    missing = [f for f in BUNDLE_FILES if not (bundle / f).is_file()]
+    if missing:
+        raise EffOCRError(f"{bundle}: not a complete bundle, missing {', '.join(missing)}")
+    try:
+        meta = yaml.safe_load((bundle / "model.yaml").read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise EffOCRError(f"{bundle / 'model.yaml'}: not valid YAML: {exc}") from exc
+    for key in ("format_version", "profile", "recognizer", "localizer", "index"):
+        if not isinstance(meta, dict) or key not in meta:
+            raise EffOCRError(f"{bundle / 'model.yaml'}: missing key {key!r}")
+    return meta
+
+
+# ---------------------------------------------------------------------------
+# Engine
+# ---------------------------------------------------------------------------
+
+
+class Engine:
+    """OCR of line images with an exported bundle (ONNX Runtime + FAISS).
+
+    Args:
+        bundle_dir: Directory written by `effocr export-onnx` / rule `export_onnx`.
+        threads: Worker threads (CPU cores kept busy).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        batch_size: Recognizer batch size; crops of many lines are batched together.
+        intra_op_threads: ORT threads per model call; default 1 on CPU (the pool parallelises),
+            `threads` on CUDA (one worker).
+        chunk_lines: Lines handed to a worker at once; default enough for ~2 full batches.
+    """
+
+    def __init__(
+        self,
+        bundle_dir: str | os.PathLike,
+        threads: int = 1,
+        device: str = "cpu",
+        batch_size: int = 64,
+        *,
+        intra_op_threads: int | None = None,
+        chunk_lines: int | None = None,
+    ) -> None:
+        from effocr.localizer.runtime import LocalizerSession
+        from effocr.profiles import get_profile
+
+        self.bundle_dir = Path(bundle_dir)
+        self.meta = load_model_yaml(self.bundle_dir)
+        if int(self.meta["format_version"]) != 1:
+            raise EffOCRError(
+                f"{self.bundle_dir}: unsupported bundle format {self.meta['format_version']}"
+            )
+        if batch_size < 1 or threads < 1:
+            raise EffOCRError("threads and batch_size must be at least 1")
+        self.providers = select_providers(device)
+        self.cuda = uses_cuda(self.providers)
+        self.threads = int(threads)
+        self.workers = 1 if self.cuda else self.threads
+        self.batch_size = int(batch_size)
+        intra = intra_op_threads or (self.threads if self.cuda else 1)
+        prof = self.meta["profile"]
+        self.profile = get_profile(prof["name"])
+        self.vertical = bool(prof.get("vertical", self.profile.vertical))
+        self.spaces = bool(prof.get("spaces", self.profile.spaces))
+        rec = self.meta["recognizer"]
+        self.input_size = int(rec["input_size"])
+        self.mean = tuple(float(v) for v in rec["mean"])
+        self.std = tuple(float(v) for v in rec["std"])
+        self.recognizer = make_session(self.bundle_dir / "recognizer.onnx", self.providers, intra)
+        self._rec_input = self.recognizer.get_inputs()[0].name
+        self._rec_output = self.recognizer.get_outputs()[0].name
+        self.localizer = LocalizerSession(
+            self.bundle_dir / "localizer.onnx",
+            self.meta["localizer"]["meta"],
+            threads=intra,
+            providers=self.providers,
+        )
+        self.crop_padding = int(self.meta.get("crops", {}).get("padding", 0))
+        self._load_index(intra)
+        # Enough lines per chunk to fill about two recognizer batches (lines average ~30 glyphs).
+        self.chunk_lines = int(chunk_lines or max(4, (2 * self.batch_size) // 30 + 1))
+        self._lock = threading.Lock()
+        self.timings: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self.lines_done = 0
+        self.glyphs_done = 0
+
+    def _load_index(self, intra: int) -> None:
+        import faiss
+
+        from effocr.recognizer.index import ReferenceIndex
+
+        try:
+            ref = ReferenceIndex.load(self.bundle_dir)
+        except RuntimeError as exc:  # FAISS reports unreadable files as RuntimeError
+            raise EffOCRError(
+                f"{self.bundle_dir / 'ref.index'}: cannot read FAISS index: {exc}"
+            ) from exc
+        self.index = ref.index
+        self.chars = list(ref.labels)
+        self.labels = [label_to_codepoints(c) for c in self.chars]
+        # FAISS's OpenMP threads on top of the worker pool would oversubscribe the cores.
+        faiss.omp_set_num_threads(max(1, intra))
+
+    # -- stages ------------------------------------------------------------
+
+    def _add_time(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.timings[stage] += seconds
+
+    def reset_timings(self) -> None:
+        """Zero the per-stage timings and counters."""
+        with self._lock:
+            self.timings = dict.fromkeys(STAGES, 0.0)
+            self.lines_done = 0
+            self.glyphs_done = 0
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Recognizer embeddings (L2-normalised float32) of preprocessed crops (N, 3, S, S)."""
+        out = []
+        for start in range(0, len(batch), self.batch_size):
+            chunk = np.ascontiguousarray(batch[start : start + self.batch_size], dtype=np.float32)
+            out.append(self.recognizer.run([self._rec_output], {self._rec_input: chunk})[0])
+        embs = np.concatenate(out).astype(np.float32, copy=False)
+        # Normalise again: cheap, and exact cosine similarity even if an export skipped it.
+        embs /= np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
+        return embs
+
+    def _process_chunk(self, chunk: list[tuple[int, ImageInput]]) -> list[LineResult]:
+        from effocr.recognizer.transforms import preprocess
+
+        results: list[LineResult] = []
+        crops: list[np.ndarray] = []
+        owners: list[
+            tuple[LineResult, list, np.ndarray | None]
+        ] = []  # (result, char boxes, spaces)
+        for idx, item in chunk:
+            name = f"<array {idx}>" if isinstance(item, np.ndarray) else str(item)
+            res = LineResult(image=name)
+            results.append(res)
+            t0 = time.perf_counter()
+            try:
+                img = decode_image(item)
+            except EffOCRError as exc:
+                res.error = str(exc)
+                continue
+            finally:
+                self._add_time("decode", time.perf_counter() - t0)
+            res.height, res.width = int(img.shape[0]), int(img.shape[1])
+            t0 = time.perf_counter()
+            try:
+                det = self.localizer.detect(img)
+            except Exception as exc:  # a line ORT cannot process must not stop the run
+                res.error = f"localizer failed: {exc}"
+                continue
+            finally:
+                self._add_time("localizer", time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            chars = np.asarray(det.chars, dtype=np.float32).reshape(-1, 4)
+            res.words = np.asarray(det.words, dtype=np.float32).reshape(-1, 4).tolist()
+            for x0, y0, x1, y1 in det.crop_boxes(self.crop_padding).tolist():
+                crops.append(preprocess(img[y0:y1, x0:x1], self.input_size, self.mean, self.std))
+            flags = np.asarray(det.spaces, dtype=bool) if self.spaces else None
+            owners.append((res, chars.tolist(), flags))
+            self._add_time("crops", time.perf_counter() - t0)
+        if crops:
+            t0 = time.perf_counter()
+            embs = self.embed(np.stack(crops))
+            self._add_time("recognizer", time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            sims, ids = self.index.search(embs, 1)
+            self._add_time("knn", time.perf_counter() - t0)
+            pos = 0
+            for res, boxes, _ in owners:
+                n = len(boxes)
+                for box, sim, row in zip(
+                    boxes, sims[pos : pos + n, 0], ids[pos : pos + n, 0], strict=True
+                ):
+                    res.chars.append(
+                        CharResult(list(box), self.labels[row], self.chars[row], float(sim))
+                    )
+                pos += n
+        for res, _, flags in owners:
+            res.text = assemble_text([c.char for c in res.chars], flags)
+        with self._lock:
+            self.lines_done += len(results)
+            self.glyphs_done += len(crops)
+        return results
+
+    # -- public API --------------------------------------------------------
+
+    def iter_infer(
+        self, images: Iterable[ImageInput], *, show_progress: bool = False, total: int | None = None
+    ) -> Iterator[LineResult]:
+        """Yield one `LineResult` per image, in input order, while workers run ahead."""
+        items = list(enumerate(images))
+        chunks = [items[i : i + self.chunk_lines] for i in range(0, len(items), self.chunk_lines)]
+        bar = progress(total=total or len(items), unit="line") if show_progress else None
+        try:
+            if self.workers == 1 or len(chunks) <= 1:
+                for chunk in chunks:
+                    for res in self._process_chunk(chunk):
+                        if bar is not None:
+                            bar.update(1)
+                        yield res
+                return
+            with ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix="effocr-infer"
+            ) as pool:
+                # map() keeps input order; a bounded window keeps memory flat on huge inputs.
+                window = 4 * self.workers
+                pending = []
+                for chunk in chunks:
+                    pending.append(pool.submit(self._process_chunk, chunk))
+                    if len(pending) >= window:
+                        for res in pending.pop(0).result():
+                            if bar is not None:
+                                bar.update(1)
+                            yield res
+                for fut in pending:
+                    for res in fut.result():
+                        if bar is not None:
+                            bar.update(1)
+                        yield res
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def infer(self, images: Sequence[ImageInput]) -> list[LineResult]:
+        """OCR line images (paths or HxWx3 uint8 arrays); failed images carry `error`."""
+        return list(self.iter_infer(images))
+
+
+def assemble_text(labels: Sequence[str], spaces: np.ndarray | None = None) -> str:
+    """Join recognised characters (reading order); `spaces[i]` puts a space before char i.
+
+    The localizer's post-processing decides the spaces (word boxes, or gaps as a fallback);
+    Japanese bundles pass None and get no spaces.
+    """
+    if spaces is None or len(spaces) != len(labels):
+        return "".join(labels)
+    return "".join(
+        (" " + lab) if sp and i > 0 else lab
+        for i, (lab, sp) in enumerate(zip(labels, spaces, strict=True))
+    )
+
+
+# ---------------------------------------------------------------------------
+# Writers
+# ---------------------------------------------------------------------------
+
+
+class OutputWriter:
+    """Writes predictions.jsonl, text/<stem>.txt and (optionally) predictions_coco.json.
+
+    predictions.jsonl is written to a temporary name and renamed when the run ends, so an
+    interrupted run never leaves a file that looks complete.
+    """
+
+    def __init__(
+        self, out_dir: str | os.PathLike | None, *, coco: bool = False, stream: TextIO | None = None
+    ) -> None:
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.stream = stream
+        self.coco = coco
+        self._stems: dict[str, int] = {}
+        self._coco_images: list[dict] = []
+        self._coco_anns: list[dict] = []
+        self._fh: TextIO | None = None
+        if self.out_dir is not None:
+            (self.out_dir / "text").mkdir(parents=True, exist_ok=True)
+            self._tmp = self.out_dir / ".predictions.jsonl.tmp"
+            self._fh = open(self._tmp, "w", encoding="utf-8")
+
+    def _text_name(self, image: str) -> str:
+        stem = Path(image).stem or "line"
+        n = self._stems.get(stem, 0)
+        self._stems[stem] = n + 1
+        return f"{stem}.txt" if n == 0 else f"{stem}__{n + 1}.txt"
+
+    def write(self, res: LineResult) -> None:
+        """Write one line's result."""
+        line = json.dumps(res.to_dict(), ensure_ascii=False) + "\n"
+        if self._fh is not None:
+            self._fh.write(line)
+        if self.stream is not None:
+            self.stream.write(line)
+        if self.out_dir is not None and res.ok:
+            path = self.out_dir / "text" / self._text_name(res.image)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(res.text + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        if self.coco and res.ok:
+            self._add_coco(res)
+
+    def _add_coco(self, res: LineResult) -> None:
+        image_id = len(self._coco_images) + 1
+        self._coco_images.append(
+            {
+                "id": image_id,
+                "file_name": res.image,
+                "width": res.width,
+                "height": res.height,
+                "text": res.text,
+            }
+        )
+        for cat, items in (
+            (1, [(c.bbox, c) for c in res.chars]),
+            (2, [(b, None) for b in res.words]),
+        ):
+            for bbox, ch in items:
+                x0, y0, x1, y1 = (float(v) for v in bbox)
+                ann = {
+                    "id": len(self._coco_anns) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                    "area": round((x1 - x0) * (y1 - y0), 2),
+                    "iscrowd": 0,
+                    "score": 1.0,
+                }
+                if ch is not None:
+                    ann.update(text=ch.char, codepoints=ch.codepoints, score=round(ch.score, 5))
+                self._coco_anns.append(ann)
+
+    def close(self, *, complete: bool = True) -> None:
+        """Finish the files; with `complete=False` (a crash) the partial JSONL is removed."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+            if complete:
+                os.replace(self._tmp, self.out_dir / "predictions.jsonl")
+            else:
+                self._tmp.unlink(missing_ok=True)
+        if self.stream is not None:
+            self.stream.flush()
+        if self.coco and complete and self.out_dir is not None:
+            from effocr.utils import write_json
+
+            write_json(
+                self.out_dir / "predictions_coco.json",
+                {
+                    "images": self._coco_images,
+                    "annotations": self._coco_anns,
+                    "categories": [{"id": 1, "name": "char"}, {"id": 2, "name": "word"}],
+                },
+                indent=None,
+            )
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `effocr infer`."""
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="line image, directory, glob pattern or @list.txt",
+    )
+    parser.add_argument("--model", "-m", required=True, help="bundle directory (from export-onnx)")
+    parser.add_argument(
+        "--output", "-o", default=None, help="output directory; JSON Lines to stdout when omitted"
+    )
+    parser.add_argument(
+        "--threads",
+        "-j",
+        type=int,
+        default=None,
+        help="worker threads (default: the bundle's infer.threads)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="recognizer batch size (default: the bundle's infer.batch_size)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument("--coco", action="store_true", help="also write OUT/predictions_coco.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `effocr infer`; returns 1 when any image failed."""
+    meta = load_model_yaml(args.model)
+    defaults = meta.get("infer", {})
+    threads = args.threads or int(defaults.get("threads", 1))
+    batch_size = args.batch_size or int(defaults.get("batch_size", 64))
+    if args.coco and not args.output:
+        raise EffOCRError("--coco needs --output")
+    images = expand_inputs(args.inputs)
+    engine = Engine(args.model, threads=threads, device=args.device, batch_size=batch_size)
+    writer = OutputWriter(args.output, coco=args.coco, stream=None if args.output else sys.stdout)
+    failed = 0
+    start = time.perf_counter()
+    complete = False
+    try:
+        for res in engine.iter_infer(images, show_progress=True):
+            if not res.ok:
+                failed += 1
+                LOG.error("%s: %s (skipped)", res.image, res.error)
+            writer.write(res)
+        complete = True
+    finally:
+        writer.close(complete=complete)
+    elapsed = time.perf_counter() - start
+    LOG.info(
+        "%d lines (%d failed, %d glyphs) in %.2f s: %.1f lines/s with %d thread(s) on %s",
+        len(images),
+        failed,
+        engine.glyphs_done,
+        elapsed,
+        len(images) / elapsed if elapsed > 0 else 0.0,
+        threads,
+        "cuda" if engine.cuda else "cpu",
+    )
+    if failed:
+        print(
+            f"effocr infer: {failed} of {len(images)} image(s) failed (see the log)",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0

@@ -1,0 +1,12 @@
+"""The default backend: torchvision FCOS heads on a small BatchNorm CNN + FPN (`LineDetector`)."""
+
+from __future__ import annotations
+
+from effocr.localizer.model import LineDetector
+
+SUPPORTED = True
+
+
+def create(classes: list[str], input_height: int = 32, arch: dict | None = None) -> LineDetector:
+    """An untrained `LineDetector` for `classes` (``char``, optionally ``word``)."""
+    return LineDetector(list(classes), input_height, arch)

@@ -1,0 +1,56 @@
+"""Export of the default localizer to ONNX (used by the bundle export, `effocr.export`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from effocr.localizer.model import load_model
+from effocr.localizer.runtime import META_KEY
+from effocr.utils import atomic_path
+
+# Width of the example input traced at export; the width axis is dynamic.
+EXAMPLE_WIDTH = 256
+
+
+def localizer_meta(model_pt: str | os.PathLike) -> dict:
+    """Metadata of a trained localizer for the bundle's model.yaml (JSON/YAML-safe)."""
+    _, meta = load_model(model_pt)
+    return json.loads(json.dumps(meta))
+
+
+def export_onnx(model_pt: str | os.PathLike, out_path: str | os.PathLike, opset: int = 17) -> Path:
+    """Export `model.pt` to ONNX: input ``image (1, 3, H, W)``, output ``raw (1, N, 6)``.
+
+    The width is dynamic, the height fixed (`input_height`): lines are resized in NumPy first
+    (`model.prepare_line`). Exported with ``dynamo=False`` (the TorchScript exporter), and the
+    localizer metadata is stored in the file (key `effocr_localizer_meta`), so the ONNX model
+    can be used on its own by `LocalizerSession`.
+    """
+    import onnx
+
+    model, meta = load_model(model_pt)
+    model.eval()
+    x = torch.zeros(1, 3, meta["input_height"], EXAMPLE_WIDTH)
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        torch.onnx.export(
+            model,
+            (x,),
+            str(tmp),
+            input_names=["image"],
+            output_names=["raw"],
+            dynamic_axes={"image": {3: "width"}, "raw": {1: "rows"}},
+            opset_version=int(opset),
+            dynamo=False,
+        )
+        proto = onnx.load(str(tmp))
+        entry = proto.metadata_props.add()
+        entry.key = META_KEY
+        entry.value = json.dumps(meta)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+    return out_path

@@ -1,0 +1,380 @@
+"""The default localizer: torchvision FCOS heads on a small BatchNorm CNN + FPN, for text lines.
+
+Design (see config/README.md, section localizer):
+
+* Input: the line resized to a fixed height (`localizer.input_height`, width keeps the aspect
+  ratio, padded with white to a multiple of the deepest stride). Vertical lines (taller than
+  wide) are transposed first, so one model reads both directions. Resizing happens in NumPy
+  (`prepare_line`), never inside the graph, so PyTorch and ONNX Runtime see the same pixels.
+* Network: a small conv/BatchNorm backbone (strides 2..32), torchvision's
+  `FeaturePyramidNetwork`, and one torchvision FCOS classification/regression head pair per
+  class on one pyramid level each (chars on the fine level, words on a coarser one). One head
+  per class means a one-letter word and its letter never compete for the same cell.
+* Output: the raw head rows ``(1, N, 6)`` = ``dx, dy, log w, log h`` (box centre offset from
+  the cell centre and box size, in units of the level's box size), centre-ness logit, class
+  logit. Decoding, thresholds and NMS are NumPy code in
+  `effocr.localizer.postprocess`, shared by both paths.
+* Training target assignment is FCOS centre sampling with one change for text: a ground-truth
+  box smaller than the stride is widened to one stride for the "point inside the box" test
+  (so `.`, `,` and `'` always get a positive cell). FCOS's ReLU'd ``l, t, r, b`` cannot
+  describe a box from a cell outside it, so boxes are regressed as centre offset + log size.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSRegressionHead
+from torchvision.ops import FeaturePyramidNetwork, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops.misc import Conv2dNormActivation
+
+from effocr.localizer import postprocess as pp
+from effocr.utils import EffOCRError
+
+# Normalisation of the network input (grey-level text: centre 0.5, scale 0.5).
+MEAN = 0.5
+STD = 0.5
+PAD_VALUE = 255
+
+# Architecture of the default backend; `localizer.arch` in the config overrides keys.
+DEFAULT_ARCH: dict[str, Any] = {
+    # Output channels of the stem and of the four stages (strides 2, 4, 8, 16, 32).
+    "widths": [16, 32, 64, 96, 128],
+    # Extra 3x3 convs after the strided conv of each stage (stem has none).
+    "depths": [0, 1, 1, 1, 1],
+    "fpn_channels": 32,
+    "head_convs": 1,
+    # Pyramid level (stride = 2**level) of each class's head.
+    "levels": {"char": 2, "word": 3},
+    # Regression unit of each class, in strides (words are long: a larger unit keeps targets small).
+    "box_units": {"char": 1, "word": 4},
+    "center_radius": 1.5,
+}
+
+
+def merge_arch(arch: dict | None) -> dict:
+    """Default architecture with the keys of `arch` replaced."""
+    out = copy.deepcopy(DEFAULT_ARCH)
+    for key, value in (arch or {}).items():
+        if key not in out:
+            raise EffOCRError(f"localizer.arch: unknown key {key!r} (known: {sorted(out)})")
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Input preparation (the ONE place for both PyTorch and ONNX paths)
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedLine:
+    """A line ready for the network and what is needed to map boxes back."""
+
+    array: np.ndarray  # (3, H, W) float32, normalised
+    scale: float  # network pixels per original pixel
+    transposed: bool  # the image was transposed (vertical line)
+    image_size: tuple[int, int]  # original (height, width)
+
+
+def prepare_line(img: np.ndarray, input_height: int, pad_multiple: int = 32) -> PreparedLine:
+    """Transpose vertical lines, resize to `input_height`, pad width with white, normalise.
+
+    Args:
+        img: (H, W, 3) uint8 RGB (greyscale (H, W) is accepted).
+        input_height: Height of the network input.
+        pad_multiple: Width is padded to a multiple of this (the deepest stride).
+    """
+    img = np.asarray(img)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (3, 4) or img.shape[0] < 1 or img.shape[1] < 1:
+        raise EffOCRError(f"line image must be HxWx3 uint8, got shape {img.shape}")
+    img = img[:, :, :3]
+    h, w = img.shape[:2]
+    transposed = h > w
+    if transposed:
+        img = np.ascontiguousarray(img.transpose(1, 0, 2))
+    scale = input_height / img.shape[0]
+    new_w = max(1, int(round(img.shape[1] * scale)))
+    resized = np.asarray(
+        Image.fromarray(img.astype(np.uint8)).resize((new_w, input_height), Image.BILINEAR)
+    )
+    padded_w = max(pad_multiple, -(-new_w // pad_multiple) * pad_multiple)
+    canvas = np.full((input_height, padded_w, 3), PAD_VALUE, np.uint8)
+    canvas[:, :new_w] = resized
+    arr = (canvas.astype(np.float32) / 255.0 - MEAN) / STD
+    return PreparedLine(arr.transpose(2, 0, 1).copy(), scale, transposed, (h, w))
+
+
+# ---------------------------------------------------------------------------
+# Network
+# ---------------------------------------------------------------------------
+
+
+class TextFCOSHead(nn.Module):
+    """torchvision FCOS classification + regression heads for one class on one level.
+
+    The regression output is linear (``dx, dy, log w, log h``; torchvision's ReLU'd ``ltrb``
+    is not used), see the module docstring.
+    """
+
+    def __init__(self, channels: int, num_convs: int) -> None:
+        super().__init__()
+        self.classification_head = FCOSClassificationHead(
+            channels, 1, 1, num_convs, norm_layer=nn.BatchNorm2d
+        )
+        self.regression_head = FCOSRegressionHead(channels, 1, num_convs, norm_layer=nn.BatchNorm2d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) features -> (B, h*w, 6) rows ``dx, dy, log w, log h, ctr, cls``."""
+        cls = self.classification_head.cls_logits(self.classification_head.conv(x))
+        feat = self.regression_head.conv(x)
+        reg = self.regression_head.bbox_reg(feat)
+        ctr = self.regression_head.bbox_ctrness(feat)
+        out = torch.cat([reg, ctr, cls], dim=1)  # (B, 6, h, w)
+        return out.flatten(2).transpose(1, 2)
+
+
+class LineDetector(nn.Module):
+    """Backbone + FPN + one `TextFCOSHead` per class; forward returns the raw rows."""
+
+    def __init__(self, classes: list[str], input_height: int, arch: dict | None = None) -> None:
+        super().__init__()
+        self.arch = merge_arch(arch)
+        self.classes = list(classes)
+        self.input_height = int(input_height)
+        widths, depths = self.arch["widths"], self.arch["depths"]
+        if len(widths) != 5 or len(depths) != 5:
+            raise EffOCRError("localizer.arch: `widths` and `depths` need 5 entries (strides 2..32)")
+        if self.input_height % 32:
+            raise EffOCRError(f"localizer.input_height must be a multiple of 32, got {input_height}")
+        stages = []
+        in_ch = 3
+        for width, depth in zip(widths, depths, strict=True):
+            layers = [Conv2dNormActivation(in_ch, width, 3, stride=2, norm_layer=nn.BatchNorm2d)]
+            layers += [
+                Conv2dNormActivation(width, width, 3, norm_layer=nn.BatchNorm2d) for _ in range(depth)
+            ]
+            stages.append(nn.Sequential(*layers))
+            in_ch = width
+        self.stages = nn.ModuleList(stages)
+        self.levels = {c: int(self.arch["levels"][c]) for c in self.classes}
+        self.min_level = min(self.levels.values())
+        fpn_in = widths[self.min_level - 1 :]
+        self.fpn = FeaturePyramidNetwork(fpn_in, self.arch["fpn_channels"])
+        self.heads = nn.ModuleList(
+            TextFCOSHead(self.arch["fpn_channels"], self.arch["head_convs"]) for _ in self.classes
+        )
+
+    def level_meta(self) -> list[dict]:
+        """Per-class level description used by `postprocess.decode_effocr` (order of rows)."""
+        out = []
+        for k, c in enumerate(self.classes):
+            stride = 2 ** self.levels[c]
+            out.append(
+                {
+                    "class": k,
+                    "stride": [stride, stride],
+                    "size": stride * float(self.arch["box_units"][c]),
+                }
+            )
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised input -> (B, N, 6) raw rows (see module docstring)."""
+        feats = {}
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i + 1 >= self.min_level:
+                feats[str(i + 1)] = x
+        pyramid = self.fpn(feats)
+        rows = [
+            head(pyramid[str(self.levels[c])])
+            for c, head in zip(self.classes, self.heads, strict=True)
+        ]
+        return torch.cat(rows, dim=1)
+
+
+# ---------------------------------------------------------------------------
+# Loss (torchvision focal + GIoU losses, FCOS centre sampling adapted to glyphs)
+# ---------------------------------------------------------------------------
+
+
+def decode_rows(reg: torch.Tensor, points: torch.Tensor, size: float) -> torch.Tensor:
+    """Boxes from rows ``dx, dy, log w, log h`` (torch twin of `postprocess.decode_effocr`)."""
+    centre = points + reg[:, :2] * size
+    wh = torch.exp(reg[:, 2:].clamp(max=pp.MAX_LOG_SIZE)) * size
+    return torch.cat([centre - wh / 2, centre + wh / 2], dim=1)
+
+
+def _level_points_t(hw: tuple[int, int], stride: int, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(pp.level_points(hw[0], hw[1], (stride, stride))).to(device)
+
+
+def detection_loss(
+    raw: torch.Tensor,
+    targets: list[dict[str, torch.Tensor]],
+    input_hw: tuple[int, int],
+    levels: list[dict],
+    center_radius: float = 1.5,
+) -> dict[str, torch.Tensor]:
+    """FCOS-style losses of raw rows against targets (boxes in network pixels, labels)."""
+    device = raw.device
+    losses = {"classification": 0.0, "bbox_regression": 0.0, "bbox_ctrness": 0.0}
+    start = 0
+    for level in levels:
+        stride = int(level["stride"][0])
+        size = float(level["size"])
+        pts = _level_points_t(input_hw, stride, device)
+        part = raw[:, start : start + len(pts)]
+        start += len(pts)
+        cls_t = torch.zeros(part.shape[:2], device=device)
+        pos_pred, pos_gt, pos_ctr, pos_ctr_t = [], [], [], []
+        for b, tgt in enumerate(targets):
+            gt = tgt["boxes"][tgt["labels"] == level["class"]].to(device)
+            if gt.numel() == 0:
+                continue
+            ctr_g = (gt[:, :2] + gt[:, 2:]) / 2
+            half = torch.maximum((gt[:, 2:] - gt[:, :2]) / 2, torch.full_like(ctr_g, stride / 2))
+            lo, hi = ctr_g - half, ctr_g + half  # box widened to at least one stride
+            p = pts[:, None, :]
+            inside = ((p > lo[None]) & (p < hi[None])).all(dim=2)
+            near = ((p - ctr_g[None]).abs() < center_radius * stride).all(dim=2)
+            match = inside & near
+            area = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])
+            cost = match.float() * (1e8 - area[None])
+            best, idx = cost.max(dim=1)
+            pos = best > 0
+            if not pos.any():
+                continue
+            cls_t[b, pos] = 1.0
+            pp_ = pts[pos]
+            pred = decode_rows(part[b, pos, :4], pp_, size)
+            pos_pred.append(pred)
+            pos_gt.append(gt[idx[pos]])
+            lt = pp_ - lo[idx[pos]]
+            rb = hi[idx[pos]] - pp_
+            lr = torch.stack([lt[:, 0], rb[:, 0]], 1).clamp(min=1e-3)
+            tb = torch.stack([lt[:, 1], rb[:, 1]], 1).clamp(min=1e-3)
+            ctr_t = torch.sqrt(
+                (lr.min(1).values / lr.max(1).values) * (tb.min(1).values / tb.max(1).values)
+            )
+            pos_ctr.append(part[b, pos, 4])
+            pos_ctr_t.append(ctr_t)
+        num_pos = max(1.0, float(cls_t.sum()))
+        losses["classification"] = (
+            losses["classification"]
+            + sigmoid_focal_loss(part[:, :, 5], cls_t, reduction="sum") / num_pos
+        )
+        if pos_pred:
+            pred = torch.cat(pos_pred)
+            losses["bbox_regression"] = (
+                losses["bbox_regression"]
+                + generalized_box_iou_loss(pred, torch.cat(pos_gt), reduction="sum") / num_pos
+            )
+            losses["bbox_ctrness"] = (
+                losses["bbox_ctrness"]
+                + nn.functional.binary_cross_entropy_with_logits(
+                    torch.cat(pos_ctr), torch.cat(pos_ctr_t), reduction="sum"
+                )
+                / num_pos
+            )
+    return {k: v if torch.is_tensor(v) else raw.new_tensor(v) for k, v in losses.items()}
+
+
+# ---------------------------------------------------------------------------
+# Inference with PyTorch
+# ---------------------------------------------------------------------------
+
+
+DEFAULT_THRESHOLDS = {
+    "score_threshold": 0.3,
+    "nms_iou": 0.3,
+    "max_detections": 300,
+    "spaces": True,
+    "gap_factor": 2.5,
+}
+
+
+class TorchLocalizer:
+    """PyTorch inference with the same preparation and post-processing as the ONNX path."""
+
+    def __init__(self, model: LineDetector, meta: dict, device: str = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.meta = meta
+        self.device = device
+
+    def raw(self, prepared: PreparedLine) -> np.ndarray:
+        """Raw rows of one prepared line."""
+        with torch.no_grad():
+            x = torch.from_numpy(prepared.array[None]).to(self.device)
+            return self.model(x).float().cpu().numpy()
+
+    def detect(self, img: np.ndarray) -> pp.Detections:
+        """Detect characters (and words) in one HxWx3 uint8 line image."""
+        prepared = prepare_line(img, self.meta["input_height"], self.meta["pad_multiple"])
+        return detections_from_raw(self.raw(prepared), prepared, self.meta)
+
+
+def detections_from_raw(raw: np.ndarray, prepared: PreparedLine, meta: dict) -> pp.Detections:
+    """Decode + post-process raw rows of the default backend (PyTorch and ONNX paths)."""
+    boxes, scores, labels = pp.decode_effocr(
+        raw, prepared.array.shape[1:], meta["levels"], len(meta["classes"])
+    )
+    return pp.postprocess(
+        boxes,
+        scores,
+        labels,
+        meta["classes"],
+        image_size=prepared.image_size,
+        scale=prepared.scale,
+        transposed=prepared.transposed,
+        vertical=prepared.image_size[0] > prepared.image_size[1],
+        **{k: meta[k] for k in DEFAULT_THRESHOLDS},
+    )
+
+
+def model_meta(model: LineDetector, thresholds: dict | None = None) -> dict:
+    """Metadata inference needs (goes into model.pt and the bundle's model.yaml)."""
+    meta = {
+        "backend": "default",
+        "layout": "effocr",
+        "input_height": model.input_height,
+        "pad_multiple": 32,
+        "mean": MEAN,
+        "std": STD,
+        "classes": list(model.classes),
+        "levels": model.level_meta(),
+        "arch": model.arch,
+    }
+    meta.update(DEFAULT_THRESHOLDS)
+    meta.update(thresholds or {})
+    return meta
+
+
+def load_localizer(model_pt: str | Path, device: str = "cpu") -> TorchLocalizer:
+    """Load a trained `model.pt` (kind `localizer`) for PyTorch inference."""
+    model, meta = load_model(model_pt, device)
+    return TorchLocalizer(model, meta, device)
+
+
+def load_model(model_pt: str | Path, device: str = "cpu") -> tuple[LineDetector, dict]:
+    """The `LineDetector` and its metadata from a `model.pt`."""
+    try:
+        ckpt = torch.load(model_pt, map_location=device, weights_only=False)
+    except FileNotFoundError as exc:
+        raise EffOCRError(f"{model_pt}: localizer model not found") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "localizer":
+        raise EffOCRError(f"{model_pt}: not a localizer model.pt (kind {ckpt.get('kind')!r})")
+    meta = ckpt["meta"]
+    model = LineDetector(meta["classes"], meta["input_height"], meta["arch"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), meta

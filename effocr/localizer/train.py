@@ -1,0 +1,429 @@
+"""Training of the localizer from the COCO splits (`effocr train-localizer`, rule `train_localizer`).
+
+Plain loops: `train_one_epoch`, then `evaluate` on the validation split (pycocotools mAP and
+char/word P/R/F1 at IoU 0.5). The best epoch by mean F1 over classes (ties: COCO AP) is kept
+as `model.pt`; `checkpoint.pt` is written atomically after every epoch with the config hash and
+is resumed from when the hash matches (see docs/architecture.md, "Trained models").
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from effocr.data.coco import category_id, is_vertical, load_coco
+from effocr.localizer.backends import create_localizer
+from effocr.localizer.evaluate import detect_split, evaluate_detections
+from effocr.localizer.model import (
+    MEAN,
+    PAD_VALUE,
+    STD,
+    LineDetector,
+    TorchLocalizer,
+    detection_loss,
+    model_meta,
+)
+from effocr.profiles import get_profile
+from effocr.utils import (
+    EffOCRError,
+    atomic_path,
+    progress,
+    seed_everything,
+    select_device,
+    set_threads,
+    sha256_file,
+    sha256_json,
+)
+
+LOG = logging.getLogger(__name__)
+
+METRIC_COLUMNS = [
+    "epoch",
+    "loss",
+    "val_AP",
+    "val_AP50",
+    "val_char_f1",
+    "val_word_f1",
+    "val_mean_f1",
+    "lr",
+    "seconds",
+]
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+
+class LineSet:
+    """The lines of one COCO split held in memory, with boxes per class (``x0, y0, x1, y1``)."""
+
+    def __init__(
+        self, coco_json: str | os.PathLike, image_dir: str | os.PathLike, classes: list[str], names: dict
+    ) -> None:
+        self.coco = load_coco(coco_json)
+        cat = {c: category_id(self.coco, names[c], required=c == "char") for c in classes}
+        self.images: list[np.ndarray] = []
+        self.boxes: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        by_image: dict[int, list[dict]] = {}
+        for a in self.coco["annotations"]:
+            by_image.setdefault(a["image_id"], []).append(a)
+        for im in self.coco["images"]:
+            path = Path(image_dir) / im["file_name"]
+            try:
+                arr = np.asarray(Image.open(path).convert("RGB"))
+            except (FileNotFoundError, OSError) as exc:
+                raise EffOCRError(f"{coco_json}: image {im['id']}: cannot read {path}: {exc}") from exc
+            boxes, labels = [], []
+            for a in by_image.get(im["id"], []):
+                for k, c in enumerate(classes):
+                    if cat[c] is not None and a["category_id"] == cat[c]:
+                        x, y, w, h = a["bbox"]
+                        if w <= 0 or h <= 0:
+                            raise EffOCRError(
+                                f"{coco_json}: annotation {a['id']} (image {im['id']}): empty bbox {a['bbox']}"
+                            )
+                        boxes.append([x, y, x + w, y + h])
+                        labels.append(k)
+            self.images.append(arr)
+            self.boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4))
+            self.labels.append(np.asarray(labels, np.int64))
+        self.vertical = [is_vertical(im) for im in self.coco["images"]]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def augment_line(
+    img: np.ndarray, boxes: np.ndarray, input_height: int, rng: np.random.Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Transpose (vertical), jitter and resize one line; returns (H, W, 3) uint8 and boxes.
+
+    Augmentation (when `rng` is given) is scan-like and small: white margin above/below
+    (0-12 % of the height each), horizontal scale 0.9-1.1, brightness/contrast jitter.
+    """
+    boxes = boxes.copy()
+    if img.shape[0] > img.shape[1]:
+        img = np.ascontiguousarray(img.transpose(1, 0, 2))
+        boxes = boxes[:, [1, 0, 3, 2]]
+    h, w = img.shape[:2]
+    sx = 1.0
+    if rng is not None:
+        top, bottom = (int(rng.uniform(0, 0.12) * h) for _ in range(2))
+        if top or bottom:
+            canvas = np.full((h + top + bottom, w, 3), PAD_VALUE, np.uint8)
+            canvas[top : top + h] = img
+            img = canvas
+            boxes[:, [1, 3]] += top
+            h = img.shape[0]
+        sx = float(rng.uniform(0.9, 1.1))
+    scale = input_height / h
+    new_w = max(1, int(round(w * scale * sx)))
+    out = np.asarray(Image.fromarray(img).resize((new_w, input_height), Image.BILINEAR))
+    boxes[:, [0, 2]] *= new_w / w
+    boxes[:, [1, 3]] *= scale
+    if rng is not None:
+        alpha = rng.uniform(0.75, 1.15)
+        beta = rng.uniform(-30, 30)
+        out = np.clip(out.astype(np.float32) * alpha + beta + (255 - 255 * alpha) / 2, 0, 255)
+        out = out.astype(np.uint8)
+    return out, boxes
+
+
+def make_batch(
+    items: list[tuple[np.ndarray, np.ndarray, np.ndarray]], pad_multiple: int = 32
+) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Pad lines with white to a common width (multiple of the deepest stride) and normalise."""
+    width = max(img.shape[1] for img, _, _ in items)
+    width = max(pad_multiple, -(-width // pad_multiple) * pad_multiple)
+    height = items[0][0].shape[0]
+    batch = np.full((len(items), height, width, 3), PAD_VALUE, np.uint8)
+    targets = []
+    for k, (img, boxes, labels) in enumerate(items):
+        batch[k, :, : img.shape[1]] = img
+        targets.append({"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels)})
+    x = (torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0 - MEAN) / STD
+    return x, targets
+
+
+# ---------------------------------------------------------------------------
+# Loops
+# ---------------------------------------------------------------------------
+
+
+def train_one_epoch(
+    model: LineDetector,
+    data: LineSet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    *,
+    batch_size: int,
+    rng: np.random.Generator,
+    device: str,
+    augment: bool = True,
+    scaler: Any = None,
+) -> float:
+    """One pass over `data` in shuffled batches; returns the mean loss."""
+    model.train()
+    levels = model.level_meta()
+    order = rng.permutation(len(data))
+    total, steps = 0.0, 0
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for idx in progress(batches, desc="train", leave=False):
+        items = []
+        for i in idx:
+            img, boxes = augment_line(
+                data.images[i], data.boxes[i], model.input_height, rng if augment else None
+            )
+            items.append((img, boxes, data.labels[i]))
+        x, targets = make_batch(items)
+        x = x.to(device)
+        with torch.autocast(device_type="cuda", enabled=scaler is not None):
+            raw = model(x)
+        losses = detection_loss(
+            raw.float(), targets, tuple(x.shape[2:]), levels, model.arch["center_radius"]
+        )
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        total += float(loss.detach())
+        steps += 1
+    return total / max(1, steps)
+
+
+def evaluate(
+    model: LineDetector, data: LineSet, meta: dict, device: str, names: dict
+) -> dict[str, Any]:
+    """COCO mAP + P/R/F1 of `model` on `data` (no augmentation)."""
+    localizer = TorchLocalizer(model, meta, device)
+    dets = detect_split(localizer, data.coco, "", images=data.images)
+    return evaluate_detections(data.coco, dets, meta["classes"], names)
+
+
+def config_hash(config: dict, train_json: str | os.PathLike, val_json: str | os.PathLike) -> str:
+    """Hash of what decides the training run: seed, language, localizer section, split files."""
+    return sha256_json(
+        {
+            "seed": config["seed"],
+            "language": config["language"],
+            "localizer": {k: v for k, v in config["localizer"].items() if k != "device"},
+            "dataset": {k: config["dataset"].get(k) for k in ("char_category", "word_category")},
+            "train": sha256_file(train_json),
+            "val": sha256_file(val_json),
+        }
+    )
+
+
+def _model_classes(config: dict, train_coco: dict) -> list[str]:
+    classes = list(get_profile(config["language"]).localizer_classes)
+    if "word" in classes and category_id(train_coco, config["dataset"]["word_category"], required=False) is None:
+        LOG.warning("the training split has no word category: training a char-only localizer")
+        classes.remove("word")
+    return classes
+
+
+def _save_curve(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax[0].plot(epochs, [r["loss"] for r in rows], label="train loss")
+    ax[0].set_xlabel("epoch")
+    ax[0].legend()
+    for key in ("val_char_f1", "val_word_f1", "val_AP50", "val_AP"):
+        vals = [r[key] for r in rows]
+        if any(v != "" for v in vals):
+            ax[1].plot(epochs, [v if v != "" else np.nan for v in vals], label=key)
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylim(0, 1.02)
+    ax[1].legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _write_metrics(rows: list[dict], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def train_localizer(
+    config: dict,
+    train_json: str | os.PathLike,
+    val_json: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    threads: int | None = None,
+    max_epochs_this_run: int | None = None,
+) -> dict[str, Any]:
+    """Train the localizer; writes model.pt, checkpoint.pt, metrics.csv, curve.png, config.yaml.
+
+    Args:
+        config: The full validated config (`effocr.config.load_config`).
+        train_json, val_json: COCO splits.
+        image_dir: Directory of the line images (`dataset.image_dir`).
+        out_dir: Output directory (`PATHS["localizer"]`).
+        threads: torch CPU threads.
+        max_epochs_this_run: Stop after this many epochs in this call (tests of resuming);
+            model.pt is still written.
+
+    Returns:
+        The best epoch's validation metrics.
+    """
+    lc = config["localizer"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    set_threads(threads)
+    seed_everything(config["seed"])
+    device = select_device(lc["device"])
+    names = {"char": config["dataset"]["char_category"], "word": config["dataset"]["word_category"]}
+    train_coco = load_coco(train_json)
+    classes = _model_classes(config, train_coco)
+    train = LineSet(train_json, image_dir, classes, names)
+    val = LineSet(val_json, image_dir, classes, names)
+    if not len(train):
+        raise EffOCRError(f"{train_json}: the training split has no images")
+    model = create_localizer(
+        lc["backend"], classes=classes, input_height=lc["input_height"], arch=lc["arch"]
+    )
+    if lc["init_checkpoint"]:
+        state = torch.load(lc["init_checkpoint"], map_location="cpu", weights_only=False)
+        model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    model.to(device)
+    thresholds = {
+        "score_threshold": lc["score_threshold"],
+        "nms_iou": lc["nms_iou"],
+        "max_detections": lc["max_detections"],
+        "spaces": get_profile(config["language"]).spaces,
+        "gap_factor": lc["gap_factor"],
+    }
+    meta = model_meta(model, thresholds)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lc["lr"], weight_decay=lc["weight_decay"])
+    steps_per_epoch = -(-len(train) // lc["batch_size"])
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=lc["lr"],
+        total_steps=lc["epochs"] * steps_per_epoch,
+        pct_start=min(0.3, 2 / lc["epochs"]) if lc["epochs"] > 2 else 0.3,
+    )
+    scaler = torch.amp.GradScaler("cuda") if (lc["amp"] and device.startswith("cuda")) else None
+    chash = config_hash(config, train_json, val_json)
+    ckpt_path = out / "checkpoint.pt"
+    rows: list[dict] = []
+    start_epoch = 0
+    best: dict[str, Any] = {"score": (-1.0, -1.0), "metrics": None}
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt.get("config_hash") == chash:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            start_epoch = ckpt["epoch"]
+            rows = ckpt["metrics"]
+            best = ckpt["best"]
+            LOG.info("resuming from %s at epoch %d", ckpt_path, start_epoch)
+        else:
+            LOG.info("ignoring %s: trained with a different config", ckpt_path)
+    payload_base = {"kind": "localizer", "config": config, "meta": meta, "classes": classes}
+    stop = lc["epochs"] if max_epochs_this_run is None else min(lc["epochs"], start_epoch + max_epochs_this_run)
+    for epoch in range(start_epoch, stop):
+        t0 = time.perf_counter()
+        # A generator per epoch keeps a resumed run identical to an uninterrupted one.
+        rng = np.random.default_rng([config["seed"], epoch])
+        torch.manual_seed(config["seed"] + epoch)
+        loss = train_one_epoch(
+            model,
+            train,
+            optimizer,
+            scheduler,
+            batch_size=lc["batch_size"],
+            rng=rng,
+            device=device,
+            augment=lc["augment"],
+            scaler=scaler,
+        )
+        metrics = evaluate(model, val, meta, device, names) if len(val) else None
+        row = {
+            "epoch": epoch + 1,
+            "loss": round(loss, 6),
+            "val_AP": round(metrics["coco"]["AP"], 6) if metrics else "",
+            "val_AP50": round(metrics["coco"]["AP50"], 6) if metrics else "",
+            "val_char_f1": round(metrics["char"]["f1"], 6) if metrics else "",
+            "val_word_f1": round(metrics["word"]["f1"], 6) if metrics and "word" in metrics else "",
+            "val_mean_f1": round(metrics["mean_f1"], 6) if metrics else "",
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        rows.append(row)
+        LOG.info("epoch %d: %s", epoch + 1, row)
+        score = (metrics["mean_f1"], metrics["coco"]["AP"]) if metrics else (-loss, 0.0)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        if tuple(score) > tuple(best["score"]):
+            best = {"score": score, "metrics": metrics, "epoch": epoch + 1}
+            with atomic_path(out / "model.pt") as tmp:
+                torch.save({**payload_base, "model": state, "epoch": epoch + 1, "metrics": metrics}, tmp)
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(
+                {
+                    **payload_base,
+                    "model": state,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1,
+                    "metrics": rows,
+                    "best": best,
+                    "config_hash": chash,
+                },
+                tmp,
+            )
+        _write_metrics(rows, out / "metrics.csv")
+    if rows:
+        _save_curve(rows, out / "curve.png")
+    with atomic_path(out / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return best.get("metrics") or {}
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `effocr train-localizer`."""
+    parser.add_argument("--config", default=None, help="config YAML (defaults fill the rest)")
+    parser.add_argument("--train", required=True, help="COCO JSON of the training split")
+    parser.add_argument("--val", required=True, help="COCO JSON of the validation split")
+    parser.add_argument("--image-dir", required=True, help="directory of the line images")
+    parser.add_argument("--out", required=True, help="output directory (model.pt, metrics.csv...)")
+    parser.add_argument("--threads", type=int, default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `effocr train-localizer`."""
+    from effocr.config import load_config
+
+    config = load_config(args.config)
+    train_localizer(config, args.train, args.val, args.image_dir, args.out, threads=args.threads)
+    return 0

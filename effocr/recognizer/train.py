@@ -1,0 +1,632 @@
+"""Training the recognizer: supervised contrastive loss, m-per-class batches, two passes.
+
+Pass 1 trains on renders (augmented) and real training crops (deterministic transform).
+Pass 2 (`hns` given) adds hard-negative blocks from `hns.txt` to the batches and, by default,
+starts from a fresh encoder. After every epoch the model is validated (precision@1 of real
+validation crops against a reference index built with the current weights; held-out renders
+when the dataset has no real crops), and `checkpoint.pt` is written atomically so that an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from effocr.profiles import get_profile
+from effocr.recognizer.dataset import (
+    GlyphDataset,
+    GlyphRecord,
+    load_image,
+    read_manifest,
+    reference_groups,
+    resolve_reference_fonts,
+)
+from effocr.recognizer.hardneg import read_hns
+from effocr.recognizer.index import _loader_workers
+from effocr.recognizer.model import RecognizerNet, load_recognizer, save_recognizer
+from effocr.recognizer.samplers import HardNegativeSampler, MPerClassSampler
+from effocr.recognizer.transforms import pad_square, render_augment, resize_square
+from effocr.utils import (
+    EffOCRError,
+    atomic_path,
+    label_to_codepoints,
+    progress,
+    seed_everything,
+    select_device,
+    set_threads,
+    sha256_file,
+    sha256_json,
+    write_json,
+    write_text,
+)
+
+LOG = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+METRIC_FIELDS = (
+    "epoch",
+    "loss",
+    "val_p1",
+    "val_n",
+    "lr",
+    "images",
+    "images_per_s",
+    "epoch_s",
+    "elapsed_s",
+)
+
+
+def _code_fingerprint() -> str:
+    """Hash of this package's source, so a checkpoint from other code is not resumed."""
+    here = Path(__file__).resolve().parent
+    files = sorted(here.glob("*.py"))
+    return sha256_json({f.name: sha256_file(f) for f in files})[:16]
+
+
+def _epochs(rcfg: dict, second_pass: bool) -> int:
+    if second_pass and rcfg.get("hn_epochs"):
+        return int(rcfg["hn_epochs"])
+    return int(rcfg["epochs"])
+
+
+class _ImageBank:
+    """Preprocessed glyphs kept as uint8 squares (a quarter of float32) for repeated validation."""
+
+    def __init__(self, paths: Sequence[Path], size: int, mean, std) -> None:
+        self.size = size
+        self.data = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+        for i, p in enumerate(paths):
+            self.data[i] = resize_square(pad_square(load_image(p)), size)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @torch.no_grad()
+    def embed(self, model: RecognizerNet, device: str, batch_size: int = 256) -> np.ndarray:
+        model.eval()
+        out = []
+        for start in range(0, len(self.data), batch_size):
+            x = torch.from_numpy(self.data[start : start + batch_size]).permute(0, 3, 1, 2).float()
+            x = (x / 255.0 - self.mean) / self.std
+            out.append(model(x.to(device)).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, model.dim), np.float32)
+
+
+class Validator:
+    """Precision@1 of validation glyphs against class embeddings of the reference renders."""
+
+    def __init__(
+        self,
+        ref_groups: dict[str, list[GlyphRecord]],
+        val_records: Sequence[GlyphRecord],
+        size: int,
+        mean,
+        std,
+    ) -> None:
+        self.ref_codes = list(ref_groups)
+        ref_paths = [r.path for code in self.ref_codes for r in ref_groups[code]]
+        self.owner = np.repeat(
+            np.arange(len(self.ref_codes)), [len(ref_groups[c]) for c in self.ref_codes]
+        )
+        self.refs = _ImageBank(ref_paths, size, mean, std)
+        self.vals = _ImageBank([r.path for r in val_records], size, mean, std)
+        row = {c: i for i, c in enumerate(self.ref_codes)}
+        # A validation class without a reference render can never be right: it counts as a miss.
+        self.val_rows = np.array([row.get(r.codepoints, -1) for r in val_records], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.vals)
+
+    def precision_at_1(self, model: RecognizerNet, device: str) -> float:
+        """Share of validation glyphs whose nearest reference class is their own."""
+        if len(self.vals) == 0:
+            return float("nan")
+        ref = self.refs.embed(model, device)
+        sums = np.zeros((len(self.ref_codes), ref.shape[1]), dtype=np.float32)
+        np.add.at(sums, self.owner, ref)
+        sums /= np.linalg.norm(sums, axis=1, keepdims=True) + 1e-12
+        val = self.vals.embed(model, device)
+        pred = np.argmax(val @ sums.T, axis=1)
+        return float(np.mean(pred == self.val_rows))
+
+
+def split_records(
+    records: Sequence[GlyphRecord], ref_stems: Sequence[str], seed: int
+) -> tuple[list[GlyphRecord], list[GlyphRecord], str]:
+    """Training and validation glyphs, and a description of what validation measures.
+
+    Validation uses the real `val` crops; without any, renders of held-out fonts (about 15% of
+    the non-reference fonts, at least one, chosen by seed) that training never sees.
+    """
+    renders = [r for r in records if r.source == "render"]
+    real_train = [r for r in records if r.source == "real" and r.split == "train"]
+    real_val = [r for r in records if r.source == "real" and r.split == "val"]
+    if real_val:
+        return renders + real_train, real_val, f"{len(real_val)} real validation crops"
+    others = sorted({r.origin for r in renders} - set(ref_stems))
+    if len(others) >= 2:
+        rng = np.random.default_rng(seed)
+        n = max(1, round(0.15 * len(others)))
+        held = set(rng.choice(others, size=n, replace=False).tolist())
+        train = [r for r in renders if r.origin not in held] + real_train
+        val = [r for r in renders if r.origin in held]
+        return train, val, f"{len(val)} renders of held-out font(s) {sorted(held)}"
+    val = [r for r in renders if r.origin not in set(ref_stems)] or renders
+    LOG.warning(
+        "no real validation crops and too few fonts to hold one out: validating on training renders"
+    )
+    return renders + real_train, val, f"{len(val)} training renders (no held-out data)"
+
+
+def _lr_lambda(total_steps: int, warmup: int):
+    """Linear warm-up, then cosine decay to 5% of the base learning rate, per step."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress_ = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress_))
+
+    return f
+
+
+def _amp(device: str, enabled: bool) -> tuple[Any, torch.amp.GradScaler | None]:
+    """Autocast context factory and grad scaler: bf16 where supported, else fp16 + scaler."""
+    if not (device.startswith("cuda") and enabled):
+        return contextlib.nullcontext, None
+    if torch.cuda.is_bf16_supported():
+        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
+    return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+
+
+def _write_metrics(out_dir: Path, rows: list[dict]) -> None:
+    with atomic_path(out_dir / "metrics.csv") as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+
+
+def _write_curve(out_dir: Path, rows: list[dict], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax1 = plt.subplots(figsize=(6, 3.5), dpi=100)
+    trained = [r for r in rows if r["epoch"] > 0 and r["loss"] == r["loss"]]
+    ax1.plot([r["epoch"] for r in trained], [r["loss"] for r in trained], "o-", color="tab:blue")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("SupCon loss", color="tab:blue")
+    ax2 = ax1.twinx()
+    ax2.plot([r["epoch"] for r in rows], [r["val_p1"] for r in rows], "s-", color="tab:red")
+    ax2.set_ylabel("val precision@1", color="tab:red")
+    ax2.set_ylim(0, 1.02)
+    ax1.set_title(title)
+    fig.tight_layout()
+    with atomic_path(out_dir / "curve.png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _wandb_run(rcfg: dict, config: dict, name: str, out_dir: Path):
+    """A Weights & Biases run when configured and installed; None otherwise (never required)."""
+    opts = rcfg.get("wandb")
+    if not opts:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        LOG.warning("recognizer.wandb is set but wandb is not installed; not logging to W&B")
+        return None
+    return wandb.init(config=config, name=name, dir=str(out_dir), reinit=True, **opts)
+
+
+def config_hash(
+    config: dict, manifest: Path, hns: Path | None, init_model: Path | None, pass_name: str
+) -> str:
+    """What a checkpoint must match to be resumed: config, inputs and code."""
+    return sha256_json(
+        {
+            "recognizer": config.get("recognizer"),
+            "seed": config.get("seed"),
+            "language": config.get("language"),
+            "fonts_reference": config.get("fonts", {}).get("reference"),
+            "pass": pass_name,
+            "manifest": sha256_file(manifest),
+            "hns": sha256_file(hns) if hns else None,
+            "init": sha256_file(init_model) if init_model else None,
+            "code": _code_fingerprint(),
+        }
+    )
+
+
+def train_recognizer(
+    manifest: str | Path,
+    out_dir: str | Path,
+    config: dict,
+    *,
+    hns: str | Path | None = None,
+    init_model: str | Path | None = None,
+    threads: int = 1,
+    pass_name: str | None = None,
+) -> dict:
+    """Train one recognizer pass and write `model.pt`, `metrics.csv`/`.json`, `curve.png`, `config.yaml`.
+
+    Args:
+        manifest: Recognizer dataset manifest (renders + real crops).
+        out_dir: Output directory (`checkpoint.pt` lives here too).
+        config: Validated workflow config; the `recognizer` section, `seed` and `language`.
+        hns: `hns.txt` for the hard-negative (second) pass; None for the first pass.
+        init_model: A `model.pt` whose weights start training (second pass with `hn_fine_tune`).
+        threads: CPU threads for torch and DataLoader workers (Snakemake's `threads`).
+        pass_name: Name in logs and metrics (default `pass1` / `pass2`).
+
+    Returns:
+        The summary also written to `metrics.json`.
+    """
+    t_start = time.perf_counter()
+    manifest = Path(manifest)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hns = Path(hns) if hns else None
+    init_model = Path(init_model) if init_model else None
+    second = hns is not None
+    pass_name = pass_name or ("pass2" if second else "pass1")
+    rcfg = config["recognizer"]
+    profile = get_profile(config.get("language", "en"))
+    seed = int(config.get("seed", 0))
+    epochs = _epochs(rcfg, second)
+    num_passes = int(rcfg.get("num_passes") or profile.num_passes)
+    m = int(rcfg["m"])
+    batch_size = int(rcfg["batch_size"])
+    size = int(rcfg["input_size"])
+
+    set_threads(threads)
+    device = select_device(rcfg.get("device", "auto"))
+    workers = _loader_workers(threads, device)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+
+    # Data ---------------------------------------------------------------
+    records = read_manifest(manifest)
+    renders = [r for r in records if r.source == "render"]
+    if not renders:
+        raise EffOCRError(f"{manifest}: no render rows (the reference index needs renders)")
+    stems = resolve_reference_fonts(
+        (r.origin for r in renders),
+        config.get("fonts", {}).get("reference"),
+        profile.reference_fonts,
+    )
+    train_records, val_records, val_desc = split_records(records, stems, seed)
+    classes = sorted({r.codepoints for r in train_records})
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+    train_renders = [r for r in train_records if r.source == "render"]
+
+    # Model (seeded, so a fresh run starts from the same weights) -------------
+    seed_everything(seed)
+    model = RecognizerNet(rcfg["encoder"], size, rcfg.get("init_checkpoint"))
+    if init_model is not None:
+        start_from = load_recognizer(init_model)
+        if start_from.encoder_name != model.encoder_name or start_from.input_size != size:
+            raise EffOCRError(
+                f"{init_model}: encoder {start_from.encoder_name}/{start_from.input_size} does not "
+                f"match recognizer.encoder {model.encoder_name}/{size}"
+            )
+        model.load_state_dict(start_from.state_dict())
+    model.to(device)
+    if device.startswith("cuda"):
+        model = model.to(memory_format=torch.channels_last)
+
+    augment = render_augment(profile.augment, size, rcfg.get("augment"), model.mean, model.std)
+    dataset = GlyphDataset(train_records, class_to_idx, size, augment, model.mean, model.std)
+    if second:
+        hn_sets = [
+            [
+                class_to_idx[label_to_codepoints(lb)]
+                for lb in s
+                if label_to_codepoints(lb) in class_to_idx
+            ]
+            for s in read_hns(hns)
+        ]
+        sampler: MPerClassSampler = HardNegativeSampler(
+            dataset.labels,
+            m,
+            batch_size,
+            hn_sets,
+            num_passes=num_passes,
+            seed=seed,
+            hn_ratio=rcfg.get("hn_ratio", 1.0),
+        )
+    else:
+        sampler = MPerClassSampler(dataset.labels, m, batch_size, num_passes=num_passes, seed=seed)
+    validator = Validator(
+        reference_groups(train_renders, stems), val_records, size, model.mean, model.std
+    )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.startswith("cuda"),
+        persistent_workers=workers > 0,
+    )
+    steps_per_epoch = len(sampler)
+
+    # Optimisation -------------------------------------------------------------
+    from pytorch_metric_learning.losses import SupConLoss
+
+    loss_fn = SupConLoss(temperature=float(rcfg["temperature"]))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=float(rcfg["lr"]), weight_decay=float(rcfg["weight_decay"])
+    )
+    total_steps = max(1, epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(total_steps, warmup=min(max(1, total_steps // 20), 200))
+    )
+    autocast, scaler = _amp(device, bool(rcfg.get("amp", True)))
+
+    # Resume -------------------------------------------------------------------
+    chash = config_hash(config, manifest, hns, init_model, pass_name)
+    ckpt_path = out_dir / CHECKPOINT
+    rows: list[dict] = []
+    best: dict = {"val_p1": -1.0, "epoch": 0, "state": None}
+    start_epoch = 1
+    elapsed_before = 0.0
+    if ckpt_path.exists():
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a torn file cannot happen (atomic), but a foreign one can
+            LOG.warning("%s: unreadable (%s); starting from scratch", ckpt_path, exc)
+            ckpt = None
+        if ckpt is not None and ckpt.get("config_hash") == chash:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            if scaler is not None and ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            rows = list(ckpt["metrics"])
+            best = ckpt["best"]
+            start_epoch = int(ckpt["epoch"]) + 1
+            elapsed_before = float(rows[-1]["elapsed_s"]) if rows else 0.0
+            LOG.info("%s: resuming after epoch %d of %d", ckpt_path, ckpt["epoch"], epochs)
+        elif ckpt is not None:
+            LOG.info("%s: config or inputs changed (config_hash differs); not resumed", ckpt_path)
+
+    LOG.info(
+        "%s: %d classes, %d training glyphs (%d renders), validation on %s; encoder %s %dpx "
+        "(dim %d), device %s, threads %d, workers %d; %d epochs x %d steps (batch %d, m %d, "
+        "num_passes %d%s)",
+        pass_name,
+        len(classes),
+        len(train_records),
+        len(train_renders),
+        val_desc,
+        model.encoder_name,
+        size,
+        model.dim,
+        device,
+        threads,
+        workers,
+        epochs,
+        steps_per_epoch,
+        batch_size,
+        m,
+        num_passes,
+        f", {sampler.blocks_per_epoch} hard-negative blocks/epoch" if second else "",
+    )
+    wb = _wandb_run(rcfg, config, pass_name, out_dir)
+
+    if not rows:
+        # Epoch 0: the untrained (or fine-tune starting) encoder, the baseline of the curve.
+        p1 = validator.precision_at_1(model, device)
+        rows.append(
+            {
+                "epoch": 0,
+                "loss": float("nan"),
+                "val_p1": p1,
+                "val_n": len(validator),
+                "lr": 0.0,
+                "images": 0,
+                "images_per_s": 0.0,
+                "epoch_s": 0.0,
+                "elapsed_s": round(time.perf_counter() - t_start, 2),
+            }
+        )
+        LOG.info("%s epoch 0 (before training): val p@1 %.4f", pass_name, p1)
+        if best["state"] is None or p1 >= best["val_p1"]:
+            best = {"val_p1": p1, "epoch": 0, "state": copy.deepcopy(model.state_dict())}
+
+    for epoch in range(start_epoch, epochs + 1):
+        # The epoch's randomness is a function of (seed, epoch), so a resumed run repeats it.
+        seed_everything(seed + epoch)
+        sampler.set_epoch(epoch)
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum, n_images, n_steps = 0.0, 0, 0
+        bar = progress(
+            loader, total=steps_per_epoch, desc=f"{pass_name} {epoch}/{epochs}", unit="batch"
+        )
+        for step, (images, labels) in enumerate(bar, start=1):
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            if device.startswith("cuda"):
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                emb = model(images)
+            loss = loss_fn(emb.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+            loss_sum += float(loss.detach())
+            n_images += len(images)
+            n_steps += 1
+            rate = n_images / max(1e-9, time.perf_counter() - t0)
+            if bar.disable:
+                if step % 50 == 0:
+                    LOG.info(
+                        "%s epoch %d step %d/%d loss %.4f %.0f img/s",
+                        pass_name,
+                        epoch,
+                        step,
+                        steps_per_epoch,
+                        loss_sum / n_steps,
+                        rate,
+                    )
+            else:
+                bar.set_postfix(loss=f"{loss_sum / n_steps:.3f}", img_s=f"{rate:.0f}")
+        train_s = time.perf_counter() - t0
+        p1 = validator.precision_at_1(model, device)
+        epoch_s = time.perf_counter() - t0
+        row = {
+            "epoch": epoch,
+            "loss": round(loss_sum / max(1, n_steps), 6),
+            "val_p1": p1,
+            "val_n": len(validator),
+            "lr": optimizer.param_groups[0]["lr"],
+            "images": n_images,
+            "images_per_s": round(n_images / max(1e-9, train_s), 1),
+            "epoch_s": round(epoch_s, 2),
+            "elapsed_s": round(elapsed_before + (time.perf_counter() - t_start), 2),
+        }
+        rows.append(row)
+        if p1 >= best["val_p1"]:
+            # Ties go to the later epoch: same precision, more training.
+            best = {"val_p1": p1, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+        LOG.info(
+            "%s epoch %d/%d: loss %.4f, val p@1 %.4f (best %.4f @%d), %.0f img/s, %.1f s",
+            pass_name,
+            epoch,
+            epochs,
+            row["loss"],
+            p1,
+            best["val_p1"],
+            best["epoch"],
+            row["images_per_s"],
+            epoch_s,
+        )
+        if wb is not None:
+            wb.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        ckpt = {
+            "kind": "recognizer",
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "epoch": epoch,
+            "config": config,
+            "metrics": rows,
+            "best": best,
+            "config_hash": chash,
+            **model.metadata(),
+        }
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(ckpt, tmp)
+        _write_metrics(out_dir, rows)
+
+    # Outputs ------------------------------------------------------------------
+    summary = {
+        "pass": pass_name,
+        "best_epoch": best["epoch"],
+        "best_val_p1": best["val_p1"],
+        "zero_shot_val_p1": rows[0]["val_p1"],
+        "epochs": epochs,
+        "validation": val_desc,
+        "classes": len(classes),
+        "train_glyphs": len(train_records),
+        "device": device,
+        "threads": threads,
+        "train_s": rows[-1]["elapsed_s"],
+        "images_per_s": float(np.mean([r["images_per_s"] for r in rows if r["epoch"] > 0] or [0])),
+        "reference_fonts": list(stems),
+        "config_hash": chash,
+        "metrics": rows,
+    }
+    save_recognizer(
+        model,
+        out_dir / "model.pt",
+        config,
+        extra={
+            "pass": pass_name,
+            "epoch": best["epoch"],
+            "val_p1": best["val_p1"],
+            "classes": [label_to_codepoints(lb) for lb in _labels(classes)],
+            "reference_fonts": list(stems),
+            "config_hash": chash,
+        },
+        state_dict=best["state"],
+    )
+    _write_metrics(out_dir, rows)
+    write_json(out_dir / "metrics.json", summary)
+    _write_curve(out_dir, rows, f"recognizer {pass_name} ({model.encoder_name}, {size}px)")
+    write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    if wb is not None:
+        wb.finish()
+    LOG.info(
+        "%s done: best val p@1 %.4f at epoch %d (zero-shot %.4f), %.1f s",
+        pass_name,
+        best["val_p1"],
+        best["epoch"],
+        rows[0]["val_p1"],
+        summary["train_s"],
+    )
+    return summary
+
+
+def _labels(codes: Sequence[str]) -> list[str]:
+    from effocr.utils import codepoints_to_label
+
+    return [codepoints_to_label(c) for c in codes]
+
+
+# ---------------------------------------------------------------------------
+# Command line: effocr train-recognizer
+# ---------------------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `effocr train-recognizer`."""
+    parser.add_argument("--manifest", required=True, help="recognizer dataset manifest (CSV)")
+    parser.add_argument("--out", required=True, help="output directory (model.pt, metrics, ...)")
+    parser.add_argument("--config", default=None, help="workflow config YAML")
+    parser.add_argument("--hns", default=None, help="hns.txt: train the hard-negative pass")
+    parser.add_argument("--init", default=None, help="model.pt to start from (fine-tune)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train one pass."""
+    from effocr.config import load_config
+
+    config = load_config(args.config)
+    summary = train_recognizer(
+        args.manifest, args.out, config, hns=args.hns, init_model=args.init, threads=args.threads
+    )
+    print(
+        f"{summary['pass']}: best val p@1 {summary['best_val_p1']:.4f} at epoch "
+        f"{summary['best_epoch']} -> {Path(args.out) / 'model.pt'}"
+    )
+    return 0

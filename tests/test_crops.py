@@ -1,0 +1,151 @@
+"""effocr.data.crops: full-height (full-width when vertical) glyph crops and their manifest."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_coco import BOX, MARGIN, THICK, make_lines
+
+from effocr.cli import main
+from effocr.data.coco_tools import split_coco, subset
+from effocr.data.crops import MANIFEST_COLUMNS, crop_box, crop_glyphs
+from effocr.utils import EffOCRError
+
+
+@pytest.fixture
+def splits(tmp_path):
+    """Three lines (the last vertical) split as train: 0, 2; val: 1; test: none."""
+    json_path, image_dir, coco = make_lines(tmp_path, ["a, b'", "xy", "日本"], [False, False, True])
+    out = {}
+    for split, names in {"train": ["line_0.png", "line_2.png"], "val": ["line_1.png"]}.items():
+        out[split] = tmp_path / f"{split}.json"
+        out[split].write_text(json.dumps(subset(coco, file_names=names)))
+    out["test"] = tmp_path / "test.json"
+    out["test"].write_text(json.dumps(subset(coco, n=0)))
+    return out, image_dir, tmp_path
+
+
+def _read_manifest(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_crop_box():
+    assert crop_box([4.2, 5, 8, 10], 40, 24, vertical=False) == (4, 0, 13, 24)
+    assert crop_box([4, 5, 8, 10], 40, 24, vertical=False, padding=6) == (0, 0, 18, 24)
+    assert crop_box([4, 5, 8, 10], 40, 24, vertical=False, full_height=False) == (4, 5, 12, 15)
+    assert crop_box([4, 30, 16, 8], 24, 40, vertical=True, padding=2) == (0, 28, 24, 40)
+    with pytest.raises(ValueError, match="empty crop"):
+        crop_box([50, 0, 4, 4], 40, 24, vertical=False)
+
+
+def test_full_height_crops_and_manifest(splits):
+    split_jsons, image_dir, root = splits
+    manifest = root / "crops" / "manifest.csv"
+    counts = crop_glyphs(split_jsons, image_dir, root / "crops" / "glyphs", manifest)
+    assert counts == {"train": 6, "val": 2, "test": 0}
+    rows = _read_manifest(manifest)
+    assert list(rows[0]) == MANIFEST_COLUMNS
+    assert len(rows) == 8
+    assert {r["source"] for r in rows} == {"real"}
+    by_label = {(r["origin"], r["codepoints"]): r for r in rows}
+    comma = by_label[("line_0.png", "U+002C")]
+    assert comma["split"] == "train"
+    assert comma["path"] == f"glyphs/train/U+002C/line_0_{comma['ann_id']}.png"
+    for r in rows:
+        img = Image.open(manifest.parent / r["path"])
+        if r["origin"] == "line_2.png":  # vertical line: full width, box height
+            assert img.size == (THICK, BOX)
+        else:
+            assert img.size == (BOX, THICK)
+            ink = np.asarray(img.convert("L"))
+            # The block drawn for the character fills the box columns between the margins.
+            assert (ink[MARGIN : THICK - MARGIN] == 0).all() and (ink[:MARGIN] == 255).all()
+    assert by_label[("line_2.png", "U+65E5")]["split"] == "train"
+    assert by_label[("line_1.png", "U+0078")]["split"] == "val"
+    assert not any(p.name.startswith(".") for p in (root / "crops").iterdir())
+
+
+def test_padding_and_box_only(splits):
+    split_jsons, image_dir, root = splits
+    manifest = root / "m.csv"
+    crop_glyphs(split_jsons, image_dir, root / "g", manifest, full_height=False, padding=3)
+    rows = {(r["origin"], r["codepoints"]): r for r in _read_manifest(manifest)}
+    first = Image.open(root / rows[("line_0.png", "U+0061")]["path"])
+    # x = MARGIN - 3 .. MARGIN + BOX + 3; y = the box only.
+    assert first.size == (BOX + 6, THICK - 2 * MARGIN)
+    vert = Image.open(root / rows[("line_2.png", "U+672C")]["path"])
+    assert vert.size == (THICK - 2 * MARGIN, BOX + 6)
+    # A second run replaces the outputs.
+    crop_glyphs(split_jsons, image_dir, root / "g", manifest)
+    assert Image.open(root / rows[("line_0.png", "U+0061")]["path"]).size == (BOX, THICK)
+
+
+def test_line_in_two_splits_fails_without_output(splits):
+    split_jsons, image_dir, root = splits
+    split_jsons["test"].write_text(split_jsons["val"].read_text())
+    with pytest.raises(EffOCRError, match="'line_1.png' is also in split 'val'"):
+        crop_glyphs(split_jsons, image_dir, root / "g", root / "m.csv")
+    assert not (root / "g").exists() and not (root / "m.csv").exists()
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []
+
+
+def test_bad_lines_fail_without_output(splits):
+    split_jsons, image_dir, root = splits
+    coco = json.loads(split_jsons["val"].read_text())
+    coco["images"][0]["text"] = "xyz"
+    split_jsons["val"].write_text(json.dumps(coco))
+    with pytest.raises(EffOCRError, match="val.json: image 2 .* 2 char boxes but 3"):
+        crop_glyphs(split_jsons, image_dir, root / "g", root / "m.csv")
+    assert not (root / "g").exists() and not (root / "m.csv").exists()
+
+    coco["images"][0]["text"] = "xy"
+    split_jsons["val"].write_text(json.dumps(coco))
+    (image_dir / "line_1.png").unlink()
+    with pytest.raises(EffOCRError, match="cannot read"):
+        crop_glyphs(split_jsons, image_dir, root / "g", root / "m.csv")
+    assert not (root / "g").exists() and not (root / "m.csv").exists()
+    with pytest.raises(EffOCRError, match="padding"):
+        crop_glyphs(split_jsons, image_dir, root / "g", root / "m.csv", padding=-1)
+
+
+def test_cli(splits, capsys):
+    split_jsons, image_dir, root = splits
+    args = [f"{s}={p}" for s, p in split_jsons.items()]
+    manifest = root / "cli" / "manifest.csv"
+    common = ["--image-dir", str(image_dir), "--out-dir", str(root / "cli" / "g")]
+    assert main(["crop-glyphs", *args, *common, "--manifest", str(manifest)]) == 0
+    assert "8 crops" in capsys.readouterr().out
+    assert len(_read_manifest(manifest)) == 8
+    bad = root / "bad"
+    assert main(["crop-glyphs", "train", *common, "--manifest", str(bad)]) == 1
+    assert "expected SPLIT=COCO_JSON" in capsys.readouterr().err
+    assert not bad.exists()
+
+
+def test_synthetic_lines_mixed_orientation(tiny_coco_factory, tmp_path):
+    json_path, image_dir = tiny_coco_factory(6, "jp", 0, vertical_fraction=0.5, max_chars=12)
+    coco = json.loads(json_path.read_text(encoding="utf-8"))
+    parts = split_coco(coco, [0.5, 0.25, 0.25], seed=1)
+    split_jsons = {}
+    for s, part in parts.items():
+        split_jsons[s] = tmp_path / f"{s}.json"
+        split_jsons[s].write_text(json.dumps(part, ensure_ascii=False), encoding="utf-8")
+    manifest = tmp_path / "crops" / "manifest.csv"
+    counts = crop_glyphs(split_jsons, image_dir, tmp_path / "crops" / "glyphs", manifest)
+    images = {img["file_name"]: img for img in coco["images"]}
+    for s, part in parts.items():
+        assert counts[s] == sum(len("".join(img["text"].split())) for img in part["images"])
+    rows = _read_manifest(manifest)
+    orientations = set()
+    for r in rows:
+        img = images[r["origin"]]
+        size = Image.open(manifest.parent / r["path"]).size
+        vertical = img["height"] > img["width"]
+        orientations.add(vertical)
+        assert size[0] == img["width"] if vertical else size[1] == img["height"]
+    assert orientations == {True, False}

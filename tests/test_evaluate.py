@@ -1,0 +1,222 @@
+"""Evaluation sets, scoring files and `effocr evaluate` (effocr.evaluate)."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from effocr.cli import main
+from effocr.evaluate import (
+    format_table,
+    infer_set_type,
+    load_coco_set,
+    load_eval_set,
+    load_gt_dir,
+    load_page_xml,
+    parse_set_spec,
+    tesseract_baseline,
+    write_results,
+)
+from effocr.tesseract import tesseract_status
+from effocr.utils import EffOCRError
+
+FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+UW3 = Path(__file__).resolve().parents[2] / "shared" / "data" / "uw3-50lines"
+needs_tesseract = pytest.mark.skipif(
+    shutil.which("tesseract") is None or not tesseract_status("eng").available,
+    reason="Tesseract with English data is not installed",
+)
+TEXTS = ["Evaluation sets", "read the same way", "by both systems."]
+
+
+def render_line(text: str, path: Path, size: int = 32) -> Path:
+    font = ImageFont.truetype(str(FONT), size)
+    x0, y0, x1, y1 = font.getbbox(text)
+    img = Image.new("L", (x1 + 20, y1 - y0 + 20), 255)
+    ImageDraw.Draw(img).text((10, 10 - y0), text, font=font, fill=0)
+    img.save(path)
+    return path
+
+
+@pytest.fixture
+def gt_dir(tmp_path):
+    d = tmp_path / "gt"
+    d.mkdir()
+    for i, text in enumerate(TEXTS):
+        suffix = ".bin.png" if i == 0 else ".png"
+        render_line(text, d / f"line{i}{suffix}")
+        (d / f"line{i}.gt.txt").write_text(text + "\n", encoding="utf-8")
+    return d
+
+
+def test_parse_set_spec():
+    assert parse_set_spec("uw3=data/uw3") == {"name": "uw3", "path": "data/uw3"}
+    assert parse_set_spec("t=a.json:coco:imgs") == {
+        "name": "t",
+        "path": "a.json",
+        "type": "coco",
+        "image_dir": "imgs",
+    }
+    for bad in ("nopath", "=x", "bad name=x"):
+        with pytest.raises(EffOCRError):
+            parse_set_spec(bad)
+
+
+def test_infer_set_type(tmp_path, gt_dir):
+    assert infer_set_type("x.json") == "coco"
+    assert infer_set_type("x.xml") == "page"
+    assert infer_set_type(gt_dir) == "gt_dir"
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "a.xml").write_text("<x/>")
+    assert infer_set_type(tmp_path / "p") == "page"
+
+
+def test_gt_dir(gt_dir):
+    lines = load_gt_dir(gt_dir)
+    assert [line.reference for line in lines] == TEXTS
+    assert lines[0].image.name == "line0.bin.png" and lines[1].image.name == "line1.png"
+    assert lines[0].id == "line0"
+
+
+def test_gt_dir_errors(tmp_path, gt_dir):
+    (gt_dir / "orphan.gt.txt").write_text("no image", encoding="utf-8")
+    with pytest.raises(EffOCRError, match=r"orphan\.gt\.txt: no line image"):
+        load_gt_dir(gt_dir)
+    (gt_dir / "orphan.gt.txt").unlink()
+    (gt_dir / "line1.gt.txt").write_bytes(b"\xff\xfe bad")
+    with pytest.raises(EffOCRError, match=r"line1\.gt\.txt: not UTF-8"):
+        load_gt_dir(gt_dir)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EffOCRError, match="no \\*.gt.txt"):
+        load_gt_dir(tmp_path / "empty")
+
+
+@pytest.mark.skipif(not UW3.is_dir(), reason="shared uw3-50lines not present")
+def test_uw3_lines():
+    lines = load_gt_dir(UW3)
+    assert len(lines) == 50
+    assert lines[0].reference == "Efficient Algorithms for Finding Maximum Matching in Graphs"
+
+
+def test_coco_set(tmp_path, gt_dir):
+    images = [
+        {"id": i, "file_name": p.name, "text": t}
+        for i, (p, t) in enumerate(zip(sorted(gt_dir.glob("*.png")), TEXTS, strict=True))
+    ]
+    js = tmp_path / "set.json"
+    js.write_text(json.dumps({"images": images}), encoding="utf-8")
+    lines = load_coco_set(js, gt_dir)
+    assert [line.reference for line in lines] == TEXTS
+    spec = {"name": "c", "path": str(js), "image_dir": str(gt_dir)}
+    assert load_eval_set(spec, tmp_path / "work").type == "coco"
+    del images[1]["text"]
+    js.write_text(json.dumps({"images": images}), encoding="utf-8")
+    with pytest.raises(EffOCRError, match=r"image 1 \(line1.png\) has no `text`"):
+        load_coco_set(js, gt_dir)
+    images[1]["text"] = "x"
+    images[1]["file_name"] = "missing.png"
+    js.write_text(json.dumps({"images": images}), encoding="utf-8")
+    with pytest.raises(EffOCRError, match="missing.png does not exist"):
+        load_coco_set(js, gt_dir)
+
+
+PAGE = """<?xml version="1.0" encoding="UTF-8"?>
+<PcGts xmlns="http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15">
+  <Page imageFilename="page.png" imageWidth="400" imageHeight="120">
+    <TextRegion id="r1">
+      <TextLine id="l1">
+        <Coords points="10,5 300,5 300,45 10,45"/>
+        <Word id="w1"><TextEquiv><Unicode>ignored</Unicode></TextEquiv></Word>
+        <TextEquiv><Unicode>First line</Unicode></TextEquiv>
+      </TextLine>
+      <TextLine id="l2">
+        <Coords points="12,60 250,62 251,100 11,98"/>
+        <TextEquiv index="1"><Unicode>OCR guess</Unicode></TextEquiv>
+        <TextEquiv index="0"><Unicode>Second line</Unicode></TextEquiv>
+      </TextLine>
+      <TextLine id="l3"><Coords points="0,0 5,5"/></TextLine>
+    </TextRegion>
+  </Page>
+</PcGts>
+"""
+
+
+def test_page_xml(tmp_path):
+    Image.new("RGB", (400, 120), "white").save(tmp_path / "page.png")
+    (tmp_path / "page.xml").write_text(PAGE, encoding="utf-8")
+    lines = load_page_xml(tmp_path / "page.xml", tmp_path / "crops")
+    assert [line.reference for line in lines] == ["First line", "Second line"]
+    assert [line.id for line in lines] == ["page.xml#l1", "page.xml#l2"]
+    with Image.open(lines[0].image) as a, Image.open(lines[1].image) as b:
+        assert a.size == (291, 41) and b.size == (241, 41)
+    (tmp_path / "page.xml").write_text(PAGE.replace("10,5 300,5", "10,5 x,5"), encoding="utf-8")
+    with pytest.raises(EffOCRError, match="TextLine l1: bad Coords"):
+        load_page_xml(tmp_path / "page.xml", tmp_path / "crops")
+
+
+def test_missing_set_path(tmp_path):
+    with pytest.raises(EffOCRError, match="'gone'.*does not exist"):
+        load_eval_set({"name": "gone", "path": str(tmp_path / "nope")}, tmp_path)
+
+
+def test_disabled_tesseract_says_so(gt_dir):
+    out = tesseract_baseline(load_gt_dir(gt_dir), "eng", enabled=False)
+    assert out["status"]["available"] is False
+    assert "evaluate.tesseract: false" in out["status"]["reason"]
+
+
+@needs_tesseract
+def test_write_results_with_tesseract(tmp_path, gt_dir):
+    eval_set = load_eval_set({"name": "gt", "path": str(gt_dir)}, tmp_path)
+    tess = tesseract_baseline(eval_set.lines, "eng")
+    assert tess["status"]["available"]
+    # A hypothesis set with known errors stands in for the system under test.
+    hyps = ["Evaluatian sets", None, "by both systems."]
+    m = write_results(eval_set, hyps, tmp_path / "out", seconds=0.5, tesseract=tess)
+    assert m["effocr"]["char_errors"] == 1 + len("read the same way")
+    assert m["effocr"]["lines_per_second"] == pytest.approx(6.0)
+    assert m["tesseract"]["available"] and m["tesseract"]["cer"] < 0.05
+    assert m["tesseract"]["lines_per_second"] > 0
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == m
+    with open(tmp_path / "out" / "lines.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["reference"] for r in rows] == TEXTS
+    assert rows[0]["distance"] == "1" and rows[1]["hypothesis"] == ""
+    assert rows[2]["tesseract_hypothesis"] == tess["texts"][2]
+    with open(tmp_path / "out" / "confusions.csv", encoding="utf-8", newline="") as f:
+        conf = list(csv.DictReader(f))
+    effocr = {
+        (r["reference"], r["hypothesis"]): int(r["count"]) for r in conf if r["system"] == "effocr"
+    }
+    # "read the same way" deleted: 3 spaces, 3 a, 3 e ...; plus o -> a in "Evaluatian".
+    assert effocr[("o", "a")] == 1 and effocr[("e", "")] == 3 and effocr[(" ", "")] == 3
+    assert sum(effocr.values()) == m["effocr"]["char_errors"]
+    assert conf[0]["system"] == "effocr" and int(conf[0]["count"]) == 3
+    preds = (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
+    assert len(preds) == 3 and json.loads(preds[0])["id"] == "line0"
+    table = format_table([m])
+    assert "effocr" in table and "tesseract" in table
+
+
+def test_write_results_without_tesseract(tmp_path, gt_dir):
+    eval_set = load_eval_set({"name": "gt", "path": str(gt_dir)}, tmp_path)
+    reason = "the 'tesseract' program is not installed"
+    tess = {"status": {"available": False, "reason": reason}}
+    m = write_results(eval_set, TEXTS, tmp_path / "out", tesseract=tess)
+    assert m["effocr"]["cer"] == 0.0 and m["effocr"]["exact_match"] == 1.0
+    assert m["tesseract"] == {"available": False, "reason": reason}
+    assert "not installed" in format_table([m])
+
+
+def test_cli_reports_a_missing_bundle(tmp_path, gt_dir, capsys):
+    code = main(
+        ["evaluate", "--model", str(tmp_path / "nobundle"), "--set", f"gt={gt_dir}"]
+        + ["--output", str(tmp_path / "out"), "--no-tesseract"]
+    )
+    assert code == 1
+    assert "nobundle" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "gt" / "metrics.json").exists()

@@ -1,0 +1,286 @@
+"""Export parity, the bundle round-trip and `effocr infer` end to end on tiny trained models.
+
+One module-scoped fixture trains a tiny localizer (`train_localizer`) and a tiny recognizer
+(a few supervised-contrastive steps on the lines' own glyph crops), builds a reference index
+from those crops and exports the bundle. The tests then check that ONNX inference reproduces
+the PyTorch pipeline, that perturbed models fail the parity check without leaving a bundle,
+and that bad images are reported and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from effocr.config import load_config
+from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
+from effocr.data.crops import crop_box
+from effocr.export import check_onnx, export_bundle, match_boxes
+from effocr.infer import Engine, assemble_text, decode_image
+from effocr.utils import EffOCRError, label_to_codepoints
+
+ENCODER = "mobilenetv3_small_050"
+INPUT_SIZE = 32
+
+
+def _crops(coco_json: Path, image_dir: Path) -> tuple[list[np.ndarray], list[str]]:
+    index = index_coco(load_coco(coco_json))
+    crops, labels = [], []
+    for im in index.images.values():
+        img = decode_image(image_dir / im["file_name"])
+        h, w = img.shape[:2]
+        for char, ann in line_chars(index, im):
+            x0, y0, x1, y1 = crop_box(ann["bbox"], w, h, is_vertical(im), True, 0)
+            crops.append(img[y0:y1, x0:x1])
+            labels.append(char)
+    return crops, labels
+
+
+def _train_recognizer(config: dict, crops, labels, out: Path) -> Path:
+    from pytorch_metric_learning.losses import SupConLoss
+
+    from effocr.recognizer.model import RecognizerNet, save_recognizer
+    from effocr.recognizer.transforms import preprocess
+
+    torch.manual_seed(0)
+    model = RecognizerNet(ENCODER, INPUT_SIZE)
+    x = torch.from_numpy(np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops]))
+    classes = {c: i for i, c in enumerate(sorted(set(labels)))}
+    y = torch.tensor([classes[c] for c in labels])
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    loss_fn = SupConLoss(temperature=0.1)
+    model.train()
+    for _ in range(8):
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    model.eval()
+    return save_recognizer(model, out / "model.pt", config)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_coco_factory, tmp_path_factory):
+    """Tiny trained models, their index, and an exported bundle."""
+    from effocr.localizer.train import train_localizer
+    from effocr.recognizer.index import ReferenceIndex
+    from effocr.recognizer.model import load_recognizer
+    from effocr.recognizer.transforms import preprocess
+
+    torch.set_num_threads(1)
+    coco_json, image_dir = tiny_coco_factory(8, "en", 5, degrade=False, max_chars=14)
+    root = tmp_path_factory.mktemp("export")
+    config = load_config(None, {"localizer": {"epochs": 12, "batch_size": 4}})
+    train_localizer(config, coco_json, coco_json, image_dir, root / "localizer", threads=1)
+    crops, labels = _crops(coco_json, image_dir)
+    rec_pt = _train_recognizer(config, crops, labels, root / "recognizer")
+    model = load_recognizer(rec_pt)
+    with torch.inference_mode():
+        x = torch.from_numpy(np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops]))
+        embs = model(x).numpy()
+    # The reference of each character: the mean embedding of its crops in these lines.
+    chars = sorted(set(labels))
+    refs = np.stack([embs[[i for i, c in enumerate(labels) if c == ch]].mean(0) for ch in chars])
+    ReferenceIndex.build(refs, chars).save(root / "index")
+    bundle = root / "bundle"
+    report = export_bundle(
+        rec_pt,
+        root / "index",
+        root / "localizer" / "model.pt",
+        coco_json,
+        image_dir,
+        bundle,
+        export_cfg=config["export"],
+        infer_cfg=config["infer"],
+    )
+    return {
+        "root": root,
+        "coco": coco_json,
+        "images": image_dir,
+        "config": config,
+        "recognizer": rec_pt,
+        "localizer": root / "localizer" / "model.pt",
+        "index": root / "index",
+        "bundle": bundle,
+        "report": report,
+    }
+
+
+def _torch_pipeline(trained, paths: list[Path]) -> list[str]:
+    """The same OCR with the PyTorch models (what the bundle must reproduce)."""
+    from effocr.localizer.model import load_localizer
+    from effocr.recognizer.index import ReferenceIndex
+    from effocr.recognizer.model import load_recognizer
+    from effocr.recognizer.transforms import preprocess
+
+    loc = load_localizer(trained["localizer"])
+    rec = load_recognizer(trained["recognizer"])
+    index = ReferenceIndex.load(trained["index"])
+    texts = []
+    for path in paths:
+        img = decode_image(path)
+        det = loc.detect(img)
+        boxes = det.crop_boxes(0)
+        if len(boxes) == 0:
+            texts.append("")
+            continue
+        x = np.stack([preprocess(img[y0:y1, x0:x1], rec.input_size, rec.mean, rec.std) for x0, y0, x1, y1 in boxes])
+        with torch.inference_mode():
+            embs = rec(torch.from_numpy(x)).numpy()
+        _, rows = index.search(embs, 1)
+        texts.append(assemble_text([index.labels[r] for r in rows[:, 0]], det.spaces))
+    return texts
+
+
+def _line_paths(trained) -> list[Path]:
+    coco = load_coco(trained["coco"])
+    return [trained["images"] / im["file_name"] for im in sorted(coco["images"], key=lambda i: i["id"])]
+
+
+# -- export ------------------------------------------------------------------
+
+
+def test_bundle_contents(trained):
+    bundle = trained["bundle"]
+    for name in ("localizer.onnx", "recognizer.onnx", "ref.index", "ref_labels.txt", "model.yaml", "parity.json"):
+        assert (bundle / name).is_file(), name
+    check_onnx(bundle / "recognizer.onnx")
+    check_onnx(bundle / "localizer.onnx")
+    meta = yaml.safe_load((bundle / "model.yaml").read_text())
+    assert meta["format_version"] == 1
+    assert meta["profile"] == {
+        "name": "en",
+        "vertical": False,
+        "spaces": True,
+        "render_mode": "ascender",
+        "tesseract_lang": "eng",
+    }
+    rec = meta["recognizer"]
+    assert rec["input_size"] == INPUT_SIZE and rec["encoder"] == ENCODER
+    assert len(rec["mean"]) == 3 and len(rec["std"]) == 3
+    loc = meta["localizer"]["meta"]
+    assert loc["score_threshold"] == trained["config"]["localizer"]["score_threshold"]
+    assert loc["classes"] == ["char", "word"]
+    assert set(meta["versions"]) >= {"effocr", "torch", "onnx", "onnxruntime"}
+    assert len(meta["config_sha256"]["recognizer"]) == 64
+    assert meta["opset"] == trained["config"]["export"]["opset"]
+    parity = json.loads((bundle / "parity.json").read_text())
+    assert parity["passed"] and parity["recognizer"]["n_crops"] > 20
+    assert parity["recognizer"]["max_abs"] <= trained["config"]["export"]["embedding_max_abs"]
+    assert parity["localizer"]["n_lines"] == 8
+
+
+def test_perturbed_recognizer_fails_and_leaves_no_bundle(trained, tmp_path):
+    # Export the good model, then check that ONNX against weights changed after export.
+    from effocr.recognizer.model import load_recognizer, save_recognizer
+
+    model = load_recognizer(trained["recognizer"])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    perturbed = save_recognizer(model, tmp_path / "perturbed.pt", trained["config"])
+    out = tmp_path / "bundle"
+    with pytest.raises(EffOCRError, match="recognizer: min cosine"):
+        export_bundle(
+            perturbed,
+            trained["index"],
+            trained["localizer"],
+            trained["coco"],
+            trained["images"],
+            out,
+            recognizer_onnx=trained["bundle"] / "recognizer.onnx",
+        )
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [tmp_path / "perturbed.pt"]  # no temporary left
+
+
+def test_perturbed_localizer_fails(trained, tmp_path):
+    ckpt = torch.load(trained["localizer"], weights_only=False)
+    gen = torch.Generator().manual_seed(0)
+    ckpt["model"] = {
+        k: v + 0.2 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+        for k, v in ckpt["model"].items()
+    }
+    torch.save(ckpt, tmp_path / "loc.pt")
+    out = tmp_path / "bundle"
+    with pytest.raises(EffOCRError, match="localizer"):
+        export_bundle(
+            trained["recognizer"],
+            trained["index"],
+            tmp_path / "loc.pt",
+            trained["coco"],
+            trained["images"],
+            out,
+            localizer_onnx=trained["bundle"] / "localizer.onnx",
+        )
+    assert not out.exists()
+
+
+def test_match_boxes_tolerates_only_borderline_extras():
+    ref = np.array([[0, 0, 10, 10], [20, 0, 30, 10]], float)
+    m = match_boxes(ref, [0.9, 0.3004], ref[:1] + 0.1, [0.9], threshold=0.3, margin=0.001)
+    assert m["matched"] == 1 and m["unmatched"] == 0 and m["unmatched_borderline"] == 1
+    assert m["box_max_abs"] == pytest.approx(0.1)
+    m = match_boxes(ref, [0.9, 0.8], ref[:1], [0.9], threshold=0.3, margin=0.001)
+    assert m["unmatched"] == 1
+
+
+# -- inference -----------------------------------------------------------------
+
+
+def test_engine_reproduces_pytorch(trained, tmp_path):
+    # Round trip: the bundle alone, moved away from everything it was made from.
+    moved = tmp_path / "moved_bundle"
+    shutil.copytree(trained["bundle"], moved)
+    paths = _line_paths(trained)
+    engine = Engine(moved, threads=2, batch_size=16)
+    results = engine.infer(paths)
+    expected = _torch_pipeline(trained, paths)
+    assert [r.text for r in results] == expected
+    assert sum(len(r.chars) for r in results) > 0, "the tiny localizer found no character"
+    for r in results:
+        assert r.ok and r.width > 0 and r.height > 0
+        for c in r.chars:
+            assert c.codepoints == label_to_codepoints(c.char) and -1.01 <= c.score <= 1.01
+    # Threads and batch size change nothing.
+    single = Engine(moved, threads=1, batch_size=7).infer(paths)
+    assert [r.to_dict() for r in single] == [r.to_dict() for r in results]
+    # Arrays are accepted too.
+    arr = Engine(moved).infer([decode_image(paths[0])])
+    assert arr[0].text == results[0].text and arr[0].image == "<array 0>"
+
+
+def test_cli_infer_with_bad_images(trained, tmp_path, capsys):
+    from effocr.cli import main
+
+    lines = tmp_path / "lines"
+    lines.mkdir()
+    paths = _line_paths(trained)[:3]
+    for p in paths:
+        shutil.copy(p, lines / p.name)
+    (lines / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "out"
+    args = ["infer", "--model", str(trained["bundle"]), "--output", str(out), "--coco", "--threads", "2"]
+    rc = main([*args, str(lines), str(tmp_path / "missing.png")])
+    assert rc == 1
+    assert "2 of 5 image(s) failed" in capsys.readouterr().err
+    records = [json.loads(ln) for ln in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 5
+    errors = {Path(r["image"]).name: r["error"] for r in records if "error" in r}
+    assert set(errors) == {"zz_corrupt.png", "missing.png"}
+    assert "not found" in errors["missing.png"]
+    expected = _torch_pipeline(trained, paths)
+    assert [r["text"] for r in records[:3]] == expected
+    for p, text in zip(paths, expected, strict=True):
+        assert (out / "text" / f"{p.stem}.txt").read_text() == text + "\n"
+    coco = json.loads((out / "predictions_coco.json").read_text())
+    assert len(coco["images"]) == 3
+    # Without --output: JSON Lines on stdout, exit 0 when every image is fine.
+    assert main(["infer", "--model", str(trained["bundle"]), str(paths[0])]) == 0
+    rec = json.loads(capsys.readouterr().out.strip())
+    assert rec["image"] == str(paths[0]) and rec["text"] == expected[0]

@@ -1,0 +1,248 @@
+"""Incremental reruns: after each kind of change, Snakemake plans exactly the jobs it touches.
+
+The real workflow runs once, end to end, on a tiny config in a temporary copy of the
+workflow (so editing package code there cannot disturb this checkout); each test then makes
+one change, asks Snakemake for a dry run, compares the planned rules, and undoes the change.
+See docs/incremental.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import pytest
+import yaml
+from PIL import Image, ImageDraw, ImageFont
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+COPY = ["Snakefile", "rules", "workflow_scripts", "config", "report", "envs", "profiles", "effocr"]
+
+DATA = {"validate_coco", "split_coco", "crop_glyphs", "build_recognizer_dataset"}
+RECOGNIZER = {"train_recognizer", "mine_hard_negatives", "train_recognizer_hn"}
+RECOGNIZER |= {"build_reference_index"}
+LOCALIZER = {"train_localizer", "evaluate_localizer"}
+FINAL = {"export_onnx", "evaluate", "report"}
+ALL = DATA | RECOGNIZER | LOCALIZER | FINAL | {"render_glyphs"}
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+CONFIG = {
+    "seed": 1,
+    "language": "en",
+    "results_dir": "results",
+    # Annotated data of "the user": not the synth_lines output, so synth_lines is not needed.
+    "dataset": {"coco_json": "userdata/lines.json", "image_dir": "userdata/images"},
+    "synth": {"coco_json": "synthdata/lines.json", "n_lines": 4},
+    "split": {"ratios": [0.6, 0.2, 0.2]},
+    "fonts": {
+        "include": ["DejaVuSans", "DejaVuSerif"],
+        "reference": ["DejaVuSerif"],
+        "max_fonts": 2,
+    },
+    "render": {"size": 32},
+    "recognizer": {
+        "input_size": 32,
+        "batch_size": 16,
+        "m": 2,
+        "num_passes": 1,
+        "epochs": 1,
+        "hn_epochs": 1,
+        "hardneg_k": 2,
+        "device": "cpu",
+    },
+    "localizer": {"epochs": 1, "batch_size": 4, "device": "cpu"},
+    "export": {"parity_lines": 2},
+    "evaluate": {
+        "sets": [{"name": "extra", "path": "extra_set", "type": "gt_dir"}],
+        "worst_lines": 3,
+    },
+}
+
+
+def _env() -> dict[str, str]:
+    # Two cores are shared with everything else: keep every library to one thread.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_THREAD_LIMIT": "1"}
+
+
+def snakemake(wf: Path, config: Path, *args: str, timeout: int = 600) -> str:
+    """Run Snakemake in `wf` with `config`; return its output (fails the test on error)."""
+    cmd = SNAKEMAKE + ["--cores", "2", "--configfile", str(config), *args]
+    proc = subprocess.run(cmd, cwd=wf, capture_output=True, text=True, timeout=timeout, env=_env())
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}")
+    return out
+
+
+def planned(wf: Path, config: Path) -> tuple[dict[str, int], str]:
+    """Rules (with job counts) a dry run would execute, and the dry run's output."""
+    out = snakemake(wf, config, "--dry-run", timeout=300)
+    if "Nothing to be done" in out:
+        return {}, out
+    stats = out.split("Job stats:", 1)
+    assert len(stats) == 2, f"no job stats in the dry run:\n{out[-3000:]}"
+    jobs: dict[str, int] = {}
+    for line in stats[1].splitlines()[3:]:
+        m = re.fullmatch(r"\s*(\S+)\s+(\d+)\s*", line)
+        if not m or m.group(1) == "total":
+            break
+        if m.group(1) != "all":  # the target rule, not work
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs, out
+
+
+def write_config(wf: Path, name: str, **changes: dict) -> Path:
+    """The test config with some sections updated, written to `wf/config/NAME.yaml`."""
+    cfg = json.loads(json.dumps(CONFIG))
+    for section, values in changes.items():
+        cfg[section].update(values)
+    path = wf / "config" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return path
+
+
+class Edit:
+    """Change a file for one dry run, then restore its bytes and its times exactly."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> Path:
+        self.data = self.path.read_bytes()
+        self.stat = self.path.stat()
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        self.path.write_bytes(self.data)
+        os.utime(self.path, ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
+
+
+def _render_gt_line(text: str, path: Path) -> None:
+    font = ImageFont.truetype(str(FONT), 28)
+    x0, y0, x1, y1 = font.getbbox(text)
+    img = Image.new("L", (x1 + 16, y1 - y0 + 16), 255)
+    ImageDraw.Draw(img).text((8, 8 - y0), text, font=font, fill=0)
+    img.save(path)
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory):
+    """A copy of the workflow, its tiny data, and one complete run: (wf dir, base config, held-back line)."""
+    from effocr.synth.lines import synth_lines
+
+    wf = tmp_path_factory.mktemp("incremental") / "wf"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake", "results*")
+    for name in COPY:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, wf / name, ignore=ignore)
+        elif src.exists():
+            wf.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, wf / name)
+
+    # 13 annotated lines; the last one is held back for the "add one line" case.
+    coco_path = wf / "userdata" / "lines.json"
+    synth_lines(
+        coco_path,
+        13,
+        "en",
+        font_paths=[FONT],
+        seed=5,
+        font_sizes=(24, 28),
+        max_chars=16,
+        degrade=False,
+    )
+    coco = json.loads(coco_path.read_text(encoding="utf-8"))
+    held_image = coco["images"][-1]
+    held = {
+        "image": held_image,
+        "annotations": [a for a in coco["annotations"] if a["image_id"] == held_image["id"]],
+    }
+    coco["images"] = coco["images"][:-1]
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] != held_image["id"]]
+    coco_path.write_text(json.dumps(coco, ensure_ascii=False), encoding="utf-8")
+
+    extra = wf / "extra_set"
+    extra.mkdir()
+    for i, text in enumerate(["Incremental", "reruns 42"]):
+        _render_gt_line(text, extra / f"l{i}.png")
+        (extra / f"l{i}.gt.txt").write_text(text + "\n", encoding="utf-8")
+
+    base = write_config(wf, "base")
+    snakemake(wf, base, timeout=900)
+    return wf, base, held
+
+
+def test_full_run_outputs(workflow):
+    wf, base, _ = workflow
+    report = wf / "results" / "report"
+    assert (report / "index.html").stat().st_size > 10_000
+    summary = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
+    assert set(summary["sets"]) == {"test", "extra"}
+    for m in summary["sets"].values():
+        assert 0.0 <= m["effocr"]["cer"] and m["effocr"]["lines"] > 0
+        assert m["effocr"]["lines_per_second"] > 0
+        assert "available" in m["tesseract"]
+    # Nothing changed: nothing to do (otherwise every case below would be meaningless).
+    jobs, out = planned(wf, base)
+    assert jobs == {}, out[-3000:]
+
+
+def test_adding_an_annotated_line(workflow):
+    wf, base, held = workflow
+    coco_path = wf / "userdata" / "lines.json"
+    with Edit(coco_path):
+        coco = json.loads(coco_path.read_text(encoding="utf-8"))
+        coco["images"].append(held["image"])
+        coco["annotations"].extend(held["annotations"])
+        coco_path.write_text(json.dumps(coco, ensure_ascii=False), encoding="utf-8")
+        jobs, out = planned(wf, base)
+    rules = set(jobs)
+    assert ALL - {"render_glyphs"} <= rules, out[-4000:]
+    assert "render_glyphs" not in rules and "synth_lines" not in rules, out[-4000:]
+    assert jobs["evaluate"] == 2
+
+
+def test_changing_an_evaluation_setting(workflow):
+    wf, _, _ = workflow
+    jobs, out = planned(wf, write_config(wf, "eval_case", evaluate={"ignore_case": True}))
+    assert jobs == {"evaluate": 2, "report": 1}, out[-4000:]
+    # A report-only setting reruns only the report.
+    jobs, out = planned(wf, write_config(wf, "report_case", evaluate={"worst_lines": 5}))
+    assert jobs == {"report": 1}, out[-4000:]
+
+
+def test_changing_a_recognizer_hyperparameter(workflow):
+    wf, _, _ = workflow
+    jobs, out = planned(wf, write_config(wf, "rec_case", recognizer={"lr": 0.001}))
+    rules = set(jobs)
+    assert RECOGNIZER | FINAL <= rules, out[-4000:]
+    assert not rules & (DATA | LOCALIZER | {"render_glyphs"}), out[-4000:]
+
+
+def test_changing_package_code(workflow):
+    wf, base, _ = workflow
+    # Code only `evaluate` imports: evaluate and the report, nothing upstream.
+    with Edit(wf / "effocr" / "metrics.py") as f:
+        f.write_text(f.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
+        jobs, out = planned(wf, base)
+    assert jobs == {"evaluate": 2, "report": 1}, out[-4000:]
+    # Code of the data validation: validation and everything downstream, not the renders.
+    with Edit(wf / "effocr" / "data" / "validate.py") as f:
+        f.write_text(f.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
+        jobs, out = planned(wf, base)
+    rules = set(jobs)
+    assert ALL - {"render_glyphs"} <= rules, out[-4000:]
+    assert "render_glyphs" not in rules, out[-4000:]
+    # Restored code: nothing to do again.
+    jobs, out = planned(wf, base)
+    assert jobs == {}, out[-3000:]

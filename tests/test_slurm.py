@@ -1,0 +1,325 @@
+"""The workflow submitted to a real single-node Slurm through `snakemake --executor slurm`.
+
+tests/slurm/slurm-up.sh starts munge, mariadb, slurmdbd, slurmctld and slurmd in a directory
+owned by this test (stopped by PID in tests/slurm/slurm-down.sh). The workflow then runs with
+a profile derived from profiles/slurm (partition `debug`, no GPUs, no conda/apptainer) on a
+tiny config, and the test checks that:
+
+* every job went through Slurm: `sacct` lists one COMPLETED job per rule, in partition debug;
+* the outputs equal those of a local run of the same targets with the same config;
+* a rule that fails (validate_coco on a broken COCO JSON) is FAILED in sacct and the run fails.
+
+Needs root and the Debian packages of tests/slurm/slurm-up.sh: `make test-slurm` installs them.
+Without them the test fails (it is the proof of cluster submission; it must not be skipped).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[1]
+SLURM_DIR = REPO / "tests" / "slurm"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# The rules the SLURM run must execute (the furthest part of the DAG that is tested there).
+RULES = {"validate_coco", "split_coco", "crop_glyphs"}
+TARGETS = ["results/crops/manifest.csv"]
+# Outputs that must be byte-identical between the SLURM and the local run (all deterministic).
+SAME_FILES = [
+    "results/data/validation.json",
+    "results/data/splits/train.json",
+    "results/data/splits/val.json",
+    "results/data/splits/test.json",
+    "results/crops/manifest.csv",
+]
+# Manifests whose listed images must be identical too (pixel data, compared by hash).
+SAME_IMAGES = ["results/crops/manifest.csv"]
+GPU_RULES = [
+    "train_recognizer",
+    "train_recognizer_hn",
+    "train_localizer",
+    "build_reference_index",
+    "mine_hard_negatives",
+]
+FONTS = ["DejaVuSans", "DejaVuSerif"]
+RUN_TIMEOUT_S = 360
+PACKAGES = "slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
+
+
+def _require_slurm() -> None:
+    """Fail (never skip) with the command that fixes a missing prerequisite."""
+    if os.geteuid() != 0:
+        pytest.fail(
+            "the SLURM test must run as root (it starts the Slurm daemons): sudo make test-slurm"
+        )
+    missing = [
+        b
+        for b in ("slurmctld", "slurmd", "sbatch", "sacct", "munged", "slurmdbd", "mariadbd")
+        if shutil.which(b) is None and not Path("/usr/sbin", b).exists()
+    ]
+    if missing:
+        pytest.fail(
+            f"missing Slurm programs {missing}: run `make test-slurm` as root, which installs "
+            f"them, or `apt-get install -y {PACKAGES}`"
+        )
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        pytest.fail('snakemake-executor-plugin-slurm is missing: pip install -e ".[slurm]"')
+
+
+@pytest.fixture(scope="module")
+def slurm_env() -> Iterator[dict[str, str]]:
+    """A running single-node cluster; yields the environment that points clients at it."""
+    _require_slurm()
+    # Not pytest's tmp_path: its parents are 0700 and the daemons run as other users.
+    cluster = Path(tempfile.mkdtemp(prefix="effocr-slurm-", dir="/tmp"))
+    env = dict(os.environ, SLURM_CONF=str(cluster / "etc" / "slurm.conf"))
+    up_log = cluster.parent / f"{cluster.name}.up.log"
+    try:
+        with open(up_log, "w") as out:
+            # Output to a file, not a pipe: a daemon holding the pipe would block the read.
+            proc = subprocess.run(
+                ["bash", str(SLURM_DIR / "slurm-up.sh"), str(cluster)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=150,
+            )
+        if proc.returncode != 0:
+            pytest.fail(f"slurm-up.sh failed:\n{up_log.read_text()}\n{_daemon_logs(cluster)}")
+        yield env
+    finally:
+        subprocess.run(
+            ["bash", str(SLURM_DIR / "slurm-down.sh"), str(cluster)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=120,
+        )
+        shutil.rmtree(cluster, ignore_errors=True)
+        up_log.unlink(missing_ok=True)
+
+
+def _daemon_logs(cluster: Path) -> str:
+    parts = []
+    for log in sorted((cluster / "log").glob("*.log")):
+        parts.append(f"--- {log.name} (tail)\n" + "\n".join(log.read_text().splitlines()[-15:]))
+    return "\n".join(parts)
+
+
+def _tiny_config(workdir: Path, coco: tuple[Path, Path], **overrides: dict) -> Path:
+    """Copy the tiny COCO set into workdir and write a tiny config (1 epoch, small inputs)."""
+    (workdir / "config").mkdir(parents=True, exist_ok=True)
+    json_path, image_dir = coco
+    shutil.copy(json_path, workdir / "lines.json")
+    shutil.copytree(image_dir, workdir / "images")
+    config = {
+        "seed": 7,
+        "language": "en",
+        "results_dir": "results",
+        # A user dataset (not synth.coco_json), so the workflow does not generate lines.
+        "dataset": {"coco_json": "lines.json", "image_dir": "images"},
+        "fonts": {"include": FONTS, "reference": [FONTS[1]]},
+        "render": {"size": 32},
+        "split": {"ratios": [0.6, 0.2, 0.2]},
+        "recognizer": {"epochs": 1, "batch_size": 32, "m": 2, "input_size": 32, "amp": False},
+        "localizer": {"epochs": 1, "batch_size": 4, "amp": False},
+        "evaluate": {"tesseract": False},
+    }
+    for key, value in overrides.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    path = workdir / "config" / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def _test_profile(dest: Path) -> Path:
+    """profiles/slurm adapted to the test cluster; fails if the keys it adapts are gone."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    assert set(GPU_RULES) <= set(profile["set-resources"]), "GPU rules missing in profiles/slurm"
+    # The single node has partition `debug`, 2 CPUs and no GPU.
+    profile["default-resources"].update(slurm_partition="debug", mem_mb=1000, runtime=30)
+    for rule in GPU_RULES:
+        assert profile["set-resources"][rule]["gpu"] == 1
+        profile["set-resources"][rule].update(slurm_partition="debug", gpu=0, mem_mb=3000)
+    # Neither conda nor an Apptainer engine is available here: jobs use this venv.
+    del profile["software-deployment-method"]
+    del profile["apptainer-args"]
+    profile.update(
+        {
+            "jobs": 2,
+            "max-threads": 2,
+            "retries": 0,
+            "latency-wait": 5,
+            "slurm-init-seconds-before-status-checks": 5,
+            "slurm-keep-successful-logs": True,
+        }
+    )
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "config.yaml").write_text(yaml.safe_dump(profile), encoding="utf-8")
+    return dest
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout: int = RUN_TIMEOUT_S) -> subprocess.Popen:
+    # SIGKILL on timeout: snakemake ignores SIGTERM while it polls Slurm (slurm-notes.md).
+    return subprocess.Popen(
+        ["timeout", "-s", "KILL", str(timeout), *cmd],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _snakemake_cmd(workdir: Path, config: Path, *extra: str) -> list[str]:
+    return [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        *extra,
+    ]
+
+
+def _sacct(env: dict[str, str]) -> list[dict[str, str]]:
+    """All jobs of the test cluster: id, run name, rule (from the comment), state, partition."""
+    fields = ["JobID", "JobName", "Comment", "State", "Partition", "NodeList", "Elapsed"]
+    out = subprocess.run(
+        [
+            "sacct",
+            "-X",
+            "--parsable2",
+            "--noheader",
+            "--starttime",
+            "2020-01-01",
+            f"--format={','.join(fields)}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    return [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines() if line]
+
+
+def _wait_for_states(env: dict[str, str], n_jobs: int, timeout: float = 30) -> list[dict]:
+    """sacct once every job is final (slurmdbd records the end a moment after the job)."""
+    end = time.monotonic() + timeout
+    while True:
+        jobs = _sacct(env)
+        final = [j for j in jobs if j["State"] not in ("PENDING", "RUNNING", "COMPLETING")]
+        if len(final) >= n_jobs or time.monotonic() > end:
+            return jobs
+        time.sleep(1)
+
+
+def _file_hashes(root: Path, manifest: str) -> dict[str, str]:
+    path = root / manifest
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        r["path"]: hashlib.sha256((path.parent / r["path"]).read_bytes()).hexdigest() for r in rows
+    }
+
+
+def test_workflow_on_slurm(slurm_env: dict[str, str], tiny_coco, capsys) -> None:
+    started = time.monotonic()
+    base = Path(tempfile.mkdtemp(prefix="effocr-slurm-wd-", dir="/tmp"))
+    try:
+        _check_workflow_on_slurm(slurm_env, tiny_coco, base, capsys)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    with capsys.disabled():
+        print(f"\nSLURM test wall time (without cluster start): {time.monotonic() - started:.0f} s")
+
+
+def _check_workflow_on_slurm(env: dict[str, str], coco, base: Path, capsys) -> None:
+    profile = _test_profile(base / "profile")
+    slurm_wd, local_wd, fail_wd = base / "slurm", base / "local", base / "fail"
+
+    # A rule that fails on the cluster: validate_coco on a COCO JSON without categories.
+    fail_cfg = _tiny_config(fail_wd, coco)
+    (fail_wd / "lines.json").write_text(
+        json.dumps({"images": [], "annotations": []}), encoding="utf-8"
+    )
+    fail = _run(
+        _snakemake_cmd(
+            fail_wd, fail_cfg, "--profile", str(profile), "results/data/validation.json"
+        ),
+        env,
+    )
+    slurm = _run(
+        _snakemake_cmd(slurm_wd, _tiny_config(slurm_wd, coco), "--profile", str(profile), *TARGETS),
+        env,
+    )
+    # The same targets locally, meanwhile (the SLURM runs mostly wait for sacct polls).
+    local = _run(
+        _snakemake_cmd(
+            local_wd,
+            _tiny_config(local_wd, coco),
+            "--workflow-profile",
+            "none",
+            "--cores",
+            "2",
+            *TARGETS,
+        ),
+        env,
+    )
+    outputs = {
+        name: p.communicate()[0] for name, p in (("fail", fail), ("slurm", slurm), ("local", local))
+    }
+    assert local.returncode == 0, f"local run failed:\n{outputs['local'][-4000:]}"
+    assert slurm.returncode == 0, (
+        f"SLURM run failed (rc {slurm.returncode}):\n{outputs['slurm'][-6000:]}"
+    )
+    assert fail.returncode not in (0, 137), (
+        f"the failing run did not fail:\n{outputs['fail'][-3000:]}"
+    )
+    assert "FAILED" in outputs["fail"], outputs["fail"][-3000:]
+
+    jobs = _wait_for_states(env, len(RULES) + 1)
+    with capsys.disabled():
+        print("\nsacct -X (JobID|JobName|Comment|State|Partition|NodeList|Elapsed):")
+        for j in jobs:
+            print("  " + "|".join(j.values()))
+
+    by_rule: dict[str, list[str]] = {}
+    for j in jobs:
+        by_rule.setdefault(j["Comment"].removeprefix("rule_"), []).append(j["State"])
+        assert j["Partition"] == "debug", j
+    failed = [j for j in jobs if j["State"].startswith("FAILED")]
+    assert [j["Comment"] for j in failed] == ["rule_validate_coco"], jobs
+    completed = {j["Comment"].removeprefix("rule_") for j in jobs if j["State"] == "COMPLETED"}
+    assert completed == RULES, f"rules COMPLETED in sacct {sorted(completed)} != {sorted(RULES)}"
+    assert len(jobs) == len(RULES) + 1, f"unexpected extra jobs: {jobs}"
+    # The rule really ran inside a Slurm job (logs of the jobstep executor).
+    assert any((slurm_wd / ".snakemake" / "slurm_logs").rglob("*.log"))
+
+    for rel in SAME_FILES:
+        a, b = slurm_wd / rel, local_wd / rel
+        assert a.is_file() and b.is_file(), rel
+        assert a.read_bytes() == b.read_bytes(), (
+            f"{rel} differs between the SLURM and the local run"
+        )
+    for manifest in SAME_IMAGES:
+        assert _file_hashes(slurm_wd, manifest) == _file_hashes(local_wd, manifest), manifest

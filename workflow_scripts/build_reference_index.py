@@ -1,0 +1,16 @@
+"""Rule build_reference_index: FAISS index of the reference font renders (second-pass model)."""
+
+from pathlib import Path
+
+from effocr.config import validate_config
+from effocr.recognizer.index import build_reference_index
+from effocr.utils import setup_logging
+
+setup_logging(snakemake.log[0])
+build_reference_index(
+    snakemake.input.model,
+    snakemake.input.renders,
+    Path(snakemake.output.index).parent,
+    validate_config(snakemake.config),
+    threads=snakemake.threads,
+)

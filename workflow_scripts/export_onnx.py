@@ -1,0 +1,18 @@
+"""Rule export_onnx: ONNX bundle checked against PyTorch (see effocr.export.export_bundle)."""
+
+from effocr.export import export_bundle
+from effocr.utils import set_threads, setup_logging
+
+setup_logging(snakemake.log[0])
+set_threads(snakemake.threads)
+export_bundle(
+    recognizer_pt=snakemake.input.recognizer,
+    index_dir=snakemake.params.index_dir,
+    localizer_pt=snakemake.input.localizer,
+    test_json=snakemake.input.test,
+    image_dir=snakemake.params.image_dir,
+    out_dir=snakemake.output[0],
+    export_cfg=dict(snakemake.params.export),
+    infer_cfg=dict(snakemake.params.infer),
+    threads=snakemake.threads,
+)

@@ -1,0 +1,22 @@
+"""Rule report: results/report/index.html and metrics.json from the evaluation outputs."""
+
+from pathlib import Path
+
+from effocr.report import build_report
+from effocr.utils import setup_logging
+
+setup_logging(snakemake.log[0])
+# Each evaluation set's folder is named after the set.
+eval_dirs = {Path(m).parent.name: Path(m).parent for m in snakemake.input.metrics}
+build_report(
+    eval_dirs,
+    Path(snakemake.output.index).parent,
+    training={
+        "recognizer pass 1": snakemake.input.recognizer_pass1,
+        "recognizer pass 2": snakemake.input.recognizer_pass2,
+        "localizer": snakemake.input.localizer,
+    },
+    localizer_eval=snakemake.input.localizer_eval,
+    worst_lines=snakemake.params.worst_lines,
+    config=dict(snakemake.params.run_info),
+)

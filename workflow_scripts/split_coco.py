@@ -1,0 +1,13 @@
+"""Rule split_coco: train/val/test by image (ratios and seed, or user-given split files)."""
+
+from effocr.data.coco_tools import split_coco_file
+from effocr.utils import setup_logging
+
+setup_logging(snakemake.log[0])
+split_coco_file(
+    snakemake.input.coco_json,
+    {s: snakemake.output[s] for s in ("train", "val", "test")},
+    ratios=list(snakemake.params.ratios),
+    seed=snakemake.params.seed,
+    files=dict(snakemake.params.files) or None,
+)
