@@ -179,29 +179,38 @@ def match_boxes(
     *,
     threshold: float,
     margin: float,
+    box_tol: float = 0.5,
 ) -> dict:
-    """Greedily match two detection sets (IoU >= 0.5, highest reference score first).
+    """Greedily match two detection sets, highest reference score first.
 
-    A box left unmatched is "borderline" (tolerated) when its score lies within `margin` of the
-    score threshold: an output that close to the cut-off may fall either side of it.
+    Two boxes match when their IoU is >= 0.5 or every coordinate is within `box_tol` pixels
+    (the latter also pairs degenerate, zero-area boxes); the closest candidate wins. A box left
+    unmatched is "borderline" (tolerated) when its score lies within `margin` of the score
+    threshold: an output that close to the cut-off may fall either side of it.
     """
     ref_boxes = np.asarray(ref_boxes, dtype=np.float64).reshape(-1, 4)
     got_boxes = np.asarray(got_boxes, dtype=np.float64).reshape(-1, 4)
     ref_scores = np.asarray(ref_scores, dtype=np.float64).reshape(-1)
     got_scores = np.asarray(got_scores, dtype=np.float64).reshape(-1)
     iou = _iou(ref_boxes, got_boxes)
+    dist = (
+        np.abs(ref_boxes[:, None, :] - got_boxes[None, :, :]).max(axis=2)
+        if len(ref_boxes) and len(got_boxes)
+        else np.zeros((len(ref_boxes), len(got_boxes)))
+    )
+    close = (iou >= 0.5) | (dist <= box_tol)
     used = np.zeros(len(got_boxes), dtype=bool)
     box_diff, score_diff, matched = 0.0, 0.0, 0
     unmatched_ref = []
     for i in np.argsort(-ref_scores, kind="stable"):
-        cand = np.where(~used & (iou[i] >= 0.5))[0] if len(got_boxes) else np.array([], dtype=int)
+        cand = np.where(~used & close[i])[0]
         if len(cand) == 0:
             unmatched_ref.append(float(ref_scores[i]))
             continue
-        j = cand[np.argmax(iou[i, cand])]
+        j = cand[np.argmin(dist[i, cand])]
         used[j] = True
         matched += 1
-        box_diff = max(box_diff, float(np.abs(ref_boxes[i] - got_boxes[j]).max()))
+        box_diff = max(box_diff, float(dist[i, j]))
         score_diff = max(score_diff, float(abs(ref_scores[i] - got_scores[j])))
     unmatched_got = [float(s) for s in got_scores[~used]]
     unmatched = unmatched_ref + unmatched_got
@@ -233,6 +242,7 @@ def localizer_parity(
     *,
     threshold: float,
     margin: float,
+    box_tol: float = 0.5,
 ) -> dict:
     """Compare PyTorch and ONNX Runtime detections (chars and words) on line images."""
     totals: dict[str, dict] = {}
@@ -242,7 +252,11 @@ def localizer_parity(
             if not hasattr(ref, kind):
                 continue
             m = match_boxes(
-                *_det_arrays(ref, kind), *_det_arrays(got, kind), threshold=threshold, margin=margin
+                *_det_arrays(ref, kind),
+                *_det_arrays(got, kind),
+                threshold=threshold,
+                margin=margin,
+                box_tol=box_tol,
             )
             t = totals.setdefault(kind, dict.fromkeys(m, 0))
             for key, value in m.items():
@@ -299,7 +313,7 @@ def versions() -> dict[str, str]:
 
     import effocr
 
-    return {
+    found = {
         "effocr": effocr.__version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -307,18 +321,20 @@ def versions() -> dict[str, str]:
         "onnxruntime": onnxruntime.__version__,
         "faiss": getattr(faiss, "__version__", "unknown"),
     }
+    # torch's version is a str subclass that YAML's safe dumper refuses.
+    return {k: str(v) for k, v in found.items()}
 
 
 def _localizer_meta(localizer_pt: str | os.PathLike, ckpt: dict) -> dict:
     """What inference needs about the localizer (input, classes, levels, thresholds)."""
-    try:
-        from effocr.localizer.export import localizer_meta
-    except ImportError:
-        meta = ckpt.get("meta")
-        if not isinstance(meta, dict):
-            raise EffOCRError(f"{localizer_pt}: localizer model.pt has no `meta`") from None
-        return dict(meta)
-    return dict(localizer_meta(localizer_pt))
+    from effocr.localizer import model as loc_model
+
+    if hasattr(loc_model, "localizer_meta"):
+        return dict(loc_model.localizer_meta(localizer_pt))
+    meta = ckpt.get("meta")
+    if not isinstance(meta, dict):
+        raise EffOCRError(f"{localizer_pt}: localizer model.pt has no `meta`")
+    return dict(meta)
 
 
 def export_bundle(
@@ -347,8 +363,8 @@ def export_bundle(
         export_cfg: Config section `export` (opset, tolerances); schema defaults fill gaps.
         infer_cfg: Config section `infer`, written into model.yaml as inference defaults.
         recognizer_onnx: Use this ONNX recognizer (e.g. one optimised elsewhere) instead of
-            exporting; it must still match `recognizer_pt`.
-        localizer_onnx: Same for the localizer.
+            exporting; it must still match `recognizer_pt`. Default: `export.recognizer_onnx`.
+        localizer_onnx: Same for the localizer (`export.localizer_onnx`).
         threads: CPU threads for the check.
 
     Returns:
@@ -369,6 +385,11 @@ def export_bundle(
 
     tol = {**section_defaults("export"), **(export_cfg or {})}
     infer = {**section_defaults("infer"), **(infer_cfg or {})}
+    recognizer_onnx = recognizer_onnx or tol.get("recognizer_onnx")
+    localizer_onnx = localizer_onnx or tol.get("localizer_onnx")
+    for given in (recognizer_onnx, localizer_onnx):
+        if given and not Path(given).is_file():
+            raise EffOCRError(f"{given}: ONNX model not found (config export.*_onnx)")
     index_dir = Path(index_dir)
     for name in INDEX_FILES:
         if not (index_dir / name).is_file():
@@ -412,6 +433,7 @@ def export_bundle(
             [img for _, img in lines],
             threshold=threshold,
             margin=float(tol["score_max_abs"]),
+            box_tol=float(tol["box_max_abs"]),
         )
         problems = evaluate_parity(rec, loc, tol)
         report = {
@@ -432,10 +454,10 @@ def export_bundle(
         }
         LOG.info("parity: %s", report)
         if problems:
-            raise EffOCRError(
-                "ONNX export disagrees with PyTorch on the test split; no bundle written:\n  "
-                + "\n  ".join(problems)
-            )
+            msg = "ONNX export disagrees with PyTorch on the test split; no bundle written:\n  "
+            msg += "\n  ".join(problems)
+            LOG.error("%s", msg)
+            raise EffOCRError(msg)
         for name in (*INDEX_FILES, "index.json"):
             if (index_dir / name).is_file():
                 shutil.copyfile(index_dir / name, tmp / name)

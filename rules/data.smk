@@ -2,8 +2,10 @@
 # image, cut real glyph crops and merge them with the font renders into the recognizer dataset.
 
 
-# Charset the raw text is checked against: render.charset, else the profile's.
-DATA_CHARSET = config["render"]["charset"] or PROFILE.charset
+from effocr.synth.charsets import resolve_charset
+
+# The raw text is checked against the characters that get rendered (see resolve_charset).
+DATA_CHARSET = resolve_charset(config)
 # User-given split files as {split: path}; empty means split by ratios.
 SPLIT_FILES = dict(config["split"]["files"] or {})
 RECOGNIZER_DATASET_SUMMARY = str(

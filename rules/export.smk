@@ -9,6 +9,12 @@ rule export_onnx:
         index=multiext(f"{PATHS['reference_index']}/", "ref.index", "ref_labels.txt"),
         localizer=f"{PATHS['localizer']}/model.pt",
         test=PATHS["split"]["test"],
+        # ONNX models made elsewhere, when the config names them (still parity-checked).
+        given_onnx=[
+            config["export"][k]
+            for k in ("recognizer_onnx", "localizer_onnx")
+            if config["export"][k]
+        ],
     output:
         directory(PATHS["bundle"]),
     log:

@@ -9,7 +9,15 @@ from effocr.synth.charsets import resolve_charset
 from effocr.synth.fonts import default_font_dirs, find_fonts
 from effocr.utils import sha256_json
 
-SYNTH_CODE = ("effocr.synth", *CORE_CODE)
+# Modules each rule imports (editing render.py must not regenerate the lines, and vice versa).
+SYNTH_COMMON = (
+    "effocr.synth.charsets",
+    "effocr.synth.fonts",
+    "effocr.synth.text",
+    *CORE_CODE,
+)
+SYNTH_LINES_CODE = ("effocr.synth.lines", *SYNTH_COMMON)
+RENDER_CODE = ("effocr.synth.render", *SYNTH_COMMON)
 SYNTH_JSON = config["synth"]["coco_json"]
 SYNTH_IMAGES = os.path.join(os.path.dirname(SYNTH_JSON), "images")
 
@@ -32,11 +40,24 @@ def font_files_hash():
 def charset_input_files():
     """User files the render charset is read from (a shipped name is no file)."""
     render, text_source = config["render"], config["synth"]["text_source"]
-    if render["charset_from_text"]:
-        return [text_source] if text_source else []
+    files = []
     if render["charset"] and render["charset"] not in SHIPPED_CHARSETS:
-        return [render["charset"]]
-    return []
+        files.append(render["charset"])
+    if render["charset_from_text"] and text_source:
+        files.append(text_source)
+    return files
+
+
+def line_fonts_config():
+    """The `fonts` keys synthetic lines use (not the reference or max_fonts of the renders)."""
+    keys = ("dirs", "include", "exclude", "min_coverage")
+    return {k: config["fonts"][k] for k in keys}
+
+
+def line_charset_config():
+    """The `render` keys synthetic lines use: only the charset (not size, padding or mode)."""
+    keys = ("charset", "charset_from_text")
+    return {k: config["render"][k] for k in keys}
 
 
 def text_source_for_renders():
@@ -79,12 +100,12 @@ if os.path.normpath(config["dataset"]["coco_json"]) == os.path.normpath(SYNTH_JS
             mem_mb=2000,
             runtime=30,
         params:
-            code=code_version(*SYNTH_CODE),
+            code=code_version(*SYNTH_LINES_CODE),
             language=config["language"],
             seed=config["seed"],
             synth=config["synth"],
-            fonts=config["fonts"],
-            render=config["render"],
+            fonts=line_fonts_config(),
+            render=line_charset_config(),
             charset=render_charset_hash(),
             font_files=font_files_hash(),
         script:
@@ -111,7 +132,7 @@ rule render_glyphs:
         mem_mb=4000,
         runtime=60,
     params:
-        code=code_version(*SYNTH_CODE),
+        code=code_version(*RENDER_CODE),
         language=config["language"],
         seed=config["seed"],
         fonts=config["fonts"],

@@ -105,9 +105,15 @@ def test_resolve_charset_from_config(tmp_path):
     custom = tmp_path / "c.txt"
     write_charset(custom, list("xyz"))
     assert resolve_charset(validate_config({"render": {"charset": str(custom)}})) == ["x", "y", "z"]
-    jp = resolve_charset(validate_config({"language": "jp", "render": {"charset_from_text": True}}))
+    jp_cfg = {"language": "jp", "render": {"charset_from_text": True, "charset": "jp_full"}}
+    jp = resolve_charset(validate_config(jp_cfg))
     assert set(HIRAGANA) <= set(jp) and {"蜘", "蛛", "糸", "0"} <= set(jp)
     assert 300 < len(jp) < 800 and " " not in jp and "　" not in jp
+    # With jp_small, the text's rarer kanji (not jōyō) are left out.
+    small = resolve_charset(
+        validate_config({"language": "jp", "render": {"charset_from_text": True}})
+    )
+    assert set(small) == set(jp) & set(load_charset("jp_small")) and "蜘" not in small
     text = tmp_path / "t.txt"
     text.write_text("# comment\nabc cab\n", encoding="utf-8")
     cfg = validate_config(

@@ -167,3 +167,19 @@ def test_line_chars_count_mismatch(tmp_path):
     del coco["images"][0]["text"]
     with pytest.raises(EffOCRError, match="no `text` field"):
         line_chars(coco, coco["images"][0])
+
+
+@pytest.mark.parametrize(("language", "vertical_fraction"), [("en", 0.0), ("jp", 0.5)])
+def test_reading_order_matches_synthetic_ground_truth(
+    tiny_coco_factory, language, vertical_fraction
+):
+    # synth_lines writes each line's char boxes in reading order (ascending ids), slight skew
+    # included: sorting by box centre must recover that order.
+    json_path, _ = tiny_coco_factory(
+        6, language, 0, vertical_fraction=vertical_fraction, max_chars=12
+    )
+    coco = load_coco(json_path)
+    index = index_coco(coco)
+    for image in coco["images"]:
+        ids = [ann["id"] for _, ann in line_chars(index, image)]
+        assert ids == sorted(ids), image["text"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from effocr.export import check_onnx, export_bundle, match_boxes
 from effocr.infer import Engine, assemble_text, decode_image
 from effocr.utils import EffOCRError, label_to_codepoints
 
+REPO = Path(__file__).resolve().parents[1]
 ENCODER = "mobilenetv3_small_050"
 INPUT_SIZE = 32
 
@@ -50,7 +53,9 @@ def _train_recognizer(config: dict, crops, labels, out: Path) -> Path:
 
     torch.manual_seed(0)
     model = RecognizerNet(ENCODER, INPUT_SIZE)
-    x = torch.from_numpy(np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops]))
+    x = torch.from_numpy(
+        np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops])
+    )
     classes = {c: i for i, c in enumerate(sorted(set(labels)))}
     y = torch.tensor([classes[c] for c in labels])
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -81,7 +86,9 @@ def trained(tiny_coco_factory, tmp_path_factory):
     rec_pt = _train_recognizer(config, crops, labels, root / "recognizer")
     model = load_recognizer(rec_pt)
     with torch.inference_mode():
-        x = torch.from_numpy(np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops]))
+        x = torch.from_numpy(
+            np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops])
+        )
         embs = model(x).numpy()
     # The reference of each character: the mean embedding of its crops in these lines.
     chars = sorted(set(labels))
@@ -129,7 +136,12 @@ def _torch_pipeline(trained, paths: list[Path]) -> list[str]:
         if len(boxes) == 0:
             texts.append("")
             continue
-        x = np.stack([preprocess(img[y0:y1, x0:x1], rec.input_size, rec.mean, rec.std) for x0, y0, x1, y1 in boxes])
+        x = np.stack(
+            [
+                preprocess(img[y0:y1, x0:x1], rec.input_size, rec.mean, rec.std)
+                for x0, y0, x1, y1 in boxes
+            ]
+        )
         with torch.inference_mode():
             embs = rec(torch.from_numpy(x)).numpy()
         _, rows = index.search(embs, 1)
@@ -139,7 +151,9 @@ def _torch_pipeline(trained, paths: list[Path]) -> list[str]:
 
 def _line_paths(trained) -> list[Path]:
     coco = load_coco(trained["coco"])
-    return [trained["images"] / im["file_name"] for im in sorted(coco["images"], key=lambda i: i["id"])]
+    return [
+        trained["images"] / im["file_name"] for im in sorted(coco["images"], key=lambda i: i["id"])
+    ]
 
 
 # -- export ------------------------------------------------------------------
@@ -147,7 +161,14 @@ def _line_paths(trained) -> list[Path]:
 
 def test_bundle_contents(trained):
     bundle = trained["bundle"]
-    for name in ("localizer.onnx", "recognizer.onnx", "ref.index", "ref_labels.txt", "model.yaml", "parity.json"):
+    for name in (
+        "localizer.onnx",
+        "recognizer.onnx",
+        "ref.index",
+        "ref_labels.txt",
+        "model.yaml",
+        "parity.json",
+    ):
         assert (bundle / name).is_file(), name
     check_onnx(bundle / "recognizer.onnx")
     check_onnx(bundle / "localizer.onnx")
@@ -265,7 +286,16 @@ def test_cli_infer_with_bad_images(trained, tmp_path, capsys):
         shutil.copy(p, lines / p.name)
     (lines / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     out = tmp_path / "out"
-    args = ["infer", "--model", str(trained["bundle"]), "--output", str(out), "--coco", "--threads", "2"]
+    args = [
+        "infer",
+        "--model",
+        str(trained["bundle"]),
+        "--output",
+        str(out),
+        "--coco",
+        "--threads",
+        "2",
+    ]
     rc = main([*args, str(lines), str(tmp_path / "missing.png")])
     assert rc == 1
     assert "2 of 5 image(s) failed" in capsys.readouterr().err
@@ -284,3 +314,78 @@ def test_cli_infer_with_bad_images(trained, tmp_path, capsys):
     assert main(["infer", "--model", str(trained["bundle"]), str(paths[0])]) == 0
     rec = json.loads(capsys.readouterr().out.strip())
     assert rec["image"] == str(paths[0]) and rec["text"] == expected[0]
+
+
+# -- the Snakemake rule ----------------------------------------------------------
+
+
+def _rule_workdir(trained, workdir: Path, export_cfg: dict) -> Path:
+    res = workdir / "results"
+    for src, dst in (
+        (trained["recognizer"], res / "recognizer" / "pass2" / "model.pt"),
+        (trained["localizer"], res / "localizer" / "model.pt"),
+        (trained["coco"], res / "data" / "splits" / "test.json"),
+        (trained["index"] / "ref.index", res / "recognizer" / "index" / "ref.index"),
+        (trained["index"] / "ref_labels.txt", res / "recognizer" / "index" / "ref_labels.txt"),
+    ):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    config = {
+        "results_dir": "results",
+        "dataset": {"coco_json": "unused/lines.json", "image_dir": str(trained["images"])},
+        "export": export_cfg,
+    }
+    (workdir / "config").mkdir(exist_ok=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return workdir
+
+
+def _run_rule(workdir: Path) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "results/bundle",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config" / "config.yaml"),
+        "--workflow-profile",
+        "none",
+        "--cores",
+        "1",
+        "--allowed-rules",
+        "export_onnx",
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_rule_export_onnx(trained, tmp_path):
+    from effocr.recognizer.model import export_onnx, load_recognizer, save_recognizer
+
+    good = _run_rule(_rule_workdir(trained, tmp_path / "good", {"parity_lines": 2}))
+    assert good.returncode == 0, good.stderr[-3000:]
+    bundle = tmp_path / "good" / "results" / "bundle"
+    assert json.loads((bundle / "parity.json").read_text())["passed"]
+    assert Engine(bundle).infer(_line_paths(trained)[:1])[0].ok
+    # A recognizer ONNX that no longer matches the trained weights: the rule fails, no bundle.
+    model = load_recognizer(trained["recognizer"])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_recognizer(model, tmp_path / "perturbed.pt", trained["config"])
+    export_onnx(tmp_path / "perturbed.pt", tmp_path / "perturbed.onnx")
+    workdir = _rule_workdir(
+        trained,
+        tmp_path / "bad",
+        {"parity_lines": 2, "recognizer_onnx": str(tmp_path / "perturbed.onnx")},
+    )
+    bad = _run_rule(workdir)
+    assert bad.returncode != 0
+    assert not (workdir / "results" / "bundle").exists()
+    assert not [p for p in (workdir / "results").iterdir() if p.name.startswith(".bundle")]
+    log = (workdir / "results" / "logs" / "export_onnx.log").read_text()
+    assert "disagrees with PyTorch" in log and "min cosine" in log

@@ -54,8 +54,8 @@ def test_symlinks_and_repeated_stems_are_skipped(tmp_path, caplog):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     src = MPL / "DejaVuSans.ttf"
-    (tmp_path / "a" / "link.ttf").symlink_to(src)
     shutil.copy(src, tmp_path / "a" / "DejaVuSans.ttf")
+    (tmp_path / "a" / "link.ttf").symlink_to(tmp_path / "a" / "DejaVuSans.ttf")  # same file again
     shutil.copy(MPL / "DejaVuSerif.ttf", tmp_path / "b" / "DejaVuSans.ttf")  # same stem
     (tmp_path / "a" / "notes.txt").write_text("not a font")
     with caplog.at_level(logging.WARNING):

@@ -75,7 +75,8 @@ def _env() -> dict[str, str]:
 
 def snakemake(wf: Path, config: Path, *args: str, timeout: int = 600) -> str:
     """Run Snakemake in `wf` with `config`; return its output (fails the test on error)."""
-    cmd = SNAKEMAKE + ["--cores", "2", "--configfile", str(config), *args]
+    # One thread per job: OpenMP barriers crawl when a busy 2-core machine is oversubscribed.
+    cmd = SNAKEMAKE + ["--cores", "2", "--max-threads", "1", "--configfile", str(config), *args]
     proc = subprocess.run(cmd, cwd=wf, capture_output=True, text=True, timeout=timeout, env=_env())
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
 
@@ -88,7 +89,12 @@ def slurm_env() -> Iterator[dict[str, str]]:
     _require_slurm()
     # Not pytest's tmp_path: its parents are 0700 and the daemons run as other users.
     cluster = Path(tempfile.mkdtemp(prefix="effocr-slurm-", dir="/tmp"))
-    env = dict(os.environ, SLURM_CONF=str(cluster / "etc" / "slurm.conf"))
+    # What slurm-up.sh prints: its config, and its srun wrapper first on PATH (see there).
+    env = dict(
+        os.environ,
+        SLURM_CONF=str(cluster / "etc" / "slurm.conf"),
+        PATH=f"{cluster / 'bin'}{os.pathsep}{os.environ['PATH']}",
+    )
     up_log = cluster.parent / f"{cluster.name}.up.log"
     try:
         with open(up_log, "w") as out:
@@ -237,9 +243,12 @@ def _file_hashes(root: Path, manifest: str) -> dict[str, str]:
     path = root / manifest
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    return {
-        r["path"]: hashlib.sha256((path.parent / r["path"]).read_bytes()).hexdigest() for r in rows
-    }
+    hashes = {}
+    for r in rows:
+        # Pixels, not file bytes: the PNG encoder may compress the same image differently.
+        with Image.open(path.parent / r["path"]) as im:
+            hashes[r["path"]] = hashlib.sha256(im.mode.encode() + im.tobytes()).hexdigest()
+    return hashes
 
 
 def test_workflow_on_slurm(slurm_env: dict[str, str], tiny_coco, capsys) -> None:

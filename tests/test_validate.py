@@ -136,6 +136,15 @@ def test_box_within_tolerance_is_accepted(lines):
     assert validate_coco(json_path, image_dir)[0] == []
 
 
+def test_missing_image_dir_and_empty_dataset(lines, tmp_path):
+    json_path, _, coco = lines
+    problems, _ = validate_coco(json_path, tmp_path / "nowhere")
+    assert [p.message for p in problems] == [f"image directory not found: {tmp_path / 'nowhere'}"]
+    _rewrite(json_path, dict(coco, images=[], annotations=[]))
+    problems, _ = validate_coco(json_path, tmp_path)
+    assert [p.message for p in problems] == ["no images: the dataset is empty"]
+
+
 def test_undecodable_image(lines):
     json_path, image_dir, coco = lines
     (image_dir / coco["images"][0]["file_name"]).write_bytes(b"\x89PNG\r\n\x1a\n garbage")

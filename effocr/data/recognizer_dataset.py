@@ -38,7 +38,8 @@ def read_manifest(path: str | os.PathLike, source: str) -> list[dict]:
     missing = [c for c in BASE_COLUMNS if c not in columns]
     if missing:
         raise EffOCRError(f"{path}: missing column(s) {', '.join(missing)}")
-    base = path.parent
+    # Plain string paths: pathlib's resolve() costs more than everything else here.
+    base = os.path.abspath(path.parent)
     for i, row in enumerate(rows, start=2):  # line 1 is the header
         where = f"{path}: line {i}"
         if row["source"] != source:
@@ -51,8 +52,8 @@ def read_manifest(path: str | os.PathLike, source: str) -> list[dict]:
             raise EffOCRError(f"{where}: not a code-point label: {row['codepoints']!r}")
         if source == "real" and row["split"] not in SPLITS:
             raise EffOCRError(f"{where}: split {row['split']!r} is not one of {SPLITS}")
-        full = (base / row["path"]).resolve()
-        if not full.is_file():
+        full = os.path.normpath(os.path.join(base, row["path"]))
+        if not os.path.isfile(full):
             raise EffOCRError(f"{where}: image not found: {full}")
         row["path"] = full
     return rows
@@ -99,12 +100,12 @@ def build_recognizer_dataset(
         for key in row:
             if key not in columns:
                 columns.append(key)
-    rows = sorted(renders, key=lambda r: (r["codepoints"], r["origin"], str(r["path"])))
+    rows = sorted(renders, key=lambda r: (r["codepoints"], r["origin"], r["path"]))
     rows += sorted(
         crops,
-        key=lambda r: (SPLITS.index(r["split"]), r["codepoints"], r["origin"], str(r["path"])),
+        key=lambda r: (SPLITS.index(r["split"]), r["codepoints"], r["origin"], r["path"]),
     )
-    out_dir = out_manifest.parent.resolve()
+    out_dir = os.path.abspath(out_manifest.parent)
     for row in rows:
         row["path"] = Path(os.path.relpath(row["path"], out_dir)).as_posix()
 

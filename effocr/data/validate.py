@@ -217,6 +217,12 @@ def validate_coco(
         elif ann["category_id"] == word_id:
             n_words += 1
 
+    if not images:
+        add("no images: the dataset is empty")
+    if check_images and not image_dir.is_dir():
+        add(f"image directory not found: {image_dir}")
+        check_images = False
+
     # Text against char boxes, charset, image files
     outside: Counter = Counter()
     charset_set = set(charset) if charset is not None else None
@@ -262,44 +268,51 @@ def check_coco(
     json_path: str | os.PathLike,
     image_dir: str | os.PathLike,
     report_path: str | os.PathLike | None = None,
-    charset: str | None = None,
+    charset: str | list[str] | None = None,
     *,
     char_category: str = "char",
     word_category: str = "word",
+    log_results: bool = True,
 ) -> dict:
     """Validate, log the result and write the report only when the data is valid.
 
     Args:
-        charset: A charset name or file (see `effocr.synth.charsets.load_charset`), or None.
+        charset: A charset name or file (see `effocr.synth.charsets.load_charset`), the
+            characters themselves (the workflow passes the resolved render charset), or None.
 
     Raises:
         EffOCRError: listing every problem, when the data is invalid (nothing is written).
     """
     chars = None
-    if charset:
+    if isinstance(charset, str) and charset:
         from effocr.synth.charsets import load_charset
 
         chars = load_charset(charset)
+    elif charset is not None:
+        chars = list(charset)
     problems, report = validate_coco(
         json_path, image_dir, chars, char_category=char_category, word_category=word_category
     )
-    report["charset"] = charset
-    for cp, info in report["outside_charset"].items():
-        LOG.warning(
-            "%s: character %r (%s) not in charset %s: %d occurrence(s)",
-            json_path,
-            info["char"],
-            cp,
-            charset,
-            info["count"],
-        )
-    if problems:
+    report["charset"] = charset if isinstance(charset, str) else None
+    report["charset_size"] = len(chars) if chars is not None else None
+    # In a rule the log is the only place the user sees; the CLI prints the results itself.
+    if log_results:
+        for cp, info in report["outside_charset"].items():
+            LOG.warning(
+                "%s: character %r (%s) not in the charset: %d occurrence(s)",
+                json_path,
+                info["char"],
+                cp,
+                info["count"],
+            )
         for p in problems:
             LOG.error("%s", p)
+        if not problems:
+            LOG.info("%s", summary_line(report))
+    if problems:
         raise EffOCRError(
             f"{json_path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems)
         )
-    LOG.info("%s", summary_line(report))
     if report_path is not None:
         write_json(report_path, report)
     return report
@@ -334,6 +347,7 @@ def run(args: argparse.Namespace) -> int:
         args.charset,
         char_category=args.char_category,
         word_category=args.word_category,
+        log_results=False,
     )
     print(summary_line(report))
     for cp, info in report["outside_charset"].items():

@@ -96,7 +96,11 @@ def evaluate_detections(
     gt = {
         "images": [im for im in coco["images"] if im["id"] in wanted],
         "annotations": [
-            {**a, "iscrowd": a.get("iscrowd", 0), "area": a.get("area", a["bbox"][2] * a["bbox"][3])}
+            {
+                **a,
+                "iscrowd": a.get("iscrowd", 0),
+                "area": a.get("area", a["bbox"][2] * a["bbox"][3]),
+            }
             for a in coco["annotations"]
             if a["image_id"] in wanted and a["category_id"] in cat_ids.values()
         ],
@@ -105,11 +109,20 @@ def evaluate_detections(
     result: dict[str, Any] = {"n_images": len(image_ids), "iou": IOU}
     for c, cid in cat_ids.items():
         g = [
-            np.array([_xyxy(a["bbox"]) for a in gt["annotations"] if a["image_id"] == i and a["category_id"] == cid]).reshape(-1, 4)
+            np.array(
+                [
+                    _xyxy(a["bbox"])
+                    for a in gt["annotations"]
+                    if a["image_id"] == i and a["category_id"] == cid
+                ]
+            ).reshape(-1, 4)
             for i in image_ids
         ]
         p = [detections[i].chars if c == "char" else detections[i].words for i in image_ids]
-        s = [detections[i].char_scores if c == "char" else detections[i].word_scores for i in image_ids]
+        s = [
+            detections[i].char_scores if c == "char" else detections[i].word_scores
+            for i in image_ids
+        ]
         result[c] = prf_at_iou(g, p, s)
     f1s = [result[c]["f1"] for c in cat_ids]
     result["mean_f1"] = float(np.mean(f1s)) if f1s else 0.0
@@ -117,7 +130,10 @@ def evaluate_detections(
     dets = []
     for i in image_ids:
         d = detections[i]
-        for c, boxes, scores in (("char", d.chars, d.char_scores), ("word", d.words, d.word_scores)):
+        for c, boxes, scores in (
+            ("char", d.chars, d.char_scores),
+            ("word", d.words, d.word_scores),
+        ):
             if c not in cat_ids:
                 continue
             for b, s in zip(boxes, scores, strict=True):

@@ -8,18 +8,14 @@ from pathlib import Path
 
 import torch
 
-from effocr.localizer.model import load_model
+from effocr.localizer.model import load_model, localizer_meta
 from effocr.localizer.runtime import META_KEY
 from effocr.utils import atomic_path
 
+__all__ = ["export_onnx", "localizer_meta"]
+
 # Width of the example input traced at export; the width axis is dynamic.
 EXAMPLE_WIDTH = 256
-
-
-def localizer_meta(model_pt: str | os.PathLike) -> dict:
-    """Metadata of a trained localizer for the bundle's model.yaml (JSON/YAML-safe)."""
-    _, meta = load_model(model_pt)
-    return json.loads(json.dumps(meta))
 
 
 def export_onnx(model_pt: str | os.PathLike, out_path: str | os.PathLike, opset: int = 17) -> Path:

@@ -23,6 +23,7 @@ Design (see config/README.md, section localizer):
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,15 +154,20 @@ class LineDetector(nn.Module):
         self.input_height = int(input_height)
         widths, depths = self.arch["widths"], self.arch["depths"]
         if len(widths) != 5 or len(depths) != 5:
-            raise EffOCRError("localizer.arch: `widths` and `depths` need 5 entries (strides 2..32)")
+            raise EffOCRError(
+                "localizer.arch: `widths` and `depths` need 5 entries (strides 2..32)"
+            )
         if self.input_height % 32:
-            raise EffOCRError(f"localizer.input_height must be a multiple of 32, got {input_height}")
+            raise EffOCRError(
+                f"localizer.input_height must be a multiple of 32, got {input_height}"
+            )
         stages = []
         in_ch = 3
         for width, depth in zip(widths, depths, strict=True):
             layers = [Conv2dNormActivation(in_ch, width, 3, stride=2, norm_layer=nn.BatchNorm2d)]
             layers += [
-                Conv2dNormActivation(width, width, 3, norm_layer=nn.BatchNorm2d) for _ in range(depth)
+                Conv2dNormActivation(width, width, 3, norm_layer=nn.BatchNorm2d)
+                for _ in range(depth)
             ]
             stages.append(nn.Sequential(*layers))
             in_ch = width
@@ -360,6 +366,12 @@ def model_meta(model: LineDetector, thresholds: dict | None = None) -> dict:
     return meta
 
 
+def localizer_meta(model_pt: str | Path) -> dict:
+    """Metadata of a trained localizer for the bundle's model.yaml (JSON/YAML-safe)."""
+    ckpt = _read_checkpoint(model_pt, "cpu")
+    return json.loads(json.dumps(ckpt["meta"]))
+
+
 def load_localizer(model_pt: str | Path, device: str = "cpu") -> TorchLocalizer:
     """Load a trained `model.pt` (kind `localizer`) for PyTorch inference."""
     model, meta = load_model(model_pt, device)
@@ -368,13 +380,19 @@ def load_localizer(model_pt: str | Path, device: str = "cpu") -> TorchLocalizer:
 
 def load_model(model_pt: str | Path, device: str = "cpu") -> tuple[LineDetector, dict]:
     """The `LineDetector` and its metadata from a `model.pt`."""
-    try:
-        ckpt = torch.load(model_pt, map_location=device, weights_only=False)
-    except FileNotFoundError as exc:
-        raise EffOCRError(f"{model_pt}: localizer model not found") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "localizer":
-        raise EffOCRError(f"{model_pt}: not a localizer model.pt (kind {ckpt.get('kind')!r})")
+    ckpt = _read_checkpoint(model_pt, device)
     meta = ckpt["meta"]
     model = LineDetector(meta["classes"], meta["input_height"], meta["arch"])
     model.load_state_dict(ckpt["model"])
     return model.eval(), meta
+
+
+def _read_checkpoint(model_pt: str | Path, device: str) -> dict:
+    try:
+        ckpt = torch.load(model_pt, map_location=device, weights_only=False)
+    except FileNotFoundError as exc:
+        raise EffOCRError(f"{model_pt}: localizer model not found") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "localizer" or "meta" not in ckpt:
+        kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise EffOCRError(f"{model_pt}: not a localizer model.pt (kind {kind!r})")
+    return ckpt

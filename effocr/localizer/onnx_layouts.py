@@ -32,9 +32,27 @@ from effocr.utils import EffOCRError
 
 # Preprocessing defaults of each layout (see the module docstring).
 LAYOUT_INPUT: dict[str, dict] = {
-    "effocr": {"scale": None, "bgr": False, "letterbox": False, "pad_value": 255, "transpose": True},
-    "yolov8": {"scale": 1 / 255, "bgr": False, "letterbox": True, "pad_value": 114, "transpose": False},
-    "yolov5": {"scale": 1 / 255, "bgr": False, "letterbox": True, "pad_value": 114, "transpose": False},
+    "effocr": {
+        "scale": None,
+        "bgr": False,
+        "letterbox": False,
+        "pad_value": 255,
+        "transpose": True,
+    },
+    "yolov8": {
+        "scale": 1 / 255,
+        "bgr": False,
+        "letterbox": True,
+        "pad_value": 114,
+        "transpose": False,
+    },
+    "yolov5": {
+        "scale": 1 / 255,
+        "bgr": False,
+        "letterbox": True,
+        "pad_value": 114,
+        "transpose": False,
+    },
     "boxes_scores_labels": {
         "scale": 1.0,
         "bgr": False,
@@ -42,11 +60,19 @@ LAYOUT_INPUT: dict[str, dict] = {
         "pad_value": 0,
         "transpose": False,
     },
-    "detectron2": {"scale": 1.0, "bgr": True, "letterbox": False, "pad_value": 0, "transpose": False},
+    "detectron2": {
+        "scale": 1.0,
+        "bgr": True,
+        "letterbox": False,
+        "pad_value": 0,
+        "transpose": False,
+    },
     "mmdet": {"scale": 1.0, "bgr": False, "letterbox": False, "pad_value": 0, "transpose": False},
 }
 
-Adapter = Callable[[list[np.ndarray], dict, tuple[int, int]], tuple[np.ndarray, np.ndarray, np.ndarray]]
+Adapter = Callable[
+    [list[np.ndarray], dict, tuple[int, int]], tuple[np.ndarray, np.ndarray, np.ndarray]
+]
 
 
 def _yolov8(outputs: list[np.ndarray], meta: dict, input_hw: tuple[int, int]):
@@ -73,7 +99,12 @@ def _yolov5(outputs: list[np.ndarray], meta: dict, input_hw: tuple[int, int]):
 
 def _cxcywh(b: np.ndarray) -> np.ndarray:
     return np.stack(
-        [b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2, b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2],
+        [
+            b[:, 0] - b[:, 2] / 2,
+            b[:, 1] - b[:, 3] / 2,
+            b[:, 0] + b[:, 2] / 2,
+            b[:, 1] + b[:, 3] / 2,
+        ],
         axis=1,
     )
 

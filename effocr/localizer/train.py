@@ -69,7 +69,11 @@ class LineSet:
     """The lines of one COCO split held in memory, with boxes per class (``x0, y0, x1, y1``)."""
 
     def __init__(
-        self, coco_json: str | os.PathLike, image_dir: str | os.PathLike, classes: list[str], names: dict
+        self,
+        coco_json: str | os.PathLike,
+        image_dir: str | os.PathLike,
+        classes: list[str],
+        names: dict,
     ) -> None:
         self.coco = load_coco(coco_json)
         cat = {c: category_id(self.coco, names[c], required=c == "char") for c in classes}
@@ -84,7 +88,9 @@ class LineSet:
             try:
                 arr = np.asarray(Image.open(path).convert("RGB"))
             except (FileNotFoundError, OSError) as exc:
-                raise EffOCRError(f"{coco_json}: image {im['id']}: cannot read {path}: {exc}") from exc
+                raise EffOCRError(
+                    f"{coco_json}: image {im['id']}: cannot read {path}: {exc}"
+                ) from exc
             boxes, labels = [], []
             for a in by_image.get(im["id"], []):
                 for k, c in enumerate(classes):
@@ -234,7 +240,10 @@ def config_hash(config: dict, train_json: str | os.PathLike, val_json: str | os.
 
 def _model_classes(config: dict, train_coco: dict) -> list[str]:
     classes = list(get_profile(config["language"]).localizer_classes)
-    if "word" in classes and category_id(train_coco, config["dataset"]["word_category"], required=False) is None:
+    if (
+        "word" in classes
+        and category_id(train_coco, config["dataset"]["word_category"], required=False) is None
+    ):
         LOG.warning("the training split has no word category: training a char-only localizer")
         classes.remove("word")
     return classes
@@ -300,6 +309,8 @@ def train_localizer(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_threads(threads)
+    # Tiny weights become denormal floats late in training, and CPU convs on them crawl.
+    torch.set_flush_denormal(True)
     seed_everything(config["seed"])
     device = select_device(lc["device"])
     names = {"char": config["dataset"]["char_category"], "word": config["dataset"]["word_category"]}
@@ -351,7 +362,11 @@ def train_localizer(
         else:
             LOG.info("ignoring %s: trained with a different config", ckpt_path)
     payload_base = {"kind": "localizer", "config": config, "meta": meta, "classes": classes}
-    stop = lc["epochs"] if max_epochs_this_run is None else min(lc["epochs"], start_epoch + max_epochs_this_run)
+    stop = (
+        lc["epochs"]
+        if max_epochs_this_run is None
+        else min(lc["epochs"], start_epoch + max_epochs_this_run)
+    )
     for epoch in range(start_epoch, stop):
         t0 = time.perf_counter()
         # A generator per epoch keeps a resumed run identical to an uninterrupted one.
@@ -387,7 +402,9 @@ def train_localizer(
         if tuple(score) > tuple(best["score"]):
             best = {"score": score, "metrics": metrics, "epoch": epoch + 1}
             with atomic_path(out / "model.pt") as tmp:
-                torch.save({**payload_base, "model": state, "epoch": epoch + 1, "metrics": metrics}, tmp)
+                torch.save(
+                    {**payload_base, "model": state, "epoch": epoch + 1, "metrics": metrics}, tmp
+                )
         with atomic_path(ckpt_path) as tmp:
             torch.save(
                 {
@@ -406,7 +423,9 @@ def train_localizer(
     if rows:
         _save_curve(rows, out / "curve.png")
     with atomic_path(out / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        tmp.write_text(
+            yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
     return best.get("metrics") or {}
 
 

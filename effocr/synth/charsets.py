@@ -182,7 +182,7 @@ def token_symbols(language: str) -> list[str]:
 def line_characters(language: str, text_source: str | os.PathLike | None = None) -> list[str]:
     """Every character a synthetic line can contain: the text's, then the token symbols.
 
-    This is the charset `render.charset_from_text` renders (small demos).
+    `render.charset_from_text` keeps the render charset to these (small demos).
     """
     from effocr.synth.text import read_text_source, shipped_text_path
 
@@ -197,10 +197,22 @@ def line_characters(language: str, text_source: str | os.PathLike | None = None)
 def resolve_charset(config: dict) -> list[str]:
     """The render charset of a validated workflow config.
 
-    `render.charset_from_text` -> `line_characters(language, synth.text_source)`; else
-    `render.charset` (shipped name or file); else the language profile's charset.
+    `render.charset` (shipped name or file), else the language profile's charset; with
+    `render.charset_from_text`, only those of its characters that synthetic lines can contain
+    (`line_characters(language, synth.text_source)`, in order of first occurrence).
     """
     render = config["render"]
-    if render.get("charset_from_text"):
-        return line_characters(config["language"], config["synth"]["text_source"])
-    return load_charset(render["charset"] or get_profile(config["language"]).charset)
+    base = load_charset(render["charset"] or get_profile(config["language"]).charset)
+    if not render.get("charset_from_text"):
+        return base
+    allowed = set(base)
+    chars = [
+        c
+        for c in line_characters(config["language"], config["synth"]["text_source"])
+        if c in allowed
+    ]
+    if not chars:
+        raise EffOCRError(
+            "render.charset_from_text: no character of the text source is in the charset"
+        )
+    return chars

@@ -27,7 +27,13 @@ from PIL import Image, ImageDraw, ImageFilter, features
 
 from effocr.profiles import get_profile
 from effocr.synth.charsets import HIRAGANA, load_charset, resolve_charset, token_symbols
-from effocr.synth.fonts import covering_fonts, default_font_dirs, find_fonts, font_chars, load_font
+from effocr.synth.fonts import (
+    covering_fonts,
+    default_font_dirs,
+    find_fonts,
+    load_font,
+    usable_chars,
+)
 from effocr.synth.text import read_text_source, shipped_text_path
 from effocr.utils import EffOCRError, atomic_path, write_json
 
@@ -420,7 +426,6 @@ def synth_lines(
     for f in fonts:
         if not f.is_file():
             raise EffOCRError(f"{f}: font file not found")
-    covered = {str(f): font_chars(f) for f in fonts}
     text = read_text_source(text_source or shipped_text_path(language))
     allowed = set(charset) if charset is not None else None
     symbols = token_symbols(language)
@@ -429,6 +434,10 @@ def synth_lines(
         text = "".join(c for c in text if c == " " or c in allowed).strip()
         if not text:
             raise EffOCRError("synth_lines: no character of the text source is in the charset")
+    # Per font, the characters it really draws (cmap, ink, no placeholder glyph): the others
+    # are left out of its lines, so no box is labelled with a character it does not show.
+    candidates = sorted(set(text) | set(symbols))
+    drawable = {str(f): usable_chars(f, candidates) for f in fonts}
     if profile.spaces:
         words = [w for w in text.split(" ") if w]
     else:
@@ -452,7 +461,7 @@ def synth_lines(
                     raw = _english_line(rng, words, max_chars, symbols, allowed)
                 else:
                     raw = _japanese_line(rng, text, max_chars, symbols)
-                raw = "".join(c for c in raw if c == " " or c in covered[font])
+                raw = "".join(c for c in raw if c == " " or c in drawable[font])
                 line = _draw_line(glyphs, font, size, raw, vertical, degrade, rng, nprng)
                 if line is not None and len(line.char_boxes) >= 2:
                     break

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import logging
 import os
 import random
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,12 +29,12 @@ from PIL import Image, ImageDraw
 from effocr.profiles import get_profile
 from effocr.synth.charsets import resolve_charset, write_charset
 from effocr.synth.fonts import (
-    TOFU_MAX_REPEATS,
     covering_fonts,
     default_font_dirs,
     find_fonts,
     font_chars,
     load_font,
+    tofu_filter,
 )
 from effocr.utils import EffOCRError, atomic_path, label_to_codepoints
 
@@ -123,14 +121,10 @@ def _render_font(
             renders[label] = render_glyph(font_path, label, size, mode, padding)
         except EffOCRError:
             continue  # in the cmap but no ink: nothing to learn from
-    digests = {
-        label: hashlib.sha1(im.tobytes() + repr(im.size).encode()).hexdigest()
-        for label, im in renders.items()
-    }
-    counts = Counter(digests.values())
+    real = tofu_filter(renders)
     rows = []
     for label, im in renders.items():
-        if counts[digests[label]] > TOFU_MAX_REPEATS:
+        if label not in real:
             continue
         code = label_to_codepoints(label)
         rel = Path(code) / f"{stem}.png"

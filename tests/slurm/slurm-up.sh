@@ -2,7 +2,7 @@
 # Start a real single-node Slurm cluster (munge, mariadb, slurmdbd, slurmctld, slurmd) owned by
 # one directory, so `sbatch`, `squeue` and `sacct` work as on a university cluster.
 #
-#   tests/slurm/slurm-up.sh DIR      # prints `export SLURM_CONF=DIR/etc/slurm.conf` when ready
+#   tests/slurm/slurm-up.sh DIR      # prints the `export SLURM_CONF=... PATH=...` to use it
 #   tests/slurm/slurm-down.sh DIR    # stops every daemon started here, by PID
 #
 # Everything (config, state, logs, database, munge socket and key, PID files) lives under DIR;
@@ -166,4 +166,12 @@ slurmd -N "$NODE" </dev/null >/dev/null 2>&1
 record_pid slurmd "$D/run/slurmd.pid"
 wait_for "node $NODE idle" bash -c "sinfo -h -o %T | grep -qx idle"
 
-echo "export SLURM_CONF=$SLURM_CONF"
+# Inside a job, snakemake-executor-plugin-slurm-jobstep starts the rule with `srun` after
+# removing every SLURM_* variable (SLURM_CONF included) from its environment, so srun looks for
+# /etc/slurm/slurm.conf, which a real cluster has and this test cluster leaves alone. This
+# wrapper, first on PATH, only gives the real srun our config back.
+mkdir -p "$D/bin"
+printf '#!/bin/sh\nSLURM_CONF="%s" exec /usr/bin/srun "$@"\n' "$SLURM_CONF" >"$D/bin/srun"
+chmod 755 "$D/bin/srun"
+
+echo "export SLURM_CONF=$SLURM_CONF PATH=$D/bin:\$PATH"

@@ -1,0 +1,135 @@
+"""Post-processing shared by the PyTorch and ONNX localizer paths (pure NumPy, fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from effocr.localizer import postprocess as pp
+from effocr.localizer.model import prepare_line
+
+
+def test_nms_suppresses_overlaps_and_keeps_neighbours():
+    boxes = np.array([[0, 0, 10, 20], [1, 0, 11, 20], [12, 0, 20, 20], [30, 0, 40, 20]], float)
+    scores = np.array([0.9, 0.95, 0.5, 0.1])
+    keep = pp.nms(boxes, scores, 0.3)
+    assert keep.tolist() == [1, 2, 3]  # box 0 overlaps box 1 (IoU 0.82) and scores lower
+    assert pp.nms(boxes, scores, 0.9).tolist() == [1, 0, 2, 3]
+
+
+def test_reading_order_x_and_y():
+    boxes = np.array([[20, 0, 30, 10], [0, 5, 10, 15], [10, 0, 20, 10]], float)
+    assert pp.reading_order(boxes).tolist() == [1, 2, 0]
+    vertical = boxes[:, [1, 0, 3, 2]]  # the same boxes in a top-to-bottom line
+    assert pp.reading_order(vertical, vertical=True).tolist() == [1, 2, 0]
+
+
+def _line(spec: str, w: float = 10.0, gap: float = 2.0, space: float = 12.0):
+    """Char and word boxes of a text like "ab cd" drawn left to right."""
+    chars, words, x, start = [], [], 0.0, None
+    for ch in spec + " ":
+        if ch == " ":
+            if start is not None:
+                words.append([start, 0, x - gap, 30])
+                start = None
+            x += space - gap
+            continue
+        start = x if start is None else start
+        chars.append([x, 5, x + w, 25])
+        x += w + gap
+    return np.array(chars, float), np.array(words, float)
+
+
+def test_spaces_from_word_boxes():
+    chars, words = _line("ab c def")
+    flags = pp.assign_spaces(chars, words)
+    assert flags.tolist() == [False, False, True, True, False, False]
+    # vertical: transpose everything, same answer
+    flags_v = pp.assign_spaces(chars[:, [1, 0, 3, 2]], words[:, [1, 0, 3, 2]], vertical=True)
+    assert flags_v.tolist() == flags.tolist()
+
+
+def test_spaces_fallback_from_gaps():
+    chars, _ = _line("ab c def", gap=2.0, space=14.0)
+    flags = pp.spaces_from_gaps(chars, line_thickness=30.0, gap_factor=2.5)
+    assert flags.tolist() == [False, False, True, True, False, False]
+    # touching glyphs: the floor (5 % of line height) keeps 1-px gaps from being spaces
+    chars2, _ = _line("abcd", gap=0.0)
+    chars2[2:, [0, 2]] += 1.0
+    assert not pp.spaces_from_gaps(chars2, line_thickness=30.0).any()
+
+
+def test_postprocess_uses_gap_fallback_only_without_words():
+    chars, words = _line("ab cd")
+    n = len(chars)
+    boxes = np.concatenate([chars, words])
+    labels = np.array([0] * n + [1] * len(words))
+    scores = np.full(len(boxes), 0.9)
+    det = pp.postprocess(boxes, scores, labels, ["char", "word"], image_size=(30, 60))
+    assert len(det.words) == 2 and det.spaces.tolist() == [False, False, True, False]
+    # no word predicted: the gap fallback finds the same space
+    det = pp.postprocess(chars, scores[:n], labels[:n], ["char", "word"], image_size=(30, 60))
+    assert len(det.words) == 0 and det.spaces.tolist() == [False, False, True, False]
+    det = pp.postprocess(boxes, scores, labels, ["char", "word"], image_size=(30, 60), spaces=False)
+    assert not det.spaces.any()
+
+
+def test_postprocess_threshold_max_and_mapping_back():
+    # network boxes at scale 0.5 of a transposed (vertical) image of 200 x 40
+    boxes = np.array([[2, 1, 10, 9], [12, 2, 18, 8], [30, 1, 36, 9]], float)
+    scores = np.array([0.8, 0.9, 0.2])
+    det = pp.postprocess(
+        boxes,
+        scores,
+        np.zeros(3, int),
+        ["char"],
+        image_size=(200, 40),
+        scale=0.5,
+        transposed=True,
+        vertical=True,
+        score_threshold=0.3,
+        max_detections=5,
+    )
+    assert det.chars.tolist() == [[2, 4, 18, 20], [4, 24, 16, 36]]
+    assert det.char_scores.tolist() == pytest.approx([0.8, 0.9])
+    det1 = pp.postprocess(
+        boxes, scores, np.zeros(3, int), ["char"], image_size=(20, 80), max_detections=1
+    )
+    assert det1.char_scores.tolist() == pytest.approx([0.9])
+
+
+def test_glyph_crop_boxes_full_height_and_width():
+    chars = np.array([[3.4, 5, 9.6, 20], [-2, 0, 0.2, 3], [95, 1, 120, 4]], float)
+    crops = pp.glyph_crop_boxes(chars, (30, 100), padding=1)
+    assert crops.tolist() == [[2, 0, 11, 30], [0, 0, 2, 30], [94, 0, 100, 30]]
+    vcrops = pp.glyph_crop_boxes(chars[:, [1, 0, 3, 2]], (100, 30), vertical=True)
+    assert vcrops.tolist() == [[0, 3, 30, 10], [0, 0, 30, 1], [0, 95, 30, 100]]
+    det = pp.Detections(chars=chars, char_scores=np.ones(3), image_size=(30, 100))
+    assert det.crop_boxes(1).tolist() == crops.tolist()
+
+
+def test_decode_round_trip():
+    levels = [
+        {"class": 0, "stride": [4, 4], "size": 4.0},
+        {"class": 1, "stride": [8, 8], "size": 32.0},
+    ]
+    h, w = 32, 64
+    n0, n1 = (h // 4) * (w // 4), (h // 8) * (w // 8)
+    raw = np.zeros((1, n0 + n1, 6), np.float32)
+    raw[0, 5, :] = [0.25, -0.5, np.log(2.0), np.log(3.0), 10, 10]  # cell (0, 5): centre (22, 2)
+    boxes, scores, labels = pp.decode_effocr(raw, (h, w), levels, 2)
+    assert boxes[5].tolist() == pytest.approx([19.0, -6.0, 27.0, 6.0])
+    assert scores[5] == pytest.approx(1.0, abs=1e-4) and scores[0] == pytest.approx(0.5)
+    assert labels[:n0].tolist() == [0] * n0 and labels[n0:].tolist() == [1] * n1
+    with pytest.raises(ValueError):
+        pp.decode_effocr(raw[:, :-1], (h, w), levels, 2)
+
+
+def test_prepare_line_resizes_pads_and_transposes():
+    img = np.zeros((40, 1010, 3), np.uint8)
+    p = prepare_line(img, 32)
+    assert p.array.shape == (3, 32, 832) and p.scale == pytest.approx(0.8) and not p.transposed
+    assert p.array[:, :, 808:].min() == pytest.approx(1.0)  # white padding after 808 columns
+    assert p.array[:, :, :808].max() == pytest.approx(-1.0)
+    v = prepare_line(np.zeros((300, 50, 3), np.uint8), 32)
+    assert v.transposed and v.array.shape == (3, 32, 192) and v.image_size == (300, 50)
