@@ -24,6 +24,7 @@ PATHS = {
     "crops": f"{RES}/crops/glyphs",
     "crops_manifest": f"{RES}/crops/manifest.csv",
     "recognizer_dataset": f"{RES}/recognizer_dataset/manifest.csv",
+    "recognizer_dataset_summary": f"{RES}/recognizer_dataset/summary.json",
     "recognizer_pass1": f"{RES}/recognizer/pass1",
     "hns": f"{RES}/recognizer/hns.txt",
     "recognizer_pass2": f"{RES}/recognizer/pass2",

@@ -8,9 +8,6 @@ from effocr.synth.charsets import resolve_charset
 DATA_CHARSET = resolve_charset(config)
 # User-given split files as {split: path}; empty means split by ratios.
 SPLIT_FILES = dict(config["split"]["files"] or {})
-RECOGNIZER_DATASET_SUMMARY = str(
-    Path(PATHS["recognizer_dataset"]).with_name("summary.json")
-)
 
 
 rule validate_coco:
@@ -108,7 +105,7 @@ rule build_recognizer_dataset:
         crops=PATHS["crops_manifest"],
     output:
         manifest=PATHS["recognizer_dataset"],
-        summary=RECOGNIZER_DATASET_SUMMARY,
+        summary=PATHS["recognizer_dataset_summary"],
     log:
         log_path("build_recognizer_dataset"),
     benchmark:

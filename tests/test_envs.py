@@ -203,8 +203,22 @@ def _module_file(module: str) -> Path | None:
     return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
 
 
+def _module_level(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Statements run at import time: not function bodies (lazy imports are optional there)."""
+    out = []
+    for node in body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        out.append(node)
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            if isinstance(node, (ast.If, ast.Try, ast.With, ast.ExceptHandler)):
+                out += _module_level(getattr(node, field, []) or [])
+    return out
+
+
 def _third_party_imports(modules: list[str]) -> set[str]:
-    """Top-level non-stdlib imports of the given effocr modules and everything they import."""
+    """Module-level non-stdlib imports of the given effocr modules and the effocr modules
+    they import, transitively."""
     seen: set[str] = set()
     found: set[str] = set()
     todo = list(modules)
@@ -216,7 +230,7 @@ def _third_party_imports(modules: list[str]) -> set[str]:
         path = REPO / module.replace(".", "/")
         files = sorted(path.rglob("*.py")) if path.is_dir() else [_module_file(module)]
         for f in filter(None, files):
-            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            for node in _module_level(ast.parse(f.read_text(encoding="utf-8")).body):
                 names = []
                 if isinstance(node, ast.Import):
                     names = [a.name for a in node.names]
