@@ -388,11 +388,15 @@ def _is_vertical(image: Path) -> bool:
         return im.height > im.width
 
 
-def tesseract_baseline(lines: list[EvalLine], lang: str, enabled: bool = True) -> dict:
+def tesseract_baseline(
+    lines: list[EvalLine], lang: str, enabled: bool = True, *, keep_spaces: bool = True
+) -> dict:
     """Tesseract's texts and timing on `lines`, or why it could not run.
 
     Horizontal lines use ``--psm 7`` (one text line); vertical ones (taller than wide) use
-    ``--psm 5`` (one vertical block), which is what Tesseract offers for them.
+    ``--psm 5`` (one vertical block) and the ``<lang>_vert`` model when it is installed.
+    With `keep_spaces` False (languages written without spaces, e.g. Japanese) whitespace is
+    removed from Tesseract's output, which puts spaces between CJK characters.
     """
     if not enabled:
         return {
@@ -413,10 +417,13 @@ def tesseract_baseline(lines: list[EvalLine], lang: str, enabled: bool = True) -
         idx = [i for i, v in enumerate(vertical) if v == flag]
         if not idx:
             continue
-        got, secs = run_tesseract([lines[i].image for i in idx], lang, psm=psm)
+        run_lang = lang
+        if flag and tesseract_status(f"{lang}_vert").available:
+            run_lang = f"{lang}_vert"  # e.g. jpn_vert: Tesseract's model for vertical text
+        got, secs = run_tesseract([lines[i].image for i in idx], run_lang, psm=psm)
         seconds += secs
         for i, text in zip(idx, got, strict=True):
-            texts[i] = text
+            texts[i] = text if keep_spaces else re.sub(r"\s+", "", text)
     return {"status": status.to_dict(), "texts": texts, "seconds": seconds}
 
 
@@ -551,8 +558,13 @@ def evaluate_set(
     predictions, seconds = run_effocr(bundle_dir, images, threads=threads, device=device)
     hypotheses = [None if p.get("error") else p.get("text") for p in predictions]
     language = language or bundle_language(bundle_dir) or "en"
-    lang = get_profile(language).tesseract_lang
-    tess = tesseract_baseline(eval_set.lines, lang, enabled=bool(options.get("tesseract", True)))
+    profile = get_profile(language)
+    tess = tesseract_baseline(
+        eval_set.lines,
+        profile.tesseract_lang,
+        enabled=bool(options.get("tesseract", True)),
+        keep_spaces=profile.spaces,
+    )
     metrics = write_results(
         eval_set,
         hypotheses,

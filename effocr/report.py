@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -28,6 +29,11 @@ LOG = logging.getLogger(__name__)
 
 PLOTS = ("training_curves", "cer_per_set", "cer_by_length")
 _PNG_META = {"Software": None}  # no version/time stamps: same inputs, same bytes
+# Bookkeeping columns of a metrics.csv (timing, throughput, counts, learning rate): not curves.
+_NOT_A_CURVE = re.compile(
+    r"(^|_)(time|seconds|elapsed|lr|learning_rate|images|samples|steps?|step_s|epoch_s)($|_)"
+    r"|per_s(ec)?($|_)|_s$"
+)
 
 
 def _pyplot():
@@ -139,7 +145,7 @@ def plot_training_curves(curves: dict[str, dict[str, list[float]]]) -> bytes:
         ax.set_xlabel(x_name or "row")
         right = None
         for col, values in cols.items():
-            if col == x_name or col.lower() in ("time", "seconds", "lr", "learning_rate"):
+            if col == x_name or _NOT_A_CURVE.search(col.lower()):
                 continue
             if "loss" in col.lower():
                 ax.plot(x, values, marker=".", label=col)

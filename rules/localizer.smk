@@ -3,6 +3,8 @@
 
 
 LOCALIZER_CODE = ("effocr.localizer", "effocr.data.coco", *CORE_CODE)
+# An ONNX localizer exported elsewhere (localizer.onnx_model) is evaluated instead of ours.
+LOCALIZER_MODEL = config["localizer"]["onnx_model"] or f"{PATHS['localizer']}/model.pt"
 
 
 rule train_localizer:
@@ -43,7 +45,7 @@ rule train_localizer:
 rule evaluate_localizer:
     """COCO mAP and char/word P/R/F1 at IoU 0.5 of the localizer on the test split."""
     input:
-        model=f"{PATHS['localizer']}/model.pt",
+        model=LOCALIZER_MODEL,
         test=PATHS["split"]["test"],
     output:
         metrics=PATHS["localizer_eval"],
@@ -64,6 +66,8 @@ rule evaluate_localizer:
         image_dir=config["dataset"]["image_dir"],
         char_category=config["dataset"]["char_category"],
         word_category=config["dataset"]["word_category"],
+        layout=config["localizer"]["onnx_layout"],
+        input_height=config["localizer"]["input_height"],
         thresholds={
             k: config["localizer"][k]
             for k in ("score_threshold", "nms_iou", "max_detections", "gap_factor")

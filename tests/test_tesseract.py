@@ -64,3 +64,35 @@ def test_reads_rendered_lines_in_order(tmp_path):
 
 def test_empty_input():
     assert run_tesseract([], "eng") == ([], 0.0)
+
+
+def _ja_font() -> Path | None:
+    for d in ("/usr/share/fonts", "/usr/local/share/fonts"):
+        for name in ("ipam.ttf", "ipamp.ttf", "ipag.ttf", "ipagp.ttf"):
+            found = sorted(Path(d).rglob(name)) if Path(d).is_dir() else []
+            if found:
+                return found[0]
+    return None
+
+
+@pytest.mark.skipif(
+    shutil.which("tesseract") is None
+    or not tesseract_status("jpn").available
+    or _ja_font() is None,
+    reason="Tesseract Japanese data or an IPA font is not installed",
+)
+def test_vertical_japanese_line(tmp_path):
+    from effocr.evaluate import EvalLine, tesseract_baseline
+
+    text = "日本語の文章です"
+    font = ImageFont.truetype(str(_ja_font()), 40)
+    img = Image.new("L", (70, 40 * len(text) + 30), 255)
+    draw = ImageDraw.Draw(img)
+    for i, c in enumerate(text):
+        draw.text((15, 15 + 40 * i), c, font=font, fill=0)
+    img.save(tmp_path / "v.png")
+    line = EvalLine("v", tmp_path / "v.png", text)
+    # Taller than wide: --psm 5 (and jpn_vert when installed); spaces dropped for Japanese.
+    out = tesseract_baseline([line], "jpn", keep_spaces=False)
+    assert cer([text], out["texts"]) <= 0.25
+    assert " " not in out["texts"][0]

@@ -11,6 +11,8 @@ evaluate_localizer(
     snakemake.output.metrics,
     char_category=snakemake.params.char_category,
     word_category=snakemake.params.word_category,
+    layout=snakemake.params.layout,
+    input_height=snakemake.params.input_height,
     thresholds=snakemake.params.thresholds,
     threads=snakemake.threads,
 )

@@ -211,17 +211,21 @@ def evaluate_localizer(
     layout: str | None = None,
     threads: int = 1,
     thresholds: dict | None = None,
+    input_height: int = 32,
 ) -> dict[str, Any]:
     """Evaluate a localizer (`model.pt`, or an ONNX file with `layout`) on a COCO split.
 
-    `thresholds` (score_threshold, nms_iou, max_detections, gap_factor) override the model's.
+    `thresholds` (score_threshold, nms_iou, max_detections, gap_factor) override the model's;
+    `input_height` is the line height given to an external ONNX model with a dynamic input.
     Writes ``out_json`` with the metrics, the model and the split named.
     """
     from effocr.localizer.runtime import open_localizer
     from effocr.utils import set_threads
 
     set_threads(threads)
-    localizer = open_localizer(model_path, layout=layout, threads=threads, thresholds=thresholds)
+    localizer = open_localizer(
+        model_path, layout=layout, threads=threads, thresholds=thresholds, input_height=input_height
+    )
     coco = load_coco(coco_json)
     dets = detect_split(localizer, coco, image_dir)
     metrics = evaluate_detections(

@@ -157,9 +157,9 @@ class LineDetector(nn.Module):
             raise EffOCRError(
                 "localizer.arch: `widths` and `depths` need 5 entries (strides 2..32)"
             )
-        if self.input_height % 32:
+        if self.input_height % 16:
             raise EffOCRError(
-                f"localizer.input_height must be a multiple of 32, got {input_height}"
+                f"localizer.input_height must be a multiple of 16, got {input_height}"
             )
         stages = []
         in_ch = 3
@@ -232,9 +232,14 @@ def detection_loss(
     levels: list[dict],
     center_radius: float = 1.5,
 ) -> dict[str, torch.Tensor]:
-    """FCOS-style losses of raw rows against targets (boxes in network pixels, labels)."""
+    """FCOS-style losses of raw rows against targets (boxes in network pixels, labels).
+
+    Focal loss over all cells (normalised by the positive cells, as torchvision's FCOS); GIoU,
+    L1 (in level units, for the pixel precision small glyphs need) and centre-ness losses
+    averaged per box.
+    """
     device = raw.device
-    losses = {"classification": 0.0, "bbox_regression": 0.0, "bbox_ctrness": 0.0}
+    losses = {"classification": 0.0, "bbox_regression": 0.0, "bbox_l1": 0.0, "bbox_ctrness": 0.0}
     start = 0
     for level in levels:
         stride = int(level["stride"][0])
@@ -243,7 +248,8 @@ def detection_loss(
         part = raw[:, start : start + len(pts)]
         start += len(pts)
         cls_t = torch.zeros(part.shape[:2], device=device)
-        pos_pred, pos_gt, pos_ctr, pos_ctr_t = [], [], [], []
+        pos_pred, pos_gt, pos_ctr, pos_ctr_t, pos_w = [], [], [], [], []
+        n_boxes = 0
         for b, tgt in enumerate(targets):
             gt = tgt["boxes"][tgt["labels"] == level["class"]].to(device)
             if gt.numel() == 0:
@@ -275,24 +281,26 @@ def detection_loss(
             )
             pos_ctr.append(part[b, pos, 4])
             pos_ctr_t.append(ctr_t)
+            # Each box weighs the same in the box losses, however many cells it covers:
+            # narrow glyphs (i, l, punctuation) get one column of cells, wide ones three.
+            counts = torch.bincount(idx[pos], minlength=len(gt)).float()
+            pos_w.append(1.0 / counts[idx[pos]])
+            n_boxes += int((counts > 0).sum())
         num_pos = max(1.0, float(cls_t.sum()))
         losses["classification"] = (
             losses["classification"]
             + sigmoid_focal_loss(part[:, :, 5], cls_t, reduction="sum") / num_pos
         )
         if pos_pred:
-            pred = torch.cat(pos_pred)
-            losses["bbox_regression"] = (
-                losses["bbox_regression"]
-                + generalized_box_iou_loss(pred, torch.cat(pos_gt), reduction="sum") / num_pos
+            pred, gt_boxes, w = torch.cat(pos_pred), torch.cat(pos_gt), torch.cat(pos_w) / n_boxes
+            giou = generalized_box_iou_loss(pred, gt_boxes, reduction="none")
+            l1 = (pred - gt_boxes).abs().sum(dim=1) / size
+            ctr = nn.functional.binary_cross_entropy_with_logits(
+                torch.cat(pos_ctr), torch.cat(pos_ctr_t), reduction="none"
             )
-            losses["bbox_ctrness"] = (
-                losses["bbox_ctrness"]
-                + nn.functional.binary_cross_entropy_with_logits(
-                    torch.cat(pos_ctr), torch.cat(pos_ctr_t), reduction="sum"
-                )
-                / num_pos
-            )
+            losses["bbox_regression"] = losses["bbox_regression"] + (w * giou).sum()
+            losses["bbox_l1"] = losses["bbox_l1"] + (w * l1).sum()
+            losses["bbox_ctrness"] = losses["bbox_ctrness"] + (w * ctr).sum()
     return {k: v if torch.is_tensor(v) else raw.new_tensor(v) for k, v in losses.items()}
 
 
