@@ -33,13 +33,16 @@ sys.path.insert(0, str(HERE.parent))
 from effocr.localizer.model import DEFAULT_ARCH, LineDetector, model_meta  # noqa: E402
 from effocr.localizer.runtime import LocalizerSession  # noqa: E402
 
+# name -> (arch overrides of DEFAULT_ARCH, input height); the ones tried while choosing.
 CANDIDATES = {
-    "default": ({}, 32),
-    "wide": ({"widths": [16, 32, 64, 96, 128], "depths": [0, 1, 1, 1, 1]}, 32),
-    "lean": ({"widths": [16, 24, 48, 96, 128], "depths": [0, 0, 1, 1, 1], "fpn_channels": 24}, 32),
-    "default_h48": ({}, 48),
-    "default_h64": ({}, 64),
-    "head2": ({"head_convs": 2}, 32),
+    "wide32": ({"widths": [16, 32, 64, 96, 128]}, 32),
+    "a32": ({"widths": [16, 24, 48, 96, 128]}, 32),
+    "lean32": (
+        {"widths": [16, 24, 48, 96, 128], "depths": [0, 0, 1, 1, 1], "fpn_channels": 24},
+        32,
+    ),
+    "a40s": ({"widths": [16, 24, 48, 96, 128], "fpn_channels": 24}, 40),
+    "a48": ({"widths": [16, 24, 48, 96, 128]}, 48),
 }
 
 
@@ -140,22 +143,51 @@ def train_candidate(
     }
 
 
+def eval_trained(model_pt: str, splits: Path, image_dir: Path) -> dict:
+    """Test-split F1 of a trained candidate (its training time read from its metrics.csv)."""
+    import csv
+
+    from effocr.localizer.evaluate import evaluate_localizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        m = evaluate_localizer(model_pt, splits / "test.json", image_dir, Path(tmp) / "e.json")
+    with open(Path(model_pt).with_name("metrics.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        "train_s": sum(float(r["seconds"]) for r in rows),
+        "epochs": len(rows),
+        "char_f1": m["char"]["f1"],
+        "word_f1": m.get("word", {}).get("f1"),
+        "AP50": m["coco"]["AP50"],
+        "AP": m["coco"]["AP"],
+    }
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--splits", type=Path, default=None, help="dir with train/val/test.json")
     parser.add_argument("--image-dir", type=Path, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="candidate names")
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=[],
+        help="NAME=model.pt: evaluate an already trained candidate on --splits/test.json",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
+    trained = dict(m.split("=", 1) for m in args.models)
     names = args.only or list(CANDIDATES)
     rows = []
     for name in names:
         arch, height = CANDIDATES[name]
         row = {"name": name, "arch": {**DEFAULT_ARCH, **arch}, "input_height": height}
         row.update(time_candidate(arch, height))
-        if args.splits:
+        if name in trained:
+            row.update(eval_trained(trained[name], args.splits, args.image_dir))
+        elif args.splits and not trained:
             row.update(train_candidate(arch, height, args.splits, args.image_dir, args.epochs))
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "arch"}), flush=True)

@@ -32,7 +32,7 @@ _PNG_META = {"Software": None}  # no version/time stamps: same inputs, same byte
 # Bookkeeping columns of a metrics.csv (timing, throughput, counts, learning rate): not curves.
 _NOT_A_CURVE = re.compile(
     r"(^|_)(time|seconds|elapsed|lr|learning_rate|images|samples|steps?|step_s|epoch_s)($|_)"
-    r"|per_s(ec)?($|_)|_s$"
+    r"|per_s(ec)?($|_)|_s$|(^|_)(n|count|num_\w+)$"
 )
 
 
@@ -144,14 +144,15 @@ def plot_training_curves(curves: dict[str, dict[str, list[float]]]) -> bytes:
         x = cols[x_name] if x_name else list(range(1, n + 1))
         ax.set_xlabel(x_name or "row")
         right = None
-        for col, values in cols.items():
-            if col == x_name or _NOT_A_CURVE.search(col.lower()):
-                continue
+        curves_here = [c for c in cols if c != x_name and not _NOT_A_CURVE.search(c.lower())]
+        for k, col in enumerate(curves_here):
+            # One colour cycle over both axes, so no two curves share a colour.
+            color = plt.get_cmap("tab10")(k % 10)
             if "loss" in col.lower():
-                ax.plot(x, values, marker=".", label=col)
+                ax.plot(x, cols[col], marker=".", color=color, label=col)
             else:
                 right = right or ax.twinx()
-                right.plot(x, values, marker=".", linestyle="--", label=col)
+                right.plot(x, cols[col], marker=".", linestyle="--", color=color, label=col)
         handles, labels = ax.get_legend_handles_labels()
         if right is not None:
             h2, l2 = right.get_legend_handles_labels()

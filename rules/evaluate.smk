@@ -101,7 +101,8 @@ rule report:
         ),
         recognizer_pass1=TRAININGS["recognizer_pass1"],
         recognizer_pass2=TRAININGS["recognizer_pass2"],
-        localizer=TRAININGS["localizer"],
+        # With an external ONNX localizer (localizer.onnx_model) ours is not trained.
+        localizer=[] if config["localizer"]["onnx_model"] else TRAININGS["localizer"],
         localizer_eval=PATHS["localizer_eval"],
     output:
         index=report(

@@ -18,7 +18,9 @@ from effocr.evaluate import (
     load_gt_dir,
     load_page_xml,
     parse_set_spec,
+    set_input_files,
     tesseract_baseline,
+    workflow_set_spec,
     write_results,
 )
 from effocr.tesseract import tesseract_status
@@ -220,3 +222,23 @@ def test_cli_reports_a_missing_bundle(tmp_path, gt_dir, capsys):
     assert code == 1
     assert "nobundle" in capsys.readouterr().err
     assert not (tmp_path / "out" / "gt" / "metrics.json").exists()
+
+
+def test_workflow_set_spec(gt_dir):
+    cfg = {"sets": [{"name": "uw3", "path": str(gt_dir), "type": "gt_dir"}]}
+    assert workflow_set_spec("test", cfg, "r/test.json", "imgs") == {
+        "name": "test",
+        "path": "r/test.json",
+        "type": "coco",
+        "image_dir": "imgs",
+    }
+    spec = workflow_set_spec("uw3", cfg, "r/test.json", "imgs")
+    assert spec["path"] == str(gt_dir)
+    # Every file of a folder set is an input, so editing one line reruns its evaluation.
+    files = set_input_files(spec)
+    assert len(files) == 6 and str(gt_dir / "line1.gt.txt") in files
+    assert set_input_files({"path": "r/test.json"}) == ["r/test.json"]
+    with pytest.raises(EffOCRError, match="unknown evaluation set 'nope'"):
+        workflow_set_spec("nope", cfg, "t.json", "i")
+    with pytest.raises(EffOCRError, match="'test' is taken"):
+        workflow_set_spec("test", {"sets": [{"name": "test", "path": "x"}]}, "t.json", "i")

@@ -31,6 +31,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from effocr.utils import label_to_codepoints
+
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +59,8 @@ GPU_RULES = [
     "mine_hard_negatives",
 ]
 FONTS = ["DejaVuSans", "DejaVuSerif"]
+# A few characters: 11 classes x 2 fonts of renders keep the training jobs short.
+CHARSET = "abcdehlnort"
 RUN_TIMEOUT_S = 360
 PACKAGES = "slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
 
@@ -128,11 +132,14 @@ def _daemon_logs(cluster: Path) -> str:
 
 
 def _tiny_config(workdir: Path, coco: tuple[Path, Path], **overrides: dict) -> Path:
-    """Copy the tiny COCO set into workdir and write a tiny config (1 epoch, small inputs)."""
+    """Copy the tiny COCO set into workdir and write a tiny config (1 epoch, 11 classes)."""
     (workdir / "config").mkdir(parents=True, exist_ok=True)
     json_path, image_dir = coco
     shutil.copy(json_path, workdir / "lines.json")
     shutil.copytree(image_dir, workdir / "images")
+    (workdir / "charset.txt").write_text(
+        "".join(f"{label_to_codepoints(c)}\t{c}\n" for c in CHARSET), encoding="utf-8"
+    )
     config = {
         "seed": 7,
         "language": "en",
@@ -140,10 +147,19 @@ def _tiny_config(workdir: Path, coco: tuple[Path, Path], **overrides: dict) -> P
         # A user dataset (not synth.coco_json), so the workflow does not generate lines.
         "dataset": {"coco_json": "lines.json", "image_dir": "images"},
         "fonts": {"include": FONTS, "reference": [FONTS[1]]},
-        "render": {"size": 32},
-        "split": {"ratios": [0.6, 0.2, 0.2]},
-        "recognizer": {"epochs": 1, "batch_size": 32, "m": 2, "input_size": 32, "amp": False},
+        "render": {"charset": "charset.txt", "size": 32},
+        "split": {"ratios": [0.5, 0.25, 0.25]},
+        "recognizer": {
+            "epochs": 1,
+            "num_passes": 2,
+            "batch_size": 16,
+            "m": 2,
+            "input_size": 32,
+            "hardneg_k": 3,
+            "amp": False,
+        },
         "localizer": {"epochs": 1, "batch_size": 4, "amp": False},
+        "export": {"parity_lines": 2},
         "evaluate": {"tesseract": False},
     }
     for key, value in overrides.items():
@@ -251,8 +267,11 @@ def _file_hashes(root: Path, manifest: str) -> dict[str, str]:
     return hashes
 
 
-def test_workflow_on_slurm(slurm_env: dict[str, str], tiny_coco, capsys) -> None:
+def test_workflow_on_slurm(slurm_env: dict[str, str], tiny_coco_factory, capsys) -> None:
     started = time.monotonic()
+    tiny_coco = tiny_coco_factory(
+        8, "en", 0, charset=list(CHARSET), max_chars=12, font_sizes=(20, 24)
+    )
     base = Path(tempfile.mkdtemp(prefix="effocr-slurm-wd-", dir="/tmp"))
     try:
         _check_workflow_on_slurm(slurm_env, tiny_coco, base, capsys)

@@ -14,7 +14,8 @@ build_report(
     training={
         "recognizer pass 1": snakemake.input.recognizer_pass1,
         "recognizer pass 2": snakemake.input.recognizer_pass2,
-        "localizer": snakemake.input.localizer,
+        # Empty when an external ONNX localizer is used: the plot then says so.
+        "localizer": str(snakemake.input.localizer) if snakemake.input.localizer else None,
     },
     localizer_eval=snakemake.input.localizer_eval,
     worst_lines=snakemake.params.worst_lines,

@@ -157,9 +157,9 @@ class LineDetector(nn.Module):
             raise EffOCRError(
                 "localizer.arch: `widths` and `depths` need 5 entries (strides 2..32)"
             )
-        if self.input_height % 16:
+        if self.input_height % 8:
             raise EffOCRError(
-                f"localizer.input_height must be a multiple of 16, got {input_height}"
+                f"localizer.input_height must be a multiple of 8, got {input_height}"
             )
         stages = []
         in_ch = 3

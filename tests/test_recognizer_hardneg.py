@@ -1,0 +1,114 @@
+"""effocr.recognizer.hardneg: the hns.txt format and mining against the first-pass index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_recognizer_index import render_manifest, tiny_config, untrained_model
+
+from effocr.cli import main
+from effocr.recognizer.dataset import read_manifest, reference_groups
+from effocr.recognizer.hardneg import (
+    mine_hard_negatives,
+    nearest_other_classes,
+    read_hns,
+    write_hns,
+)
+from effocr.recognizer.index import class_embeddings
+from effocr.recognizer.model import load_recognizer
+from effocr.utils import EffOCRError
+
+TRICKY = [" ", "\u3000", "\t", "\U0002000b", "e\u0301", "#", "U", "+"]
+
+
+def test_hns_roundtrip_whitespace_and_non_bmp(tmp_path):
+    sets = [TRICKY[:4], TRICKY[4:], ["a", "\u3000", "\U0001f600", " "]]
+    path = write_hns(tmp_path / "hns.txt", sets, k=4, model="pass1/model.pt")
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# effocr hard negatives: k=4 model=pass1/model.pt\n")
+    body = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    assert body[0] == "U+0020 U+3000 U+0009 U+2000B"
+    assert body[1] == "U+0065_U+0301 U+0023 U+0055 U+002B"
+    assert all("\t" not in ln and len(ln.split(" ")) == 4 for ln in body)
+    assert read_hns(path) == sets
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("# header\nU+0041 U+0042\nU+0041 B\n", "line 3: not a code-point label: 'B'"),
+        ("U+0041\tU+0042 U+0043\n", "line 1: not a code-point label"),
+        ("U+0041\n", "line 1: a set needs at least 2 classes"),
+        ("# only a comment\n", "no hard-negative sets"),
+    ],
+)
+def test_hns_errors_name_the_line(tmp_path, content, message):
+    path = tmp_path / "hns.txt"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(EffOCRError, match=message.replace("(", r"\(")):
+        read_hns(path)
+    with pytest.raises(EffOCRError, match="not found"):
+        read_hns(tmp_path / "missing.txt")
+
+
+def test_nearest_other_classes_puts_own_first():
+    rows = np.array([[3, 0, 1, 2], [1, 2, 0, 3]])
+    assert nearest_other_classes([0, 1], rows, 3) == [[0, 3, 1], [1, 2, 0]]
+
+
+def test_mine_one_render_per_class_matches_brute_force(tmp_path):
+    chars = "abcdeoO0,.'"
+    manifest = render_manifest(tmp_path / "r", chars, fonts=("DejaVuSerif", "DejaVuSans"))
+    model_pt = untrained_model(tmp_path / "model.pt")
+    config = tiny_config(hardneg_k=4)
+    out = mine_hard_negatives(model_pt, manifest, tmp_path / "hns.txt", config)
+    sets = read_hns(out)
+    assert len(sets) == len(chars)
+    # Brute force: cosine neighbours of each class's reference embedding.
+    model = load_recognizer(model_pt)
+    labels, embs = class_embeddings(
+        model, reference_groups(read_manifest(manifest), ["DejaVuSerif"])
+    )
+    sims = embs @ embs.T
+    for i, s in enumerate(sets):
+        assert s[0] == labels[i] and len(s) == 4 and len(set(s)) == 4
+        order = [labels[j] for j in np.argsort(-sims[i]) if j != i][:3]
+        assert s[1:] == order
+
+
+def test_mine_real_training_crops_via_cli(tmp_path):
+    chars = "aeo0O"
+    manifest = render_manifest(
+        tmp_path / "r",
+        chars,
+        fonts=("DejaVuSerif", "DejaVuSans", "DejaVuSans-Bold", "DejaVuSansMono"),
+        real={"DejaVuSans-Bold": "train", "DejaVuSansMono": "val"},
+    )
+    model_pt = untrained_model(tmp_path / "model.pt")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        "fonts: {reference: [DejaVuSerif]}\nrecognizer: {device: cpu}\n", encoding="utf-8"
+    )
+    hns = tmp_path / "hns.txt"
+    rc = main(
+        [
+            "mine-hard-negatives",
+            "--model",
+            str(model_pt),
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(hns),
+            "--config",
+            str(cfg),
+            "--k",
+            "3",
+        ]
+    )
+    assert rc == 0
+    sets = read_hns(hns)
+    real_train = [r for r in read_manifest(manifest) if r.source == "real" and r.split == "train"]
+    # One set per real training crop (not per class, not the val crops), own class first.
+    assert [s[0] for s in sets] == [r.label for r in real_train]
+    assert all(len(s) == 3 and len(set(s)) == 3 and set(s) <= set(chars) for s in sets)
+    assert "k=3" in hns.read_text(encoding="utf-8").splitlines()[0]
