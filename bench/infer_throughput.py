@@ -181,6 +181,36 @@ def run_tesserocr(images: list[str], cores: int, lang: str) -> tuple[float, list
     return time.perf_counter() - start, texts
 
 
+def run_tesserocr_isolated(
+    images: list[str], cores: int, lang: str
+) -> tuple[float, list[str]] | None:
+    """`run_tesserocr` in a child process: tesserocr left in this process stalls later ORT runs."""
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import infer_throughput as b; "
+        "r = b.run_tesserocr(json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]); "
+        "print(json.dumps(r))"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(Path(__file__).parent),
+            json.dumps(images),
+            str(cores),
+            lang,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        print(f"tesserocr failed: {proc.stderr[-500:]}", file=sys.stderr)
+        return None
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return None if out is None else (out[0], out[1])
+
+
 def bench_set(name: str, lines: list[tuple[str, str]], args: argparse.Namespace) -> dict:
     images = [p for p, _ in lines]
     refs = [t for _, t in lines]
@@ -201,7 +231,7 @@ def bench_set(name: str, lines: list[tuple[str, str]], args: argparse.Namespace)
             secs, texts = run_tesseract_cli(images, cores, args.tesseract_lang)
             row["tesseract_cli_lines_per_s"] = len(images) / secs
             row["tesseract_cer"] = cer(refs, texts)
-            tr = run_tesserocr(images, cores, args.tesseract_lang)
+            tr = run_tesserocr_isolated(images, cores, args.tesseract_lang)
             if tr is not None:
                 row["tesserocr_lines_per_s"] = len(images) / tr[0]
                 row["tesserocr_cer"] = cer(refs, tr[1])

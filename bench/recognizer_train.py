@@ -69,7 +69,9 @@ def build_demo_dataset(work: Path, config: dict, workers: int = 1) -> tuple[Path
     )
     splits = {name: work / "splits" / f"{name}.json" for name in ("train", "val", "test")}
     split_coco_file(lines, splits, ratios=config["split"]["ratios"], seed=config["seed"])
-    crop_glyphs(splits, lines.parent / "images", work / "crops" / "glyphs", work / "crops" / "manifest.csv")
+    crop_glyphs(
+        splits, lines.parent / "images", work / "crops" / "glyphs", work / "crops" / "manifest.csv"
+    )
     render_glyphs_from_config(config, work / "renders" / "glyphs", renders, workers=workers)
     build_recognizer_dataset(renders, work / "crops" / "manifest.csv", dataset)
     return dataset, renders
@@ -95,7 +97,9 @@ def val_crop_precision(model_pt: Path, index_dir: Path, manifest: Path) -> dict:
     return {"val_crops": len(val), "val_crop_p1": float(ok.mean()), "top_confusions": top}
 
 
-def run_pipeline(work: Path, manifest: Path, renders: Path, config: dict, threads: int, pass1_only: bool) -> dict:
+def run_pipeline(
+    work: Path, manifest: Path, renders: Path, config: dict, threads: int, pass1_only: bool
+) -> dict:
     """Pass 1, mining, pass 2 and the index, timed; returns the figures."""
     out: dict = {}
     t0 = time.perf_counter()
@@ -107,7 +111,9 @@ def run_pipeline(work: Path, manifest: Path, renders: Path, config: dict, thread
     out["validation"] = s1["validation"]
     if pass1_only:
         t = time.perf_counter()
-        build_reference_index(work / "pass1" / "model.pt", renders, work / "index1", config, threads)
+        build_reference_index(
+            work / "pass1" / "model.pt", renders, work / "index1", config, threads
+        )
         out["index_s"] = round(time.perf_counter() - t, 1)
         out.update(val_crop_precision(work / "pass1" / "model.pt", work / "index1", manifest))
         return out
@@ -132,7 +138,9 @@ def run_pipeline(work: Path, manifest: Path, renders: Path, config: dict, thread
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
     parser.add_argument("--manifest", help="existing recognizer dataset manifest")
     parser.add_argument("--renders", help="existing renders manifest")
@@ -161,14 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     for enc in encoders:
         for size in sizes:
             cfg = load_config(
-                args.config, {"recognizer": {**overrides["recognizer"], "encoder": enc, "input_size": size}}
+                args.config,
+                {"recognizer": {**overrides["recognizer"], "encoder": enc, "input_size": size}},
             )
             run_dir = work / f"{enc}_{size}"
             if args.fresh and run_dir.exists():
                 shutil.rmtree(run_dir)
             t = time.perf_counter()
             figures = run_pipeline(run_dir, manifest, renders, cfg, args.threads, args.only_pass1)
-            figures.update({"encoder": enc, "input_size": size, "wall_s": round(time.perf_counter() - t, 1)})
+            figures.update(
+                {"encoder": enc, "input_size": size, "wall_s": round(time.perf_counter() - t, 1)}
+            )
             runs.append(figures)
             LOG.info("%s", json.dumps(figures))
 
@@ -183,9 +194,16 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "recognizer_train",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "threads": args.threads,
-        "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform(), "loadavg_end": load},
+        "machine": {
+            "cpu_count": __import__("os").cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_end": load,
+        },
         "torch": torch.__version__,
-        "config": {k: config["recognizer"][k] for k in ("batch_size", "m", "epochs", "hn_epochs", "lr", "hn_ratio")},
+        "config": {
+            k: config["recognizer"][k]
+            for k in ("batch_size", "m", "epochs", "hn_epochs", "lr", "hn_ratio")
+        },
         "runs": runs,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -206,7 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(" | ".join(h for _, h in cols))
     for r in runs:
-        print(" | ".join(f"{r[k]:.4f}" if isinstance(r.get(k), float) and k.endswith("p1") else str(r.get(k, "-")) for k, _ in cols))
+        print(
+            " | ".join(
+                f"{r[k]:.4f}"
+                if isinstance(r.get(k), float) and k.endswith("p1")
+                else str(r.get(k, "-"))
+                for k, _ in cols
+            )
+        )
     print(f"-> {out}")
     return 0
 

@@ -19,6 +19,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,14 +34,26 @@ from PIL import Image
 
 from effocr.utils import label_to_codepoints
 
-pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
-
 REPO = Path(__file__).resolve().parents[1]
 SLURM_DIR = REPO / "tests" / "slurm"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # The rules the SLURM run must execute (the furthest part of the DAG that is tested there).
-RULES = {"validate_coco", "split_coco", "crop_glyphs"}
-TARGETS = ["results/crops/manifest.csv"]
+RULES = {
+    "validate_coco",
+    "split_coco",
+    "crop_glyphs",
+    "render_glyphs",
+    "build_recognizer_dataset",
+    "train_recognizer",
+    "mine_hard_negatives",
+    "train_recognizer_hn",
+    "build_reference_index",
+    "train_localizer",
+    "export_onnx",
+}
+TARGETS = ["results/bundle"]
+# Local run: only the deterministic data stage (training twice would double the test time).
+LOCAL_TARGETS = ["results/recognizer_dataset/manifest.csv"]
 # Outputs that must be byte-identical between the SLURM and the local run (all deterministic).
 SAME_FILES = [
     "results/data/validation.json",
@@ -48,9 +61,11 @@ SAME_FILES = [
     "results/data/splits/val.json",
     "results/data/splits/test.json",
     "results/crops/manifest.csv",
+    "results/renders/manifest.csv",
+    "results/recognizer_dataset/manifest.csv",
 ]
 # Manifests whose listed images must be identical too (pixel data, compared by hash).
-SAME_IMAGES = ["results/crops/manifest.csv"]
+SAME_IMAGES = ["results/crops/manifest.csv", "results/renders/manifest.csv"]
 GPU_RULES = [
     "train_recognizer",
     "train_recognizer_hn",
@@ -267,6 +282,8 @@ def _file_hashes(root: Path, manifest: str) -> dict[str, str]:
     return hashes
 
 
+@pytest.mark.slurm
+@pytest.mark.timeout(600)
 def test_workflow_on_slurm(slurm_env: dict[str, str], tiny_coco_factory, capsys) -> None:
     started = time.monotonic()
     tiny_coco = tiny_coco_factory(
@@ -309,7 +326,7 @@ def _check_workflow_on_slurm(env: dict[str, str], coco, base: Path, capsys) -> N
             "none",
             "--cores",
             "2",
-            *TARGETS,
+            *LOCAL_TARGETS,
         ),
         env,
     )
@@ -351,3 +368,50 @@ def _check_workflow_on_slurm(env: dict[str, str], coco, base: Path, capsys) -> N
         )
     for manifest in SAME_IMAGES:
         assert _file_hashes(slurm_wd, manifest) == _file_hashes(local_wd, manifest), manifest
+
+
+# --- The profiles themselves (run in the ordinary test suite, no Slurm needed) ---------------
+
+
+def _profile(name: str) -> dict:
+    return yaml.safe_load((REPO / "profiles" / name / "config.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", ["default", "slurm"])
+def test_profile_entries_are_commented_and_valid(name: str) -> None:
+    """Every top-level key has a comment above it, and Snakemake's parser accepts the keys."""
+    lines = (REPO / "profiles" / name / "config.yaml").read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if line and not line.startswith((" ", "#", "-")):
+            assert i > 0 and lines[i - 1].lstrip().startswith("#"), f"{name}: uncommented {line}"
+    from snakemake.cli import get_argument_parser
+
+    args = get_argument_parser(profiles=[str(REPO / "profiles" / name)]).parse_args([])
+    if name == "slurm":
+        assert args.executor == "slurm"
+        assert args.software_deployment_method  # a list, parsed as one method each
+
+
+def test_default_profile_does_not_undo_the_slurm_profile() -> None:
+    """The workflow profile overrides --profile per key: shared keys must agree."""
+    default, slurm = _profile("default"), _profile("slurm")
+    for key in set(default) & set(slurm):
+        assert default[key] == slurm[key], (
+            f"{key}: default {default[key]!r} vs slurm {slurm[key]!r}"
+        )
+
+
+def test_slurm_profile_gpu_rules_exist_and_request_a_gpu() -> None:
+    profile = _profile("slurm")
+    assert isinstance(profile["software-deployment-method"], list)
+    assert set(profile["set-resources"]) == set(GPU_RULES)
+    text = "".join(p.read_text(encoding="utf-8") for p in (REPO / "rules").glob("*.smk"))
+    for rule in GPU_RULES:
+        block = re.search(rf"^rule {rule}:\n(.*?)(?=^\S)", text + "\n#", re.M | re.S)
+        assert block, f"rule {rule} (in profiles/slurm set-resources) is not in rules/*.smk"
+        assert re.search(r"gpu=1", block.group(1)), f"rule {rule} does not request gpu=1"
+        assert profile["set-resources"][rule]["gpu"] == 1
+        assert (
+            profile["set-resources"][rule]["slurm_partition"]
+            != profile["default-resources"]["slurm_partition"]
+        )

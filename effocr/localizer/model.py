@@ -47,10 +47,10 @@ PAD_VALUE = 255
 # Architecture of the default backend; `localizer.arch` in the config overrides keys.
 DEFAULT_ARCH: dict[str, Any] = {
     # Output channels of the stem and of the four stages (strides 2, 4, 8, 16, 32).
-    "widths": [16, 32, 64, 96, 128],
+    "widths": [16, 24, 48, 96, 128],
     # Extra 3x3 convs after the strided conv of each stage (stem has none).
     "depths": [0, 1, 1, 1, 1],
-    "fpn_channels": 32,
+    "fpn_channels": 24,
     "head_convs": 1,
     # Pyramid level (stride = 2**level) of each class's head.
     "levels": {"char": 2, "word": 3},
@@ -158,9 +158,7 @@ class LineDetector(nn.Module):
                 "localizer.arch: `widths` and `depths` need 5 entries (strides 2..32)"
             )
         if self.input_height % 8:
-            raise EffOCRError(
-                f"localizer.input_height must be a multiple of 8, got {input_height}"
-            )
+            raise EffOCRError(f"localizer.input_height must be a multiple of 8, got {input_height}")
         stages = []
         in_ch = 3
         for width, depth in zip(widths, depths, strict=True):
