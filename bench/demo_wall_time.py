@@ -125,7 +125,10 @@ def main() -> int:
     print(f"{'step':<28}{'seconds':>10}")
     for key in ("synth_lines_s", "full_run_s", "incremental_run_s"):
         print(f"{key:<28}{result[key]:>10}")
-    print("incremental jobs:", ", ".join(f"{k}×{v}" for k, v in result["incremental_run_jobs"].items()))
+    print(
+        "incremental jobs:",
+        ", ".join(f"{k}×{v}" for k, v in result["incremental_run_jobs"].items()),
+    )
     print(f"written {OUT}")
     return 0
 

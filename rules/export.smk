@@ -39,7 +39,7 @@ rule export_onnx:
             "effocr.data.crops",
             *CORE_CODE,
         ),
-        index_dir=PATHS["reference_index"],
+        index_dir=lambda wildcards, input: os.path.dirname(input.index[0]),
         image_dir=config["dataset"]["image_dir"],
         export=config["export"],
         infer=config["infer"],

@@ -32,7 +32,7 @@ rule train_localizer:
         gpu=1,
     params:
         code=code_version(*LOCALIZER_CODE),
-        out_dir=PATHS["localizer"],
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
         image_dir=config["dataset"]["image_dir"],
         localizer=config["localizer"],
         dataset=config["dataset"],

@@ -3,22 +3,6 @@
 # checkpoint.pt (deliberately not an output: Snakemake would delete it before a rerun).
 
 
-RECOGNIZER_CODE = ("effocr.recognizer", *CORE_CODE)
-# Torch threads plus DataLoader workers; Snakemake lowers it to --cores on small machines.
-RECOGNIZER_THREADS = 8
-
-
-def recognizer_outputs(pass_dir):
-    """What a training pass leaves beside checkpoint.pt."""
-    return {
-        "model": f"{pass_dir}/model.pt",
-        "metrics": f"{pass_dir}/metrics.csv",
-        "summary": f"{pass_dir}/metrics.json",
-        "curve": f"{pass_dir}/curve.png",
-        "config": f"{pass_dir}/config.yaml",
-    }
-
-
 rule train_recognizer:
     """First pass: SupCon training on renders and real training crops."""
     input:
