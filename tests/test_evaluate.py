@@ -27,7 +27,6 @@ from effocr.tesseract import tesseract_status
 from effocr.utils import EffOCRError
 
 FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-UW3 = Path(__file__).resolve().parents[2] / "shared" / "data" / "uw3-50lines"
 needs_tesseract = pytest.mark.skipif(
     shutil.which("tesseract") is None or not tesseract_status("eng").available,
     reason="Tesseract with English data is not installed",
@@ -95,13 +94,6 @@ def test_gt_dir_errors(tmp_path, gt_dir):
     (tmp_path / "empty").mkdir()
     with pytest.raises(EffOCRError, match="no \\*.gt.txt"):
         load_gt_dir(tmp_path / "empty")
-
-
-@pytest.mark.skipif(not UW3.is_dir(), reason="shared uw3-50lines not present")
-def test_uw3_lines():
-    lines = load_gt_dir(UW3)
-    assert len(lines) == 50
-    assert lines[0].reference == "Efficient Algorithms for Finding Maximum Matching in Graphs"
 
 
 def test_coco_set(tmp_path, gt_dir):
