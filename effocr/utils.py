@@ -142,6 +142,18 @@ def select_device(requested: str = "auto") -> str:
     return requested
 
 
+def optimizer_step(loss, optimizer, scaler=None) -> None:
+    """Backpropagate `loss` and step `optimizer`, through a `torch.amp.GradScaler` when given."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def set_threads(threads: int | None) -> None:
     """Limit torch intra-op threads (Snakemake passes the rule's `threads`)."""
     if threads and threads > 0:

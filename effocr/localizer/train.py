@@ -37,6 +37,7 @@ from effocr.profiles import get_profile
 from effocr.utils import (
     EffOCRError,
     atomic_path,
+    optimizer_step,
     progress,
     seed_everything,
     select_device,
@@ -201,14 +202,7 @@ def train_one_epoch(
             raw.float(), targets, tuple(x.shape[2:]), levels, model.arch["center_radius"]
         )
         loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        optimizer_step(loss, optimizer, scaler)
         scheduler.step()
         total += float(loss.detach())
         steps += 1

@@ -45,6 +45,7 @@ from effocr.utils import (
     EffOCRError,
     atomic_path,
     label_to_codepoints,
+    optimizer_step,
     progress,
     seed_everything,
     select_device,
@@ -472,14 +473,7 @@ def train_recognizer(
             with autocast():
                 emb = model(images)
             loss = loss_fn(emb.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            optimizer_step(loss, optimizer, scaler)
             scheduler.step()
             loss_sum += float(loss.detach())
             n_images += len(images)
