@@ -10,9 +10,10 @@ An evaluation set is one of:
 * ``page``: PAGE-XML files (one file or a folder); each `TextLine` is cropped to the bounding
   box of its `Coords` polygon and scored against its `TextEquiv/Unicode`.
 
-`evaluate_set` writes into its output folder: `metrics.json` (both systems), `lines.csv`
-(per line: image, reference, hypothesis, distance, cer, and Tesseract's), `confusions.csv`
-and `predictions.jsonl` (EffOCR's characters with boxes, for the report's gallery).
+`evaluate_set` writes into its output folder: `metrics.json` (both systems, pooled over the
+set and per line orientation), `lines.csv` (per line: image, reference, hypothesis, distance,
+cer, and Tesseract's), `confusions.csv` and `predictions.jsonl` (EffOCR's characters with
+boxes, for the report's gallery).
 """
 
 from __future__ import annotations
@@ -381,20 +382,33 @@ def bundle_language(bundle_dir: str | os.PathLike) -> str | None:
     return None
 
 
-def _is_vertical(image: Path) -> bool:
+def _is_vertical(image: Path, vertical: bool | None = None) -> bool:
+    """Whether a line image is read top to bottom: `effocr.data.coco.is_vertical`'s rule.
+
+    `vertical` is whether vertical lines occur (the profile's): False rules them out.
+    """
     from PIL import Image
 
+    from effocr.data.coco import is_vertical
+
     with Image.open(image) as im:
-        return im.height > im.width
+        return is_vertical({"height": im.height, "width": im.width}, vertical)
 
 
 def tesseract_baseline(
-    lines: list[EvalLine], lang: str, enabled: bool = True, *, keep_spaces: bool = True
+    lines: list[EvalLine],
+    lang: str,
+    enabled: bool = True,
+    *,
+    keep_spaces: bool = True,
+    vertical: bool | None = None,
 ) -> dict:
     """Tesseract's texts and timing on `lines`, or why it could not run.
 
     Horizontal lines use ``--psm 7`` (one text line); vertical ones (taller than wide) use
     ``--psm 5`` (one vertical block) and the ``<lang>_vert`` model when it is installed.
+    With `vertical` False (the profile has no vertical text, e.g. English) every line is
+    horizontal: a one-letter line taller than wide is still one text line.
     With `keep_spaces` False (languages written without spaces, e.g. Japanese) whitespace is
     removed from Tesseract's output, which puts spaces between CJK characters.
     """
@@ -412,9 +426,9 @@ def tesseract_baseline(
         return {"status": status.to_dict()}
     texts: list[str] = [""] * len(lines)
     seconds = 0.0
-    vertical = [_is_vertical(line.image) for line in lines]
+    flags = [_is_vertical(line.image, vertical) for line in lines]
     for flag, psm in ((False, 7), (True, 5)):
-        idx = [i for i, v in enumerate(vertical) if v == flag]
+        idx = [i for i, v in enumerate(flags) if v == flag]
         if not idx:
             continue
         run_lang = lang
@@ -432,8 +446,42 @@ def tesseract_baseline(
 # ---------------------------------------------------------------------------
 
 
-def _system_metrics(scores: list[LineScore], seconds: float | None) -> dict:
+ORIENTATIONS = ("horizontal", "vertical")
+
+
+def line_orientations(lines: list[EvalLine], vertical: bool | None = None) -> list[str | None]:
+    """``horizontal`` or ``vertical`` per line (see `_is_vertical`); None when unreadable."""
+    out: list[str | None] = []
+    for line in lines:
+        try:
+            out.append(ORIENTATIONS[_is_vertical(line.image, vertical)])
+        except OSError:  # a missing or corrupt image has no orientation (its OCR failed too)
+            out.append(None)
+    return out
+
+
+def by_orientation(scores: list[LineScore], orientations: list[str | None]) -> dict:
+    """Pooled lines, ref_chars, char_errors, CER and WER per orientation that occurs."""
+    out = {}
+    for name in ORIENTATIONS:
+        group = [s for s, o in zip(scores, orientations, strict=True) if o == name]
+        if group:
+            p = pool(group)
+            out[name] = {
+                "lines": p.lines,
+                "ref_chars": p.ref_chars,
+                "char_errors": p.char_errors,
+                "cer": p.cer,
+                "wer": p.wer,
+            }
+    return out
+
+
+def _system_metrics(
+    scores: list[LineScore], seconds: float | None, orientations: list[str | None]
+) -> dict:
     m = pool(scores).to_dict()
+    m["by_orientation"] = by_orientation(scores, orientations)
     if seconds is not None:
         m["seconds"] = round(seconds, 4)
         m["lines_per_second"] = round(len(scores) / seconds, 3) if seconds > 0 else None
@@ -450,8 +498,13 @@ def write_results(
     predictions: list[dict] | None = None,
     tesseract: dict | None = None,
     extra: dict | None = None,
+    vertical: bool | None = None,
 ) -> dict:
     """Score EffOCR's (and Tesseract's) texts on a set and write the result files.
+
+    Each system's metrics carry `by_orientation`: the pooled figures of the horizontal and
+    the vertical (taller than wide) lines, for the orientations that occur. `vertical` is
+    whether vertical lines occur at all (the profile's; False: every line is horizontal).
 
     Returns:
         The `metrics.json` content.
@@ -459,6 +512,7 @@ def write_results(
     options = options or ScoreOptions()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    orientations = line_orientations(eval_set.lines, vertical)
     refs = [line.reference for line in eval_set.lines]
     scores = [score_line(r, h, options) for r, h in zip(refs, hypotheses, strict=True)]
     tess = tesseract or {"status": {"available": False, "reason": "not run"}}
@@ -511,13 +565,13 @@ def write_results(
         "path": str(eval_set.path),
         "lines": len(eval_set.lines),
         "options": asdict(options),
-        "effocr": _system_metrics(scores, seconds),
+        "effocr": _system_metrics(scores, seconds, orientations),
     }
     if predictions:
         metrics["effocr"]["failed_lines"] = sum(1 for p in predictions if p.get("error"))
     tess_out = dict(tess["status"])
     if tess_scores is not None:
-        tess_out.update(_system_metrics(tess_scores, tess.get("seconds")))
+        tess_out.update(_system_metrics(tess_scores, tess.get("seconds"), orientations))
     metrics["tesseract"] = tess_out
     if extra:
         metrics.update(extra)
@@ -564,6 +618,7 @@ def evaluate_set(
         profile.tesseract_lang,
         enabled=bool(options.get("tesseract", True)),
         keep_spaces=profile.spaces,
+        vertical=profile.vertical,
     )
     metrics = write_results(
         eval_set,
@@ -574,6 +629,7 @@ def evaluate_set(
         predictions=predictions,
         tesseract=tess,
         extra={"bundle": str(bundle_dir), "language": language, "threads": threads},
+        vertical=profile.vertical,
     )
     LOG.info(
         "%s: EffOCR CER %.4f, Tesseract %s",

@@ -90,8 +90,12 @@ def glyph_crops(
     *,
     full_height: bool,
     padding: int,
+    vertical: bool | None = None,
 ) -> list[np.ndarray]:
-    """Real glyph crops of the annotated char boxes of `lines`, cut as at inference."""
+    """Real glyph crops of the annotated char boxes of `lines`, cut as at inference.
+
+    `vertical`: whether vertical lines occur (the profile's), as in `data.coco.is_vertical`.
+    """
     from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
     from effocr.data.crops import crop_box
 
@@ -99,9 +103,11 @@ def glyph_crops(
     crops = []
     for im, img in lines:
         h, w = img.shape[:2]
-        for _char, ann in line_chars(index, im):
+        for _char, ann in line_chars(index, im, vertical):
             try:
-                x0, y0, x1, y1 = crop_box(ann["bbox"], w, h, is_vertical(im), full_height, padding)
+                x0, y0, x1, y1 = crop_box(
+                    ann["bbox"], w, h, is_vertical(im, vertical), full_height, padding
+                )
             except ValueError:
                 continue  # an empty box says nothing about parity
             crops.append(img[y0:y1, x0:x1])
@@ -243,11 +249,16 @@ def localizer_parity(
     threshold: float,
     margin: float,
     box_tol: float = 0.5,
+    vertical: bool | None = None,
 ) -> dict:
-    """Compare PyTorch and ONNX Runtime detections (chars and words) on line images."""
+    """Compare PyTorch and ONNX Runtime detections (chars and words) on line images.
+
+    `vertical` (whether vertical lines occur, the profile's) goes to both, as `Engine` does.
+    """
     totals: dict[str, dict] = {}
     for img in images:
-        ref, got = model.detect(img), session.detect(img)
+        ref = model.detect(img, vertical=vertical)
+        got = session.detect(img, vertical=vertical)
         for kind in ("chars", "words"):
             if not hasattr(ref, kind):
                 continue
@@ -422,7 +433,13 @@ def export_bundle(
         check_onnx(loc_onnx)
 
         lines = load_parity_lines(test_json, image_dir, int(tol["parity_lines"]))
-        crops = glyph_crops(test_json, lines, full_height=True, padding=int(crops_cfg["padding"]))
+        crops = glyph_crops(
+            test_json,
+            lines,
+            full_height=True,
+            padding=int(crops_cfg["padding"]),
+            vertical=profile.vertical,
+        )
         batch = np.stack([preprocess(c, input_size, rec_model.mean, rec_model.std) for c in crops])
         rec = recognizer_parity(rec_model, rec_onnx, batch, threads=threads)
         session = LocalizerSession(loc_onnx, loc_meta, threads=threads)
@@ -434,6 +451,7 @@ def export_bundle(
             threshold=threshold,
             margin=float(tol["score_max_abs"]),
             box_tol=float(tol["box_max_abs"]),
+            vertical=profile.vertical,
         )
         problems = evaluate_parity(rec, loc, tol)
         report = {

@@ -307,7 +307,8 @@ class Engine:
     Args:
         bundle_dir: Directory written by `effocr export-onnx` / rule `export_onnx`.
         threads: Worker threads (CPU cores kept busy).
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        device: ``auto`` (default: CUDA when ONNX Runtime offers it, i.e. onnxruntime-gpu is
+            installed and sees a GPU, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: Recognizer batch size; crops of many lines are batched together.
         intra_op_threads: ORT threads per model call; default 1 on CPU (the pool parallelises),
             `threads` on CUDA (one worker).
@@ -318,7 +319,7 @@ class Engine:
         self,
         bundle_dir: str | os.PathLike,
         threads: int = 1,
-        device: str = "cpu",
+        device: str = "auto",
         batch_size: int = 64,
         *,
         intra_op_threads: int | None = None,
@@ -343,6 +344,8 @@ class Engine:
         intra = intra_op_threads or (self.threads if self.cuda else 1)
         prof = self.meta["profile"]
         self.profile = get_profile(prof["name"])
+        # Whether vertical lines occur; passed to every localizer call, so an English line
+        # taller than wide (one narrow glyph) is never transposed.
         self.vertical = bool(prof.get("vertical", self.profile.vertical))
         self.spaces = bool(prof.get("spaces", self.profile.spaces))
         rec = self.meta["recognizer"]
@@ -350,6 +353,10 @@ class Engine:
         self.mean = tuple(float(v) for v in rec["mean"])
         self.std = tuple(float(v) for v in rec["std"])
         self.recognizer = make_session(self.bundle_dir / "recognizer.onnx", self.providers, intra)
+        if self.cuda and CUDA_PROVIDER not in self.recognizer.get_providers():
+            # ORT falls back to the CPU when the CUDA provider cannot start (no GPU visible,
+            # CUDA/cuDNN libraries missing): say so rather than pretend.
+            LOG.warning("ONNX Runtime could not start %s; running on the CPU", CUDA_PROVIDER)
         self._rec_input = self.recognizer.get_inputs()[0].name
         self._rec_output = self.recognizer.get_outputs()[0].name
         self.localizer = LocalizerSession(
@@ -439,7 +446,7 @@ class Engine:
             res.height, res.width = int(img.shape[0]), int(img.shape[1])
             t0 = time.perf_counter()
             try:
-                det = self.localizer.detect(img)
+                det = self.localizer.detect(img, vertical=self.vertical)
             except Exception as exc:  # a line ORT cannot process must not stop the run
                 res.error = f"localizer failed: {exc}"
                 continue
@@ -670,7 +677,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="recognizer batch size (default: the bundle's infer.batch_size)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda or cuda:N (default auto: CUDA when onnxruntime-gpu offers it, "
+        "else cpu)",
+    )
     parser.add_argument("--coco", action="store_true", help="also write OUT/predictions_coco.json")
 
 

@@ -284,6 +284,38 @@ def _summary_table(sets: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+def _orientation_table(sets: dict[str, dict]) -> str:
+    """CER/WER of horizontal and vertical lines apart, for the sets that have vertical lines."""
+    rows = []
+    for name, m in sets.items():
+        systems = [
+            (label, m.get(key, {}).get("by_orientation") or {})
+            for key, label in (("effocr", "EffOCR"), ("tesseract", "Tesseract"))
+        ]
+        if not any("vertical" in by for _, by in systems):
+            continue
+        for label, by in systems:
+            cls = " class=tess" if label == "Tesseract" else ""
+            for orientation in ("horizontal", "vertical"):
+                s = by.get(orientation)
+                if s is None:
+                    continue
+                rows.append(
+                    f"<tr{cls}><td class=l>{_esc(name)}</td><td class=l>{orientation}</td>"
+                    f"<td class=l>{label}</td><td>{s['lines']}</td><td>{s['ref_chars']}</td>"
+                    f"<td>{100 * s['cer']:.2f}%</td><td>{100 * s['wer']:.2f}%</td></tr>"
+                )
+    if not rows:
+        return ""
+    head = (
+        "<h3>By line orientation</h3><p class=note>Sets with vertical lines (taller than wide): "
+        "CER and WER pooled over each orientation's lines.</p><table><tr><th class=l>set</th>"
+        "<th class=l>orientation</th><th class=l>system</th><th>lines</th><th>ref. chars</th>"
+        "<th>CER</th><th>WER</th></tr>"
+    )
+    return head + "\n".join(rows) + "</table>"
+
+
 def _confusion_table(confusions: list[dict], top: int) -> str:
     def show(c: str) -> str:
         if c == "":
@@ -457,6 +489,7 @@ def build_report(
         "characters or words) after the normalisations listed in metrics.json; lines/s counts "
         "inference only (models loaded once), one thread each. Bold: the lower CER.</p>",
         _summary_table(sets),
+        _orientation_table(sets),
     ]
     if tess_missing:
         reasons = "; ".join(f"{_esc(n)}: {_esc(r)}" for n, r in tess_missing)

@@ -42,7 +42,8 @@ PATHS = {
     "report": f"{RES}/report",
 }
 
-# Every step runs in one of four software environments (conda env file / container image).
+# Every step runs in one of four software environments (conda env file) and one of two
+# container images: CONTAINER (CPU), or CONTAINER_GPU for the rules with a `gpu` resource.
 ENVS = {
     "data": "../envs/data.yaml",
     "train": "../envs/train.yaml",
@@ -50,6 +51,9 @@ ENVS = {
     "report": "../envs/report.yaml",
 }
 CONTAINER = "docker://effocr/effocr-workflow:0.1.0"
+# The rules that declare a `gpu` resource run in the CUDA variant (containers/Dockerfile.cuda:
+# CUDA torch, onnxruntime-gpu, faiss-gpu-cu12); run them with `--apptainer-args "--nv"`.
+CONTAINER_GPU = "docker://effocr/effocr-workflow:0.1.0-cuda"
 
 REPO = Path(workflow.basedir)
 

@@ -60,7 +60,13 @@ rule evaluate:
             subcategory="{eval_set}",
             labels={"set": "{eval_set}", "file": "lines.csv"},
         ),
-        confusions=f"{PATHS['eval']}/{{eval_set}}/confusions.csv",
+        confusions=report(
+            f"{PATHS['eval']}/{{eval_set}}/confusions.csv",
+            caption="../report/eval_confusions.rst",
+            category="Evaluation",
+            subcategory="{eval_set}",
+            labels={"set": "{eval_set}", "file": "confusions.csv"},
+        ),
         predictions=f"{PATHS['eval']}/{{eval_set}}/predictions.jsonl",
     log:
         log_path("evaluate", "_{eval_set}"),

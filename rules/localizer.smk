@@ -24,7 +24,7 @@ rule train_localizer:
     conda:
         ENVS["train"]
     container:
-        CONTAINER
+        CONTAINER_GPU
     threads: 2
     resources:
         mem_mb=4000,

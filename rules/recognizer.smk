@@ -16,7 +16,7 @@ rule train_recognizer:
     conda:
         ENVS["train"]
     container:
-        CONTAINER
+        CONTAINER_GPU
     threads: RECOGNIZER_THREADS
     resources:
         mem_mb=8000,
@@ -46,7 +46,7 @@ rule mine_hard_negatives:
     conda:
         ENVS["train"]
     container:
-        CONTAINER
+        CONTAINER_GPU
     threads: RECOGNIZER_THREADS
     resources:
         mem_mb=8000,
@@ -77,7 +77,7 @@ rule train_recognizer_hn:
     conda:
         ENVS["train"]
     container:
-        CONTAINER
+        CONTAINER_GPU
     threads: RECOGNIZER_THREADS
     resources:
         mem_mb=8000,
@@ -109,7 +109,7 @@ rule build_reference_index:
     conda:
         ENVS["train"]
     container:
-        CONTAINER
+        CONTAINER_GPU
     threads: RECOGNIZER_THREADS
     resources:
         mem_mb=8000,

@@ -18,6 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 CONTAINERS = REPO / "containers"
 DOCKERFILES = ["Dockerfile", "Dockerfile.cuda"]
 APPTAINER = ["Apptainer.def", "Apptainer.cuda.def"]
+CUDA = ["Dockerfile.cuda", "Apptainer.cuda.def"]
+# CPU wheel the project depends on -> its CUDA build in the `gpu` extra (same module).
+CUDA_SWAPS = {"onnxruntime": "onnxruntime-gpu", "faiss-cpu": "faiss-gpu-cu12"}
 
 
 def _constraints() -> dict[str, str]:
@@ -42,6 +45,24 @@ def test_constraints_agree_with_pyproject() -> None:
         for spec in req.specifier:
             if spec.operator == ">=" and len(Version(spec.version).release) == 3:
                 assert version == Version(spec.version), f"{req.name}=={version} vs {req}"
+
+
+def test_gpu_extra_is_pinned_for_the_cuda_image() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    reqs = {Requirement(r).name.lower(): Requirement(r) for r in project["dependencies"]}
+    gpu = {
+        Requirement(r).name.lower(): Requirement(r) for r in project["optional-dependencies"]["gpu"]
+    }
+    assert set(gpu) == set(CUDA_SWAPS.values())
+    pins = _constraints()
+    for name, req in gpu.items():
+        assert name in pins, f"{name} is not pinned in containers/constraints.txt"
+        assert Version(pins[name]) in req.specifier, f"{name}=={pins[name]} vs {req}"
+    # The CUDA ONNX Runtime is the newest onnxruntime-gpu on PyPI (1.31.1 while the CPU wheel
+    # is at 1.32.0): never newer than the CPU build the parity checks ran with, same major.
+    gpu_v, cpu_v = Version(pins["onnxruntime-gpu"]), Version(pins["onnxruntime"])
+    assert gpu_v <= cpu_v and gpu_v.major == cpu_v.major, (gpu_v, cpu_v)
+    assert Version(pins["onnxruntime"]) in reqs["onnxruntime"].specifier
 
 
 def test_constraints_agree_with_conda_envs() -> None:
@@ -80,9 +101,37 @@ def test_definition_pins_and_sources(name: str) -> None:
     assert sources
     for src in sources:
         assert (REPO / src).exists(), f"{name} copies {src}, which does not exist"
-    # The image tag written in the file is the one rules/common.smk names.
+    # The image tag written in the file is the one rules/common.smk names: CONTAINER for the
+    # CPU definitions, CONTAINER_GPU for the CUDA ones.
     common = (REPO / "rules" / "common.smk").read_text(encoding="utf-8")
-    image = re.search(r'^CONTAINER = "docker://([^:"]+):([^"]+)"', common, re.M)
-    assert image, "CONTAINER not found in rules/common.smk"
-    if name in ("Dockerfile", "Apptainer.def"):
-        assert f"{image.group(1)}:{image.group(2)}" in text or image.group(2) in text
+    var = "CONTAINER_GPU" if name in CUDA else "CONTAINER"
+    image = re.search(rf'^{var} = "docker://([^:"]+):([^"]+)"', common, re.M)
+    assert image, f"{var} not found in rules/common.smk"
+    repo, tag = image.groups()
+    assert f"{repo}:{tag}" in text or f"{repo.split('/')[-1]}_{tag}.sif" in text, (name, var)
+    version = re.search(r"org\.opencontainers\.image\.version\W+([0-9][^\"\s]*)", text)
+    assert version and version.group(1) == tag, (name, tag)
+
+
+@pytest.mark.parametrize("name", DOCKERFILES + APPTAINER)
+def test_cuda_definitions_install_the_gpu_builds(name: str) -> None:
+    text = (CONTAINERS / name).read_text(encoding="utf-8")
+    commands = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    if name not in CUDA:
+        # The CPU images keep the CPU wheels.
+        for gpu_pkg in CUDA_SWAPS.values():
+            assert gpu_pkg not in commands, (name, gpu_pkg)
+        assert "download.pytorch.org/whl/cpu" in commands
+        return
+    assert re.search(r"download\.pytorch\.org/whl/cu\d+", commands), name
+    # The CPU wheels are removed before the CUDA builds go in (they share module files).
+    uninstall = re.search(r"pip uninstall -y ([^\n\\&]+)", commands)
+    assert uninstall, f"{name} does not uninstall the CPU wheels"
+    assert set(uninstall.group(1).split()) == set(CUDA_SWAPS), uninstall.group(1)
+    install = re.search(
+        r"pip install [^\n]*-c constraints\.txt ((?:[\w.-]+ ?)+)", commands[uninstall.end() :]
+    )
+    assert install, f"{name} does not install the CUDA builds after the uninstall"
+    assert set(install.group(1).split()) == set(CUDA_SWAPS.values()), install.group(1)
+    # and the build fails unless ONNX Runtime offers CUDA.
+    assert "'CUDAExecutionProvider' in ort.get_available_providers()" in commands

@@ -45,6 +45,14 @@ IMPORT_TO_CONDA = {
     "onnxruntime": "onnxruntime",
     "rapidfuzz": "rapidfuzz",
 }
+# The rules that declare a `gpu` resource (and so run in CONTAINER_GPU).
+GPU_RULES = {
+    "train_recognizer",
+    "mine_hard_negatives",
+    "train_recognizer_hn",
+    "build_reference_index",
+    "train_localizer",
+}
 # Imports that are optional at run time (guarded by try/except ImportError in effocr).
 OPTIONAL_IMPORTS = {"wandb"}
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([0-9][0-9A-Za-z.\-]*)$")
@@ -168,16 +176,24 @@ def test_envs_mapping_names_the_env_files() -> None:
     assert envs == {n: n for n in ENV_NAMES}, envs
 
 
-def test_every_rule_names_an_env_and_the_container(rules: dict[str, dict]) -> None:
+def test_every_rule_names_an_env_and_its_container(rules: dict[str, dict]) -> None:
+    """GPU rules (a `gpu` resource) run in the CUDA image, every other rule in the CPU one."""
     common = (REPO / "rules" / "common.smk").read_text(encoding="utf-8")
     container = re.search(r'^CONTAINER = "([^"]+)"', common, re.M).group(1)
+    container_gpu = re.search(r'^CONTAINER_GPU = "([^"]+)"', common, re.M).group(1)
+    assert container_gpu == f"{container}-cuda", (container, container_gpu)
     runnable = {n: r for n, r in rules.items() if not r["norun"]}
     assert len(runnable) >= 5, sorted(rules)
+    gpu_rules = set()
     for name, rule in runnable.items():
         assert rule["conda"], f"rule {name} has no conda: directive"
         env_file = (Path(rule["basedir"]) / rule["conda"]).resolve()
         assert env_file.parent == ENVS_DIR and env_file.stem in ENV_NAMES, (name, env_file)
-        assert rule["container"] == container, f"rule {name}: container {rule['container']}"
+        if rule["gpu"]:
+            gpu_rules.add(name)
+        expected = container_gpu if rule["gpu"] else container
+        assert rule["container"] == expected, f"rule {name}: container {rule['container']}"
+    assert gpu_rules == GPU_RULES, sorted(gpu_rules)
 
 
 def _rule_blocks() -> dict[str, str]:

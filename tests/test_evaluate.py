@@ -234,3 +234,89 @@ def test_workflow_set_spec(gt_dir):
         workflow_set_spec("nope", cfg, "t.json", "i")
     with pytest.raises(EffOCRError, match="'test' is taken"):
         workflow_set_spec("test", {"sets": [{"name": "test", "path": "x"}]}, "t.json", "i")
+
+
+def test_metrics_by_orientation(tmp_path):
+    # Wide lines are horizontal, tall ones vertical (the rule of the rest of the code).
+    d = tmp_path / "mixed"
+    d.mkdir()
+    lines = [  # (size, reference, EffOCR's text, Tesseract's text)
+        ((120, 30), "abcd", "abcd", "abed"),
+        ((90, 30), "ef gh", "ef g", "ef gh"),
+        ((30, 120), "日本語の", "日本語", "日本語の"),
+        ((30, 90), "文字", "文宇", "x"),
+        ((40, 40), "kana", "kana", "kana"),  # square: not taller than wide
+    ]
+    for i, (size, ref, _, _) in enumerate(lines):
+        Image.new("L", size, 255).save(d / f"l{i}.png")
+        (d / f"l{i}.gt.txt").write_text(ref, encoding="utf-8")
+    eval_set = load_eval_set({"name": "mixed", "path": str(d)}, tmp_path)
+    tess = {"status": {"available": True, "lang": "jpn"}, "texts": [t for *_, t in lines]}
+    m = write_results(eval_set, [h for _, _, h, _ in lines], tmp_path / "out", tesseract=tess)
+    by = m["effocr"]["by_orientation"]
+    assert list(by) == ["horizontal", "vertical"]
+    assert by["horizontal"] == {
+        "lines": 3,
+        "ref_chars": 4 + 5 + 4,
+        "char_errors": 1,
+        "cer": pytest.approx(1 / 13),
+        "wer": pytest.approx(1 / 4),  # "gh" -> "g": 1 of 4 words
+    }
+    assert by["vertical"]["lines"] == 2 and by["vertical"]["ref_chars"] == 6
+    assert by["vertical"]["char_errors"] == 2 and by["vertical"]["cer"] == pytest.approx(2 / 6)
+    assert by["vertical"]["wer"] == pytest.approx(2 / 2)  # one "word" per line, both wrong
+    # Pooled, not averaged: the parts add up to the whole set.
+    assert sum(v["char_errors"] for v in by.values()) == m["effocr"]["char_errors"]
+    tby = m["tesseract"]["by_orientation"]
+    assert tby["horizontal"]["char_errors"] == 1 and tby["vertical"]["char_errors"] == 2
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == m
+    # A profile without vertical text (English): tall lines are horizontal ones too.
+    m = write_results(eval_set, [h for _, _, h, _ in lines], tmp_path / "en", vertical=False)
+    assert list(m["effocr"]["by_orientation"]) == ["horizontal"]
+    assert m["effocr"]["by_orientation"]["horizontal"]["lines"] == 5
+
+
+def test_tesseract_psm_follows_orientation(tmp_path, monkeypatch):
+    import effocr.evaluate as ev
+    from effocr.tesseract import TesseractStatus
+
+    d = tmp_path / "lines"
+    d.mkdir()
+    for i, size in enumerate(((120, 30), (30, 120))):
+        Image.new("L", size, 255).save(d / f"l{i}.png")
+        (d / f"l{i}.gt.txt").write_text("x", encoding="utf-8")
+    lines = load_gt_dir(d)
+    calls = []
+
+    def fake_run(images, lang, psm):
+        calls.append((lang, psm, [p.name for p in images]))
+        return ["t e x t"] * len(images), 0.1
+
+    monkeypatch.setattr(ev, "tesseract_status", lambda lang: TesseractStatus(True, lang=lang))
+    monkeypatch.setattr(ev, "run_tesseract", fake_run)
+    out = tesseract_baseline(lines, "jpn", keep_spaces=False, vertical=True)
+    assert calls == [("jpn", 7, ["l0.png"]), ("jpn_vert", 5, ["l1.png"])]
+    assert out["texts"] == ["text", "text"]
+    calls.clear()
+    # English has no vertical lines: a line taller than wide is still read as one text line.
+    tesseract_baseline(lines, "eng", vertical=False)
+    assert calls == [("eng", 7, ["l0.png", "l1.png"])]
+
+
+def test_by_orientation_lists_only_what_occurs(tmp_path, gt_dir):
+    eval_set = load_eval_set({"name": "gt", "path": str(gt_dir)}, tmp_path)
+    m = write_results(eval_set, TEXTS, tmp_path / "out")
+    assert m["effocr"]["by_orientation"] == {
+        "horizontal": {
+            "lines": 3,
+            "ref_chars": sum(len(t) for t in TEXTS),
+            "char_errors": 0,
+            "cer": 0.0,
+            "wer": 0.0,
+        }
+    }
+    # An unreadable image (its OCR failed too) is left out of the split, not an error.
+    (gt_dir / "line1.png").write_bytes(b"not a png")
+    m = write_results(eval_set, [TEXTS[0], None, TEXTS[2]], tmp_path / "out2")
+    assert m["effocr"]["by_orientation"]["horizontal"]["lines"] == 2
+    assert m["effocr"]["lines"] == 3

@@ -276,6 +276,42 @@ def test_engine_reproduces_pytorch(trained, tmp_path):
     assert arr[0].text == results[0].text and arr[0].image == "<array 0>"
 
 
+def test_engine_vertical_follows_the_profile(trained, tmp_path):
+    # An English line of one narrow glyph is taller than wide: the English bundle reads it
+    # as it is (not transposed); a bundle whose profile has vertical lines transposes it.
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.new("RGB", (20, 60), "white")
+    ImageDraw.Draw(im).text(
+        (10, 30), "l", fill="black", font=ImageFont.load_default(size=48), anchor="mm"
+    )
+    img = np.asarray(im)
+    jp = tmp_path / "jp_bundle"
+    shutil.copytree(trained["bundle"], jp)
+    meta = yaml.safe_load((jp / "model.yaml").read_text())
+    meta["profile"].update(name="jp", vertical=True)
+    (jp / "model.yaml").write_text(yaml.safe_dump(meta))
+    for bundle, vertical in ((trained["bundle"], False), (jp, True)):
+        engine = Engine(bundle, device="cpu")
+        assert engine.vertical is vertical
+        seen = []
+        detect = engine.localizer.detect
+
+        def spy(image, vertical=None, detect=detect, seen=seen):
+            seen.append(vertical)
+            return detect(image, vertical=vertical)
+
+        engine.localizer.detect = spy
+        res = engine.infer([img])[0]
+        assert res.ok and seen == [vertical]
+        _, prepared, _ = engine.localizer._prepare(img, vertical)
+        assert prepared.transposed is vertical
+        det = detect(img, vertical=vertical)
+        assert det.vertical is vertical
+        for c in res.chars:  # boxes in the line's own pixels either way
+            assert 0 <= c.bbox[0] <= c.bbox[2] <= 20 and 0 <= c.bbox[1] <= c.bbox[3] <= 60
+
+
 def test_cli_infer_with_bad_images(trained, tmp_path, capsys):
     from effocr.cli import main
 

@@ -213,6 +213,33 @@ def test_adding_an_annotated_line(workflow):
     assert jobs["evaluate"] == 2
 
 
+def test_fixing_an_annotated_line(workflow):
+    """Correcting one box of an existing line reruns the same jobs as adding a line."""
+    wf, base, _ = workflow
+    coco_path = wf / "userdata" / "lines.json"
+    with Edit(coco_path):
+        coco = json.loads(coco_path.read_text(encoding="utf-8"))
+        box = coco["annotations"][0]["bbox"]
+        box[2] = box[2] + 1  # one pixel wider, as a user fixing an annotation would
+        coco_path.write_text(json.dumps(coco, ensure_ascii=False), encoding="utf-8")
+        jobs, out = planned(wf, base)
+    rules = set(jobs)
+    assert ALL - {"render_glyphs"} <= rules, out[-4000:]
+    assert "render_glyphs" not in rules and "synth_lines" not in rules, out[-4000:]
+
+
+def test_snakemake_report(workflow):
+    """`snakemake --report` builds Snakemake's self-contained report from the run."""
+    wf, base, _ = workflow
+    out_html = wf / "snakemake-report.html"
+    snakemake(wf, base, "--report", str(out_html), timeout=300)
+    html = out_html.read_text(encoding="utf-8")
+    assert len(html) > 100_000  # self-contained: scripts, styles and the marked outputs inline
+    # Captions of outputs marked with report() in rules/evaluate.smk are in it.
+    for caption in ("CER, WER, exact-match accuracy", "Training curves"):
+        assert caption in html, caption
+
+
 def test_changing_an_evaluation_setting(workflow):
     wf, _, _ = workflow
     jobs, out = planned(wf, write_config(wf, "eval_case", evaluate={"ignore_case": True}))

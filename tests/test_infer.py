@@ -1,5 +1,7 @@
 """`effocr infer` parts that need no model: inputs, decoding, providers, writers, text."""
 
+import argparse
+import inspect
 import json
 
 import numpy as np
@@ -10,9 +12,11 @@ from effocr.infer import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
     CharResult,
+    Engine,
     LineResult,
     OutputWriter,
     assemble_text,
+    configure_parser,
     decode_image,
     expand_inputs,
     load_model_yaml,
@@ -49,6 +53,38 @@ def test_auto_without_gpu_is_cpu():
     providers = select_providers("auto", ["AzureExecutionProvider", CPU_PROVIDER])
     assert providers == [CPU_PROVIDER]
     assert not uses_cuda(providers)
+
+
+def _default_device() -> str:
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    cli = parser.parse_args(["line.png", "--model", "bundle"]).device
+    assert cli == inspect.signature(Engine).parameters["device"].default
+    return cli
+
+
+def test_default_device_is_auto():
+    # `effocr infer` and `Engine` default to auto: CUDA when onnxruntime-gpu offers it.
+    device = _default_device()
+    assert device == "auto"
+    assert select_providers(device, [CUDA_PROVIDER, CPU_PROVIDER]) == [
+        (CUDA_PROVIDER, {"device_id": 0}),
+        CPU_PROVIDER,
+    ]
+    assert select_providers(device, [CPU_PROVIDER]) == [CPU_PROVIDER]
+
+
+@pytest.mark.parametrize("device", ["auto", "AUTO", " auto ", "", None])
+def test_auto_spellings(device):
+    assert uses_cuda(select_providers(device, [CUDA_PROVIDER, CPU_PROVIDER]))
+    assert select_providers(device, [CPU_PROVIDER]) == [CPU_PROVIDER]
+
+
+def test_cli_device_cpu_still_works():
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = parser.parse_args(["line.png", "--model", "bundle", "--device", "cpu"])
+    assert select_providers(args.device, [CUDA_PROVIDER, CPU_PROVIDER]) == [CPU_PROVIDER]
 
 
 def test_cuda_device_index():

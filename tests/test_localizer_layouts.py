@@ -8,7 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from effocr.localizer.onnx_layouts import external_meta
+from effocr.config import load_schema, validate_config
+from effocr.localizer.onnx_layouts import ADAPTERS, external_meta
 from effocr.localizer.runtime import LocalizerSession
 from effocr.utils import EffOCRError
 
@@ -115,3 +116,12 @@ def test_wrong_layout_is_a_clear_error(tmp_path):
         session.detect(LINE)
     with pytest.raises(EffOCRError, match="no effocr metadata"):
         LocalizerSession(tmp_path / "bad.onnx")
+
+
+def test_schema_lists_every_layout():
+    # config/schema.yaml names the layouts so that a typo fails at config validation
+    prop = load_schema()["properties"]["localizer"]["properties"]["onnx_layout"]
+    assert prop["enum"] == sorted(ADAPTERS)
+    assert prop["default"] in ADAPTERS
+    with pytest.raises(EffOCRError, match="onnx_layout"):
+        validate_config({"localizer": {"onnx_layout": "yolov99"}})

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from effocr.localizer import postprocess as pp
-from effocr.localizer.model import prepare_line
+from effocr.localizer.model import line_is_vertical, prepare_line, resolve_vertical
+from effocr.profiles import get_profile
 
 
 def test_nms_suppresses_overlaps_and_keeps_neighbours():
@@ -133,3 +134,42 @@ def test_prepare_line_resizes_pads_and_transposes():
     assert p.array[:, :, :808].max() == pytest.approx(-1.0)
     v = prepare_line(np.zeros((300, 50, 3), np.uint8), 32)
     assert v.transposed and v.array.shape == (3, 32, 192) and v.image_size == (300, 50)
+
+
+def _tall_l() -> np.ndarray:
+    """An English line of one glyph, `l`, 20 px wide and 60 px tall (taller than wide)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.new("RGB", (20, 60), "white")
+    ImageDraw.Draw(im).text(
+        (10, 30), "l", fill="black", font=ImageFont.load_default(size=48), anchor="mm"
+    )
+    img = np.asarray(im)
+    assert (img < 128).any()
+    return img
+
+
+def test_tall_english_line_is_not_transposed_but_japanese_is():
+    img = _tall_l()
+    en = prepare_line(img, 32, vertical=get_profile("en").vertical)
+    assert not en.transposed and en.image_size == (60, 20)
+    # 20 px at scale 32/60 is 11 columns, padded with white to 32
+    assert en.scale == pytest.approx(32 / 60) and en.array.shape == (3, 32, 32)
+    assert en.array[:, :, 11:].min() == pytest.approx(1.0)
+    jp = prepare_line(img, 32, vertical=get_profile("jp").vertical)
+    assert jp.transposed and jp.scale == pytest.approx(32 / 20) and jp.array.shape == (3, 32, 96)
+    # Without a profile: by shape, as before.
+    assert prepare_line(img, 32).transposed
+    # Wide lines are horizontal whatever the profile says.
+    wide = np.ascontiguousarray(img.transpose(1, 0, 2))
+    assert not prepare_line(wide, 32, vertical=True).transposed
+
+
+def test_vertical_choice_follows_profile_and_meta():
+    assert not line_is_vertical(60, 20, False)
+    assert line_is_vertical(60, 20, True) and line_is_vertical(60, 20, None)
+    assert not line_is_vertical(20, 60, True)
+    # Explicit choice wins; else the model's meta; models from before `vertical`: by shape.
+    assert resolve_vertical(False, {"vertical": True}) is False
+    assert resolve_vertical(None, {"vertical": False}) is False
+    assert resolve_vertical(None, {}) is True

@@ -11,15 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
+from effocr.cli import main
 from effocr.config import load_config
 from effocr.data.coco import load_coco
 from effocr.localizer.backends import available_backends, create_localizer
 from effocr.localizer.evaluate import evaluate_detections, evaluate_localizer, prf_at_iou
 from effocr.localizer.export import export_onnx, localizer_meta
-from effocr.localizer.model import load_localizer, prepare_line
+from effocr.localizer.model import TorchLocalizer, load_localizer, model_meta, prepare_line
 from effocr.localizer.postprocess import Detections
 from effocr.localizer.runtime import LocalizerSession
 from effocr.localizer.train import train_localizer
+from effocr.profiles import get_profile
 from effocr.utils import EffOCRError
 
 
@@ -30,6 +32,43 @@ def _config(**localizer) -> dict:
 def _rows(path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+def _tall_l() -> np.ndarray:
+    """An English line of one glyph, `l`, 20 px wide and 60 px tall."""
+    from PIL import ImageDraw, ImageFont
+
+    im = Image.new("RGB", (20, 60), "white")
+    ImageDraw.Draw(im).text(
+        (10, 30), "l", fill="black", font=ImageFont.load_default(size=48), anchor="mm"
+    )
+    return np.asarray(im)
+
+
+def test_tall_english_line_keeps_its_orientation():
+    # An untrained model with every cell a detection: only the geometry is checked.
+    torch.manual_seed(0)
+    model = create_localizer("default", classes=["char", "word"], input_height=32)
+    img = _tall_l()
+    for language, vertical in (("en", False), ("jp", True)):
+        meta = model_meta(model, {"score_threshold": 0.0}, vertical=get_profile(language).vertical)
+        assert meta["vertical"] is vertical
+        loc = TorchLocalizer(model, meta)
+        seen = []
+        raw = loc.raw
+        loc.raw = lambda prepared, raw=raw, seen=seen: seen.append(prepared) or raw(prepared)
+        det = loc.detect(img)  # the profile's setting, from the meta
+        assert seen[0].transposed is vertical and det.vertical is vertical
+        # network input: 32 px high; the line's height (English) or its width (jp) scaled to it
+        assert seen[0].array.shape[1:] == ((32, 96) if vertical else (32, 32))
+        assert len(det.chars) > 0
+        crops = det.crop_boxes()
+        if vertical:  # full line width, rows of the glyph
+            assert (crops[:, 0] == 0).all() and (crops[:, 2] == 20).all()
+        else:  # full line height, columns of the glyph, as the recognizer was trained
+            assert (crops[:, 1] == 0).all() and (crops[:, 3] == 60).all()
+        # An explicit choice overrides the meta.
+        assert loc.detect(img, vertical=not vertical).vertical is not vertical
 
 
 @pytest.fixture(scope="module")
@@ -102,21 +141,36 @@ def test_onnx_export_parity(trained, tmp_path):
         np.asarray(Image.open(trained["image_dir"] / im["file_name"]).convert("RGB"))
         for im in coco["images"][:4]
     ]
-    imgs.append(np.ascontiguousarray(imgs[0].transpose(1, 0, 2)))  # a vertical line
+    imgs.append(np.ascontiguousarray(imgs[0].transpose(1, 0, 2)))  # taller than wide
+    # English: no vertical lines unless told (True checks the transposing path too).
+    assert meta["vertical"] is False and session.meta["vertical"] is False
     for img in imgs:
-        prepared = prepare_line(img, meta["input_height"])
-        ref = torch_loc.raw(prepared)
-        got = session.raw(img)[0]
-        assert got.shape == ref.shape
-        assert np.abs(got - ref).max() < 1e-3
-        a, b = torch_loc.detect(img), session.detect(img)
-        assert len(a.chars) == len(b.chars) and len(a.words) == len(b.words)
-        assert np.abs(a.chars - b.chars).max(initial=0) < 0.05
-        assert a.spaces.tolist() == b.spaces.tolist()
+        for vertical in (None, True):
+            # None: the model's meta, False for English.
+            prepared = prepare_line(img, meta["input_height"], vertical=bool(vertical))
+            ref = torch_loc.raw(prepared)
+            got = session.raw(img, vertical=vertical)[0]
+            assert got.shape == ref.shape
+            assert np.abs(got - ref).max() < 1e-3
+            a, b = torch_loc.detect(img, vertical=vertical), session.detect(img, vertical=vertical)
+            assert a.vertical == b.vertical == (vertical is True and img.shape[0] > img.shape[1])
+            assert len(a.chars) == len(b.chars) and len(a.words) == len(b.words)
+            assert np.abs(a.chars - b.chars).max(initial=0) < 0.05
+            assert a.spaces.tolist() == b.spaces.tolist()
+
+
+def _best_epoch(rows: list[dict]) -> int:
+    """The epoch train_localizer keeps: highest mean F1, ties to COCO AP, then the earliest."""
+    scores = [(float(r["val_mean_f1"]), float(r["val_AP"])) for r in rows]
+    return scores.index(max(scores)) + 1
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow
-def test_resume_after_interruption(lines, tmp_path):
+def test_resume_after_interruption(lines, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     coco_json, image_dir = lines
     config = _config(epochs=3)
@@ -125,15 +179,79 @@ def test_resume_after_interruption(lines, tmp_path):
     train_localizer(config, coco_json, coco_json, image_dir, part, threads=1, max_epochs_this_run=1)
     assert len(_rows(part / "metrics.csv")) == 1
     assert torch.load(part / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    # Snakemake deletes the declared outputs of an interrupted job, not the checkpoint.
+    outputs = ("model.pt", "metrics.csv", "curve.png", "config.yaml")
+    for name in outputs:
+        (part / name).unlink()
     train_localizer(config, coco_json, coco_json, image_dir, part, threads=1)
+    for name in outputs:
+        assert (part / name).is_file(), name
     a, b = _rows(full / "metrics.csv"), _rows(part / "metrics.csv")
     drop = ("seconds",)
     assert [{k: v for k, v in r.items() if k not in drop} for r in a] == [
         {k: v for k, v in r.items() if k not in drop} for r in b
     ]
+    ckpt = torch.load(part / "checkpoint.pt", weights_only=False)
+    model = torch.load(part / "model.pt", weights_only=False)
+    best = _best_epoch(b)
+    assert model["epoch"] == ckpt["best"]["epoch"] == best
+    assert _same_state(model["model"], ckpt["best"]["state"])
+    # the same weights as the uninterrupted run's best epoch
+    assert _same_state(model["model"], torch.load(full / "model.pt", weights_only=False)["model"])
+    if best != 3:
+        assert not _same_state(model["model"], ckpt["model"])  # not the last epoch's weights
+
+    # Killed after the last epoch's checkpoint: the rerun writes the outputs, trains nothing.
+    for name in outputs:
+        (part / name).unlink()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the checkpoint covers every epoch: nothing to train")
+
+    monkeypatch.setattr("effocr.localizer.train.train_one_epoch", no_training)
+    returned = train_localizer(config, coco_json, coco_json, image_dir, part, threads=1)
+    monkeypatch.undo()
+    for name in outputs:
+        assert (part / name).is_file(), name
+    assert _rows(part / "metrics.csv") == b
+    again = torch.load(part / "model.pt", weights_only=False)
+    assert again["epoch"] == best and _same_state(again["model"], model["model"])
+    assert returned["mean_f1"] == pytest.approx(float(b[best - 1]["val_mean_f1"]), abs=1e-6)
+
     # a different config does not resume from that checkpoint
     train_localizer(_config(epochs=1, lr=0.001), coco_json, coco_json, image_dir, part, threads=1)
     assert len(_rows(part / "metrics.csv")) == 1
+
+
+def test_evaluate_localizer_cli_options(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(
+        "effocr.localizer.evaluate.evaluate_localizer", lambda *a, **kw: calls.append((a, kw))
+    )
+    base = ["evaluate-localizer", "--model", "m.onnx", "--coco", "c.json"]
+    base += ["--image-dir", "img", "--out", str(tmp_path / "e.json")]
+    assert main(base) == 0
+    assert calls[-1][1]["thresholds"] is None and calls[-1][1]["input_height"] == 32
+    extra = ["--layout", "yolov8", "--input-height", "48", "--score-threshold", "0.4"]
+    assert main([*base, *extra, "--nms-iou", "0.6"]) == 0
+    args, kw = calls[-1]
+    assert args == ("m.onnx", "c.json", "img", str(tmp_path / "e.json"))
+    assert kw["layout"] == "yolov8" and kw["input_height"] == 48
+    assert kw["thresholds"] == {"score_threshold": 0.4, "nms_iou": 0.6}
+    assert main([*base, "--nms-iou", "0.3"]) == 0
+    assert calls[-1][1]["thresholds"] == {"nms_iou": 0.3}
+
+
+@pytest.mark.slow
+def test_evaluate_localizer_cli_thresholds(trained, tmp_path):
+    base = ["evaluate-localizer", "--model", str(trained["out"] / "model.pt")]
+    base += ["--coco", str(trained["json"]), "--image-dir", str(trained["image_dir"])]
+    assert main([*base, "--out", str(tmp_path / "a.json"), "--score-threshold", "0.3"]) == 0
+    assert main([*base, "--out", str(tmp_path / "b.json"), "--score-threshold", "0.999"]) == 0
+    a = json.loads((tmp_path / "a.json").read_text())
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert a["char"]["f1"] == pytest.approx(trained["best"]["char"]["f1"])
+    assert b["char"]["n_pred"] < a["char"]["n_pred"]
 
 
 def test_prf_and_coco_metrics_on_known_boxes():
@@ -197,7 +315,7 @@ def test_japanese_vertical_char_only(tiny_coco_factory, tmp_path):
     config = load_config(None, {"language": "jp", "localizer": {"epochs": 2, "batch_size": 3}})
     train_localizer(config, coco_json, coco_json, image_dir, tmp_path, threads=1)
     meta = localizer_meta(tmp_path / "model.pt")
-    assert meta["classes"] == ["char"] and meta["spaces"] is False
+    assert meta["classes"] == ["char"] and meta["spaces"] is False and meta["vertical"] is True
     session = LocalizerSession(export_onnx(tmp_path / "model.pt", tmp_path / "loc.onnx"))
     coco = load_coco(coco_json)
     vertical = [im for im in coco["images"] if im["height"] > im["width"]]

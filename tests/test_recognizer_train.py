@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import types
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from test_recognizer_index import render_manifest, tiny_config
 
+from effocr.recognizer.dataset import GlyphRecord
 from effocr.recognizer.hardneg import mine_hard_negatives
 from effocr.recognizer.model import load_recognizer
-from effocr.recognizer.train import train_recognizer
+from effocr.recognizer.train import split_records, train_recognizer
 
 torch.set_num_threads(1)
 CHARS = "abdehkmnprstxyz"
@@ -112,3 +117,176 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, data):
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
     assert [r["val_p1"] for r in resumed["metrics"]] == [r["val_p1"] for r in straight["metrics"]]
+
+
+# ---------------------------------------------------------------------------
+# Weights & Biases is optional
+# ---------------------------------------------------------------------------
+
+
+class _FakeWandbRun:
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def log(self, data, step=None):
+        self.calls.append(("log", dict(data), step))
+
+    def finish(self):
+        self.calls.append(("finish",))
+
+
+def _fake_wandb(calls: list) -> types.ModuleType:
+    fake = types.ModuleType("wandb")
+
+    def init(**kwargs):
+        calls.append(("init", kwargs))
+        return _FakeWandbRun(calls)
+
+    fake.init = init
+    return fake
+
+
+@pytest.mark.slow
+def test_wandb_logs_each_epoch_and_finishes(tmp_path, data, monkeypatch):
+    calls: list = []
+    monkeypatch.setitem(sys.modules, "wandb", _fake_wandb(calls))
+    config = tiny_config(**ENC, epochs=2, num_passes=1, wandb={"project": "x"})
+    out = tmp_path / "p1"
+    summary = train_recognizer(data, out, config, threads=1)
+
+    assert [c[0] for c in calls] == ["init", "log", "log", "finish"]
+    init = calls[0][1]
+    assert init["project"] == "x"
+    assert init["name"] == "pass1"
+    assert init["dir"] == str(out)
+    assert init["config"]["recognizer"]["wandb"] == {"project": "x"}
+    logs = [c for c in calls if c[0] == "log"]
+    assert [step for _, _, step in logs] == [1, 2]
+    for (_, logged, step), row in zip(logs, summary["metrics"][1:], strict=True):
+        assert "epoch" not in logged
+        assert logged["val_p1"] == row["val_p1"] and logged["loss"] == row["loss"], step
+        assert set(logged) == {k for k in row if k != "epoch"}
+    assert (out / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_wandb_absent_trains_and_warns(tmp_path, data, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
+    config = tiny_config(**ENC, epochs=1, num_passes=1, wandb={"project": "x"})
+    with caplog.at_level(logging.WARNING, logger="effocr.recognizer.train"):
+        summary = train_recognizer(data, tmp_path / "p1", config, threads=1)
+    assert [r["epoch"] for r in summary["metrics"]] == [0, 1]
+    assert (tmp_path / "p1" / "model.pt").exists()
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "wandb" in r.getMessage()
+    ]
+    assert warnings, caplog.text
+    assert "not installed" in warnings[0].getMessage()
+
+
+# ---------------------------------------------------------------------------
+# hn_fine_tune: the second pass starts where the first one ended
+# ---------------------------------------------------------------------------
+
+
+def _csv_rows(path):
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_hn_fine_tune_starts_from_pass1_precision(tmp_path, data):
+    config = tiny_config(**ENC, epochs=2, num_passes=2, hn_fine_tune=True)
+    assert config["recognizer"]["hn_fine_tune"] is True
+    p1_dir, p2_dir = tmp_path / "pass1", tmp_path / "pass2"
+    train_recognizer(data, p1_dir, config, threads=1)
+    p1 = json.loads((p1_dir / "metrics.json").read_text(encoding="utf-8"))
+    # Pass 1 learnt something, so a fresh start would score visibly lower than its model.
+    assert p1["best_val_p1"] > p1["zero_shot_val_p1"], p1["metrics"]
+
+    hns = mine_hard_negatives(p1_dir / "model.pt", data, tmp_path / "hns.txt", config)
+    train_recognizer(
+        data,
+        p2_dir,
+        tiny_config(**ENC, epochs=1, num_passes=1, hn_fine_tune=True),
+        hns=hns,
+        init_model=p1_dir / "model.pt",
+        threads=1,
+    )
+    rows = _csv_rows(p2_dir / "metrics.csv")
+    assert rows[0]["epoch"] == "0"
+    zero_shot = float(rows[0]["val_p1"])
+    p2 = json.loads((p2_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert p2["pass"] == "pass2"
+    assert p2["zero_shot_val_p1"] == pytest.approx(zero_shot)
+    # Same validation set (same seed, manifest and reference fonts): the saved pass-1 model
+    # (its best epoch) scores at least its recorded precision before any pass-2 step.
+    assert zero_shot >= p1["best_val_p1"] - 1e-9, (zero_shot, p1["best_val_p1"])
+    assert zero_shot > p1["zero_shot_val_p1"]
+
+
+# ---------------------------------------------------------------------------
+# split_records without real crops: held-out fonts
+# ---------------------------------------------------------------------------
+
+SPLIT_REF = "RefSerif"
+SPLIT_OTHERS = tuple(f"Font{i:02d}" for i in range(13))  # 15% of 13 -> 2 held out
+
+
+def _render_records(fonts, chars="abc", real_train_fonts=()):
+    recs = [
+        GlyphRecord(Path(f"glyphs/{font}/{ord(c):04X}.png"), f"U+{ord(c):04X}", "render", font, "")
+        for font in fonts
+        for c in chars
+    ]
+    recs += [
+        GlyphRecord(
+            Path(f"crops/{font}/{ord(c):04X}.png"), f"U+{ord(c):04X}", "real", font, "train"
+        )
+        for font in real_train_fonts
+        for c in chars
+    ]
+    return recs
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_split_records_holds_out_whole_non_reference_fonts(seed):
+    records = _render_records((SPLIT_REF, *SPLIT_OTHERS))
+    train, val, desc = split_records(records, [SPLIT_REF], seed)
+    held = {r.origin for r in val}
+    train_fonts = {r.origin for r in train}
+    assert len(held) == 2
+    assert held <= set(SPLIT_OTHERS)
+    assert SPLIT_REF in train_fonts and SPLIT_REF not in held
+    assert not held & train_fonts
+    # Whole fonts: every glyph of a held-out font is in validation, all others in training.
+    assert len(val) == 3 * len(held)
+    assert len(train) + len(val) == len(records)
+    assert all(r.source == "render" for r in val)
+    assert "held-out" in desc and all(f in desc for f in held)
+
+
+def test_split_records_held_out_fonts_are_deterministic_per_seed():
+    records = _render_records((SPLIT_REF, *SPLIT_OTHERS))
+
+    def held(seed, recs=records):
+        return sorted({r.origin for r in split_records(recs, [SPLIT_REF], seed)[1]})
+
+    for seed in range(5):
+        assert held(seed) == held(seed)
+        # The input order does not change the choice.
+        assert held(seed, list(reversed(records))) == held(seed)
+    assert len({tuple(held(s)) for s in range(20)}) > 1, "the seed never changes the choice"
+
+
+def test_split_records_several_reference_fonts_never_held_out():
+    refs = ["RefSerif", "RefSerif2"]
+    records = _render_records((*refs, "FontA", "FontB"), real_train_fonts=("Scan",))
+    for seed in range(10):
+        train, val, _ = split_records(records, refs, seed)
+        held = {r.origin for r in val}
+        assert len(held) == 1 and held <= {"FontA", "FontB"}
+        assert set(refs) <= {r.origin for r in train}
+        # Real training crops still train when validation falls back to held-out renders.
+        assert sum(r.source == "real" for r in train) == 3
+        assert all(r.source == "render" for r in val)

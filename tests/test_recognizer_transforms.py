@@ -88,3 +88,137 @@ def test_render_augment_is_seeded_and_changes_pixels():
 def test_unknown_augment_key_is_an_error():
     with pytest.raises(EffOCRError, match="recognizer.augment.*blurr_p"):
         resolve_augment(get_profile("en").augment, {"blurr_p": 0.5})
+
+
+# --- RenderAugment: torchvision ops driven by a seeded NumPy generator ---------------------------
+
+OPS = (
+    "erode_dilate_p",
+    "affine_p",
+    "recolor_p",
+    "color_jitter_p",
+    "noise_p",
+    "blur_p",
+    "grayscale_p",
+)
+
+
+def _only(op: str | None, size: int = 32, **extra) -> RenderAugment:
+    """An augmentation with every op off except `op` (forced on), plus `extra` parameters."""
+    params = {k: 0.0 for k in OPS}
+    if op is not None:
+        params[op] = 1.0
+    params.update(extra)
+    return RenderAugment(size, resolve_augment(None, params))
+
+
+def _glyph() -> np.ndarray:
+    """A coloured glyph (dark blue stem, red bar, gray dot) on white, so every op shows."""
+    img = np.full((40, 24, 3), 255, np.uint8)
+    img[6:34, 10:14] = (20, 30, 120)
+    img[18:22, 4:20] = (200, 30, 30)
+    img[30:34, 16:20] = 128
+    return img
+
+
+def test_render_augment_same_seed_same_pixels_whatever_the_torch_rng_or_call_order():
+    aug = render_augment(get_profile("en").augment, size=32)
+    img = _glyph()
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    first = [aug.augment_uint8(img, s) for s in range(10)]
+    torch.manual_seed(1234)
+    again = render_augment(get_profile("en").augment, size=32)
+    for s in reversed(range(10)):  # a fresh instance, another order, another torch seed
+        assert np.array_equal(again.augment_uint8(img, s), first[s])
+        assert np.array_equal(aug(img, s), aug(img, s))
+
+
+def test_render_augment_different_seeds_give_different_pixels():
+    aug = render_augment(get_profile("en").augment, size=32)
+    img = _glyph()
+    outs = [aug.augment_uint8(img, s).tobytes() for s in range(20)]
+    assert len(set(outs)) >= 18
+
+
+def test_render_augment_all_ops_off_is_preprocess_pixel_for_pixel():
+    img = _glyph()
+    off = _only(None)
+    for s in range(3):
+        assert np.allclose(off(img, s), preprocess(img, 32), atol=1e-6)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_each_op_forced_on_changes_the_image_and_keeps_shape_and_dtype(op):
+    # Size 64: the blur sigma scales with the input (0.1-2 px at 224), so at 32 px it is below
+    # a third of a pixel and a true Gaussian leaves the uint8 pixels as they are.
+    img = _glyph()
+    aug = _only(op, size=64)
+    base = _only(None, size=64).augment_uint8(img, 0)
+    outs = [aug.augment_uint8(img, s) for s in range(8)]
+    for out in outs:
+        assert out.shape == (64, 64, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+    assert sum(not np.array_equal(out, base) for out in outs) >= 4, op
+    normed = aug(img, 3)
+    assert normed.shape == (3, 64, 64) and normed.dtype == np.float32
+
+
+def test_affine_fills_with_white():
+    # A small glyph in the middle: translating it never uncovers the corners, which stay white.
+    img = np.full((32, 32, 3), 255, np.uint8)
+    img[12:20, 14:18] = 0
+    aug = _only("affine_p", translate=0.2, scale=[0.9, 1.1], rotate=10.0)
+    moved = 0
+    for s in range(10):
+        out = aug.augment_uint8(img, s)
+        for corner in (out[:3, :3], out[:3, -3:], out[-3:, :3], out[-3:, -3:]):
+            assert (corner == 255).all()
+        moved += not np.array_equal(out, _only(None).augment_uint8(img, s))
+    assert moved >= 8
+    # No gray seam along the edges (pytorch/vision#8083): white paper stays exactly white.
+    for s in range(10):
+        assert (aug.augment_uint8(np.full((20, 12, 3), 255, np.uint8), s) == 255).all()
+    # An all-black square: what the shift uncovers is filled white (torchvision's default is 0).
+    black = np.zeros((32, 32, 3), np.uint8)
+    out = _only("affine_p", translate=0.3, scale=[1.0, 1.0]).augment_uint8(black, 1)
+    assert (out == 255).all(axis=2).sum() >= 10
+
+
+def test_grayscale_gives_equal_channels():
+    img = _glyph()
+    params = dict(resolve_augment(get_profile("en").augment), grayscale_p=1.0)
+    aug = RenderAugment(32, params)
+    for s in range(10):
+        out = aug.augment_uint8(img, s)
+        assert np.array_equal(out[..., 0], out[..., 1])
+        assert np.array_equal(out[..., 0], out[..., 2])
+
+
+def test_erode_dilate_is_a_3x3_min_max_like_max_pool2d():
+    torch = pytest.importorskip("torch")
+    from effocr.recognizer.transforms import _erode_dilate
+
+    img = np.random.default_rng(0).integers(0, 256, (17, 9, 3), dtype=np.uint8)
+    t = torch.from_numpy(img).permute(2, 0, 1)[None].contiguous()
+    thin = torch.nn.functional.max_pool2d(t, 3, stride=1, padding=1)
+    thick = 255 - torch.nn.functional.max_pool2d(255 - t, 3, stride=1, padding=1)
+    assert np.array_equal(_erode_dilate(img, thicken=False), thin[0].permute(1, 2, 0).numpy())
+    assert np.array_equal(_erode_dilate(img, thicken=True), thick[0].permute(1, 2, 0).numpy())
+    # On a glyph: the min filter thickens the ink, the max filter thins it.
+    bar = _bar()
+    ink = (bar < 128).all(axis=2).sum()
+    assert (_erode_dilate(bar, thicken=True) < 128).all(axis=2).sum() > ink
+    assert (_erode_dilate(bar, thicken=False) < 128).all(axis=2).sum() < ink
+
+
+def test_preprocess_does_not_import_torchvision():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from effocr.recognizer.transforms import preprocess\n"
+        "preprocess(np.zeros((4, 6, 3), np.uint8), 8)\n"
+        "assert 'torchvision' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

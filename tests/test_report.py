@@ -140,3 +140,30 @@ def test_training_csv_numeric_columns(tmp_path):
     cols = read_training_csv(f)
     assert list(cols) == ["epoch", "loss", "acc"]
     assert cols["loss"] == [0.5, 0.4] and cols["acc"][1] == 0.7
+
+
+def test_orientation_rows_only_for_sets_with_vertical_lines(tmp_path, eval_dirs):
+    gt = tmp_path / "gt_jp"
+    gt.mkdir()
+    for i, (size, text) in enumerate((((120, 30), "横書き"), ((30, 120), "縦書きの行"))):
+        Image.new("L", size, 255).save(gt / f"{i}.png")
+        (gt / f"{i}.gt.txt").write_text(text, encoding="utf-8")
+    eval_set = EvalSet("jp", "gt_dir", gt, load_gt_dir(gt))
+    tess = {"status": {"available": True, "lang": "jpn"}, "texts": ["横書き", "縦書"]}
+    write_results(eval_set, ["横書", "縦書きの行"], tmp_path / "eval" / "jp", tesseract=tess)
+    out = tmp_path / "report"
+    # `scans` is left out: its one-letter line "B" is taller than wide, and the fixture does
+    # not tell write_results that English has no vertical lines (evaluate_set does).
+    sets = {"test": eval_dirs["test"], "jp": tmp_path / "eval" / "jp"}
+    summary = build_report(sets, out, worst_lines=1)
+    by = summary["sets"]["jp"]["effocr"]["by_orientation"]
+    assert by["vertical"]["cer"] == 0.0 and by["horizontal"]["cer"] == pytest.approx(1 / 3)
+    page = (out / "index.html").read_text(encoding="utf-8")
+    table = page.split("<h3>By line orientation</h3>")[1].split("</table>")[0]
+    rows = re.findall(r"<tr[^>]*><td class=l>(\w+)</td><td class=l>(\w+)</td>", table)
+    # Only the set with vertical lines; both systems, both orientations.
+    assert rows == [("jp", "horizontal"), ("jp", "vertical")] * 2
+    assert "33.33%" in table and "60.00%" in table  # EffOCR horizontal, Tesseract vertical
+    # Without vertical lines there is no such table.
+    build_report({"test": eval_dirs["test"]}, tmp_path / "plain", worst_lines=1)
+    assert "By line orientation" not in (tmp_path / "plain" / "index.html").read_text()

@@ -1,7 +1,8 @@
 """The data stage run by the real Snakemake in a temporary directory.
 
 Synthetic lines (rule synth_lines) -> validate_coco -> split_coco -> crop_glyphs, plus
-render_glyphs (2 fonts, a small charset) -> build_recognizer_dataset.
+render_glyphs (2 fonts, a small charset) -> build_recognizer_dataset; in English and in
+Japanese (IPA fonts, horizontal and vertical lines, centred renders).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from test_coco import make_lines
@@ -20,9 +22,25 @@ from test_coco import make_lines
 from effocr.utils import label_to_codepoints
 
 REPO = Path(__file__).resolve().parents[1]
-FONTS = ["DejaVuSans", "DejaVuSerif"]
-CHARSET = "abcdehlnort,.'"
-TEXT = "the cat ate the hot bread. here, a lot 'o bread on the table. the rat ran to the end.\n"
+# Per language: fonts (the second is the reference), a small charset, a text using only it.
+LANGUAGES = {
+    "en": (
+        ["DejaVuSans", "DejaVuSerif"],
+        "abcdehlnort,.'",
+        "the cat ate the hot bread. here, a lot 'o bread on the table. the rat ran to the end.\n",
+    ),
+    "jp": (
+        ["ipag", "ipam"],
+        "日本語の文字をよむ。たてこがき行",
+        "日本語の文字をよむ。たてがきの行をよむ。よこがきの行をよむ。日本の文字の行。\n",
+    ),
+}
+
+
+def _have_fonts(stems: list[str]) -> bool:
+    from effocr.synth.fonts import find_fonts
+
+    return {f.stem for f in find_fonts(include=stems)} >= set(stems)
 
 
 def _snakemake(workdir: Path, config: dict, target: str) -> subprocess.CompletedProcess:
@@ -55,14 +73,15 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _tiny_config(workdir: Path) -> dict:
-    (workdir / "text.txt").write_text(TEXT * 3, encoding="utf-8")
+def _tiny_config(workdir: Path, language: str = "en") -> dict:
+    fonts, charset, text = LANGUAGES[language]
+    (workdir / "text.txt").write_text(text * 3, encoding="utf-8")
     (workdir / "charset.txt").write_text(
-        "".join(f"{label_to_codepoints(c)}\t{c}\n" for c in CHARSET), encoding="utf-8"
+        "".join(f"{label_to_codepoints(c)}\t{c}\n" for c in charset), encoding="utf-8"
     )
-    return {
+    config = {
         "seed": 7,
-        "language": "en",
+        "language": language,
         "results_dir": "results",
         "dataset": {"coco_json": "lines/lines.json", "image_dir": "lines/images"},
         "synth": {
@@ -72,15 +91,23 @@ def _tiny_config(workdir: Path) -> dict:
             "max_chars": 16,
             "font_sizes": [20, 24],
         },
-        "fonts": {"include": FONTS, "reference": [FONTS[1]]},
+        "fonts": {"include": fonts, "reference": [fonts[1]]},
         "render": {"charset": "charset.txt", "size": 32},
         "split": {"ratios": [0.6, 0.2, 0.2]},
     }
+    if language == "jp":
+        config["synth"]["vertical_fraction"] = 0.5
+    return config
 
 
 @pytest.mark.slow
-def test_data_stage(tmp_path):
-    result = _snakemake(tmp_path, _tiny_config(tmp_path), "results/recognizer_dataset/manifest.csv")
+@pytest.mark.parametrize("language", ["en", "jp"])
+def test_data_stage(tmp_path, language):
+    fonts, charset, _ = LANGUAGES[language]
+    if not _have_fonts(fonts):
+        pytest.skip(f"fonts {fonts} are not installed (`make sysdeps` installs the IPA fonts)")
+    config = _tiny_config(tmp_path, language)
+    result = _snakemake(tmp_path, config, "results/recognizer_dataset/manifest.csv")
     assert result.returncode == 0, result.stderr[-4000:]
     res = tmp_path / "results"
 
@@ -103,12 +130,13 @@ def test_data_stage(tmp_path):
     dataset = _csv(res / "recognizer_dataset" / "manifest.csv")
     summary = json.loads((res / "recognizer_dataset" / "summary.json").read_text())
     renders = [r for r in dataset if r["source"] == "render"]
-    # Every charset character rendered once per font (both DejaVu fonts cover ASCII).
+    # Every charset character rendered once per font (both fonts cover the charset).
     per_font = Counter(r["origin"] for r in renders)
-    assert sorted(per_font) == FONTS
-    assert set(per_font.values()) == {len(CHARSET)}
+    assert sorted(per_font) == sorted(fonts)
+    assert set(per_font.values()) == {len(charset)}
     assert {r["split"] for r in renders} == {"train"}
-    assert summary["classes"] == len(CHARSET)
+    assert {r["codepoints"] for r in renders} == {label_to_codepoints(c) for c in charset}
+    assert summary["classes"] == len(charset)
     assert summary["real_only_classes"] == []
     assert sum(1 for r in dataset if r["source"] == "real") == len(crops)
     for r in dataset[:: max(1, len(dataset) // 20)]:
@@ -116,6 +144,38 @@ def test_data_stage(tmp_path):
     for rule in ("validate_coco", "split_coco", "crop_glyphs", "build_recognizer_dataset"):
         assert (res / "logs" / f"{rule}.log").is_file()
         assert (res / "benchmarks" / f"{rule}.tsv").is_file()
+    if language == "jp":
+        _check_japanese(tmp_path, renders, crops)
+
+
+def _check_japanese(workdir: Path, renders: list[dict], crops: list[dict]) -> None:
+    """Centred square renders; both orientations; vertical lines cropped full width."""
+    from PIL import Image
+
+    res = workdir / "results"
+    for r in renders:
+        with Image.open(res / "recognizer_dataset" / r["path"]) as im:
+            assert im.width == im.height, r["path"]  # `centered` mode: a square
+            ink = np.asarray(im.convert("L")) < 255  # any ink, as the renderer centres it
+        ys, xs = np.nonzero(ink)
+        assert len(xs), r["path"]
+        h, w = ink.shape
+        # The ink's margins are the same on both sides (within a pixel of rounding).
+        assert abs(xs.min() - (w - 1 - xs.max())) <= 1 and abs(ys.min() - (h - 1 - ys.max())) <= 1
+    lines = {
+        im["file_name"]: im
+        for im in json.loads((workdir / "lines" / "lines.json").read_text())["images"]
+    }
+    assert all(" " not in im["text"] for im in lines.values())  # no spaces in Japanese
+    vertical = {name for name, im in lines.items() if im["height"] > im["width"]}
+    assert 0 < len(vertical) < len(lines), "expected both horizontal and vertical lines"
+    for r in crops:
+        line = lines[r["origin"]]
+        with Image.open(res / "crops" / r["path"]) as im:
+            if r["origin"] in vertical:
+                assert im.width == line["width"] and im.height < line["height"], r["path"]
+            else:
+                assert im.height == line["height"] and im.width < line["width"], r["path"]
 
 
 @pytest.mark.slow

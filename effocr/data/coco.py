@@ -111,9 +111,14 @@ def index_coco(coco: dict, char_category: str = "char", word_category: str = "wo
     return index
 
 
-def is_vertical(image: dict) -> bool:
-    """A line is vertical (read top to bottom) when its image is taller than wide."""
-    return image["height"] > image["width"]
+def is_vertical(image: dict, vertical: bool | None = None) -> bool:
+    """A line is vertical (read top to bottom) when its image is taller than wide.
+
+    `vertical` is whether vertical lines occur at all (the language profile's `vertical`):
+    False rules them out (an English one-glyph line taller than wide is horizontal), as the
+    localizer does (`effocr.localizer.model.line_is_vertical`); True or None: by shape.
+    """
+    return vertical is not False and image["height"] > image["width"]
 
 
 def sort_reading_order(anns: list[dict], vertical: bool) -> list[dict]:
@@ -136,11 +141,13 @@ def _as_index(coco_or_index: dict | CocoIndex) -> CocoIndex:
     return coco_or_index if isinstance(coco_or_index, CocoIndex) else index_coco(coco_or_index)
 
 
-def line_chars(coco_or_index: dict | CocoIndex, image: dict) -> list[tuple[str, dict]]:
+def line_chars(
+    coco_or_index: dict | CocoIndex, image: dict, vertical: bool | None = None
+) -> list[tuple[str, dict]]:
     """The image's char annotations in reading order, each paired with its character.
 
     Pass a `CocoIndex` when calling this for many images (a plain COCO dict is indexed on
-    every call).
+    every call). `vertical`: whether vertical lines occur (see `is_vertical`).
 
     Raises:
         EffOCRError: the image has no `text` or its char box count differs from its number of
@@ -150,7 +157,9 @@ def line_chars(coco_or_index: dict | CocoIndex, image: dict) -> list[tuple[str, 
     if not isinstance(image.get("text"), str):
         raise EffOCRError(f"image {image.get('id')} ({image.get('file_name')}): no `text` field")
     chars = line_text_chars(image)
-    anns = sort_reading_order(index.image_anns(image["id"], index.char_id), is_vertical(image))
+    anns = sort_reading_order(
+        index.image_anns(image["id"], index.char_id), is_vertical(image, vertical)
+    )
     if len(anns) != len(chars):
         raise EffOCRError(
             f"image {image['id']} ({image.get('file_name')}): {len(anns)} char boxes but "
@@ -159,7 +168,11 @@ def line_chars(coco_or_index: dict | CocoIndex, image: dict) -> list[tuple[str, 
     return list(zip(chars, anns, strict=True))
 
 
-def line_words(coco_or_index: dict | CocoIndex, image: dict) -> list[dict]:
+def line_words(
+    coco_or_index: dict | CocoIndex, image: dict, vertical: bool | None = None
+) -> list[dict]:
     """The image's word annotations in reading order (empty without a word category)."""
     index = _as_index(coco_or_index)
-    return sort_reading_order(index.image_anns(image["id"], index.word_id), is_vertical(image))
+    return sort_reading_order(
+        index.image_anns(image["id"], index.word_id), is_vertical(image, vertical)
+    )

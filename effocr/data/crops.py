@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
+from effocr.profiles import get_profile
 from effocr.utils import EffOCRError, atomic_path, label_to_codepoints, progress
 
 LOG = logging.getLogger(__name__)
@@ -64,8 +65,13 @@ def crop_glyphs(
     *,
     char_category: str = "char",
     word_category: str = "word",
+    vertical: bool | None = None,
 ) -> dict[str, int]:
     """Cut one crop per char box of every split and write the crops manifest.
+
+    `vertical` is whether vertical lines occur (the language profile's `vertical`): False
+    crops every line as horizontal (full height), as the English localizer reads it; True or
+    None treat a line taller than wide as vertical.
 
     Crops go to `out_dir/<split>/<U+XXXX>/<image stem>_<ann_id>.png`; the manifest (CSV) has
     the columns of docs/architecture.md plus `image_id` and `ann_id`, with paths relative to
@@ -103,7 +109,7 @@ def crop_glyphs(
                     )
                 line_split[name] = split
                 try:
-                    pairs = line_chars(index, image)
+                    pairs = line_chars(index, image, vertical)
                 except EffOCRError as exc:
                     raise EffOCRError(f"{json_path}: {exc}") from exc
                 if not pairs:
@@ -120,6 +126,7 @@ def crop_glyphs(
                         full_height,
                         padding,
                         json_path,
+                        vertical,
                     )
                 )
                 counts[split] += len(pairs)
@@ -144,6 +151,7 @@ def _crop_line(
     full_height: bool,
     padding: int,
     json_path: str | os.PathLike,
+    allow_vertical: bool | None = None,
 ) -> list[dict]:
     """Save the crops of one line under `tmp_dir`; manifest rows point at their final place."""
     path = image_dir / image["file_name"]
@@ -152,7 +160,7 @@ def _crop_line(
             line = im.convert("RGB")
     except (OSError, ValueError) as exc:
         raise EffOCRError(f"{json_path}: image {image['id']}: cannot read {path}: {exc}") from exc
-    vertical = is_vertical(image)
+    vertical = is_vertical(image, allow_vertical)
     stem = Path(image["file_name"]).stem
     rel_root = Path(os.path.relpath(out_dir, manifest_path.parent))
     rows = []
@@ -196,6 +204,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--padding", type=int, default=0, help="pixels along the reading direction")
     parser.add_argument("--char-category", default="char")
+    parser.add_argument(
+        "--language",
+        default=None,
+        help="language profile: lines are vertical only where it has vertical lines "
+        "(default: any line taller than wide)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -214,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
         args.full_height,
         args.padding,
         char_category=args.char_category,
+        vertical=get_profile(args.language).vertical if args.language else None,
     )
     print(f"{args.manifest}: {sum(counts.values())} crops ({counts})")
     return 0

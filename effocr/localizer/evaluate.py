@@ -18,6 +18,7 @@ import numpy as np
 
 from effocr.data.coco import category_id, load_coco
 from effocr.localizer.postprocess import Detections, box_iou
+from effocr.profiles import get_profile
 from effocr.utils import EffOCRError, progress, write_json
 
 LOG = logging.getLogger(__name__)
@@ -181,9 +182,16 @@ def evaluate_detections(
 
 
 def detect_split(
-    localizer: Any, coco: dict, image_dir: str | os.PathLike, images: list[np.ndarray] | None = None
+    localizer: Any,
+    coco: dict,
+    image_dir: str | os.PathLike,
+    images: list[np.ndarray] | None = None,
+    vertical: bool | None = None,
 ) -> dict[int, Detections]:
-    """Run `localizer.detect` on every image of a COCO split (images loaded unless given)."""
+    """Run `localizer.detect` on every image of a COCO split (images loaded unless given).
+
+    `vertical`: whether vertical lines occur (the profile's); None: the localizer's meta.
+    """
     from PIL import Image
 
     out: dict[int, Detections] = {}
@@ -196,7 +204,7 @@ def detect_split(
                 arr = np.asarray(Image.open(path).convert("RGB"))
             except (FileNotFoundError, OSError) as exc:
                 raise EffOCRError(f"{path}: cannot read line image {im['id']}: {exc}") from exc
-        out[im["id"]] = localizer.detect(arr)
+        out[im["id"]] = localizer.detect(arr, vertical=vertical)
     return out
 
 
@@ -212,11 +220,14 @@ def evaluate_localizer(
     threads: int = 1,
     thresholds: dict | None = None,
     input_height: int = 32,
+    vertical: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a localizer (`model.pt`, or an ONNX file with `layout`) on a COCO split.
 
     `thresholds` (score_threshold, nms_iou, max_detections, gap_factor) override the model's;
-    `input_height` is the line height given to an external ONNX model with a dynamic input.
+    `input_height` is the line height given to an external ONNX model with a dynamic input;
+    `vertical` is whether vertical lines occur (the profile's `vertical`; None: the model's
+    meta, which a localizer trained by effocr has from its profile).
     Writes ``out_json`` with the metrics, the model and the split named.
     """
     from effocr.localizer.runtime import open_localizer
@@ -227,7 +238,7 @@ def evaluate_localizer(
         model_path, layout=layout, threads=threads, thresholds=thresholds, input_height=input_height
     )
     coco = load_coco(coco_json)
-    dets = detect_split(localizer, coco, image_dir)
+    dets = detect_split(localizer, coco, image_dir, vertical=vertical)
     metrics = evaluate_detections(
         coco, dets, localizer.meta["classes"], {"char": char_category, "word": word_category}
     )
@@ -253,12 +264,44 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layout", default=None, help="output layout of an external ONNX model (see onnx_layouts)"
     )
+    parser.add_argument(
+        "--input-height",
+        type=int,
+        default=32,
+        help="line height given to an external ONNX model with a dynamic input (default 32)",
+    )
+    parser.add_argument(
+        "--score-threshold", type=float, default=None, help="override the model's score threshold"
+    )
+    parser.add_argument(
+        "--nms-iou", type=float, default=None, help="override the model's NMS IoU threshold"
+    )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--language",
+        default=None,
+        help="language profile: lines are vertical only where it has vertical lines "
+        "(default: the model's own setting)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `effocr evaluate-localizer`."""
+    # Only the options given override the model's thresholds.
+    thresholds = {
+        k: v
+        for k, v in (("score_threshold", args.score_threshold), ("nms_iou", args.nms_iou))
+        if v is not None
+    }
     evaluate_localizer(
-        args.model, args.coco, args.image_dir, args.out, layout=args.layout, threads=args.threads
+        args.model,
+        args.coco,
+        args.image_dir,
+        args.out,
+        layout=args.layout,
+        threads=args.threads,
+        thresholds=thresholds or None,
+        input_height=args.input_height,
+        vertical=get_profile(args.language).vertical if args.language else None,
     )
     return 0

@@ -3,9 +3,12 @@
 Design (see config/README.md, section localizer):
 
 * Input: the line resized to a fixed height (`localizer.input_height`, width keeps the aspect
-  ratio, padded with white to a multiple of the deepest stride). Vertical lines (taller than
-  wide) are transposed first, so one model reads both directions. Resizing happens in NumPy
-  (`prepare_line`), never inside the graph, so PyTorch and ONNX Runtime see the same pixels.
+  ratio, padded with white to a multiple of the deepest stride). Vertical lines are transposed
+  first, so one model reads both directions; a line is vertical when it is taller than wide
+  *and* the language profile has vertical lines (`Profile.vertical`, kept in the model's meta
+  as ``vertical``): an English line is never transposed, however narrow. Resizing happens in
+  NumPy (`prepare_line`), never inside the graph, so PyTorch and ONNX Runtime see the same
+  pixels.
 * Network: a small conv/BatchNorm backbone (strides 2..32), torchvision's
   `FeaturePyramidNetwork`, and one torchvision FCOS classification/regression head pair per
   class on one pyramid level each (chars on the fine level, words on a coarser one). One head
@@ -85,13 +88,34 @@ class PreparedLine:
     image_size: tuple[int, int]  # original (height, width)
 
 
-def prepare_line(img: np.ndarray, input_height: int, pad_multiple: int = 32) -> PreparedLine:
+def line_is_vertical(height: int, width: int, vertical: bool | None = None) -> bool:
+    """Whether a line of `height` x `width` pixels is read top to bottom.
+
+    Args:
+        vertical: Whether vertical lines occur at all (the language profile's `vertical`).
+            False: never (English; a one-glyph line taller than wide stays horizontal).
+            True or None: a line taller than wide is vertical.
+    """
+    return vertical is not False and height > width
+
+
+def resolve_vertical(vertical: bool | None, meta: dict) -> bool:
+    """`vertical` when given, else the localizer's own setting (meta ``vertical``, the profile
+    it was trained for; True for models and external layouts that do not say)."""
+    return bool(meta.get("vertical", True)) if vertical is None else bool(vertical)
+
+
+def prepare_line(
+    img: np.ndarray, input_height: int, pad_multiple: int = 32, vertical: bool | None = None
+) -> PreparedLine:
     """Transpose vertical lines, resize to `input_height`, pad width with white, normalise.
 
     Args:
         img: (H, W, 3) uint8 RGB (greyscale (H, W) is accepted).
         input_height: Height of the network input.
         pad_multiple: Width is padded to a multiple of this (the deepest stride).
+        vertical: Whether vertical lines occur (see `line_is_vertical`): False never
+            transposes; True or None transposes a line taller than wide.
     """
     img = np.asarray(img)
     if img.ndim == 2:
@@ -100,7 +124,7 @@ def prepare_line(img: np.ndarray, input_height: int, pad_multiple: int = 32) -> 
         raise EffOCRError(f"line image must be HxWx3 uint8, got shape {img.shape}")
     img = img[:, :, :3]
     h, w = img.shape[:2]
-    transposed = h > w
+    transposed = line_is_vertical(h, w, vertical)
     if transposed:
         img = np.ascontiguousarray(img.transpose(1, 0, 2))
     scale = input_height / img.shape[0]
@@ -330,9 +354,18 @@ class TorchLocalizer:
             x = torch.from_numpy(prepared.array[None]).to(self.device)
             return self.model(x).float().cpu().numpy()
 
-    def detect(self, img: np.ndarray) -> pp.Detections:
-        """Detect characters (and words) in one HxWx3 uint8 line image."""
-        prepared = prepare_line(img, self.meta["input_height"], self.meta["pad_multiple"])
+    def detect(self, img: np.ndarray, vertical: bool | None = None) -> pp.Detections:
+        """Detect characters (and words) in one HxWx3 uint8 line image.
+
+        `vertical`: whether vertical lines occur (the profile's `vertical`; False never
+        transposes, True reads a line taller than wide top to bottom); None: the model's meta.
+        """
+        prepared = prepare_line(
+            img,
+            self.meta["input_height"],
+            self.meta["pad_multiple"],
+            vertical=resolve_vertical(vertical, self.meta),
+        )
         return detections_from_raw(self.raw(prepared), prepared, self.meta)
 
 
@@ -349,13 +382,17 @@ def detections_from_raw(raw: np.ndarray, prepared: PreparedLine, meta: dict) -> 
         image_size=prepared.image_size,
         scale=prepared.scale,
         transposed=prepared.transposed,
-        vertical=prepared.image_size[0] > prepared.image_size[1],
+        vertical=prepared.transposed,  # this backend transposes exactly the vertical lines
         **{k: meta[k] for k in DEFAULT_THRESHOLDS},
     )
 
 
-def model_meta(model: LineDetector, thresholds: dict | None = None) -> dict:
-    """Metadata inference needs (goes into model.pt and the bundle's model.yaml)."""
+def model_meta(model: LineDetector, thresholds: dict | None = None, vertical: bool = True) -> dict:
+    """Metadata inference needs (goes into model.pt and the bundle's model.yaml).
+
+    `vertical`: whether the language has vertical lines (`Profile.vertical`); the default
+    of `detect` when not told.
+    """
     meta = {
         "backend": "default",
         "layout": "effocr",
@@ -366,6 +403,7 @@ def model_meta(model: LineDetector, thresholds: dict | None = None) -> dict:
         "classes": list(model.classes),
         "levels": model.level_meta(),
         "arch": model.arch,
+        "vertical": bool(vertical),
     }
     meta.update(DEFAULT_THRESHOLDS)
     meta.update(thresholds or {})

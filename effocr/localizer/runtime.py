@@ -11,7 +11,13 @@ import numpy as np
 from PIL import Image
 
 from effocr.localizer import postprocess as pp
-from effocr.localizer.model import DEFAULT_THRESHOLDS, PreparedLine, prepare_line
+from effocr.localizer.model import (
+    DEFAULT_THRESHOLDS,
+    PreparedLine,
+    line_is_vertical,
+    prepare_line,
+    resolve_vertical,
+)
 from effocr.localizer.onnx_layouts import external_meta, get_adapter
 from effocr.utils import EffOCRError
 
@@ -85,11 +91,17 @@ class LocalizerSession:
             else None
         )
 
-    def _prepare(self, img: np.ndarray) -> tuple[np.ndarray, PreparedLine, tuple[float, float]]:
-        """Network input, the mapping back, and the (x, y) letterbox offset in input pixels."""
+    def _prepare(
+        self, img: np.ndarray, vertical: bool = True
+    ) -> tuple[np.ndarray, PreparedLine, tuple[float, float]]:
+        """Network input, the mapping back, and the (x, y) letterbox offset in input pixels.
+
+        `vertical` (vertical lines occur) only matters to the effocr layout, which transposes
+        vertical lines; external models see every line as it is.
+        """
         if self.layout == "effocr":
             prepared = prepare_line(
-                img, self.meta["input_height"], self.meta.get("pad_multiple", 32)
+                img, self.meta["input_height"], self.meta.get("pad_multiple", 32), vertical
             )
             return prepared.array[None], prepared, (0.0, 0.0)
         img = np.asarray(img)
@@ -123,14 +135,22 @@ class LocalizerSession:
         prepared = PreparedLine(arr.transpose(2, 0, 1).copy(), scale, False, (h, w))
         return prepared.array[None], prepared, offset
 
-    def raw(self, img: np.ndarray) -> list[np.ndarray]:
-        """The model's raw outputs for one line (for parity checks)."""
-        x, _, _ = self._prepare(img)
+    def raw(self, img: np.ndarray, vertical: bool | None = None) -> list[np.ndarray]:
+        """The model's raw outputs for one line (for parity checks); `vertical` as in `detect`."""
+        x, _, _ = self._prepare(img, resolve_vertical(vertical, self.meta))
         return self.session.run(None, {self.input_name: x})
 
-    def detect(self, img: np.ndarray) -> pp.Detections:
-        """Detect characters (and words) in one HxWx3 uint8 line image."""
-        x, prepared, (ox, oy) = self._prepare(img)
+    def detect(self, img: np.ndarray, vertical: bool | None = None) -> pp.Detections:
+        """Detect characters (and words) in one HxWx3 uint8 line image.
+
+        Args:
+            img: The line.
+            vertical: Whether vertical lines occur (the language profile's `vertical`): False
+                never transposes nor reads top to bottom (English), True treats a line taller
+                than wide as vertical; None takes the model's meta (``vertical``, else True).
+        """
+        vertical = resolve_vertical(vertical, self.meta)
+        x, prepared, (ox, oy) = self._prepare(img, vertical)
         outputs = self.session.run(None, {self.input_name: x})
         boxes, scores, labels = self.adapter(outputs, self.meta, tuple(x.shape[2:]))
         boxes = np.asarray(boxes, np.float32).copy()
@@ -145,7 +165,7 @@ class LocalizerSession:
             image_size=(h, w),
             scale=prepared.scale,
             transposed=prepared.transposed,
-            vertical=h > w,
+            vertical=line_is_vertical(h, w, vertical),
             **{k: self.meta[k] for k in DEFAULT_THRESHOLDS},
         )
 

@@ -2,8 +2,11 @@
 
 Plain loops: `train_one_epoch`, then `evaluate` on the validation split (pycocotools mAP and
 char/word P/R/F1 at IoU 0.5). The best epoch by mean F1 over classes (ties: COCO AP) is kept
-as `model.pt`; `checkpoint.pt` is written atomically after every epoch with the config hash and
-is resumed from when the hash matches (see docs/architecture.md, "Trained models").
+as `model.pt`; `checkpoint.pt` is written atomically after every epoch with the config hash, the
+best epoch's weights and the GradScaler state, and is resumed from when the hash matches (see
+docs/architecture.md, "Trained models"). model.pt, metrics.csv, curve.png and config.yaml are
+written after the last epoch on every run, also a resumed one with nothing left to train:
+Snakemake deletes them before rerunning an interrupted job, but not the checkpoint.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from effocr.localizer.model import (
     LineDetector,
     TorchLocalizer,
     detection_loss,
+    line_is_vertical,
     model_meta,
 )
 from effocr.profiles import get_profile
@@ -44,6 +48,7 @@ from effocr.utils import (
     set_threads,
     sha256_file,
     sha256_json,
+    write_text,
 )
 
 LOG = logging.getLogger(__name__)
@@ -59,6 +64,8 @@ METRIC_COLUMNS = [
     "lr",
     "seconds",
 ]
+# Training steps between progress lines in the log when there is no progress bar (Snakemake).
+LOG_EVERY = 50
 
 
 # ---------------------------------------------------------------------------
@@ -67,7 +74,11 @@ METRIC_COLUMNS = [
 
 
 class LineSet:
-    """The lines of one COCO split held in memory, with boxes per class (``x0, y0, x1, y1``)."""
+    """The lines of one COCO split held in memory, with boxes per class (``x0, y0, x1, y1``).
+
+    `vertical`: whether vertical lines occur (the profile's `vertical`); `self.vertical[i]`
+    says whether line i is read top to bottom (and so transposed for the network).
+    """
 
     def __init__(
         self,
@@ -75,6 +86,7 @@ class LineSet:
         image_dir: str | os.PathLike,
         classes: list[str],
         names: dict,
+        vertical: bool | None = None,
     ) -> None:
         self.coco = load_coco(coco_json)
         cat = {c: category_id(self.coco, names[c], required=c == "char") for c in classes}
@@ -106,22 +118,29 @@ class LineSet:
             self.images.append(arr)
             self.boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4))
             self.labels.append(np.asarray(labels, np.int64))
-        self.vertical = [is_vertical(im) for im in self.coco["images"]]
+        self.vertical = [is_vertical(im, vertical) for im in self.coco["images"]]
 
     def __len__(self) -> int:
         return len(self.images)
 
 
 def augment_line(
-    img: np.ndarray, boxes: np.ndarray, input_height: int, rng: np.random.Generator | None
+    img: np.ndarray,
+    boxes: np.ndarray,
+    input_height: int,
+    rng: np.random.Generator | None,
+    vertical: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Transpose (vertical), jitter and resize one line; returns (H, W, 3) uint8 and boxes.
+
+    `vertical` as in `model.prepare_line`: False never transposes, True or None transposes a
+    line taller than wide (what inference does with the same profile).
 
     Augmentation (when `rng` is given) is scan-like and small: white margin above/below
     (0-12 % of the height each), horizontal scale 0.9-1.1, brightness/contrast jitter.
     """
     boxes = boxes.copy()
-    if img.shape[0] > img.shape[1]:
+    if line_is_vertical(img.shape[0], img.shape[1], vertical):
         img = np.ascontiguousarray(img.transpose(1, 0, 2))
         boxes = boxes[:, [1, 0, 3, 2]]
     h, w = img.shape[:2]
@@ -180,18 +199,30 @@ def train_one_epoch(
     device: str,
     augment: bool = True,
     scaler: Any = None,
+    desc: str = "train",
+    log_every: int = LOG_EVERY,
 ) -> float:
-    """One pass over `data` in shuffled batches; returns the mean loss."""
+    """One pass over `data` in shuffled batches; returns the mean loss.
+
+    The progress bar shows the running loss and lines/s; without a terminal (Snakemake logs)
+    the same goes to the log every `log_every` steps instead.
+    """
     model.train()
     levels = model.level_meta()
     order = rng.permutation(len(data))
-    total, steps = 0.0, 0
+    total, steps, n_images = 0.0, 0, 0
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for idx in progress(batches, desc="train", leave=False):
+    t0 = time.perf_counter()
+    bar = progress(batches, desc=desc, leave=False, unit="batch")
+    for idx in bar:
         items = []
         for i in idx:
             img, boxes = augment_line(
-                data.images[i], data.boxes[i], model.input_height, rng if augment else None
+                data.images[i],
+                data.boxes[i],
+                model.input_height,
+                rng if augment else None,
+                vertical=data.vertical[i],
             )
             items.append((img, boxes, data.labels[i]))
         x, targets = make_batch(items)
@@ -206,6 +237,20 @@ def train_one_epoch(
         scheduler.step()
         total += float(loss.detach())
         steps += 1
+        n_images += len(idx)
+        rate = n_images / max(1e-9, time.perf_counter() - t0)
+        if bar.disable:
+            if log_every > 0 and steps % log_every == 0:
+                LOG.info(
+                    "%s step %d/%d loss %.4f %.0f img/s",
+                    desc,
+                    steps,
+                    len(batches),
+                    total / steps,
+                    rate,
+                )
+        else:
+            bar.set_postfix(loss=f"{total / steps:.3f}", img_s=f"{rate:.0f}")
     return total / max(1, steps)
 
 
@@ -275,6 +320,18 @@ def _write_metrics(rows: list[dict], path: Path) -> None:
             writer.writerows(rows)
 
 
+def _old_best_state(model_pt: Path, epoch: int) -> dict | None:
+    """The best weights of a checkpoint written before it kept them: model.pt, if still there."""
+    if model_pt.exists():
+        saved = torch.load(model_pt, map_location="cpu", weights_only=False)
+        if saved.get("epoch") == epoch:
+            return saved["model"]
+    LOG.warning(
+        "%s: the weights of best epoch %d are gone; the next epoch replaces it", model_pt, epoch
+    )
+    return None
+
+
 def train_localizer(
     config: dict,
     train_json: str | os.PathLike,
@@ -310,8 +367,10 @@ def train_localizer(
     names = {"char": config["dataset"]["char_category"], "word": config["dataset"]["word_category"]}
     train_coco = load_coco(train_json)
     classes = _model_classes(config, train_coco)
-    train = LineSet(train_json, image_dir, classes, names)
-    val = LineSet(val_json, image_dir, classes, names)
+    # English has no vertical lines: a line taller than wide (one narrow glyph) stays as it is.
+    vertical = get_profile(config["language"]).vertical
+    train = LineSet(train_json, image_dir, classes, names, vertical)
+    val = LineSet(val_json, image_dir, classes, names, vertical)
     if not len(train):
         raise EffOCRError(f"{train_json}: the training split has no images")
     model = create_localizer(
@@ -328,7 +387,7 @@ def train_localizer(
         "spaces": get_profile(config["language"]).spaces,
         "gap_factor": lc["gap_factor"],
     }
-    meta = model_meta(model, thresholds)
+    meta = model_meta(model, thresholds, vertical=vertical)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lc["lr"], weight_decay=lc["weight_decay"])
     steps_per_epoch = -(-len(train) // lc["batch_size"])
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -342,18 +401,34 @@ def train_localizer(
     ckpt_path = out / "checkpoint.pt"
     rows: list[dict] = []
     start_epoch = 0
-    best: dict[str, Any] = {"score": (-1.0, -1.0), "metrics": None}
+    # The best epoch's weights live here (and in the checkpoint), not only in model.pt:
+    # Snakemake deletes model.pt before rerunning an interrupted job, and a resumed run whose
+    # later epochs do not improve must still be able to write it.
+    no_best: dict[str, Any] = {"score": (-1.0, -1.0), "metrics": None, "epoch": 0, "state": None}
+    best = dict(no_best)
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt.get("config_hash") == chash:
+        try:
+            # On CPU: the best state stays there; load_state_dict moves the rest to the device.
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a torn file cannot happen (atomic), but a foreign one can
+            LOG.warning("%s: unreadable (%s); starting from scratch", ckpt_path, exc)
+            ckpt = None
+        if ckpt is not None and ckpt.get("config_hash") == chash:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
+            if scaler is not None and ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
             start_epoch = ckpt["epoch"]
-            rows = ckpt["metrics"]
-            best = ckpt["best"]
-            LOG.info("resuming from %s at epoch %d", ckpt_path, start_epoch)
-        else:
+            rows = list(ckpt["metrics"])
+            best = {**no_best, **ckpt["best"]}
+            if best["state"] is None and best["epoch"]:
+                # A checkpoint from before the best weights were kept in it.
+                best["state"] = _old_best_state(out / "model.pt", best["epoch"])
+                if best["state"] is None:
+                    best = dict(no_best)
+            LOG.info("resuming from %s after epoch %d of %d", ckpt_path, start_epoch, lc["epochs"])
+        elif ckpt is not None:
             LOG.info("ignoring %s: trained with a different config", ckpt_path)
     payload_base = {"kind": "localizer", "config": config, "meta": meta, "classes": classes}
     stop = (
@@ -376,6 +451,7 @@ def train_localizer(
             device=device,
             augment=lc["augment"],
             scaler=scaler,
+            desc=f"localizer {epoch + 1}/{lc['epochs']}",
         )
         metrics = evaluate(model, val, meta, device, names) if len(val) else None
         row = {
@@ -392,20 +468,18 @@ def train_localizer(
         rows.append(row)
         LOG.info("epoch %d: %s", epoch + 1, row)
         score = (metrics["mean_f1"], metrics["coco"]["AP"]) if metrics else (-loss, 0.0)
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         if tuple(score) > tuple(best["score"]):
-            best = {"score": score, "metrics": metrics, "epoch": epoch + 1}
-            with atomic_path(out / "model.pt") as tmp:
-                torch.save(
-                    {**payload_base, "model": state, "epoch": epoch + 1, "metrics": metrics}, tmp
-                )
+            # A copy: on CPU, .cpu() returns the very tensors the next steps update in place.
+            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best = {"score": score, "metrics": metrics, "epoch": epoch + 1, "state": state}
         with atomic_path(ckpt_path) as tmp:
             torch.save(
                 {
                     **payload_base,
-                    "model": state,
+                    "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
                     "epoch": epoch + 1,
                     "metrics": rows,
                     "best": best,
@@ -414,12 +488,31 @@ def train_localizer(
                 tmp,
             )
         _write_metrics(rows, out / "metrics.csv")
+
+    # Outputs, always (also after a resume with nothing left to train): see `best` above.
+    if best["state"] is None:
+        LOG.warning("no best epoch recorded: model.pt holds the current weights")
+        best["state"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save(
+            {
+                **payload_base,
+                "model": best["state"],
+                "epoch": best["epoch"],
+                "metrics": best["metrics"],
+            },
+            tmp,
+        )
+    _write_metrics(rows, out / "metrics.csv")
     if rows:
         _save_curve(rows, out / "curve.png")
-    with atomic_path(out / "config.yaml") as tmp:
-        tmp.write_text(
-            yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8"
-        )
+    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    LOG.info(
+        "localizer: best epoch %d of %d (mean F1 %s)",
+        best["epoch"],
+        len(rows),
+        f"{best['metrics']['mean_f1']:.4f}" if best["metrics"] else "-",
+    )
     return best.get("metrics") or {}
 
 

@@ -1,0 +1,199 @@
+"""Japanese end to end on tiny models: renders -> recognizer -> index -> localizer -> bundle -> Engine.
+
+One module-scoped fixture renders a handful of classes (kana, two kanji and, when an installed
+font draws one, a non-BMP kanji) in the installed Japanese fonts, trains a tiny recognizer on
+those renders (`train_recognizer`, the settings of test_recognizer_train), builds the reference
+index, trains a tiny localizer on synthetic horizontal and vertical lines and exports the
+bundle. The tests then run `effocr.infer.Engine` on unseen vertical and horizontal lines.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from test_recognizer_train import ENC
+
+from effocr.config import load_config
+from effocr.profiles import get_profile
+from effocr.synth.fonts import usable_chars
+from effocr.synth.lines import default_line_fonts
+from effocr.utils import EffOCRError, codepoints_to_label, label_to_codepoints
+
+pytestmark = pytest.mark.slow
+
+KANA_KANJI = "あいうかきくアイウ日本"
+# Non-BMP (CJK Extension B) kanji the IPA fonts draw: 𠮟 (a Jōyō form), 𠀋.
+NON_BMP_CANDIDATES = ("\U00020b9f", "\U0002000b")
+
+
+def _fonts_and_classes():
+    try:
+        fonts = default_line_fonts("jp")
+    except EffOCRError as exc:
+        pytest.skip(f"no Japanese font installed (`make sysdeps` installs the IPA fonts): {exc}")
+    fonts = [f for f in fonts if set(KANA_KANJI) <= usable_chars(f, KANA_KANJI)][:4]
+    if not fonts:
+        pytest.skip(f"no installed Japanese font draws all of {KANA_KANJI}")
+    non_bmp = next(
+        (c for c in NON_BMP_CANDIDATES if all(c in usable_chars(f, [c]) for f in fonts)), None
+    )
+    return fonts, KANA_KANJI + (non_bmp or ""), non_bmp
+
+
+@pytest.fixture(scope="module")
+def jp(tiny_coco_factory, tmp_path_factory):
+    """Fonts, classes, synthetic lines, tiny trained models and the exported bundle."""
+    from effocr.export import export_bundle
+    from effocr.localizer.train import train_localizer
+    from effocr.recognizer.index import build_reference_index
+    from effocr.recognizer.train import train_recognizer
+    from effocr.synth.render import render_glyphs
+
+    torch.set_num_threads(1)
+    fonts, classes, non_bmp = _fonts_and_classes()
+    root = tmp_path_factory.mktemp("jp")
+    text = root / "text.txt"
+    text.write_text(("あいう日本かきく" + (non_bmp or "") + "アイウ") * 4, encoding="utf-8")
+    profile = get_profile("jp")
+    reference = next((f.stem for f in fonts if f.stem in profile.reference_fonts), fonts[0].stem)
+    config = load_config(
+        None,
+        {
+            "seed": 7,
+            "language": "jp",
+            "fonts": {"reference": [reference]},
+            "recognizer": {**ENC, "epochs": 4, "num_passes": 4, "device": "cpu", "lr": 0.003},
+            "localizer": {"epochs": 30, "batch_size": 4, "lr": 0.004, "device": "cpu"},
+        },
+    )
+    line_kwargs = {
+        "font_paths": fonts[:2],
+        "charset": list(classes),
+        "text_source": text,
+        "degrade": False,
+        "max_chars": 8,
+        "font_sizes": (26, 30),
+    }
+    coco_json, image_dir = tiny_coco_factory(16, "jp", 3, vertical_fraction=0.5, **line_kwargs)
+    manifest = render_glyphs(
+        list(classes),
+        fonts,
+        root / "renders" / "glyphs",
+        root / "renders" / "manifest.csv",
+        size=32,
+        mode=profile.render_mode,
+    )
+    train_recognizer(manifest, root / "recognizer", config, threads=1)
+    rec_pt = root / "recognizer" / "model.pt"
+    build_reference_index(rec_pt, manifest, root / "index", config, threads=1)
+    train_localizer(config, coco_json, coco_json, image_dir, root / "localizer", threads=1)
+    bundle = root / "bundle"
+    export_bundle(
+        rec_pt,
+        root / "index",
+        root / "localizer" / "model.pt",
+        coco_json,
+        image_dir,
+        bundle,
+        export_cfg={"parity_lines": 2},
+        infer_cfg=config["infer"],
+    )
+    # Unseen lines, one of each orientation.
+    fresh = {
+        name: tiny_coco_factory(1, "jp", seed, vertical_fraction=fraction, **line_kwargs)
+        for name, seed, fraction in (("vertical", 21, 1.0), ("horizontal", 22, 0.0))
+    }
+    return {
+        "classes": classes,
+        "non_bmp": non_bmp,
+        "fonts": fonts,
+        "reference": reference,
+        "renders": manifest,
+        "bundle": bundle,
+        "fresh": fresh,
+    }
+
+
+def _line(jp, orientation: str) -> tuple:
+    coco_json, image_dir = jp["fresh"][orientation]
+    image = json.loads(coco_json.read_text(encoding="utf-8"))["images"][0]
+    return image_dir / image["file_name"], image
+
+
+def test_bundle_is_japanese(jp):
+    meta = yaml.safe_load((jp["bundle"] / "model.yaml").read_text(encoding="utf-8"))
+    assert meta["language"] == "jp"
+    assert meta["profile"]["name"] == "jp" and meta["profile"]["spaces"] is False
+    assert meta["profile"]["vertical"] is True and meta["profile"]["render_mode"] == "centered"
+    assert meta["localizer"]["meta"]["classes"] == ["char"]
+    # Labels are stored as code points, one class per line, and read back as the characters.
+    codes = (jp["bundle"] / "ref_labels.txt").read_text(encoding="utf-8").split()
+    assert all(c.startswith("U+") for c in codes)
+    assert sorted(codepoints_to_label(c) for c in codes) == sorted(jp["classes"])
+
+
+def test_engine_on_vertical_and_horizontal_lines(jp):
+    from effocr.infer import Engine
+
+    engine = Engine(jp["bundle"])
+    paths = {o: _line(jp, o) for o in ("vertical", "horizontal")}
+    results = engine.infer([paths["vertical"][0], paths["horizontal"][0]])
+    for (path, image), res in zip(paths.values(), results, strict=True):
+        assert res.ok, res.error
+        assert (res.width, res.height) == (image["width"], image["height"])
+        assert " " not in image["text"]
+        assert len(res.chars) >= 2, f"the tiny localizer found {len(res.chars)} chars in {path}"
+        # No spaces in Japanese output: the text is the characters, joined.
+        assert " " not in res.text and res.text == "".join(c.char for c in res.chars)
+        for c in res.chars:
+            assert c.char in jp["classes"]
+            assert c.codepoints == label_to_codepoints(c.char)
+            assert codepoints_to_label(c.codepoints) == c.char
+        # The JSON record keeps the characters (non-BMP ones too) as they are.
+        record = json.loads(json.dumps(res.to_dict(), ensure_ascii=False))
+        assert record["text"] == res.text
+        assert [c["char"] for c in record["chars"]] == [c.char for c in res.chars]
+        assert all(codepoints_to_label(c["codepoints"]) == c["char"] for c in record["chars"])
+    vert, horiz = (np.array([c.bbox for c in r.chars]) for r in results)
+    v_image, h_image = paths["vertical"][1], paths["horizontal"][1]
+    assert v_image["height"] > v_image["width"] and h_image["width"] > h_image["height"]
+    # Reading order: top to bottom for the vertical line, left to right for the horizontal one.
+    assert (np.diff((vert[:, 1] + vert[:, 3]) / 2) > 0).all()
+    assert (np.diff((horiz[:, 0] + horiz[:, 2]) / 2) > 0).all()
+    # The characters stack along the vertical line, not across it.
+    assert np.ptp((vert[:, 1] + vert[:, 3]) / 2) > np.ptp((vert[:, 0] + vert[:, 2]) / 2)
+
+
+def test_non_bmp_label_round_trip(jp):
+    from PIL import Image
+
+    from effocr.infer import Engine
+    from effocr.recognizer.dataset import read_manifest
+    from effocr.recognizer.transforms import preprocess
+
+    ch = jp["non_bmp"]
+    if ch is None:
+        pytest.skip(
+            "no installed Japanese font draws a non-BMP kanji "
+            f"({', '.join(label_to_codepoints(c) for c in NON_BMP_CANDIDATES)}); "
+            "the IPA fonts of `make sysdeps` do"
+        )
+    code = label_to_codepoints(ch)
+    assert len(ch) == 1 and "_" not in code  # one code point, not a surrogate pair
+    engine = Engine(jp["bundle"])
+    assert ch in engine.chars and engine.labels[engine.chars.index(ch)] == code
+    # The reference render of the character is found as itself through ONNX and FAISS.
+    render = next(
+        r
+        for r in read_manifest(jp["renders"])
+        if r.codepoints == code and r.origin == jp["reference"]
+    )
+    with Image.open(render.path) as im:
+        img = np.asarray(im.convert("RGB"))
+    batch = preprocess(img, engine.input_size, engine.mean, engine.std)[None]
+    _, rows = engine.index.search(engine.embed(batch), 1)
+    assert engine.chars[rows[0, 0]] == ch and engine.labels[rows[0, 0]] == code
