@@ -122,9 +122,18 @@ def glyph_crops(
 
 
 def recognizer_parity(
-    model: Any, onnx_path: str | os.PathLike, batch: np.ndarray, *, threads: int = 1
+    model: Any,
+    onnx_path: str | os.PathLike,
+    batch: np.ndarray,
+    *,
+    threads: int = 1,
+    index: Any = None,
 ) -> dict:
-    """Compare ONNX Runtime and PyTorch embeddings of preprocessed crops (N, 3, S, S)."""
+    """Compare ONNX Runtime and PyTorch embeddings of preprocessed crops (N, 3, S, S).
+
+    With `index` (a FAISS index of the reference embeddings) the report also gives
+    `top1_agreement`: the share of crops whose nearest reference row is the same for both.
+    """
     import torch
 
     from effocr.infer import make_session
@@ -153,7 +162,7 @@ def recognizer_parity(
     cos = (got * ref).sum(1) / np.maximum(
         np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1), 1e-12
     )
-    return {
+    out = {
         "n_crops": int(len(batch)),
         "dim": int(ref.shape[1]),
         "max_abs": float(diff.max()),
@@ -161,6 +170,16 @@ def recognizer_parity(
         "min_cosine": float(cos.min()),
         "mean_cosine": float(cos.mean()),
     }
+    if index is not None:
+        import faiss
+
+        def nearest(embs: np.ndarray) -> np.ndarray:
+            embs = np.ascontiguousarray(embs, dtype=np.float32)
+            faiss.normalize_L2(embs)
+            return index.search(embs, 1)[1][:, 0]
+
+        out["top1_agreement"] = float(np.mean(nearest(got) == nearest(ref)))
+    return out
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -275,6 +294,25 @@ def localizer_parity(
     return {"n_lines": len(images), **totals}
 
 
+def evaluate_quantized_parity(rec: dict, tol: dict) -> list[str]:
+    """Problems of the int8 recognizer against PyTorch (its own, looser tolerances)."""
+    if "reason" in rec:
+        return [f"int8 recognizer: {rec['reason']}"]
+    problems = []
+    if rec["min_cosine"] < tol["quantized_min_cosine"]:
+        problems.append(
+            f"int8 recognizer: min cosine {rec['min_cosine']:.4f}"
+            f" < export.quantized_min_cosine {tol['quantized_min_cosine']}"
+        )
+    if rec.get("top1_agreement", 1.0) < tol["quantized_top1_agreement"]:
+        problems.append(
+            f"int8 recognizer: nearest reference class agrees with PyTorch on "
+            f"{rec['top1_agreement']:.4f} of crops < export.quantized_top1_agreement "
+            f"{tol['quantized_top1_agreement']}"
+        )
+    return problems
+
+
 def evaluate_parity(rec: dict, loc: dict, tol: dict) -> list[str]:
     """Problems (empty when the bundle passes) of parity figures against the tolerances."""
     problems = []
@@ -360,6 +398,10 @@ def export_bundle(
     infer_cfg: dict | None = None,
     recognizer_onnx: str | os.PathLike | None = None,
     localizer_onnx: str | os.PathLike | None = None,
+    calibration_json: str | os.PathLike | None = None,
+    localizer_layout: str | None = None,
+    localizer_input_height: int = 32,
+    localizer_thresholds: dict | None = None,
     threads: int = 1,
 ) -> dict:
     """Export both models, check them against PyTorch on test-split lines, write the bundle.
@@ -367,15 +409,24 @@ def export_bundle(
     Args:
         recognizer_pt: The hard-negative recognizer `model.pt`.
         index_dir: Reference index directory (`ref.index`, `ref_labels.txt`).
-        localizer_pt: The localizer `model.pt`.
+        localizer_pt: The localizer `model.pt`, or an ONNX localizer exported elsewhere
+            (config `localizer.onnx_model`, with `localizer_layout`): that one is copied into
+            the bundle as it is and only checked to load and detect on the parity lines.
         test_json: Test-split COCO JSON; its first `export.parity_lines` lines are the check.
         image_dir: Folder the split's `file_name`s are relative to.
         out_dir: The bundle directory (replaced atomically on success only).
-        export_cfg: Config section `export` (opset, tolerances); schema defaults fill gaps.
+        export_cfg: Config section `export` (opset, tolerances, quantize); schema defaults fill
+            gaps.
         infer_cfg: Config section `infer`, written into model.yaml as inference defaults.
         recognizer_onnx: Use this ONNX recognizer (e.g. one optimised elsewhere) instead of
             exporting; it must still match `recognizer_pt`. Default: `export.recognizer_onnx`.
         localizer_onnx: Same for the localizer (`export.localizer_onnx`).
+        calibration_json: COCO JSON (the validation split) whose glyph crops calibrate the int8
+            recognizer (`export.quantize: int8`); without it the parity lines are used.
+        localizer_layout: Output layout of an external ONNX localizer (`localizer.onnx_layout`).
+        localizer_input_height: Line height given to an external ONNX localizer.
+        localizer_thresholds: score_threshold, nms_iou, max_detections, gap_factor of an
+            external ONNX localizer (config `localizer`).
         threads: CPU threads for the check.
 
     Returns:
@@ -384,12 +435,15 @@ def export_bundle(
     Raises:
         EffOCRError: bad inputs, an ONNX checker failure, or a parity failure (no bundle left).
     """
+    import faiss
     import torch
 
     from effocr.localizer.export import export_onnx as export_localizer
     from effocr.localizer.model import load_localizer
+    from effocr.localizer.onnx_layouts import external_meta
     from effocr.localizer.runtime import LocalizerSession
     from effocr.profiles import get_profile
+    from effocr.quantize import quantize_recognizer
     from effocr.recognizer.model import export_onnx as export_recognizer
     from effocr.recognizer.model import load_recognizer
     from effocr.recognizer.transforms import preprocess
@@ -405,17 +459,44 @@ def export_bundle(
     for name in INDEX_FILES:
         if not (index_dir / name).is_file():
             raise EffOCRError(f"{index_dir}: reference index incomplete, missing {name}")
+    external = Path(localizer_pt).suffix.lower() == ".onnx"
+    if external and localizer_layout in (None, "effocr"):
+        raise EffOCRError(
+            f"{localizer_pt}: an ONNX localizer made elsewhere needs its output layout "
+            "(config localizer.onnx_layout)"
+        )
+    if external and not Path(localizer_pt).is_file():
+        raise EffOCRError(f"{localizer_pt}: ONNX localizer not found (config localizer.onnx_model)")
     rec_ckpt = _load_checkpoint(recognizer_pt, "recognizer")
-    loc_ckpt = _load_checkpoint(localizer_pt, "localizer")
     train_cfg = rec_ckpt.get("config") or {}
     language = train_cfg.get("language", "en")
     profile = get_profile(language)
     crops_cfg = {**section_defaults("crops"), **(train_cfg.get("crops") or {})}
     rec_model = load_recognizer(recognizer_pt)
-    loc_model = load_localizer(localizer_pt)
     input_size = int(rec_model.input_size)
-    loc_meta = _localizer_meta(localizer_pt, loc_ckpt)
+    if external:
+        loc_ckpt: dict = {"config": {"onnx_model_sha256": sha256_file(localizer_pt)}}
+        loc_model = None
+        loc_meta = external_meta(
+            localizer_layout, localizer_input_height, **(localizer_thresholds or {})
+        )
+        if not profile.spaces:
+            loc_meta["classes"] = ["char"]
+    else:
+        loc_ckpt = _load_checkpoint(localizer_pt, "localizer")
+        loc_model = load_localizer(localizer_pt)
+        loc_meta = _localizer_meta(localizer_pt, loc_ckpt)
     torch.set_num_threads(max(1, threads))
+
+    def crop_batch(split_json: str | os.PathLike, split_lines: list) -> np.ndarray:
+        crops = glyph_crops(
+            split_json,
+            split_lines,
+            full_height=True,
+            padding=int(crops_cfg["padding"]),
+            vertical=profile.vertical,
+        )
+        return np.stack([preprocess(c, input_size, rec_model.mean, rec_model.std) for c in crops])
 
     with atomic_path(out_dir, is_dir=True) as tmp:
         rec_onnx, loc_onnx = tmp / "recognizer.onnx", tmp / "localizer.onnx"
@@ -424,36 +505,74 @@ def export_bundle(
             shutil.copyfile(recognizer_onnx, rec_onnx)
         else:
             export_recognizer(recognizer_pt, rec_onnx, tol["opset"])
-        LOG.info("exporting the localizer (opset %d)", tol["opset"])
-        if localizer_onnx:
+        if external:
+            LOG.info("using the ONNX localizer %s (layout %s)", localizer_pt, localizer_layout)
+            shutil.copyfile(localizer_pt, loc_onnx)
+        elif localizer_onnx:
             shutil.copyfile(localizer_onnx, loc_onnx)
         else:
+            LOG.info("exporting the localizer (opset %d)", tol["opset"])
             export_localizer(localizer_pt, loc_onnx, tol["opset"])
         check_onnx(rec_onnx)
         check_onnx(loc_onnx)
 
         lines = load_parity_lines(test_json, image_dir, int(tol["parity_lines"]))
-        crops = glyph_crops(
-            test_json,
-            lines,
-            full_height=True,
-            padding=int(crops_cfg["padding"]),
-            vertical=profile.vertical,
-        )
-        batch = np.stack([preprocess(c, input_size, rec_model.mean, rec_model.std) for c in crops])
-        rec = recognizer_parity(rec_model, rec_onnx, batch, threads=threads)
+        batch = crop_batch(test_json, lines)
+        ref_index = faiss.read_index(str(index_dir / "ref.index"))
+        rec = recognizer_parity(rec_model, rec_onnx, batch, threads=threads, index=ref_index)
         session = LocalizerSession(loc_onnx, loc_meta, threads=threads)
-        threshold = float(loc_meta.get("score_threshold", 0.0))
-        loc = localizer_parity(
-            loc_model,
-            session,
-            [img for _, img in lines],
-            threshold=threshold,
-            margin=float(tol["score_max_abs"]),
-            box_tol=float(tol["box_max_abs"]),
-            vertical=profile.vertical,
-        )
+        images = [img for _, img in lines]
+        if external:
+            # No PyTorch source to compare with: check that it loads and finds characters.
+            n_chars = [len(session.detect(img, vertical=profile.vertical).chars) for img in images]
+            loc = {"n_lines": len(images), "external": True, "layout": localizer_layout}
+            loc["chars_found"] = int(sum(n_chars))
+        else:
+            loc = localizer_parity(
+                loc_model,
+                session,
+                images,
+                threshold=float(loc_meta.get("score_threshold", 0.0)),
+                margin=float(tol["score_max_abs"]),
+                box_tol=float(tol["box_max_abs"]),
+                vertical=profile.vertical,
+            )
         problems = evaluate_parity(rec, loc, tol)
+        if external and not loc["chars_found"]:
+            problems.append(
+                f"localizer {localizer_pt}: no character found on the {len(images)} parity lines "
+                f"(wrong localizer.onnx_layout {localizer_layout!r} or thresholds?)"
+            )
+        quantized = None
+        if not problems and tol["quantize"] == "int8":
+            if calibration_json:
+                calib_lines = load_parity_lines(
+                    calibration_json, image_dir, int(tol["calibration_lines"])
+                )
+                calibration = crop_batch(calibration_json, calib_lines)
+            else:
+                LOG.warning("no calibration split given: calibrating int8 on the parity lines")
+                calibration = batch
+            int8_onnx = tmp / "recognizer.int8.onnx"
+            quantize_recognizer(rec_onnx, int8_onnx, calibration)
+            check_onnx(int8_onnx)
+            quantized = recognizer_parity(
+                rec_model, int8_onnx, batch, threads=threads, index=ref_index
+            )
+            quantized["calibration_crops"] = int(len(calibration))
+            quantized["problems"] = evaluate_quantized_parity(quantized, tol)
+            quantized["used"] = not quantized["problems"]
+            if quantized["used"]:
+                # The bundle ships the int8 model; the float one passed its own check above.
+                os.replace(int8_onnx, rec_onnx)
+            else:
+                # A weakly trained model's embeddings lie close together, and int8 rounding can
+                # flip its nearest class: ship the checked float model instead.
+                LOG.warning(
+                    "int8 recognizer rejected, the bundle keeps float32: %s",
+                    "; ".join(quantized["problems"]),
+                )
+                int8_onnx.unlink()
         report = {
             "passed": not problems,
             "problems": problems,
@@ -464,10 +583,13 @@ def export_bundle(
                     "embedding_min_cosine",
                     "box_max_abs",
                     "score_max_abs",
+                    "quantized_min_cosine",
+                    "quantized_top1_agreement",
                 )
             },
             "lines": [im["file_name"] for im, _ in lines],
             "recognizer": rec,
+            "recognizer_int8": quantized,
             "localizer": loc,
         }
         LOG.info("parity: %s", report)
@@ -502,6 +624,7 @@ def export_bundle(
                 "std": [float(v) for v in rec_model.std],
                 "encoder": rec_model.encoder_name,
                 "embedding_dim": int(rec_model.dim),
+                "quantization": "int8" if quantized and quantized["used"] else "none",
                 "sha256": sha256_file(rec_onnx),
             },
             "localizer": {
@@ -548,7 +671,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--recognizer", required=True, help="recognizer model.pt (hard-negative pass)"
     )
     parser.add_argument("--index", required=True, help="reference index directory")
-    parser.add_argument("--localizer", required=True, help="localizer model.pt")
+    parser.add_argument(
+        "--localizer",
+        required=True,
+        help="localizer model.pt, or an ONNX localizer made elsewhere (with --localizer-layout)",
+    )
+    parser.add_argument(
+        "--localizer-layout", default=None, help="output layout of an external ONNX localizer"
+    )
+    parser.add_argument(
+        "--calibration-split",
+        default=None,
+        help="COCO JSON (validation split) whose glyph crops calibrate the int8 recognizer",
+    )
     parser.add_argument("--test-split", required=True, help="test-split COCO JSON (parity lines)")
     parser.add_argument(
         "--image-dir", required=True, help="folder the split's file_names are relative to"
@@ -572,6 +707,13 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         export_cfg=cfg["export"],
         infer_cfg=cfg["infer"],
+        calibration_json=args.calibration_split,
+        localizer_layout=args.localizer_layout or cfg["localizer"]["onnx_layout"],
+        localizer_input_height=cfg["localizer"]["input_height"],
+        localizer_thresholds={
+            k: cfg["localizer"][k]
+            for k in ("score_threshold", "nms_iou", "max_detections", "gap_factor")
+        },
         threads=args.threads,
     )
     rec = report["recognizer"]

@@ -7,8 +7,11 @@ rule export_onnx:
     input:
         recognizer=f"{PATHS['recognizer_pass2']}/model.pt",
         index=multiext(f"{PATHS['reference_index']}/", "ref.index", "ref_labels.txt"),
-        localizer=f"{PATHS['localizer']}/model.pt",
+        # Our trained localizer, or the ONNX one of localizer.onnx_model (then not trained).
+        localizer=LOCALIZER_MODEL,
         test=PATHS["split"]["test"],
+        # Glyph crops that calibrate the int8 recognizer (export.quantize).
+        calibration=PATHS["split"]["val"],
         # ONNX models made elsewhere, when the config names them (still parity-checked).
         given_onnx=[
             config["export"][k]
@@ -37,11 +40,18 @@ rule export_onnx:
             "effocr.localizer",
             "effocr.data.coco",
             "effocr.data.crops",
+            "effocr.quantize",
             *CORE_CODE,
         ),
         index_dir=lambda wildcards, input: os.path.dirname(input.index[0]),
         image_dir=config["dataset"]["image_dir"],
         export=config["export"],
         infer=config["infer"],
+        localizer_layout=config["localizer"]["onnx_layout"],
+        localizer_input_height=config["localizer"]["input_height"],
+        localizer_thresholds={
+            k: config["localizer"][k]
+            for k in ("score_threshold", "nms_iou", "max_detections", "gap_factor")
+        },
     script:
         "../workflow_scripts/export_onnx.py"

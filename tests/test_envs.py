@@ -314,3 +314,35 @@ def test_dry_run_builds_the_dag(tmp_path: Path) -> None:
     out = conda.stdout + conda.stderr
     if conda.returncode != 0:
         assert "conda info" in out, out[-3000:]
+
+
+def test_external_onnx_localizer_replaces_training(tmp_path: Path) -> None:
+    """With `localizer.onnx_model` the DAG exports and evaluates that model: no training."""
+    onnx_file = tmp_path / "yolo.onnx"
+    onnx_file.write_bytes(b"not read by a dry run")
+    config = tmp_path / "external.yaml"
+    config.write_text(
+        yaml.safe_dump({"localizer": {"onnx_model": str(onnx_file), "onnx_layout": "yolov8"}}),
+        encoding="utf-8",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(REPO / "config" / "config.yaml"),
+        str(config),
+        "--workflow-profile",
+        "none",
+        "--dry-run",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "train_localizer" not in out, out[-3000:]
+    assert "export_onnx" in out and "evaluate_localizer" in out
+    assert str(onnx_file) in out  # the external model is an input of export and evaluation

@@ -102,7 +102,8 @@ def trained(tiny_coco_factory, tmp_path_factory):
         coco_json,
         image_dir,
         bundle,
-        export_cfg=config["export"],
+        # Float32: the tests below compare the bundle with PyTorch exactly (int8 has its own).
+        export_cfg={**config["export"], "quantize": "none"},
         infer_cfg=config["infer"],
     )
     return {
@@ -361,6 +362,8 @@ def _rule_workdir(trained, workdir: Path, export_cfg: dict) -> Path:
         (trained["recognizer"], res / "recognizer" / "pass2" / "model.pt"),
         (trained["localizer"], res / "localizer" / "model.pt"),
         (trained["coco"], res / "data" / "splits" / "test.json"),
+        # The int8 recognizer's calibration crops come from the validation split.
+        (trained["coco"], res / "data" / "splits" / "val.json"),
         (trained["index"] / "ref.index", res / "recognizer" / "index" / "ref.index"),
         (trained["index"] / "ref_labels.txt", res / "recognizer" / "index" / "ref_labels.txt"),
     ):
@@ -425,3 +428,114 @@ def test_rule_export_onnx(trained, tmp_path):
     assert not [p for p in (workdir / "results").iterdir() if p.name.startswith(".bundle")]
     log = (workdir / "results" / "logs" / "export_onnx.log").read_text()
     assert "disagrees with PyTorch" in log and "min cosine" in log
+
+
+# -- int8 recognizer -----------------------------------------------------------
+
+
+def _op_types(path: Path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def _export(trained, out: Path, **export_cfg) -> dict:
+    cfg = {**trained["config"]["export"], **export_cfg}
+    return export_bundle(
+        trained["recognizer"],
+        trained["index"],
+        trained["localizer"],
+        trained["coco"],
+        trained["images"],
+        out,
+        export_cfg=cfg,
+        infer_cfg=trained["config"]["infer"],
+        calibration_json=trained["coco"],
+    )
+
+
+def test_int8_recognizer_in_the_bundle(trained, tmp_path):
+    # Tolerances loose enough for the tiny test model (a trained one agrees on > 0.99).
+    bundle = tmp_path / "int8"
+    report = _export(
+        trained, bundle, quantize="int8", quantized_min_cosine=0.5, quantized_top1_agreement=0.5
+    )
+    q = report["recognizer_int8"]
+    assert q["used"] and not q["problems"] and q["calibration_crops"] > 20
+    assert 0.5 <= q["top1_agreement"] <= 1.0 and q["min_cosine"] < 1.0
+    assert "QuantizeLinear" in _op_types(bundle / "recognizer.onnx")
+    assert "QuantizeLinear" not in _op_types(trained["bundle"] / "recognizer.onnx")
+    assert not (bundle / "recognizer.int8.onnx").exists()
+    meta = yaml.safe_load((bundle / "model.yaml").read_text())
+    assert meta["recognizer"]["quantization"] == "int8"
+    results = Engine(bundle).infer(_line_paths(trained)[:2])
+    assert all(r.ok and r.chars for r in results)
+
+
+def test_int8_recognizer_that_disagrees_is_not_shipped(trained, tmp_path):
+    bundle = tmp_path / "strict"
+    report = _export(trained, bundle, quantize="int8", quantized_min_cosine=1.0)
+    q = report["recognizer_int8"]
+    assert not q["used"] and "quantized_min_cosine" in q["problems"][0]
+    assert report["passed"]  # the float32 model passed its own check and is shipped
+    assert "QuantizeLinear" not in _op_types(bundle / "recognizer.onnx")
+    assert yaml.safe_load((bundle / "model.yaml").read_text())["recognizer"]["quantization"] == (
+        "none"
+    )
+    assert sorted(p.name for p in bundle.glob("recognizer*.onnx")) == ["recognizer.onnx"]
+
+
+# -- a localizer ONNX made elsewhere -----------------------------------------------
+
+
+def test_external_onnx_localizer_in_the_bundle(trained, tmp_path):
+    from test_localizer_layouts import _const_model
+
+    # A Detectron2-style graph that "detects" the annotated chars of the first test line.
+    coco = load_coco(trained["coco"])
+    image = sorted(coco["images"], key=lambda im: im["id"])[0]
+    scale = 32 / image["height"]
+    chars = line_chars(index_coco(coco), image)
+    xywh = np.asarray([a["bbox"] for _, a in chars], np.float32)
+    boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) * scale
+    outputs = {
+        "boxes": boxes,
+        "labels": np.zeros(len(boxes), np.int64),
+        "scores": np.full(len(boxes), 0.9, np.float32),
+    }
+    external = tmp_path / "d2.onnx"
+    _const_model(external, [1, 3, 32, "width"], outputs)
+    bundle = tmp_path / "external"
+    report = export_bundle(
+        trained["recognizer"],
+        trained["index"],
+        external,
+        trained["coco"],
+        trained["images"],
+        bundle,
+        export_cfg={**trained["config"]["export"], "quantize": "none"},
+        localizer_layout="detectron2",
+        localizer_input_height=32,
+        localizer_thresholds={"score_threshold": 0.5},
+    )
+    assert report["localizer"]["external"] and report["localizer"]["chars_found"] > 0
+    meta = yaml.safe_load((bundle / "model.yaml").read_text())
+    assert meta["localizer"]["meta"]["layout"] == "detectron2"
+    assert (bundle / "localizer.onnx").read_bytes() == external.read_bytes()
+    result = Engine(bundle).infer([trained["images"] / image["file_name"]])[0]
+    assert result.ok and len(result.chars) == len(chars)
+    # The annotated boxes of a line the tiny recognizer was trained on: mostly read right.
+    got = result.text.replace(" ", "")
+    want = "".join(c for c, _ in chars)
+    assert sum(a == b for a, b in zip(got, want, strict=True)) >= 0.7 * len(want)
+    # Without its layout an external ONNX localizer is refused with a clear message.
+    with pytest.raises(EffOCRError, match="onnx_layout"):
+        export_bundle(
+            trained["recognizer"],
+            trained["index"],
+            external,
+            trained["coco"],
+            trained["images"],
+            tmp_path / "nolayout",
+        )
+    assert not (tmp_path / "nolayout").exists()

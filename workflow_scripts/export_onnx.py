@@ -14,5 +14,9 @@ export_bundle(
     out_dir=snakemake.output[0],
     export_cfg=dict(snakemake.params.export),
     infer_cfg=dict(snakemake.params.infer),
+    calibration_json=snakemake.input.calibration,
+    localizer_layout=snakemake.params.localizer_layout,
+    localizer_input_height=snakemake.params.localizer_input_height,
+    localizer_thresholds=dict(snakemake.params.localizer_thresholds),
     threads=snakemake.threads,
 )

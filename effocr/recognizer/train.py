@@ -144,7 +144,10 @@ class Validator:
         np.add.at(sums, self.owner, ref)
         sums /= np.linalg.norm(sums, axis=1, keepdims=True) + 1e-12
         val = self.vals.embed(model, device)
-        pred = np.argmax(val @ sums.T, axis=1)
+        # In chunks: with ~20,000 classes a full (val x classes) matrix would take gigabytes.
+        pred = np.concatenate(
+            [np.argmax(val[i : i + 1024] @ sums.T, axis=1) for i in range(0, len(val), 1024)]
+        )
         return float(np.mean(pred == self.val_rows))
 
 
