@@ -71,7 +71,7 @@ test-slurm: install
 	  missing=""; for p in $(SLURM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; \
 	fi
-	$(BIN)/python -m pytest -ra -m slurm
+	$(BIN)/python -m pytest -ra -rP -m slurm
 
 bench: install
 	$(BIN)/python bench/run_all.py

@@ -329,3 +329,18 @@ def test_japanese_vertical_char_only(tiny_coco_factory, tmp_path):
         assert (np.diff((det.chars[:, 1] + det.chars[:, 3]) / 2) >= 0).all()  # top to bottom
         crops = det.crop_boxes()
         assert (crops[:, 0] == 0).all() and (crops[:, 2] == w).all()
+
+
+def test_checkpoint_of_other_code_is_not_resumed(tmp_path, monkeypatch):
+    """Snakemake reruns train_localizer when its code changes: the old checkpoint must then be
+    ignored (its hash covers the localizer source), or the old model would come back."""
+    import effocr.localizer.train as lt
+    from effocr.config import load_config
+
+    split = tmp_path / "split.json"
+    split.write_text("{}", encoding="utf-8")
+    config = load_config(None)
+    before = lt.config_hash(config, split, split)
+    assert lt.config_hash(config, split, split) == before
+    monkeypatch.setattr(lt, "_code_fingerprint", lambda: "edited-code")
+    assert lt.config_hash(config, split, split) != before

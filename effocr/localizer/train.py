@@ -263,10 +263,20 @@ def evaluate(
     return evaluate_detections(data.coco, dets, meta["classes"], names)
 
 
+def _code_fingerprint() -> str:
+    """Hash of the localizer package's source, so a checkpoint from other code is not resumed."""
+    here = Path(__file__).resolve().parent
+    files = sorted(here.rglob("*.py"))
+    return sha256_json({str(f.relative_to(here)): sha256_file(f) for f in files})[:16]
+
+
 def config_hash(config: dict, train_json: str | os.PathLike, val_json: str | os.PathLike) -> str:
-    """Hash of what decides the training run: seed, language, localizer section, split files."""
+    """Hash of what decides the training run: seed, language, localizer section, split files
+    and the localizer code (Snakemake reruns the rule when that code changes; resuming the old
+    run's checkpoint would then silently keep the old model)."""
     return sha256_json(
         {
+            "code": _code_fingerprint(),
             "seed": config["seed"],
             "language": config["language"],
             "localizer": {k: v for k, v in config["localizer"].items() if k != "device"},
