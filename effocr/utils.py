@@ -154,6 +154,37 @@ def optimizer_step(loss, optimizer, scaler=None) -> None:
         optimizer.step()
 
 
+def resume_training(
+    path: Path, config_hash: str, model, optimizer, scheduler, scaler=None
+) -> dict | None:
+    """Load a training checkpoint into the training objects when it belongs to this run.
+
+    Returns the checkpoint dict (for epoch, metrics, best) when its `config_hash` matches; None
+    when there is none, it cannot be read, or it was written for another config, inputs or code
+    (then training starts from scratch, with the reason logged).
+    """
+    import torch
+
+    if not path.exists():
+        return None
+    try:
+        # On CPU: states kept in the checkpoint (the best weights) stay there;
+        # load_state_dict moves the rest to the model's device.
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a torn file cannot happen (atomic writes), but a foreign one can
+        LOG.warning("%s: unreadable (%s); starting from scratch", path, exc)
+        return None
+    if ckpt.get("config_hash") != config_hash:
+        LOG.info("%s: config, inputs or code changed (config_hash differs); not resumed", path)
+        return None
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    return ckpt
+
+
 def set_threads(threads: int | None) -> None:
     """Limit torch intra-op threads (Snakemake passes the rule's `threads`)."""
     if threads and threads > 0:

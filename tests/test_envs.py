@@ -289,24 +289,20 @@ def test_each_env_has_what_its_rules_import() -> None:
     assert checked >= 5
 
 
+def _dry_run_cmd(workdir: Path, *configfiles: Path) -> list[str]:
+    """`snakemake --dry-run` of this workflow in `workdir` with `configfiles`, no profile."""
+    return [
+        *(sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")),
+        *("--directory", str(workdir), "--configfile", *map(str, configfiles)),
+        *("--workflow-profile", "none", "--dry-run"),
+    ]
+
+
 def test_dry_run_builds_the_dag(tmp_path: Path) -> None:
     """The DAG of the demo builds. With `--sdm conda` Snakemake first runs `conda info`
     (for the platform of pin files), which needs a conda binary: that part is checked only
     for the error it gives here, so the day conda is present this test says to extend it."""
-    base = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(REPO / "config" / "config.yaml"),
-        "--workflow-profile",
-        "none",
-        "--dry-run",
-    ]
+    base = _dry_run_cmd(tmp_path, REPO / "config" / "config.yaml")
     plain = subprocess.run(base, capture_output=True, text=True, timeout=180)
     assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
     assert "export_onnx" in plain.stdout + plain.stderr or "Job stats" in plain.stdout
@@ -325,21 +321,7 @@ def test_external_onnx_localizer_replaces_training(tmp_path: Path) -> None:
         yaml.safe_dump({"localizer": {"onnx_model": str(onnx_file), "onnx_layout": "yolov8"}}),
         encoding="utf-8",
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(REPO / "config" / "config.yaml"),
-        str(config),
-        "--workflow-profile",
-        "none",
-        "--dry-run",
-    ]
+    cmd = _dry_run_cmd(tmp_path, REPO / "config" / "config.yaml", config)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]

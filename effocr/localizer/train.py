@@ -43,6 +43,7 @@ from effocr.utils import (
     atomic_path,
     optimizer_step,
     progress,
+    resume_training,
     seed_everything,
     select_device,
     set_threads,
@@ -416,30 +417,17 @@ def train_localizer(
     # later epochs do not improve must still be able to write it.
     no_best: dict[str, Any] = {"score": (-1.0, -1.0), "metrics": None, "epoch": 0, "state": None}
     best = dict(no_best)
-    if ckpt_path.exists():
-        try:
-            # On CPU: the best state stays there; load_state_dict moves the rest to the device.
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a torn file cannot happen (atomic), but a foreign one can
-            LOG.warning("%s: unreadable (%s); starting from scratch", ckpt_path, exc)
-            ckpt = None
-        if ckpt is not None and ckpt.get("config_hash") == chash:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            if scaler is not None and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            start_epoch = ckpt["epoch"]
-            rows = list(ckpt["metrics"])
-            best = {**no_best, **ckpt["best"]}
-            if best["state"] is None and best["epoch"]:
-                # A checkpoint from before the best weights were kept in it.
-                best["state"] = _old_best_state(out / "model.pt", best["epoch"])
-                if best["state"] is None:
-                    best = dict(no_best)
-            LOG.info("resuming from %s after epoch %d of %d", ckpt_path, start_epoch, lc["epochs"])
-        elif ckpt is not None:
-            LOG.info("ignoring %s: trained with a different config", ckpt_path)
+    ckpt = resume_training(ckpt_path, chash, model, optimizer, scheduler, scaler)
+    if ckpt is not None:
+        start_epoch = ckpt["epoch"]
+        rows = list(ckpt["metrics"])
+        best = {**no_best, **ckpt["best"]}
+        if best["state"] is None and best["epoch"]:
+            # A checkpoint from before the best weights were kept in it.
+            best["state"] = _old_best_state(out / "model.pt", best["epoch"])
+            if best["state"] is None:
+                best = dict(no_best)
+        LOG.info("resuming from %s after epoch %d of %d", ckpt_path, start_epoch, lc["epochs"])
     payload_base = {"kind": "localizer", "config": config, "meta": meta, "classes": classes}
     stop = (
         lc["epochs"]

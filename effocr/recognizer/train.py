@@ -47,6 +47,7 @@ from effocr.utils import (
     label_to_codepoints,
     optimizer_step,
     progress,
+    resume_training,
     seed_everything,
     select_device,
     set_threads,
@@ -394,25 +395,13 @@ def train_recognizer(
     best: dict = {"val_p1": -1.0, "epoch": 0, "state": None}
     start_epoch = 1
     elapsed_before = 0.0
-    if ckpt_path.exists():
-        try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a torn file cannot happen (atomic), but a foreign one can
-            LOG.warning("%s: unreadable (%s); starting from scratch", ckpt_path, exc)
-            ckpt = None
-        if ckpt is not None and ckpt.get("config_hash") == chash:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            if scaler is not None and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            rows = list(ckpt["metrics"])
-            best = ckpt["best"]
-            start_epoch = int(ckpt["epoch"]) + 1
-            elapsed_before = float(rows[-1]["elapsed_s"]) if rows else 0.0
-            LOG.info("%s: resuming after epoch %d of %d", ckpt_path, ckpt["epoch"], epochs)
-        elif ckpt is not None:
-            LOG.info("%s: config or inputs changed (config_hash differs); not resumed", ckpt_path)
+    ckpt = resume_training(ckpt_path, chash, model, optimizer, scheduler, scaler)
+    if ckpt is not None:
+        rows = list(ckpt["metrics"])
+        best = ckpt["best"]
+        start_epoch = int(ckpt["epoch"]) + 1
+        elapsed_before = float(rows[-1]["elapsed_s"]) if rows else 0.0
+        LOG.info("%s: resuming after epoch %d of %d", ckpt_path, ckpt["epoch"], epochs)
 
     LOG.info(
         "%s: %d classes, %d training glyphs (%d renders), validation on %s; encoder %s %dpx "
