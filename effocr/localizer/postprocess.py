@@ -128,15 +128,23 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy non-maximum suppression; indices kept, highest score first."""
     order = np.argsort(-np.asarray(scores), kind="stable")
-    boxes = np.asarray(boxes, np.float64)
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)[order]
+    x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    areas = np.maximum(x1 - x0, 0.0) * np.maximum(y1 - y0, 0.0)
+    # The same IoU as `box_iou`, inlined on the remaining candidates: NMS runs once per line
+    # and class, and the per-call overhead of the general function was half the localizer's
+    # CPU time.
+    rest = np.arange(len(order))
     keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        if order.size == 1:
-            break
-        ious = box_iou(boxes[i : i + 1], boxes[order[1:]])[0]
-        order = order[1:][ious <= iou_threshold]
+    while rest.size:
+        i, rest = rest[0], rest[1:]
+        keep.append(int(order[i]))
+        iw = np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest])
+        ih = np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest])
+        inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
+        union = areas[i] + areas[rest] - inter
+        iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+        rest = rest[iou <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 
 
