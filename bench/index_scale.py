@@ -248,8 +248,6 @@ def phase_mine(args: argparse.Namespace, work: Path) -> dict:
 
 def phase_train(args: argparse.Namespace, work: Path) -> dict:
     import numpy as np
-    import torch
-    from pytorch_metric_learning.losses import SupConLoss
     from torch.utils.data import DataLoader
 
     from effocr.profiles import get_profile
@@ -262,7 +260,7 @@ def phase_train(args: argparse.Namespace, work: Path) -> dict:
     from effocr.recognizer.index import _loader_workers
     from effocr.recognizer.model import RecognizerNet
     from effocr.recognizer.samplers import MPerClassSampler
-    from effocr.recognizer.train import Validator, _lr_lambda, split_records
+    from effocr.recognizer.train import Validator, create_optimization, split_records
     from effocr.recognizer.transforms import render_augment
     from effocr.utils import optimizer_step, seed_everything, select_device, set_threads
 
@@ -324,13 +322,8 @@ def phase_train(args: argparse.Namespace, work: Path) -> dict:
     del validator
     gc.collect()
 
-    loss_fn = SupConLoss(temperature=float(rcfg["temperature"]))
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=float(rcfg["lr"]), weight_decay=float(rcfg["weight_decay"])
-    )
-    total = max(1, int(rcfg["epochs"]) * len(sampler))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(total, warmup=min(max(1, total // 20), 200))
+    loss_fn, optimizer, scheduler = create_optimization(
+        model, rcfg, max(1, int(rcfg["epochs"]) * len(sampler))
     )
     loader = DataLoader(
         dataset,

@@ -383,16 +383,16 @@ def bundle_language(bundle_dir: str | os.PathLike) -> str | None:
 
 
 def _is_vertical(image: Path, vertical: bool | None = None) -> bool:
-    """Whether a line image is read top to bottom: `effocr.data.coco.is_vertical`'s rule.
+    """Whether a line image is read top to bottom (`effocr.data.coco.line_is_vertical`).
 
     `vertical` is whether vertical lines occur (the profile's): False rules them out.
     """
     from PIL import Image
 
-    from effocr.data.coco import is_vertical
+    from effocr.data.coco import line_is_vertical
 
     with Image.open(image) as im:
-        return is_vertical({"height": im.height, "width": im.width}, vertical)
+        return line_is_vertical(im.height, im.width, vertical)
 
 
 def tesseract_baseline(

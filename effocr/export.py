@@ -696,6 +696,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run `effocr export-onnx`."""
     from effocr.config import load_config
+    from effocr.localizer.postprocess import config_thresholds
 
     cfg = load_config(args.config)
     report = export_bundle(
@@ -710,10 +711,7 @@ def run(args: argparse.Namespace) -> int:
         calibration_json=args.calibration_split,
         localizer_layout=args.localizer_layout or cfg["localizer"]["onnx_layout"],
         localizer_input_height=cfg["localizer"]["input_height"],
-        localizer_thresholds={
-            k: cfg["localizer"][k]
-            for k in ("score_threshold", "nms_iou", "max_detections", "gap_factor")
-        },
+        localizer_thresholds=config_thresholds(cfg["localizer"]),
         threads=args.threads,
     )
     rec = report["recognizer"]

@@ -21,28 +21,6 @@ from effocr.utils import EffOCRError
 
 LOG = logging.getLogger(__name__)
 
-QUANTIZE_CHOICES = ("none", "int8")
-
-
-class _ArrayReader:
-    """Feeds calibration batches to `quantize_static` (a `CalibrationDataReader`)."""
-
-    def __init__(self, input_name: str, data: np.ndarray, batch_size: int) -> None:
-        self.input_name = input_name
-        self.data = data
-        self.batch_size = batch_size
-        self.pos = 0
-
-    def get_next(self) -> dict | None:
-        if self.pos >= len(self.data):
-            return None
-        batch = self.data[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
-
-    def rewind(self) -> None:
-        self.pos = 0
-
 
 def quantize_recognizer(
     fp32_onnx: str | os.PathLike,
@@ -80,10 +58,19 @@ def quantize_recognizer(
     out_onnx = Path(out_onnx)
     session = ort.InferenceSession(str(fp32_onnx), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
-    del session
+    data = np.asarray(calibration, np.float32)
 
-    class Reader(_ArrayReader, CalibrationDataReader):
-        pass
+    class Reader(CalibrationDataReader):
+        """Hands the calibration crops to the quantizer, `batch_size` at a time."""
+
+        def __init__(self) -> None:
+            self.batches = iter(range(0, len(data), batch_size))
+
+        def get_next(self) -> dict | None:
+            start = next(self.batches, None)
+            if start is None:
+                return None
+            return {input_name: np.ascontiguousarray(data[start : start + batch_size])}
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -93,7 +80,7 @@ def quantize_recognizer(
             quantize_static(
                 str(pre),
                 str(out_onnx),
-                Reader(input_name, np.asarray(calibration, np.float32), batch_size),
+                Reader(),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,

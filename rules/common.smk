@@ -5,6 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from effocr.localizer.postprocess import config_thresholds
 from effocr.profiles import get_profile
 import functools
 import os

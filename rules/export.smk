@@ -49,9 +49,6 @@ rule export_onnx:
         infer=config["infer"],
         localizer_layout=config["localizer"]["onnx_layout"],
         localizer_input_height=config["localizer"]["input_height"],
-        localizer_thresholds={
-            k: config["localizer"][k]
-            for k in ("score_threshold", "nms_iou", "max_detections", "gap_factor")
-        },
+        localizer_thresholds=config_thresholds(config["localizer"]),
     script:
         "../workflow_scripts/export_onnx.py"

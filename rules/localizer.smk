@@ -68,9 +68,6 @@ rule evaluate_localizer:
         word_category=config["dataset"]["word_category"],
         layout=config["localizer"]["onnx_layout"],
         input_height=config["localizer"]["input_height"],
-        thresholds={
-            k: config["localizer"][k]
-            for k in ("score_threshold", "nms_iou", "max_detections", "gap_factor")
-        },
+        thresholds=config_thresholds(config["localizer"]),
     script:
         "../workflow_scripts/evaluate_localizer.py"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from effocr.data.coco import line_is_vertical
 from effocr.localizer import postprocess as pp
-from effocr.localizer.model import line_is_vertical, prepare_line, resolve_vertical
+from effocr.localizer.model import prepare_line, resolve_vertical
 from effocr.profiles import get_profile
 
 

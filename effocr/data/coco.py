@@ -111,14 +111,20 @@ def index_coco(coco: dict, char_category: str = "char", word_category: str = "wo
     return index
 
 
-def is_vertical(image: dict, vertical: bool | None = None) -> bool:
-    """A line is vertical (read top to bottom) when its image is taller than wide.
+def line_is_vertical(height: int, width: int, vertical: bool | None = None) -> bool:
+    """Whether a line of `height` x `width` pixels is read top to bottom.
 
-    `vertical` is whether vertical lines occur at all (the language profile's `vertical`):
-    False rules them out (an English one-glyph line taller than wide is horizontal), as the
-    localizer does (`effocr.localizer.model.line_is_vertical`); True or None: by shape.
+    Args:
+        vertical: Whether vertical lines occur at all (the language profile's `vertical`).
+            False: never (English; a one-glyph line taller than wide stays horizontal).
+            True or None: a line taller than wide is vertical.
     """
-    return vertical is not False and image["height"] > image["width"]
+    return vertical is not False and height > width
+
+
+def is_vertical(image: dict, vertical: bool | None = None) -> bool:
+    """`line_is_vertical` for a COCO image record (its `height` and `width`)."""
+    return line_is_vertical(image["height"], image["width"], vertical)
 
 
 def sort_reading_order(anns: list[dict], vertical: bool) -> list[dict]:

@@ -39,6 +39,7 @@ from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSRegres
 from torchvision.ops import FeaturePyramidNetwork, generalized_box_iou_loss, sigmoid_focal_loss
 from torchvision.ops.misc import Conv2dNormActivation
 
+from effocr.data.coco import line_is_vertical
 from effocr.localizer import postprocess as pp
 from effocr.utils import EffOCRError
 
@@ -86,17 +87,6 @@ class PreparedLine:
     scale: float  # network pixels per original pixel
     transposed: bool  # the image was transposed (vertical line)
     image_size: tuple[int, int]  # original (height, width)
-
-
-def line_is_vertical(height: int, width: int, vertical: bool | None = None) -> bool:
-    """Whether a line of `height` x `width` pixels is read top to bottom.
-
-    Args:
-        vertical: Whether vertical lines occur at all (the language profile's `vertical`).
-            False: never (English; a one-glyph line taller than wide stays horizontal).
-            True or None: a line taller than wide is vertical.
-    """
-    return vertical is not False and height > width
 
 
 def resolve_vertical(vertical: bool | None, meta: dict) -> bool:

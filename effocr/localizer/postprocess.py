@@ -19,6 +19,15 @@ import numpy as np
 
 # Ink spacing floor, as a fraction of the line's thickness, used by the gap fallback.
 GAP_FLOOR = 0.05
+# Config keys of the `localizer` section that set the post-processing (defaults in the schema).
+THRESHOLD_KEYS = ("score_threshold", "nms_iou", "max_detections", "gap_factor")
+
+
+def config_thresholds(localizer_cfg: dict) -> dict:
+    """The post-processing settings of a `localizer` config section."""
+    return {k: localizer_cfg[k] for k in THRESHOLD_KEYS}
+
+
 # Clamp of the predicted log box size (in level units) before exp: garbage rows stay finite.
 MAX_LOG_SIZE = 8.0
 

@@ -10,14 +10,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from effocr.data.coco import line_is_vertical
 from effocr.localizer import postprocess as pp
-from effocr.localizer.model import (
-    DEFAULT_THRESHOLDS,
-    PreparedLine,
-    line_is_vertical,
-    prepare_line,
-    resolve_vertical,
-)
+from effocr.localizer.model import DEFAULT_THRESHOLDS, PreparedLine, prepare_line, resolve_vertical
 from effocr.localizer.onnx_layouts import external_meta, get_adapter
 from effocr.utils import EffOCRError
 

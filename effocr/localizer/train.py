@@ -24,7 +24,8 @@ import torch
 import yaml
 from PIL import Image
 
-from effocr.data.coco import category_id, is_vertical, load_coco
+from effocr.data.coco import category_id, is_vertical, line_is_vertical, load_coco
+from effocr.localizer import postprocess as pp
 from effocr.localizer.backends import create_localizer
 from effocr.localizer.evaluate import detect_split, evaluate_detections
 from effocr.localizer.model import (
@@ -34,7 +35,6 @@ from effocr.localizer.model import (
     LineDetector,
     TorchLocalizer,
     detection_loss,
-    line_is_vertical,
     model_meta,
 )
 from effocr.profiles import get_profile
@@ -331,18 +331,6 @@ def _write_metrics(rows: list[dict], path: Path) -> None:
             writer.writerows(rows)
 
 
-def _old_best_state(model_pt: Path, epoch: int) -> dict | None:
-    """The best weights of a checkpoint written before it kept them: model.pt, if still there."""
-    if model_pt.exists():
-        saved = torch.load(model_pt, map_location="cpu", weights_only=False)
-        if saved.get("epoch") == epoch:
-            return saved["model"]
-    LOG.warning(
-        "%s: the weights of best epoch %d are gone; the next epoch replaces it", model_pt, epoch
-    )
-    return None
-
-
 def train_localizer(
     config: dict,
     train_json: str | os.PathLike,
@@ -391,13 +379,7 @@ def train_localizer(
         state = torch.load(lc["init_checkpoint"], map_location="cpu", weights_only=False)
         model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
     model.to(device)
-    thresholds = {
-        "score_threshold": lc["score_threshold"],
-        "nms_iou": lc["nms_iou"],
-        "max_detections": lc["max_detections"],
-        "spaces": get_profile(config["language"]).spaces,
-        "gap_factor": lc["gap_factor"],
-    }
+    thresholds = {**pp.config_thresholds(lc), "spaces": get_profile(config["language"]).spaces}
     meta = model_meta(model, thresholds, vertical=vertical)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lc["lr"], weight_decay=lc["weight_decay"])
     steps_per_epoch = -(-len(train) // lc["batch_size"])
@@ -422,11 +404,6 @@ def train_localizer(
         start_epoch = ckpt["epoch"]
         rows = list(ckpt["metrics"])
         best = {**no_best, **ckpt["best"]}
-        if best["state"] is None and best["epoch"]:
-            # A checkpoint from before the best weights were kept in it.
-            best["state"] = _old_best_state(out / "model.pt", best["epoch"])
-            if best["state"] is None:
-                best = dict(no_best)
         LOG.info("resuming from %s after epoch %d of %d", ckpt_path, start_epoch, lc["epochs"])
     payload_base = {"kind": "localizer", "config": config, "meta": meta, "classes": classes}
     stop = (

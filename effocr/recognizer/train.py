@@ -192,6 +192,20 @@ def _lr_lambda(total_steps: int, warmup: int):
     return f
 
 
+def create_optimization(model: RecognizerNet, rcfg: dict, total_steps: int) -> tuple[Any, Any, Any]:
+    """SupCon loss, AdamW and the per-step schedule of a run of `total_steps` (config `recognizer`)."""
+    from pytorch_metric_learning.losses import SupConLoss
+
+    loss_fn = SupConLoss(temperature=float(rcfg["temperature"]))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=float(rcfg["lr"]), weight_decay=float(rcfg["weight_decay"])
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(total_steps, warmup=min(max(1, total_steps // 20), 200))
+    )
+    return loss_fn, optimizer, scheduler
+
+
 def _amp(device: str, enabled: bool) -> tuple[Any, torch.amp.GradScaler | None]:
     """Autocast context factory and grad scaler: bf16 where supported, else fp16 + scaler."""
     if not (device.startswith("cuda") and enabled):
@@ -376,15 +390,8 @@ def train_recognizer(
     steps_per_epoch = len(sampler)
 
     # Optimisation -------------------------------------------------------------
-    from pytorch_metric_learning.losses import SupConLoss
-
-    loss_fn = SupConLoss(temperature=float(rcfg["temperature"]))
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=float(rcfg["lr"]), weight_decay=float(rcfg["weight_decay"])
-    )
-    total_steps = max(1, epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(total_steps, warmup=min(max(1, total_steps // 20), 200))
+    loss_fn, optimizer, scheduler = create_optimization(
+        model, rcfg, max(1, epochs * steps_per_epoch)
     )
     autocast, scaler = _amp(device, bool(rcfg.get("amp", True)))
 
