@@ -151,7 +151,7 @@ def _write_glyphs(task: tuple[list[tuple[int, str]], str, int, int]) -> list[dic
 def phase_data(args: argparse.Namespace, work: Path) -> dict:
     import torch
 
-    from effocr.recognizer.model import RecognizerNet, save_recognizer
+    from effocr.recognizer.model import RecognizerNet, config_encoder_args, save_recognizer
     from effocr.utils import seed_everything
 
     labels = class_labels(args.classes, args.ext_b)
@@ -179,7 +179,11 @@ def phase_data(args: argparse.Namespace, work: Path) -> dict:
     rcfg = config["recognizer"]
     seed_everything(args.seed)
     torch.set_num_threads(args.threads)
-    model = RecognizerNet(rcfg["encoder"], int(rcfg["input_size"]))
+    model = RecognizerNet(
+        rcfg["encoder"],
+        int(rcfg["input_size"]),
+        encoder_args=config_encoder_args(rcfg, config["language"]),
+    )
     save_recognizer(model, work / "model.pt", config, extra={"pass": "untrained (bench)"})
     return {
         "glyphs": len(rows),
@@ -258,7 +262,7 @@ def phase_train(args: argparse.Namespace, work: Path) -> dict:
         resolve_reference_fonts,
     )
     from effocr.recognizer.index import _loader_workers
-    from effocr.recognizer.model import RecognizerNet
+    from effocr.recognizer.model import RecognizerNet, config_encoder_args
     from effocr.recognizer.samplers import MPerClassSampler
     from effocr.recognizer.train import Validator, create_optimization, split_records
     from effocr.recognizer.transforms import render_augment
@@ -285,7 +289,12 @@ def phase_train(args: argparse.Namespace, work: Path) -> dict:
     classes = sorted({r.codepoints for r in train_records})
     class_to_idx = {c: i for i, c in enumerate(classes)}
     seed_everything(seed)
-    model = RecognizerNet(rcfg["encoder"], size, rcfg.get("init_checkpoint")).to(device)
+    model = RecognizerNet(
+        rcfg["encoder"],
+        size,
+        rcfg.get("init_checkpoint"),
+        encoder_args=config_encoder_args(rcfg, config["language"]),
+    ).to(device)
     augment = render_augment(profile.augment, size, rcfg.get("augment"), model.mean, model.std)
     dataset = GlyphDataset(train_records, class_to_idx, size, augment, model.mean, model.std)
     res["dataset_s"] = round(time.perf_counter() - t, 2)

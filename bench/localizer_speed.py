@@ -35,11 +35,14 @@ from effocr.localizer.runtime import LocalizerSession  # noqa: E402
 
 # name -> (arch overrides of DEFAULT_ARCH, input height); the ones tried while choosing.
 CANDIDATES = {
-    "wide32": ({"widths": [16, 32, 64, 96, 128], "fpn_channels": 32}, 32),
-    "a32": ({"fpn_channels": 32}, 32),
-    "lean32": ({"depths": [0, 0, 1, 1, 1]}, 32),
-    "default40": ({}, 40),
-    "a48": ({"fpn_channels": 32}, 48),
+    "default": ({}, 32),
+    "a32": ({"widths": [16, 24, 48, 96, 128], "fpn_channels": 32}, 32),
+    "lean32": (
+        {"widths": [16, 24, 48, 96, 128], "fpn_channels": 24, "depths": [0, 0, 1, 1, 1]},
+        32,
+    ),
+    "old40": ({"widths": [16, 24, 48, 96, 128], "fpn_channels": 24}, 40),
+    "a48": ({"widths": [16, 24, 48, 96, 128], "fpn_channels": 32}, 48),
 }
 
 

@@ -623,6 +623,7 @@ def export_bundle(
                 "mean": [float(v) for v in rec_model.mean],
                 "std": [float(v) for v in rec_model.std],
                 "encoder": rec_model.encoder_name,
+                "encoder_args": rec_model.encoder_args,
                 "embedding_dim": int(rec_model.dim),
                 "quantization": "int8" if quantized and quantized["used"] else "none",
                 "sha256": sha256_file(rec_onnx),

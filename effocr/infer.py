@@ -4,11 +4,12 @@ Pipeline per chunk of lines: decode -> localize (ONNX) -> full-height glyph crop
 preprocess -> recognizer (ONNX, crops of many lines batched together) -> FAISS top-1 ->
 text (spaces from word boxes for English, none for Japanese).
 
-Parallelism: chunks of lines go to a pool of `threads` Python worker threads. ONNX Runtime and
-FAISS release the GIL while they compute, so N workers keep N cores busy; each ORT session
-therefore runs single-threaded (intra-op threads = 1) unless told otherwise, which avoids
-oversubscribing the cores the pool already uses. On CUDA one worker feeds the GPU with large
-batches instead.
+Parallelism: chunks of lines go to `threads` workers, each with its own single-threaded ORT
+sessions (intra-op threads = 1, which avoids oversubscribing the cores the pool already uses).
+On the CPU the workers are processes by default: decoding, resizing and post-processing are
+Python/PIL/NumPy work that holds the GIL, and with threads two workers got only 1.6x the lines/s
+of one. Worker threads (``parallel="thread"``) remain for callers that cannot start processes.
+On CUDA one worker feeds the GPU with large batches instead.
 
 The bundle directory is the only thing read (see `effocr.export` and docs/architecture.md).
 """
@@ -233,10 +234,25 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
     return out
 
 
-def decode_image(item: ImageInput) -> np.ndarray:
-    """Read a line image as HxWx3 uint8 RGB; raise `EffOCRError` with the reason if it cannot."""
+def _equal_channels(arr: np.ndarray) -> bool:
+    return bool(
+        np.array_equal(arr[:, :, 0], arr[:, :, 1]) and np.array_equal(arr[:, :, 1], arr[:, :, 2])
+    )
+
+
+def decode_image(item: ImageInput, keep_grey: bool = False) -> np.ndarray:
+    """Read a line image as HxWx3 uint8 RGB; raise `EffOCRError` with the reason if it cannot.
+
+    With `keep_grey`, a greyscale or bilevel image, or an RGB(A) one whose three channels are
+    equal, comes back as HxW uint8 instead: the same pixels as every channel of the RGB copy,
+    a third of the work downstream (scans usually are grey).
+    """
     if isinstance(item, np.ndarray):
         arr = item
+        if arr.ndim == 2 and keep_grey and arr.shape[0] > 0 and arr.shape[1] > 0:
+            return np.ascontiguousarray(
+                arr if arr.dtype == np.uint8 else np.clip(arr, 0, 255).astype(np.uint8)
+            )
         if arr.ndim == 2:
             arr = np.repeat(arr[:, :, None], 3, axis=2)
         if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -256,9 +272,16 @@ def decode_image(item: ImageInput) -> np.ndarray:
                 arr16 = np.asarray(im, dtype=np.float32)
                 top = max(float(arr16.max()), 1.0)
                 grey = (arr16 * (255.0 / (65535.0 if top > 255 else 255.0))).astype(np.uint8)
+                if keep_grey:
+                    return np.ascontiguousarray(grey)
                 return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
-            rgb = im.convert("RGB")
-            arr = np.asarray(rgb)
+            if keep_grey and im.mode in ("1", "L"):
+                arr = np.asarray(im.convert("L") if im.mode == "1" else im)
+            else:
+                arr = np.asarray(im.convert("RGB"))
+                # Scans are often saved as RGB(A) with three equal channels.
+                if keep_grey and _equal_channels(arr):
+                    arr = np.ascontiguousarray(arr[:, :, 0])
     except FileNotFoundError as exc:
         raise EffOCRError("file not found") from exc
     except IsADirectoryError as exc:
@@ -313,6 +336,9 @@ class Engine:
         intra_op_threads: ORT threads per model call; default 1 on CPU (the pool parallelises),
             `threads` on CUDA (one worker).
         chunk_lines: Lines handed to a worker at once; default enough for ~2 full batches.
+        parallel: How `threads` > 1 workers run on the CPU: ``process`` (worker processes,
+            started on first use and kept until `close`), ``thread`` (threads of this process)
+            or ``auto`` (processes).
     """
 
     def __init__(
@@ -324,6 +350,7 @@ class Engine:
         *,
         intra_op_threads: int | None = None,
         chunk_lines: int | None = None,
+        parallel: str = "auto",
     ) -> None:
         from effocr.localizer.runtime import LocalizerSession
         from effocr.profiles import get_profile
@@ -340,6 +367,13 @@ class Engine:
         self.cuda = uses_cuda(self.providers)
         self.threads = int(threads)
         self.workers = 1 if self.cuda else self.threads
+        if parallel not in ("auto", "process", "thread"):
+            raise EffOCRError(f"parallel must be auto, process or thread, got {parallel!r}")
+        self.parallel = "thread" if parallel == "auto" and self.workers == 1 else parallel
+        if self.parallel == "auto":
+            self.parallel = "process"
+        self._pool: Any = None
+        self._init_args = (str(self.bundle_dir), int(batch_size), chunk_lines)
         self.batch_size = int(batch_size)
         intra = intra_op_threads or (self.threads if self.cuda else 1)
         prof = self.meta["profile"]
@@ -377,7 +411,7 @@ class Engine:
     def _load_index(self, intra: int) -> None:
         import faiss
 
-        from effocr.recognizer.index import ReferenceIndex
+        from effocr.recognizer.reference import ReferenceIndex
 
         try:
             ref = ReferenceIndex.load(self.bundle_dir)
@@ -424,7 +458,7 @@ class Engine:
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
     def _process_chunk(self, chunk: list[tuple[int, ImageInput]]) -> list[LineResult]:
-        from effocr.recognizer.transforms import pad_square, resize_square
+        from effocr.recognizer.transforms import glyph_squares
 
         results: list[LineResult] = []
         crops: list[np.ndarray] = []
@@ -437,7 +471,7 @@ class Engine:
             results.append(res)
             t0 = time.perf_counter()
             try:
-                img = decode_image(item)
+                img = decode_image(item, keep_grey=True)
             except EffOCRError as exc:
                 res.error = str(exc)
                 continue
@@ -455,16 +489,19 @@ class Engine:
             t0 = time.perf_counter()
             chars = np.asarray(det.chars, dtype=np.float32).reshape(-1, 4)
             res.words = np.asarray(det.words, dtype=np.float32).reshape(-1, 4).tolist()
-            for x0, y0, x1, y1 in det.crop_boxes(self.crop_padding).tolist():
-                # `transforms.preprocess` split in two: pad+resize per crop here, the
-                # normalisation once for the whole chunk below (same arithmetic, one array op).
-                crops.append(resize_square(pad_square(img[y0:y1, x0:x1]), self.input_size))
+            # `transforms.preprocess` split in two: pad + resize of all the line's crops at
+            # once here, the normalisation once for the whole chunk below.
+            squares = glyph_squares(
+                img, det.crop_boxes(self.crop_padding), self.input_size, det.vertical
+            )
+            crops.append(np.broadcast_to(squares, squares.shape[:3] + (3,)))
             flags = np.asarray(det.spaces, dtype=bool) if self.spaces else None
             owners.append((res, chars.tolist(), flags))
             self._add_time("crops", time.perf_counter() - t0)
-        if crops:
+        n_glyphs = sum(len(c) for c in crops)
+        if n_glyphs:
             t0 = time.perf_counter()
-            embs = self.embed(self._normalize(np.stack(crops)))
+            embs = self.embed(self._normalize(np.concatenate(crops)))
             self._add_time("recognizer", time.perf_counter() - t0)
             t0 = time.perf_counter()
             sims, ids = self.index.search(embs, 1)
@@ -483,18 +520,85 @@ class Engine:
             res.text = assemble_text([c.char for c in res.chars], flags)
         with self._lock:
             self.lines_done += len(results)
-            self.glyphs_done += len(crops)
+            self.glyphs_done += n_glyphs
         return results
 
     # -- public API --------------------------------------------------------
+
+    def _process_pool(self) -> Any:
+        """The worker processes (started on first use, each loading the bundle once)."""
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn, not fork: a forked copy of this process's ORT and OpenMP thread pools is
+            # not safe to use.
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=self._init_args,
+            )
+        return self._pool
+
+    def start(self) -> None:
+        """Start the worker processes now, and wait until each has loaded the bundle.
+
+        Otherwise they start on the first `infer` call; call this before timing a run.
+        """
+        if self.parallel != "process" or self.workers == 1:
+            return
+        from concurrent.futures.process import BrokenProcessPool
+
+        pool = self._process_pool()
+        seen: set[int] = set()
+        deadline = time.monotonic() + 600
+        try:
+            # Each round gives every idle worker a short task; a worker still loading takes
+            # none, so rounds go on until every worker has answered once.
+            while len(seen) < self.workers and time.monotonic() < deadline:
+                seen.update(
+                    f.result() for f in [pool.submit(_worker_ping) for _ in range(self.workers)]
+                )
+        except BrokenProcessPool as exc:
+            self._pool = None
+            raise EffOCRError(f"an inference worker process died while starting ({exc})") from exc
+
+    def _submit(self, pool: Any, chunk: list[tuple[int, ImageInput]]) -> Any:
+        if self.parallel == "process":
+            return pool.submit(_worker_process_chunk, chunk)
+        return pool.submit(self._process_chunk, chunk)
+
+    def _collect(self, future: Any) -> list[LineResult]:
+        if self.parallel != "process":
+            return future.result()
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            results, timings, glyphs = future.result()
+        except BrokenProcessPool as exc:
+            self._pool = None
+            raise EffOCRError(
+                f"an inference worker process died ({exc}); the log above says why"
+            ) from exc
+        with self._lock:
+            for stage, seconds in timings.items():
+                self.timings[stage] += seconds
+            self.lines_done += len(results)
+            self.glyphs_done += glyphs
+        return results
 
     def iter_infer(
         self, images: Iterable[ImageInput], *, show_progress: bool = False, total: int | None = None
     ) -> Iterator[LineResult]:
         """Yield one `LineResult` per image, in input order, while workers run ahead."""
+        from threadpoolctl import threadpool_limits
+
         items = list(enumerate(images))
         chunks = [items[i : i + self.chunk_lines] for i in range(0, len(items), self.chunk_lines)]
         bar = progress(total=total or len(items), unit="line") if show_progress else None
+        # NumPy's BLAS threads (crops) would compete with the workers for the same cores.
+        limits = threadpool_limits(limits=1, user_api="blas") if not self.cuda else None
         try:
             if self.workers == 1 or len(chunks) <= 1:
                 for chunk in chunks:
@@ -503,31 +607,94 @@ class Engine:
                             bar.update(1)
                         yield res
                 return
-            with ThreadPoolExecutor(
-                max_workers=self.workers, thread_name_prefix="effocr-infer"
-            ) as pool:
-                # map() keeps input order; a bounded window keeps memory flat on huge inputs.
+            if self.parallel == "process":
+                pool = self._process_pool()
+            else:
+                pool = ThreadPoolExecutor(
+                    max_workers=self.workers, thread_name_prefix="effocr-infer"
+                )
+            try:
+                # Results come back in input order; a bounded window of chunks in flight keeps
+                # memory flat on huge inputs.
                 window = 4 * self.workers
                 pending = []
                 for chunk in chunks:
-                    pending.append(pool.submit(self._process_chunk, chunk))
+                    pending.append(self._submit(pool, chunk))
                     if len(pending) >= window:
-                        for res in pending.pop(0).result():
+                        for res in self._collect(pending.pop(0)):
                             if bar is not None:
                                 bar.update(1)
                             yield res
                 for fut in pending:
-                    for res in fut.result():
+                    for res in self._collect(fut):
                         if bar is not None:
                             bar.update(1)
                         yield res
+            finally:
+                if self.parallel != "process":
+                    pool.shutdown(wait=True, cancel_futures=True)
         finally:
+            if limits is not None:
+                limits.restore_original_limits()
             if bar is not None:
                 bar.close()
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started (a later call starts new ones)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def infer(self, images: Sequence[ImageInput]) -> list[LineResult]:
         """OCR line images (paths or HxWx3 uint8 arrays); failed images carry `error`."""
         return list(self.iter_infer(images))
+
+
+# The engine of a worker process (`Engine(parallel="process")`), made once by its initializer.
+_WORKER_ENGINE: Engine | None = None
+
+
+def _worker_init(bundle_dir: str, batch_size: int, chunk_lines: int | None) -> None:
+    from threadpoolctl import threadpool_limits
+
+    global _WORKER_ENGINE
+    threadpool_limits(limits=1, user_api="blas")
+    _WORKER_ENGINE = Engine(
+        bundle_dir,
+        threads=1,
+        device="cpu",
+        batch_size=batch_size,
+        chunk_lines=chunk_lines,
+        parallel="thread",
+    )
+
+
+def _worker_ping() -> int:
+    time.sleep(0.05)
+    return os.getpid()
+
+
+def _worker_process_chunk(
+    chunk: list[tuple[int, ImageInput]],
+) -> tuple[list[LineResult], dict[str, float], int]:
+    """One chunk in a worker process: its results, stage timings and glyph count."""
+    engine = _WORKER_ENGINE
+    if engine is None:  # the initializer failed; its exception was already reported
+        raise EffOCRError("inference worker has no engine")
+    engine.reset_timings()
+    results = engine._process_chunk(chunk)
+    return results, dict(engine.timings), engine.glyphs_done
 
 
 def assemble_text(labels: Sequence[str], spaces: np.ndarray | None = None) -> str:
@@ -669,7 +836,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "-j",
         type=int,
         default=None,
-        help="worker threads (default: the bundle's infer.threads)",
+        help="workers, each one core: processes on the CPU (default: the bundle's infer.threads)",
     )
     parser.add_argument(
         "--batch-size",
@@ -709,15 +876,17 @@ def run(args: argparse.Namespace) -> int:
         complete = True
     finally:
         writer.close(complete=complete)
+        engine.close()
     elapsed = time.perf_counter() - start
     LOG.info(
-        "%d lines (%d failed, %d glyphs) in %.2f s: %.1f lines/s with %d thread(s) on %s",
+        "%d lines (%d failed, %d glyphs) in %.2f s: %.1f lines/s with %d worker(s) (%s) on %s",
         len(images),
         failed,
         engine.glyphs_done,
         elapsed,
         len(images) / elapsed if elapsed > 0 else 0.0,
-        threads,
+        engine.workers,
+        engine.parallel,
         "cuda" if engine.cuda else "cpu",
     )
     if failed:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -29,6 +30,10 @@ class EffOCRError(Exception):
 # code points ("U+0041", "U+0041_U+0301") so that whitespace, combining marks and
 # non-BMP characters survive every file format and file system.
 # ---------------------------------------------------------------------------
+
+
+# A label in code-point form: U+XXXX, several joined by "_" (see `label_to_codepoints`).
+CODEPOINTS_RE = re.compile(r"^U\+[0-9A-Fa-f]{4,6}(?:_U\+[0-9A-Fa-f]{4,6})*$")
 
 
 def label_to_codepoints(label: str) -> str:

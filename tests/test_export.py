@@ -277,6 +277,31 @@ def test_engine_reproduces_pytorch(trained, tmp_path):
     assert arr[0].text == results[0].text and arr[0].image == "<array 0>"
 
 
+def test_engine_worker_processes_and_threads_agree(trained):
+    paths = _line_paths(trained)
+    with Engine(trained["bundle"], threads=2, batch_size=8, chunk_lines=2) as procs:
+        assert procs.parallel == "process"
+        procs.start()
+        assert procs._pool is not None and len(procs._pool._processes) == 2
+        first = procs.infer(paths)
+        assert procs._pool is not None  # started once, reused by the next call
+        pool = procs._pool
+        again = procs.infer(paths + [trained["root"] / "missing.png"])
+        assert procs._pool is pool
+        assert procs.lines_done == 2 * len(paths) + 1 and procs.glyphs_done > 0
+        assert all(t > 0 for stage, t in procs.timings.items() if stage != "knn")
+    assert procs._pool is None  # closed on leaving the block
+    threads = Engine(trained["bundle"], threads=2, batch_size=8, chunk_lines=2, parallel="thread")
+    assert threads.parallel == "thread"
+    expected = [r.to_dict() for r in threads.infer(paths)]
+    assert [r.to_dict() for r in first] == expected == [r.to_dict() for r in again[:-1]]
+    assert not again[-1].ok and "not found" in again[-1].error
+    # One worker never starts processes.
+    assert Engine(trained["bundle"], threads=1).parallel == "thread"
+    with pytest.raises(EffOCRError, match="parallel"):
+        Engine(trained["bundle"], threads=2, parallel="fork")
+
+
 def test_engine_vertical_follows_the_profile(trained, tmp_path):
     # An English line of one narrow glyph is taller than wide: the English bundle reads it
     # as it is (not transposed); a bundle whose profile has vertical lines transposes it.

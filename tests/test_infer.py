@@ -155,6 +155,22 @@ def test_decode_modes(tmp_path):
     assert decode_image(np.zeros((5, 7), np.uint8)).shape == (5, 7, 3)
 
 
+def test_decode_keep_grey(tmp_path):
+    Image.new("L", (30, 10), 200).save(tmp_path / "g.png")
+    Image.new("1", (30, 10), 1).save(tmp_path / "b.png")
+    Image.new("RGB", (30, 10), (9, 8, 7)).save(tmp_path / "c.png")
+    grey = decode_image(tmp_path / "g.png", keep_grey=True)
+    assert grey.shape == (10, 30) and grey.dtype == np.uint8 and (grey == 200).all()
+    rgb = decode_image(tmp_path / "g.png")
+    assert (rgb == grey[:, :, None]).all()  # the same pixels in every channel
+    assert (decode_image(tmp_path / "b.png", keep_grey=True) == 255).all()
+    assert decode_image(tmp_path / "c.png", keep_grey=True).shape == (10, 30, 3)
+    Image.new("RGBA", (30, 10), (5, 5, 5, 255)).save(tmp_path / "grey_rgba.png")
+    grey_rgba = decode_image(tmp_path / "grey_rgba.png", keep_grey=True)
+    assert grey_rgba.shape == (10, 30) and (grey_rgba == 5).all()
+    assert decode_image(np.full((5, 7), 3, np.uint8), keep_grey=True).shape == (5, 7)
+
+
 def test_decode_bad_inputs(tmp_path):
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
     good = tmp_path / "good.png"

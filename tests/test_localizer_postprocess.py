@@ -9,6 +9,7 @@ from effocr.data.coco import line_is_vertical
 from effocr.localizer import postprocess as pp
 from effocr.localizer.model import prepare_line, resolve_vertical
 from effocr.profiles import get_profile
+from effocr.utils import EffOCRError
 
 
 def test_nms_suppresses_overlaps_and_keeps_neighbours():
@@ -125,6 +126,34 @@ def test_decode_round_trip():
     assert labels[:n0].tolist() == [0] * n0 and labels[n0:].tolist() == [1] * n1
     with pytest.raises(ValueError):
         pp.decode_effocr(raw[:, :-1], (h, w), levels, 2)
+    # With a threshold, only the rows that pass are decoded, and they come out the same.
+    raw[0, 7, 4:] = [1.0, 1.0]
+    boxes, scores, labels = pp.decode_effocr(raw, (h, w), levels, 2)
+    kept = pp.decode_effocr(raw, (h, w), levels, 2, score_threshold=0.6)
+    full_mask = scores >= 0.6
+    assert full_mask.sum() == 2 and len(kept[0]) == 2
+    for got, want in zip(
+        kept, (boxes[full_mask], scores[full_mask], labels[full_mask]), strict=True
+    ):
+        assert np.allclose(got, want)
+
+
+def test_nms_agrees_with_torchvision():
+    import torch
+    import torchvision
+
+    rng = np.random.default_rng(0)
+    for case in range(300):
+        n = int(rng.integers(0, 150))
+        xy = rng.random((n, 2)) * 300
+        boxes = np.concatenate([xy, xy + rng.random((n, 2)) * 40 + 0.5], axis=1)
+        scores = rng.random(n).astype(np.float32)
+        if case % 5 == 0:
+            scores[: n // 2] = 0.5  # ties
+        thr = float(rng.choice([0.1, 0.3, 0.5]))
+        ours = pp.nms(boxes, scores, thr)
+        ref = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores).double(), thr)
+        assert sorted(ours.tolist()) == sorted(ref.tolist())
 
 
 def test_prepare_line_resizes_pads_and_transposes():
@@ -135,6 +164,21 @@ def test_prepare_line_resizes_pads_and_transposes():
     assert p.array[:, :, :808].max() == pytest.approx(-1.0)
     v = prepare_line(np.zeros((300, 50, 3), np.uint8), 32)
     assert v.transposed and v.array.shape == (3, 32, 192) and v.image_size == (300, 50)
+
+
+def test_prepare_line_grey_equals_its_rgb_copy():
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (37, 410), dtype=np.uint8)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    for vertical in (False, True):
+        a = prepare_line(grey, 40, vertical=vertical)
+        b = prepare_line(rgb, 40, vertical=vertical)
+        assert a.array.shape == b.array.shape == (3, 40, 448)
+        assert np.array_equal(a.array, b.array) and a.scale == b.scale
+    tall = prepare_line(grey.T.copy(), 40, vertical=True)
+    assert tall.transposed and tall.array.shape == (3, 40, 448)
+    with pytest.raises(EffOCRError, match="shape"):
+        prepare_line(np.zeros((4, 5, 2), np.uint8), 40)
 
 
 def _tall_l() -> np.ndarray:

@@ -10,6 +10,7 @@ import torch
 
 from effocr.recognizer.model import (
     RecognizerNet,
+    config_encoder_args,
     create_encoder,
     export_onnx,
     load_recognizer,
@@ -60,6 +61,38 @@ def test_save_load_roundtrip_and_errors(tmp_path):
         load_recognizer(tmp_path / "missing.pt")
     with pytest.raises(EffOCRError, match="unknown timm model"):
         create_encoder("no_such_encoder_xyz")
+
+
+def test_encoder_args_shape_the_encoder_and_round_trip(tmp_path):
+    torch.manual_seed(0)
+    args = {"channels": [16, 32, 64, 128], "stem_width": 16}
+    slim = RecognizerNet("resnet10t", 32, encoder_args=args).eval()
+    full = RecognizerNet("resnet10t", 32).eval()
+    assert slim.dim == 128 and full.dim == 512
+    n_params = sum(p.numel() for p in slim.parameters())
+    assert n_params * 10 < sum(p.numel() for p in full.parameters())
+    assert slim.metadata()["encoder_args"] == args
+    loaded = load_recognizer(save_recognizer(slim, tmp_path / "model.pt", {}))
+    assert loaded.encoder_args == args and loaded.dim == 128
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(slim(x), loaded(x), atol=1e-6)
+    with pytest.raises(EffOCRError, match="encoder_args"):
+        create_encoder("resnet10t", encoder_args={"no_such_argument": 3})
+
+
+def test_encoder_args_default_to_the_profile():
+    from effocr.config import load_config
+
+    rcfg = load_config(None)["recognizer"]
+    assert rcfg["encoder_args"] is None
+    assert config_encoder_args(rcfg, "en") == {"channels": [48, 96, 192, 384], "stem_width": 24}
+    assert config_encoder_args(rcfg, "jp") == {}
+    # An explicit value wins, {} included (plain resnet10t for English).
+    assert config_encoder_args({**rcfg, "encoder_args": {}}, "en") == {}
+    assert config_encoder_args({**rcfg, "encoder_args": {"stem_width": 32}}, "jp") == {
+        "stem_width": 32
+    }
 
 
 def test_init_checkpoint_initialises_encoder(tmp_path):

@@ -11,9 +11,12 @@ from effocr.recognizer.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     RenderAugment,
+    glyph_squares,
     pad_square,
     preprocess,
     render_augment,
+    resample_weights,
+    resize_square,
     resolve_augment,
 )
 from effocr.utils import EffOCRError
@@ -222,3 +225,76 @@ def test_preprocess_does_not_import_torchvision():
         "assert 'torchvision' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- glyph_squares: all crops of a line at once ------------------------------------------
+
+
+def _line(h: int, w: int, channels: int, seed: int = 0) -> np.ndarray:
+    """A smooth random line image (blurred noise, like ink strokes at scan resolution)."""
+    rng = np.random.default_rng(seed)
+    shape = (h // 3 + 1, w // 3 + 1) + ((channels,) if channels == 3 else ())
+    small = rng.integers(0, 256, shape, dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR))
+
+
+def _crop_boxes(h: int, w: int, n: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x0 = np.sort(rng.integers(0, w - 2, n))
+    x1 = np.minimum(x0 + rng.integers(1, int(1.4 * h), n), w)
+    return np.stack([x0, np.zeros(n, int), x1, np.full(n, h)], axis=1)
+
+
+def _reference(img: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    rgb = img if img.ndim == 3 else np.repeat(img[:, :, None], 3, axis=2)
+    return np.stack(
+        [resize_square(pad_square(rgb[y0:y1, x0:x1]), size) for x0, y0, x1, y1 in boxes]
+    )
+
+
+@pytest.mark.parametrize(
+    "h,w,channels,size", [(40, 700, 3, 32), (37, 300, 1, 32), (64, 500, 3, 48)]
+)
+def test_glyph_squares_match_pad_and_resize(h, w, channels, size):
+    img = _line(h, w, channels)
+    boxes = _crop_boxes(h, w, 30)
+    fast = glyph_squares(img, boxes, size)
+    ref = _reference(img, boxes, size)[..., :channels]
+    assert fast.shape == (30, size, size, channels) and fast.dtype == np.uint8
+    diff = np.abs(fast.astype(int) - ref.astype(int))
+    # PIL rounds to 8 bits between its two passes: at most one grey level apart, rarely.
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.15
+    # Crops wider than the line is tall take the exact per-crop path.
+    wide = (boxes[:, 2] - boxes[:, 0]) > h
+    assert wide.any() and not diff[wide].any()
+
+
+def test_glyph_squares_vertical_is_the_transposed_horizontal():
+    img = _line(40, 300, 3).swapaxes(0, 1).copy()  # (300, 40): a vertical line
+    boxes = _crop_boxes(40, 300, 12)[:, [1, 0, 3, 2]]  # full width, a y range each
+    vert = glyph_squares(img, boxes, 32, vertical=True)
+    ref = np.stack([resize_square(pad_square(img[y0:y1, x0:x1]), 32) for x0, y0, x1, y1 in boxes])
+    assert vert.shape == (12, 32, 32, 3)
+    assert np.abs(vert.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_glyph_squares_white_padding_and_no_boxes():
+    img = np.zeros((30, 100), np.uint8)  # black line, grey
+    out = glyph_squares(img, np.array([[10, 0, 16, 30]]), 30)
+    assert out.shape == (1, 30, 30, 1)
+    assert (
+        out[0, :, :10].min() == 255 and out[0, :, 14:16].max() == 0 and out[0, :, 22:].min() == 255
+    )
+    assert glyph_squares(img, np.zeros((0, 4), int), 32).shape == (0, 32, 32, 1)
+
+
+def test_resample_weights_rows_sum_to_one():
+    for n_in, n_out in ((40, 32), (32, 32), (20, 32), (301, 48)):
+        weights = resample_weights(n_in, n_out)
+        assert weights.shape == (n_out, n_in) and np.allclose(weights.sum(axis=1), 1.0)
+    # The coefficients are PIL's: its float ("F") resize, which does not round, agrees.
+    rng = np.random.default_rng(0)
+    for n_in, n_out in ((40, 32), (7, 32), (301, 48)):
+        row = rng.random(n_in).astype(np.float32)
+        pil = np.asarray(Image.fromarray(row[None, :], mode="F").resize((n_out, 1), Image.BILINEAR))
+        assert np.allclose(resample_weights(n_in, n_out) @ row, pil[0], atol=1e-5)

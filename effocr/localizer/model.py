@@ -27,34 +27,35 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSRegressionHead
 from torchvision.ops import FeaturePyramidNetwork, generalized_box_iou_loss, sigmoid_focal_loss
 from torchvision.ops.misc import Conv2dNormActivation
 
-from effocr.data.coco import line_is_vertical
 from effocr.localizer import postprocess as pp
+from effocr.localizer.postprocess import DEFAULT_THRESHOLDS
+from effocr.localizer.prepare import (  # noqa: F401 (re-exported for the training code and tests)
+    MEAN,
+    PAD_VALUE,
+    STD,
+    PreparedLine,
+    prepare_line,
+    resolve_vertical,
+)
 from effocr.utils import EffOCRError
-
-# Normalisation of the network input (grey-level text: centre 0.5, scale 0.5).
-MEAN = 0.5
-STD = 0.5
-PAD_VALUE = 255
 
 # Architecture of the default backend; `localizer.arch` in the config overrides keys.
 DEFAULT_ARCH: dict[str, Any] = {
     # Output channels of the stem and of the four stages (strides 2, 4, 8, 16, 32).
-    "widths": [16, 24, 48, 96, 128],
+    "widths": [16, 32, 64, 96, 128],
     # Extra 3x3 convs after the strided conv of each stage (stem has none).
     "depths": [0, 1, 1, 1, 1],
-    "fpn_channels": 24,
+    "fpn_channels": 32,
     "head_convs": 1,
     # Pyramid level (stride = 2**level) of each class's head.
     "levels": {"char": 2, "word": 3},
@@ -72,61 +73,6 @@ def merge_arch(arch: dict | None) -> dict:
             raise EffOCRError(f"localizer.arch: unknown key {key!r} (known: {sorted(out)})")
         out[key] = value
     return out
-
-
-# ---------------------------------------------------------------------------
-# Input preparation (the ONE place for both PyTorch and ONNX paths)
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class PreparedLine:
-    """A line ready for the network and what is needed to map boxes back."""
-
-    array: np.ndarray  # (3, H, W) float32, normalised
-    scale: float  # network pixels per original pixel
-    transposed: bool  # the image was transposed (vertical line)
-    image_size: tuple[int, int]  # original (height, width)
-
-
-def resolve_vertical(vertical: bool | None, meta: dict) -> bool:
-    """`vertical` when given, else the localizer's own setting (meta ``vertical``, the profile
-    it was trained for; True for models and external layouts that do not say)."""
-    return bool(meta.get("vertical", True)) if vertical is None else bool(vertical)
-
-
-def prepare_line(
-    img: np.ndarray, input_height: int, pad_multiple: int = 32, vertical: bool | None = None
-) -> PreparedLine:
-    """Transpose vertical lines, resize to `input_height`, pad width with white, normalise.
-
-    Args:
-        img: (H, W, 3) uint8 RGB (greyscale (H, W) is accepted).
-        input_height: Height of the network input.
-        pad_multiple: Width is padded to a multiple of this (the deepest stride).
-        vertical: Whether vertical lines occur (see `line_is_vertical`): False never
-            transposes; True or None transposes a line taller than wide.
-    """
-    img = np.asarray(img)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    if img.ndim != 3 or img.shape[2] not in (3, 4) or img.shape[0] < 1 or img.shape[1] < 1:
-        raise EffOCRError(f"line image must be HxWx3 uint8, got shape {img.shape}")
-    img = img[:, :, :3]
-    h, w = img.shape[:2]
-    transposed = line_is_vertical(h, w, vertical)
-    if transposed:
-        img = np.ascontiguousarray(img.transpose(1, 0, 2))
-    scale = input_height / img.shape[0]
-    new_w = max(1, int(round(img.shape[1] * scale)))
-    resized = np.asarray(
-        Image.fromarray(img.astype(np.uint8)).resize((new_w, input_height), Image.BILINEAR)
-    )
-    padded_w = max(pad_multiple, -(-new_w // pad_multiple) * pad_multiple)
-    canvas = np.full((input_height, padded_w, 3), PAD_VALUE, np.uint8)
-    canvas[:, :new_w] = resized
-    arr = (canvas.astype(np.float32) / 255.0 - MEAN) / STD
-    return PreparedLine(arr.transpose(2, 0, 1).copy(), scale, transposed, (h, w))
 
 
 # ---------------------------------------------------------------------------
@@ -234,7 +180,7 @@ def decode_rows(reg: torch.Tensor, points: torch.Tensor, size: float) -> torch.T
 
 
 def _level_points_t(hw: tuple[int, int], stride: int, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(pp.level_points(hw[0], hw[1], (stride, stride))).to(device)
+    return torch.from_numpy(pp.level_points(hw[0], hw[1], (stride, stride)).copy()).to(device)
 
 
 def detection_loss(
@@ -321,15 +267,6 @@ def detection_loss(
 # ---------------------------------------------------------------------------
 
 
-DEFAULT_THRESHOLDS = {
-    "score_threshold": 0.3,
-    "nms_iou": 0.3,
-    "max_detections": 300,
-    "spaces": True,
-    "gap_factor": 2.5,
-}
-
-
 class TorchLocalizer:
     """PyTorch inference with the same preparation and post-processing as the ONNX path."""
 
@@ -362,7 +299,11 @@ class TorchLocalizer:
 def detections_from_raw(raw: np.ndarray, prepared: PreparedLine, meta: dict) -> pp.Detections:
     """Decode + post-process raw rows of the default backend (PyTorch and ONNX paths)."""
     boxes, scores, labels = pp.decode_effocr(
-        raw, prepared.array.shape[1:], meta["levels"], len(meta["classes"])
+        raw,
+        prepared.array.shape[1:],
+        meta["levels"],
+        len(meta["classes"]),
+        score_threshold=meta["score_threshold"],
     )
     return pp.postprocess(
         boxes,

@@ -136,7 +136,13 @@ def _boxes_scores_labels(outputs: list[np.ndarray], meta: dict, input_hw: tuple[
 
 
 def _effocr(outputs: list[np.ndarray], meta: dict, input_hw: tuple[int, int]):
-    return pp.decode_effocr(outputs[0], input_hw, meta["levels"], len(meta["classes"]))
+    return pp.decode_effocr(
+        outputs[0],
+        input_hw,
+        meta["levels"],
+        len(meta["classes"]),
+        score_threshold=meta.get("score_threshold"),
+    )
 
 
 ADAPTERS: dict[str, Adapter] = {

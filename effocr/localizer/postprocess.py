@@ -14,12 +14,22 @@ glyphs (median gap near 0) from turning every tiny gap into a space.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
 # Ink spacing floor, as a fraction of the line's thickness, used by the gap fallback.
 GAP_FLOOR = 0.05
 # Config keys of the `localizer` section that set the post-processing (defaults in the schema).
+# Post-processing settings of a localizer without any in its meta.
+DEFAULT_THRESHOLDS = {
+    "score_threshold": 0.3,
+    "nms_iou": 0.3,
+    "max_detections": 300,
+    "spaces": True,
+    "gap_factor": 2.5,
+}
+
 THRESHOLD_KEYS = ("score_threshold", "nms_iou", "max_detections", "gap_factor")
 
 
@@ -64,12 +74,19 @@ class Detections:
 # ---------------------------------------------------------------------------
 
 
-def level_points(height: int, width: int, stride: tuple[int, int]) -> np.ndarray:
-    """Centres ``(cx, cy)`` of the cells of one feature level, row-major (y then x)."""
+@lru_cache(maxsize=512)
+def _level_points(height: int, width: int, stride: tuple[int, int]) -> np.ndarray:
     sh, sw = stride
     gh, gw = height // sh, width // sw
     ys, xs = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
-    return np.stack([(xs.ravel() + 0.5) * sw, (ys.ravel() + 0.5) * sh], axis=1).astype(np.float32)
+    pts = np.stack([(xs.ravel() + 0.5) * sw, (ys.ravel() + 0.5) * sh], axis=1).astype(np.float32)
+    pts.flags.writeable = False  # shared by every call with this size (cached)
+    return pts
+
+
+def level_points(height: int, width: int, stride: tuple[int, int]) -> np.ndarray:
+    """Centres ``(cx, cy)`` of the cells of one feature level, row-major (y then x)."""
+    return _level_points(int(height), int(width), (int(stride[0]), int(stride[1])))
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -78,7 +95,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def decode_effocr(
-    raw: np.ndarray, input_hw: tuple[int, int], levels: list[dict], num_classes: int
+    raw: np.ndarray,
+    input_hw: tuple[int, int],
+    levels: list[dict],
+    num_classes: int,
+    score_threshold: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode the default backend's raw output into boxes, scores and labels.
 
@@ -90,6 +111,8 @@ def decode_effocr(
         levels: ``[{"stride": [sh, sw], "size": unit, "class": k}, ...]`` (model metadata);
             `size` (default: the stride) is the regression unit in pixels.
         num_classes: Number of classes.
+        score_threshold: Drop rows scoring below it before decoding their boxes (the same
+            rows `postprocess` would drop; most of a line's cells are background).
 
     Returns:
         boxes (N, 4) in network-input pixels, scores (N,), labels (N,) int.
@@ -103,11 +126,15 @@ def decode_effocr(
         if len(part) != len(pts):
             raise ValueError(f"raw output has {len(raw)} rows; levels {levels} need more")
         start += len(pts)
+        score = np.sqrt(sigmoid(part[:, 5]) * sigmoid(part[:, 4]))
+        if score_threshold is not None:
+            rows = np.flatnonzero(score >= score_threshold)
+            pts, part, score = pts[rows], part[rows], score[rows]
         size = float(level.get("size", level["stride"][1]))
         centre = pts + part[:, :2] * size
         wh = np.exp(np.minimum(part[:, 2:4], MAX_LOG_SIZE)) * size
         boxes.append(np.concatenate([centre - wh / 2, centre + wh / 2], axis=1))
-        scores.append(np.sqrt(sigmoid(part[:, 5]) * sigmoid(part[:, 4])))
+        scores.append(score)
         labels.append(np.full(len(pts), int(level["class"]), np.int64))
     if start != len(raw):
         raise ValueError(f"raw output has {len(raw)} rows, levels {levels} account for {start}")
@@ -135,26 +162,54 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression; indices kept, highest score first."""
+    """Greedy non-maximum suppression; indices kept, highest score first.
+
+    The same result as the textbook loop (and `torchvision.ops.nms`), computed for text lines:
+    boxes overlap only if their spans along the line overlap, and along a line each candidate
+    overlaps a few neighbours, so IoU is computed for those pairs alone (one vectorised pass)
+    and the greedy pass walks lists of neighbours. A line has hundreds of candidate cells;
+    both an IoU matrix and per-candidate NumPy calls cost more than the network.
+    """
     order = np.argsort(-np.asarray(scores), kind="stable")
     b = np.asarray(boxes, np.float64).reshape(-1, 4)[order]
-    x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    areas = np.maximum(x1 - x0, 0.0) * np.maximum(y1 - y0, 0.0)
-    # The same IoU as `box_iou`, inlined on the remaining candidates: NMS runs once per line
-    # and class, and the per-call overhead of the general function was half the localizer's
-    # CPU time.
-    rest = np.arange(len(order))
+    n = len(b)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    # Pairs whose spans overlap along the axis the boxes spread over most (x for a line).
+    axis = 0 if np.ptp(b[:, [0, 2]]) >= np.ptp(b[:, [1, 3]]) else 1
+    by_start = np.argsort(b[:, axis], kind="stable")
+    starts = b[by_start, axis]
+    ends = np.searchsorted(starts, b[by_start, axis + 2], side="left")
+    counts = np.maximum(ends - np.arange(1, n + 1), 0)
+    total = int(counts.sum())
+    if total == 0:
+        return order
+    first = np.repeat(np.arange(n), counts)
+    second = first + 1 + np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    p, q = by_start[first], by_start[second]
+    bp, bq = b[p], b[q]
+    iw = np.minimum(bp[:, 2], bq[:, 2]) - np.maximum(bp[:, 0], bq[:, 0])
+    ih = np.minimum(bp[:, 3], bq[:, 3]) - np.maximum(bp[:, 1], bq[:, 1])
+    inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
+    area = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
+    union = area[p] + area[q] - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    over = iou > iou_threshold
+    # In score order, the earlier box of an overlapping pair suppresses the later if kept.
+    winner = np.minimum(p[over], q[over])
+    loser = np.maximum(p[over], q[over])
+    by_winner = np.argsort(winner, kind="stable")
+    bounds = np.searchsorted(winner[by_winner], np.arange(n + 1)).tolist()
+    losers = loser[by_winner].tolist()
+    suppressed = bytearray(n)
     keep: list[int] = []
-    while rest.size:
-        i, rest = rest[0], rest[1:]
-        keep.append(int(order[i]))
-        iw = np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest])
-        ih = np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest])
-        inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
-        union = areas[i] + areas[rest] - inter
-        iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-        rest = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+    for i in range(n):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        for j in losers[bounds[i] : bounds[i + 1]]:
+            suppressed[j] = 1
+    return order[np.asarray(keep, dtype=np.int64)]
 
 
 def reading_order(boxes: np.ndarray, vertical: bool = False) -> np.ndarray:

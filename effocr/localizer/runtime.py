@@ -12,8 +12,9 @@ from PIL import Image
 
 from effocr.data.coco import line_is_vertical
 from effocr.localizer import postprocess as pp
-from effocr.localizer.model import DEFAULT_THRESHOLDS, PreparedLine, prepare_line, resolve_vertical
 from effocr.localizer.onnx_layouts import external_meta, get_adapter
+from effocr.localizer.postprocess import DEFAULT_THRESHOLDS
+from effocr.localizer.prepare import PreparedLine, prepare_line, resolve_vertical
 from effocr.utils import EffOCRError
 
 # Key of the ONNX metadata entry holding our models' `meta` (JSON).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,12 +21,9 @@ from effocr.recognizer.transforms import (
     as_rgb_array,
     preprocess,
 )
-from effocr.utils import EffOCRError, codepoints_to_label, label_to_codepoints
+from effocr.utils import CODEPOINTS_RE, EffOCRError, codepoints_to_label, label_to_codepoints
 
 LOG = logging.getLogger(__name__)
-
-# A label in code-point form: U+XXXX, several joined by "_" (see effocr.utils.label_to_codepoints).
-CODEPOINTS_RE = re.compile(r"^U\+[0-9A-Fa-f]{4,6}(?:_U\+[0-9A-Fa-f]{4,6})*$")
 
 MANIFEST_COLUMNS = ("path", "codepoints", "source", "origin", "split")
 SOURCES = ("render", "real")

@@ -20,11 +20,15 @@ from effocr.utils import EffOCRError, atomic_path
 LOG = logging.getLogger(__name__)
 
 
-def create_encoder(name: str, init_checkpoint: str | Path | None = None) -> nn.Module:
+def create_encoder(
+    name: str, init_checkpoint: str | Path | None = None, encoder_args: dict | None = None
+) -> nn.Module:
     """Create a timm encoder without classifier (`num_classes=0`) and without downloads.
 
     Args:
         name: Any timm model name, e.g. ``mobilenetv3_small_050``.
+        encoder_args: Keyword arguments of `timm.create_model` that shape the architecture,
+            e.g. ``{"channels": [32, 64, 128, 256], "stem_width": 16}`` for a slimmer ResNet.
         init_checkpoint: Optional local file with a state dict (or a dict holding one under
             ``model``/``state_dict``) to initialise the encoder; keys may carry an ``encoder.``
             or ``net.`` prefix (the original's `enc_best.pth`). Classifier keys are ignored.
@@ -34,10 +38,15 @@ def create_encoder(name: str, init_checkpoint: str | Path | None = None) -> nn.M
     """
     import timm
 
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in (encoder_args or {}).items()}
     try:
-        encoder = timm.create_model(name, num_classes=0, pretrained=False)
+        encoder = timm.create_model(name, num_classes=0, pretrained=False, **kwargs)
     except RuntimeError as exc:
         raise EffOCRError(f"recognizer.encoder: unknown timm model {name!r}: {exc}") from exc
+    except TypeError as exc:
+        raise EffOCRError(
+            f"recognizer.encoder_args: {sorted(kwargs)} do not fit timm model {name!r}: {exc}"
+        ) from exc
     if init_checkpoint:
         path = Path(init_checkpoint)
         if not path.exists():
@@ -75,11 +84,20 @@ def create_encoder(name: str, init_checkpoint: str | Path | None = None) -> nn.M
     return encoder
 
 
+def config_encoder_args(rcfg: dict, language: str) -> dict:
+    """`recognizer.encoder_args` of a config, the language profile's when null."""
+    from effocr.profiles import get_profile
+
+    args = rcfg.get("encoder_args")
+    return dict(get_profile(language).encoder_args if args is None else args)
+
+
 class RecognizerNet(nn.Module):
     """Encoder + L2 normalisation. Input (N, 3, S, S) normalised images, output (N, D) unit vectors.
 
     Attributes:
         encoder_name: timm model name.
+        encoder_args: Architecture arguments given to `timm.create_model`.
         input_size: Side S of the square input.
         mean, std: Normalisation the input was standardised with (see `transforms.preprocess`).
         dim: Embedding dimension D.
@@ -92,9 +110,11 @@ class RecognizerNet(nn.Module):
         init_checkpoint: str | Path | None = None,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
+        encoder_args: dict | None = None,
     ) -> None:
         super().__init__()
-        self.encoder = create_encoder(encoder_name, init_checkpoint)
+        self.encoder_args = dict(encoder_args or {})
+        self.encoder = create_encoder(encoder_name, init_checkpoint, self.encoder_args)
         self.encoder_name = encoder_name
         self.input_size = int(input_size)
         cfg = getattr(self.encoder, "pretrained_cfg", None) or {}
@@ -116,6 +136,7 @@ class RecognizerNet(nn.Module):
         """What inference needs to rebuild the model and its input transform."""
         return {
             "encoder": self.encoder_name,
+            "encoder_args": dict(self.encoder_args),
             "input_size": self.input_size,
             "mean": list(self.mean),
             "std": list(self.std),
@@ -161,7 +182,11 @@ def load_recognizer(path: str | Path, device: str = "cpu") -> RecognizerNet:
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "recognizer" or "model" not in ckpt:
         raise EffOCRError(f"{path}: not a recognizer model.pt (missing kind='recognizer'/model)")
     model = RecognizerNet(
-        ckpt["encoder"], ckpt["input_size"], mean=tuple(ckpt["mean"]), std=tuple(ckpt["std"])
+        ckpt["encoder"],
+        ckpt["input_size"],
+        mean=tuple(ckpt["mean"]),
+        std=tuple(ckpt["std"]),
+        encoder_args=ckpt.get("encoder_args"),
     )
     model.load_state_dict(ckpt["model"])
     model.info = {k: v for k, v in ckpt.items() if k != "model"}

@@ -38,7 +38,12 @@ from effocr.recognizer.dataset import (
 )
 from effocr.recognizer.hardneg import read_hns
 from effocr.recognizer.index import _loader_workers
-from effocr.recognizer.model import RecognizerNet, load_recognizer, save_recognizer
+from effocr.recognizer.model import (
+    RecognizerNet,
+    config_encoder_args,
+    load_recognizer,
+    save_recognizer,
+)
 from effocr.recognizer.samplers import HardNegativeSampler, MPerClassSampler
 from effocr.recognizer.transforms import pad_square, render_augment, resize_square
 from effocr.utils import (
@@ -342,13 +347,23 @@ def train_recognizer(
 
     # Model (seeded, so a fresh run starts from the same weights) -------------
     seed_everything(seed)
-    model = RecognizerNet(rcfg["encoder"], size, rcfg.get("init_checkpoint"))
+    model = RecognizerNet(
+        rcfg["encoder"],
+        size,
+        rcfg.get("init_checkpoint"),
+        encoder_args=config_encoder_args(rcfg, profile.name),
+    )
     if init_model is not None:
         start_from = load_recognizer(init_model)
-        if start_from.encoder_name != model.encoder_name or start_from.input_size != size:
+        if (start_from.encoder_name, start_from.input_size, start_from.encoder_args) != (
+            model.encoder_name,
+            size,
+            model.encoder_args,
+        ):
             raise EffOCRError(
-                f"{init_model}: encoder {start_from.encoder_name}/{start_from.input_size} does not "
-                f"match recognizer.encoder {model.encoder_name}/{size}"
+                f"{init_model}: encoder {start_from.encoder_name}/{start_from.input_size} "
+                f"{start_from.encoder_args} does not match recognizer.encoder "
+                f"{model.encoder_name}/{size} {model.encoder_args}"
             )
         model.load_state_dict(start_from.state_dict())
     model.to(device)
