@@ -119,6 +119,7 @@ def run_effocr_engine(
     # Worker processes are started and warmed up (first ORT runs allocate) by a first, untimed
     # pass over the whole set.
     with Engine(bundle, threads=cores, device="cpu", batch_size=batch_size) as engine:
+        engine.start()
         engine.infer(images)
         engine.reset_timings()
         start = time.perf_counter()

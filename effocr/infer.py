@@ -53,6 +53,9 @@ IMAGE_SUFFIXES = (
 BUNDLE_FILES = ("localizer.onnx", "recognizer.onnx", "ref.index", "ref_labels.txt", "model.yaml")
 STAGES = ("decode", "localizer", "crops", "recognizer", "knn")
 
+# Below this many lines per worker, a job does not start worker processes (see iter_infer).
+SMALL_JOB_LINES = 100
+
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 
@@ -337,8 +340,8 @@ class Engine:
             `threads` on CUDA (one worker).
         chunk_lines: Lines handed to a worker at once; default enough for ~2 full batches.
         parallel: How `threads` > 1 workers run on the CPU: ``process`` (worker processes,
-            started on first use and kept until `close`), ``thread`` (threads of this process)
-            or ``auto`` (processes).
+            started by `start` or by the first job of at least 100 lines per worker, and kept
+            until `close`), ``thread`` (threads of this process) or ``auto`` (processes).
     """
 
     def __init__(
@@ -600,7 +603,14 @@ class Engine:
         # NumPy's BLAS threads (crops) would compete with the workers for the same cores.
         limits = threadpool_limits(limits=1, user_api="blas") if not self.cuda else None
         try:
-            if self.workers == 1 or len(chunks) <= 1:
+            # Starting a worker process costs about what 100 lines do: a small job runs here
+            # unless the workers are already up (`start`).
+            small = (
+                self.parallel == "process"
+                and self._pool is None
+                and (len(items) < SMALL_JOB_LINES * self.workers)
+            )
+            if self.workers == 1 or len(chunks) <= 1 or small:
                 for chunk in chunks:
                     for res in self._process_chunk(chunk):
                         if bar is not None:

@@ -277,12 +277,17 @@ def test_engine_reproduces_pytorch(trained, tmp_path):
     assert arr[0].text == results[0].text and arr[0].image == "<array 0>"
 
 
-def test_engine_worker_processes_and_threads_agree(trained):
+def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
     paths = _line_paths(trained)
     with Engine(trained["bundle"], threads=2, batch_size=8, chunk_lines=2) as procs:
         assert procs.parallel == "process"
         procs.start()
         assert procs._pool is not None and len(procs._pool._processes) == 2
+
+        def not_here(chunk):
+            raise AssertionError("a chunk ran in the parent process")
+
+        procs._process_chunk = not_here  # the workers do all the work
         first = procs.infer(paths)
         assert procs._pool is not None  # started once, reused by the next call
         pool = procs._pool
@@ -296,8 +301,14 @@ def test_engine_worker_processes_and_threads_agree(trained):
     expected = [r.to_dict() for r in threads.infer(paths)]
     assert [r.to_dict() for r in first] == expected == [r.to_dict() for r in again[:-1]]
     assert not again[-1].ok and "not found" in again[-1].error
-    # One worker never starts processes.
+    # One worker never starts processes; a small job does not start them either ...
     assert Engine(trained["bundle"], threads=1).parallel == "thread"
+    small = Engine(trained["bundle"], threads=2, chunk_lines=2)
+    assert [r.to_dict() for r in small.infer(paths)] == expected and small._pool is None
+    # ... but a large one does.
+    monkeypatch.setattr("effocr.infer.SMALL_JOB_LINES", 1)
+    assert [r.to_dict() for r in small.infer(paths)] == expected and small._pool is not None
+    small.close()
     with pytest.raises(EffOCRError, match="parallel"):
         Engine(trained["bundle"], threads=2, parallel="fork")
 
