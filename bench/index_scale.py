@@ -252,7 +252,6 @@ def phase_mine(args: argparse.Namespace, work: Path) -> dict:
 
 def phase_train(args: argparse.Namespace, work: Path) -> dict:
     import numpy as np
-    from torch.utils.data import DataLoader
 
     from effocr.profiles import get_profile
     from effocr.recognizer.dataset import (
@@ -264,7 +263,12 @@ def phase_train(args: argparse.Namespace, work: Path) -> dict:
     from effocr.recognizer.index import _loader_workers
     from effocr.recognizer.model import RecognizerNet, config_encoder_args
     from effocr.recognizer.samplers import MPerClassSampler
-    from effocr.recognizer.train import Validator, create_optimization, split_records
+    from effocr.recognizer.train import (
+        Validator,
+        batch_loader,
+        create_optimization,
+        split_records,
+    )
     from effocr.recognizer.transforms import render_augment
     from effocr.utils import optimizer_step, seed_everything, select_device, set_threads
 
@@ -334,13 +338,7 @@ def phase_train(args: argparse.Namespace, work: Path) -> dict:
     loss_fn, optimizer, scheduler = create_optimization(
         model, rcfg, max(1, int(rcfg["epochs"]) * len(sampler))
     )
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=workers,
-        pin_memory=device.startswith("cuda"),
-        persistent_workers=workers > 0,
-    )
+    loader = batch_loader(dataset, sampler, workers, device)
     seed_everything(seed + 1)
     sampler.set_epoch(1)
     model.train()

@@ -44,6 +44,7 @@ IMPORT_TO_CONDA = {
     "onnx": "onnx",
     "onnxruntime": "onnxruntime",
     "rapidfuzz": "rapidfuzz",
+    "threadpoolctl": "threadpoolctl",
 }
 # The rules that declare a `gpu` resource (and so run in CONTAINER_GPU).
 GPU_RULES = {

@@ -197,6 +197,17 @@ def _lr_lambda(total_steps: int, warmup: int):
     return f
 
 
+def batch_loader(dataset: Any, sampler: Any, workers: int, device: str) -> DataLoader:
+    """The training DataLoader: batches from `sampler`, `workers` loader processes."""
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.startswith("cuda"),
+        persistent_workers=workers > 0,
+    )
+
+
 def create_optimization(model: RecognizerNet, rcfg: dict, total_steps: int) -> tuple[Any, Any, Any]:
     """SupCon loss, AdamW and the per-step schedule of a run of `total_steps` (config `recognizer`)."""
     from pytorch_metric_learning.losses import SupConLoss
@@ -395,13 +406,7 @@ def train_recognizer(
     validator = Validator(
         reference_groups(train_renders, stems), val_records, size, model.mean, model.std
     )
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=workers,
-        pin_memory=device.startswith("cuda"),
-        persistent_workers=workers > 0,
-    )
+    loader = batch_loader(dataset, sampler, workers, device)
     steps_per_epoch = len(sampler)
 
     # Optimisation -------------------------------------------------------------
