@@ -1,12 +1,12 @@
 # Helpers shared by every rules file: config validation, paths, code versions, environments.
 
-import hashlib
 from pathlib import Path
 
 from snakemake.utils import validate
 
 from effocr.localizer.postprocess import config_thresholds
 from effocr.profiles import get_profile
+from effocr.provenance import code_hash
 import functools
 import os
 from effocr.synth.charsets import SHIPPED as SHIPPED_CHARSETS
@@ -59,26 +59,14 @@ CONTAINER_GPU = "docker://effocr/effocr-workflow:0.1.0-cuda"
 REPO = Path(workflow.basedir)
 
 
-def code_version(*modules):
-    """Hash of the `effocr` source files a rule imports.
+def code_version(entry):
+    """Hash of the `effocr` modules that `entry` imports, transitively, and of itself.
 
-    Snakemake does not track imported code, so rules pass this as a param: editing a module
-    reruns exactly the rules that use it (params rerun trigger).
+    `entry` is the module that the workflow script calls. Snakemake does not track imported
+    code, so each step passes this as a param; editing any module in that closure (or a
+    resource file it names) reruns the step (params rerun trigger). See effocr.provenance.
     """
-    h = hashlib.sha256()
-    for module in modules:
-        path = REPO / module.replace(".", "/")
-        files = (
-            sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
-        )
-        for f in files:
-            h.update(str(f.relative_to(REPO)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-# Modules every step depends on.
-CORE_CODE = ("effocr.utils", "effocr.config", "effocr.profiles")
+    return code_hash(entry, root=REPO)
 
 
 def log_path(rule, suffix=""):
@@ -102,15 +90,6 @@ def get_final_output():
 # --- synth stage helpers (rules/synth.smk) ---
 
 
-# Modules each rule imports (editing render.py must not regenerate the lines, and vice versa).
-SYNTH_COMMON = (
-    "effocr.synth.charsets",
-    "effocr.synth.fonts",
-    "effocr.synth.text",
-    *CORE_CODE,
-)
-SYNTH_LINES_CODE = ("effocr.synth.lines", *SYNTH_COMMON)
-RENDER_CODE = ("effocr.synth.render", *SYNTH_COMMON)
 SYNTH_JSON = config["synth"]["coco_json"]
 SYNTH_IMAGES = os.path.join(os.path.dirname(SYNTH_JSON), "images")
 
@@ -161,7 +140,6 @@ def text_source_for_renders():
 
 
 # --- recognizer stage helpers (rules/recognizer.smk) ---
-RECOGNIZER_CODE = ("effocr.recognizer", *CORE_CODE)
 # Torch threads plus DataLoader workers; Snakemake lowers it to --cores on small machines.
 RECOGNIZER_THREADS = 8
 

@@ -28,12 +28,7 @@ rule validate_coco:
         mem_mb=2000,
         runtime=30,
     params:
-        code=code_version(
-            "effocr.data.coco",
-            "effocr.data.validate",
-            "effocr.synth.charsets",
-            *CORE_CODE,
-        ),
+        code=code_version("effocr.data.validate"),
         image_dir=config["dataset"]["image_dir"],
         charset=DATA_CHARSET,
         char_category=config["dataset"]["char_category"],
@@ -62,7 +57,7 @@ rule split_coco:
         mem_mb=2000,
         runtime=15,
     params:
-        code=code_version("effocr.data.coco", "effocr.data.coco_tools", *CORE_CODE),
+        code=code_version("effocr.data.coco_tools"),
         ratios=config["split"]["ratios"],
         files=SPLIT_FILES,
         seed=config["seed"],
@@ -89,7 +84,7 @@ rule crop_glyphs:
         mem_mb=2000,
         runtime=60,
     params:
-        code=code_version("effocr.data.coco", "effocr.data.crops", *CORE_CODE),
+        code=code_version("effocr.data.crops"),
         image_dir=config["dataset"]["image_dir"],
         full_height=config["crops"]["full_height"],
         padding=config["crops"]["padding"],
@@ -120,6 +115,6 @@ rule build_recognizer_dataset:
         mem_mb=2000,
         runtime=15,
     params:
-        code=code_version("effocr.data.recognizer_dataset", *CORE_CODE),
+        code=code_version("effocr.data.recognizer_dataset"),
     script:
         "../workflow_scripts/build_recognizer_dataset.py"

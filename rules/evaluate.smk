@@ -7,18 +7,6 @@
 
 from effocr.evaluate import set_input_files, workflow_set_spec
 
-# Modules `evaluate` runs: scoring, Tesseract, and the inference stack of `effocr infer`.
-EVAL_CODE = (
-    "effocr.evaluate",
-    "effocr.metrics",
-    "effocr.tesseract",
-    "effocr.infer",
-    "effocr.localizer",
-    "effocr.recognizer.index",
-    "effocr.recognizer.transforms",
-    *CORE_CODE,
-)
-REPORT_CODE = ("effocr.report", *CORE_CODE)
 TRAININGS = {
     "recognizer_pass1": f"{PATHS['recognizer_pass1']}/metrics.csv",
     "recognizer_pass2": f"{PATHS['recognizer_pass2']}/metrics.csv",
@@ -82,7 +70,7 @@ rule evaluate:
         mem_mb=4000,
         runtime=60,
     params:
-        code=code_version(*EVAL_CODE),
+        code=code_version("effocr.evaluate"),
         spec=EVAL_SPEC,
         options=EVAL_OPTIONS,
         language=config["language"],
@@ -149,7 +137,7 @@ rule report:
         mem_mb=2000,
         runtime=15,
     params:
-        code=code_version(*REPORT_CODE),
+        code=code_version("effocr.report"),
         worst_lines=config["evaluate"]["worst_lines"],
         run_info={
             "language": config["language"],

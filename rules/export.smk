@@ -33,16 +33,7 @@ rule export_onnx:
         mem_mb=4000,
         runtime=30,
     params:
-        code=code_version(
-            "effocr.export",
-            "effocr.infer",
-            "effocr.recognizer",
-            "effocr.localizer",
-            "effocr.data.coco",
-            "effocr.data.crops",
-            "effocr.quantize",
-            *CORE_CODE,
-        ),
+        code=code_version("effocr.export"),
         index_dir=lambda wildcards, input: os.path.dirname(input.index[0]),
         image_dir=config["dataset"]["image_dir"],
         export=config["export"],

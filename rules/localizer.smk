@@ -2,7 +2,6 @@
 # COCO train split (validated on val every epoch), then measure it on the test split.
 
 
-LOCALIZER_CODE = ("effocr.localizer", "effocr.data.coco", *CORE_CODE)
 # An ONNX localizer exported elsewhere (localizer.onnx_model) is evaluated instead of ours.
 LOCALIZER_MODEL = config["localizer"]["onnx_model"] or f"{PATHS['localizer']}/model.pt"
 
@@ -31,7 +30,7 @@ rule train_localizer:
         runtime=120,
         gpu=1,
     params:
-        code=code_version(*LOCALIZER_CODE),
+        code=code_version("effocr.localizer.train"),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         image_dir=config["dataset"]["image_dir"],
         localizer=config["localizer"],
@@ -62,7 +61,7 @@ rule evaluate_localizer:
         mem_mb=2000,
         runtime=30,
     params:
-        code=code_version(*LOCALIZER_CODE),
+        code=code_version("effocr.localizer.evaluate"),
         image_dir=config["dataset"]["image_dir"],
         char_category=config["dataset"]["char_category"],
         word_category=config["dataset"]["word_category"],

@@ -23,7 +23,7 @@ rule train_recognizer:
         runtime=240,
         gpu=1,
     params:
-        code=code_version(*RECOGNIZER_CODE),
+        code=code_version("effocr.recognizer.train"),
         recognizer=config["recognizer"],
         reference_fonts=config["fonts"]["reference"],
         seed=config["seed"],
@@ -53,7 +53,7 @@ rule mine_hard_negatives:
         runtime=60,
         gpu=1,
     params:
-        code=code_version(*RECOGNIZER_CODE),
+        code=code_version("effocr.recognizer.hardneg"),
         hardneg_k=config["recognizer"]["hardneg_k"],
         reference_fonts=config["fonts"]["reference"],
         language=config["language"],
@@ -84,7 +84,7 @@ rule train_recognizer_hn:
         runtime=240,
         gpu=1,
     params:
-        code=code_version(*RECOGNIZER_CODE),
+        code=code_version("effocr.recognizer.train"),
         recognizer=config["recognizer"],
         reference_fonts=config["fonts"]["reference"],
         seed=config["seed"],
@@ -116,7 +116,7 @@ rule build_reference_index:
         runtime=60,
         gpu=1,
     params:
-        code=code_version(*RECOGNIZER_CODE),
+        code=code_version("effocr.recognizer.index"),
         reference_fonts=config["fonts"]["reference"],
         language=config["language"],
         device=config["recognizer"]["device"],

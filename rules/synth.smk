@@ -34,7 +34,7 @@ if os.path.normpath(config["dataset"]["coco_json"]) == os.path.normpath(SYNTH_JS
             mem_mb=2000,
             runtime=30,
         params:
-            code=code_version(*SYNTH_LINES_CODE),
+            code=code_version("effocr.synth.lines"),
             language=config["language"],
             seed=config["seed"],
             synth=config["synth"],
@@ -66,7 +66,7 @@ rule render_glyphs:
         mem_mb=4000,
         runtime=60,
     params:
-        code=code_version(*RENDER_CODE),
+        code=code_version("effocr.synth.render"),
         language=config["language"],
         seed=config["seed"],
         fonts=config["fonts"],

@@ -38,6 +38,7 @@ from effocr.localizer.model import (
     model_meta,
 )
 from effocr.profiles import get_profile
+from effocr.provenance import code_hash
 from effocr.utils import (
     EffOCRError,
     atomic_path,
@@ -265,16 +266,15 @@ def evaluate(
 
 
 def _code_fingerprint() -> str:
-    """Hash of the localizer package's source, so a checkpoint from other code is not resumed."""
-    here = Path(__file__).resolve().parent
-    files = sorted(here.rglob("*.py"))
-    return sha256_json({str(f.relative_to(here)): sha256_file(f) for f in files})[:16]
+    """The hash train_localizer's rule reruns on (every module this one imports, transitively),
+    so that a rerun for edited code starts afresh instead of resuming the old run."""
+    return code_hash("effocr.localizer.train")
 
 
 def config_hash(config: dict, train_json: str | os.PathLike, val_json: str | os.PathLike) -> str:
     """Hash of what decides the training run: seed, language, localizer section, split files
-    and the localizer code (Snakemake reruns the rule when that code changes; resuming the old
-    run's checkpoint would then silently keep the old model)."""
+    and the code (Snakemake reruns the rule when that code changes; resuming the old run's
+    checkpoint would then silently keep the old model)."""
     return sha256_json(
         {
             "code": _code_fingerprint(),

@@ -28,6 +28,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from effocr.profiles import get_profile
+from effocr.provenance import code_hash
 from effocr.recognizer.dataset import (
     GlyphDataset,
     GlyphRecord,
@@ -79,10 +80,9 @@ METRIC_FIELDS = (
 
 
 def _code_fingerprint() -> str:
-    """Hash of this package's source, so a checkpoint from other code is not resumed."""
-    here = Path(__file__).resolve().parent
-    files = sorted(here.glob("*.py"))
-    return sha256_json({f.name: sha256_file(f) for f in files})[:16]
+    """The hash the training rules rerun on (every module this one imports, transitively),
+    so that a rerun for edited code starts afresh instead of resuming the old run."""
+    return code_hash("effocr.recognizer.train")
 
 
 def _epochs(rcfg: dict, second_pass: bool) -> int:

@@ -1,0 +1,79 @@
+"""The workflow's rules as Snakemake itself parses them, for tests that check rule directives.
+
+Reading `rules/*.smk` with regexes misses rules inside an `if`, values passed as constants and
+anything computed; the Snakemake API sees the rules exactly as a run would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Runs in a subprocess: the API changes the working directory and keeps global state.
+DUMP_RULES = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+repo, workdir = Path(sys.argv[1]), Path(sys.argv[2])
+configfiles = [Path(p) for p in sys.argv[3:]] or [repo / "config" / "config.yaml"]
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(
+        resource_settings=ResourceSettings(cores=1),
+        config_settings=ConfigSettings(configfiles=configfiles),
+        snakefile=repo / "Snakefile",
+        workdir=workdir,
+    )
+    rules = {}
+    for r in wf._workflow.rules:
+        params = {k: v for k, v in r.params.items() if isinstance(v, (str, int, float, bool))}
+        resources = {
+            k: getattr(v, "raw", v) for k, v in r.resources.items() if not k.startswith("_")
+        }
+        rules[r.name] = {
+            "conda": str(r.conda_env) if r.conda_env else None,
+            "container": r.container_img,
+            "basedir": str(r.basedir),
+            "norun": r.norun,
+            "script": r.script,
+            "params": params,
+            "resources": {
+                k: v for k, v in resources.items() if isinstance(v, (str, int, float, bool))
+            },
+        }
+    print("RULES=" + json.dumps(rules))
+"""
+
+
+def workflow_rules(
+    workdir: Path, repo: Path = REPO, configfiles: tuple[Path, ...] = (), pythonpath=None
+) -> dict[str, dict]:
+    """{rule name: conda, container, basedir, norun, script, params (plain values), resources}
+    of the workflow in `repo`; `pythonpath` is where `effocr` is imported from (default: as
+    the test process)."""
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    proc = subprocess.run(
+        [sys.executable, "-c", DUMP_RULES, str(repo), str(workdir), *map(str, configfiles)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RULES="))
+    return json.loads(line.removeprefix("RULES="))
+
+
+def rule_script(rule: dict) -> Path | None:
+    """The workflow script a rule runs (None for a rule without `script:`)."""
+    if not rule["script"]:
+        return None
+    return (Path(rule["basedir"]) / rule["script"]).resolve()
