@@ -331,16 +331,25 @@ def test_japanese_vertical_char_only(tiny_coco_factory, tmp_path):
         assert (crops[:, 0] == 0).all() and (crops[:, 2] == w).all()
 
 
-def test_checkpoint_of_other_code_is_not_resumed(tmp_path, monkeypatch):
-    """Snakemake reruns train_localizer when its code changes: the old checkpoint must then be
-    ignored (its hash covers the localizer source), or the old model would come back."""
-    import effocr.localizer.train as lt
-    from effocr.config import load_config
+def test_checkpoint_of_other_code_is_not_resumed(tmp_path):
+    """Snakemake reruns train_localizer when any module in its code closure changes (not only
+    effocr/localizer: effocr.data.coco, utils, config, profiles ...). Each such edit must change
+    the checkpoint's hash too, or the rerun would resume the finished run and ship the old
+    model. Checked on a copy of the package, each module edited alone."""
+    from code_edits import copy_package, values_after_edits
 
-    split = tmp_path / "split.json"
-    split.write_text("{}", encoding="utf-8")
-    config = load_config(None)
-    before = lt.config_hash(config, split, split)
-    assert lt.config_hash(config, split, split) == before
-    monkeypatch.setattr(lt, "_code_fingerprint", lambda: "edited-code")
-    assert lt.config_hash(config, split, split) != before
+    src = copy_package(tmp_path)
+    (src / "split.json").write_text("{}", encoding="utf-8")
+    setup = (
+        "from effocr.config import load_config\n"
+        "from effocr.localizer.train import config_hash\n"
+        "config = load_config(None)\n"
+    )
+    expr = "config_hash(config, 'split.json', 'split.json')"
+    res = values_after_edits(src, "effocr.localizer.train", setup, expr, extra=["effocr.report"])
+    assert {"effocr.data.coco", "effocr.utils", "effocr.config", "effocr.profiles"} <= set(
+        res["closure"]
+    )
+    resumed = [m for m in res["closure"] if res["after"][m] == res["before"]]
+    assert not resumed, f"editing {resumed} would resume the old checkpoint"
+    assert res["after"]["effocr.report"] == res["before"]  # not code the rule runs

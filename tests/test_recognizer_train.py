@@ -290,3 +290,27 @@ def test_split_records_several_reference_fonts_never_held_out():
         # Real training crops still train when validation falls back to held-out renders.
         assert sum(r.source == "real" for r in train) == 3
         assert all(r.source == "render" for r in val)
+
+
+def test_checkpoint_of_other_code_is_not_resumed(tmp_path):
+    """Both training rules rerun when any module in effocr.recognizer.train's closure changes
+    (effocr.utils, config, profiles as well as the recognizer package). Each such edit must
+    change the checkpoint's hash too, or the rerun would resume the finished run and ship the
+    old model. Checked on a copy of the package, each module edited alone."""
+    from code_edits import copy_package, values_after_edits
+
+    src = copy_package(tmp_path)
+    (src / "manifest.csv").write_text("path,codepoints\n", encoding="utf-8")
+    setup = (
+        "from effocr.config import load_config\n"
+        "from effocr.recognizer.train import config_hash\n"
+        "config = load_config(None)\n"
+    )
+    expr = "config_hash(config, Path('manifest.csv'), None, None, 'pass1')"
+    res = values_after_edits(src, "effocr.recognizer.train", setup, expr, extra=["effocr.report"])
+    assert {"effocr.recognizer.model", "effocr.utils", "effocr.config", "effocr.profiles"} <= set(
+        res["closure"]
+    )
+    resumed = [m for m in res["closure"] if res["after"][m] == res["before"]]
+    assert not resumed, f"editing {resumed} would resume the old checkpoint"
+    assert res["after"]["effocr.report"] == res["before"]  # not code the rules run
