@@ -6,6 +6,7 @@ anything computed; the Snakemake API sees the rules exactly as a run would.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -77,3 +78,41 @@ def rule_script(rule: dict) -> Path | None:
     if not rule["script"]:
         return None
     return (Path(rule["basedir"]) / rule["script"]).resolve()
+
+
+def script_imports(script: Path) -> set[str]:
+    """The `effocr` modules a workflow script imports."""
+    from effocr.provenance import module_file
+
+    found = set()
+    for node in ast.walk(ast.parse(script.read_bytes())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        found.update(n for n in names if n.split(".")[0] == "effocr" and module_file(n))
+    return found
+
+
+def rule_entry(name: str, rule: dict) -> str:
+    """The module whose code hash a rule carries as its `code` param, found among the modules
+    its script imports (so a param hashing anything else fails here)."""
+    from effocr.provenance import code_hash
+
+    script = rule_script(rule)
+    assert script, f"rule {name} runs no script"
+    imports = script_imports(script)
+    matches = [m for m in imports if code_hash(m) == rule["params"].get("code")]
+    assert len(matches) == 1, f"rule {name}: code param is not the hash of one of {imports}"
+    return matches[0]
+
+
+def container_images(rules: dict[str, dict]) -> dict[bool, str]:
+    """{needs a GPU: the one container image those rules run in}; fails if rules differ."""
+    images: dict[bool, set[str]] = {False: set(), True: set()}
+    for rule in rules.values():
+        if not rule["norun"]:
+            images[bool(rule["resources"].get("gpu"))].add(rule["container"])
+    assert all(len(found) == 1 for found in images.values()), images
+    return {gpu: found.pop() for gpu, found in images.items()}

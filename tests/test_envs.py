@@ -7,7 +7,6 @@ what can be checked without them (see docs/cluster.md, "What was exercised").
 from __future__ import annotations
 
 import ast
-import json
 import re
 import subprocess
 import sys
@@ -19,8 +18,10 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
+from rule_listing import REPO, container_images, rule_entry, rule_script, workflow_rules
 
-REPO = Path(__file__).resolve().parents[1]
+from effocr.provenance import closure, module_file
+
 ENVS_DIR = REPO / "envs"
 ENV_NAMES = ["data", "train", "export", "report"]
 # conda-forge package name -> PyPI distribution name, where they differ.
@@ -54,35 +55,19 @@ GPU_RULES = {
     "build_reference_index",
     "train_localizer",
 }
-# Imports that are optional at run time (guarded by try/except ImportError in effocr).
-OPTIONAL_IMPORTS = {"wandb"}
+# Imports inside functions that the rules of an env never call, as (env, module, what it
+# imports: a package or an effocr module). No call-graph walk proves it, so they are listed
+# here; the test checks that each stays inside a function and is still there.
+_TRAINING_ONLY = "select_device, set_threads, resume_training: the training and export steps"
+NOT_CALLED = {
+    ("data", "effocr.utils", "torch"): _TRAINING_ONLY,
+    ("report", "effocr.utils", "torch"): _TRAINING_ONLY,
+    ("report", "effocr.localizer.runtime", "effocr.localizer.model"): "open_localizer of a .pt",
+    ("report", "effocr.recognizer.transforms", "torch"): "render_augment: training only",
+    ("report", "effocr.recognizer.transforms", "torchvision"): "the same",
+    ("report", "effocr.localizer.runtime", "onnx"): "read_onnx_meta: the bundle passes its meta",
+}
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([0-9][0-9A-Za-z.\-]*)$")
-
-DUMP_RULES = """
-import json, sys
-from pathlib import Path
-from snakemake.api import SnakemakeApi
-from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
-
-repo = Path(sys.argv[1])
-with SnakemakeApi(OutputSettings()) as api:
-    wf = api.workflow(
-        resource_settings=ResourceSettings(cores=1),
-        config_settings=ConfigSettings(configfiles=[repo / "config" / "config.yaml"]),
-        snakefile=repo / "Snakefile",
-        workdir=Path(sys.argv[2]),
-    )
-    rules = {}
-    for r in wf._workflow.rules:
-        rules[r.name] = {
-            "conda": str(r.conda_env) if r.conda_env else None,
-            "container": r.container_img,
-            "basedir": str(r.basedir),
-            "norun": r.norun,
-            "gpu": getattr(r.resources.get("gpu"), "raw", None),
-        }
-print("RULES=" + json.dumps(rules))
-"""
 
 
 @cache
@@ -107,23 +92,9 @@ def _pins(env: dict) -> dict[str, str]:
     return pins
 
 
-def workflow_rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """Rules of the real workflow as Snakemake parses them (in a subprocess: the API chdirs)."""
-    workdir = tmp_path_factory.mktemp("rules")
-    proc = subprocess.run(
-        [sys.executable, "-c", DUMP_RULES, str(REPO), str(workdir)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RULES="))
-    return json.loads(line.removeprefix("RULES="))
-
-
 @pytest.fixture(scope="module")
 def rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    return workflow_rules(tmp_path_factory)
+    return workflow_rules(tmp_path_factory.mktemp("rules"))
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)
@@ -171,18 +142,17 @@ def test_same_package_same_version_in_every_env() -> None:
             assert first[1] == version, f"{pkg}: {first[0]} pins {first[1]}, {name} pins {version}"
 
 
-def test_envs_mapping_names_the_env_files() -> None:
-    common = (REPO / "rules" / "common.smk").read_text(encoding="utf-8")
-    envs = dict(re.findall(r'^\s*"(\w+)":\s*"\.\./envs/(\w+)\.yaml"', common, re.M))
-    assert envs == {n: n for n in ENV_NAMES}, envs
+def test_envs_mapping_names_the_env_files(rules: dict[str, dict]) -> None:
+    """The rules use every env file in envs/, and nothing else."""
+    used = {(Path(r["basedir"]) / r["conda"]).resolve() for r in rules.values() if not r["norun"]}
+    assert used == {ENVS_DIR / f"{n}.yaml" for n in ENV_NAMES}, sorted(map(str, used))
+    assert {p.stem for p in ENVS_DIR.glob("*.yaml")} == set(ENV_NAMES)
 
 
 def test_every_rule_names_an_env_and_its_container(rules: dict[str, dict]) -> None:
     """GPU rules (a `gpu` resource) run in the CUDA image, every other rule in the CPU one."""
-    common = (REPO / "rules" / "common.smk").read_text(encoding="utf-8")
-    container = re.search(r'^CONTAINER = "([^"]+)"', common, re.M).group(1)
-    container_gpu = re.search(r'^CONTAINER_GPU = "([^"]+)"', common, re.M).group(1)
-    assert container_gpu == f"{container}-cuda", (container, container_gpu)
+    images = container_images(rules)
+    assert images[True] == f"{images[False]}-cuda", images
     runnable = {n: r for n, r in rules.items() if not r["norun"]}
     assert len(runnable) >= 5, sorted(rules)
     gpu_rules = set()
@@ -190,104 +160,117 @@ def test_every_rule_names_an_env_and_its_container(rules: dict[str, dict]) -> No
         assert rule["conda"], f"rule {name} has no conda: directive"
         env_file = (Path(rule["basedir"]) / rule["conda"]).resolve()
         assert env_file.parent == ENVS_DIR and env_file.stem in ENV_NAMES, (name, env_file)
-        if rule["gpu"]:
+        if rule["resources"].get("gpu"):
             gpu_rules.add(name)
-        expected = container_gpu if rule["gpu"] else container
-        assert rule["container"] == expected, f"rule {name}: container {rule['container']}"
     assert gpu_rules == GPU_RULES, sorted(gpu_rules)
 
 
-def _rule_blocks() -> dict[str, str]:
-    """Source text of each rule in rules/*.smk, by rule name."""
-    blocks = {}
-    for smk in sorted((REPO / "rules").glob("*.smk")):
-        text = smk.read_text(encoding="utf-8")
-        starts = [(m.start(), m.group(1)) for m in re.finditer(r"^rule (\w+):", text, re.M)]
-        for i, (start, name) in enumerate(starts):
-            end = starts[i + 1][0] if i + 1 < len(starts) else len(text)
-            block = text[start:end]
-            # A following top-level statement (a def, a constant) ends the rule.
-            first_line_end = block.index("\n") + 1
-            tail = re.search(r"^\S", block[first_line_end:], re.M)
-            blocks[name] = block[: first_line_end + tail.start()] if tail else block
-    return blocks
-
-
-def _module_file(module: str) -> Path | None:
-    path = REPO / module.replace(".", "/")
-    if path.is_dir():
-        return path / "__init__.py"
-    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
-
-
-def _module_level(body: list[ast.stmt]) -> list[ast.stmt]:
-    """Statements run at import time: not function bodies (lazy imports are optional there)."""
-    out = []
-    for node in body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+def _guarded(tree: ast.AST) -> set[ast.AST]:
+    """Nodes inside a `try` whose `except ImportError` carries on without the package (an
+    optional one); a handler that raises (a clearer error) leaves the import required."""
+    guarded = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Try):
             continue
-        out.append(node)
-        for field in ("body", "orelse", "finalbody", "handlers"):
-            if isinstance(node, (ast.If, ast.Try, ast.With, ast.ExceptHandler)):
-                out += _module_level(getattr(node, field, []) or [])
-    return out
+        for handler in node.handlers:
+            caught = {
+                n.id for n in ast.walk(handler.type or ast.Tuple([])) if isinstance(n, ast.Name)
+            }
+            reraises = any(isinstance(n, ast.Raise) for n in ast.walk(handler))
+            if caught & {"ImportError", "ModuleNotFoundError"} and not reraises:
+                guarded.update(n for stmt in node.body for n in ast.walk(stmt))
+    return guarded
 
 
-def _third_party_imports(modules: list[str]) -> set[str]:
-    """Module-level non-stdlib imports of the given effocr modules and the effocr modules
-    they import, transitively."""
-    seen: set[str] = set()
-    found: set[str] = set()
-    todo = list(modules)
-    while todo:
-        module = todo.pop()
-        if module in seen:
+def _in_functions(tree: ast.AST) -> set[ast.AST]:
+    """Nodes inside a function body (run only when the function is called)."""
+    funcs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+    return {
+        n
+        for f in ast.walk(tree)
+        if isinstance(f, funcs)
+        for part in (f.body if isinstance(f.body, list) else [f.body])
+        for n in ast.walk(part)
+    }
+
+
+def _imports(path: Path) -> dict[str, bool]:
+    """{name a file imports (`from a import b` gives `a` and `a.b`): whether at module level},
+    for every import in the file (in functions too) except those guarded by `except
+    ImportError`."""
+    tree = ast.parse(path.read_bytes())
+    guarded, lazy = _guarded(tree), _in_functions(tree)
+    found: dict[str, bool] = {}
+    for node in ast.walk(tree):
+        if node in guarded:
             continue
-        seen.add(module)
-        path = REPO / module.replace(".", "/")
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [_module_file(module)]
-        for f in filter(None, files):
-            for node in _module_level(ast.parse(f.read_text(encoding="utf-8")).body):
-                names = []
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-                for n in names:
-                    top = n.split(".")[0]
-                    if top == "effocr":
-                        target = (
-                            n if _module_file(n) or (REPO / n.replace(".", "/")).is_dir() else None
-                        )
-                        if target:
-                            todo.append(target)
-                    elif top not in sys.stdlib_module_names and top != "__future__":
-                        found.add(top)
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            found[name] = found.get(name, False) or node not in lazy
     return found
 
 
-def test_each_env_has_what_its_rules_import() -> None:
-    """The packages imported by the code a rule hashes (code_version) are in its env."""
-    blocks = _rule_blocks()
-    assert blocks, "no rules found in rules/*.smk"
-    checked = 0
-    for name, block in blocks.items():
-        env = re.search(r'ENVS\["(\w+)"\]', block)
-        code = re.search(r"code=code_version\(([^)]*)\)", block, re.S)
-        if not env or not code:
-            continue
-        modules = re.findall(r'"(effocr[\w.]*)"', code.group(1))
-        if "*CORE_CODE" in code.group(1):
-            modules += ["effocr.utils", "effocr.config", "effocr.profiles"]
-        pins = _pins(_env(env.group(1)))
-        for imp in _third_party_imports(modules) - OPTIONAL_IMPORTS:
-            assert imp in IMPORT_TO_CONDA, f"rule {name}: unknown import {imp!r}: map it above"
-            assert IMPORT_TO_CONDA[imp] in pins, (
-                f"rule {name} imports {imp} but envs/{env.group(1)}.yaml lacks "
-                f"{IMPORT_TO_CONDA[imp]}"
-            )
-        checked += 1
-    assert checked >= 5
+def _third_party(imports: dict[str, bool]) -> dict[str, bool]:
+    found: dict[str, bool] = {}
+    for name, module_level in imports.items():
+        top = name.split(".")[0]
+        if top not in sys.stdlib_module_names and top not in ("__future__", "effocr"):
+            found[top] = found.get(top, False) or module_level
+    return found
+
+
+def _reached(script: Path, env_name: str) -> dict[str, Path]:
+    """{module: file} of the `effocr` code a rule's script may run: every import followed (in
+    functions too), but not the lazy ones NOT_CALLED names for the env."""
+    files = {"script": script}
+    todo = ["script"]
+    while todo:
+        module = todo.pop()
+        for name, module_level in _imports(files[module]).items():
+            parts = name.split(".")
+            for k in range(1, len(parts) + 1):
+                target = ".".join(parts[:k])
+                if parts[0] != "effocr" or target in files or not module_file(target):
+                    continue
+                if (env_name, module, target) in NOT_CALLED:
+                    assert not module_level, f"{(env_name, module, target)} is not lazy"
+                    continue
+                files[target] = module_file(target)
+                todo.append(target)
+    return files
+
+
+def test_each_env_has_what_its_rules_import(rules: dict[str, dict]) -> None:
+    """The packages imported by the code a rule runs (its script and every module of its code
+    closure, see effocr.provenance) are pinned in the rule's conda env, except the function-level
+    imports of NOT_CALLED."""
+    runnable = {n: r for n, r in rules.items() if not r["norun"]}
+    assert len(runnable) == 15, sorted(runnable)
+    used = set()
+    for name, rule in runnable.items():
+        env_name = Path(rule["conda"]).stem
+        pins = _pins(_env(env_name))
+        modules = _reached(rule_script(rule), env_name)
+        # What the env check follows is the code the rule hashes, or less (NOT_CALLED).
+        assert set(modules) - {"script"} <= set(closure(rule_entry(name, rule))), name
+        used.update(k for k in NOT_CALLED if k[0] == env_name and k[1] in modules)
+        for module, path in modules.items():
+            for imp, module_level in _third_party(_imports(path)).items():
+                if (env_name, module, imp) in NOT_CALLED:
+                    # Only a lazy import can be left out: a module-level one always runs.
+                    assert not module_level, f"{(env_name, module, imp)} is not lazy"
+                    continue
+                assert imp in IMPORT_TO_CONDA, f"{module}: unknown import {imp!r}: map it above"
+                assert IMPORT_TO_CONDA[imp] in pins, (
+                    f"rule {name} runs {module}, which imports {imp}, but envs/{env_name}.yaml "
+                    f"lacks {IMPORT_TO_CONDA[imp]}"
+                )
+    assert used == set(NOT_CALLED), f"stale NOT_CALLED entries: {set(NOT_CALLED) - used}"
 
 
 def _dry_run_cmd(workdir: Path, *configfiles: Path) -> list[str]:

@@ -6,12 +6,11 @@ or one whose param is built from a constant is checked like any other.
 
 from __future__ import annotations
 
-import ast
 import shutil
 from pathlib import Path
 
 import pytest
-from rule_listing import REPO, rule_script, workflow_rules
+from rule_listing import REPO, rule_entry, rule_script, script_imports, workflow_rules
 
 from effocr.provenance import closure, code_hash, module_file, source_files
 
@@ -102,31 +101,14 @@ def rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     return {name: rule for name, rule in found.items() if not rule["norun"]}
 
 
-def _script_imports(script: Path) -> set[str]:
-    """The `effocr` modules a workflow script imports."""
-    found = set()
-    for node in ast.walk(ast.parse(script.read_bytes())):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        found.update(n for n in names if n.startswith("effocr") and module_file(n))
-    return found
-
-
 def _entries(rules: dict[str, dict]) -> dict[str, str]:
-    """{rule: the module its code param hashes}, found among the modules its script imports."""
+    """{rule: the module its code param hashes}."""
     entries = {}
     for name, rule in rules.items():
-        script = rule_script(rule)
-        assert script, f"rule {name} runs no script"
-        imports = _script_imports(script)
-        matches = [m for m in imports if code_hash(m) == rule["params"].get("code")]
-        assert len(matches) == 1, f"rule {name}: code param is not the hash of one of {imports}"
-        entries[name] = matches[0]
+        entry = entries[name] = rule_entry(name, rule)
         # What the script imports beside its entry (setup_logging, validate_config) is covered.
-        assert imports <= set(closure(matches[0])), (name, imports - set(closure(matches[0])))
+        extra = script_imports(rule_script(rule)) - set(closure(entry))
+        assert not extra, f"rule {name}: its script imports {extra}, outside {entry}'s closure"
     return entries
 
 
