@@ -282,18 +282,37 @@ def _dry_run_cmd(workdir: Path, *configfiles: Path) -> list[str]:
     ]
 
 
-def test_dry_run_builds_the_dag(tmp_path: Path) -> None:
-    """The DAG of the demo builds. With `--sdm conda` Snakemake first runs `conda info`
-    (for the platform of pin files), which needs a conda binary: that part is checked only
-    for the error it gives here, so the day conda is present this test says to extend it."""
+def _job_counts(output: str) -> dict[str, int]:
+    """The first "Job stats" table of a dry run, as {rule: jobs}."""
+    lines = output[output.index("Job stats:") :].splitlines()[3:]
+    counts = {}
+    for line in lines:
+        name, _, count = line.strip().rpartition(" ")
+        if not name or name.strip() == "total":
+            break
+        counts[name.strip()] = int(count)
+    return counts
+
+
+def test_dry_run_builds_the_dag(tmp_path: Path, rules: dict[str, dict]) -> None:
+    """The DAG of the demo builds: one job of every rule (the demo has one evaluation set).
+    With `--sdm conda` Snakemake first runs `conda info` (the platform of pin files): where
+    a conda binary answers, the plan must be the same DAG with every env to be created; where
+    none does, the only acceptable failure is that call."""
+    expected = {name: 1 for name in rules}
     base = _dry_run_cmd(tmp_path, REPO / "config" / "config.yaml")
     plain = subprocess.run(base, capture_output=True, text=True, timeout=180)
-    assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
-    assert "export_onnx" in plain.stdout + plain.stderr or "Job stats" in plain.stdout
+    out = plain.stdout + plain.stderr
+    assert plain.returncode == 0, out[-3000:]
+    assert _job_counts(out) == expected, out[-3000:]
     conda = subprocess.run([*base, "--sdm", "conda"], capture_output=True, text=True, timeout=180)
     out = conda.stdout + conda.stderr
     if conda.returncode != 0:
-        assert "conda info" in out, out[-3000:]
+        assert "Error running conda info" in out, out[-3000:]
+        return
+    assert _job_counts(out) == expected, out[-3000:]
+    for name in ENV_NAMES:
+        assert f"envs/{name}.yaml will be created" in out, (name, out[-3000:])
 
 
 def test_external_onnx_localizer_replaces_training(tmp_path: Path) -> None:
