@@ -13,6 +13,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
+from rule_listing import container_images, workflow_rules
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS = REPO / "containers"
@@ -79,8 +80,13 @@ def test_constraints_agree_with_conda_envs() -> None:
                     )
 
 
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    return workflow_rules(tmp_path_factory.mktemp("rules"))
+
+
 @pytest.mark.parametrize("name", DOCKERFILES + APPTAINER)
-def test_definition_pins_and_sources(name: str) -> None:
+def test_definition_pins_and_sources(name: str, rules: dict[str, dict]) -> None:
     text = (CONTAINERS / name).read_text(encoding="utf-8")
     pins = _constraints()
     # torch/torchvision are installed first from the PyTorch index: same versions.
@@ -101,14 +107,12 @@ def test_definition_pins_and_sources(name: str) -> None:
     assert sources
     for src in sources:
         assert (REPO / src).exists(), f"{name} copies {src}, which does not exist"
-    # The image tag written in the file is the one rules/common.smk names: CONTAINER for the
-    # CPU definitions, CONTAINER_GPU for the CUDA ones.
-    common = (REPO / "rules" / "common.smk").read_text(encoding="utf-8")
-    var = "CONTAINER_GPU" if name in CUDA else "CONTAINER"
-    image = re.search(rf'^{var} = "docker://([^:"]+):([^"]+)"', common, re.M)
-    assert image, f"{var} not found in rules/common.smk"
-    repo, tag = image.groups()
-    assert f"{repo}:{tag}" in text or f"{repo.split('/')[-1]}_{tag}.sif" in text, (name, var)
+    # The image tag written in the file is the one the workflow's rules run in: the GPU rules'
+    # for the CUDA definitions, the other rules' for the CPU ones.
+    image = container_images(rules)[name in CUDA]
+    assert image.startswith("docker://"), image
+    repo, tag = image.removeprefix("docker://").rsplit(":", 1)
+    assert f"{repo}:{tag}" in text or f"{repo.split('/')[-1]}_{tag}.sif" in text, (name, image)
     version = re.search(r"org\.opencontainers\.image\.version\W+([0-9][^\"\s]*)", text)
     assert version and version.group(1) == tag, (name, tag)
 

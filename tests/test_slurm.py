@@ -19,7 +19,6 @@ import csv
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -401,17 +400,22 @@ def test_default_profile_does_not_undo_the_slurm_profile() -> None:
         )
 
 
-def test_slurm_profile_gpu_rules_exist_and_request_a_gpu() -> None:
+def test_slurm_profile_gpu_rules_exist_and_request_a_gpu(tmp_path: Path) -> None:
+    from rule_listing import workflow_rules
+
     profile = _profile("slurm")
     assert isinstance(profile["software-deployment-method"], list)
     assert set(profile["set-resources"]) == set(GPU_RULES)
-    text = "".join(p.read_text(encoding="utf-8") for p in (REPO / "rules").glob("*.smk"))
+    rules = workflow_rules(tmp_path)
     for rule in GPU_RULES:
-        block = re.search(rf"^rule {rule}:\n(.*?)(?=^\S)", text + "\n#", re.M | re.S)
-        assert block, f"rule {rule} (in profiles/slurm set-resources) is not in rules/*.smk"
-        assert re.search(r"gpu=1", block.group(1)), f"rule {rule} does not request gpu=1"
+        assert rule in rules, (
+            f"rule {rule} (in profiles/slurm set-resources) is not in the workflow"
+        )
+        assert rules[rule]["resources"].get("gpu") == 1, f"rule {rule} does not request gpu=1"
         assert profile["set-resources"][rule]["gpu"] == 1
         assert (
             profile["set-resources"][rule]["slurm_partition"]
             != profile["default-resources"]["slurm_partition"]
         )
+    # A GPU rule left out of the profile would queue on the CPU partition and never start.
+    assert {n for n, r in rules.items() if r["resources"].get("gpu")} == set(GPU_RULES)
