@@ -84,9 +84,9 @@ def snakemake(wf: Path, config: Path, *args: str, timeout: int = 600) -> str:
     return out
 
 
-def planned(wf: Path, config: Path) -> tuple[dict[str, int], str]:
+def planned(wf: Path, config: Path, *targets: str) -> tuple[dict[str, int], str]:
     """Rules (with job counts) a dry run would execute, and the dry run's output."""
-    out = snakemake(wf, config, "--dry-run", timeout=300)
+    out = snakemake(wf, config, "--dry-run", *targets, timeout=300)
     if "Nothing to be done" in out:
         return {}, out
     stats = out.split("Job stats:", 1)
@@ -274,3 +274,54 @@ def test_changing_package_code(workflow):
     # Restored code: nothing to do again.
     jobs, out = planned(wf, base)
     assert jobs == {}, out[-3000:]
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory):
+    """A copy of the workflow whose glyph renders (only) were made, from a font folder and a
+    charset file of its own: (wf dir, config, target). Quick: no data stage, no training."""
+    wf = tmp_path_factory.mktemp("renders") / "wf"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake", "results*")
+    for name in COPY:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, wf / name, ignore=ignore)
+        elif src.exists():
+            wf.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, wf / name)
+    (wf / "fonts").mkdir()
+    for stem in ("DejaVuSans", "DejaVuSerif"):
+        shutil.copy2(FONT.with_name(f"{stem}.ttf"), wf / "fonts")
+    (wf / "userdata").mkdir()
+    (wf / "userdata" / "charset.txt").write_text("U+0061\nU+0062\nU+0063\n", encoding="utf-8")
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["fonts"] = {"dirs": ["fonts"], "include": [], "reference": ["DejaVuSerif"], "max_fonts": 5}
+    cfg["render"]["charset"] = "userdata/charset.txt"
+    config = wf / "config" / "renders.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    target = "results/renders/manifest.csv"
+    # A flag before the target: `--configfile` would take it as a second config file.
+    snakemake(wf, config, "--keep-going", target, timeout=300)
+    return wf, config, target
+
+
+def test_new_fonts_or_charset_rerun_the_renders(renders):
+    """The positive case: a font added to (or replaced in) the font folder, or a character
+    added to the charset file, reruns render_glyphs; restoring them leaves nothing to do."""
+    wf, config, target = renders
+    assert planned(wf, config, target)[0] == {}, "the first run left work to do"
+    new_font = wf / "fonts" / "DejaVuSansMono.ttf"
+    shutil.copy2(FONT.with_name(new_font.name), new_font)
+    jobs, out = planned(wf, config, target)
+    new_font.unlink()
+    assert jobs == {"render_glyphs": 1}, out[-3000:]
+    # The same font name, another file (an updated font package).
+    with Edit(wf / "fonts" / "DejaVuSans.ttf") as font:
+        shutil.copy2(FONT.with_name("DejaVuSans-Bold.ttf"), font)
+        jobs, out = planned(wf, config, target)
+    assert jobs == {"render_glyphs": 1}, out[-3000:]
+    with Edit(wf / "userdata" / "charset.txt") as charset:
+        charset.write_text(charset.read_text(encoding="utf-8") + "U+0064\n", encoding="utf-8")
+        jobs, out = planned(wf, config, target)
+    assert jobs == {"render_glyphs": 1}, out[-3000:]
+    assert planned(wf, config, target)[0] == {}
