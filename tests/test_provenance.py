@@ -6,7 +6,10 @@ or one whose param is built from a constant is checked like any other.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,3 +173,33 @@ def test_workflow_params_follow_an_edit(rules: dict[str, dict], tmp_path: Path) 
     expected = {n for n, e in entries.items() if edited in closure(e)}
     assert "evaluate" in expected and "render_glyphs" not in expected
     assert changed == expected
+
+
+IMPORTED = """
+import importlib, json, sys
+found = {}
+for entry in json.loads(sys.argv[1]):
+    for name in [m for m in sys.modules if m == "effocr" or m.startswith("effocr.")]:
+        del sys.modules[name]
+    importlib.import_module(entry)
+    found[entry] = sorted(m for m in sys.modules if m == "effocr" or m.startswith("effocr."))
+print("IMPORTED=" + json.dumps(found))
+"""
+
+
+def test_closure_holds_what_python_imports(rules: dict[str, dict]) -> None:
+    """An independent lower bound: every `effocr` module that importing a rule's entry module
+    really loads is in its closure (the closure also holds the lazy imports Python has not run
+    yet)."""
+    entries = sorted(set(_entries(rules).values()))
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORTED, json.dumps(entries)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("IMPORTED="))
+    for entry, imported in json.loads(line.removeprefix("IMPORTED=")).items():
+        missing = set(imported) - set(closure(entry))
+        assert not missing, f"importing {entry} loads {missing}, outside its closure"
