@@ -346,10 +346,9 @@ def run_effocr(
     The seconds cover inference only (images read, localised, recognised), not model loading.
     """
     try:
-        from effocr.infer import Engine, load_model_yaml
+        from effocr.infer import Engine
     except ImportError as exc:
         raise EffOCRError(f"the inference engine (effocr.infer) is not available: {exc}") from exc
-    load_model_yaml(bundle_dir)  # a missing or incomplete bundle is named before loading models
     kwargs: dict[str, Any] = {"threads": threads, "device": device}
     if batch_size:
         kwargs["batch_size"] = batch_size
@@ -367,20 +366,16 @@ def run_effocr(
 
 
 def bundle_language(bundle_dir: str | os.PathLike) -> str | None:
-    """The language profile name written in the bundle's `model.yaml`, if any."""
-    import yaml
+    """The language profile name written in the bundle's `model.yaml`, if any.
 
-    path = Path(bundle_dir) / "model.yaml"
-    if not path.is_file():
+    Raises:
+        EffOCRError: for a `model.yaml` that is there but not a valid manifest.
+    """
+    from effocr.bundle import MANIFEST, Manifest
+
+    if not (Path(bundle_dir) / MANIFEST).is_file():
         return None
-    meta = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    for key in ("language", "profile"):
-        value = meta.get(key)
-        if isinstance(value, dict):
-            value = value.get("name")
-        if isinstance(value, str):
-            return value
-    return None
+    return Manifest.read(bundle_dir, verify=False).language
 
 
 def _is_vertical(image: Path, vertical: bool | None = None) -> bool:

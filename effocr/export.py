@@ -17,13 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from effocr.utils import EffOCRError, atomic_path, sha256_file, sha256_json, write_json
+from effocr.bundle import PARITY, Manifest
+from effocr.utils import (
+    EffOCRError,
+    atomic_path,
+    load_checkpoint,
+    sha256_file,
+    sha256_json,
+    write_json,
+)
 
 LOG = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 INDEX_FILES = ("ref.index", "ref_labels.txt")
 
 
@@ -50,14 +56,7 @@ def check_onnx(path: str | os.PathLike) -> None:
 
 
 def _load_checkpoint(path: str | os.PathLike, kind: str) -> dict:
-    import torch
-
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    except FileNotFoundError as exc:
-        raise EffOCRError(f"{path}: {kind} model not found") from exc
-    except Exception as exc:
-        raise EffOCRError(f"{path}: cannot read {kind} model: {exc}") from exc
+    ckpt = load_checkpoint(path, f"{kind} model")
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise EffOCRError(f"{path}: not an EffOCR {kind} model.pt (no `model` state dict)")
     return ckpt
@@ -606,17 +605,16 @@ def export_bundle(
             for ln in (tmp / "ref_labels.txt").read_text(encoding="utf-8").splitlines()
             if ln.strip()
         )
-        model_yaml = {
-            "format_version": FORMAT_VERSION,
-            "language": language,
-            "profile": {
+        Manifest(
+            language=language,
+            profile={
                 "name": profile.name,
                 "vertical": profile.vertical,
                 "spaces": profile.spaces,
                 "render_mode": profile.render_mode,
                 "tesseract_lang": profile.tesseract_lang,
             },
-            "recognizer": {
+            recognizer={
                 "file": "recognizer.onnx",
                 "input_size": input_size,
                 "input_layout": "NCHW float32 RGB, effocr.recognizer.transforms.preprocess",
@@ -626,37 +624,29 @@ def export_bundle(
                 "encoder_args": rec_model.encoder_args,
                 "embedding_dim": int(rec_model.dim),
                 "quantization": "int8" if quantized and quantized["used"] else "none",
-                "sha256": sha256_file(rec_onnx),
             },
-            "localizer": {
-                "file": "localizer.onnx",
-                "meta": loc_meta,
-                "sha256": sha256_file(loc_onnx),
-            },
-            "index": {
+            localizer={"file": "localizer.onnx", "meta": loc_meta},
+            index={
                 "file": "ref.index",
                 "labels": "ref_labels.txt",
                 "metric": "inner_product",
                 "count": n_labels,
             },
-            "crops": {"full_height": True, "padding": int(crops_cfg["padding"])},
-            "infer": {"batch_size": int(infer["batch_size"]), "threads": int(infer["threads"])},
-            "output": {
+            crops={"full_height": True, "padding": int(crops_cfg["padding"])},
+            infer={"batch_size": int(infer["batch_size"]), "threads": int(infer["threads"])},
+            output={
                 "layout": "predictions.jsonl",
                 "bbox": "xyxy, pixels of the input line image",
                 "fields": ["image", "text", "chars", "words", "error"],
             },
-            "opset": int(tol["opset"]),
-            "versions": versions(),
-            "config_sha256": {
+            opset=int(tol["opset"]),
+            versions=versions(),
+            config_sha256={
                 "recognizer": sha256_json(train_cfg),
                 "localizer": sha256_json(loc_ckpt.get("config") or {}),
             },
-        }
-        (tmp / "model.yaml").write_text(
-            yaml.safe_dump(model_yaml, sort_keys=False, allow_unicode=True), encoding="utf-8"
-        )
-        write_json(tmp / "parity.json", report)
+        ).write(tmp)
+        write_json(tmp / PARITY, report)
     LOG.info("bundle written to %s", out_dir)
     return report
 

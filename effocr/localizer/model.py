@@ -47,7 +47,7 @@ from effocr.localizer.prepare import (  # noqa: F401 (re-exported for the traini
     prepare_line,
     resolve_vertical,
 )
-from effocr.utils import EffOCRError
+from effocr.utils import EffOCRError, load_checkpoint
 
 # Architecture of the default backend; `localizer.arch` in the config overrides keys.
 DEFAULT_ARCH: dict[str, Any] = {
@@ -363,10 +363,7 @@ def load_model(model_pt: str | Path, device: str = "cpu") -> tuple[LineDetector,
 
 
 def _read_checkpoint(model_pt: str | Path, device: str) -> dict:
-    try:
-        ckpt = torch.load(model_pt, map_location=device, weights_only=False)
-    except FileNotFoundError as exc:
-        raise EffOCRError(f"{model_pt}: localizer model not found") from exc
+    ckpt = load_checkpoint(model_pt, "localizer model", device)
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "localizer" or "meta" not in ckpt:
         kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise EffOCRError(f"{model_pt}: not a localizer model.pt (kind {kind!r})")
