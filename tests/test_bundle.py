@@ -385,3 +385,31 @@ def test_exported_bundle_is_readable_by_the_group(trained):  # noqa: F811
     umask = os.umask(0)
     os.umask(umask)
     assert trained["bundle"].stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_export_reads_each_checkpoint_once(trained, tmp_path, monkeypatch):  # noqa: F811
+    from effocr.export import export_bundle
+
+    loads: list[str] = []
+    real_load = torch.load
+
+    def counting_load(path, *args, **kwargs):
+        loads.append(str(path))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    config = trained["config"]
+    export_bundle(
+        trained["recognizer"],
+        trained["index"],
+        trained["localizer"],
+        trained["coco"],
+        trained["images"],
+        tmp_path / "bundle",
+        export_cfg={**config["export"], "quantize": "none"},
+        infer_cfg=config["infer"],
+    )
+    assert sorted(loads) == sorted([str(trained["recognizer"]), str(trained["localizer"])])
+    # The same bundle as the fixture's (written by the same code from the same models).
+    for name in ("localizer.onnx", "recognizer.onnx", "ref.index", "ref_labels.txt"):
+        assert (tmp_path / "bundle" / name).read_bytes() == (trained["bundle"] / name).read_bytes()

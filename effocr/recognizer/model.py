@@ -171,7 +171,11 @@ def load_recognizer(path: str | Path, device: str = "cpu") -> RecognizerNet:
     path = Path(path)
     if not path.exists():
         raise EffOCRError(f"{path}: recognizer model not found")
-    ckpt = load_checkpoint(path, "recognizer model")
+    return recognizer_from_checkpoint(load_checkpoint(path, "recognizer model"), path, device)
+
+
+def recognizer_from_checkpoint(ckpt: Any, path: str | Path, device: str = "cpu") -> RecognizerNet:
+    """The model of a checkpoint dict already read from `path` (see `load_recognizer`)."""
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "recognizer" or "model" not in ckpt:
         raise EffOCRError(f"{path}: not a recognizer model.pt (missing kind='recognizer'/model)")
     model = RecognizerNet(
@@ -191,7 +195,11 @@ def export_onnx(model_pt: str | Path, out_path: str | Path, opset: int = 17) -> 
 
     The batch axis is dynamic; the output is already L2-normalised. Written atomically.
     """
-    model = load_recognizer(model_pt, device="cpu")
+    return export_model_onnx(load_recognizer(model_pt, device="cpu"), out_path, opset)
+
+
+def export_model_onnx(model: RecognizerNet, out_path: str | Path, opset: int = 17) -> Path:
+    """`export_onnx` of a loaded model (on the CPU, in eval mode)."""
     size = model.input_size
     dummy = torch.zeros(2, 3, size, size)
     with atomic_path(out_path) as tmp:
