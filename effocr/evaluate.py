@@ -340,16 +340,18 @@ def run_effocr(
     threads: int = 1,
     device: str = "cpu",
     batch_size: int | None = None,
+    verify: bool = True,
 ) -> tuple[list[dict], float]:
     """Run the bundle on line images, as `effocr infer` does; returns dict results and seconds.
 
     The seconds cover inference only (images read, localised, recognised), not model loading.
+    `verify`: check the bundle's files against model.yaml's sha256 (`Engine(verify=...)`).
     """
     try:
         from effocr.infer import Engine
     except ImportError as exc:
         raise EffOCRError(f"the inference engine (effocr.infer) is not available: {exc}") from exc
-    kwargs: dict[str, Any] = {"threads": threads, "device": device}
+    kwargs: dict[str, Any] = {"threads": threads, "device": device, "verify": verify}
     if batch_size:
         kwargs["batch_size"] = batch_size
     with Engine(bundle_dir, **kwargs) as engine:
@@ -584,6 +586,7 @@ def evaluate_set(
     threads: int = 1,
     device: str = "cpu",
     language: str | None = None,
+    verify: bool = True,
 ) -> dict:
     """Run the bundle and the Tesseract baseline on one evaluation set and write the results.
 
@@ -595,6 +598,7 @@ def evaluate_set(
         threads: Inference threads.
         device: Inference device.
         language: Profile whose `tesseract_lang` the baseline uses; None reads the bundle's.
+        verify: Check the bundle's files against the sha256 in its model.yaml.
 
     Returns:
         The metrics written to `out_dir/metrics.json`.
@@ -605,7 +609,9 @@ def evaluate_set(
     eval_set = load_eval_set(set_spec, out_dir)
     LOG.info("evaluating %s: %d lines from %s", eval_set.name, len(eval_set.lines), eval_set.path)
     images = [line.image for line in eval_set.lines]
-    predictions, seconds = run_effocr(bundle_dir, images, threads=threads, device=device)
+    predictions, seconds = run_effocr(
+        bundle_dir, images, threads=threads, device=device, verify=verify
+    )
     hypotheses = [None if p.get("error") else p.get("text") for p in predictions]
     language = language or bundle_language(bundle_dir) or "en"
     profile = get_profile(language)
@@ -668,6 +674,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-quotes", action="store_true", help="do not normalise curly quotes before scoring"
     )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="open the bundle without checking its files against the sha256 in model.yaml",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -694,6 +705,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             device=args.device,
             language=args.language,
+            verify=not args.no_verify,
         )
         rows.append(m)
     print(format_table(rows))

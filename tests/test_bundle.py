@@ -413,3 +413,16 @@ def test_export_reads_each_checkpoint_once(trained, tmp_path, monkeypatch):  # n
     # The same bundle as the fixture's (written by the same code from the same models).
     for name in ("localizer.onnx", "recognizer.onnx", "ref.index", "ref_labels.txt"):
         assert (tmp_path / "bundle" / name).read_bytes() == (trained["bundle"] / name).read_bytes()
+
+
+def test_evaluate_checks_the_bundle_too(trained, tmp_path):  # noqa: F811
+    bundle = _copy(trained, tmp_path)
+    _tamper_onnx(bundle / "recognizer.onnx")
+    args = ["evaluate", "--model", str(bundle), "--no-tesseract", "--output", str(tmp_path / "ev")]
+    args += ["--set", f"test={trained['coco']}:coco:{trained['images']}"]
+    refused = _cli(*args)
+    assert refused.returncode == 1 and "recognizer.onnx: checksum mismatch" in refused.stderr
+    assert not (tmp_path / "ev" / "test" / "metrics.json").exists()
+    accepted = _cli(*args, "--no-verify")
+    assert accepted.returncode == 0, accepted.stderr
+    assert (tmp_path / "ev" / "test" / "metrics.json").is_file()
