@@ -7,6 +7,7 @@ the `effocr` command line, so a key means the same thing everywhere.
 from __future__ import annotations
 
 import copy
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,46 @@ def validate_config(config: dict, *, source: str = "config") -> dict:
             key = "/".join(str(p) for p in err.absolute_path) or "(top level)"
             lines.append(f"  {key}: {err.message}")
         raise EffOCRError(f"{source}: invalid configuration\n" + "\n".join(lines))
+    check_results_dir(filled["results_dir"], source=source)
     return filled
+
+
+def check_results_dir(results_dir: str, *, source: str = "config", cwd: Path | None = None) -> Path:
+    """Refuse a `results_dir` whose outputs would land outside the working directory.
+
+    The workflow writes `<results_dir>/data/...`, `<results_dir>/bundle` and replaces output
+    folders as a whole, so `""`, `/`, `..` or the working directory itself must not pass. A
+    relative path must stay strictly inside the working directory; an absolute one may point
+    elsewhere (a scratch disk), but not at a filesystem root, the working directory or one of
+    its parents. Also run by the workflow (rules/common.smk).
+
+    Raises:
+        EffOCRError: naming `source`, the key and the reason.
+    """
+    cwd = Path(os.path.abspath(cwd or os.getcwd()))
+    problem = None
+    if not str(results_dir).strip():
+        problem = "is empty"
+    elif not os.path.isabs(results_dir):
+        norm = Path(os.path.normpath(results_dir))
+        if norm == Path("."):
+            problem = "is the working directory itself"
+        elif norm.parts[0] == "..":
+            problem = "leaves the working directory (relative paths must stay inside it)"
+    else:
+        for path in {Path(os.path.abspath(results_dir)), Path(os.path.realpath(results_dir))}:
+            if path.parent == path:
+                problem = "is a filesystem root"
+            elif path == cwd or path in cwd.parents or Path(os.path.realpath(cwd)) == path:
+                problem = "is the working directory or one of its parents"
+            if problem:
+                break
+    if problem:
+        raise EffOCRError(
+            f"{source}: results_dir {results_dir!r} {problem}; give a folder inside the "
+            "working directory (e.g. results) or an absolute path to a dedicated folder"
+        )
+    return Path(results_dir)
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:

@@ -340,17 +340,18 @@ def run_effocr(
     threads: int = 1,
     device: str = "cpu",
     batch_size: int | None = None,
+    verify: bool = True,
 ) -> tuple[list[dict], float]:
     """Run the bundle on line images, as `effocr infer` does; returns dict results and seconds.
 
     The seconds cover inference only (images read, localised, recognised), not model loading.
+    `verify`: check the bundle's files against model.yaml's sha256 (`Engine(verify=...)`).
     """
     try:
-        from effocr.infer import Engine, load_model_yaml
+        from effocr.infer import Engine
     except ImportError as exc:
         raise EffOCRError(f"the inference engine (effocr.infer) is not available: {exc}") from exc
-    load_model_yaml(bundle_dir)  # a missing or incomplete bundle is named before loading models
-    kwargs: dict[str, Any] = {"threads": threads, "device": device}
+    kwargs: dict[str, Any] = {"threads": threads, "device": device, "verify": verify}
     if batch_size:
         kwargs["batch_size"] = batch_size
     with Engine(bundle_dir, **kwargs) as engine:
@@ -367,20 +368,16 @@ def run_effocr(
 
 
 def bundle_language(bundle_dir: str | os.PathLike) -> str | None:
-    """The language profile name written in the bundle's `model.yaml`, if any."""
-    import yaml
+    """The language profile name written in the bundle's `model.yaml`, if any.
 
-    path = Path(bundle_dir) / "model.yaml"
-    if not path.is_file():
+    Raises:
+        EffOCRError: for a `model.yaml` that is there but not a valid manifest.
+    """
+    from effocr.bundle import MANIFEST, Manifest
+
+    if not (Path(bundle_dir) / MANIFEST).is_file():
         return None
-    meta = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    for key in ("language", "profile"):
-        value = meta.get(key)
-        if isinstance(value, dict):
-            value = value.get("name")
-        if isinstance(value, str):
-            return value
-    return None
+    return Manifest.read(bundle_dir, verify=False).language
 
 
 def _is_vertical(image: Path, vertical: bool | None = None) -> bool:
@@ -589,6 +586,7 @@ def evaluate_set(
     threads: int = 1,
     device: str = "cpu",
     language: str | None = None,
+    verify: bool = True,
 ) -> dict:
     """Run the bundle and the Tesseract baseline on one evaluation set and write the results.
 
@@ -600,6 +598,7 @@ def evaluate_set(
         threads: Inference threads.
         device: Inference device.
         language: Profile whose `tesseract_lang` the baseline uses; None reads the bundle's.
+        verify: Check the bundle's files against the sha256 in its model.yaml.
 
     Returns:
         The metrics written to `out_dir/metrics.json`.
@@ -610,7 +609,9 @@ def evaluate_set(
     eval_set = load_eval_set(set_spec, out_dir)
     LOG.info("evaluating %s: %d lines from %s", eval_set.name, len(eval_set.lines), eval_set.path)
     images = [line.image for line in eval_set.lines]
-    predictions, seconds = run_effocr(bundle_dir, images, threads=threads, device=device)
+    predictions, seconds = run_effocr(
+        bundle_dir, images, threads=threads, device=device, verify=verify
+    )
     hypotheses = [None if p.get("error") else p.get("text") for p in predictions]
     language = language or bundle_language(bundle_dir) or "en"
     profile = get_profile(language)
@@ -673,6 +674,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-quotes", action="store_true", help="do not normalise curly quotes before scoring"
     )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="open the bundle without checking its files against the sha256 in model.yaml",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -699,6 +705,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             device=args.device,
             language=args.language,
+            verify=not args.no_verify,
         )
         rows.append(m)
     print(format_table(rows))

@@ -9,21 +9,29 @@ real test-split lines beyond the tolerances of config `export`, no bundle is lef
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from effocr.utils import EffOCRError, atomic_path, sha256_file, sha256_json, write_json
+from effocr.bundle import PARITY, Manifest
+from effocr.utils import (
+    EffOCRError,
+    atomic_path,
+    load_checkpoint,
+    sha256_file,
+    sha256_json,
+    write_json,
+)
 
 LOG = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 INDEX_FILES = ("ref.index", "ref_labels.txt")
 
 
@@ -50,14 +58,7 @@ def check_onnx(path: str | os.PathLike) -> None:
 
 
 def _load_checkpoint(path: str | os.PathLike, kind: str) -> dict:
-    import torch
-
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    except FileNotFoundError as exc:
-        raise EffOCRError(f"{path}: {kind} model not found") from exc
-    except Exception as exc:
-        raise EffOCRError(f"{path}: cannot read {kind} model: {exc}") from exc
+    ckpt = load_checkpoint(path, f"{kind} model")
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise EffOCRError(f"{path}: not an EffOCR {kind} model.pt (no `model` state dict)")
     return ckpt
@@ -374,16 +375,244 @@ def versions() -> dict[str, str]:
     return {k: str(v) for k, v in found.items()}
 
 
-def _localizer_meta(localizer_pt: str | os.PathLike, ckpt: dict) -> dict:
-    """What inference needs about the localizer (input, classes, levels, thresholds)."""
-    from effocr.localizer import model as loc_model
+@dataclass
+class _Sources:
+    """The trained models and what the bundle needs from them, each checkpoint read once."""
 
-    if hasattr(loc_model, "localizer_meta"):
-        return dict(loc_model.localizer_meta(localizer_pt))
-    meta = ckpt.get("meta")
-    if not isinstance(meta, dict):
-        raise EffOCRError(f"{localizer_pt}: localizer model.pt has no `meta`")
-    return dict(meta)
+    rec_model: Any  # RecognizerNet
+    train_cfg: dict  # the recognizer's training config
+    profile: Any  # effocr.profiles.Profile
+    crops_cfg: dict
+    loc_model: Any  # TorchLocalizer; None for an ONNX localizer made elsewhere
+    loc_meta: dict
+    loc_config: dict  # hashed into model.yaml's config_sha256
+
+    @property
+    def external(self) -> bool:
+        return self.loc_model is None
+
+
+def _load_sources(
+    recognizer_pt: str | os.PathLike,
+    localizer_pt: str | os.PathLike,
+    localizer_layout: str | None,
+    localizer_input_height: int,
+    localizer_thresholds: dict | None,
+) -> _Sources:
+    from effocr.localizer.model import TorchLocalizer, check_checkpoint, model_from_checkpoint
+    from effocr.localizer.onnx_layouts import external_meta
+    from effocr.profiles import get_profile
+    from effocr.recognizer.model import recognizer_from_checkpoint
+
+    rec_ckpt = _load_checkpoint(recognizer_pt, "recognizer")
+    rec_model = recognizer_from_checkpoint(rec_ckpt, recognizer_pt)
+    train_cfg = rec_ckpt.get("config") or {}
+    profile = get_profile(train_cfg.get("language", "en"))
+    crops_cfg = {**section_defaults("crops"), **(train_cfg.get("crops") or {})}
+    if Path(localizer_pt).suffix.lower() == ".onnx":
+        loc_meta = external_meta(
+            localizer_layout, localizer_input_height, **(localizer_thresholds or {})
+        )
+        if not profile.spaces:
+            loc_meta["classes"] = ["char"]
+        loc_config = {"onnx_model_sha256": sha256_file(localizer_pt)}
+        return _Sources(rec_model, train_cfg, profile, crops_cfg, None, loc_meta, loc_config)
+    loc_ckpt = _load_checkpoint(localizer_pt, "localizer")
+    check_checkpoint(loc_ckpt, localizer_pt)
+    # A JSON round trip: model.yaml gets plain lists and dicts whatever the checkpoint held.
+    loc_meta = json.loads(json.dumps(loc_ckpt["meta"]))
+    loc_model = TorchLocalizer(*model_from_checkpoint(loc_ckpt))
+    return _Sources(
+        rec_model, train_cfg, profile, crops_cfg, loc_model, loc_meta, loc_ckpt.get("config") or {}
+    )
+
+
+def _check_inputs(
+    index_dir: Path,
+    localizer_pt: str | os.PathLike,
+    localizer_layout: str | None,
+    given_onnx: tuple[str | os.PathLike | None, ...],
+) -> None:
+    for given in given_onnx:
+        if given and not Path(given).is_file():
+            raise EffOCRError(f"{given}: ONNX model not found (config export.*_onnx)")
+    for name in INDEX_FILES:
+        if not (index_dir / name).is_file():
+            raise EffOCRError(f"{index_dir}: reference index incomplete, missing {name}")
+    if Path(localizer_pt).suffix.lower() == ".onnx":
+        if localizer_layout in (None, "effocr"):
+            raise EffOCRError(
+                f"{localizer_pt}: an ONNX localizer made elsewhere needs its output layout "
+                "(config localizer.onnx_layout)"
+            )
+        if not Path(localizer_pt).is_file():
+            raise EffOCRError(
+                f"{localizer_pt}: ONNX localizer not found (config localizer.onnx_model)"
+            )
+
+
+def _write_onnx(
+    tmp: Path,
+    src: _Sources,
+    localizer_pt: str | os.PathLike,
+    localizer_layout: str | None,
+    recognizer_onnx: str | os.PathLike | None,
+    localizer_onnx: str | os.PathLike | None,
+    opset: int,
+) -> tuple[Path, Path]:
+    """Both ONNX models in the temporary bundle `tmp`, exported or copied, and checked."""
+    from effocr.localizer.export import export_model_onnx as export_localizer
+    from effocr.recognizer.model import export_model_onnx as export_recognizer
+
+    rec_onnx, loc_onnx = tmp / "recognizer.onnx", tmp / "localizer.onnx"
+    LOG.info("exporting the recognizer (opset %d)", opset)
+    if recognizer_onnx:
+        shutil.copyfile(recognizer_onnx, rec_onnx)
+    else:
+        export_recognizer(src.rec_model, rec_onnx, opset)
+    if src.external:
+        LOG.info("using the ONNX localizer %s (layout %s)", localizer_pt, localizer_layout)
+        shutil.copyfile(localizer_pt, loc_onnx)
+    elif localizer_onnx:
+        shutil.copyfile(localizer_onnx, loc_onnx)
+    else:
+        LOG.info("exporting the localizer (opset %d)", opset)
+        export_localizer(src.loc_model.model, src.loc_model.meta, loc_onnx, opset)
+    check_onnx(rec_onnx)
+    check_onnx(loc_onnx)
+    return rec_onnx, loc_onnx
+
+
+def _check_localizer(
+    src: _Sources,
+    loc_onnx: Path,
+    images: list[np.ndarray],
+    tol: dict,
+    threads: int,
+    localizer_pt: str | os.PathLike,
+    localizer_layout: str | None,
+) -> tuple[dict, list[str]]:
+    """Localizer parity figures, and the problems only an external localizer can have."""
+    from effocr.localizer.runtime import LocalizerSession
+
+    session = LocalizerSession(loc_onnx, src.loc_meta, threads=threads)
+    vertical = src.profile.vertical
+    if not src.external:
+        loc = localizer_parity(
+            src.loc_model,
+            session,
+            images,
+            threshold=float(src.loc_meta.get("score_threshold", 0.0)),
+            margin=float(tol["score_max_abs"]),
+            box_tol=float(tol["box_max_abs"]),
+            vertical=vertical,
+        )
+        return loc, []
+    # No PyTorch source to compare with: check that it loads and finds characters.
+    n_chars = [len(session.detect(img, vertical=vertical).chars) for img in images]
+    loc = {"n_lines": len(images), "external": True, "layout": localizer_layout}
+    loc["chars_found"] = int(sum(n_chars))
+    if loc["chars_found"]:
+        return loc, []
+    return loc, [
+        f"localizer {localizer_pt}: no character found on the {len(images)} parity lines "
+        f"(wrong localizer.onnx_layout {localizer_layout!r} or thresholds?)"
+    ]
+
+
+def _quantize(
+    tmp: Path,
+    src: _Sources,
+    rec_onnx: Path,
+    batch: np.ndarray,
+    calibration: np.ndarray,
+    ref_index: Any,
+    tol: dict,
+    threads: int,
+) -> dict:
+    """Quantize the checked float recognizer; ship the int8 model only if it passes its check."""
+    from effocr.quantize import quantize_recognizer
+
+    int8_onnx = tmp / "recognizer.int8.onnx"
+    quantize_recognizer(rec_onnx, int8_onnx, calibration)
+    check_onnx(int8_onnx)
+    quantized = recognizer_parity(src.rec_model, int8_onnx, batch, threads=threads, index=ref_index)
+    quantized["calibration_crops"] = int(len(calibration))
+    quantized["problems"] = evaluate_quantized_parity(quantized, tol)
+    quantized["used"] = not quantized["problems"]
+    if quantized["used"]:
+        # The bundle ships the int8 model; the float one passed its own check above.
+        os.replace(int8_onnx, rec_onnx)
+    else:
+        # A weakly trained model's embeddings lie close together, and int8 rounding can
+        # flip its nearest class: ship the checked float model instead.
+        LOG.warning(
+            "int8 recognizer rejected, the bundle keeps float32: %s",
+            "; ".join(quantized["problems"]),
+        )
+        int8_onnx.unlink()
+    return quantized
+
+
+def _manifest(src: _Sources, bundle: Path, quantized: dict | None, tol: dict, infer: dict):
+    """The bundle's `Manifest` (checksums are added by `Manifest.write`)."""
+    rec_model, profile = src.rec_model, src.profile
+    n_labels = sum(
+        1
+        for ln in (bundle / "ref_labels.txt").read_text(encoding="utf-8").splitlines()
+        if ln.strip()
+    )
+    return Manifest(
+        language=src.train_cfg.get("language", "en"),
+        profile={
+            "name": profile.name,
+            "vertical": profile.vertical,
+            "spaces": profile.spaces,
+            "render_mode": profile.render_mode,
+            "tesseract_lang": profile.tesseract_lang,
+        },
+        recognizer={
+            "file": "recognizer.onnx",
+            "input_size": int(rec_model.input_size),
+            "input_layout": "NCHW float32 RGB, effocr.recognizer.transforms.preprocess",
+            "mean": [float(v) for v in rec_model.mean],
+            "std": [float(v) for v in rec_model.std],
+            "encoder": rec_model.encoder_name,
+            "encoder_args": rec_model.encoder_args,
+            "embedding_dim": int(rec_model.dim),
+            "quantization": "int8" if quantized and quantized["used"] else "none",
+        },
+        localizer={"file": "localizer.onnx", "meta": src.loc_meta},
+        index={
+            "file": "ref.index",
+            "labels": "ref_labels.txt",
+            "metric": "inner_product",
+            "count": n_labels,
+        },
+        crops={"full_height": True, "padding": int(src.crops_cfg["padding"])},
+        infer={"batch_size": int(infer["batch_size"]), "threads": int(infer["threads"])},
+        output={
+            "layout": "predictions.jsonl",
+            "bbox": "xyxy, pixels of the input line image",
+            "fields": ["image", "text", "chars", "words", "error"],
+        },
+        opset=int(tol["opset"]),
+        versions=versions(),
+        config_sha256={
+            "recognizer": sha256_json(src.train_cfg),
+            "localizer": sha256_json(src.loc_config),
+        },
+    )
+
+
+PARITY_TOLERANCES = (
+    "embedding_max_abs",
+    "embedding_min_cosine",
+    "box_max_abs",
+    "score_max_abs",
+    "quantized_min_cosine",
+    "quantized_top1_agreement",
+)
 
 
 def export_bundle(
@@ -438,54 +667,18 @@ def export_bundle(
     import faiss
     import torch
 
-    from effocr.localizer.export import export_onnx as export_localizer
-    from effocr.localizer.model import load_localizer
-    from effocr.localizer.onnx_layouts import external_meta
-    from effocr.localizer.runtime import LocalizerSession
-    from effocr.profiles import get_profile
-    from effocr.quantize import quantize_recognizer
-    from effocr.recognizer.model import export_onnx as export_recognizer
-    from effocr.recognizer.model import load_recognizer
     from effocr.recognizer.transforms import preprocess
 
     tol = {**section_defaults("export"), **(export_cfg or {})}
     infer = {**section_defaults("infer"), **(infer_cfg or {})}
     recognizer_onnx = recognizer_onnx or tol.get("recognizer_onnx")
     localizer_onnx = localizer_onnx or tol.get("localizer_onnx")
-    for given in (recognizer_onnx, localizer_onnx):
-        if given and not Path(given).is_file():
-            raise EffOCRError(f"{given}: ONNX model not found (config export.*_onnx)")
     index_dir = Path(index_dir)
-    for name in INDEX_FILES:
-        if not (index_dir / name).is_file():
-            raise EffOCRError(f"{index_dir}: reference index incomplete, missing {name}")
-    external = Path(localizer_pt).suffix.lower() == ".onnx"
-    if external and localizer_layout in (None, "effocr"):
-        raise EffOCRError(
-            f"{localizer_pt}: an ONNX localizer made elsewhere needs its output layout "
-            "(config localizer.onnx_layout)"
-        )
-    if external and not Path(localizer_pt).is_file():
-        raise EffOCRError(f"{localizer_pt}: ONNX localizer not found (config localizer.onnx_model)")
-    rec_ckpt = _load_checkpoint(recognizer_pt, "recognizer")
-    train_cfg = rec_ckpt.get("config") or {}
-    language = train_cfg.get("language", "en")
-    profile = get_profile(language)
-    crops_cfg = {**section_defaults("crops"), **(train_cfg.get("crops") or {})}
-    rec_model = load_recognizer(recognizer_pt)
-    input_size = int(rec_model.input_size)
-    if external:
-        loc_ckpt: dict = {"config": {"onnx_model_sha256": sha256_file(localizer_pt)}}
-        loc_model = None
-        loc_meta = external_meta(
-            localizer_layout, localizer_input_height, **(localizer_thresholds or {})
-        )
-        if not profile.spaces:
-            loc_meta["classes"] = ["char"]
-    else:
-        loc_ckpt = _load_checkpoint(localizer_pt, "localizer")
-        loc_model = load_localizer(localizer_pt)
-        loc_meta = _localizer_meta(localizer_pt, loc_ckpt)
+    _check_inputs(index_dir, localizer_pt, localizer_layout, (recognizer_onnx, localizer_onnx))
+    src = _load_sources(
+        recognizer_pt, localizer_pt, localizer_layout, localizer_input_height, localizer_thresholds
+    )
+    rec_model = src.rec_model
     torch.set_num_threads(max(1, threads))
 
     def crop_batch(split_json: str | os.PathLike, split_lines: list) -> np.ndarray:
@@ -493,56 +686,31 @@ def export_bundle(
             split_json,
             split_lines,
             full_height=True,
-            padding=int(crops_cfg["padding"]),
-            vertical=profile.vertical,
+            padding=int(src.crops_cfg["padding"]),
+            vertical=src.profile.vertical,
         )
-        return np.stack([preprocess(c, input_size, rec_model.mean, rec_model.std) for c in crops])
+        size = int(rec_model.input_size)
+        return np.stack([preprocess(c, size, rec_model.mean, rec_model.std) for c in crops])
 
     with atomic_path(out_dir, is_dir=True) as tmp:
-        rec_onnx, loc_onnx = tmp / "recognizer.onnx", tmp / "localizer.onnx"
-        LOG.info("exporting the recognizer (opset %d)", tol["opset"])
-        if recognizer_onnx:
-            shutil.copyfile(recognizer_onnx, rec_onnx)
-        else:
-            export_recognizer(recognizer_pt, rec_onnx, tol["opset"])
-        if external:
-            LOG.info("using the ONNX localizer %s (layout %s)", localizer_pt, localizer_layout)
-            shutil.copyfile(localizer_pt, loc_onnx)
-        elif localizer_onnx:
-            shutil.copyfile(localizer_onnx, loc_onnx)
-        else:
-            LOG.info("exporting the localizer (opset %d)", tol["opset"])
-            export_localizer(localizer_pt, loc_onnx, tol["opset"])
-        check_onnx(rec_onnx)
-        check_onnx(loc_onnx)
-
+        rec_onnx, loc_onnx = _write_onnx(
+            tmp,
+            src,
+            localizer_pt,
+            localizer_layout,
+            recognizer_onnx,
+            localizer_onnx,
+            int(tol["opset"]),
+        )
         lines = load_parity_lines(test_json, image_dir, int(tol["parity_lines"]))
         batch = crop_batch(test_json, lines)
         ref_index = faiss.read_index(str(index_dir / "ref.index"))
         rec = recognizer_parity(rec_model, rec_onnx, batch, threads=threads, index=ref_index)
-        session = LocalizerSession(loc_onnx, loc_meta, threads=threads)
         images = [img for _, img in lines]
-        if external:
-            # No PyTorch source to compare with: check that it loads and finds characters.
-            n_chars = [len(session.detect(img, vertical=profile.vertical).chars) for img in images]
-            loc = {"n_lines": len(images), "external": True, "layout": localizer_layout}
-            loc["chars_found"] = int(sum(n_chars))
-        else:
-            loc = localizer_parity(
-                loc_model,
-                session,
-                images,
-                threshold=float(loc_meta.get("score_threshold", 0.0)),
-                margin=float(tol["score_max_abs"]),
-                box_tol=float(tol["box_max_abs"]),
-                vertical=profile.vertical,
-            )
-        problems = evaluate_parity(rec, loc, tol)
-        if external and not loc["chars_found"]:
-            problems.append(
-                f"localizer {localizer_pt}: no character found on the {len(images)} parity lines "
-                f"(wrong localizer.onnx_layout {localizer_layout!r} or thresholds?)"
-            )
+        loc, loc_problems = _check_localizer(
+            src, loc_onnx, images, tol, threads, localizer_pt, localizer_layout
+        )
+        problems = evaluate_parity(rec, loc, tol) + loc_problems
         quantized = None
         if not problems and tol["quantize"] == "int8":
             if calibration_json:
@@ -553,40 +721,11 @@ def export_bundle(
             else:
                 LOG.warning("no calibration split given: calibrating int8 on the parity lines")
                 calibration = batch
-            int8_onnx = tmp / "recognizer.int8.onnx"
-            quantize_recognizer(rec_onnx, int8_onnx, calibration)
-            check_onnx(int8_onnx)
-            quantized = recognizer_parity(
-                rec_model, int8_onnx, batch, threads=threads, index=ref_index
-            )
-            quantized["calibration_crops"] = int(len(calibration))
-            quantized["problems"] = evaluate_quantized_parity(quantized, tol)
-            quantized["used"] = not quantized["problems"]
-            if quantized["used"]:
-                # The bundle ships the int8 model; the float one passed its own check above.
-                os.replace(int8_onnx, rec_onnx)
-            else:
-                # A weakly trained model's embeddings lie close together, and int8 rounding can
-                # flip its nearest class: ship the checked float model instead.
-                LOG.warning(
-                    "int8 recognizer rejected, the bundle keeps float32: %s",
-                    "; ".join(quantized["problems"]),
-                )
-                int8_onnx.unlink()
+            quantized = _quantize(tmp, src, rec_onnx, batch, calibration, ref_index, tol, threads)
         report = {
             "passed": not problems,
             "problems": problems,
-            "tolerances": {
-                k: tol[k]
-                for k in (
-                    "embedding_max_abs",
-                    "embedding_min_cosine",
-                    "box_max_abs",
-                    "score_max_abs",
-                    "quantized_min_cosine",
-                    "quantized_top1_agreement",
-                )
-            },
+            "tolerances": {k: tol[k] for k in PARITY_TOLERANCES},
             "lines": [im["file_name"] for im, _ in lines],
             "recognizer": rec,
             "recognizer_int8": quantized,
@@ -601,62 +740,8 @@ def export_bundle(
         for name in (*INDEX_FILES, "index.json"):
             if (index_dir / name).is_file():
                 shutil.copyfile(index_dir / name, tmp / name)
-        n_labels = sum(
-            1
-            for ln in (tmp / "ref_labels.txt").read_text(encoding="utf-8").splitlines()
-            if ln.strip()
-        )
-        model_yaml = {
-            "format_version": FORMAT_VERSION,
-            "language": language,
-            "profile": {
-                "name": profile.name,
-                "vertical": profile.vertical,
-                "spaces": profile.spaces,
-                "render_mode": profile.render_mode,
-                "tesseract_lang": profile.tesseract_lang,
-            },
-            "recognizer": {
-                "file": "recognizer.onnx",
-                "input_size": input_size,
-                "input_layout": "NCHW float32 RGB, effocr.recognizer.transforms.preprocess",
-                "mean": [float(v) for v in rec_model.mean],
-                "std": [float(v) for v in rec_model.std],
-                "encoder": rec_model.encoder_name,
-                "encoder_args": rec_model.encoder_args,
-                "embedding_dim": int(rec_model.dim),
-                "quantization": "int8" if quantized and quantized["used"] else "none",
-                "sha256": sha256_file(rec_onnx),
-            },
-            "localizer": {
-                "file": "localizer.onnx",
-                "meta": loc_meta,
-                "sha256": sha256_file(loc_onnx),
-            },
-            "index": {
-                "file": "ref.index",
-                "labels": "ref_labels.txt",
-                "metric": "inner_product",
-                "count": n_labels,
-            },
-            "crops": {"full_height": True, "padding": int(crops_cfg["padding"])},
-            "infer": {"batch_size": int(infer["batch_size"]), "threads": int(infer["threads"])},
-            "output": {
-                "layout": "predictions.jsonl",
-                "bbox": "xyxy, pixels of the input line image",
-                "fields": ["image", "text", "chars", "words", "error"],
-            },
-            "opset": int(tol["opset"]),
-            "versions": versions(),
-            "config_sha256": {
-                "recognizer": sha256_json(train_cfg),
-                "localizer": sha256_json(loc_ckpt.get("config") or {}),
-            },
-        }
-        (tmp / "model.yaml").write_text(
-            yaml.safe_dump(model_yaml, sort_keys=False, allow_unicode=True), encoding="utf-8"
-        )
-        write_json(tmp / "parity.json", report)
+        _manifest(src, tmp, quantized, tol, infer).write(tmp)
+        write_json(tmp / PARITY, report)
     LOG.info("bundle written to %s", out_dir)
     return report
 

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-import yaml
 from threadpoolctl import ThreadpoolController
 
+from effocr.bundle import STANDARD_FILES, Manifest
 from effocr.utils import EffOCRError, label_to_codepoints, progress
 
 LOG = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ IMAGE_SUFFIXES = (
     ".pgm",
     ".ppm",
 )
-BUNDLE_FILES = ("localizer.onnx", "recognizer.onnx", "ref.index", "ref_labels.txt", "model.yaml")
+BUNDLE_FILES = STANDARD_FILES
 STAGES = ("decode", "localizer", "crops", "recognizer", "knn")
 
 # Below this many lines per worker, a job does not start worker processes (see iter_infer).
@@ -303,22 +303,9 @@ def decode_image(item: ImageInput, keep_grey: bool = False) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def load_model_yaml(bundle_dir: str | os.PathLike) -> dict:
-    """Read and check `model.yaml` of a bundle (every file it needs present)."""
-    bundle = Path(bundle_dir)
-    if not bundle.is_dir():
-        raise EffOCRError(f"{bundle}: bundle directory not found")
-    missing = [f for f in BUNDLE_FILES if not (bundle / f).is_file()]
-    if missing:
-        raise EffOCRError(f"{bundle}: not a complete bundle, missing {', '.join(missing)}")
-    try:
-        meta = yaml.safe_load((bundle / "model.yaml").read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise EffOCRError(f"{bundle / 'model.yaml'}: not valid YAML: {exc}") from exc
-    for key in ("format_version", "profile", "recognizer", "localizer", "index"):
-        if not isinstance(meta, dict) or key not in meta:
-            raise EffOCRError(f"{bundle / 'model.yaml'}: missing key {key!r}")
-    return meta
+def load_model_yaml(bundle_dir: str | os.PathLike, *, verify: bool = False) -> dict:
+    """`model.yaml` of a bundle as a dict, validated by `effocr.bundle.Manifest.read`."""
+    return Manifest.read(bundle_dir, verify=verify).to_dict()
 
 
 # ---------------------------------------------------------------------------
@@ -341,6 +328,8 @@ class Engine:
         parallel: How `threads` > 1 workers run on the CPU: ``process`` (worker processes,
             started by `start` or by the first job of at least 100 lines per worker, and kept
             until `close`), ``thread`` (threads of this process) or ``auto`` (processes).
+        verify: Check the bundle's files against the sha256 recorded in `model.yaml` (a
+            mismatch is an `EffOCRError`); False opens a bundle changed on purpose.
     """
 
     def __init__(
@@ -353,16 +342,14 @@ class Engine:
         intra_op_threads: int | None = None,
         chunk_lines: int | None = None,
         parallel: str = "auto",
+        verify: bool = True,
     ) -> None:
         from effocr.localizer.runtime import LocalizerSession
         from effocr.profiles import get_profile
 
         self.bundle_dir = Path(bundle_dir)
-        self.meta = load_model_yaml(self.bundle_dir)
-        if int(self.meta["format_version"]) != 1:
-            raise EffOCRError(
-                f"{self.bundle_dir}: unsupported bundle format {self.meta['format_version']}"
-            )
+        self.manifest = Manifest.read(self.bundle_dir, verify=verify)
+        self.meta = self.manifest.to_dict()
         if batch_size < 1 or threads < 1:
             raise EffOCRError("threads and batch_size must be at least 1")
         self.providers = select_providers(device)
@@ -390,7 +377,7 @@ class Engine:
         self.input_size = int(rec["input_size"])
         self.mean = tuple(float(v) for v in rec["mean"])
         self.std = tuple(float(v) for v in rec["std"])
-        self.recognizer = make_session(self.bundle_dir / "recognizer.onnx", self.providers, intra)
+        self.recognizer = make_session(self.bundle_dir / rec["file"], self.providers, intra)
         if self.cuda and CUDA_PROVIDER not in self.recognizer.get_providers():
             # ORT falls back to the CPU when the CUDA provider cannot start (no GPU visible,
             # CUDA/cuDNN libraries missing): say so rather than pretend.
@@ -398,7 +385,7 @@ class Engine:
         self._rec_input = self.recognizer.get_inputs()[0].name
         self._rec_output = self.recognizer.get_outputs()[0].name
         self.localizer = LocalizerSession(
-            self.bundle_dir / "localizer.onnx",
+            self.bundle_dir / self.meta["localizer"]["file"],
             self.meta["localizer"]["meta"],
             threads=intra,
             providers=self.providers,
@@ -681,6 +668,7 @@ def _worker_init(bundle_dir: str, batch_size: int, chunk_lines: int) -> None:
     threadpool_limits(limits=1, user_api="blas")
     _WORKER_ENGINE = Engine(
         bundle_dir,
+        verify=False,  # the parent Engine checked the files moments ago
         threads=1,
         device="cpu",
         batch_size=batch_size,
@@ -860,18 +848,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "else cpu)",
     )
     parser.add_argument("--coco", action="store_true", help="also write OUT/predictions_coco.json")
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="open the bundle without checking its files against the sha256 in model.yaml "
+        "(for bundles changed on purpose)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run `effocr infer`; returns 1 when any image failed."""
-    meta = load_model_yaml(args.model)
+    meta = load_model_yaml(args.model)  # checksums: once, by the Engine below
     defaults = meta.get("infer", {})
     threads = args.threads or int(defaults.get("threads", 1))
     batch_size = args.batch_size or int(defaults.get("batch_size", 64))
     if args.coco and not args.output:
         raise EffOCRError("--coco needs --output")
     images = expand_inputs(args.inputs)
-    engine = Engine(args.model, threads=threads, device=args.device, batch_size=batch_size)
+    engine = Engine(
+        args.model,
+        threads=threads,
+        device=args.device,
+        batch_size=batch_size,
+        verify=not args.no_verify,
+    )
     writer = OutputWriter(args.output, coco=args.coco, stream=None if args.output else sys.stdout)
     failed = 0
     start = time.perf_counter()

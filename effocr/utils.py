@@ -9,9 +9,9 @@ import logging
 import os
 import random
 import re
+import secrets
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,17 +58,55 @@ def codepoints_to_label(code: str) -> str:
 # ---------------------------------------------------------------------------
 
 
+# Written into every directory `atomic_path` creates. Only a directory carrying it (or an
+# empty one) is replaced: a mistyped output path must never make us delete someone's folder.
+OUTPUT_MARKER = ".effocr-output"
+
+
+def _replaceable(path: Path) -> bool:
+    return (path / OUTPUT_MARKER).is_file() or (path.is_dir() and not any(path.iterdir()))
+
+
+def _make_temp_dir(parent: Path, name: str) -> Path:
+    # Not tempfile.mkdtemp: its mode 0700 would survive the rename, and a bundle shared on a
+    # cluster would be unreadable to colleagues. os.mkdir applies the user's umask.
+    for _ in range(100):
+        tmp = parent / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            tmp.mkdir(mode=0o777)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{parent}: cannot create a temporary directory for {name}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; move it onto `path` when the block succeeds."""
+    """Yield a temporary path next to `path`; move it onto `path` when the block succeeds.
+
+    With `is_dir`, an existing directory at `path` is replaced only when an earlier
+    `atomic_path` wrote it (it carries `OUTPUT_MARKER`) or it is empty; anything else is an
+    `EffOCRError`, raised before the block runs, and the directory is left as it is.
+    """
     path = Path(path)
+    if is_dir and path.exists() and not (path.is_dir() and _replaceable(path)):
+        raise EffOCRError(
+            f"{path}: exists and was not written by effocr (no {OUTPUT_MARKER} in it); "
+            "refusing to replace it: remove it yourself or choose another output path"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _make_temp_dir(path.parent, path.name)
     target = tmp if is_dir else tmp / path.name
     try:
         yield target
         if is_dir:
+            (tmp / OUTPUT_MARKER).write_text(
+                "Written by effocr; replaced as a whole when its step runs again.\n",
+                encoding="utf-8",
+            )
             if path.exists():
+                if not _replaceable(path):  # appeared while the block ran
+                    raise EffOCRError(f"{path}: exists and was not written by effocr")
                 shutil.rmtree(path)
             os.replace(tmp, path)
         else:
@@ -159,6 +197,74 @@ def optimizer_step(loss, optimizer, scaler=None) -> None:
         optimizer.step()
 
 
+def load_checkpoint(path: str | os.PathLike, what: str, device: str = "cpu") -> Any:
+    """`torch.load` of a `.pt` file restricted to tensors and plain Python data.
+
+    `weights_only=True`: unpickling arbitrary objects would run whatever code a crafted file
+    names (`__reduce__`), and model files travel between people. EffOCR's own checkpoints hold
+    only tensors, numbers, strings, lists, tuples and dicts (`save_checkpoint`).
+
+    Raises:
+        EffOCRError: naming the file, when it is missing, unreadable or holds other objects.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError as exc:
+        raise EffOCRError(f"{path}: {what} not found") from exc
+    except IsADirectoryError as exc:
+        raise EffOCRError(f"{path}: {what} is a directory, not a .pt file") from exc
+    except pickle.UnpicklingError as exc:
+        # torch reports refused globals (and garbage) as UnpicklingError; its text is long.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EffOCRError(
+            f"{path}: refused to load {what}: it holds objects other than tensors and plain "
+            f"data (only those are loaded, so that a crafted file cannot run code): {first}"
+        ) from exc
+    except Exception as exc:  # torch raises RuntimeError, EOFError, zipfile errors, ...
+        raise EffOCRError(f"{path}: cannot read {what}: {exc}") from exc
+
+
+def plain_data(obj: Any) -> Any:
+    """`obj` with NumPy values and paths turned into the plain types `load_checkpoint` accepts.
+
+    Raises:
+        TypeError: for any other object (a bug: it could not be loaded back).
+    """
+    import torch
+
+    # Before the scalar types: np.float64 is a float subclass, but pickles as a NumPy object.
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or type(obj) in (bool, int, float, str) or isinstance(obj, torch.Tensor):
+        return obj
+    for plain in (str, int, float):  # subclasses, e.g. torch's version string
+        if isinstance(obj, plain):
+            return plain(obj)
+    if isinstance(obj, dict):
+        return {plain_data(k): plain_data(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(plain_data(v) for v in obj)
+    if isinstance(obj, list):
+        return [plain_data(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"{type(obj).__name__} cannot go into a checkpoint (plain data only)")
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
+    """`torch.save` atomically, of plain data only, so that `load_checkpoint` reads it back."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(plain_data(obj), tmp)
+
+
 def resume_training(
     path: Path, config_hash: str, model, optimizer, scheduler, scaler=None
 ) -> dict | None:
@@ -168,18 +274,16 @@ def resume_training(
     when there is none, it cannot be read, or it was written for another config, inputs or code
     (then training starts from scratch, with the reason logged).
     """
-    import torch
-
     if not path.exists():
         return None
     try:
         # On CPU: states kept in the checkpoint (the best weights) stay there;
         # load_state_dict moves the rest to the model's device.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a torn file cannot happen (atomic writes), but a foreign one can
-        LOG.warning("%s: unreadable (%s); starting from scratch", path, exc)
+        ckpt = load_checkpoint(path, "training checkpoint")
+    except EffOCRError as exc:  # a torn file cannot happen (atomic writes), but a foreign one can
+        LOG.warning("%s; starting from scratch", exc)
         return None
-    if ckpt.get("config_hash") != config_hash:
+    if not isinstance(ckpt, dict) or ckpt.get("config_hash") != config_hash:
         LOG.info("%s: config, inputs or code changed (config_hash differs); not resumed", path)
         return None
     model.load_state_dict(ckpt["model"])

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from effocr.config import check_results_dir
 from effocr.localizer.postprocess import config_thresholds
 from effocr.profiles import get_profile
 from effocr.provenance import code_hash
@@ -15,6 +16,8 @@ from effocr.synth.fonts import default_font_dirs, find_fonts
 from effocr.utils import sha256_json
 
 validate(config, schema="../config/schema.yaml")
+# The same check as `effocr.config.validate_config`: outputs never land in `/` or `..`.
+check_results_dir(config["results_dir"], source="workflow config")
 
 LANG = config["language"]
 PROFILE = get_profile(LANG)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from effocr.utils import (
+    OUTPUT_MARKER,
     EffOCRError,
     atomic_path,
     codepoints_to_label,
@@ -48,11 +49,12 @@ def test_atomic_file_written_only_on_success(tmp_path):
 
 def test_atomic_dir_replaces_whole_directory(tmp_path):
     target = tmp_path / "bundle"
-    target.mkdir()
-    (target / "stale.txt").write_text("old")
+    with atomic_path(target, is_dir=True) as tmp:
+        (tmp / "stale.txt").write_text("old")
     with atomic_path(target, is_dir=True) as tmp:
         (tmp / "new.txt").write_text("new")
-    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    # A folder effocr did not write is never replaced: tests/test_bundle.py.
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "new.txt"]
 
 
 def test_read_json_errors_name_the_file(tmp_path):

@@ -26,9 +26,15 @@ def export_onnx(model_pt: str | os.PathLike, out_path: str | os.PathLike, opset:
     localizer metadata is stored in the file (key `effocr_localizer_meta`), so the ONNX model
     can be used on its own by `LocalizerSession`.
     """
+    return export_model_onnx(*load_model(model_pt), out_path, opset)
+
+
+def export_model_onnx(
+    model: torch.nn.Module, meta: dict, out_path: str | os.PathLike, opset: int = 17
+) -> Path:
+    """`export_onnx` of a loaded `LineDetector` and its metadata."""
     import onnx
 
-    model, meta = load_model(model_pt)
     model.eval()
     x = torch.zeros(1, 3, meta["input_height"], EXAMPLE_WIDTH)
     out_path = Path(out_path)

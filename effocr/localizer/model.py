@@ -47,7 +47,7 @@ from effocr.localizer.prepare import (  # noqa: F401 (re-exported for the traini
     prepare_line,
     resolve_vertical,
 )
-from effocr.utils import EffOCRError
+from effocr.utils import EffOCRError, load_checkpoint
 
 # Architecture of the default backend; `localizer.arch` in the config overrides keys.
 DEFAULT_ARCH: dict[str, Any] = {
@@ -355,7 +355,11 @@ def load_localizer(model_pt: str | Path, device: str = "cpu") -> TorchLocalizer:
 
 def load_model(model_pt: str | Path, device: str = "cpu") -> tuple[LineDetector, dict]:
     """The `LineDetector` and its metadata from a `model.pt`."""
-    ckpt = _read_checkpoint(model_pt, device)
+    return model_from_checkpoint(_read_checkpoint(model_pt, device))
+
+
+def model_from_checkpoint(ckpt: dict) -> tuple[LineDetector, dict]:
+    """`load_model` of a checkpoint dict already read and checked (`check_checkpoint`)."""
     meta = ckpt["meta"]
     model = LineDetector(meta["classes"], meta["input_height"], meta["arch"])
     model.load_state_dict(ckpt["model"])
@@ -363,10 +367,11 @@ def load_model(model_pt: str | Path, device: str = "cpu") -> tuple[LineDetector,
 
 
 def _read_checkpoint(model_pt: str | Path, device: str) -> dict:
-    try:
-        ckpt = torch.load(model_pt, map_location=device, weights_only=False)
-    except FileNotFoundError as exc:
-        raise EffOCRError(f"{model_pt}: localizer model not found") from exc
+    return check_checkpoint(load_checkpoint(model_pt, "localizer model", device), model_pt)
+
+
+def check_checkpoint(ckpt: Any, model_pt: str | Path) -> dict:
+    """`ckpt`, read from `model_pt`, when it is a localizer model.pt (else EffOCRError)."""
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "localizer" or "meta" not in ckpt:
         kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise EffOCRError(f"{model_pt}: not a localizer model.pt (kind {kind!r})")

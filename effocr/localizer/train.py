@@ -42,9 +42,11 @@ from effocr.provenance import code_hash
 from effocr.utils import (
     EffOCRError,
     atomic_path,
+    load_checkpoint,
     optimizer_step,
     progress,
     resume_training,
+    save_checkpoint,
     seed_everything,
     select_device,
     set_threads,
@@ -376,7 +378,7 @@ def train_localizer(
         lc["backend"], classes=classes, input_height=lc["input_height"], arch=lc["arch"]
     )
     if lc["init_checkpoint"]:
-        state = torch.load(lc["init_checkpoint"], map_location="cpu", weights_only=False)
+        state = load_checkpoint(lc["init_checkpoint"], "localizer.init_checkpoint")
         model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
     model.to(device)
     thresholds = {**pp.config_thresholds(lc), "spaces": get_profile(config["language"]).spaces}
@@ -447,37 +449,35 @@ def train_localizer(
             # A copy: on CPU, .cpu() returns the very tensors the next steps update in place.
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             best = {"score": score, "metrics": metrics, "epoch": epoch + 1, "state": state}
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(
-                {
-                    **payload_base,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "epoch": epoch + 1,
-                    "metrics": rows,
-                    "best": best,
-                    "config_hash": chash,
-                },
-                tmp,
-            )
+        save_checkpoint(
+            {
+                **payload_base,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "epoch": epoch + 1,
+                "metrics": rows,
+                "best": best,
+                "config_hash": chash,
+            },
+            ckpt_path,
+        )
         _write_metrics(rows, out / "metrics.csv")
 
     # Outputs, always (also after a resume with nothing left to train): see `best` above.
     if best["state"] is None:
         LOG.warning("no best epoch recorded: model.pt holds the current weights")
         best["state"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(out / "model.pt") as tmp:
-        torch.save(
-            {
-                **payload_base,
-                "model": best["state"],
-                "epoch": best["epoch"],
-                "metrics": best["metrics"],
-            },
-            tmp,
-        )
+    save_checkpoint(
+        {
+            **payload_base,
+            "model": best["state"],
+            "epoch": best["epoch"],
+            "metrics": best["metrics"],
+        },
+        out / "model.pt",
+    )
     _write_metrics(rows, out / "metrics.csv")
     if rows:
         _save_curve(rows, out / "curve.png")

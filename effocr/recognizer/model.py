@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effocr.recognizer.transforms import IMAGENET_MEAN, IMAGENET_STD
-from effocr.utils import EffOCRError, atomic_path
+from effocr.utils import EffOCRError, atomic_path, load_checkpoint, save_checkpoint
 
 LOG = logging.getLogger(__name__)
 
@@ -51,10 +51,7 @@ def create_encoder(
         path = Path(init_checkpoint)
         if not path.exists():
             raise EffOCRError(f"recognizer.init_checkpoint: {path}: file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise EffOCRError(f"{path}: not a torch checkpoint: {exc}") from exc
+        state = load_checkpoint(path, "recognizer.init_checkpoint")
         if isinstance(state, dict):
             for key in ("model", "state_dict"):
                 if isinstance(state.get(key), dict):
@@ -159,8 +156,7 @@ def save_recognizer(
         **model.metadata(),
         **(extra or {}),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_checkpoint(payload, path)
     return Path(path)
 
 
@@ -175,10 +171,11 @@ def load_recognizer(path: str | Path, device: str = "cpu") -> RecognizerNet:
     path = Path(path)
     if not path.exists():
         raise EffOCRError(f"{path}: recognizer model not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise EffOCRError(f"{path}: cannot read recognizer checkpoint: {exc}") from exc
+    return recognizer_from_checkpoint(load_checkpoint(path, "recognizer model"), path, device)
+
+
+def recognizer_from_checkpoint(ckpt: Any, path: str | Path, device: str = "cpu") -> RecognizerNet:
+    """The model of a checkpoint dict already read from `path` (see `load_recognizer`)."""
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "recognizer" or "model" not in ckpt:
         raise EffOCRError(f"{path}: not a recognizer model.pt (missing kind='recognizer'/model)")
     model = RecognizerNet(
@@ -198,7 +195,11 @@ def export_onnx(model_pt: str | Path, out_path: str | Path, opset: int = 17) -> 
 
     The batch axis is dynamic; the output is already L2-normalised. Written atomically.
     """
-    model = load_recognizer(model_pt, device="cpu")
+    return export_model_onnx(load_recognizer(model_pt, device="cpu"), out_path, opset)
+
+
+def export_model_onnx(model: RecognizerNet, out_path: str | Path, opset: int = 17) -> Path:
+    """`export_onnx` of a loaded model (on the CPU, in eval mode)."""
     size = model.input_size
     dummy = torch.zeros(2, 3, size, size)
     with atomic_path(out_path) as tmp:

@@ -54,6 +54,7 @@ from effocr.utils import (
     optimizer_step,
     progress,
     resume_training,
+    save_checkpoint,
     seed_everything,
     select_device,
     set_threads,
@@ -556,8 +557,7 @@ def train_recognizer(
             "config_hash": chash,
             **model.metadata(),
         }
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(ckpt, tmp)
+        save_checkpoint(ckpt, ckpt_path)
         _write_metrics(out_dir, rows)
 
     # Outputs ------------------------------------------------------------------
