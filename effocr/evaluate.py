@@ -35,7 +35,7 @@ from effocr.metrics import cer as cer  # re-exported: docs/architecture.md names
 from effocr.metrics import wer as wer
 from effocr.profiles import get_profile
 from effocr.tesseract import run_tesseract, tesseract_status
-from effocr.utils import EffOCRError, atomic_path, read_json, write_json
+from effocr.utils import EffOCRError, atomic_path, open_rgb, read_json, write_json
 
 LOG = logging.getLogger(__name__)
 
@@ -207,7 +207,6 @@ def load_page_xml(path: str | os.PathLike, crop_dir: str | os.PathLike) -> list[
         path: A PAGE-XML file or a folder of them.
         crop_dir: Where the line crops are written (PNG); the source images are not modified.
     """
-    from PIL import Image
 
     path, crop_dir = Path(path), Path(crop_dir)
     files = sorted(path.rglob("*.xml")) if path.is_dir() else [path]
@@ -230,8 +229,7 @@ def load_page_xml(path: str | os.PathLike, crop_dir: str | os.PathLike) -> list[
             image_path = (xml.parent / image_name).resolve()
             if not image_path.is_file():
                 raise EffOCRError(f"{xml}: page image {image_path} does not exist")
-            with Image.open(image_path) as im:
-                page_img = im.convert("RGB")
+            page_img = open_rgb(image_path)
             for line in (e for e in page.iter() if _local(e.tag) == "TextLine"):
                 line_id = line.get("id", f"line{len(lines)}")
                 text = _line_text(line)

@@ -226,10 +226,11 @@ def draw_line(
     image_path: str | os.PathLike, prediction: dict | None, max_width: int = 900
 ) -> bytes:
     """The line image with EffOCR's character (red) and word (blue) boxes drawn on it."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
-    with Image.open(image_path) as im:
-        img = im.convert("RGB")
+    from effocr.utils import open_rgb
+
+    img = open_rgb(image_path)
     draw = ImageDraw.Draw(img)
     pred = prediction or {}
     for word in pred.get("words") or []:
