@@ -620,6 +620,10 @@ def write_results(
     }
     if predictions:
         metrics["effocr"]["failed_lines"] = sum(1 for p in predictions if p.get("error"))
+        # Lines whose text is incomplete because the localizer's cap cut boxes (see infer).
+        metrics["effocr"]["truncated_lines"] = sum(
+            1 for p in predictions if p.get("dropped_detections")
+        )
     tess_out = dict(tess["status"])
     if tess_scores is not None:
         tess_out.update(_system_metrics(tess_scores, tess.get("seconds"), orientations))
