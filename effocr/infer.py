@@ -274,19 +274,21 @@ def glob_files(pattern: str) -> list[str]:
     """
     if "**" not in pattern:
         return globlib.glob(pattern)
-    parts = Path(pattern).parts
+    parts = pattern.split(os.sep)
     fixed = 0
     while fixed < len(parts) and not globlib.has_magic(parts[fixed]):
         fixed += 1
-    root = Path(*parts[:fixed]) if fixed else Path(".")
-    rest = parts[fixed:]
+    # Matches start with the pattern's own fixed prefix ("./", "/abs/..."), as glob's do.
+    prefix = os.sep.join(parts[:fixed]) + os.sep if fixed else ""
+    rest = [part for part in parts[fixed:] if part]
     out = []
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        rel = Path(folder).relative_to(root).parts
+    for folder, dirs, files in os.walk(prefix or os.curdir, followlinks=False):
+        rel = os.path.relpath(folder, prefix or os.curdir)
+        rel_parts = () if rel == os.curdir else tuple(rel.split(os.sep))
         dirs.sort()
         for name in (*dirs, *files):
-            if _match_parts((*rel, name), rest):
-                out.append(str(Path(folder) / name) if fixed else str(Path(*rel, name)))
+            if _match_parts((*rel_parts, name), rest):
+                out.append(prefix + os.sep.join((*rel_parts, name)))
     return out
 
 

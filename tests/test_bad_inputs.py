@@ -290,7 +290,7 @@ def test_page_xml_crops_never_collide(tmp_path):
 
 
 @pytest.mark.skipif(not tesseract_status("eng").available, reason="needs Tesseract + eng")
-def test_zero_byte_image_is_a_per_line_tesseract_error(tmp_path):
+def test_zero_byte_image_is_a_per_line_tesseract_error(tiny_bundle, tmp_path, capsys):
     gt = tmp_path / "gt"
     gt.mkdir()
     _line_image(gt / "good.png", "Hello world")
@@ -304,6 +304,12 @@ def test_zero_byte_image_is_a_per_line_tesseract_error(tmp_path):
     assert "cannot read the line image" in tess["errors"]["empty"]
     m = write_results(eval_set, [None, "Hello world"], tmp_path / "out", tesseract=tess)
     assert m["tesseract"]["failed_lines"] == 1 and m["tesseract"]["lines"] == 2
+    # The whole command: both systems score the set, the bad line counted as failed by each.
+    args = ["evaluate", "--model", str(tiny_bundle), "--set", f"gt={gt}", "--output"]
+    assert main([*args, str(tmp_path / "eval")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    metrics = json.loads((tmp_path / "eval" / "gt" / "metrics.json").read_text())
+    assert metrics["effocr"]["failed_lines"] == 1 and metrics["tesseract"]["failed_lines"] == 1
 
 
 # -- configuration ---------------------------------------------------------------------
