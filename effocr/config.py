@@ -7,7 +7,9 @@ the `effocr` command line, so a key means the same thing everywhere.
 from __future__ import annotations
 
 import copy
+import math
 import os
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,35 @@ def _fill_defaults(schema: dict, instance: Any) -> Any:
     return instance
 
 
+def _non_finite(value: Any, path: tuple = ()) -> Iterator[tuple]:
+    """Key paths of NaN or infinite numbers (YAML `.nan`, `.inf`) anywhere in `value`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path
+    elif isinstance(value, dict):
+        for key, sub in value.items():
+            yield from _non_finite(sub, (*path, key))
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            yield from _non_finite(sub, (*path, i))
+
+
+def _message(err: jsonschema.ValidationError) -> str:
+    """A one-line problem; jsonschema's own text can quote a whole section of the schema."""
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = list(err.schema.get("properties", {}))
+        unknown = [k for k in err.instance if k not in allowed]
+        return (
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+            f"(allowed: {', '.join(allowed)})"
+        )
+    if err.validator == "contains" and "exclusiveMinimum" in err.validator_value:
+        return (
+            f"{err.instance!r}: at least one value must be above "
+            f"{err.validator_value['exclusiveMinimum']}"
+        )
+    return err.message
+
+
 def validate_config(config: dict, *, source: str = "config") -> dict:
     """Validate `config` against the schema and return a copy with every default filled in.
 
@@ -55,11 +86,14 @@ def validate_config(config: dict, *, source: str = "config") -> dict:
     filled = _fill_defaults(schema, copy.deepcopy(config or {}))
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for err in errors:
-            key = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-            lines.append(f"  {key}: {err.message}")
+    lines = []
+    for err in errors:
+        key = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        lines.append(f"  {key}: {_message(err)}")
+    # JSON Schema's bounds never reject NaN (every comparison with it is false).
+    for path in _non_finite(filled):
+        lines.append(f"  {'/'.join(map(str, path))}: not a finite number")
+    if lines:
         raise EffOCRError(f"{source}: invalid configuration\n" + "\n".join(lines))
     check_results_dir(filled["results_dir"], source=source)
     return filled

@@ -24,9 +24,10 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from effocr.metrics import cer as cer  # re-exported: docs/architecture.md names
 from effocr.metrics import wer as wer
 from effocr.profiles import get_profile
 from effocr.tesseract import run_tesseract, tesseract_status
-from effocr.utils import EffOCRError, atomic_path, read_json, write_json
+from effocr.utils import EffOCRError, atomic_path, open_rgb, read_json, write_json
 
 LOG = logging.getLogger(__name__)
 
@@ -66,12 +67,24 @@ class EvalLine:
 
 @dataclass
 class EvalSet:
-    """A loaded evaluation set."""
+    """A loaded evaluation set; `skipped` lists lines left out and why (``{id, image, problem}``)."""
 
     name: str
     type: str
     path: Path
     lines: list[EvalLine]
+    skipped: list[dict] = field(default_factory=list)
+
+
+EMPTY_REFERENCE = "empty transcription: nothing to score against (line skipped)"
+
+
+def _skip(skipped: list[dict] | None, line_id: str, image: Path, problem: str) -> None:
+    # An empty reference would score any output as 100 % wrong (or CER 0 for an empty set);
+    # Calamari and dinglehopper leave such lines out, and so do we, saying which.
+    LOG.warning("%s (%s): %s", line_id, image, problem)
+    if skipped is not None:
+        skipped.append({"id": line_id, "image": str(image), "problem": problem})
 
 
 # ---------------------------------------------------------------------------
@@ -159,8 +172,12 @@ def _gt_image(gt: Path) -> Path | None:
     return None
 
 
-def load_gt_dir(folder: str | os.PathLike) -> list[EvalLine]:
-    """Lines of a folder of ``NAME.<image>`` + ``NAME.gt.txt`` pairs (searched recursively)."""
+def load_gt_dir(folder: str | os.PathLike, skipped: list[dict] | None = None) -> list[EvalLine]:
+    """Lines of a folder of ``NAME.<image>`` + ``NAME.gt.txt`` pairs (searched recursively).
+
+    A ``.gt.txt`` that is empty (or only whitespace) is no line of the set: it is left out and,
+    when `skipped` is given, appended to it as ``{id, image, problem}``.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise EffOCRError(f"{folder}: not a folder of line images with .gt.txt files")
@@ -176,9 +193,11 @@ def load_gt_dir(folder: str | os.PathLike) -> list[EvalLine]:
             )
         # A transcription is one line; a trailing newline is file convention, not text.
         text = _read_text(gt).rstrip("\r\n")
-        lines.append(
-            EvalLine(id=str(gt.relative_to(folder))[: -len(GT_SUFFIX)], image=image, reference=text)
-        )
+        line_id = str(gt.relative_to(folder))[: -len(GT_SUFFIX)]
+        if not text.strip():
+            _skip(skipped, line_id, image, EMPTY_REFERENCE)
+            continue
+        lines.append(EvalLine(id=line_id, image=image, reference=text))
     return lines
 
 
@@ -200,22 +219,37 @@ def _line_text(line: ET.Element) -> str | None:
     return None
 
 
-def load_page_xml(path: str | os.PathLike, crop_dir: str | os.PathLike) -> list[EvalLine]:
+def _crop_name(number: int, xml_name: str, line_id: str) -> str:
+    """A crop's file name: unique by its running number, readable by the rest.
+
+    Line ids are only unique within a file (if that), the same file name occurs in several
+    folders, and an id may hold ``/`` or other characters a file name cannot.
+    """
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(xml_name).stem}_{line_id}")[:80]
+    return f"{number:06d}_{readable}.png"
+
+
+def load_page_xml(
+    path: str | os.PathLike, crop_dir: str | os.PathLike, skipped: list[dict] | None = None
+) -> list[EvalLine]:
     """Lines of PAGE-XML file(s): each TextLine cropped to its polygon's bounding box.
 
     Args:
         path: A PAGE-XML file or a folder of them.
-        crop_dir: Where the line crops are written (PNG); the source images are not modified.
+        crop_dir: Where the line crops are written (PNG, `_crop_name`); it is emptied first so
+            that no crop of an earlier run remains. The source images are not modified.
+        skipped: Receives ``{id, image, problem}`` for lines whose ground truth is empty.
     """
-    from PIL import Image
-
     path, crop_dir = Path(path), Path(crop_dir)
     files = sorted(path.rglob("*.xml")) if path.is_dir() else [path]
     if not files:
         raise EffOCRError(f"{path}: no PAGE-XML files found")
+    if crop_dir.exists():
+        shutil.rmtree(crop_dir)
     crop_dir.mkdir(parents=True, exist_ok=True)
-    lines = []
+    lines: list[EvalLine] = []
     for xml in files:
+        xml_name = str(xml.relative_to(path)) if path.is_dir() else xml.name
         try:
             root = ET.parse(xml).getroot()
         except ET.ParseError as exc:
@@ -230,8 +264,7 @@ def load_page_xml(path: str | os.PathLike, crop_dir: str | os.PathLike) -> list[
             image_path = (xml.parent / image_name).resolve()
             if not image_path.is_file():
                 raise EffOCRError(f"{xml}: page image {image_path} does not exist")
-            with Image.open(image_path) as im:
-                page_img = im.convert("RGB")
+            page_img = open_rgb(image_path)
             for line in (e for e in page.iter() if _local(e.tag) == "TextLine"):
                 line_id = line.get("id", f"line{len(lines)}")
                 text = _line_text(line)
@@ -254,9 +287,12 @@ def load_page_xml(path: str | os.PathLike, crop_dir: str | os.PathLike) -> list[
                 )
                 if box[2] <= box[0] or box[3] <= box[1]:
                     raise EffOCRError(f"{xml}: TextLine {line_id}: empty box {box}")
-                crop = crop_dir / f"{xml.stem}_{line_id}.png"
+                if not text.strip():
+                    _skip(skipped, f"{xml_name}#{line_id}", xml, EMPTY_REFERENCE)
+                    continue
+                crop = crop_dir / _crop_name(len(lines) + 1, xml_name, line_id)
                 page_img.crop(box).save(crop)
-                lines.append(EvalLine(id=f"{xml.name}#{line_id}", image=crop, reference=text))
+                lines.append(EvalLine(id=f"{xml_name}#{line_id}", image=crop, reference=text))
     if not lines:
         raise EffOCRError(f"{path}: no TextLine with TextEquiv/Unicode ground truth")
     return lines
@@ -277,15 +313,17 @@ def load_eval_set(spec: dict, work_dir: str | os.PathLike) -> EvalSet:
         raise EffOCRError(
             f"evaluation set {spec['name']!r}: unknown type {kind!r} (one of {', '.join(SET_TYPES)})"
         )
+    skipped: list[dict] = []
     if kind == "coco":
         lines = load_coco_set(path, spec.get("image_dir"))
     elif kind == "gt_dir":
-        lines = load_gt_dir(path)
+        lines = load_gt_dir(path, skipped)
     else:
-        lines = load_page_xml(path, Path(work_dir) / "line_images")
+        lines = load_page_xml(path, Path(work_dir) / "line_images", skipped)
     if not lines:
-        raise EffOCRError(f"evaluation set {spec['name']!r}: {path} has no lines")
-    return EvalSet(name=spec["name"], type=kind, path=path, lines=lines)
+        why = f" ({len(skipped)} skipped: {skipped[0]['problem']})" if skipped else ""
+        raise EffOCRError(f"evaluation set {spec['name']!r}: {path} has no lines{why}")
+    return EvalSet(name=spec["name"], type=kind, path=path, lines=lines, skipped=skipped)
 
 
 def workflow_set_spec(name: str, evaluate_config: dict, test_json: str, image_dir: str) -> dict:
@@ -422,9 +460,18 @@ def tesseract_baseline(
     if not status.available:
         LOG.warning("Tesseract baseline skipped: %s", status.reason)
         return {"status": status.to_dict()}
-    texts: list[str] = [""] * len(lines)
+    texts: list[str | None] = [None] * len(lines)
+    errors: dict[int, str] = {}
     seconds = 0.0
-    flags = [_is_vertical(line.image, vertical) for line in lines]
+    flags: list[bool | None] = []
+    for i, line in enumerate(lines):
+        try:
+            flags.append(_is_vertical(line.image, vertical))
+        except Exception as exc:  # noqa: BLE001 - whatever PIL raises, it is this line's problem
+            # Not given to Tesseract (which would fail the whole batch); scored as no output.
+            errors[i] = f"cannot read the line image: {type(exc).__name__}: {exc}"
+            LOG.warning("Tesseract baseline: %s (%s): %s", line.id, line.image, errors[i])
+            flags.append(None)
     for flag, psm in ((False, 7), (True, 5)):
         idx = [i for i, v in enumerate(flags) if v == flag]
         if not idx:
@@ -436,7 +483,10 @@ def tesseract_baseline(
         seconds += secs
         for i, text in zip(idx, got, strict=True):
             texts[i] = text if keep_spaces else re.sub(r"\s+", "", text)
-    return {"status": status.to_dict(), "texts": texts, "seconds": seconds}
+    out = {"status": status.to_dict(), "texts": texts, "seconds": seconds}
+    if errors:
+        out["errors"] = {lines[i].id: msg for i, msg in errors.items()}
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -453,7 +503,7 @@ def line_orientations(lines: list[EvalLine], vertical: bool | None = None) -> li
     for line in lines:
         try:
             out.append(ORIENTATIONS[_is_vertical(line.image, vertical)])
-        except OSError:  # a missing or corrupt image has no orientation (its OCR failed too)
+        except Exception:  # noqa: BLE001 - an unreadable image has no orientation (OCR failed too)
             out.append(None)
     return out
 
@@ -533,7 +583,7 @@ def write_results(
                 row.append(f"{s.cer:.4f}")
                 if tess_scores is not None:
                     t = tess_scores[i]
-                    row += [tess_texts[i], t.distance, f"{t.cer:.4f}"]
+                    row += [tess_texts[i] or "", t.distance, f"{t.cer:.4f}"]
                 else:
                     row += ["", "", ""]
                 w.writerow(row)
@@ -567,10 +617,18 @@ def write_results(
     }
     if predictions:
         metrics["effocr"]["failed_lines"] = sum(1 for p in predictions if p.get("error"))
+        # Lines whose text is incomplete because the localizer's cap cut boxes (see infer).
+        metrics["effocr"]["truncated_lines"] = sum(
+            1 for p in predictions if p.get("dropped_detections")
+        )
     tess_out = dict(tess["status"])
     if tess_scores is not None:
         tess_out.update(_system_metrics(tess_scores, tess.get("seconds"), orientations))
+        tess_out["failed_lines"] = len(tess.get("errors") or {})
+        if tess.get("errors"):
+            tess_out["errors"] = tess["errors"]
     metrics["tesseract"] = tess_out
+    metrics["skipped_lines"] = list(eval_set.skipped)
     if extra:
         metrics.update(extra)
     write_json(out_dir / "metrics.json", metrics)

@@ -17,11 +17,14 @@ The bundle directory is the only thing read (see `effocr.export` and docs/archit
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import glob as globlib
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,7 +37,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from effocr.bundle import STANDARD_FILES, Manifest
-from effocr.utils import EffOCRError, label_to_codepoints, progress
+from effocr.utils import EffOCRError, flatten_alpha, label_to_codepoints, progress
 
 LOG = logging.getLogger(__name__)
 
@@ -98,6 +101,8 @@ class LineResult:
     width: int = 0
     height: int = 0
     error: str | None = None
+    # Boxes the localizer found but the per-line cap cut (`postprocess.detection_cap`).
+    dropped: int = 0
 
     @property
     def ok(self) -> bool:
@@ -116,6 +121,8 @@ class LineResult:
         out["height"] = self.height
         out["chars"] = [c.to_dict() for c in self.chars]
         out["words"] = [{"bbox": [round(float(v), 2) for v in b]} for b in self.words]
+        if self.dropped:
+            out["dropped_detections"] = self.dropped
         return out
 
 
@@ -197,10 +204,11 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
     """Expand command-line INPUTs into line image paths, in a stable order.
 
     An INPUT is an image file, a directory (its image files, sorted, not recursive), a glob
-    pattern (matches sorted; ``**`` recurses) or ``@list.txt`` (one path per line, blank lines
-    and ``#`` comments skipped; relative paths are relative to the list file's folder). A path
-    that does not exist is kept, so that it is reported as a failed line rather than silently
-    dropped.
+    pattern (matches sorted; ``**`` recurses, without following symlinked directories) or
+    ``@list.txt`` (one path per line, blank lines and ``#`` comments skipped; relative paths are
+    relative to the list file's folder). A path that does not exist is kept, so that it is
+    reported as a failed line rather than silently dropped. File names that are not UTF-8 are
+    kept as Python's surrogate-escaped strings (the bytes on disk, `os.fsencode`).
 
     Raises:
         EffOCRError: a list file is missing, or a directory or pattern matches no image.
@@ -210,7 +218,8 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
         if item.startswith("@"):
             listing = Path(item[1:])
             try:
-                lines = listing.read_text(encoding="utf-8").splitlines()
+                # A listed name that is not UTF-8 is still a file name (bytes, as on disk).
+                lines = listing.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
             except OSError as exc:
                 raise EffOCRError(f"{listing}: cannot read image list: {exc.strerror}") from exc
             for line in lines:
@@ -231,11 +240,65 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
         elif path.exists() or not any(c in item for c in "*?["):
             out.append(item)
         else:
-            found = sorted(p for p in globlib.glob(item, recursive=True) if Path(p).is_file())
+            found = sorted(p for p in glob_files(item) if Path(p).is_file())
             if not found:
                 raise EffOCRError(f"{item}: pattern matches no file")
             out.extend(found)
     return out
+
+
+def _match_parts(parts: Sequence[str], pattern: Sequence[str]) -> bool:
+    """`glob` semantics per path component; ``**`` matches any number of components."""
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(
+            _match_parts(parts[i:], rest)
+            for i in range(len(parts) + 1)
+            # As glob: ``**`` does not descend into hidden folders.
+            if not any(p.startswith(".") for p in parts[:i])
+        )
+    if not parts:
+        return False
+    if parts[0].startswith(".") and not head.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(parts[0], head) and _match_parts(parts[1:], rest)
+
+
+def glob_files(pattern: str) -> list[str]:
+    """Paths matching a glob pattern, with ``**`` recursing without following directory symlinks.
+
+    `glob.glob(recursive=True)` follows symlinked directories, so a link to a parent folder
+    makes it recurse until the path length limit (for minutes, with ever longer duplicates).
+    """
+    if "**" not in pattern:
+        return globlib.glob(pattern)
+    parts = pattern.split(os.sep)
+    fixed = 0
+    while fixed < len(parts) and not globlib.has_magic(parts[fixed]):
+        fixed += 1
+    # Matches start with the pattern's own fixed prefix ("./", "/abs/..."), as glob's do.
+    prefix = os.sep.join(parts[:fixed]) + os.sep if fixed else ""
+    rest = [part for part in parts[fixed:] if part]
+    out = []
+    for folder, dirs, files in os.walk(prefix or os.curdir, followlinks=False):
+        rel = os.path.relpath(folder, prefix or os.curdir)
+        rel_parts = () if rel == os.curdir else tuple(rel.split(os.sep))
+        dirs.sort()
+        for name in (*dirs, *files):
+            if _match_parts((*rel_parts, name), rest):
+                out.append(prefix + os.sep.join((*rel_parts, name)))
+    return out
+
+
+def display_name(name: str) -> str:
+    """A file name for messages: bytes that are not UTF-8 shown as ``\\xNN``."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no undecodable byte produces
+        return name.encode("utf-8", "backslashreplace").decode("ascii")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _equal_channels(arr: np.ndarray) -> bool:
@@ -258,8 +321,10 @@ def decode_image(item: ImageInput, keep_grey: bool = False) -> np.ndarray:
         grey_or_colour = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))
         if not grey_or_colour or arr.shape[0] == 0 or arr.shape[1] == 0:
             raise EffOCRError(f"array of shape {arr.shape}: expected HxW, HxWx3 or HxWx4")
-        if arr.ndim == 3:
-            arr = arr[:, :, :3]
+        if arr.ndim == 3 and arr.shape[2] == 4:
+            # The same white background as a transparent image file gets (`flatten_alpha`).
+            alpha = arr[:, :, 3:4].astype(np.float32) / 255.0
+            arr = arr[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
         if arr.dtype != np.uint8:
             arr = np.clip(arr, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(arr)
@@ -268,7 +333,14 @@ def decode_image(item: ImageInput, keep_grey: bool = False) -> np.ndarray:
     path = Path(item)
     try:
         with Image.open(path) as im:
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that, and decodes it all.
+            if im.width * im.height > (Image.MAX_IMAGE_PIXELS or float("inf")):
+                raise EffOCRError(
+                    f"image too large: {im.width} x {im.height} pixels, more than PIL's limit of "
+                    f"{Image.MAX_IMAGE_PIXELS} (a decompression bomb, or not a line image)"
+                )
             im.load()
+            im = flatten_alpha(im)
             # Palette/16-bit/1-bit scans all become 8-bit RGB, the recognizer's input.
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr16 = np.asarray(im, dtype=np.float32)
@@ -290,9 +362,14 @@ def decode_image(item: ImageInput, keep_grey: bool = False) -> np.ndarray:
         raise EffOCRError("is a directory, not an image") from exc
     except UnidentifiedImageError as exc:
         raise EffOCRError("not a readable image (unknown or corrupt format)") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        # PIL reports truncated/corrupt data as OSError or SyntaxError.
-        raise EffOCRError(f"cannot decode image: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise EffOCRError(f"image too large (a decompression bomb): {exc}") from exc
+    except EffOCRError:
+        raise
+    except Exception as exc:
+        # PIL's decoders raise OSError, SyntaxError, ValueError, struct.error... on bad data,
+        # MemoryError on absurd sizes: each is this image's problem, not the run's.
+        raise EffOCRError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise EffOCRError("image has zero size")
     return arr
@@ -478,17 +555,23 @@ class Engine:
             finally:
                 self._add_time("localizer", time.perf_counter() - t0)
             t0 = time.perf_counter()
-            chars = np.asarray(det.chars, dtype=np.float32).reshape(-1, 4)
+            try:
+                chars = np.asarray(det.chars, dtype=np.float32).reshape(-1, 4)
+                # `transforms.preprocess` split in two: pad + resize of all the line's crops at
+                # once here, the normalisation once for the whole chunk below.
+                squares = glyph_squares(
+                    img, det.crop_boxes(self.crop_padding), self.input_size, det.vertical
+                )
+            except Exception as exc:  # one odd line must not lose the chunk's other lines
+                res.error = f"glyph crops failed: {type(exc).__name__}: {exc}"
+                continue
+            finally:
+                self._add_time("crops", time.perf_counter() - t0)
             res.words = np.asarray(det.words, dtype=np.float32).reshape(-1, 4).tolist()
-            # `transforms.preprocess` split in two: pad + resize of all the line's crops at
-            # once here, the normalisation once for the whole chunk below.
-            squares = glyph_squares(
-                img, det.crop_boxes(self.crop_padding), self.input_size, det.vertical
-            )
+            res.dropped = int(getattr(det, "dropped", 0))
             crops.append(np.broadcast_to(squares, squares.shape[:3] + (3,)))
             flags = np.asarray(det.spaces, dtype=bool) if self.spaces else None
             owners.append((res, chars.tolist(), flags))
-            self._add_time("crops", time.perf_counter() - t0)
         n_glyphs = sum(len(c) for c in crops)
         if n_glyphs:
             t0 = time.perf_counter()
@@ -713,46 +796,97 @@ def assemble_text(labels: Sequence[str], spaces: np.ndarray | None = None) -> st
 # ---------------------------------------------------------------------------
 
 
+# What a run writes into its output folder; a later run replaces all of them together.
+RUN_OUTPUTS = ("predictions.jsonl", "text", "predictions_coco.json")
+
+
+def check_output_dir(out_dir: str | os.PathLike) -> Path:
+    """Create `out_dir` if needed and make sure a run can write there, before any work.
+
+    Raises:
+        EffOCRError: the path is a file, cannot be created, or is not writable.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise EffOCRError(f"{out}: output path exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EffOCRError(f"{out}: cannot create output directory: {exc.strerror}") from exc
+    # os.access answers yes to root on a read-only mount; creating something is the real test.
+    try:
+        probe = Path(tempfile.mkdtemp(prefix=".effocr-write-test-", dir=out))
+        probe.rmdir()
+    except OSError as exc:
+        raise EffOCRError(f"{out}: output directory is not writable: {exc.strerror}") from exc
+    return out
+
+
+def json_line(record: dict) -> str:
+    """One JSON Lines record, UTF-8 where it can be.
+
+    A file name that is not UTF-8 holds surrogate escapes (`expand_inputs`), which no UTF-8
+    writer accepts; that record is written with ASCII escapes instead (``\\udcff``), which
+    `json.loads` reads back as the same name (and `os.fsencode` as the bytes on disk).
+    """
+    line = json.dumps(record, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record, ensure_ascii=True)
+    return line + "\n"
+
+
 class OutputWriter:
     """Writes predictions.jsonl, text/<stem>.txt and (optionally) predictions_coco.json.
 
-    predictions.jsonl is written to a temporary name and renamed when the run ends, so an
-    interrupted run never leaves a file that looks complete.
+    Everything is written into a hidden staging folder inside the output folder; when the run
+    ends, the outputs of any previous run (`RUN_OUTPUTS`) are replaced by this run's, all of
+    them, so a folder never mixes two runs. An interrupted or failed run (``close(complete=
+    False)``) removes its staging folder and leaves the previous run's outputs as they were.
     """
 
     def __init__(
         self, out_dir: str | os.PathLike | None, *, coco: bool = False, stream: TextIO | None = None
     ) -> None:
-        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.out_dir = check_output_dir(out_dir) if out_dir is not None else None
         self.stream = stream
         self.coco = coco
-        self._stems: dict[str, int] = {}
+        self._names: set[str] = set()
         self._coco_images: list[dict] = []
         self._coco_anns: list[dict] = []
         self._fh: TextIO | None = None
+        self._stage: Path | None = None
         if self.out_dir is not None:
-            (self.out_dir / "text").mkdir(parents=True, exist_ok=True)
-            self._tmp = self.out_dir / ".predictions.jsonl.tmp"
-            self._fh = open(self._tmp, "w", encoding="utf-8")
+            try:
+                self._stage = Path(
+                    tempfile.mkdtemp(prefix=".effocr-infer-", suffix=".tmp", dir=self.out_dir)
+                )
+            except OSError as exc:
+                raise EffOCRError(f"{self.out_dir}: cannot write there: {exc.strerror}") from exc
+            (self._stage / "text").mkdir()
+            self._fh = open(self._stage / "predictions.jsonl", "w", encoding="utf-8")
 
     def _text_name(self, image: str) -> str:
         stem = Path(image).stem or "line"
-        n = self._stems.get(stem, 0)
-        self._stems[stem] = n + 1
-        return f"{stem}.txt" if n == 0 else f"{stem}__{n + 1}.txt"
+        name, n = f"{stem}.txt", 1
+        # `line.png` twice, or beside `line__2.png`: every text file gets a name of its own.
+        while name in self._names:
+            n += 1
+            name = f"{stem}__{n}.txt"
+        self._names.add(name)
+        return name
 
     def write(self, res: LineResult) -> None:
         """Write one line's result."""
-        line = json.dumps(res.to_dict(), ensure_ascii=False) + "\n"
+        line = json_line(res.to_dict())
         if self._fh is not None:
             self._fh.write(line)
         if self.stream is not None:
             self.stream.write(line)
-        if self.out_dir is not None and res.ok:
-            path = self.out_dir / "text" / self._text_name(res.image)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(res.text + "\n", encoding="utf-8")
-            os.replace(tmp, path)
+        if self._stage is not None and res.ok:
+            path = self._stage / "text" / self._text_name(res.image)
+            path.write_text(res.text + "\n", encoding="utf-8")
         if self.coco and res.ok:
             self._add_coco(res)
 
@@ -787,28 +921,45 @@ class OutputWriter:
                 self._coco_anns.append(ann)
 
     def close(self, *, complete: bool = True) -> None:
-        """Finish the files; with `complete=False` (a crash) the partial JSONL is removed."""
+        """Finish the run: put its outputs in place, or (`complete=False`) discard them."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-            if complete:
-                os.replace(self._tmp, self.out_dir / "predictions.jsonl")
-            else:
-                self._tmp.unlink(missing_ok=True)
         if self.stream is not None:
             self.stream.flush()
-        if self.coco and complete and self.out_dir is not None:
-            from effocr.utils import write_json
+        stage, self._stage = self._stage, None
+        if stage is None:
+            return
+        try:
+            if complete:
+                if self.coco:
+                    coco = {
+                        "images": self._coco_images,
+                        "annotations": self._coco_anns,
+                        "categories": [{"id": 1, "name": "char"}, {"id": 2, "name": "word"}],
+                    }
+                    text = json.dumps(coco, ensure_ascii=False)
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError:
+                        text = json.dumps(coco, ensure_ascii=True)
+                    (stage / "predictions_coco.json").write_text(text + "\n", encoding="utf-8")
+                self._commit(stage)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
-            write_json(
-                self.out_dir / "predictions_coco.json",
-                {
-                    "images": self._coco_images,
-                    "annotations": self._coco_anns,
-                    "categories": [{"id": 1, "name": "char"}, {"id": 2, "name": "word"}],
-                },
-                indent=None,
-            )
+    def _commit(self, stage: Path) -> None:
+        # The previous run's outputs go into the staging folder (removed with it) one rename
+        # each, then this run's take their place: no moment shows a half-written file.
+        old = stage / "previous"
+        old.mkdir()
+        for name in RUN_OUTPUTS:
+            target = self.out_dir / name
+            if target.exists() or target.is_symlink():
+                os.replace(target, old / name)
+        for name in RUN_OUTPUTS:
+            if (stage / name).exists():
+                os.replace(stage / name, self.out_dir / name)
 
 
 # ---------------------------------------------------------------------------
@@ -864,7 +1015,11 @@ def run(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or int(defaults.get("batch_size", 64))
     if args.coco and not args.output:
         raise EffOCRError("--coco needs --output")
+    if args.output:
+        check_output_dir(args.output)
     images = expand_inputs(args.inputs)
+    if args.output:
+        _check_inputs_outside(images, Path(args.output))
     engine = Engine(
         args.model,
         threads=threads,
@@ -872,20 +1027,36 @@ def run(args: argparse.Namespace) -> int:
         batch_size=batch_size,
         verify=not args.no_verify,
     )
-    writer = OutputWriter(args.output, coco=args.coco, stream=None if args.output else sys.stdout)
-    failed = 0
+    try:
+        writer = OutputWriter(
+            args.output, coco=args.coco, stream=None if args.output else sys.stdout
+        )
+    except BaseException:
+        engine.close()
+        raise
+    failed = truncated = 0
     start = time.perf_counter()
     complete = False
     try:
         for res in engine.iter_infer(images, show_progress=True):
             if not res.ok:
                 failed += 1
-                LOG.error("%s: %s (skipped)", res.image, res.error)
+                LOG.error("%s: %s (skipped)", display_name(res.image), res.error)
+            elif res.dropped:
+                truncated += 1
+                LOG.warning(
+                    "%s: %d detection(s) beyond the line's cap were dropped; its text is "
+                    "incomplete (raise localizer.detections_per_height or max_detections)",
+                    display_name(res.image),
+                    res.dropped,
+                )
             writer.write(res)
         complete = True
     finally:
         writer.close(complete=complete)
         engine.close()
+        if not complete and args.output:
+            LOG.error("run failed: nothing written; %s keeps its previous outputs", args.output)
     elapsed = time.perf_counter() - start
     LOG.info(
         "%d lines (%d failed, %d glyphs) in %.2f s: %.1f lines/s with %d worker(s) (%s) on %s",
@@ -898,9 +1069,27 @@ def run(args: argparse.Namespace) -> int:
         engine.parallel,
         "cuda" if engine.cuda else "cpu",
     )
+    if truncated:
+        print(
+            f"effocr infer: warning: {truncated} line(s) lost detections to the per-line cap "
+            "(`dropped_detections` in their records)",
+            file=sys.stderr,
+        )
     if failed:
         print(
             f"effocr infer: {failed} of {len(images)} image(s) failed (see the log)",
             file=sys.stderr,
         )
     return 1 if failed else 0
+
+
+def _check_inputs_outside(images: Sequence[str], out_dir: Path) -> None:
+    """Refuse inputs inside the outputs a run replaces (they would be deleted with them)."""
+    owned = [(out_dir / name).resolve() for name in RUN_OUTPUTS]
+    for image in images:
+        path = Path(image).resolve()
+        if any(path == o or o in path.parents for o in owned):
+            raise EffOCRError(
+                f"{display_name(image)}: an input inside {out_dir}'s run outputs "
+                f"({', '.join(RUN_OUTPUTS)}), which this run replaces; use another --output"
+            )

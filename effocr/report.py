@@ -226,10 +226,11 @@ def draw_line(
     image_path: str | os.PathLike, prediction: dict | None, max_width: int = 900
 ) -> bytes:
     """The line image with EffOCR's character (red) and word (blue) boxes drawn on it."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
-    with Image.open(image_path) as im:
-        img = im.convert("RGB")
+    from effocr.utils import open_rgb
+
+    img = open_rgb(image_path)
     draw = ImageDraw.Draw(img)
     pred = prediction or {}
     for word in pred.get("words") or []:
@@ -494,6 +495,13 @@ def build_report(
     if tess_missing:
         reasons = "; ".join(f"{_esc(n)}: {_esc(r)}" for n, r in tess_missing)
         parts.append(f"<p class=warn>Tesseract baseline not shown for some sets. {reasons}</p>")
+    skipped = [(n, s) for n, m in sets.items() for s in m.get("skipped_lines") or []]
+    if skipped:
+        items = "".join(
+            f"<li>{_esc(n)}: <code class=c>{_esc(s['id'])}</code> {_esc(s['problem'])}</li>"
+            for n, s in skipped
+        )
+        parts.append(f"<p class=warn>Lines left out of the scores:</p><ul>{items}</ul>")
     parts += [
         _figure(pngs["cer_per_set"], "CER per evaluation set, EffOCR vs Tesseract."),
         _figure(pngs["cer_by_length"], "CER by reference line length (characters)."),

@@ -141,6 +141,48 @@ def read_json(path: str | os.PathLike) -> Any:
         ) from exc
 
 
+# ---------------------------------------------------------------------------
+# Images: every line or glyph image is read through here, so transparency means the same
+# thing in training, evaluation and inference.
+# ---------------------------------------------------------------------------
+
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def flatten_alpha(im):
+    """A PIL image without transparency: transparent pixels composited onto white.
+
+    Text saved as ink in the alpha channel over black (or any) colour would otherwise read as
+    a black image; a page is white where nothing is drawn. Images without transparency come
+    back unchanged.
+    """
+    from PIL import Image
+
+    if im.mode not in _ALPHA_MODES and "transparency" not in im.info:
+        return im
+    rgba = im.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def to_rgb(im):
+    """A PIL image as 8-bit RGB, transparency composited onto white (`flatten_alpha`)."""
+    return flatten_alpha(im).convert("RGB")
+
+
+def open_rgb(path: str | os.PathLike):
+    """Open an image file fully decoded as 8-bit RGB, transparency on white.
+
+    PIL's errors (OSError, `PIL.Image.DecompressionBombError`, ...) propagate to the caller,
+    which knows which record the file belongs to.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        return to_rgb(im)
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()

@@ -4,7 +4,9 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from effocr.config import check_results_dir
+from snakemake.exceptions import WorkflowError
+
+from effocr.config import validate_config
 from effocr.localizer.postprocess import config_thresholds
 from effocr.profiles import get_profile
 from effocr.provenance import code_hash
@@ -13,11 +15,15 @@ import os
 from effocr.synth.charsets import SHIPPED as SHIPPED_CHARSETS
 from effocr.synth.charsets import resolve_charset
 from effocr.synth.fonts import default_font_dirs, find_fonts
-from effocr.utils import sha256_json
+from effocr.utils import EffOCRError, sha256_json
 
+# effocr's check first: its messages name the key and the allowed keys, where snakemake's
+# validate prints the whole schema.
+try:
+    validate_config(config, source="config")
+except EffOCRError as exc:
+    raise WorkflowError(str(exc)) from None
 validate(config, schema="../config/schema.yaml")
-# The same check as `effocr.config.validate_config`: outputs never land in `/` or `..`.
-check_results_dir(config["results_dir"], source="workflow config")
 
 LANG = config["language"]
 PROFILE = get_profile(LANG)

@@ -96,9 +96,15 @@ def test_postprocess_threshold_max_and_mapping_back():
     assert det.chars.tolist() == [[2, 4, 18, 20], [4, 24, 16, 36]]
     assert det.char_scores.tolist() == pytest.approx([0.8, 0.9])
     det1 = pp.postprocess(
-        boxes, scores, np.zeros(3, int), ["char"], image_size=(20, 80), max_detections=1
+        boxes,
+        scores,
+        np.zeros(3, int),
+        ["char"],
+        image_size=(20, 80),
+        max_detections=1,
+        detections_per_height=0.1,
     )
-    assert det1.char_scores.tolist() == pytest.approx([0.9])
+    assert det1.char_scores.tolist() == pytest.approx([0.9]) and det1.dropped == 1
 
 
 def test_glyph_crop_boxes_full_height_and_width():

@@ -14,11 +14,9 @@ import math
 import os
 from pathlib import Path
 
-from PIL import Image
-
 from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
 from effocr.profiles import get_profile
-from effocr.utils import EffOCRError, atomic_path, label_to_codepoints, progress
+from effocr.utils import EffOCRError, atomic_path, label_to_codepoints, open_rgb, progress
 
 LOG = logging.getLogger(__name__)
 
@@ -156,8 +154,7 @@ def _crop_line(
     """Save the crops of one line under `tmp_dir`; manifest rows point at their final place."""
     path = image_dir / image["file_name"]
     try:
-        with Image.open(path) as im:
-            line = im.convert("RGB")
+        line = open_rgb(path)
     except (OSError, ValueError) as exc:
         raise EffOCRError(f"{json_path}: image {image['id']}: cannot read {path}: {exc}") from exc
     vertical = is_vertical(image, allow_vertical)

@@ -19,7 +19,7 @@ import numpy as np
 from effocr.data.coco import category_id, load_coco
 from effocr.localizer.postprocess import Detections, box_iou
 from effocr.profiles import get_profile
-from effocr.utils import EffOCRError, progress, write_json
+from effocr.utils import EffOCRError, open_rgb, progress, write_json
 
 LOG = logging.getLogger(__name__)
 
@@ -192,7 +192,6 @@ def detect_split(
 
     `vertical`: whether vertical lines occur (the profile's); None: the localizer's meta.
     """
-    from PIL import Image
 
     out: dict[int, Detections] = {}
     for k, im in enumerate(progress(coco["images"], desc="detect", leave=False)):
@@ -201,7 +200,7 @@ def detect_split(
         else:
             path = Path(image_dir) / im["file_name"]
             try:
-                arr = np.asarray(Image.open(path).convert("RGB"))
+                arr = np.asarray(open_rgb(path))
             except (FileNotFoundError, OSError) as exc:
                 raise EffOCRError(f"{path}: cannot read line image {im['id']}: {exc}") from exc
         out[im["id"]] = localizer.detect(arr, vertical=vertical)

@@ -13,6 +13,7 @@ glyphs (median gap near 0) from turning every tiny gap into a space.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -26,11 +27,18 @@ DEFAULT_THRESHOLDS = {
     "score_threshold": 0.3,
     "nms_iou": 0.3,
     "max_detections": 300,
+    "detections_per_height": 8.0,
     "spaces": True,
     "gap_factor": 2.5,
 }
 
-THRESHOLD_KEYS = ("score_threshold", "nms_iou", "max_detections", "gap_factor")
+THRESHOLD_KEYS = (
+    "score_threshold",
+    "nms_iou",
+    "max_detections",
+    "detections_per_height",
+    "gap_factor",
+)
 
 
 def config_thresholds(localizer_cfg: dict) -> dict:
@@ -54,6 +62,8 @@ class Detections:
         spaces: (n,) bool, True where a space precedes the character.
         vertical: the line is read top to bottom.
         image_size: (height, width) of the original image.
+        dropped: boxes that passed the score threshold and NMS but were cut by the line's cap
+            (`detection_cap`); 0 when nothing was lost.
     """
 
     chars: np.ndarray
@@ -63,6 +73,7 @@ class Detections:
     spaces: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
     vertical: bool = False
     image_size: tuple[int, int] = (0, 0)
+    dropped: int = 0
 
     def crop_boxes(self, padding: int = 0) -> np.ndarray:
         """Full-line-height (full width if vertical) integer crop boxes of the characters."""
@@ -292,6 +303,24 @@ def glyph_crop_boxes(
 # ---------------------------------------------------------------------------
 
 
+def detection_cap(
+    image_size: tuple[int, int],
+    vertical: bool,
+    max_detections: int,
+    detections_per_height: float,
+) -> int:
+    """Most boxes kept for a line: `max_detections`, more for lines longer than usual.
+
+    A fixed cap silently cut long lines (a 7,660 px line kept 212 of its ~380 characters), so
+    the cap grows with the line's length measured in line heights: a glyph is rarely narrower
+    than a fifth of the line height, and words add about one box per five characters.
+    """
+    h, w = image_size
+    length, thickness = (h, w) if vertical else (w, h)
+    per_length = math.ceil(detections_per_height * length / max(thickness, 1))
+    return max(int(max_detections), per_length)
+
+
 def postprocess(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -305,6 +334,7 @@ def postprocess(
     score_threshold: float = 0.3,
     nms_iou: float = 0.3,
     max_detections: int = 300,
+    detections_per_height: float = 8.0,
     spaces: bool = True,
     gap_factor: float = 2.5,
 ) -> Detections:
@@ -319,7 +349,9 @@ def postprocess(
         scale: Network-input pixels per original pixel.
         transposed: The network saw the image transposed (vertical lines); swap x and y back.
         vertical: Reading order top to bottom.
-        score_threshold, nms_iou, max_detections: Filtering (config `localizer.*`).
+        score_threshold, nms_iou: Filtering (config `localizer.*`).
+        max_detections, detections_per_height: The cap on boxes kept (`detection_cap`);
+            what it still cuts is counted in `Detections.dropped`.
         spaces: Infer spaces (English profile); False leaves `spaces` all False.
         gap_factor: Gap fallback factor (see the module docstring).
     """
@@ -333,7 +365,9 @@ def postprocess(
         idx = np.nonzero(labels == k)[0]
         kept.append(idx[nms(boxes[idx], scores[idx], nms_iou)])
     sel = np.concatenate(kept) if kept else np.zeros(0, np.int64)
-    sel = sel[np.argsort(-scores[sel], kind="stable")][:max_detections]
+    cap = detection_cap(image_size, vertical, max_detections, detections_per_height)
+    dropped = max(len(sel) - cap, 0)
+    sel = sel[np.argsort(-scores[sel], kind="stable")][:cap]
     boxes, scores, labels = boxes[sel] / float(scale), scores[sel], labels[sel]
     if transposed:
         boxes = boxes[:, [1, 0, 3, 2]]
@@ -365,4 +399,5 @@ def postprocess(
         spaces=flags,
         vertical=vertical,
         image_size=(int(h), int(w)),
+        dropped=int(dropped),
     )

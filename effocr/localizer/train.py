@@ -43,6 +43,7 @@ from effocr.utils import (
     EffOCRError,
     atomic_path,
     load_checkpoint,
+    open_rgb,
     optimizer_step,
     progress,
     resume_training,
@@ -103,7 +104,7 @@ class LineSet:
         for im in self.coco["images"]:
             path = Path(image_dir) / im["file_name"]
             try:
-                arr = np.asarray(Image.open(path).convert("RGB"))
+                arr = np.asarray(open_rgb(path))
             except (FileNotFoundError, OSError) as exc:
                 raise EffOCRError(
                     f"{coco_json}: image {im['id']}: cannot read {path}: {exc}"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from effocr.utils import EffOCRError
+from effocr.utils import EffOCRError, to_rgb
 
 # ImageNet statistics: timm's default for the encoders we use (pretrained_cfg mean/std).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -40,11 +40,7 @@ AUGMENT_DEFAULTS: dict[str, Any] = {
 def as_rgb_array(img: np.ndarray | Image.Image) -> np.ndarray:
     """Return an HxWx3 uint8 array from a PIL image or a gray/RGB/RGBA array (RGBA on white)."""
     if isinstance(img, Image.Image):
-        if img.mode in ("RGBA", "LA", "P"):
-            img = img.convert("RGBA")
-            bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(bg, img)
-        img = np.asarray(img.convert("RGB"))
+        img = np.asarray(to_rgb(img))
     arr = np.asarray(img)
     if arr.dtype != np.uint8:
         raise EffOCRError(f"glyph image must be uint8, got {arr.dtype}")
