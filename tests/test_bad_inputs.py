@@ -35,7 +35,7 @@ def lines_dir(tiny_coco_factory, tmp_path_factory) -> Path:
     """Four good line images (read-only; copy them into a test's folder)."""
     _, image_dir = tiny_coco_factory(8, "en", 5, degrade=False, max_chars=14)
     out = tmp_path_factory.mktemp("good_lines")
-    for p in sorted(image_dir.iterdir())[:4]:
+    for p in sorted(image_dir.glob("*.png"))[:4]:
         shutil.copy(p, out / f"line_{p.name}")
     return out
 
