@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from effocr.imageio import IMAGE_SUFFIXES
 from effocr.metrics import LineScore, ScoreOptions, confusions, pool, score_line
 from effocr.metrics import cer as cer  # re-exported: docs/architecture.md names them here
 from effocr.metrics import wer as wer
@@ -41,18 +42,9 @@ from effocr.utils import EffOCRError, atomic_path, open_rgb, read_json, write_js
 LOG = logging.getLogger(__name__)
 
 SET_TYPES = ("coco", "gt_dir", "page")
-# Image suffixes tried, in order, for NAME.gt.txt (binarised first, as in OCR-D/kraken sets).
-GT_IMAGE_SUFFIXES = (
-    ".bin.png",
-    ".nrm.png",
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".tif",
-    ".tiff",
-    ".bmp",
-    ".webp",
-)
+# Image suffixes tried, in order, for NAME.gt.txt (binarised first, as in OCR-D/kraken sets),
+# then every suffix `effocr infer` reads.
+GT_IMAGE_SUFFIXES = (".bin.png", ".nrm.png", *IMAGE_SUFFIXES)
 GT_SUFFIX = ".gt.txt"
 
 

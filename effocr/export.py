@@ -69,7 +69,7 @@ def load_parity_lines(
 ) -> list[tuple[dict, np.ndarray]]:
     """The first `n` test-split lines (by image id) with their decoded RGB images."""
     from effocr.data.coco import load_coco
-    from effocr.infer import decode_image
+    from effocr.imageio import decode_image
 
     coco = load_coco(test_json)
     images = sorted(coco["images"], key=lambda im: im["id"])[:n]
@@ -137,7 +137,7 @@ def recognizer_parity(
     """
     import torch
 
-    from effocr.infer import make_session
+    from effocr.onnx_session import make_session
 
     model.eval()
     with torch.inference_mode():

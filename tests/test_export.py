@@ -284,10 +284,10 @@ def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
         procs.start()
         assert procs._pool is not None and len(procs._pool._processes) == 2
 
-        def not_here(chunk):
+        def not_here(*args):
             raise AssertionError("a chunk ran in the parent process")
 
-        procs._process_chunk = not_here  # the workers do all the work
+        procs.pipeline.run = not_here  # the workers do all the work
         first = procs.infer(paths)
         assert procs._pool is not None  # started once, reused by the next call
         pool = procs._pool
@@ -306,7 +306,7 @@ def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
     small = Engine(trained["bundle"], threads=2, chunk_lines=2)
     assert [r.to_dict() for r in small.infer(paths)] == expected and small._pool is None
     # ... but a large one does.
-    monkeypatch.setattr("effocr.infer.SMALL_JOB_LINES", 1)
+    monkeypatch.setattr("effocr.runner.SMALL_JOB_LINES", 1)
     assert [r.to_dict() for r in small.infer(paths)] == expected and small._pool is not None
     small.close()
     with pytest.raises(EffOCRError, match="parallel"):

@@ -44,6 +44,8 @@ class LocalizerSession:
             external model); None reads it from the ONNX file.
         threads: ONNX Runtime intra-op threads.
         providers: ONNX Runtime providers (default CPU).
+        session: An ORT session of `onnx_path` already made by
+            `effocr.onnx_session.make_session`; None makes one (`threads`, `providers`).
     """
 
     def __init__(
@@ -51,9 +53,11 @@ class LocalizerSession:
         onnx_path: str | os.PathLike,
         meta: dict | None = None,
         threads: int = 1,
-        providers: list[str] | None = None,
+        providers: list[Any] | None = None,
+        *,
+        session: Any = None,
     ) -> None:
-        import onnxruntime as ort
+        from effocr.onnx_session import make_session
 
         if meta is None:
             meta = read_onnx_meta(onnx_path)
@@ -65,18 +69,10 @@ class LocalizerSession:
         self.meta = {**DEFAULT_THRESHOLDS, **meta}
         self.layout = self.meta.get("layout", "effocr")
         self.adapter = get_adapter(self.layout)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Denormal floats make CPU convolutions crawl; flushing them changes nothing visible.
-        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
-        try:
-            self.session = ort.InferenceSession(
-                str(onnx_path), opts, providers=providers or ["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise EffOCRError(f"{onnx_path}: cannot load ONNX localizer: {exc}") from exc
+        # The same session options as every other ONNX model (`effocr.onnx_session`).
+        if session is None:
+            session = make_session(onnx_path, providers, threads, what="ONNX localizer")
+        self.session = session
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         shape = inp.shape

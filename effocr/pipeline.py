@@ -1,0 +1,478 @@
+"""The line pipeline of a bundle: `Pipeline.run(images) -> list[LineResult]`, no parallelism.
+
+A `Pipeline` is assembled from stage objects, each with one input and one output:
+
+    decode (`effocr.imageio.decode_image`): path or array -> uint8 pixels
+    localizer (`LocalizerStage`): pixels -> `Detections` (char and word boxes, spaces)
+    crops (`GlyphCropper`): pixels + detections -> (N, S, S, 3) uint8 glyph squares
+    recognizer (`RecognizerStage`): glyph squares of many lines -> L2-normalised embeddings
+    knn (`ReferenceSearch`): embeddings -> (similarity, reference row) of the nearest glyph
+    text (`TextBuilder`): labels + space flags -> the line's `LineResult`
+
+The first three run per line (`Pipeline.prepare`), the recognizer and the search once for the
+crops of a whole batch of lines (`Pipeline.recognize`). `StageTimings` adds up the seconds of
+each stage (`STAGES`). How batches are spread over workers is `effocr.runner`'s business;
+`effocr.infer.Engine` puts the two together. A stage in front of the line pipeline (line
+detection on pages) produces line images and hands them to `Pipeline.run`
+(docs/architecture.md, "Where a new thing goes").
+
+The bundle directory is the only thing read (see `effocr.export` and docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from effocr.bundle import Manifest
+from effocr.imageio import ImageInput, decode_image
+from effocr.onnx_session import CPU_PROVIDER, CUDA_PROVIDER, make_session, uses_cuda
+from effocr.utils import EffOCRError, label_to_codepoints
+
+LOG = logging.getLogger(__name__)
+
+STAGES = ("decode", "localizer", "crops", "recognizer", "knn")
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class CharResult:
+    """One recognised character: box in line pixels `[x0, y0, x1, y1]`, label, similarity."""
+
+    bbox: list[float]
+    codepoints: str
+    char: str
+    score: float
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (the `chars` entries of predictions.jsonl)."""
+        return {
+            "bbox": [round(float(v), 2) for v in self.bbox],
+            "codepoints": self.codepoints,
+            "char": self.char,
+            "score": round(float(self.score), 5),
+        }
+
+
+@dataclass
+class LineResult:
+    """The OCR result of one line image (one record of predictions.jsonl)."""
+
+    image: str
+    text: str = ""
+    chars: list[CharResult] = field(default_factory=list)
+    words: list[list[float]] = field(default_factory=list)
+    width: int = 0
+    height: int = 0
+    error: str | None = None
+    # Boxes the localizer found but the per-line cap cut (`postprocess.detection_cap`).
+    dropped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when the line was read (no error)."""
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict in the predictions.jsonl format of docs/architecture.md."""
+        out: dict[str, Any] = {"image": self.image}
+        if self.error is not None:
+            out["text"] = None
+            out["error"] = self.error
+            return out
+        out["text"] = self.text
+        out["width"] = self.width
+        out["height"] = self.height
+        out["chars"] = [c.to_dict() for c in self.chars]
+        out["words"] = [{"bbox": [round(float(v), 2) for v in b]} for b in self.words]
+        if self.dropped:
+            out["dropped_detections"] = self.dropped
+        return out
+
+
+def assemble_text(labels: Sequence[str], spaces: np.ndarray | None = None) -> str:
+    """Join recognised characters (reading order); `spaces[i]` puts a space before char i.
+
+    The localizer's post-processing decides the spaces (word boxes, or gaps as a fallback);
+    Japanese bundles pass None and get no spaces.
+    """
+    if spaces is None or len(spaces) != len(labels):
+        return "".join(labels)
+    return "".join(
+        (" " + lab) if sp and i > 0 else lab
+        for i, (lab, sp) in enumerate(zip(labels, spaces, strict=True))
+    )
+
+
+# ---------------------------------------------------------------------------
+# Stage timings
+# ---------------------------------------------------------------------------
+
+
+class StageTimings:
+    """Seconds per stage (`STAGES`), lines and glyphs done; safe to add to from threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero the timings and counters."""
+        with self._lock:
+            self.seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+            self.lines = 0
+            self.glyphs = 0
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Add `seconds` to one stage."""
+        with self._lock:
+            self.seconds[stage] += seconds
+
+    def merge(self, seconds: dict[str, float], lines: int, glyphs: int) -> None:
+        """Add another pipeline's figures (a worker process's batch)."""
+        with self._lock:
+            for stage, value in seconds.items():
+                self.seconds[stage] += value
+            self.lines += lines
+            self.glyphs += glyphs
+
+
+# ---------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------
+
+
+class LocalizerStage:
+    """Pixels -> `Detections`: the bundle's ONNX localizer with the profile's `vertical`."""
+
+    def __init__(self, session: Any, vertical: bool) -> None:
+        self.session = session  # an `effocr.localizer.runtime.LocalizerSession`
+        # Whether vertical lines occur; passed to every call, so an English line taller than
+        # wide (one narrow glyph) is never transposed.
+        self.vertical = vertical
+
+    def __call__(self, img: np.ndarray) -> Any:
+        return self.session.detect(img, vertical=self.vertical)
+
+
+class GlyphCropper:
+    """Pixels + detections -> (N, S, S, 3) uint8 glyph squares (S: the recognizer's input).
+
+    `transforms.preprocess` split in two: the pad + resize of all crops of a line here, the
+    normalisation once for a whole batch of lines (`RecognizerStage.normalize`).
+    """
+
+    def __init__(self, input_size: int, padding: int = 0) -> None:
+        self.input_size = input_size
+        self.padding = padding
+
+    def __call__(self, img: np.ndarray, det: Any) -> np.ndarray:
+        from effocr.recognizer.transforms import glyph_squares
+
+        squares = glyph_squares(img, det.crop_boxes(self.padding), self.input_size, det.vertical)
+        # A grey line gives (N, S, S, 1): the same pixels in the three channels, not copied.
+        return np.broadcast_to(squares, squares.shape[:3] + (3,))
+
+
+class RecognizerStage:
+    """Glyph squares -> L2-normalised float32 embeddings (the bundle's ONNX recognizer)."""
+
+    def __init__(
+        self,
+        session: Any,
+        mean: Sequence[float],
+        std: Sequence[float],
+        batch_size: int = 64,
+    ) -> None:
+        self.session = session
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.batch_size = int(batch_size)
+        self._input = session.get_inputs()[0].name
+        self._output = session.get_outputs()[0].name
+
+    def normalize(self, squares: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 -> (N, 3, S, S) float32, exactly as `transforms.normalize`."""
+        std = np.asarray(self.std, dtype=np.float32)
+        scale = 1.0 / (255.0 * std)
+        shift = np.asarray(self.mean, dtype=np.float32) / std
+        out = squares.astype(np.float32) * scale - shift
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Embeddings of preprocessed crops (N, 3, S, S), `batch_size` crops per model call."""
+        out = []
+        for start in range(0, len(batch), self.batch_size):
+            chunk = np.ascontiguousarray(batch[start : start + self.batch_size], dtype=np.float32)
+            out.append(self.session.run([self._output], {self._input: chunk})[0])
+        embs = np.concatenate(out).astype(np.float32, copy=False)
+        # Normalise again: cheap, and exact cosine similarity even if an export skipped it.
+        embs /= np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
+        return embs
+
+    def __call__(self, squares: np.ndarray) -> np.ndarray:
+        return self.embed(self.normalize(squares))
+
+
+class ReferenceSearch:
+    """Embeddings -> (similarities, rows) of the nearest reference glyphs (FAISS top-1)."""
+
+    def __init__(self, index: Any, chars: Sequence[str]) -> None:
+        self.index = index
+        self.chars = list(chars)
+        self.labels = [label_to_codepoints(c) for c in self.chars]
+
+    @classmethod
+    def load(cls, bundle_dir: Path, omp_threads: int = 1) -> ReferenceSearch:
+        """The bundle's `ref.index` and `ref_labels.txt`."""
+        import faiss
+
+        from effocr.recognizer.reference import ReferenceIndex
+
+        try:
+            ref = ReferenceIndex.load(bundle_dir)
+        except RuntimeError as exc:  # FAISS reports unreadable files as RuntimeError
+            raise EffOCRError(
+                f"{bundle_dir / 'ref.index'}: cannot read FAISS index: {exc}"
+            ) from exc
+        # FAISS's OpenMP threads on top of the worker pool would oversubscribe the cores.
+        faiss.omp_set_num_threads(max(1, omp_threads))
+        return cls(ref.index, ref.labels)
+
+    def __call__(self, embs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sims, rows = self.index.search(embs, 1)
+        return sims[:, 0], rows[:, 0]
+
+
+class TextBuilder:
+    """Labels of a line's glyphs -> its `chars` and `text` (spaces only where the profile has)."""
+
+    def __init__(self, chars: Sequence[str], labels: Sequence[str], spaces: bool) -> None:
+        self.chars = chars
+        self.labels = labels
+        self.spaces = spaces
+
+    def __call__(
+        self,
+        res: LineResult,
+        boxes: list,
+        sims: np.ndarray,
+        rows: np.ndarray,
+        space_flags: np.ndarray | None,
+    ) -> None:
+        for box, sim, row in zip(boxes, sims, rows, strict=True):
+            res.chars.append(CharResult(list(box), self.labels[row], self.chars[row], float(sim)))
+        flags = space_flags if self.spaces else None
+        res.text = assemble_text([c.char for c in res.chars], flags)
+
+
+@dataclass
+class PreparedLine:
+    """One line after the per-line stages: its result so far, glyph boxes, squares, spaces."""
+
+    result: LineResult
+    boxes: list
+    squares: np.ndarray
+    spaces: np.ndarray | None
+
+
+# ---------------------------------------------------------------------------
+# Pipeline
+# ---------------------------------------------------------------------------
+
+
+class Pipeline:
+    """The stages of a bundle, run on one batch of lines in the calling thread.
+
+    Args:
+        localizer: `LocalizerStage`.
+        cropper: `GlyphCropper`.
+        recognizer: `RecognizerStage`.
+        search: `ReferenceSearch`.
+        builder: `TextBuilder`.
+        meta: The bundle's `model.yaml` as a dict (None: empty).
+    """
+
+    def __init__(
+        self,
+        localizer: LocalizerStage,
+        cropper: GlyphCropper,
+        recognizer: RecognizerStage,
+        search: ReferenceSearch,
+        builder: TextBuilder,
+        meta: dict | None = None,
+    ) -> None:
+        self.localizer = localizer
+        self.cropper = cropper
+        self.recognizer = recognizer
+        self.search = search
+        self.builder = builder
+        self.meta = meta or {}
+        self.stats = StageTimings()
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle_dir: str | os.PathLike,
+        providers: Sequence[Any] | None = None,
+        *,
+        intra_op_threads: int = 1,
+        batch_size: int = 64,
+        verify: bool = True,
+        manifest: Manifest | None = None,
+    ) -> Pipeline:
+        """The pipeline of an exported bundle.
+
+        Args:
+            bundle_dir: Directory written by `effocr export-onnx` / rule `export_onnx`.
+            providers: ORT providers (`effocr.onnx_session.select_providers`); CPU when None.
+            intra_op_threads: ORT threads per model call, also FAISS's OpenMP threads.
+            batch_size: Recognizer batch size.
+            verify: Check the files against `model.yaml`'s sha256 (when `manifest` is None).
+            manifest: The bundle's manifest, already read.
+        """
+        from effocr.localizer.runtime import LocalizerSession
+        from effocr.profiles import get_profile
+
+        bundle_dir = Path(bundle_dir)
+        providers = list(providers or [CPU_PROVIDER])
+        if manifest is None:
+            manifest = Manifest.read(bundle_dir, verify=verify)
+        meta = manifest.to_dict()
+        prof = meta["profile"]
+        profile = get_profile(prof["name"])
+        rec = meta["recognizer"]
+        rec_session = make_session(bundle_dir / rec["file"], providers, intra_op_threads)
+        if uses_cuda(providers) and CUDA_PROVIDER not in rec_session.get_providers():
+            # ORT falls back to the CPU when the CUDA provider cannot start (no GPU visible,
+            # CUDA/cuDNN libraries missing): say so rather than pretend.
+            LOG.warning("ONNX Runtime could not start %s; running on the CPU", CUDA_PROVIDER)
+        loc_path = bundle_dir / meta["localizer"]["file"]
+        localizer = LocalizerSession(
+            loc_path,
+            meta["localizer"]["meta"],
+            session=make_session(loc_path, providers, intra_op_threads, what="ONNX localizer"),
+        )
+        search = ReferenceSearch.load(bundle_dir, intra_op_threads)
+        return cls(
+            LocalizerStage(localizer, bool(prof.get("vertical", profile.vertical))),
+            GlyphCropper(int(rec["input_size"]), int(meta.get("crops", {}).get("padding", 0))),
+            RecognizerStage(rec_session, rec["mean"], rec["std"], batch_size),
+            search,
+            TextBuilder(search.chars, search.labels, bool(prof.get("spaces", profile.spaces))),
+            meta,
+        )
+
+    # -- stages --------------------------------------------------------------
+
+    def decode(self, item: ImageInput, res: LineResult) -> np.ndarray | None:
+        """Stage ``decode``: the line's pixels, or None with `res.error` set."""
+        t0 = time.perf_counter()
+        try:
+            img = decode_image(item, keep_grey=True)
+        except EffOCRError as exc:
+            res.error = str(exc)
+            return None
+        finally:
+            self.stats.add("decode", time.perf_counter() - t0)
+        res.height, res.width = int(img.shape[0]), int(img.shape[1])
+        return img
+
+    def prepare(self, img: np.ndarray, res: LineResult) -> PreparedLine | None:
+        """Stages ``localizer`` and ``crops`` of one line; None with `res.error` on failure."""
+        t0 = time.perf_counter()
+        try:
+            det = self.localizer(img)
+        except Exception as exc:  # a line ORT cannot process must not stop the run
+            res.error = f"localizer failed: {exc}"
+            return None
+        finally:
+            self.stats.add("localizer", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        try:
+            boxes = np.asarray(det.chars, dtype=np.float32).reshape(-1, 4)
+            squares = self.cropper(img, det)
+        except Exception as exc:  # one odd line must not lose the batch's other lines
+            res.error = f"glyph crops failed: {type(exc).__name__}: {exc}"
+            return None
+        finally:
+            self.stats.add("crops", time.perf_counter() - t0)
+        res.words = np.asarray(det.words, dtype=np.float32).reshape(-1, 4).tolist()
+        res.dropped = int(getattr(det, "dropped", 0))
+        spaces = np.asarray(det.spaces, dtype=bool) if self.builder.spaces else None
+        return PreparedLine(res, boxes.tolist(), squares, spaces)
+
+    def recognize(self, lines: Sequence[PreparedLine]) -> int:
+        """Stages ``recognizer``, ``knn`` and the text of prepared lines; returns the glyphs."""
+        n_glyphs = sum(len(line.squares) for line in lines)
+        sims = rows = np.zeros(0)
+        if n_glyphs:
+            t0 = time.perf_counter()
+            embs = self.recognizer(np.concatenate([line.squares for line in lines]))
+            self.stats.add("recognizer", time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            sims, rows = self.search(embs)
+            self.stats.add("knn", time.perf_counter() - t0)
+        pos = 0
+        for line in lines:
+            n = len(line.boxes)
+            self.builder(
+                line.result, line.boxes, sims[pos : pos + n], rows[pos : pos + n], line.spaces
+            )
+            pos += n
+        return n_glyphs
+
+    def run(self, images: Sequence[ImageInput], first_index: int = 0) -> list[LineResult]:
+        """OCR a batch of line images (paths or arrays); a failed line carries `error`.
+
+        The crops of all the batch's lines go through the recognizer together. An array is
+        named ``<array i>``, i = `first_index` + its position in `images`.
+        """
+        results: list[LineResult] = []
+        prepared: list[PreparedLine] = []
+        for i, item in enumerate(images):
+            name = f"<array {first_index + i}>" if isinstance(item, np.ndarray) else str(item)
+            res = LineResult(image=name)
+            results.append(res)
+            img = self.decode(item, res)
+            if img is None:
+                continue
+            line = self.prepare(img, res)
+            if line is not None:
+                prepared.append(line)
+        glyphs = self.recognize(prepared)
+        self.stats.merge({}, len(results), glyphs)
+        return results
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """What a worker process needs to build its own `Pipeline` (small, picklable).
+
+    A worker runs one single-threaded CPU pipeline; the parent already checked the bundle.
+    """
+
+    bundle_dir: str
+    batch_size: int = 64
+
+    def build(self) -> Pipeline:
+        """The worker's pipeline."""
+        return Pipeline.from_bundle(
+            self.bundle_dir,
+            [CPU_PROVIDER],
+            intra_op_threads=1,
+            batch_size=self.batch_size,
+            verify=False,  # the parent checked the files moments ago
+        )
