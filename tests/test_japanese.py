@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import missing_dependency, require_ipa_fonts
 from test_recognizer_train import ENC
 
 from effocr.config import load_config
@@ -31,13 +32,14 @@ NON_BMP_CANDIDATES = ("\U00020b9f", "\U0002000b")
 
 
 def _fonts_and_classes():
+    require_ipa_fonts()
     try:
         fonts = default_line_fonts("jp")
     except EffOCRError as exc:
-        pytest.skip(f"no Japanese font installed (`make sysdeps` installs the IPA fonts): {exc}")
+        missing_dependency(f"no Japanese font installed: {exc}")
     fonts = [f for f in fonts if set(KANA_KANJI) <= usable_chars(f, KANA_KANJI)][:4]
     if not fonts:
-        pytest.skip(f"no installed Japanese font draws all of {KANA_KANJI}")
+        missing_dependency(f"no installed Japanese font draws all of {KANA_KANJI}")
     non_bmp = next(
         (c for c in NON_BMP_CANDIDATES if all(c in usable_chars(f, [c]) for f in fonts)), None
     )
@@ -177,7 +179,7 @@ def test_non_bmp_label_round_trip(jp):
 
     ch = jp["non_bmp"]
     if ch is None:
-        pytest.skip(
+        missing_dependency(
             "no installed Japanese font draws a non-BMP kanji "
             f"({', '.join(label_to_codepoints(c) for c in NON_BMP_CANDIDATES)}); "
             "the IPA fonts of `make sysdeps` do"

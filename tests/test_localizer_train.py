@@ -351,6 +351,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("needs_ipa_fonts")
 def test_japanese_vertical_char_only(tiny_coco_factory, tmp_path):
     torch.set_num_threads(1)
     coco_json, image_dir = tiny_coco_factory(10, "jp", 1, vertical_fraction=0.5, max_chars=10)
