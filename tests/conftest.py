@@ -86,3 +86,100 @@ def tiny_coco_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[...,
 def tiny_coco(tiny_coco_factory: Callable[..., TinyCoco]) -> TinyCoco:
     """12 English synthetic lines (seed 0): ``(json_path, image_dir)``."""
     return tiny_coco_factory(12, "en", 0)
+
+
+# Letters of the English end-to-end bundle: few enough classes for models trained in
+# seconds, with look-alikes (c/e/o, h/n/u, i/l/t) that a broken pipeline confuses.
+EN_CLASSES = "acdehilmnorstu"
+EN_LINE_KWARGS = {"degrade": False, "max_chars": 20, "font_sizes": (26, 30)}
+
+
+def en_lines(factory: Callable[..., TinyCoco], n_lines: int, seed: int) -> TinyCoco:
+    """Clean English lines of `EN_CLASSES` and spaces, in DejaVu Sans."""
+    from effocr.synth.fonts import matplotlib_font_dir
+
+    fonts = [matplotlib_font_dir() / "DejaVuSans.ttf"]
+    return factory(
+        n_lines, "en", seed, font_paths=fonts, charset=list(EN_CLASSES), **EN_LINE_KWARGS
+    )
+
+
+@pytest.fixture(scope="session")
+def en_bundle(tiny_coco_factory, tmp_path_factory) -> Path:
+    """An English bundle of tiny models, trained in seconds, that reads unseen `en_lines`.
+
+    The localizer learns from 16 lines; the recognizer (a few supervised-contrastive steps)
+    from their glyph crops, and the index holds each letter's mean crop embedding.
+    """
+    coco_json, image_dir = en_lines(tiny_coco_factory, 16, 11)
+    return _build_en_bundle(tmp_path_factory.mktemp("en_bundle"), coco_json, image_dir)
+
+
+def _line_crops(coco_json: Path, image_dir: Path) -> tuple[list, list[str]]:
+    """Full-height glyph crops of annotated lines and their characters."""
+    from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
+    from effocr.data.crops import crop_box
+    from effocr.infer import decode_image
+
+    index = index_coco(load_coco(coco_json))
+    crops, labels = [], []
+    for im in index.images.values():
+        img = decode_image(image_dir / im["file_name"])
+        h, w = img.shape[:2]
+        for char, ann in line_chars(index, im):
+            x0, y0, x1, y1 = crop_box(ann["bbox"], w, h, is_vertical(im), True, 0)
+            crops.append(img[y0:y1, x0:x1])
+            labels.append(char)
+    return crops, labels
+
+
+def _build_en_bundle(root: Path, coco_json: Path, image_dir: Path, steps: int = 100) -> Path:
+    import numpy as np
+    import torch
+    from pytorch_metric_learning.losses import SupConLoss
+
+    from effocr.config import load_config
+    from effocr.export import export_bundle
+    from effocr.localizer.train import train_localizer
+    from effocr.recognizer.index import ReferenceIndex
+    from effocr.recognizer.model import RecognizerNet, save_recognizer
+    from effocr.recognizer.transforms import preprocess
+
+    torch.set_num_threads(1)
+    config = load_config(
+        None,
+        {"seed": 7, "localizer": {"epochs": 40, "batch_size": 4, "lr": 0.004, "device": "cpu"}},
+    )
+    train_localizer(config, coco_json, coco_json, image_dir, root / "localizer", threads=1)
+    crops, labels = _line_crops(coco_json, image_dir)
+    torch.manual_seed(0)
+    model = RecognizerNet("mobilenetv3_small_050", 32)
+    x = torch.from_numpy(np.stack([preprocess(c, 32, model.mean, model.std) for c in crops]))
+    classes = {c: i for i, c in enumerate(sorted(set(labels)))}
+    y = torch.tensor([classes[c] for c in labels])
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    loss_fn = SupConLoss(temperature=0.1)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    model.eval()
+    rec_pt = save_recognizer(model, root / "recognizer" / "model.pt", config)
+    with torch.inference_mode():
+        embs = model(x).numpy()
+    chars = sorted(classes)
+    refs = np.stack([embs[[i for i, c in enumerate(labels) if c == ch]].mean(0) for ch in chars])
+    ReferenceIndex.build(refs, chars).save(root / "index")
+    bundle = root / "bundle"
+    export_bundle(
+        rec_pt,
+        root / "index",
+        root / "localizer" / "model.pt",
+        coco_json,
+        image_dir,
+        bundle,
+        export_cfg={**config["export"], "parity_lines": 2, "quantize": "none"},
+        infer_cfg=config["infer"],
+    )
+    return bundle
