@@ -68,7 +68,7 @@ def jp(tiny_coco_factory, tmp_path_factory):
             "seed": 7,
             "language": "jp",
             "fonts": {"reference": [reference]},
-            "recognizer": {**ENC, "epochs": 4, "num_passes": 4, "device": "cpu", "lr": 0.003},
+            "recognizer": {**ENC, "epochs": 8, "num_passes": 4, "device": "cpu", "lr": 0.003},
             "localizer": {"epochs": 30, "batch_size": 4, "lr": 0.004, "device": "cpu"},
         },
     )
@@ -170,9 +170,9 @@ def test_engine_on_vertical_and_horizontal_lines(jp):
     assert np.ptp((vert[:, 1] + vert[:, 3]) / 2) > np.ptp((vert[:, 0] + vert[:, 2]) / 2)
 
 
-# The tiny models' CER on the unseen lines is about 0.25; shuffled labels or a reversed reading
-# order give 0.7 or more.
-JP_CER_BOUND = 0.5
+# The tiny models' CER on the unseen lines: 0.15 vertical, 0.07 horizontal (with 4 recognizer
+# epochs, not 8, 0.4 vertical); the vertical reading order reversed gives 0.75 or more.
+JP_CER_BOUND = 0.4
 
 
 def test_unseen_lines_are_read(jp):
