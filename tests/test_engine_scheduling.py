@@ -121,4 +121,3 @@ def test_a_dead_worker_is_an_effocr_error_and_the_pool_restarts(en_bundle, image
         assert engine._pool is None
         engine.start()
         _same(engine.infer(images), expected, images)
-
