@@ -639,9 +639,18 @@ class Engine:
             raise EffOCRError(f"an inference worker process died while starting ({exc})") from exc
 
     def _submit(self, pool: Any, chunk: list[tuple[int, ImageInput]]) -> Any:
-        if self.parallel == "process":
+        if self.parallel != "process":
+            return pool.submit(self._process_chunk, chunk)
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
             return pool.submit(_worker_process_chunk, chunk)
-        return pool.submit(self._process_chunk, chunk)
+        except BrokenProcessPool as exc:
+            # A worker died between jobs: the pool refuses new work; the next job starts anew.
+            self._pool = None
+            raise EffOCRError(
+                f"an inference worker process died ({exc}); the log above says why"
+            ) from exc
 
     def _collect(self, future: Any) -> list[LineResult]:
         if self.parallel != "process":
