@@ -8,7 +8,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= $(shell nproc)
 STAMP := $(VENV)/.installed
-SYS_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-jpn tesseract-ocr-jpn-vert fonts-dejavu-core fonts-ipafont-mincho fonts-ipafont-gothic
+# qemu-user: the int8 test runs the recognizer on an emulated AVX2 CPU without VNNI.
+SYS_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-jpn tesseract-ocr-jpn-vert fonts-dejavu-core fonts-ipafont-mincho fonts-ipafont-gothic qemu-user
 SLURM_PACKAGES := slurmctld slurmd slurm-client munge slurmdbd mariadb-server
 
 .PHONY: help install sysdeps demo demo-jp test test-fast test-slurm lint format bench clean

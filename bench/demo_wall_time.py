@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import cpu_info, cpu_line  # bench/common.py (this script's folder is on sys.path)
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "demo_wall_time.json"
 
@@ -119,9 +121,11 @@ def main() -> int:
         "full_run_jobs": jobs_run(full_log),
         "incremental_run_jobs": jobs_run(incr_log),
         "workdir": str(workdir),
+        "cpu": cpu_info(),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(cpu_line(result["cpu"]))
     print(f"{'step':<28}{'seconds':>10}")
     for key in ("synth_lines_s", "full_run_s", "incremental_run_s"):
         print(f"{key:<28}{result[key]:>10}")

@@ -37,7 +37,6 @@ import csv
 import gc
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -46,6 +45,8 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from common import cpu_info, cpu_line  # bench/common.py (this script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -489,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         "encoder": data.get("encoder"),
         "input_size": data.get("input_size"),
         "threads": args.threads,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_info(),
         "cpus_visible": os.cpu_count(),
         "index_count": build.get("index_count"),
         "index_dim": build.get("index_dim"),
@@ -507,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         "mine": f"B mine_hard_negatives k={args.k}",
         "train": f"C train ({args.steps} steps)",
     }
-    print(f"\n{args.classes} classes, {args.per_class} glyphs/class, {args.threads} threads")
+    print(f"\n{cpu_line(res['cpu'])}")
+    print(f"{args.classes} classes, {args.per_class} glyphs/class, {args.threads} threads")
     print(
         f"{'phase':34s} {'seconds':>8s} {'proc wall':>9s} {'peak MB':>8s} {'imports MB':>10s} "
         f"{'growth MB':>9s} {'workers MB':>10s}"

@@ -37,6 +37,8 @@ from rapidfuzz.distance import Levenshtein
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common import cpu_info, cpu_line  # noqa: E402  (bench/common.py)
+
 from effocr.metrics import normalize  # noqa: E402
 
 
@@ -345,12 +347,14 @@ def main() -> int:
             "platform": platform.platform(),
             "onnxruntime": onnxruntime.__version__,
         },
+        "cpu": cpu_info(),
         "bundle": str(args.bundle),
         "batch_size": args.batch_size,
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    print(cpu_line(payload["cpu"]))
     print_table(results)
     print(f"\nwritten {args.out}")
     return 0

@@ -30,6 +30,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from common import cpu_info, cpu_line  # noqa: E402  (bench/common.py)
+
 from effocr.localizer.model import DEFAULT_ARCH, LineDetector, model_meta  # noqa: E402
 from effocr.localizer.runtime import LocalizerSession  # noqa: E402
 
@@ -193,9 +195,11 @@ def main(argv: list[str]) -> int:
         print(json.dumps({k: v for k, v in row.items() if k != "arch"}), flush=True)
     out = HERE / "results" / "localizer_speed.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2) + "\n")
+    cpu = cpu_info()
+    out.write_text(json.dumps({"cpu": cpu, "candidates": rows}, indent=2) + "\n")
+    print(f"\n{cpu_line(cpu)}")
     print(
-        f"\n{'candidate':<12} {'H':>3} {'MMACs':>7} {'net ms':>7} {'min ms':>7} {'detect ms':>9} {'char F1':>8} {'word F1':>8} {'train s':>8}"
+        f"{'candidate':<12} {'H':>3} {'MMACs':>7} {'net ms':>7} {'min ms':>7} {'detect ms':>9} {'char F1':>8} {'word F1':>8} {'train s':>8}"
     )
     for r in rows:
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import cpu_info, cpu_line  # bench/common.py (this script's folder is on sys.path)
 
 from effocr.config import load_config
 from effocr.recognizer.dataset import read_manifest
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "loadavg_end": load,
         },
+        "cpu": cpu_info(),
         "torch": torch.__version__,
         "config": {
             k: config["recognizer"][k]
@@ -222,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         ("pass2_s", "pass2 s"),
         ("passes_total_s", "total s"),
     ]
+    print(cpu_line(result["cpu"]))
     print(" | ".join(h for _, h in cols))
     for r in runs:
         print(

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ from effocr.pipeline import (
     PipelineSpec,
     assemble_text,
 )
-from effocr.runner import SMALL_JOB_LINES, Runner, resolve_parallel
+from effocr.runner import Runner, resolve_parallel
 from effocr.utils import EffOCRError
 
 __all__ = [
@@ -59,7 +60,6 @@ __all__ = [
     "CUDA_PROVIDER",
     "IMAGE_SUFFIXES",
     "RUN_OUTPUTS",
-    "SMALL_JOB_LINES",
     "STAGES",
     "CharResult",
     "Engine",
@@ -94,6 +94,12 @@ def load_model_yaml(bundle_dir: str | os.PathLike, *, verify: bool = False) -> d
 # ---------------------------------------------------------------------------
 # Engine
 # ---------------------------------------------------------------------------
+
+
+def _view(path: str, doc: str) -> property:
+    """A read-only attribute that is the one at dotted `path` (as `Engine.index`)."""
+    get = attrgetter(path)
+    return property(get, doc=doc)
 
 
 class Engine:
@@ -157,99 +163,40 @@ class Engine:
             limit_blas=not self.cuda,
         )
 
-    # -- what the pipeline holds (read-only views) ---------------------------
+    # What the pipeline holds, read-only: `engine.index` is `engine.pipeline.search.index`.
+    meta = _view("pipeline.meta", "The bundle's `model.yaml` as a dict.")
+    localizer = _view("pipeline.localizer.session", "The `LocalizerSession` (ONNX localizer).")
+    recognizer = _view("pipeline.recognizer.session", "The recognizer's ORT session.")
+    vertical = _view("pipeline.localizer.vertical", "Whether vertical lines occur (profile).")
+    spaces = _view("pipeline.builder.spaces", "Whether the text gets spaces (profile).")
+    input_size = _view("pipeline.cropper.input_size", "The recognizer's input size S.")
+    crop_padding = _view("pipeline.cropper.padding", "Pixels added around each glyph box.")
+    mean = _view("pipeline.recognizer.mean", "The recognizer's normalisation mean.")
+    std = _view("pipeline.recognizer.std", "The recognizer's normalisation std.")
+    index = _view("pipeline.search.index", "The FAISS index of the reference glyphs.")
+    chars = _view("pipeline.search.chars", "Row i of the index: its character.")
+    labels = _view("pipeline.search.labels", "Row i of the index: its code-point label.")
+    timings = _view("pipeline.stats.seconds", "Seconds per stage (`STAGES`), workers added.")
+    lines_done = _view("pipeline.stats.lines", "Lines processed since `reset_timings`.")
+    glyphs_done = _view("pipeline.stats.glyphs", "Glyphs recognised since `reset_timings`.")
+    _pool = _view("runner._pool", "The worker process pool (None until started, after close).")
 
     @property
-    def meta(self) -> dict:
-        """The bundle's `model.yaml` as a dict."""
-        return self.pipeline.meta
+    def profile(self) -> Any:
+        """The bundle's language profile (`effocr.profiles.Profile`)."""
+        from effocr.profiles import get_profile
 
-    @property
-    def localizer(self) -> Any:
-        """The `LocalizerSession` (ONNX localizer with its pre/post-processing)."""
-        return self.pipeline.localizer.session
-
-    @property
-    def recognizer(self) -> Any:
-        """The recognizer's ORT session."""
-        return self.pipeline.recognizer.session
-
-    @property
-    def vertical(self) -> bool:
-        """Whether vertical lines occur (the bundle's profile)."""
-        return self.pipeline.localizer.vertical
-
-    @property
-    def spaces(self) -> bool:
-        """Whether the text gets spaces between words (the bundle's profile)."""
-        return self.pipeline.builder.spaces
-
-    @property
-    def input_size(self) -> int:
-        """The recognizer's input size (glyph squares of S x S pixels)."""
-        return self.pipeline.cropper.input_size
-
-    @property
-    def crop_padding(self) -> int:
-        """Pixels added around each glyph box before cropping."""
-        return self.pipeline.cropper.padding
-
-    @property
-    def mean(self) -> tuple[float, ...]:
-        """The recognizer's normalisation mean."""
-        return self.pipeline.recognizer.mean
-
-    @property
-    def std(self) -> tuple[float, ...]:
-        """The recognizer's normalisation standard deviation."""
-        return self.pipeline.recognizer.std
-
-    @property
-    def index(self) -> Any:
-        """The FAISS index of the reference glyphs."""
-        return self.pipeline.search.index
-
-    @property
-    def chars(self) -> list[str]:
-        """Row i of the index: its character."""
-        return self.pipeline.search.chars
-
-    @property
-    def labels(self) -> list[str]:
-        """Row i of the index: its label in code-point form."""
-        return self.pipeline.search.labels
+        return get_profile(self.meta["profile"]["name"])
 
     def embed(self, batch: Any) -> Any:
         """Recognizer embeddings (L2-normalised float32) of preprocessed crops (N, 3, S, S)."""
         return self.pipeline.recognizer.embed(batch)
-
-    # -- timings -------------------------------------------------------------
-
-    @property
-    def timings(self) -> dict[str, float]:
-        """Seconds per stage (`STAGES`) since the last `reset_timings`, all workers added."""
-        return self.pipeline.stats.seconds
-
-    @property
-    def lines_done(self) -> int:
-        """Lines processed since the last `reset_timings`."""
-        return self.pipeline.stats.lines
-
-    @property
-    def glyphs_done(self) -> int:
-        """Glyphs recognised since the last `reset_timings`."""
-        return self.pipeline.stats.glyphs
 
     def reset_timings(self) -> None:
         """Zero the per-stage timings and counters."""
         self.pipeline.stats.reset()
 
     # -- running -------------------------------------------------------------
-
-    @property
-    def _pool(self) -> Any:
-        """The runner's worker process pool (None until started, and after `close`)."""
-        return self.runner._pool
 
     def start(self) -> None:
         """Start the worker processes now, and wait until each has loaded the bundle.

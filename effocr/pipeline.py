@@ -136,15 +136,15 @@ class StageTimings:
             self.glyphs = 0
 
     def add(self, stage: str, seconds: float) -> None:
-        """Add `seconds` to one stage."""
+        """Add `seconds` to one stage (a stage beyond `STAGES` gets an entry of its own)."""
         with self._lock:
-            self.seconds[stage] += seconds
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
     def merge(self, seconds: dict[str, float], lines: int, glyphs: int) -> None:
         """Add another pipeline's figures (a worker process's batch)."""
         with self._lock:
             for stage, value in seconds.items():
-                self.seconds[stage] += value
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + value
             self.lines += lines
             self.glyphs += glyphs
 

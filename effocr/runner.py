@@ -29,7 +29,7 @@ SMALL_JOB_LINES = 100
 
 PARALLEL_MODES = ("auto", "process", "thread")
 
-Chunk = tuple[int, list[ImageInput]]  # index of the first line, the lines
+Chunk = list[tuple[int, ImageInput]]  # consecutive lines of a job, with their indices
 
 
 def resolve_parallel(parallel: str, workers: int) -> str:
@@ -120,13 +120,21 @@ class Runner:
             raise EffOCRError(f"an inference worker process died while starting ({exc})") from exc
 
     def _run_here(self, chunk: Chunk) -> list[LineResult]:
-        first, items = chunk
-        return self.pipeline.run(items, first)
+        return _run_chunk(self.pipeline, chunk)
 
     def _submit(self, pool: Any, chunk: Chunk) -> Any:
-        if self.parallel == "process":
+        if self.parallel != "process":
+            return pool.submit(self._run_here, chunk)
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
             return pool.submit(_worker_run, chunk)
-        return pool.submit(self._run_here, chunk)
+        except BrokenProcessPool as exc:
+            # A worker died between jobs: the pool refuses new work; the next job starts anew.
+            self._pool = None
+            raise EffOCRError(
+                f"an inference worker process died ({exc}); the log above says why"
+            ) from exc
 
     def _collect(self, future: Any) -> list[LineResult]:
         if self.parallel != "process":
@@ -147,9 +155,9 @@ class Runner:
         self, images: Iterable[ImageInput], *, show_progress: bool = False, total: int | None = None
     ) -> Iterator[LineResult]:
         """Yield one `LineResult` per image, in input order, while workers run ahead."""
-        items = list(images)
+        items = list(enumerate(images))
         step = self.chunk_lines
-        chunks: list[Chunk] = [(i, items[i : i + step]) for i in range(0, len(items), step)]
+        chunks: list[Chunk] = [items[i : i + step] for i in range(0, len(items), step)]
         bar = progress(total=total or len(items), unit="line") if show_progress else None
         # NumPy's BLAS threads (crops) would compete with the workers for the same cores.
         limits = self._blas.limit(limits=1, user_api="blas") if self._blas is not None else None
@@ -249,6 +257,10 @@ def _worker_run(chunk: Chunk) -> tuple[list[LineResult], dict[str, float], int]:
     if pipeline is None:  # the initializer failed; its exception was already reported
         raise EffOCRError("inference worker has no pipeline")
     pipeline.stats.reset()
-    first, items = chunk
-    results = pipeline.run(items, first)
+    results = _run_chunk(pipeline, chunk)
     return results, dict(pipeline.stats.seconds), pipeline.stats.glyphs
+
+
+def _run_chunk(pipeline: Pipeline, chunk: Chunk) -> list[LineResult]:
+    """`Pipeline.run` on a chunk (its lines are consecutive: the first one's index names arrays)."""
+    return pipeline.run([item for _, item in chunk], chunk[0][0] if chunk else 0)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import require_ipa_fonts
 from PIL import Image, ImageDraw
 
 from effocr.data.coco import (
@@ -175,6 +176,8 @@ def test_reading_order_matches_synthetic_ground_truth(
 ):
     # synth_lines writes each line's char boxes in reading order (ascending ids), slight skew
     # included: sorting by box centre must recover that order.
+    if language == "jp":
+        require_ipa_fonts()
     json_path, _ = tiny_coco_factory(
         6, language, 0, vertical_fraction=vertical_fraction, max_chars=12
     )

@@ -127,6 +127,7 @@ def test_cli(splits, capsys):
     assert not bad.exists()
 
 
+@pytest.mark.usefixtures("needs_ipa_fonts")
 def test_synthetic_lines_mixed_orientation(tiny_coco_factory, tmp_path):
     json_path, image_dir = tiny_coco_factory(6, "jp", 0, vertical_fraction=0.5, max_chars=12)
     coco = json.loads(json_path.read_text(encoding="utf-8"))

@@ -30,6 +30,9 @@ from effocr.utils import EffOCRError, label_to_codepoints
 REPO = Path(__file__).resolve().parents[1]
 ENCODER = "mobilenetv3_small_050"
 INPUT_SIZE = 32
+# Enough full-batch steps for the en encoder to separate the fixture's classes clearly.
+ACCURACY_STEPS = 40
+FIXTURE_STEPS = 40
 
 
 def _crops(coco_json: Path, image_dir: Path) -> tuple[list[np.ndarray], list[str]]:
@@ -45,28 +48,31 @@ def _crops(coco_json: Path, image_dir: Path) -> tuple[list[np.ndarray], list[str
     return crops, labels
 
 
-def _train_recognizer(config: dict, crops, labels, out: Path) -> Path:
+def _fit(model, x: np.ndarray, labels: list[str], steps: int):
+    """A few full-batch supervised-contrastive steps on preprocessed crops `x`."""
     from pytorch_metric_learning.losses import SupConLoss
 
+    classes = {c: i for i, c in enumerate(sorted(set(labels)))}
+    y = torch.tensor([classes[c] for c in labels])
+    x = torch.from_numpy(x)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    loss_fn = SupConLoss(temperature=0.1)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+def _train_recognizer(config: dict, crops, labels, out: Path) -> Path:
     from effocr.recognizer.model import RecognizerNet, save_recognizer
     from effocr.recognizer.transforms import preprocess
 
     torch.manual_seed(0)
     model = RecognizerNet(ENCODER, INPUT_SIZE)
-    x = torch.from_numpy(
-        np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops])
-    )
-    classes = {c: i for i, c in enumerate(sorted(set(labels)))}
-    y = torch.tensor([classes[c] for c in labels])
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    loss_fn = SupConLoss(temperature=0.1)
-    model.train()
-    for _ in range(8):
-        opt.zero_grad()
-        loss_fn(model(x), y).backward()
-        opt.step()
-    model.eval()
-    return save_recognizer(model, out / "model.pt", config)
+    x = np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops])
+    return save_recognizer(_fit(model, x, labels, FIXTURE_STEPS), out / "model.pt", config)
 
 
 @pytest.fixture(scope="module")
@@ -119,35 +125,105 @@ def trained(tiny_coco_factory, tmp_path_factory):
     }
 
 
-def _torch_pipeline(trained, paths: list[Path]) -> list[str]:
-    """The same OCR with the PyTorch models (what the bundle must reproduce)."""
+# Embeddings of the same crops from ONNX Runtime and PyTorch (or from two batchings of one
+# ONNX model) may differ by float rounding: the tests below require at most EMB_TOL between them
+# (L2; export.embedding_max_abs per coordinate is the bundle's own check). A similarity moves by
+# at most that much (references are unit vectors), so the nearest class can only change where
+# the two best similarities lie within 2 * EMB_TOL: those near-ties (TIE, with room to spare) are
+# the only characters allowed to differ.
+EMB_TOL = 1e-3
+TIE = 3 * EMB_TOL
+
+
+def _reads(paths: list[Path], detect, embed, index, rec_meta: dict) -> list[dict]:
+    """Engine's steps spelled out with the given localizer and recognizer, the two best classes.
+
+    The same preprocessing as `Engine` (grey kept, `glyph_squares`, `normalize`), so PyTorch and
+    ONNX models can be compared on identical crops.
+    """
+    from effocr.recognizer.transforms import glyph_squares, normalize
+
+    size, mean, std = rec_meta["input_size"], rec_meta["mean"], rec_meta["std"]
+    reads = []
+    for path in paths:
+        img = decode_image(path, keep_grey=True)
+        det = detect(img)
+        squares = glyph_squares(img, det.crop_boxes(0), size, det.vertical)
+        squares = np.broadcast_to(squares, squares.shape[:3] + (3,))
+        read = {
+            "boxes": np.asarray(det.chars, np.float64).reshape(-1, 4),
+            "scores": np.asarray(det.char_scores, np.float64).reshape(-1),
+            "x": np.stack([normalize(q, mean, std) for q in squares]) if len(squares) else None,
+            "text": "",
+        }
+        if read["x"] is not None:
+            embs = np.asarray(embed(read["x"]), np.float32)
+            sims, rows = index.search(embs, 2)
+            read.update(embs=embs, sims=sims[:, 0], margins=sims[:, 0] - sims[:, 1])
+            read["labels"] = [index.labels[r] for r in rows[:, 0]]
+            read["text"] = assemble_text(read["labels"], det.spaces)
+        reads.append(read)
+    return reads
+
+
+def _torch_reads(trained, paths: list[Path]) -> list[dict]:
+    """The PyTorch models' reading of `paths` (what the bundle must reproduce)."""
     from effocr.localizer.model import load_localizer
     from effocr.recognizer.index import ReferenceIndex
     from effocr.recognizer.model import load_recognizer
-    from effocr.recognizer.transforms import preprocess
 
     loc = load_localizer(trained["localizer"])
     rec = load_recognizer(trained["recognizer"])
-    index = ReferenceIndex.load(trained["index"])
-    texts = []
-    for path in paths:
-        img = decode_image(path)
-        det = loc.detect(img)
-        boxes = det.crop_boxes(0)
-        if len(boxes) == 0:
-            texts.append("")
-            continue
-        x = np.stack(
-            [
-                preprocess(img[y0:y1, x0:x1], rec.input_size, rec.mean, rec.std)
-                for x0, y0, x1, y1 in boxes
-            ]
-        )
+
+    def embed(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            embs = rec(torch.from_numpy(x)).numpy()
-        _, rows = index.search(embs, 1)
-        texts.append(assemble_text([index.labels[r] for r in rows[:, 0]], det.spaces))
-    return texts
+            return rec(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+    meta = {"input_size": rec.input_size, "mean": rec.mean, "std": rec.std}
+    return _reads(paths, loc.detect, embed, ReferenceIndex.load(trained["index"]), meta)
+
+
+def _engine_reads(engine: Engine, paths: list[Path]) -> list[dict]:
+    """`engine`'s own models through `_reads` (its near-ties, for comparing two engines)."""
+    from effocr.recognizer.reference import ReferenceIndex
+
+    meta = {"input_size": engine.input_size, "mean": engine.mean, "std": engine.std}
+    index = ReferenceIndex.load(engine.bundle_dir)
+    return _reads(paths, engine.localizer.detect, engine.embed, index, meta)
+
+
+def _assert_reads_agree(got: list[dict], ref: list[dict], box_tol: float) -> int:
+    """`got` (to_dict records) read as `ref` within the tolerances above; returns chars compared.
+
+    Boxes within `box_tol` px, similarities within EMB_TOL, the same class and the same text
+    wherever the reference's two best classes are not a near-tie.
+    """
+    compared = 0
+    for g, r in zip(got, ref, strict=True):
+        assert len(g["chars"]) == len(r["boxes"]), (g["image"], len(g["chars"]), len(r["boxes"]))
+        if not g["chars"]:
+            continue
+        boxes = np.array([c["bbox"] for c in g["chars"]])
+        np.testing.assert_allclose(boxes, r["boxes"], atol=box_tol + 0.01)
+        np.testing.assert_allclose([c["score"] for c in g["chars"]], r["sims"], atol=EMB_TOL)
+        clear = r["margins"] > TIE
+        got_chars = np.array([c["char"] for c in g["chars"]], object)
+        assert list(got_chars[clear]) == list(np.array(r["labels"], object)[clear]), g["image"]
+        if clear.all():
+            assert g["text"] == r["text"]
+        compared += int(clear.sum())
+    return compared
+
+
+def _assert_same_results(a: list, b: list, reads: list[dict]) -> None:
+    """Two engines' results agree: the same lines and boxes, chars as `_assert_reads_agree`."""
+    a, b = [r.to_dict() for r in a], [r.to_dict() for r in b]
+    for x, y in zip(a, b, strict=True):
+        assert (x["width"], x["height"]) == (y["width"], y["height"])
+        assert len(x["words"]) == len(y["words"])
+        for wx, wy in zip(x["words"], y["words"], strict=True):
+            np.testing.assert_allclose(wx["bbox"], wy["bbox"], atol=0.011)
+    assert _assert_reads_agree(a, reads, 0.0) == _assert_reads_agree(b, reads, 0.0) > 0
 
 
 def _line_paths(trained) -> list[Path]:
@@ -230,7 +306,9 @@ def test_perturbed_localizer_fails(trained, tmp_path):
     }
     torch.save(ckpt, tmp_path / "loc.pt")
     out = tmp_path / "bundle"
-    with pytest.raises(EffOCRError, match="localizer"):
+    # The parity check's own message, not a load or checker error that names the localizer.
+    parity = r"disagrees with PyTorch on the test split; no bundle written:\n  localizer chars: "
+    with pytest.raises(EffOCRError, match=parity):
         export_bundle(
             trained["recognizer"],
             trained["index"],
@@ -256,25 +334,58 @@ def test_match_boxes_tolerates_only_borderline_extras():
 
 
 def test_engine_reproduces_pytorch(trained, tmp_path):
+    from effocr.export import match_boxes
+
     # Round trip: the bundle alone, moved away from everything it was made from.
     moved = tmp_path / "moved_bundle"
     shutil.copytree(trained["bundle"], moved)
     paths = _line_paths(trained)
     engine = Engine(moved, threads=2, batch_size=16)
     results = engine.infer(paths)
-    expected = _torch_pipeline(trained, paths)
-    assert [r.text for r in results] == expected
     assert sum(len(r.chars) for r in results) > 0, "the tiny localizer found no character"
     for r in results:
         assert r.ok and r.width > 0 and r.height > 0
         for c in r.chars:
             assert c.codepoints == label_to_codepoints(c.char) and -1.01 <= c.score <= 1.01
-    # Threads and batch size change nothing.
+    ref = _torch_reads(trained, paths)
+    onnx = _engine_reads(engine, paths)
+    tol = trained["config"]["export"]
+    threshold = yaml.safe_load((moved / "model.yaml").read_text())["localizer"]["meta"][
+        "score_threshold"
+    ]
+    comparable = []
+    for r, o in zip(ref, onnx, strict=True):
+        # The localizers agree as the export check demands: a box only one of them finds
+        # must score within score_max_abs of the threshold.
+        m = match_boxes(
+            r["boxes"],
+            r["scores"],
+            o["boxes"],
+            o["scores"],
+            threshold=threshold,
+            margin=tol["score_max_abs"],
+            box_tol=tol["box_max_abs"],
+        )
+        assert m["unmatched"] == 0, m
+        comparable.append(len(r["boxes"]) == len(o["boxes"]) == m["matched"])
+        if r["x"] is not None:
+            # ONNX Runtime and PyTorch embed the same crops alike.
+            got = engine.embed(r["x"])
+            cos = (got * r["embs"]).sum(1) / np.linalg.norm(r["embs"], axis=1)
+            assert cos.min() >= tol["embedding_min_cosine"]
+            assert np.linalg.norm(got - r["embs"], axis=1).max() <= EMB_TOL
+    assert sum(comparable) >= len(paths) - 1
+    got = [g.to_dict() for g, ok in zip(results, comparable, strict=True) if ok]
+    want = [r for r, ok in zip(ref, comparable, strict=True) if ok]
+    n_chars = sum(len(r["boxes"]) for r in want)
+    assert _assert_reads_agree(got, want, tol["box_max_abs"]) >= 0.5 * n_chars > 0
+    # Threads and batch size change nothing beyond float rounding.
     single = Engine(moved, threads=1, batch_size=7).infer(paths)
-    assert [r.to_dict() for r in single] == [r.to_dict() for r in results]
+    _assert_same_results(single, results, onnx)
     # Arrays are accepted too.
     arr = Engine(moved).infer([decode_image(paths[0])])
-    assert arr[0].text == results[0].text and arr[0].image == "<array 0>"
+    _assert_same_results(arr, results[:1], onnx[:1])
+    assert arr[0].image == "<array 0>"
 
 
 def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
@@ -298,16 +409,21 @@ def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
     assert procs._pool is None  # closed on leaving the block
     threads = Engine(trained["bundle"], threads=2, batch_size=8, chunk_lines=2, parallel="thread")
     assert threads.parallel == "thread"
-    expected = [r.to_dict() for r in threads.infer(paths)]
-    assert [r.to_dict() for r in first] == expected == [r.to_dict() for r in again[:-1]]
+    expected = threads.infer(paths)
+    reads = _engine_reads(threads, paths)
+    _assert_same_results(first, expected, reads)
+    _assert_same_results(again[:-1], expected, reads)
+    assert [r.image for r in first] == [r.image for r in expected] == [str(p) for p in paths]
     assert not again[-1].ok and "not found" in again[-1].error
     # One worker never starts processes; a small job does not start them either ...
     assert Engine(trained["bundle"], threads=1).parallel == "thread"
     small = Engine(trained["bundle"], threads=2, chunk_lines=2)
-    assert [r.to_dict() for r in small.infer(paths)] == expected and small._pool is None
+    _assert_same_results(small.infer(paths), expected, reads)
+    assert small._pool is None
     # ... but a large one does.
     monkeypatch.setattr("effocr.runner.SMALL_JOB_LINES", 1)
-    assert [r.to_dict() for r in small.infer(paths)] == expected and small._pool is not None
+    _assert_same_results(small.infer(paths), expected, reads)
+    assert small._pool is not None
     small.close()
     with pytest.raises(EffOCRError, match="parallel"):
         Engine(trained["bundle"], threads=2, parallel="fork")
@@ -377,16 +493,21 @@ def test_cli_infer_with_bad_images(trained, tmp_path, capsys):
     errors = {Path(r["image"]).name: r["error"] for r in records if "error" in r}
     assert set(errors) == {"zz_corrupt.png", "missing.png"}
     assert "not found" in errors["missing.png"]
-    expected = _torch_pipeline(trained, paths)
-    assert [r["text"] for r in records[:3]] == expected
-    for p, text in zip(paths, expected, strict=True):
-        assert (out / "text" / f"{p.stem}.txt").read_text() == text + "\n"
+    assert [Path(r["image"]).name for r in records[:3]] == [p.name for p in paths]
+    # The CLI reads as the bundle's models do (float rounding aside: see _assert_reads_agree).
+    reads = _engine_reads(Engine(trained["bundle"]), paths)
+    assert _assert_reads_agree(records[:3], reads, 0.0) > 0
+    for p, r in zip(paths, records[:3], strict=True):
+        assert (out / "text" / f"{p.stem}.txt").read_text() == r["text"] + "\n"
     coco = json.loads((out / "predictions_coco.json").read_text())
     assert len(coco["images"]) == 3
     # Without --output: JSON Lines on stdout, exit 0 when every image is fine.
     assert main(["infer", "--model", str(trained["bundle"]), str(paths[0])]) == 0
     rec = json.loads(capsys.readouterr().out.strip())
-    assert rec["image"] == str(paths[0]) and rec["text"] == expected[0]
+    assert rec["image"] == str(paths[0])
+    assert _assert_reads_agree([rec], reads[:1], 0.0) == _assert_reads_agree(
+        records[:1], reads[:1], 0.0
+    )
 
 
 # -- the Snakemake rule ----------------------------------------------------------
@@ -491,34 +612,136 @@ def _export(trained, out: Path, **export_cfg) -> dict:
 
 
 def test_int8_recognizer_in_the_bundle(trained, tmp_path):
-    # Tolerances loose enough for the tiny test model (a trained one agrees on > 0.99).
+    from effocr.quantize import int16_unsafe_weights
+
+    # The plumbing, with tolerances every quantization meets (cosines are >= -1, agreement
+    # >= 0): the accuracy of int8 is test_int8_recognizer_accuracy's.
     bundle = tmp_path / "int8"
     report = _export(
-        trained, bundle, quantize="int8", quantized_min_cosine=0.5, quantized_top1_agreement=0.5
+        trained, bundle, quantize="int8", quantized_min_cosine=-1.0, quantized_top1_agreement=0.0
     )
     q = report["recognizer_int8"]
     assert q["used"] and not q["problems"] and q["calibration_crops"] > 20
-    assert 0.5 <= q["top1_agreement"] <= 1.0 and q["min_cosine"] < 1.0
+    assert q["n_crops"] == report["recognizer"]["n_crops"] and 0.0 <= q["top1_agreement"] <= 1.0
     assert "QuantizeLinear" in _op_types(bundle / "recognizer.onnx")
     assert "QuantizeLinear" not in _op_types(trained["bundle"] / "recognizer.onnx")
+    assert int16_unsafe_weights(bundle / "recognizer.onnx") == []
     assert not (bundle / "recognizer.int8.onnx").exists()
     meta = yaml.safe_load((bundle / "model.yaml").read_text())
     assert meta["recognizer"]["quantization"] == "int8"
+    assert json.loads((bundle / "parity.json").read_text())["recognizer_int8"]["used"]
     results = Engine(bundle).infer(_line_paths(trained)[:2])
     assert all(r.ok and r.chars for r in results)
 
 
-def test_int8_recognizer_that_disagrees_is_not_shipped(trained, tmp_path):
+@pytest.mark.parametrize(
+    ("tolerances", "problem"),
+    [
+        # A cosine cannot exceed 1 (beyond rounding): certain to fail.
+        (
+            {"quantized_min_cosine": 1.01, "quantized_top1_agreement": 0.0},
+            "quantized_min_cosine",
+        ),
+        # An agreement above 1 (the schema would refuse it) cannot be met either.
+        (
+            {"quantized_min_cosine": -1.0, "quantized_top1_agreement": 1.0 + 1e-9},
+            "quantized_top1_agreement",
+        ),
+    ],
+)
+def test_int8_recognizer_that_disagrees_is_not_shipped(trained, tmp_path, tolerances, problem):
     bundle = tmp_path / "strict"
-    report = _export(trained, bundle, quantize="int8", quantized_min_cosine=1.0)
+    report = _export(trained, bundle, quantize="int8", **tolerances)
     q = report["recognizer_int8"]
-    assert not q["used"] and "quantized_min_cosine" in q["problems"][0]
+    assert not q["used"] and len(q["problems"]) == 1 and problem in q["problems"][0]
     assert report["passed"]  # the float32 model passed its own check and is shipped
     assert "QuantizeLinear" not in _op_types(bundle / "recognizer.onnx")
     assert yaml.safe_load((bundle / "model.yaml").read_text())["recognizer"]["quantization"] == (
         "none"
     )
+    assert (
+        json.loads((bundle / "parity.json").read_text())["recognizer_int8"]["problems"]
+        == (q["problems"])
+    )
     assert sorted(p.name for p in bundle.glob("recognizer*.onnx")) == ["recognizer.onnx"]
+
+
+def test_int8_weights_cannot_saturate_int16(trained, tmp_path):
+    # Without VNNI, x86 u8 x s8 kernels add two u8*s8 products into a saturating int16; the
+    # shipped weights must keep 255 * |w| * 2 within it on any CPU, which the file itself shows.
+    from effocr.quantize import INT16_SAFE_WEIGHT, int16_unsafe_weights, quantize_recognizer
+
+    assert 2 * 255 * INT16_SAFE_WEIGHT <= 32767
+    crops, _ = _crops(trained["coco"], trained["images"])
+    calibration = _preprocessed(trained, crops)
+    fp32 = trained["bundle"] / "recognizer.onnx"
+    shipped = quantize_recognizer(fp32, tmp_path / "int7.onnx", calibration)
+    assert int16_unsafe_weights(shipped) == []
+    # The check sees full-range int8 weights (what bundles shipped before, wrong on AMD EPYCs).
+    full = quantize_recognizer(fp32, tmp_path / "int8.onnx", calibration, weights="int8")
+    assert len(int16_unsafe_weights(full)) > 0
+    # uint8 weights take U8U8 kernels, which cannot saturate.
+    u8 = quantize_recognizer(fp32, tmp_path / "u8.onnx", calibration, weights="uint8")
+    assert int16_unsafe_weights(u8) == []
+    with pytest.raises(EffOCRError, match="weights="):
+        quantize_recognizer(fp32, tmp_path / "x.onnx", calibration, weights="int4")
+
+
+def _preprocessed(trained, crops: list[np.ndarray]) -> np.ndarray:
+    from effocr.recognizer.model import load_recognizer
+    from effocr.recognizer.transforms import preprocess
+
+    rec = load_recognizer(trained["recognizer"])
+    return np.stack([preprocess(c, rec.input_size, rec.mean, rec.std) for c in crops])
+
+
+def test_int8_recognizer_accuracy(trained, tmp_path):
+    # On a recognizer whose classes are well apart (the en profile's encoder trained to
+    # separate the crops' classes), int8 meets the export check's default tolerances. The
+    # tiny fixture model cannot show this: its near-random embeddings flip on any rounding.
+    import faiss
+
+    from effocr.config import load_config
+    from effocr.export import recognizer_parity
+    from effocr.profiles import get_profile
+    from effocr.quantize import quantize_recognizer
+    from effocr.recognizer.model import (
+        RecognizerNet,
+        export_onnx,
+        load_recognizer,
+        save_recognizer,
+    )
+    from effocr.recognizer.transforms import preprocess
+
+    crops, labels = _crops(trained["coco"], trained["images"])
+    torch.manual_seed(0)
+    model = RecognizerNet("resnet10t", INPUT_SIZE, encoder_args=get_profile("en").encoder_args)
+    x = np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops])
+    pt = save_recognizer(
+        _fit(model, x, labels, ACCURACY_STEPS), tmp_path / "model.pt", trained["config"]
+    )
+    model = load_recognizer(pt)
+    x = np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops])
+    with torch.inference_mode():
+        embs = model(torch.from_numpy(x)).numpy()
+    chars = sorted(set(labels))
+    refs = np.stack([embs[[i for i, c in enumerate(labels) if c == ch]].mean(0) for ch in chars])
+    refs /= np.linalg.norm(refs, axis=1, keepdims=True)
+    index = faiss.IndexFlatIP(refs.shape[1])
+    index.add(refs.astype(np.float32))
+    # The premise: every crop's class is clearly the nearest (margin well above int8 noise).
+    sims = np.sort(embs @ refs.T, axis=1)
+    assert (sims[:, -1] - sims[:, -2]).min() > 0.05
+    fp32 = export_onnx(pt, tmp_path / "model.onnx")
+    int8 = quantize_recognizer(fp32, tmp_path / "int8.onnx", x)
+    got = recognizer_parity(model, int8, x, index=index)
+    # Predictions unchanged (the export check's default agreement). The cosines: a sound int8
+    # model's worst crop lay at 0.988-0.992 across trainings (its mean at 0.997-0.998), int16
+    # saturation gives 0.4-0.5; the bounds sit between, clear of both.
+    defaults = load_config(None, {})["export"]
+    assert got["top1_agreement"] >= defaults["quantized_top1_agreement"], got
+    assert got["min_cosine"] >= 0.97 and got["mean_cosine"] >= 0.99, got
+    assert got["min_cosine"] < 1.0 - 1e-6  # it did quantize
 
 
 # -- a localizer ONNX made elsewhere -----------------------------------------------
@@ -575,3 +798,41 @@ def test_external_onnx_localizer_in_the_bundle(trained, tmp_path):
             tmp_path / "nolayout",
         )
     assert not (tmp_path / "nolayout").exists()
+
+
+# -- int8 on a CPU without VNNI ------------------------------------------------------
+
+
+def test_int8_recognizer_same_without_vnni(trained, tmp_path):
+    # The int8 model must compute on AVX2-only CPUs (AMD EPYC before Zen 4, whose u8 x s8
+    # kernels saturate in int16) what it computes here. qemu-user emulates such a CPU: ONNX
+    # Runtime picks its kernels by CPUID, so there it runs the non-VNNI ones for real.
+    from effocr.infer import make_session
+    from effocr.quantize import quantize_recognizer
+
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        pytest.skip("needs qemu-user (make sysdeps installs it)")
+    crops, _ = _crops(trained["coco"], trained["images"])
+    x = np.ascontiguousarray(_preprocessed(trained, crops)[:32])
+    folder = tmp_path / "emulated"
+    folder.mkdir()
+    shipped = quantize_recognizer(trained["bundle"] / "recognizer.onnx", folder / "int7.onnx", x)
+    np.save(folder / "crops.npy", x)
+    cmd = [qemu, "-cpu", "Haswell", sys.executable, str(REPO / "bench" / "int8_cpu_paths.py")]
+    proc = subprocess.run(
+        [*cmd, "--worker", str(folder)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads((folder / "cpu.json").read_text())["cpuid"]
+    assert seen == {"avx2": True, "avx512f": False, "avx512_vnni": False}
+    sess = make_session(shipped, ["CPUExecutionProvider"], 1)
+    native = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    emulated = np.load(folder / "int7.emb.npy")
+    # The same integer arithmetic; only float rounding (stem conv, requantization) may differ.
+    # Saturated sums (full 8-bit weights) gave a min cosine of 0.87 here, 0.06-0.41 with the en
+    # recognizer of bench/int8_cpu_paths.py.
+    cos = (native * emulated).sum(1) / (
+        np.linalg.norm(native, axis=1) * np.linalg.norm(emulated, axis=1)
+    )
+    assert cos.min() >= 0.999, cos.min()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,10 +115,7 @@ def test_usable_chars_rejects_placeholder_fonts_and_inkless_glyphs():
     assert usable_chars(MPL / "DejaVuSans.ttf", ["\u200b", " ", "A", "蜘"]) == {"A"}
 
 
-@pytest.mark.skipif(
-    not Path("/usr/share/fonts/opentype/ipafont-mincho/ipam.ttf").exists(),
-    reason="IPA fonts not installed",
-)
+@pytest.mark.usefixtures("needs_ipa_fonts")
 def test_cjk_font_covers_jp_small():
     chars = font_chars("/usr/share/fonts/opentype/ipafont-mincho/ipam.ttf")
     jp = load_charset("jp_small")

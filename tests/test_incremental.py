@@ -8,6 +8,7 @@ See docs/incremental.md.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -189,9 +190,17 @@ def test_full_run_outputs(workflow):
     assert (report / "index.html").stat().st_size > 10_000
     summary = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
     assert set(summary["sets"]) == {"test", "extra"}
-    for m in summary["sets"].values():
-        assert 0.0 <= m["effocr"]["cer"] and m["effocr"]["lines"] > 0
-        assert m["effocr"]["lines_per_second"] > 0
+    # One epoch of training reads next to nothing (CER about 1 on these 2-line sets), so no
+    # accuracy bound belongs here: test_accuracy.py and test_japanese.py bound the CER of
+    # bundles trained for it. Here the summary must be the figures of the lines evaluated.
+    for name, m in summary["sets"].items():
+        effocr = m["effocr"]
+        with open(wf / "results" / "eval" / name / "lines.csv", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        assert effocr["lines"] == len(rows) == 2
+        assert effocr["char_errors"] == sum(int(r["distance"]) for r in rows)
+        assert effocr["cer"] == pytest.approx(effocr["char_errors"] / effocr["ref_chars"])
+        assert effocr["lines_per_second"] > 0
         assert "available" in m["tesseract"]
     # Nothing changed: nothing to do (otherwise every case below would be meaningless).
     jobs, out = planned(wf, base)

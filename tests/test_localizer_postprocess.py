@@ -130,8 +130,12 @@ def test_decode_round_trip():
     assert boxes[5].tolist() == pytest.approx([19.0, -6.0, 27.0, 6.0])
     assert scores[5] == pytest.approx(1.0, abs=1e-4) and scores[0] == pytest.approx(0.5)
     assert labels[:n0].tolist() == [0] * n0 and labels[n0:].tolist() == [1] * n1
-    with pytest.raises(ValueError):
+    # The function's own messages: numpy's broadcast error on a short level is a ValueError too.
+    with pytest.raises(ValueError, match=r"raw output has 159 rows; levels .* need more"):
         pp.decode_effocr(raw[:, :-1], (h, w), levels, 2)
+    extra = np.concatenate([raw, raw[:, :1]], axis=1)
+    with pytest.raises(ValueError, match=r"raw output has 161 rows, levels .* account for 160"):
+        pp.decode_effocr(extra, (h, w), levels, 2)
     # With a threshold, only the rows that pass are decoded, and they come out the same.
     raw[0, 7, 4:] = [1.0, 1.0]
     boxes, scores, labels = pp.decode_effocr(raw, (h, w), levels, 2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ from effocr.utils import EffOCRError
 
 MPL = matplotlib_font_dir()
 SANS, SERIF = MPL / "DejaVuSans.ttf", MPL / "DejaVuSerif.ttf"
-IPAM = Path("/usr/share/fonts/opentype/ipafont-mincho/ipam.ttf")
 
 
 def _ink_rows_cols(img):
@@ -109,7 +107,7 @@ def test_select_fonts_keeps_reference_and_is_seeded():
     assert select_fonts(fonts, None) == fonts
 
 
-@pytest.mark.skipif(not IPAM.exists(), reason="IPA fonts not installed")
+@pytest.mark.usefixtures("needs_ipa_fonts")
 def test_japanese_renders_from_config(tmp_path):
     config = validate_config(
         {

@@ -18,7 +18,6 @@ from effocr.utils import EffOCRError
 
 REPO = Path(__file__).resolve().parents[1]
 MPL = matplotlib_font_dir()
-HAS_IPA = Path("/usr/share/fonts/opentype/ipafont-mincho/ipam.ttf").exists()
 
 
 def _load(json_path):
@@ -130,7 +129,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     assert not (tmp_path / "l.json").exists()
 
 
-@pytest.mark.skipif(not HAS_IPA, reason="IPA fonts not installed")
+@pytest.mark.usefixtures("needs_ipa_fonts")
 def test_japanese_vertical_lines_are_sorted_by_y(tiny_coco_factory):
     json_path, image_dir = tiny_coco_factory(6, "jp", 0, vertical_fraction=1.0, max_chars=12)
     coco, per_image = _load(json_path)
@@ -142,7 +141,7 @@ def test_japanese_vertical_lines_are_sorted_by_y(tiny_coco_factory):
         assert ys == sorted(ys)
 
 
-@pytest.mark.skipif(not HAS_IPA, reason="IPA fonts not installed")
+@pytest.mark.usefixtures("needs_ipa_fonts")
 def test_japanese_horizontal_lines(tiny_coco_factory):
     json_path, image_dir = tiny_coco_factory(4, "jp", 1, max_chars=10)
     coco, per_image = _load(json_path)

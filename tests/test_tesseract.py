@@ -1,20 +1,17 @@
 """The Tesseract baseline (effocr.tesseract) on rendered line images."""
 
-import shutil
 from pathlib import Path
 
 import matplotlib
 import pytest
+from conftest import require_ipa_fonts, require_tesseract
 from PIL import Image, ImageDraw, ImageFont
 
 from effocr.metrics import cer
 from effocr.tesseract import run_tesseract, tesseract_status
 
 FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-needs_tesseract = pytest.mark.skipif(
-    shutil.which("tesseract") is None or not tesseract_status("eng").available,
-    reason="Tesseract with English data is not installed (make sysdeps installs it)",
-)
+needs_tesseract = pytest.mark.usefixtures("needs_tesseract")
 
 
 def render_line(text: str, path: Path, size: int = 36) -> Path:
@@ -75,13 +72,9 @@ def _ja_font() -> Path | None:
     return None
 
 
-@pytest.mark.skipif(
-    shutil.which("tesseract") is None
-    or not tesseract_status("jpn").available
-    or _ja_font() is None,
-    reason="Tesseract Japanese data or an IPA font is not installed",
-)
 def test_vertical_japanese_line(tmp_path):
+    require_tesseract("jpn")
+    require_ipa_fonts()
     from effocr.evaluate import EvalLine, tesseract_baseline
 
     text = "日本語の文章です"

@@ -219,6 +219,7 @@ def test_synthetic_lines_are_valid(tiny_coco):
     assert report["images"] == 12 and report["chars"] > 12 and report["words"] > 12
 
 
+@pytest.mark.usefixtures("needs_ipa_fonts")
 def test_synthetic_japanese_vertical_lines_are_valid(tiny_coco_factory):
     json_path, image_dir = tiny_coco_factory(6, "jp", 0, vertical_fraction=0.5, max_chars=12)
     problems, report = validate_coco(json_path, image_dir)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import missing_dependency, require_ipa_fonts
 from test_coco import make_lines
 
 from effocr.utils import label_to_codepoints
@@ -104,8 +105,10 @@ def _tiny_config(workdir: Path, language: str = "en") -> dict:
 @pytest.mark.parametrize("language", ["en", "jp"])
 def test_data_stage(tmp_path, language):
     fonts, charset, _ = LANGUAGES[language]
+    if language == "jp":
+        require_ipa_fonts()
     if not _have_fonts(fonts):
-        pytest.skip(f"fonts {fonts} are not installed (`make sysdeps` installs the IPA fonts)")
+        missing_dependency(f"fonts {fonts} are not installed (`make sysdeps` installs them)")
     config = _tiny_config(tmp_path, language)
     result = _snakemake(tmp_path, config, "results/recognizer_dataset/manifest.csv")
     assert result.returncode == 0, result.stderr[-4000:]
