@@ -1,0 +1,87 @@
+"""`effocr.pipeline.Pipeline`, `effocr.runner.Runner` and the one ONNX session factory."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from effocr.evaluate import GT_IMAGE_SUFFIXES
+from effocr.imageio import IMAGE_SUFFIXES
+from effocr.pipeline import STAGES, LineResult, Pipeline, PipelineSpec, StageTimings
+from effocr.runner import Runner, resolve_parallel
+from effocr.utils import EffOCRError
+
+
+class _EchoPipeline:
+    """A pipeline without models: each line's result names the line and its index."""
+
+    def __init__(self) -> None:
+        self.stats = StageTimings()
+        self.calls: list[tuple[list, int]] = []
+
+    def run(self, images, first_index=0):
+        self.calls.append((list(images), first_index))
+        self.stats.merge({"decode": 1.0}, len(images), 0)
+        return [LineResult(image=f"{first_index + i}:{x}") for i, x in enumerate(images)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_runner_keeps_input_order_in_chunks(workers):
+    pipe = _EchoPipeline()
+    runner = Runner(pipe, PipelineSpec("unused"), workers=workers, parallel="thread", chunk_lines=3)
+    images = list("abcdefghij")
+    assert [r.image for r in runner.run(images)] == [f"{i}:{x}" for i, x in enumerate(images)]
+    assert sorted(pipe.calls, key=lambda c: c[1]) == [
+        (images[i : i + 3], i) for i in range(0, len(images), 3)
+    ]
+    assert pipe.stats.lines == len(images) and pipe.stats.seconds["decode"] == 4.0
+    assert set(pipe.stats.seconds) == set(STAGES)
+
+
+def test_small_process_job_runs_in_the_calling_process():
+    pipe = _EchoPipeline()
+    with Runner(pipe, PipelineSpec("unused"), workers=2, chunk_lines=1) as runner:
+        assert runner.parallel == "process"
+        assert len(runner.run(list("abc"))) == 3 and runner._pool is None
+    assert resolve_parallel("auto", 1) == "thread"
+    with pytest.raises(EffOCRError, match="parallel"):
+        resolve_parallel("fork", 2)
+
+
+def test_worker_spec_is_small_and_picklable():
+    spec = PipelineSpec("/some/bundle", 32)
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    assert len(pickle.dumps(spec)) < 200
+
+
+def test_evaluate_tries_every_suffix_infer_reads():
+    assert GT_IMAGE_SUFFIXES[:2] == (".bin.png", ".nrm.png")
+    assert GT_IMAGE_SUFFIXES[2:] == IMAGE_SUFFIXES
+
+
+def test_pipeline_is_the_engines_and_both_models_share_session_options(tiny_bundle, tmp_path):
+    from PIL import Image
+
+    from effocr.infer import Engine
+
+    paths = []
+    for i, (w, h) in enumerate([(120, 24), (60, 20)]):
+        paths.append(tmp_path / f"line{i}.png")
+        Image.new("RGB", (w, h), "white").save(paths[-1])
+    pipe = Pipeline.from_bundle(tiny_bundle, verify=False)
+    with Engine(tiny_bundle, device="cpu") as engine:
+        want = [r.to_dict() for r in engine.infer(paths)]
+    got = pipe.run([str(p) for p in paths])
+    assert [r.to_dict() for r in got] == want
+    assert pipe.stats.lines == 2 and set(pipe.stats.seconds) == set(STAGES)
+    # One factory: the localizer and the recognizer run with the same options.
+    sessions = [pipe.localizer.session.session, pipe.recognizer.session]
+    opts = [s.get_session_options() for s in sessions]
+    for key in ("session.set_denormal_as_zero", "session.intra_op.allow_spinning"):
+        assert {o.get_session_config_entry(key) for o in opts} == {
+            "1" if "denormal" in key else "0"
+        }
+    for attr in ("intra_op_num_threads", "inter_op_num_threads", "execution_mode"):
+        assert len({str(getattr(o, attr)) for o in opts}) == 1
+    assert len({str(o.graph_optimization_level) for o in opts}) == 1
