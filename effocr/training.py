@@ -159,13 +159,13 @@ def plot_curve(
 
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     trained = [r for r in rows if not _blank(r.get(loss))]
-    ax[0].plot([r["epoch"] for r in trained], [r[loss] for r in trained], "o-", label=loss_label)
+    ax[0].plot([r["epoch"] for r in trained], [r[loss] for r in trained], label=loss_label)
     ax[0].set_xlabel("epoch")
     ax[0].legend()
     for key in scores:
         vals = [(r["epoch"], r.get(key)) for r in rows if not _blank(r.get(key))]
         if vals:
-            ax[1].plot([e for e, _ in vals], [v for _, v in vals], "s-", label=key)
+            ax[1].plot([e for e, _ in vals], [v for _, v in vals], label=key)
     ax[1].set_xlabel("epoch")
     ax[1].set_ylim(0, 1.02)
     ax[1].legend()
@@ -345,6 +345,7 @@ class TrainingRun:
         *,
         curve_scores: Sequence[str],
         curve_title: str | None = None,
+        curve_loss_label: str = "train loss",
         summary: dict | None = None,
     ) -> None:
         """Write the outputs, always (also when nothing was left to train): `model.pt` (`kind`,
@@ -368,7 +369,13 @@ class TrainingRun:
         if summary is not None:
             write_json(self.out / "metrics.json", summary)
         if self.rows:
-            plot_curve(self.rows, self.out / "curve.png", scores=curve_scores, title=curve_title)
+            plot_curve(
+                self.rows,
+                self.out / "curve.png",
+                scores=curve_scores,
+                title=curve_title,
+                loss_label=curve_loss_label,
+            )
         write_text(
             self.out / "config.yaml",
             yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True),

@@ -511,6 +511,7 @@ def train_recognizer(
             "config_hash": chash,
         },
         curve_scores=("val_p1",),
+        curve_loss_label="SupCon loss",
         curve_title=f"recognizer {pass_name} ({model.encoder_name}, {size}px)",
         summary=summary,
     )
