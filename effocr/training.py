@@ -86,7 +86,7 @@ class StepProgress:
     ) -> None:
         self.bar = progress(iterable, total=total, desc=desc, unit="batch", leave=leave)
         self.desc = desc
-        self.total = total if total is not None else len(self.bar)
+        self.total = self.bar.total  # len(iterable) when it has one, else None
         self.log_every = log_every
         self.loss_sum = 0.0
         self.steps = 0
@@ -112,10 +112,10 @@ class StepProgress:
         if self.bar.disable:
             if self.log_every > 0 and self.steps % self.log_every == 0:
                 LOG.info(
-                    "%s step %d/%d loss %.4f %.0f img/s",
+                    "%s step %d/%s loss %.4f %.0f img/s",
                     self.desc,
                     self.steps,
-                    self.total,
+                    self.total if self.total is not None else "?",
                     self.mean_loss,
                     rate,
                 )
