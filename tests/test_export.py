@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import missing_dependency
 
 from effocr.config import load_config
 from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
@@ -833,7 +834,7 @@ def test_int8_recognizer_same_without_vnni(trained, tmp_path):
 
     qemu = shutil.which("qemu-x86_64")
     if qemu is None:
-        pytest.skip("needs qemu-user (make sysdeps installs it)")
+        missing_dependency("needs qemu-user (make sysdeps installs it)")
     crops, _ = _crops(trained["coco"], trained["images"])
     x = np.ascontiguousarray(_preprocessed(trained, crops)[:32])
     folder = tmp_path / "emulated"
