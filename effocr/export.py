@@ -531,7 +531,7 @@ def _quantize(
     threads: int,
 ) -> dict:
     """Quantize the checked float recognizer; ship the int8 model only if it passes its check."""
-    from effocr.quantize import quantize_recognizer
+    from effocr.quantize import int16_unsafe_weights, quantize_recognizer
 
     int8_onnx = tmp / "recognizer.int8.onnx"
     quantize_recognizer(rec_onnx, int8_onnx, calibration)
@@ -539,6 +539,13 @@ def _quantize(
     quantized = recognizer_parity(src.rec_model, int8_onnx, batch, threads=threads, index=ref_index)
     quantized["calibration_crops"] = int(len(calibration))
     quantized["problems"] = evaluate_quantized_parity(quantized, tol)
+    # The parity check ran on this CPU's kernels only; weights that can saturate the int16
+    # sums of CPUs without VNNI would pass here and fail there.
+    unsafe = int16_unsafe_weights(int8_onnx)
+    if unsafe:
+        quantized["problems"].append(
+            f"{len(unsafe)} int8 weight tensor(s) can saturate CPUs without VNNI: {unsafe[:3]}"
+        )
     quantized["used"] = not quantized["problems"]
     if quantized["used"]:
         # The bundle ships the int8 model; the float one passed its own check above.

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import missing_dependency
 
 from effocr.config import load_config
 from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
@@ -666,6 +667,27 @@ def test_int8_recognizer_that_disagrees_is_not_shipped(trained, tmp_path, tolera
     assert sorted(p.name for p in bundle.glob("recognizer*.onnx")) == ["recognizer.onnx"]
 
 
+def test_int8_that_can_saturate_is_not_shipped(trained, tmp_path, monkeypatch):
+    import effocr.quantize as quantize
+
+    # Full 8-bit weights (the old setting) pass the parity check on a CPU with VNNI, so only
+    # the weight check stops them reaching CPUs without it.
+    old = quantize.quantize_recognizer
+    monkeypatch.setattr(
+        quantize, "quantize_recognizer", lambda *a, **kw: old(*a, **kw, weights="int8")
+    )
+    report = _export(
+        trained,
+        tmp_path / "full8",
+        quantize="int8",
+        quantized_min_cosine=-1.0,
+        quantized_top1_agreement=0.0,
+    )
+    q = report["recognizer_int8"]
+    assert not q["used"] and len(q["problems"]) == 1 and "without VNNI" in q["problems"][0]
+    assert "QuantizeLinear" not in _op_types(tmp_path / "full8" / "recognizer.onnx")
+
+
 def test_int8_weights_cannot_saturate_int16(trained, tmp_path):
     # Without VNNI, x86 u8 x s8 kernels add two u8*s8 products into a saturating int16; the
     # shipped weights must keep 255 * |w| * 2 within it on any CPU, which the file itself shows.
@@ -812,7 +834,7 @@ def test_int8_recognizer_same_without_vnni(trained, tmp_path):
 
     qemu = shutil.which("qemu-x86_64")
     if qemu is None:
-        pytest.skip("needs qemu-user (make sysdeps installs it)")
+        missing_dependency("needs qemu-user (make sysdeps installs it)")
     crops, _ = _crops(trained["coco"], trained["images"])
     x = np.ascontiguousarray(_preprocessed(trained, crops)[:32])
     folder = tmp_path / "emulated"

@@ -119,6 +119,28 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, data):
     assert [r["val_p1"] for r in resumed["metrics"]] == [r["val_p1"] for r in straight["metrics"]]
 
 
+def test_max_epochs_this_run_then_resume(tmp_path, data):
+    """The shared scaffold's stop-and-resume (effocr.training) in the recognizer: one epoch,
+    then the rest; the same rows and weights as one uninterrupted call."""
+    config = tiny_config(**ENC, epochs=2, num_passes=1)
+    part = train_recognizer(data, tmp_path / "part", config, threads=1, max_epochs_this_run=1)
+    assert [r["epoch"] for r in part["metrics"]] == [0, 1]
+    assert (tmp_path / "part" / "model.pt").exists()
+    resumed = train_recognizer(data, tmp_path / "part", config, threads=1)
+    straight = train_recognizer(data, tmp_path / "straight", config, threads=1)
+    drop = ("images_per_s", "epoch_s", "elapsed_s")
+
+    def same(rows):
+        return [{k: str(v) for k, v in r.items() if k not in drop} for r in rows]  # nan == nan
+
+    assert same(resumed["metrics"]) == same(straight["metrics"])
+    a = torch.load(tmp_path / "part" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] and a["val_p1"] == b["val_p1"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
 # ---------------------------------------------------------------------------
 # Weights & Biases is optional
 # ---------------------------------------------------------------------------

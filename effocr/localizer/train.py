@@ -1,18 +1,14 @@
 """Training of the localizer from the COCO splits (`effocr train-localizer`, rule `train_localizer`).
 
 Plain loops: `train_one_epoch`, then `evaluate` on the validation split (pycocotools mAP and
-char/word P/R/F1 at IoU 0.5). The best epoch by mean F1 over classes (ties: COCO AP) is kept
-as `model.pt`; `checkpoint.pt` is written atomically after every epoch with the config hash, the
-best epoch's weights and the GradScaler state, and is resumed from when the hash matches (see
-docs/architecture.md, "Trained models"). model.pt, metrics.csv, curve.png and config.yaml are
-written after the last epoch on every run, also a resumed one with nothing left to train:
-Snakemake deletes them before rerunning an interrupted job, but not the checkpoint.
+char/word P/R/F1 at IoU 0.5). The best epoch by mean F1 over classes (ties: COCO AP, then the
+earlier epoch) is kept as `model.pt`. Checkpoints, resuming, metrics.csv, curve.png and the
+outputs written on every run are `effocr.training.TrainingRun`'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import os
 import time
@@ -21,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 
 from effocr.data.coco import category_id, is_vertical, line_is_vertical, load_coco
@@ -38,22 +33,15 @@ from effocr.localizer.model import (
     model_meta,
 )
 from effocr.profiles import get_profile
-from effocr.provenance import code_hash
+from effocr.training import LOG_EVERY, EpochResult, StepProgress, TrainingRun, run_hash
 from effocr.utils import (
     EffOCRError,
-    atomic_path,
     load_checkpoint,
     open_rgb,
     optimizer_step,
-    progress,
-    resume_training,
-    save_checkpoint,
     seed_everything,
     select_device,
     set_threads,
-    sha256_file,
-    sha256_json,
-    write_text,
 )
 
 LOG = logging.getLogger(__name__)
@@ -69,8 +57,6 @@ METRIC_COLUMNS = [
     "lr",
     "seconds",
 ]
-# Training steps between progress lines in the log when there is no progress bar (Snakemake).
-LOG_EVERY = 50
 
 
 # ---------------------------------------------------------------------------
@@ -215,11 +201,9 @@ def train_one_epoch(
     model.train()
     levels = model.level_meta()
     order = rng.permutation(len(data))
-    total, steps, n_images = 0.0, 0, 0
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    t0 = time.perf_counter()
-    bar = progress(batches, desc=desc, leave=False, unit="batch")
-    for idx in bar:
+    steps = StepProgress(batches, desc=desc, leave=False, log_every=log_every)
+    for idx in steps:
         items = []
         for i in idx:
             img, boxes = augment_line(
@@ -240,23 +224,8 @@ def train_one_epoch(
         loss = sum(losses.values())
         optimizer_step(loss, optimizer, scaler)
         scheduler.step()
-        total += float(loss.detach())
-        steps += 1
-        n_images += len(idx)
-        rate = n_images / max(1e-9, time.perf_counter() - t0)
-        if bar.disable:
-            if log_every > 0 and steps % log_every == 0:
-                LOG.info(
-                    "%s step %d/%d loss %.4f %.0f img/s",
-                    desc,
-                    steps,
-                    len(batches),
-                    total / steps,
-                    rate,
-                )
-        else:
-            bar.set_postfix(loss=f"{total / steps:.3f}", img_s=f"{rate:.0f}")
-    return total / max(1, steps)
+        steps.update(float(loss.detach()), len(idx))
+    return steps.mean_loss
 
 
 def evaluate(
@@ -268,26 +237,16 @@ def evaluate(
     return evaluate_detections(data.coco, dets, meta["classes"], names)
 
 
-def _code_fingerprint() -> str:
-    """The hash train_localizer's rule reruns on (every module this one imports, transitively),
-    so that a rerun for edited code starts afresh instead of resuming the old run."""
-    return code_hash("effocr.localizer.train")
-
-
 def config_hash(config: dict, train_json: str | os.PathLike, val_json: str | os.PathLike) -> str:
     """Hash of what decides the training run: seed, language, localizer section, split files
-    and the code (Snakemake reruns the rule when that code changes; resuming the old run's
-    checkpoint would then silently keep the old model)."""
-    return sha256_json(
-        {
-            "code": _code_fingerprint(),
-            "seed": config["seed"],
-            "language": config["language"],
-            "localizer": {k: v for k, v in config["localizer"].items() if k != "device"},
-            "dataset": {k: config["dataset"].get(k) for k in ("char_category", "word_category")},
-            "train": sha256_file(train_json),
-            "val": sha256_file(val_json),
-        }
+    and the code (`effocr.training.run_hash`)."""
+    return run_hash(
+        "effocr.localizer.train",
+        {"train": train_json, "val": val_json},
+        seed=config["seed"],
+        language=config["language"],
+        localizer={k: v for k, v in config["localizer"].items() if k != "device"},
+        dataset={k: config["dataset"].get(k) for k in ("char_category", "word_category")},
     )
 
 
@@ -300,38 +259,6 @@ def _model_classes(config: dict, train_coco: dict) -> list[str]:
         LOG.warning("the training split has no word category: training a char-only localizer")
         classes.remove("word")
     return classes
-
-
-def _save_curve(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax[0].plot(epochs, [r["loss"] for r in rows], label="train loss")
-    ax[0].set_xlabel("epoch")
-    ax[0].legend()
-    for key in ("val_char_f1", "val_word_f1", "val_AP50", "val_AP"):
-        vals = [r[key] for r in rows]
-        if any(v != "" for v in vals):
-            ax[1].plot(epochs, [v if v != "" else np.nan for v in vals], label=key)
-    ax[1].set_xlabel("epoch")
-    ax[1].set_ylim(0, 1.02)
-    ax[1].legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
-def _write_metrics(rows: list[dict], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
 
 
 def train_localizer(
@@ -393,32 +320,28 @@ def train_localizer(
         pct_start=min(0.3, 2 / lc["epochs"]) if lc["epochs"] > 2 else 0.3,
     )
     scaler = torch.amp.GradScaler("cuda") if (lc["amp"] and device.startswith("cuda")) else None
-    chash = config_hash(config, train_json, val_json)
-    ckpt_path = out / "checkpoint.pt"
-    rows: list[dict] = []
-    start_epoch = 0
-    # The best epoch's weights live here (and in the checkpoint), not only in model.pt:
-    # Snakemake deletes model.pt before rerunning an interrupted job, and a resumed run whose
-    # later epochs do not improve must still be able to write it.
-    no_best: dict[str, Any] = {"score": (-1.0, -1.0), "metrics": None, "epoch": 0, "state": None}
-    best = dict(no_best)
-    ckpt = resume_training(ckpt_path, chash, model, optimizer, scheduler, scaler)
-    if ckpt is not None:
-        start_epoch = ckpt["epoch"]
-        rows = list(ckpt["metrics"])
-        best = {**no_best, **ckpt["best"]}
-        LOG.info("resuming from %s after epoch %d of %d", ckpt_path, start_epoch, lc["epochs"])
-    payload_base = {"kind": "localizer", "config": config, "meta": meta, "classes": classes}
-    stop = (
-        lc["epochs"]
-        if max_epochs_this_run is None
-        else min(lc["epochs"], start_epoch + max_epochs_this_run)
+    run = TrainingRun(
+        out,
+        kind="localizer",
+        name="localizer",
+        config=config,
+        config_hash=config_hash(config, train_json, val_json),
+        epochs=lc["epochs"],
+        columns=METRIC_COLUMNS,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        checkpoint_fields={"meta": meta, "classes": classes},
+        max_epochs_this_run=max_epochs_this_run,
     )
-    for epoch in range(start_epoch, stop):
+
+    def epoch_fn(epoch: int) -> EpochResult:
         t0 = time.perf_counter()
-        # A generator per epoch keeps a resumed run identical to an uninterrupted one.
-        rng = np.random.default_rng([config["seed"], epoch])
-        torch.manual_seed(config["seed"] + epoch)
+        # A generator per epoch keeps a resumed run identical to an uninterrupted one (seeded
+        # by the epoch counted from 0, as before the shared scaffold: the same random streams).
+        rng = np.random.default_rng([config["seed"], epoch - 1])
+        torch.manual_seed(config["seed"] + epoch - 1)
         loss = train_one_epoch(
             model,
             train,
@@ -429,11 +352,10 @@ def train_localizer(
             device=device,
             augment=lc["augment"],
             scaler=scaler,
-            desc=f"localizer {epoch + 1}/{lc['epochs']}",
+            desc=f"localizer {epoch}/{lc['epochs']}",
         )
         metrics = evaluate(model, val, meta, device, names) if len(val) else None
         row = {
-            "epoch": epoch + 1,
             "loss": round(loss, 6),
             "val_AP": round(metrics["coco"]["AP"], 6) if metrics else "",
             "val_AP50": round(metrics["coco"]["AP50"], 6) if metrics else "",
@@ -443,50 +365,19 @@ def train_localizer(
             "lr": scheduler.get_last_lr()[0],
             "seconds": round(time.perf_counter() - t0, 2),
         }
-        rows.append(row)
-        LOG.info("epoch %d: %s", epoch + 1, row)
         score = (metrics["mean_f1"], metrics["coco"]["AP"]) if metrics else (-loss, 0.0)
-        if tuple(score) > tuple(best["score"]):
-            # A copy: on CPU, .cpu() returns the very tensors the next steps update in place.
-            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            best = {"score": score, "metrics": metrics, "epoch": epoch + 1, "state": state}
-        save_checkpoint(
-            {
-                **payload_base,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "epoch": epoch + 1,
-                "metrics": rows,
-                "best": best,
-                "config_hash": chash,
-            },
-            ckpt_path,
-        )
-        _write_metrics(rows, out / "metrics.csv")
+        return EpochResult(row, score, metrics)
 
-    # Outputs, always (also after a resume with nothing left to train): see `best` above.
-    if best["state"] is None:
-        LOG.warning("no best epoch recorded: model.pt holds the current weights")
-        best["state"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_checkpoint(
-        {
-            **payload_base,
-            "model": best["state"],
-            "epoch": best["epoch"],
-            "metrics": best["metrics"],
-        },
-        out / "model.pt",
+    run.fit(epoch_fn)
+    best = run.best
+    run.finish(
+        {"meta": meta, "classes": classes, "metrics": best["metrics"]},
+        curve_scores=("val_char_f1", "val_word_f1", "val_AP50", "val_AP"),
     )
-    _write_metrics(rows, out / "metrics.csv")
-    if rows:
-        _save_curve(rows, out / "curve.png")
-    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     LOG.info(
         "localizer: best epoch %d of %d (mean F1 %s)",
         best["epoch"],
-        len(rows),
+        len(run.rows),
         f"{best['metrics']['mean_f1']:.4f}" if best["metrics"] else "-",
     )
     return best.get("metrics") or {}

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
-import csv
 import logging
 import math
 import os
@@ -24,11 +22,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
 from effocr.profiles import get_profile
-from effocr.provenance import code_hash
 from effocr.recognizer.dataset import (
     GlyphDataset,
     GlyphRecord,
@@ -43,30 +39,21 @@ from effocr.recognizer.model import (
     RecognizerNet,
     config_encoder_args,
     load_recognizer,
-    save_recognizer,
 )
 from effocr.recognizer.samplers import HardNegativeSampler, MPerClassSampler
 from effocr.recognizer.transforms import pad_square, render_augment, resize_square
+from effocr.training import EpochResult, StepProgress, TrainingRun, run_hash
 from effocr.utils import (
     EffOCRError,
-    atomic_path,
     label_to_codepoints,
     optimizer_step,
-    progress,
-    resume_training,
-    save_checkpoint,
     seed_everything,
     select_device,
     set_threads,
-    sha256_file,
-    sha256_json,
-    write_json,
-    write_text,
 )
 
 LOG = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
 METRIC_FIELDS = (
     "epoch",
     "loss",
@@ -78,12 +65,6 @@ METRIC_FIELDS = (
     "epoch_s",
     "elapsed_s",
 )
-
-
-def _code_fingerprint() -> str:
-    """The hash the training rules rerun on (every module this one imports, transitively),
-    so that a rerun for edited code starts afresh instead of resuming the old run."""
-    return code_hash("effocr.recognizer.train")
 
 
 def _epochs(rcfg: dict, second_pass: bool) -> int:
@@ -232,37 +213,6 @@ def _amp(device: str, enabled: bool) -> tuple[Any, torch.amp.GradScaler | None]:
     return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
 
 
-def _write_metrics(out_dir: Path, rows: list[dict]) -> None:
-    with atomic_path(out_dir / "metrics.csv") as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
-
-
-def _write_curve(out_dir: Path, rows: list[dict], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax1 = plt.subplots(figsize=(6, 3.5), dpi=100)
-    trained = [r for r in rows if r["epoch"] > 0 and r["loss"] == r["loss"]]
-    ax1.plot([r["epoch"] for r in trained], [r["loss"] for r in trained], "o-", color="tab:blue")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("SupCon loss", color="tab:blue")
-    ax2 = ax1.twinx()
-    ax2.plot([r["epoch"] for r in rows], [r["val_p1"] for r in rows], "s-", color="tab:red")
-    ax2.set_ylabel("val precision@1", color="tab:red")
-    ax2.set_ylim(0, 1.02)
-    ax1.set_title(title)
-    fig.tight_layout()
-    with atomic_path(out_dir / "curve.png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
 def _wandb_run(rcfg: dict, config: dict, name: str, out_dir: Path):
     """A Weights & Biases run when configured and installed; None otherwise (never required)."""
     opts = rcfg.get("wandb")
@@ -280,19 +230,45 @@ def config_hash(
     config: dict, manifest: Path, hns: Path | None, init_model: Path | None, pass_name: str
 ) -> str:
     """What a checkpoint must match to be resumed: config, inputs and code."""
-    return sha256_json(
-        {
-            "recognizer": config.get("recognizer"),
-            "seed": config.get("seed"),
-            "language": config.get("language"),
-            "fonts_reference": config.get("fonts", {}).get("reference"),
-            "pass": pass_name,
-            "manifest": sha256_file(manifest),
-            "hns": sha256_file(hns) if hns else None,
-            "init": sha256_file(init_model) if init_model else None,
-            "code": _code_fingerprint(),
-        }
+    return run_hash(
+        "effocr.recognizer.train",
+        {"manifest": manifest, "hns": hns, "init": init_model},
+        recognizer=config.get("recognizer"),
+        seed=config.get("seed"),
+        language=config.get("language"),
+        fonts_reference=config.get("fonts", {}).get("reference"),
+        **{"pass": pass_name},
     )
+
+
+def train_one_epoch(
+    model: RecognizerNet,
+    loader: DataLoader,
+    loss_fn: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    *,
+    device: str,
+    autocast: Any,
+    scaler: Any,
+    total: int,
+    desc: str,
+) -> StepProgress:
+    """One epoch of SupCon steps; returns its progress (mean loss, images, seconds)."""
+    model.train()
+    steps = StepProgress(loader, total=total, desc=desc)
+    for images, labels in steps:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if device.startswith("cuda"):
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            emb = model(images)
+        loss = loss_fn(emb.float(), labels)
+        optimizer_step(loss, optimizer, scaler)
+        scheduler.step()
+        steps.update(float(loss.detach()), len(images))
+    return steps
 
 
 def train_recognizer(
@@ -304,6 +280,7 @@ def train_recognizer(
     init_model: str | Path | None = None,
     threads: int = 1,
     pass_name: str | None = None,
+    max_epochs_this_run: int | None = None,
 ) -> dict:
     """Train one recognizer pass and write `model.pt`, `metrics.csv`/`.json`, `curve.png`, `config.yaml`.
 
@@ -315,6 +292,8 @@ def train_recognizer(
         init_model: A `model.pt` whose weights start training (second pass with `hn_fine_tune`).
         threads: CPU threads for torch and DataLoader workers (Snakemake's `threads`).
         pass_name: Name in logs and metrics (default `pass1` / `pass2`).
+        max_epochs_this_run: Stop after this many epochs in this call (tests of resuming);
+            the outputs are still written.
 
     Returns:
         The summary also written to `metrics.json`.
@@ -416,20 +395,24 @@ def train_recognizer(
     )
     autocast, scaler = _amp(device, bool(rcfg.get("amp", True)))
 
-    # Resume -------------------------------------------------------------------
     chash = config_hash(config, manifest, hns, init_model, pass_name)
-    ckpt_path = out_dir / CHECKPOINT
-    rows: list[dict] = []
-    best: dict = {"val_p1": -1.0, "epoch": 0, "state": None}
-    start_epoch = 1
-    elapsed_before = 0.0
-    ckpt = resume_training(ckpt_path, chash, model, optimizer, scheduler, scaler)
-    if ckpt is not None:
-        rows = list(ckpt["metrics"])
-        best = ckpt["best"]
-        start_epoch = int(ckpt["epoch"]) + 1
-        elapsed_before = float(rows[-1]["elapsed_s"]) if rows else 0.0
-        LOG.info("%s: resuming after epoch %d of %d", ckpt_path, ckpt["epoch"], epochs)
+    run = TrainingRun(
+        out_dir,
+        kind="recognizer",
+        name=pass_name,
+        config=config,
+        config_hash=chash,
+        epochs=epochs,
+        columns=METRIC_FIELDS,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        checkpoint_fields=model.metadata(),
+        max_epochs_this_run=max_epochs_this_run,
+        prefer_later=True,  # same precision, more training
+        started=t_start,
+    )
 
     LOG.info(
         "%s: %d classes, %d training glyphs (%d renders), validation on %s; encoder %s %dpx "
@@ -455,116 +438,56 @@ def train_recognizer(
     )
     wb = _wandb_run(rcfg, config, pass_name, out_dir)
 
-    if not rows:
+    if not run.rows:
         # Epoch 0: the untrained (or fine-tune starting) encoder, the baseline of the curve.
         p1 = validator.precision_at_1(model, device)
-        rows.append(
-            {
-                "epoch": 0,
-                "loss": float("nan"),
-                "val_p1": p1,
-                "val_n": len(validator),
-                "lr": 0.0,
-                "images": 0,
-                "images_per_s": 0.0,
-                "epoch_s": 0.0,
-                "elapsed_s": round(time.perf_counter() - t_start, 2),
-            }
-        )
-        LOG.info("%s epoch 0 (before training): val p@1 %.4f", pass_name, p1)
-        if best["state"] is None or p1 >= best["val_p1"]:
-            best = {"val_p1": p1, "epoch": 0, "state": copy.deepcopy(model.state_dict())}
+        row = {"loss": float("nan"), "val_p1": p1, "val_n": len(validator), "lr": 0.0}
+        row.update(images=0, images_per_s=0.0, epoch_s=0.0, elapsed_s=round(run.elapsed(), 2))
+        run.record(0, EpochResult(row, p1))
 
-    for epoch in range(start_epoch, epochs + 1):
+    def epoch_fn(epoch: int) -> EpochResult:
         # The epoch's randomness is a function of (seed, epoch), so a resumed run repeats it.
         seed_everything(seed + epoch)
         sampler.set_epoch(epoch)
-        model.train()
         t0 = time.perf_counter()
-        loss_sum, n_images, n_steps = 0.0, 0, 0
-        bar = progress(
-            loader, total=steps_per_epoch, desc=f"{pass_name} {epoch}/{epochs}", unit="batch"
+        steps = train_one_epoch(
+            model,
+            loader,
+            loss_fn,
+            optimizer,
+            scheduler,
+            device=device,
+            autocast=autocast,
+            scaler=scaler,
+            total=steps_per_epoch,
+            desc=f"{pass_name} {epoch}/{epochs}",
         )
-        for step, (images, labels) in enumerate(bar, start=1):
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            if device.startswith("cuda"):
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast():
-                emb = model(images)
-            loss = loss_fn(emb.float(), labels)
-            optimizer_step(loss, optimizer, scaler)
-            scheduler.step()
-            loss_sum += float(loss.detach())
-            n_images += len(images)
-            n_steps += 1
-            rate = n_images / max(1e-9, time.perf_counter() - t0)
-            if bar.disable:
-                if step % 50 == 0:
-                    LOG.info(
-                        "%s epoch %d step %d/%d loss %.4f %.0f img/s",
-                        pass_name,
-                        epoch,
-                        step,
-                        steps_per_epoch,
-                        loss_sum / n_steps,
-                        rate,
-                    )
-            else:
-                bar.set_postfix(loss=f"{loss_sum / n_steps:.3f}", img_s=f"{rate:.0f}")
         train_s = time.perf_counter() - t0
         p1 = validator.precision_at_1(model, device)
-        epoch_s = time.perf_counter() - t0
         row = {
-            "epoch": epoch,
-            "loss": round(loss_sum / max(1, n_steps), 6),
+            "loss": round(steps.mean_loss, 6),
             "val_p1": p1,
             "val_n": len(validator),
             "lr": optimizer.param_groups[0]["lr"],
-            "images": n_images,
-            "images_per_s": round(n_images / max(1e-9, train_s), 1),
-            "epoch_s": round(epoch_s, 2),
-            "elapsed_s": round(elapsed_before + (time.perf_counter() - t_start), 2),
+            "images": steps.images,
+            "images_per_s": round(steps.images / max(1e-9, train_s), 1),
+            "epoch_s": round(time.perf_counter() - t0, 2),
+            "elapsed_s": round(run.elapsed(), 2),
         }
-        rows.append(row)
-        if p1 >= best["val_p1"]:
-            # Ties go to the later epoch: same precision, more training.
-            best = {"val_p1": p1, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-        LOG.info(
-            "%s epoch %d/%d: loss %.4f, val p@1 %.4f (best %.4f @%d), %.0f img/s, %.1f s",
-            pass_name,
-            epoch,
-            epochs,
-            row["loss"],
-            p1,
-            best["val_p1"],
-            best["epoch"],
-            row["images_per_s"],
-            epoch_s,
-        )
+        return EpochResult(row, p1)
+
+    def log_wandb(row: dict) -> None:
         if wb is not None:
-            wb.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-        ckpt = {
-            "kind": "recognizer",
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "epoch": epoch,
-            "config": config,
-            "metrics": rows,
-            "best": best,
-            "config_hash": chash,
-            **model.metadata(),
-        }
-        save_checkpoint(ckpt, ckpt_path)
-        _write_metrics(out_dir, rows)
+            wb.log({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+    run.fit(epoch_fn, on_epoch=log_wandb)
 
     # Outputs ------------------------------------------------------------------
+    rows, best = run.rows, run.best
     summary = {
         "pass": pass_name,
         "best_epoch": best["epoch"],
-        "best_val_p1": best["val_p1"],
+        "best_val_p1": best["score"],
         "zero_shot_val_p1": rows[0]["val_p1"],
         "epochs": epochs,
         "validation": val_desc,
@@ -578,30 +501,26 @@ def train_recognizer(
         "config_hash": chash,
         "metrics": rows,
     }
-    save_recognizer(
-        model,
-        out_dir / "model.pt",
-        config,
-        extra={
+    run.finish(
+        {
+            **model.metadata(),
             "pass": pass_name,
-            "epoch": best["epoch"],
-            "val_p1": best["val_p1"],
+            "val_p1": best["score"],
             "classes": [label_to_codepoints(lb) for lb in _labels(classes)],
             "reference_fonts": list(stems),
             "config_hash": chash,
         },
-        state_dict=best["state"],
+        curve_scores=("val_p1",),
+        curve_loss_label="SupCon loss",
+        curve_title=f"recognizer {pass_name} ({model.encoder_name}, {size}px)",
+        summary=summary,
     )
-    _write_metrics(out_dir, rows)
-    write_json(out_dir / "metrics.json", summary)
-    _write_curve(out_dir, rows, f"recognizer {pass_name} ({model.encoder_name}, {size}px)")
-    write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     if wb is not None:
         wb.finish()
     LOG.info(
         "%s done: best val p@1 %.4f at epoch %d (zero-shot %.4f), %.1f s",
         pass_name,
-        best["val_p1"],
+        best["score"],
         best["epoch"],
         rows[0]["val_p1"],
         summary["train_s"],
