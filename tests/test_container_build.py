@@ -23,7 +23,7 @@ def test_base_image_is_a_build_argument(name: str) -> None:
     assert lines[0] == f"ARG BASE_IMAGE={PUBLIC_BASE}", lines[0]
     assert lines[1] == "FROM ${BASE_IMAGE}", lines[1]
     # A plain Debian base gets Python from Debian; everything Python goes into one venv.
-    assert "command -v python3 >/dev/null || pkgs=\"$pkgs python3 python3-venv\"" in text
+    assert 'command -v python3 >/dev/null || pkgs="$pkgs python3 python3-venv"' in text
     assert "python3 -m venv /opt/venv" in text
     # Local wheels come through a bind mount of containers/wheels (no image layer).
     mount = re.search(r"RUN --mount=type=bind,source=(\S+),target=(\S+)", text)
