@@ -7,8 +7,10 @@
 #      image (python:3.11.7-slim-bookworm) where a registry is reachable.
 #   3. The image IMAGE from containers/Dockerfile with BASE_IMAGE=BASE. podman's layer cache
 #      makes a second build take seconds. With TORCH_WHEELS=DIR, torch/torchvision and their
-#      nvidia/cuda/triton wheels are hard-linked from DIR into containers/wheels/ and installed
-#      from there instead of TORCH_INDEX.
+#      nvidia/cuda/triton wheels are hard-linked from DIR into containers/local/ and installed
+#      from there instead of TORCH_INDEX. When pip on this machine needs a CA bundle (PIP_CERT,
+#      e.g. behind a TLS-inspecting proxy), it is copied there too and pip in the build uses it;
+#      neither ends up in the image.
 #   4. The demo workflow's data stage (synth_lines, validate_coco, split_coco, render_glyphs,
 #      crop_glyphs, build_recognizer_dataset), then train_recognizer (pass 1), run twice with the
 #      same config and the same paths: on the host (HOST_BIN/snakemake) and inside the image
@@ -25,6 +27,7 @@ REPO=$PWD
 BASE=${BASE:-localhost/debian-bookworm:base}
 IMAGE=${IMAGE:-localhost/effocr/effocr-workflow:0.1.0}
 TORCH_WHEELS=${TORCH_WHEELS:-}
+CA_BUNDLE=${CA_BUNDLE:-${PIP_CERT:-}}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 ROOTFS_DIR=${ROOTFS_DIR:-/var/tmp/effocr-debootstrap}
 HOST_BIN=${HOST_BIN:-.venv/bin}
@@ -80,19 +83,23 @@ build_base() {
 }
 
 # 3. the image
-link_wheels() {
+build_inputs() {
+    if [ -n "$CA_BUNDLE" ]; then
+        cp "$CA_BUNDLE" containers/local/ca-certificates.crt
+        log "pip in the build trusts $CA_BUNDLE"
+    fi
     [ -n "$TORCH_WHEELS" ] || return 0
     local torch_v vision_v n=0 f
     torch_v=$(sed -n 's/^torch==//p' containers/constraints.txt)
     vision_v=$(sed -n 's/^torchvision==//p' containers/constraints.txt)
-    rm -f containers/wheels/*.whl
+    rm -f containers/local/*.whl
     for f in "$TORCH_WHEELS"/torch-"$torch_v"-cp311-*.whl "$TORCH_WHEELS"/torchvision-"$vision_v"-cp311-*.whl \
         "$TORCH_WHEELS"/nvidia_*.whl "$TORCH_WHEELS"/cuda_*.whl "$TORCH_WHEELS"/triton-*.whl; do
         [ -e "$f" ] || continue
-        ln -f "$f" containers/wheels/ 2>/dev/null || cp "$f" containers/wheels/
+        ln -f "$f" containers/local/ 2>/dev/null || cp "$f" containers/local/
         n=$((n + 1))
     done
-    log "$n wheels from $TORCH_WHEELS in containers/wheels/"
+    log "$n wheels from $TORCH_WHEELS in containers/local/"
 }
 
 build_image() {
@@ -189,7 +196,7 @@ EOF
 START=$SECONDS
 timed engine install_engine
 timed base build_base
-link_wheels
+build_inputs
 timed image build_image
 in_image sh -c 'cd / && tesseract --list-langs 2>&1 | tr "\n" " " && echo && python -c "import effocr, torch; print(\"effocr\", effocr.__file__, \"torch\", torch.__version__)"'
 prepare_work

@@ -25,17 +25,19 @@ def test_base_image_is_a_build_argument(name: str) -> None:
     # A plain Debian base gets Python from Debian; everything Python goes into one venv.
     assert 'command -v python3 >/dev/null || pkgs="$pkgs python3 python3-venv"' in text
     assert "python3 -m venv /opt/venv" in text
-    # Local wheels come through a bind mount of containers/wheels (no image layer).
-    mount = re.search(r"RUN --mount=type=bind,source=(\S+),target=(\S+)", text)
-    assert mount and mount.group(1) == "containers/wheels", mount
-    assert f"--find-links {mount.group(2)}" in text
+    # Local wheels and a CA bundle come through a bind mount of containers/local (no layer),
+    # for both pip steps.
+    mounts = re.findall(r"RUN --mount=type=bind,source=(\S+),target=(\S+)", text)
+    assert mounts == [("containers/local", "/tmp/local")] * 2, mounts
+    assert "--find-links /tmp/local" in text
+    assert text.count("export PIP_CERT=/tmp/local/ca-certificates.crt") == 2
 
 
-def test_wheels_folder_is_in_the_build_context() -> None:
-    assert (CONTAINERS / "wheels" / "README.md").is_file()
+def test_local_folder_is_in_the_build_context() -> None:
+    assert (CONTAINERS / "local" / "README.md").is_file()
     ignored = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
     patterns = [p.strip() for p in ignored if p.strip() and not p.startswith("#")]
-    for needed in ("containers", "containers/wheels", "effocr", "pyproject.toml", "README.md"):
+    for needed in ("containers", "containers/local", "effocr", "pyproject.toml", "README.md"):
         assert needed not in patterns, needed
     assert ".git" in patterns and ".venv" in patterns
 
