@@ -18,6 +18,8 @@
 #      the image's default font set, copied out once, so both sides render the same files.
 #   5. Checks: every data-stage output byte for byte (logs and benchmark timings aside), the
 #      trained model's metrics within METRIC_TOL. Exit status 1 on a difference.
+#   6. With OCI_ARCHIVE=FILE, the image is saved there as an OCI archive, the input of
+#      `apptainer build effocr-workflow_0.1.0.sif oci-archive://FILE` (docs/cluster.md).
 #
 # Needs root (apt-get, podman as root). Work files go to WORK (.container-test/, ignored).
 set -euo pipefail
@@ -33,6 +35,7 @@ ROOTFS_DIR=${ROOTFS_DIR:-/var/tmp/effocr-debootstrap}
 HOST_BIN=${HOST_BIN:-.venv/bin}
 CORES=${CORES:-$(nproc)}
 METRIC_TOL=${METRIC_TOL:-0.02}
+OCI_ARCHIVE=${OCI_ARCHIVE:-}
 WORK=.container-test
 # runc, cgroupfs, no default ulimits, host network: what works on a root Debian 12 machine
 # (crun fails there); passed to podman alone, /etc/containers is not edited.
@@ -206,6 +209,10 @@ set +e
 compare
 status=$?
 set -e
+if [ "$status" = 0 ] && [ -n "$OCI_ARCHIVE" ]; then
+    rm -f "$OCI_ARCHIVE"
+    timed "oci archive" podman save --format oci-archive -o "$OCI_ARCHIVE" "$IMAGE"
+fi
 TIMES[total]=$((SECONDS - START))
 log "times (s): $(for k in engine base image "host data stage" "host train_recognizer" \
     "container data stage" "container train_recognizer" total; do printf '%s=%s; ' "$k" "${TIMES[$k]}"; done)"
