@@ -12,8 +12,8 @@
 #      e.g. behind a TLS-inspecting proxy), it is copied there too and pip in the build uses it;
 #      neither ends up in the image.
 #   4. The demo workflow's data stage (synth_lines, validate_coco, split_coco, render_glyphs,
-#      crop_glyphs, build_recognizer_dataset), then train_recognizer (pass 1), run twice with the
-#      same config and the same paths: on the host (HOST_BIN/snakemake) and inside the image
+#      crop_glyphs, build_recognizer_dataset), then train_recognizer (pass 1, TRAIN_EPOCHS epochs,
+#      default 2 of the demo's 8), run twice with the same config and the same paths: on the host (HOST_BIN/snakemake) and inside the image
 #      (snakemake in the container on the repository, mounted at its own path). The fonts are
 #      the image's default font set, copied out once, so both sides render the same files.
 #   5. Checks: every data-stage output byte for byte (logs and benchmark timings aside), the
@@ -35,6 +35,7 @@ ROOTFS_DIR=${ROOTFS_DIR:-/var/tmp/effocr-debootstrap}
 HOST_BIN=${HOST_BIN:-.venv/bin}
 CORES=${CORES:-$(nproc)}
 METRIC_TOL=${METRIC_TOL:-0.02}
+TRAIN_EPOCHS=${TRAIN_EPOCHS:-2}
 OCI_ARCHIVE=${OCI_ARCHIVE:-}
 WORK=.container-test
 # runc, cgroupfs, no default ulimits, host network: what works on a root Debian 12 machine
@@ -127,7 +128,7 @@ for f in fonts:
     shutil.copy2(f, sys.argv[1])
 print(len(fonts), 'fonts:', ' '.join(f.stem for f in fonts))
 " "$WORK/fonts"
-    "$HOST_BIN/python" - "$WORK" <<'EOF'
+    "$HOST_BIN/python" - "$WORK" "$TRAIN_EPOCHS" <<'EOF'
 import sys
 from pathlib import Path
 import yaml
@@ -139,6 +140,8 @@ lines = f"{work}/synthetic/lines.json"
 config["dataset"] = {**config["dataset"], "coco_json": lines, "image_dir": f"{work}/synthetic/images"}
 config["synth"] = {**config["synth"], "coco_json": lines}
 config["fonts"] = {**config.get("fonts", {}), "dirs": [f"{work}/fonts"]}
+# A short first pass (TRAIN_EPOCHS of the demo's 8): enough to compare the two trainings.
+config["recognizer"] = {**config.get("recognizer", {}), "epochs": int(sys.argv[2])}
 (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 EOF
 }
@@ -149,8 +152,8 @@ run_side() { # run_side host|container
     local side=$1 snakemake=(env PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$HOST_BIN/snakemake")
     [ "$side" = container ] && snakemake=(in_image snakemake)
     local args=(--cores "$CORES" --configfile "$WORK/config.yaml" --quiet rules)
-    timed "$side data stage" "${snakemake[@]}" "${args[@]}" build_recognizer_dataset
-    timed "$side train_recognizer" "${snakemake[@]}" "${args[@]}" train_recognizer
+    timed "$side data stage" "${snakemake[@]}" build_recognizer_dataset "${args[@]}"
+    timed "$side train_recognizer" "${snakemake[@]}" train_recognizer "${args[@]}"
     mkdir -p "$WORK/$side"
     mv "$WORK/results" "$WORK/synthetic" "$WORK/$side/"
 }
