@@ -77,13 +77,15 @@ test-slurm: install
 # Builds the CPU image with podman (root; podman, runc and debootstrap are installed when
 # missing) from a local Debian base, runs the demo's data stage and train_recognizer inside it
 # and on the host, and compares the outputs (containers/test_container.sh). Cached between runs.
-# TORCH_WHEELS=DIR installs torch from local wheels; CONTAINER_BASE=IMAGE uses another base;
+# TORCH_WHEELS=DIR installs torch from local wheels, TORCH_INDEX=URL from another index;
+# CONTAINER_BASE=IMAGE uses another base;
 # OCI_ARCHIVE=FILE saves the image for `apptainer build ... oci-archive://FILE`.
 CONTAINER_BASE ?= localhost/debian-bookworm:base
 TORCH_WHEELS ?=
+TORCH_INDEX ?=
 OCI_ARCHIVE ?=
 test-container: install
-	BASE=$(CONTAINER_BASE) TORCH_WHEELS=$(TORCH_WHEELS) OCI_ARCHIVE=$(OCI_ARCHIVE) \
+	BASE=$(CONTAINER_BASE) TORCH_WHEELS=$(TORCH_WHEELS) TORCH_INDEX=$(TORCH_INDEX) OCI_ARCHIVE=$(OCI_ARCHIVE) \
 	  HOST_BIN=$(BIN) CORES=$(CORES) \
 	  bash containers/test_container.sh
 

@@ -10,10 +10,11 @@
 #      nvidia/cuda/triton wheels are hard-linked from DIR into containers/local/ and installed
 #      from there instead of TORCH_INDEX. When pip on this machine needs a CA bundle (PIP_CERT,
 #      e.g. behind a TLS-inspecting proxy), it is copied there too and pip in the build uses it;
-#      neither ends up in the image.
+#      neither ends up in the image. TORCH_INDEX, when set, is passed on as the build argument.
 #   4. The demo workflow's data stage (synth_lines, validate_coco, split_coco, render_glyphs,
 #      crop_glyphs, build_recognizer_dataset), then train_recognizer (pass 1, TRAIN_EPOCHS epochs,
-#      default 2 of the demo's 8), run twice with the same config and the same paths: on the host (HOST_BIN/snakemake) and inside the image
+#      default 2 of the demo's 8), run twice with the same config and the same paths: on the
+#      host (HOST_BIN/snakemake) and inside the image
 #      (snakemake in the container on the repository, mounted at its own path). The fonts are
 #      the image's default font set, copied out once, so both sides render the same files.
 #   5. Checks: every data-stage output byte for byte (logs and benchmark timings aside), the
@@ -107,7 +108,9 @@ build_inputs() {
 }
 
 build_image() {
-    podman build --layers -f containers/Dockerfile --build-arg BASE_IMAGE="$BASE" -t "$IMAGE" .
+    local args=(--build-arg BASE_IMAGE="$BASE")
+    [ -n "${TORCH_INDEX:-}" ] && args+=(--build-arg TORCH_INDEX="$TORCH_INDEX")
+    podman build --layers -f containers/Dockerfile "${args[@]}" -t "$IMAGE" .
 }
 
 # 4. the runs
@@ -199,25 +202,30 @@ EOF
     return $status
 }
 
-START=$SECONDS
-timed engine install_engine
-timed base build_base
-build_inputs
-timed image build_image
-in_image sh -c 'cd / && tesseract --list-langs 2>&1 | tr "\n" " " && echo && python -c "import effocr, torch; print(\"effocr\", effocr.__file__, \"torch\", torch.__version__)"'
-prepare_work
-run_side host
-run_side container
-set +e
-compare
-status=$?
-set -e
-if [ "$status" = 0 ] && [ -n "$OCI_ARCHIVE" ]; then
-    rm -f "$OCI_ARCHIVE"
-    timed "oci archive" podman save --format oci-archive -o "$OCI_ARCHIVE" "$IMAGE"
-fi
-TIMES[total]=$((SECONDS - START))
-log "times (s): $(for k in engine base image "host data stage" "host train_recognizer" \
-    "container data stage" "container train_recognizer" total; do printf '%s=%s; ' "$k" "${TIMES[$k]}"; done)"
-if [ "$status" = 0 ]; then log "OK: the image reproduces the host's outputs"; else log "FAILED"; fi
-exit "$status"
+# All in one function, so bash has read the whole file before anything runs.
+main() {
+    START=$SECONDS
+    timed engine install_engine
+    timed base build_base
+    build_inputs
+    timed image build_image
+    in_image sh -c 'cd / && tesseract --list-langs 2>&1 | tr "\n" " " && echo && python -c "import effocr, torch; print(\"effocr\", effocr.__file__, \"torch\", torch.__version__)"'
+    prepare_work
+    run_side host
+    run_side container
+    set +e
+    compare
+    status=$?
+    set -e
+    if [ "$status" = 0 ] && [ -n "$OCI_ARCHIVE" ]; then
+        rm -f "$OCI_ARCHIVE"
+        timed "oci archive" podman save --format oci-archive -o "$OCI_ARCHIVE" "$IMAGE"
+    fi
+    TIMES[total]=$((SECONDS - START))
+    log "times (s): $(for k in engine base image "host data stage" "host train_recognizer" \
+        "container data stage" "container train_recognizer" total; do printf '%s=%s; ' "$k" "${TIMES[$k]}"; done)"
+    if [ "$status" = 0 ]; then log "OK: the image reproduces the host's outputs"; else log "FAILED"; fi
+    exit "$status"
+}
+
+main "$@"
