@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 SYS_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-jpn tesseract-ocr-jpn-vert fonts-dejavu-core fonts-ipafont-mincho fonts-ipafont-gothic qemu-user
 SLURM_PACKAGES := slurmctld slurmd slurm-client munge slurmdbd mariadb-server
 
-.PHONY: help install sysdeps demo demo-jp test test-fast test-slurm lint format bench clean
+.PHONY: help install sysdeps demo demo-jp test test-fast test-slurm test-container lint format bench clean
 
 help:
 	@echo "make demo       run the English demo workflow end to end (results/)"
@@ -20,6 +20,7 @@ help:
 	@echo "make test       lint and run the test suite (includes the SLURM test)"
 	@echo "make test-fast  the test suite without the slow workflow and SLURM tests"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make test-container  build the workflow image with podman, run rules in it, compare with the host"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +74,21 @@ test-slurm: install
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; \
 	fi
 	$(BIN)/python -m pytest -ra -rP -m slurm
+
+# Builds the CPU image with podman (root; podman, runc and debootstrap are installed when
+# missing) from a local Debian base, runs the demo's data stage and train_recognizer inside it
+# and on the host, and compares the outputs (containers/test_container.sh). Cached between runs.
+# TORCH_WHEELS=DIR installs torch from local wheels, TORCH_INDEX=URL from another index;
+# CONTAINER_BASE=IMAGE uses another base;
+# OCI_ARCHIVE=FILE saves the image for `apptainer build ... oci-archive://FILE`.
+CONTAINER_BASE ?= localhost/debian-bookworm:base
+TORCH_WHEELS ?=
+TORCH_INDEX ?=
+OCI_ARCHIVE ?=
+test-container: install
+	BASE=$(CONTAINER_BASE) TORCH_WHEELS=$(TORCH_WHEELS) TORCH_INDEX=$(TORCH_INDEX) OCI_ARCHIVE=$(OCI_ARCHIVE) \
+	  HOST_BIN=$(BIN) CORES=$(CORES) \
+	  bash containers/test_container.sh
 
 bench: install
 	$(BIN)/python bench/run_all.py
