@@ -8,12 +8,9 @@ import sys
 
 
 def _policy_seen_by_torch(env: dict) -> str:
-    # The workflow scripts and the CLI import effocr before torch; check the variable is in
-    # place by the time torch's OpenMP runtime starts in such a process.
-    code = (
-        "import effocr.localizer.train, os, torch; torch.set_num_threads(2); "
-        "print(os.environ.get('OMP_WAIT_POLICY'))"
-    )
+    # The workflow scripts and the CLI import effocr before torch (whose OpenMP runtime reads
+    # the variable when it loads), so the variable must be in place once effocr is imported.
+    code = "import effocr, os; print(os.environ.get('OMP_WAIT_POLICY'))"
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
