@@ -115,7 +115,7 @@ def en_bundle(tiny_coco_factory, tmp_path_factory) -> Path:
     return _build_en_bundle(tmp_path_factory.mktemp("en_bundle"), coco_json, image_dir)
 
 
-def _line_crops(coco_json: Path, image_dir: Path) -> tuple[list, list[str]]:
+def line_crops(coco_json: Path, image_dir: Path) -> tuple[list, list[str]]:
     """Full-height glyph crops of annotated lines and their characters."""
     from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
     from effocr.data.crops import crop_box
@@ -131,6 +131,24 @@ def _line_crops(coco_json: Path, image_dir: Path) -> tuple[list, list[str]]:
             crops.append(img[y0:y1, x0:x1])
             labels.append(char)
     return crops, labels
+
+
+def fit_supcon(model, x, labels: list[str], steps: int):
+    """`steps` full-batch supervised-contrastive steps on preprocessed crops `x` (N, 3, S, S)."""
+    import torch
+    from pytorch_metric_learning.losses import SupConLoss
+
+    classes = {c: i for i, c in enumerate(sorted(set(labels)))}
+    y = torch.tensor([classes[c] for c in labels])
+    x = torch.from_numpy(x)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    loss_fn = SupConLoss(temperature=0.1)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    return model.eval()
 
 
 def _build_en_bundle(root: Path, coco_json: Path, image_dir: Path, steps: int = 60) -> Path:
@@ -166,7 +184,6 @@ def build_bundle(
     """
     import numpy as np
     import torch
-    from pytorch_metric_learning.losses import SupConLoss
 
     from effocr.config import load_config
     from effocr.data.coco import load_coco, save_coco
@@ -187,24 +204,16 @@ def build_bundle(
         val_json = root / "val.json"
         save_coco(val, val_json)
     train_localizer(config, coco_json, val_json, image_dir, root / "localizer", threads=1)
-    crops, labels = _line_crops(coco_json, image_dir)
+    crops, labels = line_crops(coco_json, image_dir)
     torch.manual_seed(0)
     model = RecognizerNet("mobilenetv3_small_050", 32)
-    x = torch.from_numpy(np.stack([preprocess(c, 32, model.mean, model.std) for c in crops]))
-    classes = {c: i for i, c in enumerate(sorted(set(labels)))}
-    y = torch.tensor([classes[c] for c in labels])
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    loss_fn = SupConLoss(temperature=0.1)
-    model.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        loss_fn(model(x), y).backward()
-        opt.step()
-    model.eval()
+    x = np.stack([preprocess(c, 32, model.mean, model.std) for c in crops])
+    fit_supcon(model, x, labels, steps)
+    classes = sorted(set(labels))
     rec_pt = save_recognizer(model, root / "recognizer" / "model.pt", config)
     with torch.inference_mode():
-        embs = model(x).numpy()
-    chars = sorted(classes)
+        embs = model(torch.from_numpy(x)).numpy()
+    chars = classes
     refs = np.stack([embs[[i for i, c in enumerate(labels) if c == ch]].mean(0) for ch in chars])
     ReferenceIndex.build(refs, chars).save(root / "index")
     bundle = root / "bundle"

@@ -19,11 +19,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import missing_dependency
+from conftest import fit_supcon, line_crops, missing_dependency
 
 from effocr.config import load_config
-from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
-from effocr.data.crops import crop_box
+from effocr.data.coco import index_coco, line_chars, load_coco
 from effocr.export import check_onnx, export_bundle, match_boxes
 from effocr.infer import Engine, assemble_text, decode_image
 from effocr.utils import EffOCRError, label_to_codepoints
@@ -36,36 +35,6 @@ ACCURACY_STEPS = 40
 FIXTURE_STEPS = 40
 
 
-def _crops(coco_json: Path, image_dir: Path) -> tuple[list[np.ndarray], list[str]]:
-    index = index_coco(load_coco(coco_json))
-    crops, labels = [], []
-    for im in index.images.values():
-        img = decode_image(image_dir / im["file_name"])
-        h, w = img.shape[:2]
-        for char, ann in line_chars(index, im):
-            x0, y0, x1, y1 = crop_box(ann["bbox"], w, h, is_vertical(im), True, 0)
-            crops.append(img[y0:y1, x0:x1])
-            labels.append(char)
-    return crops, labels
-
-
-def _fit(model, x: np.ndarray, labels: list[str], steps: int):
-    """A few full-batch supervised-contrastive steps on preprocessed crops `x`."""
-    from pytorch_metric_learning.losses import SupConLoss
-
-    classes = {c: i for i, c in enumerate(sorted(set(labels)))}
-    y = torch.tensor([classes[c] for c in labels])
-    x = torch.from_numpy(x)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    loss_fn = SupConLoss(temperature=0.1)
-    model.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        loss_fn(model(x), y).backward()
-        opt.step()
-    return model.eval()
-
-
 def _train_recognizer(config: dict, crops, labels, out: Path) -> Path:
     from effocr.recognizer.model import RecognizerNet, save_recognizer
     from effocr.recognizer.transforms import preprocess
@@ -73,7 +42,7 @@ def _train_recognizer(config: dict, crops, labels, out: Path) -> Path:
     torch.manual_seed(0)
     model = RecognizerNet(ENCODER, INPUT_SIZE)
     x = np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops])
-    return save_recognizer(_fit(model, x, labels, FIXTURE_STEPS), out / "model.pt", config)
+    return save_recognizer(fit_supcon(model, x, labels, FIXTURE_STEPS), out / "model.pt", config)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +58,7 @@ def trained(tiny_coco_factory, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     config = load_config(None, {"localizer": {"epochs": 12, "batch_size": 4}})
     train_localizer(config, coco_json, coco_json, image_dir, root / "localizer", threads=1)
-    crops, labels = _crops(coco_json, image_dir)
+    crops, labels = line_crops(coco_json, image_dir)
     rec_pt = _train_recognizer(config, crops, labels, root / "recognizer")
     model = load_recognizer(rec_pt)
     with torch.inference_mode():
@@ -694,7 +663,7 @@ def test_int8_weights_cannot_saturate_int16(trained, tmp_path):
     from effocr.quantize import INT16_SAFE_WEIGHT, int16_unsafe_weights, quantize_recognizer
 
     assert 2 * 255 * INT16_SAFE_WEIGHT <= 32767
-    crops, _ = _crops(trained["coco"], trained["images"])
+    crops, _ = line_crops(trained["coco"], trained["images"])
     calibration = _preprocessed(trained, crops)
     fp32 = trained["bundle"] / "recognizer.onnx"
     shipped = quantize_recognizer(fp32, tmp_path / "int7.onnx", calibration)
@@ -735,12 +704,12 @@ def test_int8_recognizer_accuracy(trained, tmp_path):
     )
     from effocr.recognizer.transforms import preprocess
 
-    crops, labels = _crops(trained["coco"], trained["images"])
+    crops, labels = line_crops(trained["coco"], trained["images"])
     torch.manual_seed(0)
     model = RecognizerNet("resnet10t", INPUT_SIZE, encoder_args=get_profile("en").encoder_args)
     x = np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops])
     pt = save_recognizer(
-        _fit(model, x, labels, ACCURACY_STEPS), tmp_path / "model.pt", trained["config"]
+        fit_supcon(model, x, labels, ACCURACY_STEPS), tmp_path / "model.pt", trained["config"]
     )
     model = load_recognizer(pt)
     x = np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops])
@@ -835,7 +804,7 @@ def test_int8_recognizer_same_without_vnni(trained, tmp_path):
     qemu = shutil.which("qemu-x86_64")
     if qemu is None:
         missing_dependency("needs qemu-user (make sysdeps installs it)")
-    crops, _ = _crops(trained["coco"], trained["images"])
+    crops, _ = line_crops(trained["coco"], trained["images"])
     x = np.ascontiguousarray(_preprocessed(trained, crops)[:32])
     folder = tmp_path / "emulated"
     folder.mkdir()
