@@ -70,3 +70,23 @@ def values_after_edits(src: Path, entry: str, setup: str, expr: str, extra: list
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("EDITS="))
     return json.loads(line.removeprefix("EDITS="))
+
+
+def assert_checkpoint_hash_follows_code(
+    tmp_path: Path, trainer: str, input_file: str, hash_call: str, must_cover: set[str]
+) -> None:
+    """A trainer's checkpoint hash (`hash_call`, from `trainer`'s module, on an empty
+    `input_file`) changes when any module of the trainer's closure is edited (`must_cover` of
+    them at least) and stays when an unrelated module (`effocr.report`) is."""
+    src = copy_package(tmp_path)
+    (src / input_file).write_text("", encoding="utf-8")
+    setup = (
+        "from effocr.config import load_config\n"
+        f"from {trainer} import config_hash\n"
+        "config = load_config(None)\n"
+    )
+    res = values_after_edits(src, trainer, setup, hash_call, extra=["effocr.report"])
+    assert must_cover <= set(res["closure"])
+    resumed = [m for m in res["closure"] if res["after"][m] == res["before"]]
+    assert not resumed, f"editing {resumed} would resume the old checkpoint"
+    assert res["after"]["effocr.report"] == res["before"]  # not code the rule runs

@@ -415,20 +415,12 @@ def test_checkpoint_of_other_code_is_not_resumed(tmp_path):
     effocr/localizer: effocr.data.coco, utils, config, profiles ...). Each such edit must change
     the checkpoint's hash too, or the rerun would resume the finished run and ship the old
     model. Checked on a copy of the package, each module edited alone."""
-    from code_edits import copy_package, values_after_edits
+    from code_edits import assert_checkpoint_hash_follows_code
 
-    src = copy_package(tmp_path)
-    (src / "split.json").write_text("{}", encoding="utf-8")
-    setup = (
-        "from effocr.config import load_config\n"
-        "from effocr.localizer.train import config_hash\n"
-        "config = load_config(None)\n"
+    assert_checkpoint_hash_follows_code(
+        tmp_path,
+        "effocr.localizer.train",
+        "split.json",
+        "config_hash(config, 'split.json', 'split.json')",
+        {"effocr.data.coco", "effocr.utils", "effocr.config", "effocr.profiles"},
     )
-    expr = "config_hash(config, 'split.json', 'split.json')"
-    res = values_after_edits(src, "effocr.localizer.train", setup, expr, extra=["effocr.report"])
-    assert {"effocr.data.coco", "effocr.utils", "effocr.config", "effocr.profiles"} <= set(
-        res["closure"]
-    )
-    resumed = [m for m in res["closure"] if res["after"][m] == res["before"]]
-    assert not resumed, f"editing {resumed} would resume the old checkpoint"
-    assert res["after"]["effocr.report"] == res["before"]  # not code the rule runs

@@ -319,20 +319,12 @@ def test_checkpoint_of_other_code_is_not_resumed(tmp_path):
     (effocr.utils, config, profiles as well as the recognizer package). Each such edit must
     change the checkpoint's hash too, or the rerun would resume the finished run and ship the
     old model. Checked on a copy of the package, each module edited alone."""
-    from code_edits import copy_package, values_after_edits
+    from code_edits import assert_checkpoint_hash_follows_code
 
-    src = copy_package(tmp_path)
-    (src / "manifest.csv").write_text("path,codepoints\n", encoding="utf-8")
-    setup = (
-        "from effocr.config import load_config\n"
-        "from effocr.recognizer.train import config_hash\n"
-        "config = load_config(None)\n"
+    assert_checkpoint_hash_follows_code(
+        tmp_path,
+        "effocr.recognizer.train",
+        "manifest.csv",
+        "config_hash(config, Path('manifest.csv'), None, None, 'pass1')",
+        {"effocr.recognizer.model", "effocr.utils", "effocr.config", "effocr.profiles"},
     )
-    expr = "config_hash(config, Path('manifest.csv'), None, None, 'pass1')"
-    res = values_after_edits(src, "effocr.recognizer.train", setup, expr, extra=["effocr.report"])
-    assert {"effocr.recognizer.model", "effocr.utils", "effocr.config", "effocr.profiles"} <= set(
-        res["closure"]
-    )
-    resumed = [m for m in res["closure"] if res["after"][m] == res["before"]]
-    assert not resumed, f"editing {resumed} would resume the old checkpoint"
-    assert res["after"]["effocr.report"] == res["before"]  # not code the rules run
