@@ -69,6 +69,18 @@ CONFIG = {
 }
 
 
+def copy_workflow(wf: Path) -> None:
+    """The workflow's files (`COPY`) under `wf`, without caches or results."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake", "results*")
+    for name in COPY:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, wf / name, ignore=ignore)
+        elif src.exists():
+            wf.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, wf / name)
+
+
 def _env() -> dict[str, str]:
     # Two cores are shared with everything else: keep every library to one thread.
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_THREAD_LIMIT": "1"}
@@ -142,14 +154,7 @@ def workflow(tmp_path_factory):
     from effocr.synth.lines import synth_lines
 
     wf = tmp_path_factory.mktemp("incremental") / "wf"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake", "results*")
-    for name in COPY:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, wf / name, ignore=ignore)
-        elif src.exists():
-            wf.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, wf / name)
+    copy_workflow(wf)
 
     # 13 annotated lines; the last one is held back for the "add one line" case.
     coco_path = wf / "userdata" / "lines.json"
@@ -290,14 +295,7 @@ def renders(tmp_path_factory):
     """A copy of the workflow whose glyph renders (only) were made, from a font folder and a
     charset file of its own: (wf dir, config, target). Quick: no data stage, no training."""
     wf = tmp_path_factory.mktemp("renders") / "wf"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake", "results*")
-    for name in COPY:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, wf / name, ignore=ignore)
-        elif src.exists():
-            wf.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, wf / name)
+    copy_workflow(wf)
     (wf / "fonts").mkdir()
     for stem in ("DejaVuSans", "DejaVuSerif"):
         shutil.copy2(FONT.with_name(f"{stem}.ttf"), wf / "fonts")
