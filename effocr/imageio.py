@@ -177,7 +177,9 @@ def decode_image(item: ImageInput, keep_grey: bool = False) -> np.ndarray:
         grey_or_colour = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))
         if not grey_or_colour or arr.shape[0] == 0 or arr.shape[1] == 0:
             raise EffOCRError(f"array of shape {arr.shape}: expected HxW, HxWx3 or HxWx4")
-        if arr.ndim == 3 and arr.shape[2] == 4:
+        if arr.ndim == 3 and arr.shape[2] == 4 and (arr[:, :, 3] == 255).all():
+            arr = arr[:, :, :3]  # opaque: nothing to composite, as in `flatten_alpha`
+        elif arr.ndim == 3 and arr.shape[2] == 4:
             # The same white background as a transparent image file gets (`flatten_alpha`).
             alpha = arr[:, :, 3:4].astype(np.float32) / 255.0
             arr = arr[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
