@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import missing_dependency
 from PIL import Image, ImageDraw
 
 from effocr.cli import main
@@ -24,7 +25,6 @@ from effocr.config import load_config, validate_config
 from effocr.evaluate import load_eval_set, load_page_xml, tesseract_baseline, write_results
 from effocr.infer import decode_image, expand_inputs, glob_files
 from effocr.recognizer.transforms import as_rgb_array
-from effocr.tesseract import tesseract_status
 from effocr.utils import EffOCRError, open_rgb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def test_output_that_is_a_file_or_not_writable_is_an_error_before_any_work(
         read_only = Path("/sys")
         try:
             tempfile.mkdtemp(dir=read_only)
-            pytest.skip("no read-only directory to test with")
+            missing_dependency("no read-only directory to test with")
         except OSError:
             pass
     assert _infer(tiny_bundle, read_only, lines_dir) == 1
@@ -289,8 +289,9 @@ def test_page_xml_crops_never_collide(tmp_path):
     assert shades == [10, 50, 200, 240]  # each crop is its own line's pixels
 
 
-@pytest.mark.skipif(not tesseract_status("eng").available, reason="needs Tesseract + eng")
-def test_zero_byte_image_is_a_per_line_tesseract_error(tiny_bundle, tmp_path, capsys):
+def test_zero_byte_image_is_a_per_line_tesseract_error(
+    needs_tesseract, tiny_bundle, tmp_path, capsys
+):
     gt = tmp_path / "gt"
     gt.mkdir()
     _line_image(gt / "good.png", "Hello world")

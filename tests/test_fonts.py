@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import missing_dependency
 
 from effocr.synth.charsets import load_charset
 from effocr.synth.fonts import (
@@ -21,7 +22,13 @@ from effocr.synth.fonts import (
 from effocr.utils import EffOCRError
 
 MPL = matplotlib_font_dir()
-pytestmark = pytest.mark.skipif(MPL is None, reason="matplotlib fonts not found")
+
+
+@pytest.fixture(autouse=True)
+def _matplotlib_fonts() -> None:
+    # matplotlib is a dependency: its fonts missing means a broken install, which CI must see.
+    if MPL is None:
+        missing_dependency("matplotlib's fonts not found")
 
 
 def test_default_dirs_start_with_matplotlib_and_exist():

@@ -127,7 +127,8 @@ def _glyph() -> np.ndarray:
 def test_render_augment_same_seed_same_pixels_whatever_the_torch_rng_or_call_order():
     aug = render_augment(get_profile("en").augment, size=32)
     img = _glyph()
-    torch = pytest.importorskip("torch")
+    import torch
+
     torch.manual_seed(0)
     first = [aug.augment_uint8(img, s) for s in range(10)]
     torch.manual_seed(1234)
@@ -198,7 +199,8 @@ def test_grayscale_gives_equal_channels():
 
 
 def test_erode_dilate_is_a_3x3_min_max_like_max_pool2d():
-    torch = pytest.importorskip("torch")
+    import torch
+
     from effocr.recognizer.transforms import _erode_dilate
 
     img = np.random.default_rng(0).integers(0, 256, (17, 9, 3), dtype=np.uint8)
