@@ -22,7 +22,9 @@ def test_page_lines_and_text_follow_reading_order():
         width=100,
         height=100,
         regions=[
-            Region(id="r1", polygon=box_polygon((0, 0, 50, 20)), lines=[line(0, "a b"), line(1, "c")]),
+            Region(
+                id="r1", polygon=box_polygon((0, 0, 50, 20)), lines=[line(0, "a b"), line(1, "c")]
+            ),
             Region(id="r2", polygon=box_polygon((0, 30, 50, 50)), lines=[]),
             Region(id="r3", polygon=box_polygon((0, 60, 50, 80)), lines=[line(6, "d")]),
         ],
