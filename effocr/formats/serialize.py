@@ -434,16 +434,20 @@ def hocr(page: Page) -> bytes:
                 if not word.glyphs:
                     wel.text = xml_text(word.text)
                 for glyph in word.glyphs:
+                    text = xml_text(glyph.text)
+                    if not text:
+                        continue
                     n_glyph += 1
-                    title = [
-                        "x_bboxes {} {} {} {}".format(*int_box(glyph.bbox, page.width, page.height))
-                    ]
+                    # One box and one confidence per code point, as x_bboxes and x_confs say.
+                    box = " ".join(map(str, int_box(glyph.bbox, page.width, page.height)))
+                    title = ["x_bboxes " + " ".join([box] * len(text))]
                     if glyph.confidence is not None:
-                        title.append(f"x_confs {_hocr_conf(glyph.confidence)}")
+                        conf = _hocr_conf(glyph.confidence)
+                        title.append("x_confs " + " ".join([conf] * len(text)))
                     gel = _html_el(
                         wel, "span", "ocrx_cinfo", f"cinfo_1_{n_glyph}", "; ".join(title)
                     )
-                    gel.text = xml_text(glyph.text)
+                    gel.text = text
                 previous = wel
             span.tail = "\n"
     return _tostring(html, doctype="<!DOCTYPE html>")
