@@ -54,7 +54,13 @@ RUN_OUTPUTS = (
     "alto",
     "hocr",
     "errors.jsonl",
+    ".effocr-run.json",
 )
+# Lists what the last run wrote, when it wrote more than the first three outputs (which runs
+# have always replaced). The others replace an existing path only when it is listed there: a
+# user's own page/ folder is never taken for a previous run's.
+OUTPUTS_MARKER = ".effocr-run.json"
+LEGACY_OUTPUTS = ("predictions.jsonl", "text", "predictions_coco.json")
 
 # `effocr infer --format`: predictions.jsonl, or one file per image (`PAGE_FORMATS`).
 OUTPUT_FORMATS = ("jsonl", "txt", "page", "alto", "hocr")
@@ -345,6 +351,13 @@ class OutputWriter:
         self.failed_writes = 0
         self._names: set[str] = set()
         self._errors: TextIO | None = None
+        self._previous: set[str] = set()
+        if self.out_dir is not None:
+            self._previous = previous_outputs(self.out_dir)
+            may_write = [f.folder for f in self.page_formats]
+            if "jsonl" not in self.formats:
+                may_write.append("errors.jsonl")
+            check_replaceable(self.out_dir, may_write, self._previous)
         self._coco_images: list[dict] = []
         self._coco_anns: list[dict] = []
         self._fh: TextIO | None = None
@@ -472,6 +485,10 @@ class OutputWriter:
                     except UnicodeEncodeError:
                         text = json.dumps(coco, ensure_ascii=True)
                     (stage / "predictions_coco.json").write_text(text + "\n", encoding="utf-8")
+                written = [n for n in RUN_OUTPUTS if (stage / n).exists()]
+                if set(written) - set(LEGACY_OUTPUTS):
+                    marker = {"written_by": "effocr infer", "outputs": written}
+                    (stage / OUTPUTS_MARKER).write_text(json.dumps(marker) + "\n", "utf-8")
                 self._commit(stage)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
@@ -483,11 +500,41 @@ class OutputWriter:
         old.mkdir()
         for name in RUN_OUTPUTS:
             target = self.out_dir / name
-            if target.exists() or target.is_symlink():
+            ours = name in self._previous or (stage / name).exists()
+            if ours and (target.exists() or target.is_symlink()):
                 os.replace(target, old / name)
         for name in RUN_OUTPUTS:
             if (stage / name).exists():
                 os.replace(stage / name, self.out_dir / name)
+
+
+def previous_outputs(out_dir: Path) -> set[str]:
+    """The `RUN_OUTPUTS` in `out_dir` that a previous run wrote (and this run may replace).
+
+    Runs have always written the first three (`LEGACY_OUTPUTS`); the others count only when
+    the last run listed them in `OUTPUTS_MARKER`.
+    """
+    try:
+        listed = json.loads((out_dir / OUTPUTS_MARKER).read_text("utf-8"))["outputs"]
+        listed = {str(n) for n in listed}
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = set()
+    return {*LEGACY_OUTPUTS, OUTPUTS_MARKER, *(listed & set(RUN_OUTPUTS))}
+
+
+def check_replaceable(out_dir: Path, names: Iterable[str], previous: set[str]) -> None:
+    """Refuse to write `names` into `out_dir` where one exists that no run wrote.
+
+    Raises:
+        EffOCRError: e.g. OUT/page/ holds the user's own PAGE files.
+    """
+    for name in names:
+        path = out_dir / name
+        if name not in previous and (path.exists() or path.is_symlink()):
+            raise EffOCRError(
+                f"{path}: exists and no effocr infer run wrote it (not in {OUTPUTS_MARKER}); "
+                "this run would replace it: move it away or use another --output"
+            )
 
 
 def check_inputs_outside(images: Sequence[str], out_dir: Path) -> None:

@@ -478,7 +478,12 @@ def test_cli_failed_image_is_recorded_and_the_rest_written(tiny_bundle, two_fold
     out = tmp_path / "out"
     rc = _infer(tiny_bundle, out, bad, two_folders / "b" / "other.png", extra=("-f", "page,alto"))
     assert rc == 1
-    assert sorted(p.name for p in out.iterdir()) == ["alto", "errors.jsonl", "page"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".effocr-run.json",
+        "alto",
+        "errors.jsonl",
+        "page",
+    ]
     assert [p.name for p in (out / "page").iterdir()] == ["other.xml"]
     (err,) = [json.loads(ln) for ln in (out / "errors.jsonl").read_text().splitlines()]
     assert (
@@ -486,7 +491,24 @@ def test_cli_failed_image_is_recorded_and_the_rest_written(tiny_bundle, two_fold
     )
     # The next run replaces all of the previous run's outputs, formats it does not write too.
     assert _infer(tiny_bundle, out, two_folders / "b" / "other.png", extra=("-f", "hocr")) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["hocr"]
+    assert sorted(p.name for p in out.iterdir()) == [".effocr-run.json", "hocr"]
+    assert _infer(tiny_bundle, out, two_folders / "b" / "other.png") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.jsonl", "text"]
+
+
+def test_cli_never_replaces_a_page_folder_no_run_wrote(tiny_bundle, two_folders, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "page").mkdir(parents=True)
+    (out / "page" / "ground_truth.xml").write_text("<PcGts/>")
+    assert _infer(tiny_bundle, out, two_folders / "b", extra=("-f", "page,txt")) == 1
+    assert "no effocr infer run wrote it" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["page"]
+    # A run that does not write page/ leaves it alone.
+    assert _infer(tiny_bundle, out, two_folders / "b", extra=("-f", "alto")) == 0
+    assert _infer(tiny_bundle, out, two_folders / "b") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["page", "predictions.jsonl", "text"]
+    assert [p.name for p in (out / "page").iterdir()] == ["ground_truth.xml"]
+    assert (out / "page" / "ground_truth.xml").read_text() == "<PcGts/>"
 
 
 def test_cli_bad_format_is_a_clear_error(tiny_bundle, two_folders, tmp_path, capsys):
