@@ -172,6 +172,13 @@ def hocr_problems(data: bytes) -> list[str]:
                 problems.append(f"{where}: x_bboxes needs four numbers per code point")
             if "x_confs" in props and len(props["x_confs"].split()) != len(text):
                 problems.append(f"{where}: x_confs needs one number per code point")
+            word = hocr_properties(el.getparent().get("title") or "").get("bbox")
+            boxes = _box(props.get("x_bboxes", ""))
+            for i in range(0, len(boxes) - 3, 4):
+                x0, y0, x1, y1 = boxes[i : i + 4]
+                wx0, wy0, wx1, wy1 = _box(word) if word else (x0, y0, x1, y1)
+                if not (wx0 <= x0 <= x1 <= wx1 and wy0 <= y0 <= y1 <= wy1):
+                    problems.append(f"{where}: x_bboxes {boxes[i : i + 4]} outside its word")
         elif "bbox" not in props:
             problems.append(f"{where}: no bbox")
         for name in ("x_wconf", "x_confs"):

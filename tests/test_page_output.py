@@ -274,6 +274,25 @@ def test_ids_that_are_not_xml_ids_are_replaced():
     assert_valid(alto_xml(page), "alto")
 
 
+def test_vertical_words_are_separated_by_a_vertical_space_in_alto():
+    words = [Word((5, 10, 25, 40), "日本", [], 0.5), Word((6, 52, 24, 80), "語", [], 0.5)]
+    line = Line("v", box_polygon((0, 0, 30, 90)), "日本 語", words=words, vertical=True)
+    page = Page("v.png", 30, 90, [Region("r", box_polygon((0, 0, 30, 90)), [line])])
+    root = assert_valid(alto_xml(page), "alto")
+    (sp,) = root.iter(f"{AL}SP")
+    assert [sp.get(k) for k in ("HPOS", "VPOS", "WIDTH", "HEIGHT")] == ["5", "40", "20", "12"]
+
+
+def test_schemas_reject_invalid_documents():
+    from page_formats_check import schema
+
+    page = _two_region_page()
+    bad_conf = page_xml(page).replace(b'conf="0.9000"', b'conf="1.5"', 1)
+    assert not schema("page").validate(parse(bad_conf))
+    no_unit = alto_xml(page).replace(b"<MeasurementUnit>pixel</MeasurementUnit>", b"")
+    assert not schema("alto").validate(parse(no_unit))
+
+
 def test_coordinates_are_clipped_to_the_image():
     assert int_box((-3.2, 1.5, 12.1, 30.0), 10, 20) == (0, 1, 10, 20)
 
