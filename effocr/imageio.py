@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -413,8 +414,10 @@ class OutputWriter:
             return
         stem = self._stem(page.image)
         for fmt in self.page_formats:
+            folder = self.out_dir / fmt.folder
             try:
-                data = fmt.write(page)
+                # As kraken and Transkribus write it: the image relative to the file's folder.
+                data = fmt.write(replace(page, image=_relative_to(page.image, folder)))
             except Exception as exc:  # one page's odd content must not end the run
                 self.failed_writes += 1
                 problem = f"cannot write {fmt.name}: {type(exc).__name__}: {exc}"
@@ -520,6 +523,14 @@ def previous_outputs(out_dir: Path) -> set[str]:
     except (OSError, ValueError, KeyError, TypeError):
         listed = set()
     return {*LEGACY_OUTPUTS, OUTPUTS_MARKER, *(listed & set(RUN_OUTPUTS))}
+
+
+def _relative_to(image: str, folder: Path) -> str:
+    """`image` (a path as given) relative to `folder`, or absolute where no relative path is."""
+    try:
+        return os.path.relpath(os.path.abspath(image), os.path.abspath(folder))
+    except ValueError:  # another drive (Windows)
+        return os.path.abspath(image)
 
 
 def check_replaceable(out_dir: Path, names: Iterable[str], previous: set[str]) -> None:

@@ -429,10 +429,15 @@ def test_cli_writes_every_format(tiny_bundle, two_folders, tmp_path):
         assert sorted(p.name for p in (out / folder).iterdir()) == [s + suffix for s in stems]
     assert not (out / "errors.jsonl").exists()
     for stem, rec in zip(stems, records, strict=True):
-        _check_page_xml((out / "page" / f"{stem}.xml").read_bytes(), rec)
-        _check_alto((out / "alto" / f"{stem}.xml").read_bytes(), rec)
+        _check_page_xml((out / "page" / f"{stem}.xml").read_bytes(), rec, out / "page")
+        alto = _check_alto((out / "alto" / f"{stem}.xml").read_bytes(), rec)
+        image = alto.findtext(f"{AL}Description/{AL}sourceImageInformation/{AL}fileName")
+        assert (out / "alto" / image).resolve() == Path(rec["image"]).resolve()
         data = (out / "hocr" / f"{stem}.hocr").read_bytes()
         assert hocr_problems(data) == []
+        (page_el,) = [el for el in parse(data).iter() if el.get("class") == "ocr_page"]
+        image = hocr_properties(page_el.get("title"))["image"].strip('"')
+        assert (out / "hocr" / image).resolve() == Path(rec["image"]).resolve()
         line = next(el for el in parse(data).iter() if el.get("class") == "ocr_line")
         assert "".join(line.itertext()) == rec["text"]
         assert (out / "text" / f"{stem}.txt").read_text() == rec["text"] + "\n"
@@ -442,14 +447,12 @@ def _outward(bbox):
     return int_box(bbox, 10**9, 10**9)
 
 
-def _check_page_xml(data: bytes, rec: dict) -> None:
+def _check_page_xml(data: bytes, rec: dict, folder: Path) -> None:
     root = assert_valid(data, "page")
     pg = root.find(f"{PC}Page")
-    assert (pg.get("imageFilename"), int(pg.get("imageWidth")), int(pg.get("imageHeight"))) == (
-        rec["image"],
-        rec["width"],
-        rec["height"],
-    )
+    # The image named relative to the file's folder, as kraken and Transkribus write it.
+    assert (folder / pg.get("imageFilename")).resolve() == Path(rec["image"]).resolve()
+    assert (int(pg.get("imageWidth")), int(pg.get("imageHeight"))) == (rec["width"], rec["height"])
     (line,) = pg.iter(f"{PC}TextLine")
     assert line.findtext(f"{PC}TextEquiv/{PC}Unicode") == rec["text"]
     glyphs = list(line.iter(f"{PC}Glyph"))
@@ -468,7 +471,7 @@ def _check_page_xml(data: bytes, rec: dict) -> None:
         assert float(line.find(f"{PC}TextEquiv").get("conf")) == pytest.approx(mean, abs=2e-4)
 
 
-def _check_alto(data: bytes, rec: dict) -> None:
+def _check_alto(data: bytes, rec: dict):
     root = assert_valid(data, "alto")
     (line,) = root.iter(f"{AL}TextLine")
     assert " ".join(s.get("CONTENT") for s in line.iter(f"{AL}String")) == rec["text"]
@@ -482,6 +485,7 @@ def _check_alto(data: bytes, rec: dict) -> None:
             x1 - x0,
             y1 - y0,
         ]
+    return root
 
 
 def test_cli_default_output_is_unchanged(tiny_bundle, two_folders, tmp_path):
