@@ -26,6 +26,7 @@ from effocr.diagnose import (
     token_spans,
 )
 from effocr.metrics import ScoreOptions, normalize
+from effocr.report import build_report
 
 OPTS = ScoreOptions()
 
@@ -287,3 +288,10 @@ def test_evaluate_diagnose_with_a_real_bundle(tiny_bundle, tiny_coco_factory, tm
     assert not (tmp_path / "ev2" / "syn" / "errors.csv").exists()
     again = json.loads((tmp_path / "ev2" / "syn" / "metrics.json").read_text())
     assert again["errors"]["classes"] == metrics["errors"]["classes"]
+    # The report shows the table and carries the section.
+    summary = build_report({"syn": out / "syn"}, tmp_path / "report")
+    assert summary["sets"]["syn"]["errors"] == metrics["errors"]
+    html = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "Which model made the errors" in html
+    worst = max(metrics["errors"]["classes"].items(), key=lambda kv: kv[1]["errors"])[0]
+    assert f"<td class=l>{worst}</td>" in html
