@@ -21,8 +21,12 @@ stretch's edit script costs. Among the paths of that cost the one whose boxes fi
 a box's extent along the line (in units of the line's median box) against the extent expected
 for the reference characters it is aligned to (learnt from the set's correctly read characters,
 `expected_sizes`). A box ~2x an ``r`` aligned to ``rn`` is a merge; a box the size of one
-glyph is a substitution plus a missed character. Without boxes (no geometry) there are no
-merges or splits.
+glyph is a substitution plus a missed character; an extra box lying over its neighbour is a
+fragment or duplicate of that glyph (a split), one in empty space an ``extra``; a space moved
+across a correctly read glyph is a space missed and one invented (`OVERLAP_WEIGHT`,
+`GLYPH_UNIT`, `SPACE_SWAP`). Without boxes (no geometry) there are no merges or splits.
+The edit cost comes first: a misread glyph with a space moved across it (`` f`` read as
+``{ ``, 2 edits) cannot be three errors, so it is an extra box plus a missed character.
 
 On COCO sets, whose lines carry true character boxes, `box_attribution` classifies the same
 errors from the boxes alone (overlap along the reading direction) and `compare_methods` says
@@ -60,6 +64,13 @@ CONTEXT = 2
 # Misfit (in `_fit` units, log size ratio) charged to an extra box per fraction of it lying on
 # a neighbouring box: a box half over its neighbour weighs like a box 2.7x too wide.
 OVERLAP_WEIGHT = 2.0
+# Misfit charged for aligning a box with a reference space (or a character with a predicted
+# space): at equal cost, a space put on the wrong side of a correctly read glyph (" G" read
+# "G ") is a space missed and one invented, not an extra box plus a missed character.
+SPACE_SWAP = 1.0
+# Misfit charged for a glyph missed or an extra box: at equal cost, a space moved across a
+# correctly read glyph is two space errors rather than the glyph missed and read again.
+GLYPH_UNIT = 0.25
 # Rows of each top-confusion list.
 TOP = 12
 # Box-level attribution: a box belongs to another when this much of it (along the reading
@@ -317,24 +328,27 @@ def _align_window(
                 if r == " " and h == " ":
                     relax(i, j, i + 1, j + 1, OK, 0, 0.0)
                 elif r == " ":
-                    relax(i, j, i + 1, j + 1, "extra", 1, 0.0)
+                    relax(i, j, i + 1, j + 1, "extra", 1, SPACE_SWAP)
                 elif h == " ":
-                    relax(i, j, i + 1, j + 1, "missed", 1, 0.0)
+                    relax(i, j, i + 1, j + 1, "missed", 1, SPACE_SWAP)
                 else:
                     pen = _fit(sizes[j], exp(r)) if sizes[j] is not None else 0.0
                     relax(i, j, i + 1, j + 1, OK if r == h else "substitution", int(r != h), pen)
             if r is not None:
-                relax(i, j, i + 1, j, "space_missed" if r == " " else "missed", 1, 0.0)
+                if r == " ":
+                    relax(i, j, i + 1, j, "space_missed", 1, 0.0)
+                else:
+                    relax(i, j, i + 1, j, "missed", 1, GLYPH_UNIT)
             if h is not None:
                 if h == " ":
                     relax(i, j, i, j + 1, "space_invented", 1, 0.0)
                 else:
-                    relax(i, j, i, j + 1, "extra", 1, OVERLAP_WEIGHT * on_neighbour[j])
+                    relax(i, j, i, j + 1, "extra", 1, GLYPH_UNIT + OVERLAP_WEIGHT * on_neighbour[j])
             # Merge: one box for two reference characters.
             if i + 1 < n and h is not None and h != " " and sizes[j] is not None:
                 pair = ref[i : i + 2]
                 if " " not in pair:
-                    pen = _fit(sizes[j], exp(pair[0]) + exp(pair[1]))
+                    pen = GLYPH_UNIT + _fit(sizes[j], exp(pair[0]) + exp(pair[1]))
                     relax(i, j, i + 2, j + 1, "merge", 2 - (h in pair), pen)
             # Split: two boxes for one reference character.
             if (
@@ -348,7 +362,7 @@ def _align_window(
             ):
                 # The two boxes' union: a duplicate box over the same glyph is no wider.
                 union = max(spans[j][1], spans[j + 1][1]) - min(spans[j][0], spans[j + 1][0])
-                pen = _fit(union, exp(r))
+                pen = GLYPH_UNIT + _fit(union, exp(r))
                 relax(i, j, i + 1, j + 2, "split", 2 - (r in hyp[j : j + 2]), pen)
     steps = []
     i, j = n, m
@@ -653,6 +667,32 @@ def _top(counter: Counter, n: int = TOP) -> list[dict]:
     return [{"reference": r, "hypothesis": h, "count": c} for (r, h), c in ranked]
 
 
+def _by_reference_char(diags: Sequence[LineDiagnosis], n: int = TOP * 2) -> list[dict]:
+    """The reference characters most often in an error: how often each occurs, how often it is
+    in an error (events) and by which model, most first."""
+    seen: Counter = Counter()
+    hit: dict[str, Counter] = defaultdict(Counter)
+    for d in diags:
+        seen.update(d.reference)
+        for e in d.errors:
+            if e.cls in (FAILED, "space_missed"):
+                continue
+            for c in e.reference:
+                hit[c][e.kind] += 1
+    ranked = sorted(hit.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[:n]
+    return [
+        {
+            "char": c,
+            "count": seen[c],
+            "in_errors": sum(k.values()),
+            "rate": sum(k.values()) / seen[c] if seen[c] else None,
+            "recognizer": k["recognizer"],
+            "localizer": k["localizer"],
+        }
+        for c, k in ranked
+    ]
+
+
 def summarize(
     diags: Sequence[LineDiagnosis],
     lines: Sequence[LineInput] | None = None,
@@ -663,7 +703,8 @@ def summarize(
     ``classes[c]``: ``errors`` (edit operations; their sum is ``char_errors``, the CER's
     numerator), ``events``, ``rate`` (errors / reference characters: this class's share of the
     CER in CER units) and ``share`` (errors / char_errors); ``kinds`` the same per model;
-    ``top[c]``: the most frequent (reference, hypothesis) of each class. With true boxes,
+    ``top[c]``: the most frequent (reference, hypothesis) of each class; ``chars``: the
+    reference characters most often in an error, by model (`_by_reference_char`). With true boxes,
     ``boxes`` holds the box method's counts and its agreement with the text method.
     """
     options = options or ScoreOptions()
@@ -696,6 +737,7 @@ def summarize(
         },
         "kinds": {},
         "top": {c: _top(keys[c]) for c in CLASSES if c != FAILED and keys[c]},
+        "chars": _by_reference_char(diags),
     }
     for kind in KINDS:
         n = sum(errors[c] for c in CLASSES if kind_of(c) == kind)
@@ -780,6 +822,14 @@ def format_errors_table(summary: dict, name: str = "", top: int = 8) -> str:
             for r in rows[:top]
         )
         out.append(f"top {c}: {items}")
+    if summary.get("chars"):
+        out.append(
+            "reference chars most in errors (in errors/occurrences: recognizer+localizer): "
+            + ", ".join(
+                f"{_show(r['char'])} {r['in_errors']}/{r['count']} ({r['recognizer']}+{r['localizer']})"
+                for r in summary["chars"][: top * 2]
+            )
+        )
     boxes = summary.get("boxes")
     if boxes:
         cmp = boxes["compare"]

@@ -429,6 +429,16 @@ def _errors_table(errors: dict | None, top: int = 6) -> str:
                 f"<th>{100 * v['rate']:.2f}%</th><th>{100 * v['share']:.1f}%</th><th></th></tr>"
             )
     rows.append("</table>")
+    if errors.get("chars"):
+        items = ", ".join(
+            f"{show(r['char'])} {r['in_errors']}/{r['count']} "
+            f"({r['recognizer']} recognizer, {r['localizer']} localizer)"
+            for r in errors["chars"][:12]
+        )
+        rows.append(
+            "<p class=note>Reference characters most often in an error (in errors / "
+            f"occurrences): {items}.</p>"
+        )
     boxes = errors.get("boxes")
     if boxes and boxes["compare"]["chars"]:
         c = boxes["compare"]

@@ -112,6 +112,12 @@ def test_spaces_missed_and_invented():
     assert classes(d) == [("space_invented", "", " ", 1)]
 
 
+def test_a_space_on_the_wrong_side_of_a_glyph_is_a_space_error():
+    boxes = [[0, 0, 10, 30], [12, 0, 22, 30], [34, 0, 44, 30], [56, 0, 66, 30]]
+    d = diagnose("ab cd", "abc d", list("abcd"), boxes)
+    assert sorted(classes(d)) == [("space_invented", "", " ", 1), ("space_missed", " ", "", 1)]
+
+
 def test_substitution_is_the_recognizers():
     d = diagnose("ab", "aq", ["a", "q"], [[0, 0, 10, 30], [12, 0, 22, 30]])
     assert classes(d) == [("substitution", "b", "q", 1)]
@@ -235,6 +241,12 @@ def test_box_and_text_methods_agree_on_a_clear_line():
         ("split", "m", "rn", 2),
     ]
     assert summary["attributed"] == summary["char_errors"] == 5
+    by_char = {r["char"]: r for r in summary["chars"]}
+    assert by_char["b"]["recognizer"] == 1 and by_char["b"]["localizer"] == 0
+    assert by_char["m"] == {
+        "char": "m", "count": 3, "in_errors": 1, "rate": pytest.approx(1 / 3),
+        "recognizer": 0, "localizer": 1,
+    }  # fmt: skip
     cmp = summary["boxes"]["compare"]
     assert cmp["chars"] == 6 and cmp["same"] == 6
     assert summary["boxes"]["true_chars"] == {"merge": 2, "ok": 2, "split": 1, "substitution": 1}
