@@ -25,6 +25,7 @@ from effocr.diagnose import (
     normalize_tokens,
     token_spans,
 )
+from effocr.evaluate import load_coco_set
 from effocr.metrics import ScoreOptions, normalize
 from effocr.report import build_report
 
@@ -258,6 +259,23 @@ def test_failed_line_is_its_own_class():
     diags, summary = diagnose_set([LineInput("abc", {"text": None, "error": "boom"})])
     assert summary["classes"]["failed"]["errors"] == 3
     assert summary["kinds"]["failed"]["share"] == pytest.approx(1.0)
+
+
+def test_coco_sets_carry_their_true_boxes(tiny_coco, tmp_path):
+    coco_json, image_dir = tiny_coco
+    lines = load_coco_set(coco_json, image_dir)
+    for line in lines:
+        assert [c for c, _ in line.char_boxes] == [c for c in line.reference if not c.isspace()]
+        assert all(b[2] > b[0] and b[3] > b[1] for _, b in line.char_boxes)
+    # A line whose boxes do not match its text is still scored, without its boxes.
+    coco = json.loads(coco_json.read_text(encoding="utf-8"))
+    first = coco["images"][0]["id"]
+    drop = next(a["id"] for a in coco["annotations"] if a["image_id"] == first)
+    coco["annotations"] = [a for a in coco["annotations"] if a["id"] != drop]
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(coco), encoding="utf-8")
+    lines = load_coco_set(broken, image_dir)
+    assert lines[0].char_boxes is None and all(line.char_boxes for line in lines[1:])
 
 
 # ---------------------------------------------------------------------------
