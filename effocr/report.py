@@ -446,7 +446,9 @@ def _errors_table(errors: dict | None, top: int = 6) -> str:
             f"<p class=note>True character boxes ({boxes['lines']} lines): the box-level "
             f"attribution gives the same class for {c['same']} of {c['chars']} characters, "
             f"{c['same_on_errors']} of the {c['error_chars']} that either method calls an error "
-            f"(true chars: {_esc(boxes['true_chars'])}).</p>"
+            "(true characters: "
+            + _esc(", ".join(f"{k} {v}" for k, v in boxes["true_chars"].items()))
+            + ").</p>"
         )
     return "\n".join(rows)
 
