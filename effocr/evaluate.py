@@ -55,6 +55,9 @@ class EvalLine:
     id: str
     image: Path
     reference: str
+    # True character boxes `(char, (x0, y0, x1, y1))` in reading order, where the set has them
+    # (COCO): `effocr.diagnose` then attributes errors from the boxes too.
+    char_boxes: tuple | None = None
 
 
 @dataclass
@@ -138,6 +141,7 @@ def load_coco_set(
         if not image_dir.is_dir():
             image_dir = json_path.parent
     image_dir = Path(image_dir)
+    boxes = _coco_char_boxes(coco)
     lines = []
     for i, img in enumerate(coco["images"]):
         if not isinstance(img, dict) or "file_name" not in img:
@@ -151,8 +155,48 @@ def load_coco_set(
         path = image_dir / img["file_name"]
         if not path.is_file():
             raise EffOCRError(f"{json_path}: image {img.get('id', i)}: {path} does not exist")
-        lines.append(EvalLine(id=str(img["file_name"]), image=path, reference=text))
+        lines.append(
+            EvalLine(
+                id=str(img["file_name"]),
+                image=path,
+                reference=text,
+                char_boxes=boxes.get(img.get("id")),
+            )
+        )
     return lines
+
+
+def _coco_char_boxes(coco: dict) -> dict:
+    """``{image id: true char boxes}`` for the images whose char boxes match their text.
+
+    Boxes are optional in an evaluation set: a set without a char category, or an image whose
+    box count differs from its text, is scored all the same, only without box-level diagnosis.
+    """
+    from effocr.data.coco import index_coco, line_chars
+
+    try:
+        index = index_coco(coco)
+    except (EffOCRError, KeyError, TypeError, ValueError):
+        return {}
+    out = {}
+    for image in index.images.values():
+        try:
+            chars = line_chars(index, image)
+        except (EffOCRError, KeyError, TypeError, ValueError):
+            continue
+        out[image["id"]] = tuple(
+            (
+                c,
+                (
+                    a["bbox"][0],
+                    a["bbox"][1],
+                    a["bbox"][0] + a["bbox"][2],
+                    a["bbox"][1] + a["bbox"][3],
+                ),
+            )
+            for c, a in chars
+        )
+    return out
 
 
 def _gt_image(gt: Path) -> Path | None:
@@ -539,8 +583,13 @@ def write_results(
     tesseract: dict | None = None,
     extra: dict | None = None,
     vertical: bool | None = None,
+    diagnose: bool = False,
 ) -> dict:
     """Score EffOCR's (and Tesseract's) texts on a set and write the result files.
+
+    With `predictions`, metrics.json's `errors` section attributes EffOCR's errors to the
+    localizer or the recognizer (`effocr.diagnose`); `diagnose` also writes them one per row
+    to `errors.csv`.
 
     Each system's metrics carry `by_orientation`: the pooled figures of the horizontal and
     the vertical (taller than wide) lines, for the orientations that occur. `vertical` is
@@ -621,10 +670,43 @@ def write_results(
             tess_out["errors"] = tess["errors"]
     metrics["tesseract"] = tess_out
     metrics["skipped_lines"] = list(eval_set.skipped)
+    if predictions:
+        metrics["errors"] = _diagnose(
+            eval_set, predictions, orientations, options, out_dir if diagnose else None
+        )
     if extra:
         metrics.update(extra)
     write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def _diagnose(
+    eval_set: EvalSet,
+    predictions: list[dict],
+    orientations: list[str | None],
+    options: ScoreOptions,
+    csv_dir: Path | None,
+) -> dict:
+    """The `errors` section (`effocr.diagnose.diagnose_set`); `errors.csv` into `csv_dir`."""
+    from effocr.diagnose import ERRORS_CSV, LineInput, diagnose_set, write_errors_csv
+
+    inputs = [
+        LineInput(
+            reference=line.reference,
+            prediction=pred,
+            vertical=orientation == "vertical",
+            true_chars=[(c, list(b)) for c, b in line.char_boxes]
+            if line.char_boxes is not None
+            else None,
+        )
+        for line, pred, orientation in zip(eval_set.lines, predictions, orientations, strict=True)
+    ]
+    diags, summary = diagnose_set(inputs, options)
+    if csv_dir is not None:
+        write_errors_csv(
+            csv_dir / ERRORS_CSV, [line.id for line in eval_set.lines], diags, predictions
+        )
+    return summary
 
 
 def evaluate_set(
@@ -637,6 +719,7 @@ def evaluate_set(
     device: str = "cpu",
     language: str | None = None,
     verify: bool = True,
+    diagnose: bool = False,
 ) -> dict:
     """Run the bundle and the Tesseract baseline on one evaluation set and write the results.
 
@@ -649,6 +732,8 @@ def evaluate_set(
         device: Inference device.
         language: Profile whose `tesseract_lang` the baseline uses; None reads the bundle's.
         verify: Check the bundle's files against the sha256 in its model.yaml.
+        diagnose: Also write `errors.csv`, EffOCR's attributed errors one per row (metrics.json
+            has their summary, the `errors` section, either way).
 
     Returns:
         The metrics written to `out_dir/metrics.json`.
@@ -682,6 +767,7 @@ def evaluate_set(
         tesseract=tess,
         extra={"bundle": str(bundle_dir), "language": language, "threads": threads},
         vertical=profile.vertical,
+        diagnose=diagnose,
     )
     LOG.info(
         "%s: EffOCR CER %.4f, Tesseract %s",
@@ -729,6 +815,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="open the bundle without checking its files against the sha256 in model.yaml",
     )
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="print which model made each error (localizer or recognizer: classes, top "
+        "confusions) and write them one per row to OUTPUT/NAME/errors.csv",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -756,9 +848,16 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             language=args.language,
             verify=not args.no_verify,
+            diagnose=args.diagnose,
         )
         rows.append(m)
     print(format_table(rows))
+    if args.diagnose:
+        from effocr.diagnose import format_errors_table
+
+        for m in rows:
+            print()
+            print(format_errors_table(m["errors"], m["set"]))
     return 0
 
 

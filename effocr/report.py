@@ -395,6 +395,64 @@ def _figure(png: bytes, caption: str) -> str:
     return f"<figure><img src='{_data_uri(png)}'><figcaption>{_esc(caption)}</figcaption></figure>"
 
 
+OPEN_BOX = "\u2423"  # shows a space in a table cell
+
+
+def _errors_table(errors: dict | None, top: int = 6) -> str:
+    """Which model made EffOCR's errors (metrics.json's `errors`, `effocr.diagnose`)."""
+    if not errors:
+        return "<p class=note>No error attribution (evaluated before effocr.diagnose).</p>"
+
+    def show(s: str) -> str:
+        return f"<code class=c>{_esc(s.replace(' ', OPEN_BOX))}</code>" if s else "<i>-</i>"
+
+    rows = [
+        "<table><tr><th class=l>class</th><th class=l>model</th><th>errors</th><th>events</th>"
+        "<th>CER part</th><th>share</th><th class=l>most frequent (reference &rarr; read)</th></tr>"
+    ]
+    for cls, v in errors["classes"].items():
+        if not v["errors"]:
+            continue
+        tops = ", ".join(
+            f"{show(r['reference'])}&rarr;{show(r['hypothesis'])} {r['count']}"
+            for r in errors.get("top", {}).get(cls, [])[:top]
+        )
+        rows.append(
+            f"<tr><td class=l>{_esc(cls)}</td><td class=l>{_esc(v['kind'])}</td>"
+            f"<td>{v['errors']}</td><td>{v['events']}</td><td>{100 * v['rate']:.2f}%</td>"
+            f"<td>{100 * v['share']:.1f}%</td><td class=l>{tops}</td></tr>"
+        )
+    for kind, v in errors["kinds"].items():
+        if v["errors"]:
+            rows.append(
+                f"<tr><th class=l colspan=2>{_esc(kind)}</th><th>{v['errors']}</th><th></th>"
+                f"<th>{100 * v['rate']:.2f}%</th><th>{100 * v['share']:.1f}%</th><th></th></tr>"
+            )
+    rows.append("</table>")
+    if errors.get("chars"):
+        items = ", ".join(
+            f"{show(r['char'])} {r['in_errors']}/{r['count']} "
+            f"({r['recognizer']} recognizer, {r['localizer']} localizer)"
+            for r in errors["chars"][:12]
+        )
+        rows.append(
+            "<p class=note>Reference characters most often in an error (in errors / "
+            f"occurrences): {items}.</p>"
+        )
+    boxes = errors.get("boxes")
+    if boxes and boxes["compare"]["chars"]:
+        c = boxes["compare"]
+        rows.append(
+            f"<p class=note>True character boxes ({boxes['lines']} lines): the box-level "
+            f"attribution gives the same class for {c['same']} of {c['chars']} characters, "
+            f"{c['same_on_errors']} of the {c['error_chars']} that either method calls an error "
+            "(true characters: "
+            + _esc(", ".join(f"{k} {v}" for k, v in boxes["true_chars"].items()))
+            + ").</p>"
+        )
+    return "\n".join(rows)
+
+
 def build_report(
     eval_dirs: dict[str, str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -451,6 +509,7 @@ def build_report(
                 "options": m.get("options"),
                 "effocr": m.get("effocr"),
                 "tesseract": m.get("tesseract"),
+                "errors": m.get("errors"),
             }
             for name, m in sets.items()
         },
@@ -523,6 +582,13 @@ def build_report(
         )
         parts.append("<h3>Most frequent character confusions</h3>")
         parts.append(_confusion_table(d["confusions"], top_confusions))
+        parts.append(
+            "<h3>Which model made the errors</h3><p class=note>Every character error (edit "
+            "operation of the CER) attributed to the localizer (missed, extra, merged or split "
+            "boxes, spaces) or the recognizer (one box, wrong label); CER part = errors / "
+            "reference characters, so the parts add up to the CER.</p>"
+        )
+        parts.append(_errors_table(m.get("errors")))
         parts.append(
             f"<h3>Worst lines (up to {worst_lines})</h3>"
             "<p class=note>EffOCR's character boxes in red, word boxes in blue.</p>"

@@ -99,6 +99,7 @@ def test_coco_set(tmp_path, gt_dir):
     js.write_text(json.dumps({"images": images}), encoding="utf-8")
     lines = load_coco_set(js, gt_dir)
     assert [line.reference for line in lines] == TEXTS
+    assert all(line.char_boxes is None for line in lines)  # no boxes: no box-level diagnosis
     spec = {"name": "c", "path": str(js), "image_dir": str(gt_dir)}
     assert load_eval_set(spec, tmp_path / "work").type == "coco"
     del images[1]["text"]
