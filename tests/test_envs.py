@@ -46,6 +46,7 @@ IMPORT_TO_CONDA = {
     "onnxruntime": "onnxruntime",
     "rapidfuzz": "rapidfuzz",
     "threadpoolctl": "threadpoolctl",
+    "lxml": "lxml",
 }
 # The rules that declare a `gpu` resource (and so run in CONTAINER_GPU).
 GPU_RULES = {
