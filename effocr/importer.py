@@ -187,10 +187,11 @@ def cut_line(page_image: Image.Image, line: SourceLine, margin: int, mask: bool)
         clipped = False
     else:
         W, H = page_image.size
-        x0 = max(math.floor(outline[0]) - margin, 0)
-        y0 = max(math.floor(outline[1]) - margin, 0)
-        x1 = min(math.ceil(outline[2]) + 1 + margin, W)
-        y1 = min(math.ceil(outline[3]) + 1 + margin, H)
+        # The slack keeps a unit conversion's 900.0000001 from widening the crop by a pixel.
+        x0 = max(math.floor(outline[0] + 1e-6) - margin, 0)
+        y0 = max(math.floor(outline[1] + 1e-6) - margin, 0)
+        x1 = min(math.ceil(outline[2] - 1e-6) + 1 + margin, W)
+        y1 = min(math.ceil(outline[3] - 1e-6) + 1 + margin, H)
         if x1 <= x0 or y1 <= y0:
             raise ValueError(f"polygon {_fmt_box(line.bbox)} lies outside the {W}x{H} page image")
         clipped = outline[0] < 0 or outline[1] < 0 or outline[2] > W or outline[3] > H

@@ -39,7 +39,8 @@ def image_dpi(path: Path) -> float | None:
         return None
     # Some writers store 1 or 72 "dpi" meaning nothing; 72 is a real screen value though, so
     # only values no scanner produces are treated as missing.
-    return value if value >= 50 else None
+    # PNG stores pixels per metre: 300 dpi comes back as 299.9994.
+    return round(value, 2) if value >= 50 else None
 
 
 def _box(elem: etree._Element, scale: float) -> tuple[float, float, float, float]:
