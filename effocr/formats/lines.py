@@ -13,7 +13,7 @@ from PIL import Image
 
 from effocr.document import Page, Region, box_polygon
 from effocr.formats.source import SourceLine, SourcePage
-from effocr.imageio import IMAGE_SUFFIXES
+from effocr.suffixes import IMAGE_SUFFIXES
 from effocr.utils import EffOCRError
 
 GT_SUFFIX = ".gt.txt"
