@@ -208,10 +208,11 @@ def load_page_xml(
     for xml in files:
         xml_name = str(xml.relative_to(path)) if path.is_dir() else xml.name
         sp = read_page(xml, alternative_images=False)
+        if sp.page.error is not None:
+            raise EffOCRError(sp.page.error)
         for s in sp.skipped:
             if s["reason"] != UNTRANSCRIBED:
-                where = f"TextLine {s['id']}: " if s["id"] != "Page" else ""
-                raise EffOCRError(f"{xml}: {where}{s['problem']}")
+                raise EffOCRError(f"{xml}: TextLine {s['id']}: {s['problem']}")
         page_img = open_rgb(sp.image)
         for line in sp.page.lines():
             x0, y0, x1, y1 = line.bbox

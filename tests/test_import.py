@@ -639,3 +639,46 @@ def test_cli(tmp_path, transkribus, capsys):
     (transkribus / "0001_scan.jpg").unlink()
     assert cli_main(["import", "page", str(transkribus), "--output", str(out)]) == 1
     assert "0001_scan.jpg' not found; tried" in capsys.readouterr().err
+
+
+ALTO_BAD = """<?xml version="1.0" encoding="UTF-8"?>
+<alto xmlns="http://www.loc.gov/standards/alto/ns-v3#">
+  <Description><MeasurementUnit>pixel</MeasurementUnit>
+    <sourceImageInformation><fileName>scan.png</fileName></sourceImageInformation>
+  </Description>
+  <Layout><Page ID="P1" HEIGHT="200" WIDTH="400"><PrintSpace>
+    <TextBlock ID="TB1" HPOS="0" VPOS="0" WIDTH="400" HEIGHT="200">
+      <TextLine ID="good" HPOS="10" VPOS="10" WIDTH="100" HEIGHT="30">
+        <String CONTENT="good" HPOS="10" VPOS="10" WIDTH="100" HEIGHT="30"/></TextLine>
+      <TextLine ID="off" HPOS="500" VPOS="10" WIDTH="100" HEIGHT="30">
+        <String CONTENT="off" HPOS="500" VPOS="10" WIDTH="100" HEIGHT="30"/></TextLine>
+      <TextLine ID="empty" HPOS="10" VPOS="50" WIDTH="100" HEIGHT="30"/>
+      <TextLine ID="nopos" VPOS="90" WIDTH="100" HEIGHT="30">
+        <String CONTENT="x" HPOS="10" VPOS="90" WIDTH="10" HEIGHT="30"/></TextLine>
+    </TextBlock>
+  </PrintSpace></Page></Layout>
+</alto>
+"""
+
+
+def test_alto_bad_lines_files_and_images(tmp_path):
+    src = tmp_path / "alto"
+    gray_page(src / "scan.png")
+    (src / "a.xml").write_text(ALTO_BAD, encoding="utf-8")
+    (src / "b_missing.xml").write_text(ALTO_BAD.replace("scan.png", "gone.png"))
+    xxe = ALTO_BAD.replace(
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        '<?xml version="1.0"?><!DOCTYPE alto [<!ENTITY s SYSTEM "file:///etc/hostname">]>',
+    ).replace('CONTENT="good"', 'CONTENT="&s;"')
+    (src / "c_xxe.xml").write_text(xxe, encoding="utf-8")
+    out = tmp_path / "out"
+    import_dataset("alto", [src], out, options())
+    coco, report = load_out(out)
+    assert [i["text"] for i in coco["images"]] == ["good"]
+    problems = {(Path(s["file"]).name, s["id"]): s["problem"] for s in report["skipped"]}
+    assert "outside the 400x200 page image" in problems[("a.xml", "off")]
+    assert problems[("a.xml", "empty")] == "empty transcription"
+    assert "bad position attribute" in problems[("a.xml", "nopos")]
+    assert "image 'gone.png' not found; tried" in problems[("b_missing.xml", "P1")]
+    # In an attribute, an external entity is not even well-formed (libxml2 says so first).
+    assert "external entity 's'" in problems[("c_xxe.xml", "")]
