@@ -76,18 +76,18 @@ KRAKEN = f"""<?xml version="1.0" encoding="UTF-8"?>
     <TextRegion id="r_1" type="paragraph">
       <Coords points="5,5 395,5 395,195 5,195"/>
       <TextLine id="l_1">
-        <Baseline points="10,28 200,44"/>
         <Coords points="10,10 200,10 200,48 10,30"/>
+        <Baseline points="10,28 200,44"/>
         <TextEquiv><Unicode>Hello kraken</Unicode></TextEquiv>
       </TextLine>
       <TextLine id="l_2">
-        <Baseline points="10,90 390,90"/>
         <Coords points="10,60 390,60 390,100 10,100"/>
+        <Baseline points="10,90 390,90"/>
         <TextEquiv><Unicode> </Unicode></TextEquiv>
       </TextLine>
       <TextLine id="l_3">
-        <Baseline points="300,180 430,180"/>
         <Coords points="300,150 430,150 430,190 300,190"/>
+        <Baseline points="300,180 430,180"/>
         <TextEquiv><Unicode>clipped</Unicode></TextEquiv>
       </TextLine>
       <TextLine id="l_4">
@@ -268,8 +268,10 @@ def test_glyph_count_mismatch_drops_char_boxes_only(tmp_path, transkribus):
 
 ROTATED = f"""<?xml version="1.0" encoding="UTF-8"?>
 <PcGts xmlns="{PAGE2019}">
+  <Metadata><Creator>test</Creator><Created>2024-01-01T00:00:00</Created>
+    <LastChange>2024-01-01T00:00:00</LastChange></Metadata>
   <Page imageFilename="p.png" imageWidth="200" imageHeight="200">
-    <TextRegion id="r1" orientation="90">
+    <TextRegion id="r1" orientation="90"><Coords points="15,15 55,15 55,125 15,125"/>
       <TextLine id="rot"><Coords points="20,20 50,20 50,120 20,120"/>
         <Word id="w"><Coords points="22,22 48,22 48,40 22,40"/>
           <Glyph id="g"><Coords points="22,22 48,22 48,40 22,40"/>
@@ -278,6 +280,7 @@ ROTATED = f"""<?xml version="1.0" encoding="UTF-8"?>
         <TextEquiv><Unicode>A</Unicode></TextEquiv></TextLine>
     </TextRegion>
     <TextRegion id="r2" readingDirection="top-to-bottom">
+      <Coords points="115,15 155,15 155,165 115,165"/>
       <TextLine id="vert"><Coords points="120,20 150,20 150,160 120,160"/>
         <TextEquiv><Unicode>縦書き</Unicode></TextEquiv></TextLine>
     </TextRegion>
@@ -330,8 +333,8 @@ OCRD_PAGE = f"""<?xml version="1.0" encoding="UTF-8"?>
     <pc:TextRegion id="region0001">
       <pc:Coords points="0,0 299,0 299,99 0,99"/>
       <pc:TextLine id="region0001_line0001">
-        <pc:Coords points="10,10 109,10 109,39 10,39"/>
         <pc:AlternativeImage filename="OCR-D-BIN-LINE/line0001.png" comments="binarized,clipped"/>
+        <pc:Coords points="10,10 109,10 109,39 10,39"/>
         <pc:TextEquiv index="1"><pc:Unicode>own image</pc:Unicode></pc:TextEquiv>
       </pc:TextLine>
       <pc:TextLine id="region0001_line0002">

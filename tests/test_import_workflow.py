@@ -101,6 +101,8 @@ def coco_to_page(coco_json: Path, out_dir: Path, glyphs: bool = True) -> int:
         page.save(out_dir / f"{name}.png")
         (out_dir / f"{name}.xml").write_text(
             f'<?xml version="1.0" encoding="UTF-8"?>\n<PcGts xmlns="{PAGE_NS}">'
+            "<Metadata><Creator>Transkribus</Creator><Created>2024-01-01T00:00:00</Created>"
+            "<LastChange>2024-01-01T00:00:00</LastChange></Metadata>"
             f'<Page imageFilename="{name}.png" imageWidth="{width}" imageHeight="{height}">'
             f'<TextRegion id="r1"><Coords points="{_pts(0, 0, width - 1, height - 1)}"/>'
             + "".join(xml_lines)
