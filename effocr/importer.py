@@ -247,6 +247,16 @@ def _fmt_box(b: Box) -> str:
     return "[" + ", ".join(f"{v:g}" for v in b) + "]"
 
 
+def _check_size(image: Image.Image, sp: SourcePage) -> None:
+    """Coordinates are only meaningful on the image they were drawn on (not a resized copy)."""
+    declared = (sp.page.width, sp.page.height)
+    if declared != (0, 0) and image.size != declared:
+        raise ValueError(
+            f"image {sp.image} is {image.width}x{image.height} but the file's coordinates are "
+            f"for {declared[0]}x{declared[1]}"
+        )
+
+
 def line_file_name(number: int, source: Path, line_id: str) -> str:
     """A line image's file name: unique by its running number, readable by the rest."""
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{source.name.split('.')[0]}_{line_id}")[:80]
@@ -324,6 +334,15 @@ def import_pages(
             if sp.page.error is not None or sp.image is None:
                 continue
             page_image = None
+            try:
+                if any(line.image is None for line in sp.page.lines()):
+                    page_image = open_rgb(sp.image)
+                    _check_size(page_image, sp)
+            except (ValueError, OSError) as exc:
+                skipped.append(
+                    {"file": str(sp.source), "id": "", "problem": str(exc), "reason": INVALID}
+                )
+                continue
             for line in sp.page.lines():
                 where = {"file": str(sp.source), "id": line.id}
                 if not line.text.strip():
@@ -332,8 +351,6 @@ def import_pages(
                     )
                     continue
                 try:
-                    if page_image is None and line.image is None:
-                        page_image = open_rgb(sp.image)
                     cut = cut_line(page_image, line, options.margin, options.mask)
                 except (ValueError, OSError) as exc:
                     skipped.append({**where, "problem": str(exc), "reason": INVALID})

@@ -639,6 +639,10 @@ def test_cli(tmp_path, transkribus, capsys):
         ["import", "page", str(transkribus), "--output", str(out), "--text-index", "2", "--strict"]
     )
     assert rc == 0  # only an untranscribed line was left out: not a problem
+    # A resized copy of the scan: every line is refused, naming both sizes.
+    Image.new("RGB", (200, 100)).save(transkribus / "0001_scan.jpg")
+    assert cli_main(["import", "page", str(transkribus), "--output", str(out)]) == 1
+    assert "is 200x100 but the file's coordinates are for 400x200" in capsys.readouterr().err
     (transkribus / "0001_scan.jpg").unlink()
     assert cli_main(["import", "page", str(transkribus), "--output", str(out)]) == 1
     assert "0001_scan.jpg' not found; tried" in capsys.readouterr().err

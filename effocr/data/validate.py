@@ -254,7 +254,7 @@ def validate_coco(
             f"{len(no_char_boxes)} of {len(images)} line(s) have a transcription but no char "
             f"boxes (image ids {shown}{more}): the localizer and recognizer train on character "
             "boxes, and finding them from line transcriptions is not implemented yet. Use "
-            "ground truth with Glyph (PAGE) / Glyph (ALTO) boxes, or leave these lines out "
+            "ground truth with glyph boxes (PAGE or ALTO Glyph elements), or leave these lines out "
             "(dataset.import.without_chars: skip; effocr import --without-chars skip)"
         )
 
