@@ -29,7 +29,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from effocr.document import Box
+from effocr.document import Box, Page
+from effocr.formats.alto import alto_files, read_alto
+from effocr.formats.lines import read_line_folder
+from effocr.formats.page import page_files, read_mets, read_page
 from effocr.formats.source import INVALID, UNTRANSCRIBED, SourceLine, SourcePage
 from effocr.utils import EffOCRError, atomic_path, open_rgb
 
@@ -45,6 +48,8 @@ CATEGORIES = [
 ]
 WITHOUT_CHARS = ("keep", "skip")
 WHITE = (255, 255, 255)
+# What PIL raises for a file that is not a decodable image of a sane size.
+IMAGE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -72,16 +77,12 @@ class ImportOptions:
 
 
 def _failed(path: Path, problem: str) -> SourcePage:
-    from effocr.document import Page
-
     sp = SourcePage(source=path, page=Page(image="", width=0, height=0, error=problem), image=None)
     sp.skip("", problem)
     return sp
 
 
 def _page_inputs(path: Path, options: ImportOptions) -> tuple[list[Path], Path | None]:
-    from effocr.formats.page import page_files, read_mets
-
     mets = path / "mets.xml" if path.is_dir() else path
     if options.file_grp is not None:
         if not mets.is_file():
@@ -107,17 +108,11 @@ def read_sources(
         if not path.exists():
             raise EffOCRError(f"{path}: no such file or folder")
         if fmt == "lines":
-            from effocr.formats.lines import read_line_folder
-
             yield from read_line_folder(path)
             continue
         if fmt == "page":
-            from effocr.formats.page import read_page
-
             files, workspace = _page_inputs(path, options)
         else:
-            from effocr.formats.alto import alto_files
-
             files, workspace = alto_files(path), None
         for f in files:
             try:
@@ -130,12 +125,13 @@ def read_sources(
                         alternative_images=options.alternative_images,
                     )
                 else:
-                    from effocr.formats.alto import read_alto
-
                     yield read_alto(f, dpi=options.dpi, image_dir=options.image_dir)
             except EffOCRError as exc:
                 LOG.warning("%s", exc)
                 yield _failed(f, str(exc))
+            except IMAGE_ERRORS as exc:  # the page image named by the file does not decode
+                LOG.warning("%s: %s", f, exc)
+                yield _failed(f, f"{f}: page image does not decode: {exc}")
 
 
 # ---------------------------------------------------------------------------
@@ -338,7 +334,7 @@ def import_pages(
                 if any(line.image is None for line in sp.page.lines()):
                     page_image = open_rgb(sp.image)
                     _check_size(page_image, sp)
-            except (ValueError, OSError) as exc:
+            except IMAGE_ERRORS as exc:
                 skipped.append(
                     {"file": str(sp.source), "id": "", "problem": str(exc), "reason": INVALID}
                 )
@@ -352,7 +348,7 @@ def import_pages(
                     continue
                 try:
                     cut = cut_line(page_image, line, options.margin, options.mask)
-                except (ValueError, OSError) as exc:
+                except IMAGE_ERRORS as exc:
                     skipped.append({**where, "problem": str(exc), "reason": INVALID})
                     continue
                 chars, why = _char_boxes(line, cut)

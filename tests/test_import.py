@@ -689,3 +689,18 @@ def test_alto_bad_lines_files_and_images(tmp_path):
     assert "image 'gone.png' not found; tried" in problems[("b_missing.xml", "P1")]
     # In an attribute, an external entity is not even well-formed (libxml2 says so first).
     assert "external entity 's'" in problems[("c_xxe.xml", "")]
+
+
+@pytest.mark.parametrize("fmt", ["page", "alto"])
+def test_undecodable_page_image_is_one_file_left_out(tmp_path, fmt):
+    src = tmp_path / "src"
+    gray_page(src / "scan.png")
+    (src / "broken.png").write_bytes(b"")
+    xml = KRAKEN if fmt == "page" else ALTO_BAD
+    (src / "a.xml").write_text(xml, encoding="utf-8")
+    (src / "b.xml").write_text(xml.replace("scan.png", "broken.png"), encoding="utf-8")
+    import_dataset(fmt, [src], tmp_path / "out", options())
+    coco, report = load_out(tmp_path / "out")
+    assert coco["images"] and all(i["source"]["file"].endswith("a.xml") for i in coco["images"])
+    (bad,) = [s for s in report["skipped"] if s["file"].endswith("b.xml")]
+    assert "broken.png" in bad["problem"] and bad["id"] == ""

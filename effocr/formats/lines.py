@@ -80,7 +80,7 @@ def read_line_pair(gt: str | os.PathLike, line_id: str | None = None) -> SourceP
         text = read_gt_text(gt)
         with Image.open(image) as im:
             sp.page.width, sp.page.height = im.size
-    except (EffOCRError, OSError) as exc:
+    except (EffOCRError, OSError, Image.DecompressionBombError) as exc:
         sp.page.error = str(exc)
         sp.skip(line_id, str(exc))
         return sp
