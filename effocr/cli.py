@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "effocr.export",
         "export both models to an ONNX bundle, checked against PyTorch",
     ),
+    "extend-index": (
+        "effocr.recognizer.extend",
+        "add characters to a bundle's reference index without retraining",
+    ),
     "infer": ("effocr.infer", "OCR line images with an exported bundle"),
     "evaluate": ("effocr.evaluate", "CER/WER of a bundle (and Tesseract) on evaluation sets"),
     "report": ("effocr.report", "build the HTML report from evaluation results"),

@@ -3,8 +3,9 @@
 Inputs: `IMAGE_SUFFIXES` (the one list of line image suffixes, also `effocr.evaluate`'s),
 `expand_inputs` (files, folders, glob patterns, ``@list.txt``), `glob_files`, `decode_image`
 (a path or an array -> uint8 pixels, or an `EffOCRError` naming the problem), `display_name`.
-Outputs: `OutputWriter` (predictions.jsonl, text/<stem>.txt, predictions_coco.json, replaced
-together), `check_output_dir`, `check_inputs_outside`, `json_line`. A new input or output
+Outputs: `OutputWriter` (predictions.jsonl, text/<stem>.txt, predictions_coco.json and the
+page formats page/, alto/, hocr/ of `--format`, replaced together), `OUTPUT_FORMATS`,
+`parse_formats`, `check_output_dir`, `check_inputs_outside`, `json_line`. A new input or output
 format goes here (docs/architecture.md, "Where a new thing goes"). No ONNX Runtime, no torch.
 """
 
@@ -17,6 +18,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -26,12 +28,32 @@ from effocr.suffixes import IMAGE_SUFFIXES  # re-exported: infer and evaluate na
 from effocr.utils import EffOCRError, flatten_alpha
 
 if TYPE_CHECKING:
+    from effocr.document import Page
     from effocr.pipeline import LineResult
 
 ImageInput = str | os.PathLike | np.ndarray
 
 # What a run writes into its output folder; a later run replaces all of them together.
-RUN_OUTPUTS = ("predictions.jsonl", "text", "predictions_coco.json")
+RUN_OUTPUTS = (
+    "predictions.jsonl",
+    "text",
+    "predictions_coco.json",
+    "page",
+    "alto",
+    "hocr",
+    "errors.jsonl",
+    ".effocr-run.json",
+)
+# Lists what the last run wrote, when it wrote more than the first three outputs (which runs
+# have always replaced). The others replace an existing path only when it is listed there: a
+# user's own page/ folder is never taken for a previous run's.
+OUTPUTS_MARKER = ".effocr-run.json"
+LEGACY_OUTPUTS = ("predictions.jsonl", "text", "predictions_coco.json")
+
+# `effocr infer --format`: predictions.jsonl, or one file per image (`PAGE_FORMATS`).
+OUTPUT_FORMATS = ("jsonl", "txt", "page", "alto", "hocr")
+# Without --format: what a run wrote before there was a choice.
+DEFAULT_FORMATS = ("jsonl", "txt")
 
 
 # ---------------------------------------------------------------------------
@@ -262,8 +284,30 @@ def json_line(record: dict) -> str:
     return line + "\n"
 
 
+def parse_formats(value: str) -> tuple[str, ...]:
+    """``--format`` (comma-separated `OUTPUT_FORMATS`) as a tuple without repeats.
+
+    Raises:
+        EffOCRError: an unknown or empty name.
+    """
+    names = [v.strip().lower() for v in value.split(",")]
+    for name in names:
+        if name not in OUTPUT_FORMATS:
+            raise EffOCRError(
+                f"--format {value!r}: unknown format {name!r}; "
+                f"choose one or more of {','.join(OUTPUT_FORMATS)} (comma-separated)"
+            )
+    return tuple(dict.fromkeys(names))
+
+
 class OutputWriter:
     """Writes predictions.jsonl, text/<stem>.txt and (optionally) predictions_coco.json.
+
+    `formats` (`OUTPUT_FORMATS`) chooses the files: ``jsonl`` predictions.jsonl, ``txt``
+    text/<stem>.txt, ``page`` page/<stem>.xml (PAGE-XML 2019), ``alto`` alto/<stem>.xml (ALTO
+    4.4), ``hocr`` hocr/<stem>.hocr, all of an image under the same stem (its file name's,
+    ``__2``... added when stems repeat). Without ``jsonl``, a failed image's error record goes
+    to errors.jsonl (written only when one fails).
 
     Everything is written into a hidden staging folder inside the output folder; when the run
     ends, the outputs of any previous run (`RUN_OUTPUTS`) are replaced by this run's, all of
@@ -272,12 +316,36 @@ class OutputWriter:
     """
 
     def __init__(
-        self, out_dir: str | os.PathLike | None, *, coco: bool = False, stream: TextIO | None = None
+        self,
+        out_dir: str | os.PathLike | None,
+        *,
+        coco: bool = False,
+        stream: TextIO | None = None,
+        formats: Sequence[str] = DEFAULT_FORMATS,
     ) -> None:
+        from effocr.formats.serialize import PAGE_FORMATS
+
         self.out_dir = check_output_dir(out_dir) if out_dir is not None else None
         self.stream = stream
         self.coco = coco
+        unknown = sorted(set(formats) - set(OUTPUT_FORMATS))
+        if unknown:
+            raise EffOCRError(f"unknown output format(s) {unknown}; known: {OUTPUT_FORMATS}")
+        self.formats = tuple(formats)
+        # Formats written from a `Page` (all but jsonl), in `OUTPUT_FORMATS` order.
+        self.page_formats = [
+            PAGE_FORMATS[f] for f in OUTPUT_FORMATS if f in self.formats and f in PAGE_FORMATS
+        ]
+        self.failed_writes = 0
         self._names: set[str] = set()
+        self._errors: TextIO | None = None
+        self._previous: set[str] = set()
+        if self.out_dir is not None:
+            self._previous = previous_outputs(self.out_dir)
+            may_write = [f.folder for f in self.page_formats]
+            if "jsonl" not in self.formats:
+                may_write.append("errors.jsonl")
+            check_replaceable(self.out_dir, may_write, self._previous)
         self._coco_images: list[dict] = []
         self._coco_anns: list[dict] = []
         self._fh: TextIO | None = None
@@ -289,16 +357,18 @@ class OutputWriter:
                 )
             except OSError as exc:
                 raise EffOCRError(f"{self.out_dir}: cannot write there: {exc.strerror}") from exc
-            (self._stage / "text").mkdir()
-            self._fh = open(self._stage / "predictions.jsonl", "w", encoding="utf-8")
+            for fmt in self.page_formats:
+                (self._stage / fmt.folder).mkdir()
+            if "jsonl" in self.formats:
+                self._fh = open(self._stage / "predictions.jsonl", "w", encoding="utf-8")
 
-    def _text_name(self, image: str) -> str:
+    def _stem(self, image: str) -> str:
         stem = Path(image).stem or "line"
-        name, n = f"{stem}.txt", 1
-        # `line.png` twice, or beside `line__2.png`: every text file gets a name of its own.
+        name, n = stem, 1
+        # `line.png` twice, or beside `line__2.png`: every image gets a name of its own.
         while name in self._names:
             n += 1
-            name = f"{stem}__{n}.txt"
+            name = f"{stem}__{n}"
         self._names.add(name)
         return name
 
@@ -309,11 +379,46 @@ class OutputWriter:
             self._fh.write(line)
         if self.stream is not None:
             self.stream.write(line)
-        if self._stage is not None and res.ok:
-            path = self._stage / "text" / self._text_name(res.image)
-            path.write_text(res.text + "\n", encoding="utf-8")
+        if self._stage is not None and not res.ok:
+            self._record_error(res.to_dict())
+        if self._stage is not None and res.ok and self.page_formats:
+            from effocr.formats.results import page_from_result
+
+            self.write_page(page_from_result(res))
         if self.coco and res.ok:
             self._add_coco(res)
+
+    def write_page(self, page: Page) -> None:
+        """Write one page (a read image) in the page formats (all of `formats` but jsonl).
+
+        A format that cannot write this page is recorded in errors.jsonl (`failed_writes`
+        counts them) and the others go on.
+        """
+        if self._stage is None or not self.page_formats:
+            return
+        if page.error is not None:
+            self._record_error({"image": page.image, "text": None, "error": page.error})
+            return
+        stem = self._stem(page.image)
+        for fmt in self.page_formats:
+            folder = self.out_dir / fmt.folder
+            try:
+                # As kraken and Transkribus write it: the image relative to the file's folder.
+                data = fmt.write(replace(page, image=_relative_to(page.image, folder)))
+            except Exception as exc:  # one page's odd content must not end the run
+                self.failed_writes += 1
+                problem = f"cannot write {fmt.name}: {type(exc).__name__}: {exc}"
+                self._record_error({"image": page.image, "format": fmt.name, "error": problem})
+                continue
+            (self._stage / fmt.folder / f"{stem}{fmt.suffix}").write_bytes(data)
+
+    def _record_error(self, record: dict) -> None:
+        # predictions.jsonl already holds a failed image's record.
+        if self._fh is not None and "format" not in record:
+            return
+        if self._errors is None:
+            self._errors = open(self._stage / "errors.jsonl", "w", encoding="utf-8")
+        self._errors.write(json_line(record))
 
     def _add_coco(self, res: LineResult) -> None:
         image_id = len(self._coco_images) + 1
@@ -347,9 +452,10 @@ class OutputWriter:
 
     def close(self, *, complete: bool = True) -> None:
         """Finish the run: put its outputs in place, or (`complete=False`) discard them."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        for fh in (self._fh, self._errors):
+            if fh is not None:
+                fh.close()
+        self._fh = self._errors = None
         if self.stream is not None:
             self.stream.flush()
         stage, self._stage = self._stage, None
@@ -369,6 +475,10 @@ class OutputWriter:
                     except UnicodeEncodeError:
                         text = json.dumps(coco, ensure_ascii=True)
                     (stage / "predictions_coco.json").write_text(text + "\n", encoding="utf-8")
+                written = [n for n in RUN_OUTPUTS if (stage / n).exists()]
+                if set(written) - set(LEGACY_OUTPUTS):
+                    marker = {"written_by": "effocr infer", "outputs": written}
+                    (stage / OUTPUTS_MARKER).write_text(json.dumps(marker) + "\n", "utf-8")
                 self._commit(stage)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
@@ -380,11 +490,49 @@ class OutputWriter:
         old.mkdir()
         for name in RUN_OUTPUTS:
             target = self.out_dir / name
-            if target.exists() or target.is_symlink():
+            ours = name in self._previous or (stage / name).exists()
+            if ours and (target.exists() or target.is_symlink()):
                 os.replace(target, old / name)
         for name in RUN_OUTPUTS:
             if (stage / name).exists():
                 os.replace(stage / name, self.out_dir / name)
+
+
+def previous_outputs(out_dir: Path) -> set[str]:
+    """The `RUN_OUTPUTS` in `out_dir` that a previous run wrote (and this run may replace).
+
+    Runs have always written the first three (`LEGACY_OUTPUTS`); the others count only when
+    the last run listed them in `OUTPUTS_MARKER`.
+    """
+    try:
+        listed = json.loads((out_dir / OUTPUTS_MARKER).read_text("utf-8"))["outputs"]
+        listed = {str(n) for n in listed}
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = set()
+    return {*LEGACY_OUTPUTS, OUTPUTS_MARKER, *(listed & set(RUN_OUTPUTS))}
+
+
+def _relative_to(image: str, folder: Path) -> str:
+    """`image` (a path as given) relative to `folder`, or absolute where no relative path is."""
+    try:
+        return os.path.relpath(os.path.abspath(image), os.path.abspath(folder))
+    except ValueError:  # another drive (Windows)
+        return os.path.abspath(image)
+
+
+def check_replaceable(out_dir: Path, names: Iterable[str], previous: set[str]) -> None:
+    """Refuse to write `names` into `out_dir` where one exists that no run wrote.
+
+    Raises:
+        EffOCRError: e.g. OUT/page/ holds the user's own PAGE files.
+    """
+    for name in names:
+        path = out_dir / name
+        if name not in previous and (path.exists() or path.is_symlink()):
+            raise EffOCRError(
+                f"{path}: exists and no effocr infer run wrote it (not in {OUTPUTS_MARKER}); "
+                "this run would replace it: move it away or use another --output"
+            )
 
 
 def check_inputs_outside(images: Sequence[str], out_dir: Path) -> None:

@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from effocr.bundle import STANDARD_FILES, Manifest
+from effocr.document import Page
 from effocr.imageio import (
+    DEFAULT_FORMATS,
     IMAGE_SUFFIXES,
+    OUTPUT_FORMATS,
     RUN_OUTPUTS,
     ImageInput,
     OutputWriter,
@@ -35,6 +38,7 @@ from effocr.imageio import (
     expand_inputs,
     glob_files,
     json_line,
+    parse_formats,
 )
 from effocr.onnx_session import (
     CPU_PROVIDER,
@@ -66,6 +70,7 @@ __all__ = [
     "ImageInput",
     "LineResult",
     "OutputWriter",
+    "Page",
     "assemble_text",
     "check_output_dir",
     "configure_parser",
@@ -215,6 +220,18 @@ class Engine:
         """OCR line images (paths or HxWx3 uint8 arrays); failed images carry `error`."""
         return list(self.iter_infer(images))
 
+    def read(self, images: Sequence[ImageInput]) -> list[Page]:
+        """OCR line images into `effocr.document.Page`s, the structure the page formats write.
+
+        One page per image, in input order: one region holding one line that covers the image,
+        its words and glyphs with boxes (line pixels) and confidences
+        (`effocr.formats.results`); a failed image is a page with `error` set.
+        `effocr.formats.serialize` writes a page as PAGE-XML, ALTO, hOCR or text.
+        """
+        from effocr.formats.results import page_from_result
+
+        return [page_from_result(res) for res in self.iter_infer(images)]
+
     def close(self) -> None:
         """Stop the worker processes, if any were started (a later call starts new ones)."""
         self.runner.close()
@@ -264,6 +281,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--coco", action="store_true", help="also write OUT/predictions_coco.json")
     parser.add_argument(
+        "--format",
+        "-f",
+        default=None,
+        metavar="FORMATS",
+        help=f"comma-separated output formats, any of {','.join(OUTPUT_FORMATS)}: jsonl "
+        "OUT/predictions.jsonl, txt OUT/text/NAME.txt, page OUT/page/NAME.xml (PAGE-XML 2019), "
+        "alto OUT/alto/NAME.xml (ALTO 4.4), hocr OUT/hocr/NAME.hocr; NAME is the image's file "
+        f"stem. Default {','.join(DEFAULT_FORMATS)} (with --output; jsonl to stdout without)",
+    )
+    parser.add_argument(
         "--no-verify",
         action="store_true",
         help="open the bundle without checking its files against the sha256 in model.yaml "
@@ -273,12 +300,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `effocr infer`; returns 1 when any image failed."""
+    # A bad --format is reported before anything is read.
+    formats = DEFAULT_FORMATS if args.format is None else parse_formats(args.format)
     meta = load_model_yaml(args.model)  # checksums: once, by the Engine below
     defaults = meta.get("infer", {})
     threads = args.threads or int(defaults.get("threads", 1))
     batch_size = args.batch_size or int(defaults.get("batch_size", 64))
     if args.coco and not args.output:
         raise EffOCRError("--coco needs --output")
+    if not args.output and set(formats) != {"jsonl"} and args.format is not None:
+        raise EffOCRError(f"--format {args.format}: only jsonl can go to stdout; add --output")
     if args.output:
         check_output_dir(args.output)
     images = expand_inputs(args.inputs)
@@ -293,7 +324,10 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         writer = OutputWriter(
-            args.output, coco=args.coco, stream=None if args.output else sys.stdout
+            args.output,
+            coco=args.coco,
+            stream=None if args.output else sys.stdout,
+            formats=formats,
         )
     except BaseException:
         engine.close()
@@ -344,4 +378,10 @@ def run(args: argparse.Namespace) -> int:
             f"effocr infer: {failed} of {len(images)} image(s) failed (see the log)",
             file=sys.stderr,
         )
-    return 1 if failed else 0
+    if writer.failed_writes:
+        print(
+            f"effocr infer: {writer.failed_writes} output file(s) could not be written "
+            "(see errors.jsonl)",
+            file=sys.stderr,
+        )
+    return 1 if failed or writer.failed_writes else 0

@@ -79,6 +79,8 @@ class LineResult:
     error: str | None = None
     # Boxes the localizer found but the per-line cap cut (`postprocess.detection_cap`).
     dropped: int = 0
+    # Read top to bottom (a vertical Japanese line); not in predictions.jsonl.
+    vertical: bool = False
 
     @property
     def ok(self) -> bool:
@@ -411,6 +413,7 @@ class Pipeline:
             self.stats.add("crops", time.perf_counter() - t0)
         res.words = np.asarray(det.words, dtype=np.float32).reshape(-1, 4).tolist()
         res.dropped = int(getattr(det, "dropped", 0))
+        res.vertical = bool(det.vertical)
         spaces = np.asarray(det.spaces, dtype=bool) if self.builder.spaces else None
         return PreparedLine(res, boxes.tolist(), squares, spaces)
 

@@ -94,18 +94,23 @@ class ReferenceIndex:
 
     def save(self, out_dir: str | Path) -> Path:
         """Write `ref.index`, `ref_labels.txt` and `index.json` into `out_dir`, together, atomically."""
-        import json
-
         out_dir = Path(out_dir)
         with atomic_path(out_dir, is_dir=True) as tmp:
-            faiss.write_index(self.index, str(tmp / INDEX_FILE))
-            with open(tmp / LABELS_FILE, "w", encoding="utf-8", newline="\n") as f:
-                for label in self.labels:
-                    f.write(label_to_codepoints(label) + "\n")
-            (tmp / META_FILE).write_text(
-                json.dumps(self.meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-            )
+            self.write_files(tmp)
         return out_dir
+
+    def write_files(self, folder: str | Path) -> None:
+        """Write the three index files into an existing `folder` (a bundle being assembled)."""
+        import json
+
+        folder = Path(folder)
+        faiss.write_index(self.index, str(folder / INDEX_FILE))
+        with open(folder / LABELS_FILE, "w", encoding="utf-8", newline="\n") as f:
+            for label in self.labels:
+                f.write(label_to_codepoints(label) + "\n")
+        (folder / META_FILE).write_text(
+            json.dumps(self.meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
 
     @classmethod
     def load(cls, index_dir: str | Path) -> ReferenceIndex:

@@ -1,0 +1,235 @@
+"""New characters without retraining: render them, embed them with the bundle's recognizer, add
+them to its reference index (`effocr extend-index`).
+
+The recognizer is a metric: a character it never saw in training still lands near its own
+renders, so a class is added by rendering it in a few fonts, embedding the renders with the
+bundle's ONNX recognizer (the model inference runs, int8 or float32) and appending the mean
+unit embedding to the index. The input bundle is read only; the extended copy is written as a
+whole to a new directory, with a manifest whose checksums cover the new index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from effocr.bundle import MANIFEST, Manifest
+from effocr.recognizer.reference import ReferenceIndex
+from effocr.utils import EffOCRError, atomic_path, label_to_codepoints
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtendResult:
+    """What `extend_index` did: the classes added, those already present, the fonts per class."""
+
+    added: list[str]
+    present: list[str]
+    fonts: dict[str, list[str]]
+    count: int
+
+
+def new_labels(chars: Sequence[str], present: Sequence[str]) -> tuple[list[str], list[str]]:
+    """`chars` split into those the index lacks and those it has (order kept, duplicates and
+    whitespace dropped: a space is never a reference class, the localizer's gaps make it)."""
+    have = set(present)
+    added: list[str] = []
+    already: list[str] = []
+    for c in dict.fromkeys(chars):
+        if c.isspace():
+            continue
+        (already if c in have else added).append(c)
+    return added, already
+
+
+def render_squares(
+    label: str,
+    fonts: Sequence[Path],
+    input_size: int,
+    size: int,
+    padding: float,
+    mode: str,
+) -> tuple[np.ndarray, list[str]]:
+    """Renders of `label` in every font that draws it, as (N, S, S, 3) uint8 glyph squares.
+
+    The same pad-to-square + resize that the reference index's renders go through
+    (`transforms.resize_square(pad_square(...))`).
+    """
+    from effocr.recognizer.transforms import as_rgb_array, pad_square, resize_square
+    from effocr.synth.fonts import font_chars
+    from effocr.synth.render import render_glyph
+
+    squares, used = [], []
+    for font in fonts:
+        if not set(label) <= font_chars(font):
+            continue
+        try:
+            img = render_glyph(font, label, size=size, mode=mode, padding=padding)
+        except EffOCRError:  # in the cmap but drawn without ink (an empty glyph)
+            continue
+        squares.append(resize_square(pad_square(as_rgb_array(img)), input_size))
+        used.append(font.stem)
+    if not squares:
+        return np.zeros((0, input_size, input_size, 3), dtype=np.uint8), []
+    return np.stack(squares), used
+
+
+def class_vectors(
+    stage: Any,
+    labels: Sequence[str],
+    fonts: Sequence[Path],
+    input_size: int,
+    size: int,
+    padding: float,
+    mode: str,
+) -> tuple[np.ndarray, dict[str, list[str]], list[str]]:
+    """One unit embedding per label: the mean of its renders' embeddings by `stage` (an
+    `effocr.pipeline.RecognizerStage`), as `build_reference_index` makes them from renders.
+
+    Returns:
+        ``(vectors, fonts_used, undrawn)``: (N, D) float32 rows for the labels some font draws
+        (in order), the font stems each was rendered in, and the labels no font draws.
+    """
+    vectors, used_fonts, undrawn = [], {}, []
+    for label in labels:
+        squares, used = render_squares(label, fonts, input_size, size, padding, mode)
+        if not used:
+            undrawn.append(label)
+            continue
+        mean = stage(squares).mean(axis=0)
+        vectors.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+        used_fonts[label] = used
+    dim = stage.session.get_outputs()[0].shape[-1]
+    out = np.asarray(vectors, np.float32).reshape(len(vectors), -1 if vectors else dim)
+    return out, used_fonts, undrawn
+
+
+def extend_index(
+    bundle_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    chars: Sequence[str],
+    fonts: Sequence[Path],
+    size: int,
+    padding: float,
+    mode: str,
+    verify: bool = True,
+) -> ExtendResult:
+    """Write a copy of the bundle at `bundle_dir` to `out_dir` with `chars` added to its index.
+
+    Args:
+        bundle_dir: The bundle to extend (not modified).
+        out_dir: The new bundle (written as a whole; an earlier effocr output is replaced).
+        chars: Characters to add; those the index has already are left as they are.
+        fonts: Font files to render them in; a character is rendered in every font that has it,
+            and its class embedding is the mean over those renders.
+        size, padding, mode: How the renders are drawn (`render.size`, `render.padding`,
+            `render.mode` of the config the bundle was trained with).
+        verify: Check the bundle's checksums before reading it.
+
+    Raises:
+        EffOCRError: for an unreadable bundle, an `out_dir` that is the bundle itself, or
+            characters that no font draws (all named).
+    """
+    from effocr.onnx_session import make_session
+    from effocr.pipeline import RecognizerStage
+
+    bundle, out = Path(bundle_dir), Path(out_dir)
+    if out.resolve() == bundle.resolve():
+        raise EffOCRError(f"{out}: the output must be a new directory, not the bundle itself")
+    manifest = Manifest.read(bundle, verify=verify)
+    index = ReferenceIndex.load(bundle)
+    added, present = new_labels(chars, index.labels)
+    rec = manifest.recognizer
+    stage = RecognizerStage(
+        make_session(bundle / rec["file"], what="recognizer"), rec["mean"], rec["std"]
+    )
+    vectors, used_fonts, undrawn = class_vectors(
+        stage, added, fonts, rec["input_size"], size, padding, mode
+    )
+    if undrawn:
+        names = ", ".join(f"{c!r} ({label_to_codepoints(c)})" for c in undrawn)
+        raise EffOCRError(
+            f"no font draws {names}; fonts tried: {', '.join(f.name for f in fonts) or 'none'}"
+        )
+    old = index.index.reconstruct_n(0, len(index))
+    embs = np.concatenate([old, vectors.reshape(-1, index.dim)])
+    meta = {**index.meta, "extended": {**index.meta.get("extended", {}), **used_fonts}}
+    extended = ReferenceIndex.build(embs, index.labels + added, meta)
+    with atomic_path(out, is_dir=True) as tmp:
+        for item in bundle.iterdir():
+            if item.is_file() and item.name != MANIFEST:
+                shutil.copy2(item, tmp / item.name)
+        extended.write_files(tmp)
+        manifest.index["count"] = len(extended)
+        manifest.write(tmp)
+    LOG.info("%s: %d classes added, %d present already", out, len(added), len(present))
+    return ExtendResult(added, present, used_fonts, len(extended))
+
+
+# ---------------------------------------------------------------------------
+# Command line: effocr extend-index
+# ---------------------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `effocr extend-index`."""
+    parser.add_argument("bundle", help="bundle directory to extend (read only)")
+    parser.add_argument("--output", required=True, help="directory of the extended bundle")
+    parser.add_argument("--chars", default="", help="characters to add, e.g. 'ſßäöü'")
+    parser.add_argument("--chars-file", help="a UTF-8 file whose characters are added too")
+    parser.add_argument(
+        "--fonts",
+        nargs="+",
+        help="font files or directories to render in (default: the fonts of the config)",
+    )
+    parser.add_argument(
+        "--config",
+        default="config/config.yaml",
+        help="the workflow config the bundle was trained with: render size, padding and mode, "
+        "and the fonts when --fonts is not given",
+    )
+    parser.add_argument("--no-verify", action="store_true", help="skip the bundle's checksum check")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `effocr extend-index`."""
+    from effocr.config import load_config
+    from effocr.synth.fonts import find_fonts
+    from effocr.synth.render import render_mode, resolve_fonts
+
+    chars = args.chars
+    if args.chars_file:
+        try:
+            chars += Path(args.chars_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EffOCRError(f"{args.chars_file}: cannot read characters: {exc}") from exc
+    if not chars.strip():
+        raise EffOCRError("no characters to add: give --chars or --chars-file")
+    config = load_config(args.config)
+    wanted = [c for c in dict.fromkeys(chars) if not c.isspace()]
+    fonts = find_fonts(args.fonts) if args.fonts else resolve_fonts(config, wanted)
+    result = extend_index(
+        args.bundle,
+        args.output,
+        chars,
+        fonts,
+        size=config["render"]["size"],
+        padding=config["render"]["padding"],
+        mode=render_mode(config),
+        verify=not args.no_verify,
+    )
+    print(
+        f"{args.output}: {len(result.added)} classes added "
+        f"({''.join(result.added)}), {len(result.present)} present already, "
+        f"{result.count} in all"
+    )
+    return 0
