@@ -704,3 +704,51 @@ def test_undecodable_page_image_is_one_file_left_out(tmp_path, fmt):
     assert coco["images"] and all(i["source"]["file"].endswith("a.xml") for i in coco["images"])
     (bad,) = [s for s in report["skipped"] if s["file"].endswith("b.xml")]
     assert "broken.png" in bad["problem"] and bad["id"] == ""
+
+
+# ---------------------------------------------------------------------------
+# Against the official schemas, and against EffOCR's own writers
+# ---------------------------------------------------------------------------
+
+
+def test_fixtures_are_valid_page_2019_and_alto_4():
+    """The hand-written 2019 fixtures are what a conforming tool writes (ALTO 4 too)."""
+    from page_formats_check import assert_valid
+
+    for xml in (KRAKEN, ROTATED, OCRD_PAGE):
+        assert_valid(xml.encode(), "page")
+    assert_valid(ALTO4.encode(), "alto")
+
+
+@pytest.mark.parametrize("fmt", ["page", "alto"])
+def test_reads_back_what_effocr_writes(tmp_path, fmt):
+    """`effocr infer --format page|alto` output imports with the same lines, texts and boxes."""
+    from effocr.document import Glyph, Line, Page, Region, Word, box_polygon
+    from effocr.formats.serialize import alto_xml, page_xml
+
+    def word(text, x0):
+        glyphs = [Glyph((x0 + 10 * i, 20, x0 + 10 * i + 8, 44), c) for i, c in enumerate(text)]
+        return Word((x0, 20, x0 + 10 * len(text) - 2, 44), text, glyphs)
+
+    words = [word("Ab", 20), word("cd", 60)]
+    line = Line(
+        "l1",
+        box_polygon((10, 15, 120, 50)),
+        "Ab cd",
+        words=words,
+        glyphs=[g for w in words for g in w.glyphs],
+    )
+    page = Page("scan.png", 400, 200, [Region("r1", box_polygon((5, 5, 300, 100)), [line])])
+    gray_page(tmp_path / "src" / "scan.png")
+    data = page_xml(page) if fmt == "page" else alto_xml(page)
+    (tmp_path / "src" / "scan.xml").write_bytes(data)
+    sp = (read_page if fmt == "page" else read_alto)(tmp_path / "src" / "scan.xml")
+    (back,) = list(sp.page.lines())
+    assert back.text == "Ab cd"
+    assert [g.text for g in back.glyphs] == list("Abcd")
+    # The writers round boxes outward to whole pixels: within a pixel of the model's.
+    for got, want in zip(back.glyphs, line.glyphs, strict=True):
+        assert got.bbox == pytest.approx(want.bbox, abs=1.0)
+    import_dataset(fmt, [tmp_path / "src"], tmp_path / "out", options())
+    coco, _ = load_out(tmp_path / "out")
+    assert len(boxes(coco, 1, 1)) == 4 * 4
