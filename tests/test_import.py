@@ -473,12 +473,13 @@ def test_alto2_mm10_with_the_images_dpi(tmp_path):
     assert "mm10 at 300 dpi" in report["units"][str(src / "scan.xml")]
 
 
-def test_alto4_mm10_glyphs_with_given_dpi(tmp_path):
+@pytest.mark.parametrize(("unit", "dpi"), [("mm10", 254), ("inch1200", 1200)])
+def test_alto4_glyphs_with_given_dpi(tmp_path, unit, dpi):
     src = tmp_path / "alto4"
-    gray_page(src / "scan4.png", (400, 200))
-    (src / "scan4.xml").write_text(ALTO4, encoding="utf-8")
-    # 254 dpi: one mm10 is one pixel, so the expected boxes read off the file.
-    import_dataset("alto", [src / "scan4.xml"], tmp_path / "out", options(dpi=254))
+    gray_page(src / "scan4.png", (400, 200), dpi=72)  # the given dpi wins over the file's
+    (src / "scan4.xml").write_text(ALTO4.replace("mm10", unit), encoding="utf-8")
+    # One unit is one pixel at these resolutions, so the expected boxes read off the file.
+    import_dataset("alto", [src / "scan4.xml"], tmp_path / "out", options(dpi=dpi))
     coco, _ = load_out(tmp_path / "out")
     (img,) = coco["images"]
     assert img["text"] == "Ab c"
