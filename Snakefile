@@ -14,6 +14,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/import.smk"
 include: "rules/synth.smk"
 include: "rules/data.smk"
 include: "rules/recognizer.smk"

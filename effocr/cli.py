@@ -17,6 +17,10 @@ from effocr.utils import EffOCRError, setup_logging
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "import": (
+        "effocr.importer",
+        "PAGE-XML, ALTO or .gt.txt line folders -> raw COCO lines.json + line images",
+    ),
     "validate": ("effocr.data.validate", "check a raw COCO JSON (boxes, text, images, charset)"),
     "coco": ("effocr.data.coco_tools", "merge, split or subset COCO JSON files"),
     "synth-lines": ("effocr.synth.lines", "generate synthetic line images with char/word boxes"),

@@ -26,12 +26,20 @@ import os
 import re
 import shutil
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from effocr.imageio import IMAGE_SUFFIXES
+from effocr.formats.lines import (
+    GT_IMAGE_SUFFIXES,
+    GT_SUFFIX,
+    NO_IMAGE,
+    gt_files,
+    gt_image,
+    read_gt_text,
+)
+from effocr.formats.page import page_files, read_page
+from effocr.formats.source import UNTRANSCRIBED
 from effocr.metrics import LineScore, ScoreOptions, confusions, pool, score_line
 from effocr.metrics import cer as cer  # re-exported: docs/architecture.md names them here
 from effocr.metrics import wer as wer
@@ -42,10 +50,6 @@ from effocr.utils import EffOCRError, atomic_path, open_rgb, read_json, write_js
 LOG = logging.getLogger(__name__)
 
 SET_TYPES = ("coco", "gt_dir", "page")
-# Image suffixes tried, in order, for NAME.gt.txt (binarised first, as in OCR-D/kraken sets),
-# then every suffix `effocr infer` reads.
-GT_IMAGE_SUFFIXES = (".bin.png", ".nrm.png", *IMAGE_SUFFIXES)
-GT_SUFFIX = ".gt.txt"
 
 
 @dataclass(frozen=True)
@@ -113,13 +117,6 @@ def parse_set_spec(text: str) -> dict:
     if len(parts) > 2 and parts[2]:
         spec["image_dir"] = ":".join(parts[2:])
     return spec
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise EffOCRError(f"{path}: not UTF-8 text ({exc})") from exc
 
 
 def load_coco_set(
@@ -199,60 +196,26 @@ def _coco_char_boxes(coco: dict) -> dict:
     return out
 
 
-def _gt_image(gt: Path) -> Path | None:
-    stem = gt.name[: -len(GT_SUFFIX)]
-    for suffix in GT_IMAGE_SUFFIXES:
-        candidate = gt.with_name(stem + suffix)
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def load_gt_dir(folder: str | os.PathLike, skipped: list[dict] | None = None) -> list[EvalLine]:
     """Lines of a folder of ``NAME.<image>`` + ``NAME.gt.txt`` pairs (searched recursively).
 
-    A ``.gt.txt`` that is empty (or only whitespace) is no line of the set: it is left out and,
-    when `skipped` is given, appended to it as ``{id, image, problem}``.
+    Read by `effocr.formats.lines`, the importer's reader. A ``.gt.txt`` that is empty (or only
+    whitespace) is no line of the set: it is left out and, when `skipped` is given, appended
+    to it as ``{id, image, problem}``.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise EffOCRError(f"{folder}: not a folder of line images with .gt.txt files")
-    gts = sorted(folder.rglob(f"*{GT_SUFFIX}"))
-    if not gts:
-        raise EffOCRError(f"{folder}: no *{GT_SUFFIX} transcriptions found")
     lines = []
-    for gt in gts:
-        image = _gt_image(gt)
+    for gt in gt_files(folder):
+        image = gt_image(gt)
         if image is None:
-            raise EffOCRError(
-                f"{gt}: no line image beside it (tried {', '.join(GT_IMAGE_SUFFIXES)})"
-            )
-        # A transcription is one line; a trailing newline is file convention, not text.
-        text = _read_text(gt).rstrip("\r\n")
+            raise EffOCRError(f"{gt}: {NO_IMAGE} (tried {', '.join(GT_IMAGE_SUFFIXES)})")
+        text = read_gt_text(gt)
         line_id = str(gt.relative_to(folder))[: -len(GT_SUFFIX)]
         if not text.strip():
             _skip(skipped, line_id, image, EMPTY_REFERENCE)
             continue
         lines.append(EvalLine(id=line_id, image=image, reference=text))
     return lines
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _children(elem: ET.Element, name: str) -> list[ET.Element]:
-    return [c for c in elem if _local(c.tag) == name]
-
-
-def _line_text(line: ET.Element) -> str | None:
-    # The line-level TextEquiv (not the Word/Glyph ones); index 0 or the first one is the GT.
-    equivs = _children(line, "TextEquiv")
-    equivs.sort(key=lambda e: int(e.get("index", "0") or 0))
-    for eq in equivs:
-        for uni in _children(eq, "Unicode"):
-            return uni.text or ""
-    return None
 
 
 def _crop_name(number: int, xml_name: str, line_id: str) -> str:
@@ -270,6 +233,10 @@ def load_page_xml(
 ) -> list[EvalLine]:
     """Lines of PAGE-XML file(s): each TextLine cropped to its polygon's bounding box.
 
+    Read by `effocr.formats.page` (the importer's reader: safe XML, the TextEquiv with the
+    lowest @index); lines without any TextEquiv are not scored. Any other problem of a file
+    or line is an error: an evaluation set is scored whole or not at all.
+
     Args:
         path: A PAGE-XML file or a folder of them.
         crop_dir: Where the line crops are written (PNG, `_crop_name`); it is emptied first so
@@ -277,58 +244,36 @@ def load_page_xml(
         skipped: Receives ``{id, image, problem}`` for lines whose ground truth is empty.
     """
     path, crop_dir = Path(path), Path(crop_dir)
-    files = sorted(path.rglob("*.xml")) if path.is_dir() else [path]
-    if not files:
-        raise EffOCRError(f"{path}: no PAGE-XML files found")
+    files = page_files(path)
     if crop_dir.exists():
         shutil.rmtree(crop_dir)
     crop_dir.mkdir(parents=True, exist_ok=True)
     lines: list[EvalLine] = []
     for xml in files:
         xml_name = str(xml.relative_to(path)) if path.is_dir() else xml.name
-        try:
-            root = ET.parse(xml).getroot()
-        except ET.ParseError as exc:
-            raise EffOCRError(f"{xml}: not valid XML ({exc})") from exc
-        pages = [e for e in root.iter() if _local(e.tag) == "Page"]
-        if not pages:
-            raise EffOCRError(f"{xml}: no PAGE <Page> element")
-        for page in pages:
-            image_name = page.get("imageFilename")
-            if not image_name:
-                raise EffOCRError(f"{xml}: <Page> has no imageFilename")
-            image_path = (xml.parent / image_name).resolve()
-            if not image_path.is_file():
-                raise EffOCRError(f"{xml}: page image {image_path} does not exist")
-            page_img = open_rgb(image_path)
-            for line in (e for e in page.iter() if _local(e.tag) == "TextLine"):
-                line_id = line.get("id", f"line{len(lines)}")
-                text = _line_text(line)
-                if text is None:
-                    continue  # lines without ground truth are not scored
-                coords = _children(line, "Coords")
-                points = coords[0].get("points", "") if coords else ""
-                try:
-                    xy = [tuple(int(float(v)) for v in p.split(",")) for p in points.split()]
-                except ValueError as exc:
-                    raise EffOCRError(f"{xml}: TextLine {line_id}: bad Coords {points!r}") from exc
-                if len(xy) < 2:
-                    raise EffOCRError(f"{xml}: TextLine {line_id} has no Coords polygon")
-                xs, ys = [p[0] for p in xy], [p[1] for p in xy]
-                box = (
-                    max(min(xs), 0),
-                    max(min(ys), 0),
-                    min(max(xs) + 1, page_img.width),
-                    min(max(ys) + 1, page_img.height),
-                )
-                if box[2] <= box[0] or box[3] <= box[1]:
-                    raise EffOCRError(f"{xml}: TextLine {line_id}: empty box {box}")
-                if not text.strip():
-                    _skip(skipped, f"{xml_name}#{line_id}", xml, EMPTY_REFERENCE)
-                    continue
-                crop = crop_dir / _crop_name(len(lines) + 1, xml_name, line_id)
-                page_img.crop(box).save(crop)
-                lines.append(EvalLine(id=f"{xml_name}#{line_id}", image=crop, reference=text))
+        sp = read_page(xml, alternative_images=False)
+        if sp.page.error is not None:
+            raise EffOCRError(sp.page.error)
+        for s in sp.skipped:
+            if s["reason"] != UNTRANSCRIBED:
+                raise EffOCRError(f"{xml}: TextLine {s['id']}: {s['problem']}")
+        page_img = open_rgb(sp.image)
+        for line in sp.page.lines():
+            x0, y0, x1, y1 = line.bbox
+            box = (
+                max(int(x0), 0),
+                max(int(y0), 0),
+                min(int(x1) + 1, page_img.width),
+                min(int(y1) + 1, page_img.height),
+            )
+            if box[2] <= box[0] or box[3] <= box[1]:
+                raise EffOCRError(f"{xml}: TextLine {line.id}: empty box {box}")
+            if not line.text.strip():
+                _skip(skipped, f"{xml_name}#{line.id}", xml, EMPTY_REFERENCE)
+                continue
+            crop = crop_dir / _crop_name(len(lines) + 1, xml_name, line.id)
+            page_img.crop(box).save(crop)
+            lines.append(EvalLine(id=f"{xml_name}#{line.id}", image=crop, reference=line.text))
     if not lines:
         raise EffOCRError(f"{path}: no TextLine with TextEquiv/Unicode ground truth")
     return lines

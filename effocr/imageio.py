@@ -24,25 +24,12 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
+from effocr.suffixes import IMAGE_SUFFIXES  # re-exported: infer and evaluate name it here
 from effocr.utils import EffOCRError, flatten_alpha
 
 if TYPE_CHECKING:
     from effocr.document import Page
     from effocr.pipeline import LineResult
-
-IMAGE_SUFFIXES = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".tif",
-    ".tiff",
-    ".bmp",
-    ".webp",
-    ".gif",
-    ".pbm",
-    ".pgm",
-    ".ppm",
-)
 
 ImageInput = str | os.PathLike | np.ndarray
 

@@ -226,10 +226,13 @@ def validate_coco(
     # Text against char boxes, charset, image files
     outside: Counter = Counter()
     charset_set = set(charset) if charset is not None else None
+    no_char_boxes: list[Any] = []
     for iid, img in images.items():
         if isinstance(img.get("text"), str) and char_id is not None:
             chars = line_text_chars(img)
-            if len(chars) != char_counts[iid]:
+            if chars and char_counts[iid] == 0:
+                no_char_boxes.append(iid)
+            elif len(chars) != char_counts[iid]:
                 add(
                     f"{char_counts[iid]} char boxes but {len(chars)} non-space characters in "
                     f"text {img['text']!r}",
@@ -241,6 +244,19 @@ def validate_coco(
             msg = _check_image_file(image_dir / img["file_name"], img)
             if msg:
                 add(msg, iid)
+
+    if no_char_boxes:
+        # Ground truth imported from PAGE/ALTO/line folders is often a transcription only: one
+        # message for all such lines instead of one "0 char boxes" problem per line.
+        shown = ", ".join(str(i) for i in no_char_boxes[:10])
+        more = f" and {len(no_char_boxes) - 10} more" if len(no_char_boxes) > 10 else ""
+        add(
+            f"{len(no_char_boxes)} of {len(images)} line(s) have a transcription but no char "
+            f"boxes (image ids {shown}{more}): the localizer and recognizer train on character "
+            "boxes, and finding them from line transcriptions is not implemented yet. Use "
+            "ground truth with glyph boxes (PAGE or ALTO Glyph elements), or leave these lines out "
+            "(dataset.import.without_chars: skip; effocr import --without-chars skip)"
+        )
 
     report = {
         "coco_json": file,
