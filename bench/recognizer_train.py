@@ -34,7 +34,7 @@ from common import cpu_info, cpu_line  # bench/common.py (this script's folder i
 
 from effocr.config import load_config
 from effocr.recognizer.dataset import read_manifest
-from effocr.recognizer.hardneg import mine_hard_negatives, read_hns
+from effocr.recognizer.hard_negatives import mine_hard_negatives, read_hard_negatives
 from effocr.recognizer.index import build_reference_index, embed_paths
 from effocr.recognizer.model import load_recognizer
 from effocr.recognizer.train import train_recognizer
@@ -119,13 +119,20 @@ def run_pipeline(
         out.update(val_crop_precision(work / "pass1" / "model.pt", work / "index1", manifest))
         return out
     t = time.perf_counter()
-    mine_hard_negatives(work / "pass1" / "model.pt", manifest, work / "hns.txt", config, threads)
+    mine_hard_negatives(
+        work / "pass1" / "model.pt", manifest, work / "hard_negatives.txt", config, threads
+    )
     out["mine_s"] = round(time.perf_counter() - t, 1)
-    out["hns_sets"] = len(read_hns(work / "hns.txt"))
+    out["hard_negatives_sets"] = len(read_hard_negatives(work / "hard_negatives.txt"))
     t = time.perf_counter()
-    init = work / "pass1" / "model.pt" if config["recognizer"]["hn_fine_tune"] else None
+    init = work / "pass1" / "model.pt" if config["recognizer"]["hard_negatives_fine_tune"] else None
     s2 = train_recognizer(
-        manifest, work / "pass2", config, hns=work / "hns.txt", init_model=init, threads=threads
+        manifest,
+        work / "pass2",
+        config,
+        hard_negatives=work / "hard_negatives.txt",
+        init_model=init,
+        threads=threads,
     )
     out["pass2_s"] = round(time.perf_counter() - t, 1)
     out["pass2_best_val_p1"] = s2["best_val_p1"]
@@ -204,7 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "config": {
             k: config["recognizer"][k]
-            for k in ("batch_size", "m", "epochs", "hn_epochs", "lr", "hn_ratio")
+            for k in (
+                "batch_size",
+                "m",
+                "epochs",
+                "hard_negatives_epochs",
+                "lr",
+                "hard_negatives_ratio",
+            )
         },
         "runs": runs,
     }

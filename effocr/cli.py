@@ -30,7 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "effocr.recognizer.train",
         "train the recognizer (first or hard-negative pass)",
     ),
-    "mine-hard-negatives": ("effocr.recognizer.hardneg", "write hns.txt from a trained recognizer"),
+    "mine-hard-negatives": (
+        "effocr.recognizer.hard_negatives",
+        "write hard_negatives.txt from a trained recognizer",
+    ),
     "build-reference-index": ("effocr.recognizer.index", "build the FAISS reference index"),
     "train-localizer": ("effocr.localizer.train", "train the character/word localizer"),
     "evaluate-localizer": (

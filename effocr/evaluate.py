@@ -367,7 +367,7 @@ def run_effocr(
     bundle_dir: str | os.PathLike,
     images: list[Path],
     *,
-    threads: int = 1,
+    workers: int = 1,
     device: str = "cpu",
     batch_size: int | None = None,
     verify: bool = True,
@@ -381,7 +381,7 @@ def run_effocr(
         from effocr.infer import Engine
     except ImportError as exc:
         raise EffOCRError(f"the inference engine (effocr.infer) is not available: {exc}") from exc
-    kwargs: dict[str, Any] = {"threads": threads, "device": device, "verify": verify}
+    kwargs: dict[str, Any] = {"workers": workers, "device": device, "verify": verify}
     if batch_size:
         kwargs["batch_size"] = batch_size
     with Engine(bundle_dir, **kwargs) as engine:
@@ -633,7 +633,7 @@ def evaluate_set(
     out_dir: str | os.PathLike,
     options: dict | None = None,
     *,
-    threads: int = 1,
+    workers: int = 1,
     device: str = "cpu",
     language: str | None = None,
     verify: bool = True,
@@ -641,11 +641,11 @@ def evaluate_set(
     """Run the bundle and the Tesseract baseline on one evaluation set and write the results.
 
     Args:
-        bundle_dir: The exported bundle (`export_onnx` output).
+        bundle_dir: The exported bundle (`export_bundle` output).
         set_spec: ``{name, path, type?, image_dir?}``.
         out_dir: Receives metrics.json, lines.csv, confusions.csv, predictions.jsonl.
         options: The `evaluate` config section (normalisations, `tesseract`); defaults apply.
-        threads: Inference threads.
+        workers: Inference workers (`effocr.infer.Engine`).
         device: Inference device.
         language: Profile whose `tesseract_lang` the baseline uses; None reads the bundle's.
         verify: Check the bundle's files against the sha256 in its model.yaml.
@@ -660,7 +660,7 @@ def evaluate_set(
     LOG.info("evaluating %s: %d lines from %s", eval_set.name, len(eval_set.lines), eval_set.path)
     images = [line.image for line in eval_set.lines]
     predictions, seconds = run_effocr(
-        bundle_dir, images, threads=threads, device=device, verify=verify
+        bundle_dir, images, workers=workers, device=device, verify=verify
     )
     hypotheses = [None if p.get("error") else p.get("text") for p in predictions]
     language = language or bundle_language(bundle_dir) or "en"
@@ -680,7 +680,7 @@ def evaluate_set(
         seconds=seconds,
         predictions=predictions,
         tesseract=tess,
-        extra={"bundle": str(bundle_dir), "language": language, "threads": threads},
+        extra={"bundle": str(bundle_dir), "language": language, "workers": workers},
         vertical=profile.vertical,
     )
     LOG.info(
@@ -716,7 +716,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--language", default=None, help="profile for Tesseract (default: the bundle's)"
     )
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", "--threads", type=int, default=1, help="inference workers")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-tesseract", action="store_true", help="skip the Tesseract baseline")
     parser.add_argument("--ignore-case", action="store_true", default=None)
@@ -752,7 +752,7 @@ def run(args: argparse.Namespace) -> int:
             spec,
             Path(args.output) / spec["name"],
             options,
-            threads=args.threads,
+            workers=args.workers,
             device=args.device,
             language=args.language,
             verify=not args.no_verify,

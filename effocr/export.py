@@ -1,4 +1,4 @@
-"""Export both models to an ONNX bundle and check it against PyTorch (`effocr export-onnx`).
+"""Export both models to an ONNX bundle and check it against PyTorch (`effocr export-bundle`).
 
 The bundle (docs/architecture.md) is one directory: `localizer.onnx`, `recognizer.onnx`,
 `ref.index`, `ref_labels.txt`, `model.yaml` (everything inference needs) and `parity.json`
@@ -597,7 +597,7 @@ def _manifest(src: _Sources, bundle: Path, quantized: dict | None, tol: dict, in
             "count": n_labels,
         },
         crops={"full_height": True, "padding": int(src.crops_cfg["padding"])},
-        infer={"batch_size": int(infer["batch_size"]), "threads": int(infer["threads"])},
+        infer={"batch_size": int(infer["batch_size"]), "workers": int(infer["workers"])},
         output={
             "layout": "predictions.jsonl",
             "bbox": "xyxy, pixels of the input line image",
@@ -759,7 +759,7 @@ def export_bundle(
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `effocr export-onnx`."""
+    """Arguments of `effocr export-bundle`."""
     parser.add_argument(
         "--recognizer", required=True, help="recognizer model.pt (hard-negative pass)"
     )
@@ -787,7 +787,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `effocr export-onnx`."""
+    """Run `effocr export-bundle`."""
     from effocr.config import load_config
     from effocr.localizer.postprocess import config_thresholds
 

@@ -336,7 +336,7 @@ class Pipeline:
         """The pipeline of an exported bundle.
 
         Args:
-            bundle_dir: Directory written by `effocr export-onnx` / rule `export_onnx`.
+            bundle_dir: Directory written by `effocr export-bundle` / rule `export_bundle`.
             providers: ORT providers (`effocr.onnx_session.select_providers`); CPU when None.
             intra_op_threads: ORT threads per model call, also FAISS's OpenMP threads.
             batch_size: Recognizer batch size.

@@ -42,7 +42,7 @@ PATHS = {
     "recognizer_dataset": f"{RES}/recognizer_dataset/manifest.csv",
     "recognizer_dataset_summary": f"{RES}/recognizer_dataset/summary.json",
     "recognizer_pass1": f"{RES}/recognizer/pass1",
-    "hns": f"{RES}/recognizer/hns.txt",
+    "hard_negatives": f"{RES}/recognizer/hard_negatives.txt",
     "recognizer_pass2": f"{RES}/recognizer/pass2",
     "reference_index": f"{RES}/recognizer/index",
     "localizer": f"{RES}/localizer",

@@ -10,15 +10,15 @@ DATA_CHARSET = resolve_charset(config)
 SPLIT_FILES = dict(config["split"]["files"] or {})
 
 
-rule validate_coco:
+rule check_coco:
     input:
         coco_json=config["dataset"]["coco_json"],
     output:
         report=PATHS["validation"],
     log:
-        log_path("validate_coco"),
+        log_path("check_coco"),
     benchmark:
-        benchmark_path("validate_coco")
+        benchmark_path("check_coco")
     conda:
         ENVS["data"]
     container:
@@ -34,7 +34,7 @@ rule validate_coco:
         char_category=config["dataset"]["char_category"],
         word_category=config["dataset"]["word_category"],
     script:
-        "../workflow_scripts/validate_coco.py"
+        "../workflow_scripts/check_coco.py"
 
 
 rule split_coco:

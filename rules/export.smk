@@ -1,7 +1,7 @@
 # Rules of the export stage (see docs/architecture.md).
 
 
-rule export_onnx:
+rule export_bundle:
     """Export recognizer and localizer to ONNX, check them against PyTorch on test-split
     lines, and write the inference bundle (nothing is written when the check fails)."""
     input:
@@ -21,9 +21,9 @@ rule export_onnx:
     output:
         directory(PATHS["bundle"]),
     log:
-        log_path("export_onnx"),
+        log_path("export_bundle"),
     benchmark:
-        benchmark_path("export_onnx")
+        benchmark_path("export_bundle")
     conda:
         ENVS["export"]
     container:
@@ -42,4 +42,4 @@ rule export_onnx:
         localizer_input_height=config["localizer"]["input_height"],
         localizer_thresholds=config_thresholds(config["localizer"]),
     script:
-        "../workflow_scripts/export_onnx.py"
+        "../workflow_scripts/export_bundle.py"

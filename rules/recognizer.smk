@@ -33,12 +33,12 @@ rule train_recognizer:
 
 
 rule mine_hard_negatives:
-    """Query real training crops against the first-pass index; write hns.txt."""
+    """Query real training crops against the first-pass index; write hard_negatives.txt."""
     input:
         model=f"{PATHS['recognizer_pass1']}/model.pt",
         manifest=PATHS["recognizer_dataset"],
     output:
-        hns=PATHS["hns"],
+        hard_negatives=PATHS["hard_negatives"],
     log:
         log_path("mine_hard_negatives"),
     benchmark:
@@ -53,27 +53,27 @@ rule mine_hard_negatives:
         runtime=60,
         gpu=1,
     params:
-        code=code_version("effocr.recognizer.hardneg"),
-        hardneg_k=config["recognizer"]["hardneg_k"],
+        code=code_version("effocr.recognizer.hard_negatives"),
+        hard_negatives_k=config["recognizer"]["hard_negatives_k"],
         reference_fonts=config["fonts"]["reference"],
         language=config["language"],
     script:
         "../workflow_scripts/mine_hard_negatives.py"
 
 
-rule train_recognizer_hn:
+rule train_recognizer_hard_negatives:
     """Second pass: hard-negative sets inserted into the batches (fresh model by default)."""
     input:
         manifest=PATHS["recognizer_dataset"],
-        hns=PATHS["hns"],
-        # Only read with recognizer.hn_fine_tune; always listed so the DAG is the same.
+        hard_negatives=PATHS["hard_negatives"],
+        # Only read with recognizer.hard_negatives_fine_tune; always listed so the DAG is the same.
         pass1=f"{PATHS['recognizer_pass1']}/model.pt",
     output:
         **recognizer_outputs(PATHS["recognizer_pass2"]),
     log:
-        log_path("train_recognizer_hn"),
+        log_path("train_recognizer_hard_negatives"),
     benchmark:
-        benchmark_path("train_recognizer_hn")
+        benchmark_path("train_recognizer_hard_negatives")
     conda:
         ENVS["train"]
     container:

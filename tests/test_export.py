@@ -310,7 +310,7 @@ def test_engine_reproduces_pytorch(trained, tmp_path):
     moved = tmp_path / "moved_bundle"
     shutil.copytree(trained["bundle"], moved)
     paths = _line_paths(trained)
-    engine = Engine(moved, threads=2, batch_size=16)
+    engine = Engine(moved, workers=2, batch_size=16)
     results = engine.infer(paths)
     assert sum(len(r.chars) for r in results) > 0, "the tiny localizer found no character"
     for r in results:
@@ -350,7 +350,7 @@ def test_engine_reproduces_pytorch(trained, tmp_path):
     n_chars = sum(len(r["boxes"]) for r in want)
     assert _assert_reads_agree(got, want, tol["box_max_abs"]) >= 0.5 * n_chars > 0
     # Threads and batch size change nothing beyond float rounding.
-    single = Engine(moved, threads=1, batch_size=7).infer(paths)
+    single = Engine(moved, workers=1, batch_size=7).infer(paths)
     _assert_same_results(single, results, onnx)
     # Arrays are accepted too.
     arr = Engine(moved).infer([decode_image(paths[0])])
@@ -360,7 +360,7 @@ def test_engine_reproduces_pytorch(trained, tmp_path):
 
 def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
     paths = _line_paths(trained)
-    with Engine(trained["bundle"], threads=2, batch_size=8, chunk_lines=2) as procs:
+    with Engine(trained["bundle"], workers=2, batch_size=8, chunk_lines=2) as procs:
         assert procs.parallel == "process"
         procs.start()
         assert procs._pool is not None and len(procs._pool._processes) == 2
@@ -377,7 +377,7 @@ def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
         assert procs.lines_done == 2 * len(paths) + 1 and procs.glyphs_done > 0
         assert all(t > 0 for stage, t in procs.timings.items() if stage != "knn")
     assert procs._pool is None  # closed on leaving the block
-    threads = Engine(trained["bundle"], threads=2, batch_size=8, chunk_lines=2, parallel="thread")
+    threads = Engine(trained["bundle"], workers=2, batch_size=8, chunk_lines=2, parallel="thread")
     assert threads.parallel == "thread"
     expected = threads.infer(paths)
     reads = _engine_reads(threads, paths)
@@ -386,8 +386,8 @@ def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
     assert [r.image for r in first] == [r.image for r in expected] == [str(p) for p in paths]
     assert not again[-1].ok and "not found" in again[-1].error
     # One worker never starts processes; a small job does not start them either ...
-    assert Engine(trained["bundle"], threads=1).parallel == "thread"
-    small = Engine(trained["bundle"], threads=2, chunk_lines=2)
+    assert Engine(trained["bundle"], workers=1).parallel == "thread"
+    small = Engine(trained["bundle"], workers=2, chunk_lines=2)
     _assert_same_results(small.infer(paths), expected, reads)
     assert small._pool is None
     # ... but a large one does.
@@ -396,7 +396,7 @@ def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
     assert small._pool is not None
     small.close()
     with pytest.raises(EffOCRError, match="parallel"):
-        Engine(trained["bundle"], threads=2, parallel="fork")
+        Engine(trained["bundle"], workers=2, parallel="fork")
 
 
 def test_engine_vertical_follows_the_profile(trained, tmp_path):
@@ -523,13 +523,13 @@ def _run_rule(workdir: Path) -> subprocess.CompletedProcess:
         "--cores",
         "1",
         "--allowed-rules",
-        "export_onnx",
+        "export_bundle",
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
-def test_rule_export_onnx(trained, tmp_path):
+def test_rule_export_bundle(trained, tmp_path):
     from effocr.recognizer.model import export_onnx, load_recognizer, save_recognizer
 
     good = _run_rule(_rule_workdir(trained, tmp_path / "good", {"parity_lines": 2}))
@@ -553,7 +553,7 @@ def test_rule_export_onnx(trained, tmp_path):
     assert bad.returncode != 0
     assert not (workdir / "results" / "bundle").exists()
     assert not [p for p in (workdir / "results").iterdir() if p.name.startswith(".bundle")]
-    log = (workdir / "results" / "logs" / "export_onnx.log").read_text()
+    log = (workdir / "results" / "logs" / "export_bundle.log").read_text()
     assert "disagrees with PyTorch" in log and "min cosine" in log
 
 

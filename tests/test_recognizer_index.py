@@ -77,7 +77,7 @@ def tiny_config(**recognizer) -> dict:
         "m": 4,
         "num_passes": 2,
         "epochs": 2,
-        "hardneg_k": 3,
+        "hard_negatives_k": 3,
         "device": "cpu",
         "lr": 0.003,
     }

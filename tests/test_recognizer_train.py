@@ -19,7 +19,7 @@ import yaml
 from test_recognizer_index import render_manifest, tiny_config
 
 from effocr.recognizer.dataset import GlyphRecord
-from effocr.recognizer.hardneg import mine_hard_negatives
+from effocr.recognizer.hard_negatives import mine_hard_negatives
 from effocr.recognizer.model import load_recognizer
 from effocr.recognizer.train import split_records, train_recognizer
 
@@ -67,9 +67,15 @@ def test_tiny_training_improves_precision(tmp_path, data):
     assert model.info["val_p1"] == summary["best_val_p1"]
 
     # Second pass with hard negatives from the first.
-    hns = mine_hard_negatives(tmp_path / "p1" / "model.pt", data, tmp_path / "hns.txt", config)
+    hard_negatives = mine_hard_negatives(
+        tmp_path / "p1" / "model.pt", data, tmp_path / "hard_negatives.txt", config
+    )
     s2 = train_recognizer(
-        data, tmp_path / "p2", tiny_config(**ENC, epochs=1, num_passes=2), hns=hns, threads=1
+        data,
+        tmp_path / "p2",
+        tiny_config(**ENC, epochs=1, num_passes=2),
+        hard_negatives=hard_negatives,
+        threads=1,
     )
     assert s2["pass"] == "pass2" and s2["metrics"][-1]["images"] > 15 * 4 * 2
 
@@ -207,7 +213,7 @@ def test_wandb_absent_trains_and_warns(tmp_path, data, monkeypatch, caplog):
 
 
 # ---------------------------------------------------------------------------
-# hn_fine_tune: the second pass starts where the first one ended
+# hard_negatives_fine_tune: the second pass starts where the first one ended
 # ---------------------------------------------------------------------------
 
 
@@ -217,21 +223,23 @@ def _csv_rows(path):
 
 
 @pytest.mark.slow
-def test_hn_fine_tune_starts_from_pass1_precision(tmp_path, data):
-    config = tiny_config(**ENC, epochs=2, num_passes=2, hn_fine_tune=True)
-    assert config["recognizer"]["hn_fine_tune"] is True
+def test_hard_negatives_fine_tune_starts_from_pass1_precision(tmp_path, data):
+    config = tiny_config(**ENC, epochs=2, num_passes=2, hard_negatives_fine_tune=True)
+    assert config["recognizer"]["hard_negatives_fine_tune"] is True
     p1_dir, p2_dir = tmp_path / "pass1", tmp_path / "pass2"
     train_recognizer(data, p1_dir, config, threads=1)
     p1 = json.loads((p1_dir / "metrics.json").read_text(encoding="utf-8"))
     # Pass 1 learnt something, so a fresh start would score visibly lower than its model.
     assert p1["best_val_p1"] > p1["zero_shot_val_p1"], p1["metrics"]
 
-    hns = mine_hard_negatives(p1_dir / "model.pt", data, tmp_path / "hns.txt", config)
+    hard_negatives = mine_hard_negatives(
+        p1_dir / "model.pt", data, tmp_path / "hard_negatives.txt", config
+    )
     train_recognizer(
         data,
         p2_dir,
-        tiny_config(**ENC, epochs=1, num_passes=1, hn_fine_tune=True),
-        hns=hns,
+        tiny_config(**ENC, epochs=1, num_passes=1, hard_negatives_fine_tune=True),
+        hard_negatives=hard_negatives,
         init_model=p1_dir / "model.pt",
         threads=1,
     )

@@ -1,4 +1,4 @@
-"""Rules train_recognizer / train_recognizer_hn: one recognizer training pass (resumable)."""
+"""Rules train_recognizer / train_recognizer_hard_negatives: one recognizer training pass (resumable)."""
 
 from pathlib import Path
 
@@ -8,15 +8,15 @@ from effocr.utils import setup_logging
 
 setup_logging(snakemake.log[0])
 config = validate_config(snakemake.config)
-hns = snakemake.input.get("hns")
+hard_negatives = snakemake.input.get("hard_negatives")
 train_recognizer(
     snakemake.input.manifest,
     Path(snakemake.output.model).parent,
     config,
-    hns=hns,
+    hard_negatives=hard_negatives,
     init_model=snakemake.input.get("pass1")
-    if hns and config["recognizer"]["hn_fine_tune"]
+    if hard_negatives and config["recognizer"]["hard_negatives_fine_tune"]
     else None,
     threads=snakemake.threads,
-    pass_name="pass2" if hns else "pass1",
+    pass_name="pass2" if hard_negatives else "pass1",
 )

@@ -1,7 +1,7 @@
 """Training the recognizer: supervised contrastive loss, m-per-class batches, two passes.
 
 Pass 1 trains on renders (augmented) and real training crops (deterministic transform).
-Pass 2 (`hns` given) adds hard-negative blocks from `hns.txt` to the batches and, by default,
+Pass 2 (`hard_negatives` given) adds hard-negative blocks from `hard_negatives.txt` to the batches and, by default,
 starts from a fresh encoder. After every epoch the model is validated (precision@1 of real
 validation crops against a reference index built with the current weights; held-out renders
 when the dataset has no real crops), and `checkpoint.pt` is written atomically so that an
@@ -33,7 +33,7 @@ from effocr.recognizer.dataset import (
     reference_groups,
     resolve_reference_fonts,
 )
-from effocr.recognizer.hardneg import read_hns
+from effocr.recognizer.hard_negatives import read_hard_negatives
 from effocr.recognizer.index import _loader_workers
 from effocr.recognizer.model import (
     RecognizerNet,
@@ -68,8 +68,8 @@ METRIC_FIELDS = (
 
 
 def _epochs(rcfg: dict, second_pass: bool) -> int:
-    if second_pass and rcfg.get("hn_epochs"):
-        return int(rcfg["hn_epochs"])
+    if second_pass and rcfg.get("hard_negatives_epochs"):
+        return int(rcfg["hard_negatives_epochs"])
     return int(rcfg["epochs"])
 
 
@@ -227,12 +227,16 @@ def _wandb_run(rcfg: dict, config: dict, name: str, out_dir: Path):
 
 
 def config_hash(
-    config: dict, manifest: Path, hns: Path | None, init_model: Path | None, pass_name: str
+    config: dict,
+    manifest: Path,
+    hard_negatives: Path | None,
+    init_model: Path | None,
+    pass_name: str,
 ) -> str:
     """What a checkpoint must match to be resumed: config, inputs and code."""
     return run_hash(
         "effocr.recognizer.train",
-        {"manifest": manifest, "hns": hns, "init": init_model},
+        {"manifest": manifest, "hard_negatives": hard_negatives, "init": init_model},
         recognizer=config.get("recognizer"),
         seed=config.get("seed"),
         language=config.get("language"),
@@ -276,7 +280,7 @@ def train_recognizer(
     out_dir: str | Path,
     config: dict,
     *,
-    hns: str | Path | None = None,
+    hard_negatives: str | Path | None = None,
     init_model: str | Path | None = None,
     threads: int = 1,
     pass_name: str | None = None,
@@ -288,8 +292,8 @@ def train_recognizer(
         manifest: Recognizer dataset manifest (renders + real crops).
         out_dir: Output directory (`checkpoint.pt` lives here too).
         config: Validated workflow config; the `recognizer` section, `seed` and `language`.
-        hns: `hns.txt` for the hard-negative (second) pass; None for the first pass.
-        init_model: A `model.pt` whose weights start training (second pass with `hn_fine_tune`).
+        hard_negatives: `hard_negatives.txt` for the hard-negative (second) pass; None for the first pass.
+        init_model: A `model.pt` whose weights start training (second pass with `hard_negatives_fine_tune`).
         threads: CPU threads for torch and DataLoader workers (Snakemake's `threads`).
         pass_name: Name in logs and metrics (default `pass1` / `pass2`).
         max_epochs_this_run: Stop after this many epochs in this call (tests of resuming);
@@ -302,9 +306,9 @@ def train_recognizer(
     manifest = Path(manifest)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    hns = Path(hns) if hns else None
+    hard_negatives = Path(hard_negatives) if hard_negatives else None
     init_model = Path(init_model) if init_model else None
-    second = hns is not None
+    second = hard_negatives is not None
     pass_name = pass_name or ("pass2" if second else "pass1")
     rcfg = config["recognizer"]
     profile = get_profile(config.get("language", "en"))
@@ -364,22 +368,22 @@ def train_recognizer(
     augment = render_augment(profile.augment, size, rcfg.get("augment"), model.mean, model.std)
     dataset = GlyphDataset(train_records, class_to_idx, size, augment, model.mean, model.std)
     if second:
-        hn_sets = [
+        hard_negatives_sets = [
             [
                 class_to_idx[label_to_codepoints(lb)]
                 for lb in s
                 if label_to_codepoints(lb) in class_to_idx
             ]
-            for s in read_hns(hns)
+            for s in read_hard_negatives(hard_negatives)
         ]
         sampler: MPerClassSampler = HardNegativeSampler(
             dataset.labels,
             m,
             batch_size,
-            hn_sets,
+            hard_negatives_sets,
             num_passes=num_passes,
             seed=seed,
-            hn_ratio=rcfg.get("hn_ratio", 1.0),
+            hard_negatives_ratio=rcfg.get("hard_negatives_ratio", 1.0),
         )
     else:
         sampler = MPerClassSampler(dataset.labels, m, batch_size, num_passes=num_passes, seed=seed)
@@ -395,7 +399,7 @@ def train_recognizer(
     )
     autocast, scaler = _amp(device, bool(rcfg.get("amp", True)))
 
-    chash = config_hash(config, manifest, hns, init_model, pass_name)
+    chash = config_hash(config, manifest, hard_negatives, init_model, pass_name)
     run = TrainingRun(
         out_dir,
         kind="recognizer",
@@ -544,7 +548,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", required=True, help="recognizer dataset manifest (CSV)")
     parser.add_argument("--out", required=True, help="output directory (model.pt, metrics, ...)")
     parser.add_argument("--config", default=None, help="workflow config YAML")
-    parser.add_argument("--hns", default=None, help="hns.txt: train the hard-negative pass")
+    parser.add_argument(
+        "--hard-negatives",
+        "--hns",
+        default=None,
+        help="hard_negatives.txt: train the hard-negative pass",
+    )
     parser.add_argument("--init", default=None, help="model.pt to start from (fine-tune)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
 
@@ -555,7 +564,12 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     summary = train_recognizer(
-        args.manifest, args.out, config, hns=args.hns, init_model=args.init, threads=args.threads
+        args.manifest,
+        args.out,
+        config,
+        hard_negatives=args.hard_negatives,
+        init_model=args.init,
+        threads=args.threads,
     )
     print(
         f"{summary['pass']}: best val p@1 {summary['best_val_p1']:.4f} at epoch "

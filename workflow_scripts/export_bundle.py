@@ -1,4 +1,4 @@
-"""Rule export_onnx: ONNX bundle checked against PyTorch (see effocr.export.export_bundle)."""
+"""Rule export_bundle: ONNX bundle checked against PyTorch (see effocr.export.export_bundle)."""
 
 from effocr.export import export_bundle
 from effocr.utils import set_threads, setup_logging
