@@ -7,6 +7,7 @@ the `effocr` command line, so a key means the same thing everywhere.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -20,6 +21,45 @@ import yaml
 from effocr.utils import EffOCRError
 
 _REPO_SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
+LOG = logging.getLogger(__name__)
+
+# Keys renamed after users had written configs with them: old key path -> new key path. The
+# old spelling is still read (with a deprecation message), here and nowhere else.
+RENAMED_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("recognizer", "hardneg_k"): ("recognizer", "hard_negatives_k"),
+    ("recognizer", "hn_ratio"): ("recognizer", "hard_negatives_ratio"),
+    ("recognizer", "hn_epochs"): ("recognizer", "hard_negatives_epochs"),
+    ("recognizer", "hn_fine_tune"): ("recognizer", "hard_negatives_fine_tune"),
+    ("infer", "threads"): ("infer", "workers"),
+}
+
+
+def rename_deprecated_keys(config: dict, *, source: str = "config") -> list[str]:
+    """Move every key of `RENAMED_KEYS` found in `config` to its new name, in place.
+
+    Returns the deprecation messages (also logged as warnings).
+
+    Raises:
+        EffOCRError: a key is given under both its old and its new name.
+    """
+    messages = []
+    for old, new in RENAMED_KEYS.items():
+        section = config
+        for key in old[:-1]:
+            section = section.get(key) if isinstance(section, dict) else None
+        if not isinstance(section, dict) or old[-1] not in section:
+            continue
+        old_name, new_name = ".".join(old), ".".join(new)
+        if new[-1] in section:
+            raise EffOCRError(
+                f"{source}: {old_name} and {new_name} are both set; {old_name} is the "
+                f"deprecated name of {new_name}, keep only {new_name}"
+            )
+        section[new[-1]] = section.pop(old[-1])
+        message = f"{source}: {old_name} is deprecated, read as {new_name}; rename it"
+        LOG.warning(message)
+        messages.append(message)
+    return messages
 
 
 def schema_path() -> Path:
@@ -83,7 +123,9 @@ def validate_config(config: dict, *, source: str = "config") -> dict:
         EffOCRError: naming the offending key path and the problem.
     """
     schema = load_schema()
-    filled = _fill_defaults(schema, copy.deepcopy(config or {}))
+    config = copy.deepcopy(config or {})
+    rename_deprecated_keys(config, source=source)
+    filled = _fill_defaults(schema, config)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
     lines = []

@@ -410,17 +410,17 @@ def bundle_language(bundle_dir: str | os.PathLike) -> str | None:
     return Manifest.read(bundle_dir, verify=False).language
 
 
-def _is_vertical(image: Path, vertical: bool | None = None) -> bool:
+def _is_vertical(image: Path, allows_vertical: bool | None = None) -> bool:
     """Whether a line image is read top to bottom (`effocr.data.coco.line_is_vertical`).
 
-    `vertical` is whether vertical lines occur (the profile's): False rules them out.
+    `allows_vertical` is whether vertical lines occur (the profile's): False rules them out.
     """
     from PIL import Image
 
     from effocr.data.coco import line_is_vertical
 
     with Image.open(image) as im:
-        return line_is_vertical(im.height, im.width, vertical)
+        return line_is_vertical(im.height, im.width, allows_vertical)
 
 
 def tesseract_baseline(
@@ -429,13 +429,13 @@ def tesseract_baseline(
     enabled: bool = True,
     *,
     keep_spaces: bool = True,
-    vertical: bool | None = None,
+    allows_vertical: bool | None = None,
 ) -> dict:
     """Tesseract's texts and timing on `lines`, or why it could not run.
 
     Horizontal lines use ``--psm 7`` (one text line); vertical ones (taller than wide) use
     ``--psm 5`` (one vertical block) and the ``<lang>_vert`` model when it is installed.
-    With `vertical` False (the profile has no vertical text, e.g. English) every line is
+    With `allows_vertical` False (the profile has no vertical text, e.g. English) every line is
     horizontal: a one-letter line taller than wide is still one text line.
     With `keep_spaces` False (languages written without spaces, e.g. Japanese) whitespace is
     removed from Tesseract's output, which puts spaces between CJK characters.
@@ -458,7 +458,7 @@ def tesseract_baseline(
     flags: list[bool | None] = []
     for i, line in enumerate(lines):
         try:
-            flags.append(_is_vertical(line.image, vertical))
+            flags.append(_is_vertical(line.image, allows_vertical))
         except Exception as exc:  # noqa: BLE001 - whatever PIL raises, it is this line's problem
             # Not given to Tesseract (which would fail the whole batch); scored as no output.
             errors[i] = f"cannot read the line image: {type(exc).__name__}: {exc}"
@@ -489,12 +489,14 @@ def tesseract_baseline(
 ORIENTATIONS = ("horizontal", "vertical")
 
 
-def line_orientations(lines: list[EvalLine], vertical: bool | None = None) -> list[str | None]:
-    """``horizontal`` or ``vertical`` per line (see `_is_vertical`); None when unreadable."""
+def line_orientations(
+    lines: list[EvalLine], allows_vertical: bool | None = None
+) -> list[str | None]:
+    """``horizontal`` or ``allows_vertical`` per line (see `_is_vertical`); None when unreadable."""
     out: list[str | None] = []
     for line in lines:
         try:
-            out.append(ORIENTATIONS[_is_vertical(line.image, vertical)])
+            out.append(ORIENTATIONS[_is_vertical(line.image, allows_vertical)])
         except Exception:  # noqa: BLE001 - an unreadable image has no orientation (OCR failed too)
             out.append(None)
     return out
@@ -538,12 +540,12 @@ def write_results(
     predictions: list[dict] | None = None,
     tesseract: dict | None = None,
     extra: dict | None = None,
-    vertical: bool | None = None,
+    allows_vertical: bool | None = None,
 ) -> dict:
     """Score EffOCR's (and Tesseract's) texts on a set and write the result files.
 
     Each system's metrics carry `by_orientation`: the pooled figures of the horizontal and
-    the vertical (taller than wide) lines, for the orientations that occur. `vertical` is
+    the vertical (taller than wide) lines, for the orientations that occur. `allows_vertical` is
     whether vertical lines occur at all (the profile's; False: every line is horizontal).
 
     Returns:
@@ -552,7 +554,7 @@ def write_results(
     options = options or ScoreOptions()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    orientations = line_orientations(eval_set.lines, vertical)
+    orientations = line_orientations(eval_set.lines, allows_vertical)
     refs = [line.reference for line in eval_set.lines]
     scores = [score_line(r, h, options) for r, h in zip(refs, hypotheses, strict=True)]
     tess = tesseract or {"status": {"available": False, "reason": "not run"}}
@@ -670,7 +672,7 @@ def evaluate_set(
         profile.tesseract_lang,
         enabled=bool(options.get("tesseract", True)),
         keep_spaces=profile.spaces,
-        vertical=profile.vertical,
+        allows_vertical=profile.allows_vertical,
     )
     metrics = write_results(
         eval_set,
@@ -681,7 +683,7 @@ def evaluate_set(
         predictions=predictions,
         tesseract=tess,
         extra={"bundle": str(bundle_dir), "language": language, "workers": workers},
-        vertical=profile.vertical,
+        allows_vertical=profile.allows_vertical,
     )
     LOG.info(
         "%s: EffOCR CER %.4f, Tesseract %s",

@@ -91,11 +91,11 @@ def glyph_crops(
     *,
     full_height: bool,
     padding: int,
-    vertical: bool | None = None,
+    allows_vertical: bool | None = None,
 ) -> list[np.ndarray]:
     """Real glyph crops of the annotated char boxes of `lines`, cut as at inference.
 
-    `vertical`: whether vertical lines occur (the profile's), as in `data.coco.is_vertical`.
+    `allows_vertical`: whether vertical lines occur (the profile's), as in `data.coco.is_vertical`.
     """
     from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
     from effocr.data.crops import crop_box
@@ -104,10 +104,10 @@ def glyph_crops(
     crops = []
     for im, img in lines:
         h, w = img.shape[:2]
-        for _char, ann in line_chars(index, im, vertical):
+        for _char, ann in line_chars(index, im, allows_vertical):
             try:
                 x0, y0, x1, y1 = crop_box(
-                    ann["bbox"], w, h, is_vertical(im, vertical), full_height, padding
+                    ann["bbox"], w, h, is_vertical(im, allows_vertical), full_height, padding
                 )
             except ValueError:
                 continue  # an empty box says nothing about parity
@@ -269,16 +269,16 @@ def localizer_parity(
     threshold: float,
     margin: float,
     box_tol: float = 0.5,
-    vertical: bool | None = None,
+    allows_vertical: bool | None = None,
 ) -> dict:
     """Compare PyTorch and ONNX Runtime detections (chars and words) on line images.
 
-    `vertical` (whether vertical lines occur, the profile's) goes to both, as `Engine` does.
+    `allows_vertical` (whether vertical lines occur, the profile's) goes to both, as `Engine` does.
     """
     totals: dict[str, dict] = {}
     for img in images:
-        ref = model.detect(img, vertical=vertical)
-        got = session.detect(img, vertical=vertical)
+        ref = model.detect(img, allows_vertical=allows_vertical)
+        got = session.detect(img, allows_vertical=allows_vertical)
         for kind in ("chars", "words"):
             if not hasattr(ref, kind):
                 continue
@@ -496,7 +496,7 @@ def _check_localizer(
     from effocr.localizer.runtime import LocalizerSession
 
     session = LocalizerSession(loc_onnx, src.loc_meta, threads=threads)
-    vertical = src.profile.vertical
+    allows_vertical = src.profile.allows_vertical
     if not src.external:
         loc = localizer_parity(
             src.loc_model,
@@ -505,11 +505,11 @@ def _check_localizer(
             threshold=float(src.loc_meta.get("score_threshold", 0.0)),
             margin=float(tol["score_max_abs"]),
             box_tol=float(tol["box_max_abs"]),
-            vertical=vertical,
+            allows_vertical=allows_vertical,
         )
         return loc, []
     # No PyTorch source to compare with: check that it loads and finds characters.
-    n_chars = [len(session.detect(img, vertical=vertical).chars) for img in images]
+    n_chars = [len(session.detect(img, allows_vertical=allows_vertical).chars) for img in images]
     loc = {"n_lines": len(images), "external": True, "layout": localizer_layout}
     loc["chars_found"] = int(sum(n_chars))
     if loc["chars_found"]:
@@ -573,7 +573,7 @@ def _manifest(src: _Sources, bundle: Path, quantized: dict | None, tol: dict, in
         language=src.train_cfg.get("language", "en"),
         profile={
             "name": profile.name,
-            "vertical": profile.vertical,
+            "vertical": profile.allows_vertical,
             "spaces": profile.spaces,
             "render_mode": profile.render_mode,
             "tesseract_lang": profile.tesseract_lang,
@@ -694,7 +694,7 @@ def export_bundle(
             split_lines,
             full_height=True,
             padding=int(src.crops_cfg["padding"]),
-            vertical=src.profile.vertical,
+            allows_vertical=src.profile.allows_vertical,
         )
         size = int(rec_model.input_size)
         return np.stack([preprocess(c, size, rec_model.mean, rec_model.std) for c in crops])

@@ -178,7 +178,9 @@ class Engine:
     meta = _view("pipeline.meta", "The bundle's `model.yaml` as a dict.")
     localizer = _view("pipeline.localizer.session", "The `LocalizerSession` (ONNX localizer).")
     recognizer = _view("pipeline.recognizer.session", "The recognizer's ORT session.")
-    vertical = _view("pipeline.localizer.vertical", "Whether vertical lines occur (profile).")
+    allows_vertical = _view(
+        "pipeline.localizer.allows_vertical", "Whether vertical lines occur (profile)."
+    )
     spaces = _view("pipeline.builder.spaces", "Whether the text gets spaces (profile).")
     input_size = _view("pipeline.cropper.input_size", "The recognizer's input size S.")
     crop_padding = _view("pipeline.cropper.padding", "Pixels added around each glyph box.")
@@ -250,7 +252,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="INPUT",
         help="line image, directory, glob pattern or @list.txt",
     )
-    parser.add_argument("--model", "-m", required=True, help="bundle directory (from export-bundle)")
+    parser.add_argument(
+        "--model", "-m", required=True, help="bundle directory (from export-bundle)"
+    )
     parser.add_argument(
         "--output", "-o", default=None, help="output directory; JSON Lines to stdout when omitted"
     )
@@ -261,9 +265,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="workers, each one core: processes on the CPU (default: the bundle's infer.workers)",
     )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="deprecated name of --workers"
-    )
+    parser.add_argument("--threads", type=int, default=None, help="deprecated name of --workers")
     parser.add_argument(
         "--batch-size",
         type=int,

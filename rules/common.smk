@@ -6,7 +6,7 @@ from snakemake.utils import validate
 
 from snakemake.exceptions import WorkflowError
 
-from effocr.config import validate_config
+from effocr.config import rename_deprecated_keys, validate_config
 from effocr.localizer.postprocess import config_thresholds
 from effocr.profiles import get_profile
 from effocr.provenance import code_hash
@@ -18,8 +18,10 @@ from effocr.synth.fonts import default_font_dirs, find_fonts
 from effocr.utils import EffOCRError, sha256_json
 
 # effocr's check first: its messages name the key and the allowed keys, where snakemake's
-# validate prints the whole schema.
+# validate prints the whole schema. Deprecated key names are renamed in place first, so the
+# rules and Snakemake's validate see only the current ones.
 try:
+    rename_deprecated_keys(config, source="config")
     validate_config(config, source="config")
 except EffOCRError as exc:
     raise WorkflowError(str(exc)) from None

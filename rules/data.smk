@@ -90,7 +90,7 @@ rule crop_glyphs:
         padding=config["crops"]["padding"],
         char_category=config["dataset"]["char_category"],
         word_category=config["dataset"]["word_category"],
-        vertical=PROFILE.vertical,
+        allows_vertical=PROFILE.allows_vertical,
     script:
         "../workflow_scripts/crop_glyphs.py"
 

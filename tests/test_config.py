@@ -1,12 +1,20 @@
 """The config schema: defaults, validation messages, and agreement with the shipped configs."""
 
+import logging
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from effocr.config import deep_merge, load_config, load_schema, validate_config
+from effocr.config import (
+    RENAMED_KEYS,
+    deep_merge,
+    load_config,
+    load_schema,
+    rename_deprecated_keys,
+    validate_config,
+)
 from effocr.utils import EffOCRError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,3 +109,38 @@ def test_deep_merge_does_not_modify_inputs():
     assert merged == {"a": {"b": 3, "c": 2}}
     assert base == {"a": {"b": 1, "c": 2}}
     assert yaml.safe_dump(update) == "a:\n  b: 3\n"
+
+
+# Renamed keys (issue 13 item 6): the old spelling still works, with a deprecation message.
+@pytest.mark.parametrize(
+    ("old", "new", "value"),
+    [(o, n, v) for (o, n), v in zip(RENAMED_KEYS.items(), (3, 0.5, 2, True, 4), strict=True)],
+)
+def test_deprecated_key_is_read_under_its_new_name(old, new, value, caplog):
+    config = {old[0]: {old[1]: value}}
+    with caplog.at_level(logging.WARNING, logger="effocr.config"):
+        filled = validate_config(config, source="my.yaml")
+    assert filled[new[0]][new[1]] == value and old[1] not in filled[new[0]]
+    assert config == {old[0]: {old[1]: value}}  # the caller's config is not modified
+    assert f"my.yaml: {'.'.join(old)} is deprecated, read as {'.'.join(new)}" in caplog.text
+
+
+def test_deprecated_key_beside_its_new_name_is_an_error():
+    with pytest.raises(EffOCRError, match="infer.threads and infer.workers are both set"):
+        validate_config({"infer": {"threads": 2, "workers": 3}})
+
+
+def test_rename_deprecated_keys_in_place_for_the_workflow(tmp_path):
+    # rules/common.smk renames in the Snakemake config itself, so Snakemake's own validate
+    # (additionalProperties: false) and the rules' params see only the new names.
+    config = {"recognizer": {"hardneg_k": 5, "epochs": 2}, "seed": 1}
+    messages = rename_deprecated_keys(config)
+    assert config == {"recognizer": {"hard_negatives_k": 5, "epochs": 2}, "seed": 1}
+    assert len(messages) == 1 and rename_deprecated_keys(config) == []
+
+
+def test_renamed_keys_point_at_schema_keys():
+    schema = load_schema()
+    for old, new in RENAMED_KEYS.items():
+        section = schema["properties"][new[0]]["properties"]
+        assert new[1] in section and old[1] not in section, (old, new)

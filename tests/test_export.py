@@ -416,20 +416,20 @@ def test_engine_vertical_follows_the_profile(trained, tmp_path):
     (jp / "model.yaml").write_text(yaml.safe_dump(meta))
     for bundle, vertical in ((trained["bundle"], False), (jp, True)):
         engine = Engine(bundle, device="cpu")
-        assert engine.vertical is vertical
+        assert engine.allows_vertical is vertical
         seen = []
         detect = engine.localizer.detect
 
-        def spy(image, vertical=None, detect=detect, seen=seen):
-            seen.append(vertical)
-            return detect(image, vertical=vertical)
+        def spy(image, allows_vertical=None, detect=detect, seen=seen):
+            seen.append(allows_vertical)
+            return detect(image, allows_vertical=allows_vertical)
 
         engine.localizer.detect = spy
         res = engine.infer([img])[0]
         assert res.ok and seen == [vertical]
         _, prepared, _ = engine.localizer._prepare(img, vertical)
         assert prepared.transposed is vertical
-        det = detect(img, vertical=vertical)
+        det = detect(img, allows_vertical=vertical)
         assert det.vertical is vertical
         for c in res.chars:  # boxes in the line's own pixels either way
             assert 0 <= c.bbox[0] <= c.bbox[2] <= 20 and 0 <= c.bbox[1] <= c.bbox[3] <= 60

@@ -54,7 +54,9 @@ def test_tall_english_line_keeps_its_orientation():
     model = create_localizer("default", classes=["char", "word"], input_height=32)
     img = _tall_l()
     for language, vertical in (("en", False), ("jp", True)):
-        meta = model_meta(model, {"score_threshold": 0.0}, vertical=get_profile(language).vertical)
+        meta = model_meta(
+            model, {"score_threshold": 0.0}, allows_vertical=get_profile(language).allows_vertical
+        )
         assert meta["vertical"] is vertical
         loc = TorchLocalizer(model, meta)
         seen = []
@@ -71,7 +73,7 @@ def test_tall_english_line_keeps_its_orientation():
         else:  # full line height, columns of the glyph, as the recognizer was trained
             assert (crops[:, 1] == 0).all() and (crops[:, 3] == 60).all()
         # An explicit choice overrides the meta.
-        assert loc.detect(img, vertical=not vertical).vertical is not vertical
+        assert loc.detect(img, allows_vertical=not vertical).vertical is not vertical
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def trained(lines, tiny_coco_factory, tmp_path_factory):
     untrained = evaluate(
         model,
         LineSet(splits["val"], data / "images", ["char", "word"], NAMES, False),
-        model_meta(model, {**config_thresholds(lc), "spaces": True}, vertical=False),
+        model_meta(model, {**config_thresholds(lc), "spaces": True}, allows_vertical=False),
         "cpu",
         NAMES,
     )
@@ -184,12 +186,15 @@ def test_onnx_export_parity(trained, tmp_path):
     for img in imgs:
         for vertical in (None, True):
             # None: the model's meta, False for English.
-            prepared = prepare_line(img, meta["input_height"], vertical=bool(vertical))
+            prepared = prepare_line(img, meta["input_height"], allows_vertical=bool(vertical))
             ref = torch_loc.raw(prepared)
-            got = session.raw(img, vertical=vertical)[0]
+            got = session.raw(img, allows_vertical=vertical)[0]
             assert got.shape == ref.shape
             assert np.abs(got - ref).max() < 1e-3
-            a, b = torch_loc.detect(img, vertical=vertical), session.detect(img, vertical=vertical)
+            a, b = (
+                torch_loc.detect(img, allows_vertical=vertical),
+                session.detect(img, allows_vertical=vertical),
+            )
             assert a.vertical == b.vertical == (vertical is True and img.shape[0] > img.shape[1])
             # The export check's matching: a box only one side finds must score within its
             # borderline margin of the threshold (float rounding may put it either side).
@@ -200,7 +205,7 @@ def test_onnx_export_parity(trained, tmp_path):
                 threshold=meta["score_threshold"],
                 margin=export_cfg["score_max_abs"],
                 box_tol=0.05,
-                vertical=vertical,
+                allows_vertical=vertical,
             )
             for kind in ("chars", "words"):
                 assert m[kind]["unmatched"] == 0 and m[kind]["box_max_abs"] < 0.05, m

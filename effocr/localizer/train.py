@@ -67,7 +67,7 @@ METRIC_COLUMNS = [
 class LineSet:
     """The lines of one COCO split held in memory, with boxes per class (``x0, y0, x1, y1``).
 
-    `vertical`: whether vertical lines occur (the profile's `vertical`); `self.vertical[i]`
+    `allows_vertical`: whether vertical lines occur (the profile's `allows_vertical`); `self.vertical[i]`
     says whether line i is read top to bottom (and so transposed for the network).
     """
 
@@ -77,7 +77,7 @@ class LineSet:
         image_dir: str | os.PathLike,
         classes: list[str],
         names: dict,
-        vertical: bool | None = None,
+        allows_vertical: bool | None = None,
     ) -> None:
         self.coco = load_coco(coco_json)
         cat = {c: category_id(self.coco, names[c], required=c == "char") for c in classes}
@@ -109,7 +109,7 @@ class LineSet:
             self.images.append(arr)
             self.boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4))
             self.labels.append(np.asarray(labels, np.int64))
-        self.vertical = [is_vertical(im, vertical) for im in self.coco["images"]]
+        self.vertical = [is_vertical(im, allows_vertical) for im in self.coco["images"]]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -120,18 +120,18 @@ def augment_line(
     boxes: np.ndarray,
     input_height: int,
     rng: np.random.Generator | None,
-    vertical: bool | None = None,
+    allows_vertical: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Transpose (vertical), jitter and resize one line; returns (H, W, 3) uint8 and boxes.
 
-    `vertical` as in `model.prepare_line`: False never transposes, True or None transposes a
+    `allows_vertical` as in `model.prepare_line`: False never transposes, True or None transposes a
     line taller than wide (what inference does with the same profile).
 
     Augmentation (when `rng` is given) is scan-like and small: white margin above/below
     (0-12 % of the height each), horizontal scale 0.9-1.1, brightness/contrast jitter.
     """
     boxes = boxes.copy()
-    if line_is_vertical(img.shape[0], img.shape[1], vertical):
+    if line_is_vertical(img.shape[0], img.shape[1], allows_vertical):
         img = np.ascontiguousarray(img.transpose(1, 0, 2))
         boxes = boxes[:, [1, 0, 3, 2]]
     h, w = img.shape[:2]
@@ -211,7 +211,7 @@ def train_one_epoch(
                 data.boxes[i],
                 model.input_height,
                 rng if augment else None,
-                vertical=data.vertical[i],
+                allows_vertical=data.vertical[i],
             )
             items.append((img, boxes, data.labels[i]))
         x, targets = make_batch(items)
@@ -297,9 +297,9 @@ def train_localizer(
     train_coco = load_coco(train_json)
     classes = _model_classes(config, train_coco)
     # English has no vertical lines: a line taller than wide (one narrow glyph) stays as it is.
-    vertical = get_profile(config["language"]).vertical
-    train = LineSet(train_json, image_dir, classes, names, vertical)
-    val = LineSet(val_json, image_dir, classes, names, vertical)
+    allows_vertical = get_profile(config["language"]).allows_vertical
+    train = LineSet(train_json, image_dir, classes, names, allows_vertical)
+    val = LineSet(val_json, image_dir, classes, names, allows_vertical)
     if not len(train):
         raise EffOCRError(f"{train_json}: the training split has no images")
     model = create_localizer(
@@ -310,7 +310,7 @@ def train_localizer(
         model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
     model.to(device)
     thresholds = {**pp.config_thresholds(lc), "spaces": get_profile(config["language"]).spaces}
-    meta = model_meta(model, thresholds, vertical=vertical)
+    meta = model_meta(model, thresholds, allows_vertical=allows_vertical)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lc["lr"], weight_decay=lc["weight_decay"])
     steps_per_epoch = -(-len(train) // lc["batch_size"])
     scheduler = torch.optim.lr_scheduler.OneCycleLR(

@@ -442,7 +442,7 @@ def synth_lines(
         words = [w for w in text.split(" ") if w]
     else:
         text = text.replace(" ", "")
-    vertical_fraction = vertical_fraction if profile.vertical else 0.0
+    vertical_fraction = vertical_fraction if profile.allows_vertical else 0.0
 
     out_json = Path(out_json)
     glyphs = _GlyphCache()
