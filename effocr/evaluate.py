@@ -27,10 +27,11 @@ import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from effocr.artifacts import EVAL_OUTPUTS
 from effocr.imageio import IMAGE_SUFFIXES
 from effocr.metrics import LineScore, ScoreOptions, confusions, pool, score_line
 from effocr.metrics import cer as cer  # re-exported: docs/architecture.md names them here
@@ -353,16 +354,6 @@ def set_input_files(spec: dict) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
-def _result_dict(result: Any) -> dict:
-    if isinstance(result, dict):
-        return result
-    if hasattr(result, "to_dict"):
-        return result.to_dict()
-    if is_dataclass(result):
-        return asdict(result)
-    return {"text": getattr(result, "text", str(result))}
-
-
 def run_effocr(
     bundle_dir: str | os.PathLike,
     images: list[Path],
@@ -377,10 +368,8 @@ def run_effocr(
     The seconds cover inference only (images read, localised, recognised), not model loading.
     `verify`: check the bundle's files against model.yaml's sha256 (`Engine(verify=...)`).
     """
-    try:
-        from effocr.infer import Engine
-    except ImportError as exc:
-        raise EffOCRError(f"the inference engine (effocr.infer) is not available: {exc}") from exc
+    from effocr.infer import Engine
+
     kwargs: dict[str, Any] = {"workers": workers, "device": device, "verify": verify}
     if batch_size:
         kwargs["batch_size"] = batch_size
@@ -391,7 +380,7 @@ def run_effocr(
         seconds = time.perf_counter() - start
     out = []
     for image, res in zip(images, results, strict=True):
-        d = _result_dict(res)
+        d = res.to_dict()
         d["image"] = str(image)
         out.append(d)
     return out, seconds
@@ -565,7 +554,7 @@ def write_results(
         else None
     )
 
-    with atomic_path(out_dir / "lines.csv") as tmp:
+    with atomic_path(out_dir / EVAL_OUTPUTS["lines"]) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             w = csv.writer(f)
             w.writerow(
@@ -582,7 +571,7 @@ def write_results(
                     row += ["", "", ""]
                 w.writerow(row)
 
-    with atomic_path(out_dir / "confusions.csv") as tmp:
+    with atomic_path(out_dir / EVAL_OUTPUTS["confusions"]) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             w = csv.writer(f)
             w.writerow(["system", "reference", "hypothesis", "count"])
@@ -593,7 +582,7 @@ def write_results(
                 for (ref_c, hyp_c), n in ranked:
                     w.writerow([system, ref_c, hyp_c, n])
 
-    with atomic_path(out_dir / "predictions.jsonl") as tmp:
+    with atomic_path(out_dir / EVAL_OUTPUTS["predictions"]) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             for i, line in enumerate(eval_set.lines):
                 pred = dict(predictions[i]) if predictions else {"text": hypotheses[i]}
@@ -625,7 +614,7 @@ def write_results(
     metrics["skipped_lines"] = list(eval_set.skipped)
     if extra:
         metrics.update(extra)
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / EVAL_OUTPUTS["metrics"], metrics)
     return metrics
 
 

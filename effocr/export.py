@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from effocr import artifacts
 from effocr.bundle import PARITY, Manifest
 from effocr.utils import (
     EffOCRError,
@@ -32,7 +33,7 @@ from effocr.utils import (
 
 LOG = logging.getLogger(__name__)
 
-INDEX_FILES = ("ref.index", "ref_labels.txt")
+INDEX_FILES = (artifacts.INDEX, artifacts.INDEX_LABELS)
 
 
 # ---------------------------------------------------------------------------
@@ -566,7 +567,7 @@ def _manifest(src: _Sources, bundle: Path, quantized: dict | None, tol: dict, in
     rec_model, profile = src.rec_model, src.profile
     n_labels = sum(
         1
-        for ln in (bundle / "ref_labels.txt").read_text(encoding="utf-8").splitlines()
+        for ln in (bundle / artifacts.INDEX_LABELS).read_text(encoding="utf-8").splitlines()
         if ln.strip()
     )
     return Manifest(
@@ -591,15 +592,15 @@ def _manifest(src: _Sources, bundle: Path, quantized: dict | None, tol: dict, in
         },
         localizer={"file": "localizer.onnx", "meta": src.loc_meta},
         index={
-            "file": "ref.index",
-            "labels": "ref_labels.txt",
+            "file": artifacts.INDEX,
+            "labels": artifacts.INDEX_LABELS,
             "metric": "inner_product",
             "count": n_labels,
         },
         crops={"full_height": True, "padding": int(src.crops_cfg["padding"])},
         infer={"batch_size": int(infer["batch_size"]), "workers": int(infer["workers"])},
         output={
-            "layout": "predictions.jsonl",
+            "layout": artifacts.PREDICTIONS,
             "bbox": "xyxy, pixels of the input line image",
             "fields": ["image", "text", "chars", "words", "error"],
         },
@@ -711,7 +712,7 @@ def export_bundle(
         )
         lines = load_parity_lines(test_json, image_dir, int(tol["parity_lines"]))
         batch = crop_batch(test_json, lines)
-        ref_index = faiss.read_index(str(index_dir / "ref.index"))
+        ref_index = faiss.read_index(str(index_dir / artifacts.INDEX))
         rec = recognizer_parity(rec_model, rec_onnx, batch, threads=threads, index=ref_index)
         images = [img for _, img in lines]
         loc, loc_problems = _check_localizer(
@@ -744,7 +745,7 @@ def export_bundle(
             msg += "\n  ".join(problems)
             LOG.error("%s", msg)
             raise EffOCRError(msg)
-        for name in (*INDEX_FILES, "index.json"):
+        for name in (*INDEX_FILES, artifacts.INDEX_META):
             if (index_dir / name).is_file():
                 shutil.copyfile(index_dir / name, tmp / name)
         _manifest(src, tmp, quantized, tol, infer).write(tmp)

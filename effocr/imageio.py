@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
+from effocr import artifacts
 from effocr.utils import EffOCRError, flatten_alpha
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ IMAGE_SUFFIXES = (
 ImageInput = str | os.PathLike | np.ndarray
 
 # What a run writes into its output folder; a later run replaces all of them together.
-RUN_OUTPUTS = ("predictions.jsonl", "text", "predictions_coco.json")
+RUN_OUTPUTS = (artifacts.PREDICTIONS, artifacts.TEXT_DIR, artifacts.PREDICTIONS_COCO)
 
 
 # ---------------------------------------------------------------------------
@@ -303,7 +304,7 @@ class OutputWriter:
             except OSError as exc:
                 raise EffOCRError(f"{self.out_dir}: cannot write there: {exc.strerror}") from exc
             (self._stage / "text").mkdir()
-            self._fh = open(self._stage / "predictions.jsonl", "w", encoding="utf-8")
+            self._fh = open(self._stage / artifacts.PREDICTIONS, "w", encoding="utf-8")
 
     def _text_name(self, image: str) -> str:
         stem = Path(image).stem or "line"
@@ -381,7 +382,7 @@ class OutputWriter:
                         text.encode("utf-8")
                     except UnicodeEncodeError:
                         text = json.dumps(coco, ensure_ascii=True)
-                    (stage / "predictions_coco.json").write_text(text + "\n", encoding="utf-8")
+                    (stage / artifacts.PREDICTIONS_COCO).write_text(text + "\n", encoding="utf-8")
                 self._commit(stage)
         finally:
             shutil.rmtree(stage, ignore_errors=True)

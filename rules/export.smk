@@ -1,12 +1,15 @@
 # Rules of the export stage (see docs/architecture.md).
 
+from effocr.artifacts import INDEX, INDEX_LABELS, MODEL
+from effocr.localizer.postprocess import config_thresholds
+
 
 rule export_bundle:
     """Export recognizer and localizer to ONNX, check them against PyTorch on test-split
     lines, and write the inference bundle (nothing is written when the check fails)."""
     input:
-        recognizer=f"{PATHS['recognizer_pass2']}/model.pt",
-        index=multiext(f"{PATHS['reference_index']}/", "ref.index", "ref_labels.txt"),
+        recognizer=f"{PATHS['recognizer_pass2']}/{MODEL}",
+        index=multiext(f"{PATHS['reference_index']}/", INDEX, INDEX_LABELS),
         # Our trained localizer, or the ONNX one of localizer.onnx_model (then not trained).
         localizer=LOCALIZER_MODEL,
         test=PATHS["split"]["test"],

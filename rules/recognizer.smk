@@ -2,13 +2,19 @@
 # second pass with hard negatives, reference index. The training rules resume from
 # checkpoint.pt (deliberately not an output: Snakemake would delete it before a rerun).
 
+from effocr.artifacts import HARD_NEGATIVES, INDEX, INDEX_LABELS, INDEX_META, RECOGNIZER_OUTPUTS
+from effocr.artifacts import MODEL, in_dir
+
+# Torch threads plus DataLoader workers; Snakemake lowers it to --cores on small machines.
+RECOGNIZER_THREADS = 8
+
 
 rule train_recognizer:
     """First pass: SupCon training on renders and real training crops."""
     input:
         manifest=PATHS["recognizer_dataset"],
     output:
-        **recognizer_outputs(PATHS["recognizer_pass1"]),
+        **in_dir(PATHS["recognizer_pass1"], RECOGNIZER_OUTPUTS),
     log:
         log_path("train_recognizer"),
     benchmark:
@@ -33,9 +39,9 @@ rule train_recognizer:
 
 
 rule mine_hard_negatives:
-    """Query real training crops against the first-pass index; write hard_negatives.txt."""
+    """Query real training crops against the first-pass index; write the hard-negative sets."""
     input:
-        model=f"{PATHS['recognizer_pass1']}/model.pt",
+        model=f"{PATHS['recognizer_pass1']}/{MODEL}",
         manifest=PATHS["recognizer_dataset"],
     output:
         hard_negatives=PATHS["hard_negatives"],
@@ -67,9 +73,9 @@ rule train_recognizer_hard_negatives:
         manifest=PATHS["recognizer_dataset"],
         hard_negatives=PATHS["hard_negatives"],
         # Only read with recognizer.hard_negatives_fine_tune; always listed so the DAG is the same.
-        pass1=f"{PATHS['recognizer_pass1']}/model.pt",
+        pass1=f"{PATHS['recognizer_pass1']}/{MODEL}",
     output:
-        **recognizer_outputs(PATHS["recognizer_pass2"]),
+        **in_dir(PATHS["recognizer_pass2"], RECOGNIZER_OUTPUTS),
     log:
         log_path("train_recognizer_hard_negatives"),
     benchmark:
@@ -96,12 +102,12 @@ rule train_recognizer_hard_negatives:
 rule build_reference_index:
     """Embed the reference font renders with the second-pass model into a FAISS index."""
     input:
-        model=f"{PATHS['recognizer_pass2']}/model.pt",
+        model=f"{PATHS['recognizer_pass2']}/{MODEL}",
         renders=PATHS["renders_manifest"],
     output:
-        index=f"{PATHS['reference_index']}/ref.index",
-        labels=f"{PATHS['reference_index']}/ref_labels.txt",
-        meta=f"{PATHS['reference_index']}/index.json",
+        index=f"{PATHS['reference_index']}/{INDEX}",
+        labels=f"{PATHS['reference_index']}/{INDEX_LABELS}",
+        meta=f"{PATHS['reference_index']}/{INDEX_META}",
     log:
         log_path("build_reference_index"),
     benchmark:

@@ -51,21 +51,6 @@ LOG = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def embed_tensors(
-    model: RecognizerNet, images: torch.Tensor, batch_size: int = 256, device: str = "cpu"
-) -> np.ndarray:
-    """Embed already preprocessed images (N, 3, S, S) in batches; returns (N, D) float32."""
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(device, non_blocking=True)
-        out.append(model(batch).float().cpu())
-    if not out:
-        return np.zeros((0, model.dim), dtype=np.float32)
-    return torch.cat(out).numpy()
-
-
-@torch.no_grad()
 def embed_paths(
     model: RecognizerNet,
     paths: Sequence[str | Path],
