@@ -10,9 +10,11 @@ import copy
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import jsonschema
@@ -204,3 +206,268 @@ def deep_merge(base: dict, update: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+# ---------------------------------------------------------------------------
+# Typed, frozen config sections
+# ---------------------------------------------------------------------------
+# Built once from the validated config (`config_sections`), or, in a workflow script, from the
+# rule's params (`step_sections`): a rule passes the sections its step reads as plain dicts
+# (Snakemake compares plain params to decide reruns), so what a step reads is what reruns it.
+# No field has a default: config/schema.yaml is the only place defaults live
+# (tests/test_config.py checks that the fields are the schema's keys).
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+class Section:
+    """A config section: `from_dict(validated section)`, `as_dict()` (plain data, as in YAML)."""
+
+    NAME = ""
+
+    @classmethod
+    def from_dict(cls, section: Mapping) -> Any:
+        """The section from its validated dict (every key present, no unknown ones).
+
+        Raises:
+            EffOCRError: a key is missing or unknown (the dict was not validated).
+        """
+        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        missing = [n for n in names if n not in section]
+        unknown = [k for k in section if k not in names]
+        if missing or unknown:
+            raise EffOCRError(
+                f"config section {cls.NAME}: missing {missing}, unknown {unknown} "
+                "(build sections from a validated config)"
+            )
+        return cls(**{n: _freeze(section[n]) for n in names})
+
+    def as_dict(self) -> dict:
+        """Plain dict (lists and dicts), as in the validated config."""
+        return {f.name: _thaw(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RunSection(Section):
+    """The top-level keys a step reads: `seed`, `language`."""
+
+    NAME = "run"
+    seed: int
+    language: str
+
+
+@dataclass(frozen=True)
+class DatasetSection(Section):
+    NAME = "dataset"
+    coco_json: str
+    image_dir: str
+    char_category: str
+    word_category: str
+
+
+@dataclass(frozen=True)
+class SplitSection(Section):
+    NAME = "split"
+    ratios: tuple[float, ...]
+    files: Mapping[str, str] | None
+
+
+@dataclass(frozen=True)
+class SynthSection(Section):
+    NAME = "synth"
+    coco_json: str
+    n_lines: int
+    text_source: str | None
+    font_sizes: tuple[int, int]
+    max_chars: int
+    vertical_fraction: float
+    degrade: bool
+
+
+@dataclass(frozen=True)
+class FontsSection(Section):
+    NAME = "fonts"
+    dirs: tuple[str, ...] | None
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    min_coverage: float
+    reference: tuple[str, ...] | None
+    max_fonts: int | None
+
+
+@dataclass(frozen=True)
+class RenderSection(Section):
+    NAME = "render"
+    size: int
+    padding: float
+    charset: str | None
+    charset_from_text: bool
+    mode: str | None
+
+
+@dataclass(frozen=True)
+class CropsSection(Section):
+    NAME = "crops"
+    full_height: bool
+    padding: int
+
+
+@dataclass(frozen=True)
+class RecognizerSection(Section):
+    NAME = "recognizer"
+    encoder: str
+    encoder_args: Mapping[str, Any] | None
+    init_checkpoint: str | None
+    input_size: int
+    batch_size: int
+    m: int
+    num_passes: int | None
+    epochs: int
+    hard_negatives_epochs: int | None
+    lr: float
+    weight_decay: float
+    temperature: float
+    hard_negatives_k: int
+    hard_negatives_ratio: float | None
+    hard_negatives_fine_tune: bool
+    augment: Mapping[str, Any] | None
+    device: str
+    amp: bool
+    wandb: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class LocalizerSection(Section):
+    NAME = "localizer"
+    backend: str
+    input_height: int
+    epochs: int
+    batch_size: int
+    lr: float
+    score_threshold: float
+    nms_iou: float
+    max_detections: int
+    detections_per_height: float
+    onnx_layout: str
+    onnx_model: str | None
+    init_checkpoint: str | None
+    device: str
+    amp: bool
+    weight_decay: float
+    augment: bool
+    arch: Mapping[str, Any] | None
+    gap_factor: float
+
+
+@dataclass(frozen=True)
+class ExportSection(Section):
+    NAME = "export"
+    opset: int
+    embedding_max_abs: float
+    embedding_min_cosine: float
+    box_max_abs: float
+    score_max_abs: float
+    parity_lines: int
+    quantize: str
+    quantized_min_cosine: float
+    quantized_top1_agreement: float
+    calibration_lines: int
+    recognizer_onnx: str | None
+    localizer_onnx: str | None
+
+
+@dataclass(frozen=True)
+class InferSection(Section):
+    NAME = "infer"
+    batch_size: int
+    workers: int
+
+
+@dataclass(frozen=True)
+class EvaluateSection(Section):
+    NAME = "evaluate"
+    sets: tuple[Mapping[str, str], ...]
+    normalize_quotes: bool
+    ignore_case: bool
+    ignore_spaces: bool
+    tesseract: bool
+    worst_lines: int
+
+
+SECTION_TYPES: dict[str, type[Section]] = {
+    cls.NAME: cls
+    for cls in (
+        RunSection,
+        DatasetSection,
+        SplitSection,
+        SynthSection,
+        FontsSection,
+        RenderSection,
+        CropsSection,
+        RecognizerSection,
+        LocalizerSection,
+        ExportSection,
+        InferSection,
+        EvaluateSection,
+    )
+}
+
+
+@dataclass(frozen=True)
+class ConfigSections:
+    """Every section of one validated config (`config_sections`)."""
+
+    run: RunSection
+    dataset: DatasetSection
+    split: SplitSection
+    synth: SynthSection
+    fonts: FontsSection
+    render: RenderSection
+    crops: CropsSection
+    recognizer: RecognizerSection
+    localizer: LocalizerSection
+    export: ExportSection
+    infer: InferSection
+    evaluate: EvaluateSection
+
+    def params(self, *names: str) -> dict[str, dict]:
+        """{name: plain dict} of the named sections: a rule's params for its step."""
+        return {name: getattr(self, name).as_dict() for name in names}
+
+
+def config_sections(config: dict, *, source: str = "config") -> ConfigSections:
+    """Validate `config` (defaults filled, deprecated keys renamed) and build every section."""
+    filled = validate_config(config, source=source)
+    run = {"seed": filled["seed"], "language": filled["language"]}
+    return ConfigSections(
+        **{
+            name: cls.from_dict(run if name == "run" else filled[name])
+            for name, cls in SECTION_TYPES.items()
+        }
+    )
+
+
+def step_sections(params: Mapping | Any) -> SimpleNamespace:
+    """The sections a rule passed as params (plain dicts named as in `SECTION_TYPES`), typed.
+
+    A workflow script calls this on `snakemake.params`; a section the rule did not pass is not
+    there, so a step cannot read config that does not rerun it.
+    """
+    items = params.items() if hasattr(params, "items") else vars(params).items()
+    return SimpleNamespace(
+        **{k: SECTION_TYPES[k].from_dict(v) for k, v in items if k in SECTION_TYPES}
+    )

@@ -9,10 +9,14 @@ import yaml
 
 from effocr.config import (
     RENAMED_KEYS,
+    SECTION_TYPES,
+    RunSection,
+    config_sections,
     deep_merge,
     load_config,
     load_schema,
     rename_deprecated_keys,
+    step_sections,
     validate_config,
 )
 from effocr.utils import EffOCRError
@@ -144,3 +148,46 @@ def test_renamed_keys_point_at_schema_keys():
     for old, new in RENAMED_KEYS.items():
         section = schema["properties"][new[0]]["properties"]
         assert new[1] in section and old[1] not in section, (old, new)
+
+
+# Typed sections (issue 13 item 5): the schema's keys, no defaults of their own, frozen.
+def test_sections_have_exactly_the_schema_keys_and_no_defaults():
+    import dataclasses
+
+    properties = load_schema()["properties"]
+    for name, cls in SECTION_TYPES.items():
+        names = [f.name for f in dataclasses.fields(cls)]
+        expected = ["seed", "language"] if name == "run" else list(properties[name]["properties"])
+        assert names == expected, name
+        for f in dataclasses.fields(cls):
+            assert f.default is dataclasses.MISSING, (name, f.name)
+            assert f.default_factory is dataclasses.MISSING, (name, f.name)
+
+
+def test_sections_are_built_from_the_validated_config_and_frozen():
+    import dataclasses
+
+    sections = config_sections({"seed": 7, "recognizer": {"hardneg_k": 3, "augment": {"a": [1]}}})
+    assert sections.run == RunSection(seed=7, language="en")
+    assert sections.recognizer.hard_negatives_k == 3  # deprecated key renamed first
+    assert (
+        sections.recognizer.epochs
+        == load_schema()["properties"]["recognizer"]["properties"]["epochs"]["default"]
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sections.recognizer.epochs = 2  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        sections.recognizer.augment["a"] = 2  # type: ignore[index]
+    assert sections.fonts.exclude[0] == "cmex*" and isinstance(sections.fonts.exclude, tuple)
+    # Plain data again for a rule's params, and the same section back in the workflow script.
+    params = sections.params("recognizer", "run")
+    assert params["recognizer"]["augment"] == {"a": [1]}
+    assert params["run"] == {"seed": 7, "language": "en"}
+    typed = step_sections(params)
+    assert typed.recognizer == sections.recognizer and typed.run == sections.run
+    assert not hasattr(typed, "localizer")  # a step sees only what its rule passed
+
+
+def test_section_from_an_unvalidated_dict_names_the_problem():
+    with pytest.raises(EffOCRError, match=r"config section crops: missing \['padding'\]"):
+        SECTION_TYPES["crops"].from_dict({"full_height": True})
