@@ -206,13 +206,19 @@ def phase_data(args: argparse.Namespace, work: Path) -> dict:
 
 
 def phase_build(args: argparse.Namespace, work: Path) -> dict:
+    from effocr.config import config_sections
     from effocr.recognizer.index import build_reference_index, read_labels
 
     config = bench_config(args)
     out = work / "index"
     t = time.perf_counter()
     index = build_reference_index(
-        work / "model.pt", work / "manifest.csv", out, config, args.threads, args.batch_size
+        work / "model.pt",
+        work / "manifest.csv",
+        out,
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=args.threads,
+        batch_size=args.batch_size,
     )
     seconds = time.perf_counter() - t
     labels = read_labels(out / "ref_labels.txt")
@@ -227,13 +233,19 @@ def phase_build(args: argparse.Namespace, work: Path) -> dict:
 
 
 def phase_mine(args: argparse.Namespace, work: Path) -> dict:
+    from effocr.config import config_sections
     from effocr.recognizer.hard_negatives import mine_hard_negatives, read_hard_negatives
 
     config = bench_config(args)
     out = work / "hard_negatives.txt"
     t = time.perf_counter()
     mine_hard_negatives(
-        work / "model.pt", work / "manifest.csv", out, config, args.threads, args.batch_size
+        work / "model.pt",
+        work / "manifest.csv",
+        out,
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=args.threads,
+        batch_size=args.batch_size,
     )
     seconds = time.perf_counter() - t
     sets = read_hard_negatives(out)

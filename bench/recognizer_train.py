@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from common import cpu_info, cpu_line  # bench/common.py (this script's folder is on sys.path)
 
-from effocr.config import load_config
+from effocr.config import config_sections, load_config
 from effocr.recognizer.dataset import read_manifest
 from effocr.recognizer.hard_negatives import mine_hard_negatives, read_hard_negatives
 from effocr.recognizer.index import build_reference_index, embed_paths
@@ -113,14 +113,22 @@ def run_pipeline(
     if pass1_only:
         t = time.perf_counter()
         build_reference_index(
-            work / "pass1" / "model.pt", renders, work / "index1", config, threads
+            work / "pass1" / "model.pt",
+            renders,
+            work / "index1",
+            **config_sections(config).pick("recognizer", "fonts", "run"),
+            threads=threads,
         )
         out["index_s"] = round(time.perf_counter() - t, 1)
         out.update(val_crop_precision(work / "pass1" / "model.pt", work / "index1", manifest))
         return out
     t = time.perf_counter()
     mine_hard_negatives(
-        work / "pass1" / "model.pt", manifest, work / "hard_negatives.txt", config, threads
+        work / "pass1" / "model.pt",
+        manifest,
+        work / "hard_negatives.txt",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=threads,
     )
     out["mine_s"] = round(time.perf_counter() - t, 1)
     out["hard_negatives_sets"] = len(read_hard_negatives(work / "hard_negatives.txt"))
@@ -139,7 +147,13 @@ def run_pipeline(
     out["pass2_images_per_s"] = round(s2["images_per_s"], 1)
     out["passes_total_s"] = round(out["pass1_s"] + out["mine_s"] + out["pass2_s"], 1)
     t = time.perf_counter()
-    build_reference_index(work / "pass2" / "model.pt", renders, work / "index", config, threads)
+    build_reference_index(
+        work / "pass2" / "model.pt",
+        renders,
+        work / "index",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=threads,
+    )
     out["index_s"] = round(time.perf_counter() - t, 1)
     out.update(val_crop_precision(work / "pass2" / "model.pt", work / "index", manifest))
     return out

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from types import MappingProxyType, SimpleNamespace
+from types import MappingProxyType
 from typing import Any
 
 import jsonschema
@@ -448,6 +448,10 @@ class ConfigSections:
         """{name: plain dict} of the named sections: a rule's params for its step."""
         return {name: getattr(self, name).as_dict() for name in names}
 
+    def pick(self, *names: str) -> dict[str, Section]:
+        """{name: section}: the keyword arguments of a step that takes these sections."""
+        return {name: getattr(self, name) for name in names}
+
 
 def config_sections(config: dict, *, source: str = "config") -> ConfigSections:
     """Validate `config` (defaults filled, deprecated keys renamed) and build every section."""
@@ -461,13 +465,13 @@ def config_sections(config: dict, *, source: str = "config") -> ConfigSections:
     )
 
 
-def step_sections(params: Mapping | Any) -> SimpleNamespace:
-    """The sections a rule passed as params (plain dicts named as in `SECTION_TYPES`), typed.
+def step_sections(params: Mapping | Any) -> dict[str, Section]:
+    """{name: section} of the sections a rule passed as params (plain dicts named as in
+    `SECTION_TYPES`), typed: a workflow script passes them on as `step(..., **sections)`.
 
-    A workflow script calls this on `snakemake.params`; a section the rule did not pass is not
-    there, so a step cannot read config that does not rerun it.
+    A step takes its sections as keyword-only arguments without defaults, so a rule that
+    passes one too many or too few fails at once, and a step cannot read config that does
+    not rerun it.
     """
     items = params.items() if hasattr(params, "items") else vars(params).items()
-    return SimpleNamespace(
-        **{k: SECTION_TYPES[k].from_dict(v) for k, v in items if k in SECTION_TYPES}
-    )
+    return {k: SECTION_TYPES[k].from_dict(v) for k, v in items if k in SECTION_TYPES}

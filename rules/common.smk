@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from effocr.artifacts import MODEL, REPORT_OUTPUTS, workflow_paths
-from effocr.config import rename_deprecated_keys, validate_config
+from effocr.config import config_sections, rename_deprecated_keys, validate_config
 from effocr.profiles import get_profile
 from effocr.provenance import code_hash
 from effocr.utils import EffOCRError
@@ -23,6 +23,9 @@ except EffOCRError as exc:
     raise WorkflowError(str(exc)) from None
 validate(config, schema="../config/schema.yaml")
 
+# The typed config sections; a rule passes those its step reads as params,
+# `**SECTIONS.params("recognizer", ...)`, and its script hands them to the step.
+SECTIONS = config_sections(config)
 LANG = config["language"]
 PROFILE = get_profile(LANG)
 RES = config["results_dir"]

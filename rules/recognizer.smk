@@ -60,9 +60,7 @@ rule mine_hard_negatives:
         gpu=1,
     params:
         code=code_version("effocr.recognizer.hard_negatives"),
-        hard_negatives_k=config["recognizer"]["hard_negatives_k"],
-        reference_fonts=config["fonts"]["reference"],
-        language=config["language"],
+        **SECTIONS.params("recognizer", "fonts", "run"),
     script:
         "../workflow_scripts/mine_hard_negatives.py"
 
@@ -123,8 +121,6 @@ rule build_reference_index:
         gpu=1,
     params:
         code=code_version("effocr.recognizer.index"),
-        reference_fonts=config["fonts"]["reference"],
-        language=config["language"],
-        device=config["recognizer"]["device"],
+        **SECTIONS.params("recognizer", "fonts", "run"),
     script:
         "../workflow_scripts/build_reference_index.py"

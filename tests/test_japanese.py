@@ -18,7 +18,7 @@ import yaml
 from conftest import missing_dependency, require_ipa_fonts
 from test_recognizer_train import ENC
 
-from effocr.config import load_config
+from effocr.config import config_sections, load_config
 from effocr.profiles import get_profile
 from effocr.synth.fonts import usable_chars
 from effocr.synth.lines import default_line_fonts
@@ -91,7 +91,13 @@ def jp(tiny_coco_factory, tmp_path_factory):
     )
     train_recognizer(manifest, root / "recognizer", config, threads=1)
     rec_pt = root / "recognizer" / "model.pt"
-    build_reference_index(rec_pt, manifest, root / "index", config, threads=1)
+    build_reference_index(
+        rec_pt,
+        manifest,
+        root / "index",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=1,
+    )
     train_localizer(config, coco_json, coco_json, image_dir, root / "localizer", threads=1)
     bundle = root / "bundle"
     export_bundle(

@@ -11,6 +11,7 @@ from PIL import Image
 from test_recognizer_index import render_manifest, tiny_config, untrained_model
 
 from effocr.cli import main
+from effocr.config import config_sections
 from effocr.recognizer.dataset import read_manifest
 from effocr.recognizer.hard_negatives import (
     mine_hard_negatives,
@@ -65,7 +66,12 @@ def test_mine_one_render_per_class_matches_brute_force(tmp_path):
     manifest = render_manifest(tmp_path / "r", chars, fonts=("DejaVuSerif", "DejaVuSans"))
     model_pt = untrained_model(tmp_path / "model.pt")
     config = tiny_config(hard_negatives_k=4)
-    out = mine_hard_negatives(model_pt, manifest, tmp_path / "hard_negatives.txt", config)
+    out = mine_hard_negatives(
+        model_pt,
+        manifest,
+        tmp_path / "hard_negatives.txt",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+    )
     sets = read_hard_negatives(out)
     assert len(sets) == len(chars)
     # Brute force, without the miner's helpers: the model run on each class's reference render

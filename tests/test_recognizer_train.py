@@ -18,6 +18,7 @@ import torch
 import yaml
 from test_recognizer_index import render_manifest, tiny_config
 
+from effocr.config import config_sections
 from effocr.recognizer.dataset import GlyphRecord
 from effocr.recognizer.hard_negatives import mine_hard_negatives
 from effocr.recognizer.model import load_recognizer
@@ -68,7 +69,10 @@ def test_tiny_training_improves_precision(tmp_path, data):
 
     # Second pass with hard negatives from the first.
     hard_negatives = mine_hard_negatives(
-        tmp_path / "p1" / "model.pt", data, tmp_path / "hard_negatives.txt", config
+        tmp_path / "p1" / "model.pt",
+        data,
+        tmp_path / "hard_negatives.txt",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
     )
     s2 = train_recognizer(
         data,
@@ -233,7 +237,10 @@ def test_hard_negatives_fine_tune_starts_from_pass1_precision(tmp_path, data):
     assert p1["best_val_p1"] > p1["zero_shot_val_p1"], p1["metrics"]
 
     hard_negatives = mine_hard_negatives(
-        p1_dir / "model.pt", data, tmp_path / "hard_negatives.txt", config
+        p1_dir / "model.pt",
+        data,
+        tmp_path / "hard_negatives.txt",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
     )
     train_recognizer(
         data,

@@ -1,6 +1,6 @@
-"""Rule mine_hard_negatives: hard_negatives.txt from the first-pass model."""
+"""Rule mine_hard_negatives: the hard-negative sets from the first-pass model."""
 
-from effocr.config import validate_config
+from effocr.config import step_sections
 from effocr.recognizer.hard_negatives import mine_hard_negatives
 from effocr.utils import setup_logging
 
@@ -9,6 +9,6 @@ mine_hard_negatives(
     snakemake.input.model,
     snakemake.input.manifest,
     snakemake.output.hard_negatives,
-    validate_config(snakemake.config),
+    **step_sections(snakemake.params),
     threads=snakemake.threads,
 )

@@ -18,6 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from effocr.config import FontsSection, RecognizerSection, RunSection
 from effocr.recognizer.dataset import (
     CODEPOINTS_RE,
     read_manifest,
@@ -98,7 +99,10 @@ def mine_hard_negatives(
     model_pt: str | Path,
     manifest: str | Path,
     out_path: str | Path,
-    config: dict,
+    *,
+    recognizer: RecognizerSection,
+    fonts: FontsSection,
+    run: RunSection,
     threads: int = 1,
     batch_size: int = 256,
 ) -> Path:
@@ -111,18 +115,19 @@ def mine_hard_negatives(
         model_pt: First-pass `model.pt`.
         manifest: Recognizer dataset manifest.
         out_path: `hard_negatives.txt` to write.
-        config: Validated config (`recognizer.hard_negatives_k`, `fonts.reference`, `language`).
+        recognizer: `hard_negatives_k`, `device`.
+        fonts: `reference`.
+        run: `language` (its profile's reference fonts when `fonts.reference` is null).
         threads: CPU threads.
         batch_size: Images per forward pass.
     """
     from effocr.profiles import get_profile
 
     start = time.perf_counter()
-    rcfg = config.get("recognizer", {})
-    k = int(rcfg.get("hard_negatives_k", 8))
+    k = recognizer.hard_negatives_k
     set_threads(threads)
     faiss.omp_set_num_threads(max(1, int(threads)))
-    device = select_device(rcfg.get("device", "auto"))
+    device = select_device(recognizer.device)
     workers = _loader_workers(threads, device)
     model = load_recognizer(model_pt, device=device)
     records = read_manifest(manifest)
@@ -131,8 +136,8 @@ def mine_hard_negatives(
         raise EffOCRError(f"{manifest}: no render rows to build the first-pass index from")
     stems = resolve_reference_fonts(
         (r.origin for r in renders),
-        config.get("fonts", {}).get("reference"),
-        get_profile(config.get("language", "en")).reference_fonts,
+        fonts.reference,
+        get_profile(run.language).reference_fonts,
     )
     labels, ref_embs = class_embeddings(
         model, reference_groups(renders, stems), batch_size, device, workers
@@ -195,10 +200,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Mine hard negatives and write hard_negatives.txt."""
-    from effocr.config import load_config
+    from effocr.config import config_sections, load_config
 
     overrides = {"recognizer": {"hard_negatives_k": args.k}} if args.k else None
-    config = load_config(args.config, overrides)
-    mine_hard_negatives(args.model, args.manifest, args.out, config, args.threads, args.batch_size)
+    sections = config_sections(load_config(args.config, overrides))
+    mine_hard_negatives(
+        args.model,
+        args.manifest,
+        args.out,
+        **sections.pick("recognizer", "fonts", "run"),
+        threads=args.threads,
+        batch_size=args.batch_size,
+    )
     print(f"wrote {args.out}")
     return 0
