@@ -183,7 +183,7 @@ def phase_data(args: argparse.Namespace, work: Path) -> dict:
     model = RecognizerNet(
         rcfg["encoder"],
         int(rcfg["input_size"]),
-        encoder_args=config_encoder_args(rcfg, config["language"]),
+        encoder_args=config_encoder_args(rcfg["encoder_args"], config["language"]),
     )
     save_recognizer(model, work / "model.pt", config, extra={"pass": "untrained (bench)"})
     return {
@@ -266,6 +266,7 @@ def phase_mine(args: argparse.Namespace, work: Path) -> dict:
 def phase_train(args: argparse.Namespace, work: Path) -> dict:
     import numpy as np
 
+    from effocr.config import config_sections
     from effocr.profiles import get_profile
     from effocr.recognizer.dataset import (
         GlyphDataset,
@@ -310,7 +311,7 @@ def phase_train(args: argparse.Namespace, work: Path) -> dict:
         rcfg["encoder"],
         size,
         rcfg.get("init_checkpoint"),
-        encoder_args=config_encoder_args(rcfg, config["language"]),
+        encoder_args=config_encoder_args(rcfg["encoder_args"], config["language"]),
     ).to(device)
     augment = render_augment(profile.augment, size, rcfg.get("augment"), model.mean, model.std)
     dataset = GlyphDataset(train_records, class_to_idx, size, augment, model.mean, model.std)
@@ -349,7 +350,7 @@ def phase_train(args: argparse.Namespace, work: Path) -> dict:
     gc.collect()
 
     loss_fn, optimizer, scheduler = create_optimization(
-        model, rcfg, max(1, int(rcfg["epochs"]) * len(sampler))
+        model, config_sections(config).recognizer, max(1, int(rcfg["epochs"]) * len(sampler))
     )
     loader = batch_loader(dataset, sampler, workers, device)
     seed_everything(seed + 1)

@@ -104,7 +104,12 @@ def run_pipeline(
     """Pass 1, mining, pass 2 and the index, timed; returns the figures."""
     out: dict = {}
     t0 = time.perf_counter()
-    s1 = train_recognizer(manifest, work / "pass1", config, threads=threads)
+    s1 = train_recognizer(
+        manifest,
+        work / "pass1",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=threads,
+    )
     out["pass1_s"] = round(time.perf_counter() - t0, 1)
     out["pass1_best_val_p1"] = s1["best_val_p1"]
     out["pass1_zero_shot_val_p1"] = s1["zero_shot_val_p1"]
@@ -137,7 +142,7 @@ def run_pipeline(
     s2 = train_recognizer(
         manifest,
         work / "pass2",
-        config,
+        **config_sections(config).pick("recognizer", "fonts", "run"),
         hard_negatives=work / "hard_negatives.txt",
         init_model=init,
         threads=threads,

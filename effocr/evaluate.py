@@ -27,6 +27,7 @@ import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,10 +330,10 @@ def workflow_set_spec(name: str, evaluate_config: dict, test_json: str, image_di
         image_dir: The dataset's image folder (the split's `file_name`s are relative to it).
     """
     if name == "test":
-        if any(spec["name"] == "test" for spec in evaluate_config.get("sets", [])):
+        if any(spec["name"] == "test" for spec in evaluate_config["sets"]):
             raise EffOCRError("evaluate.sets: the name 'test' is taken by the test split")
         return {"name": "test", "path": test_json, "type": "coco", "image_dir": image_dir}
-    for spec in evaluate_config.get("sets", []):
+    for spec in evaluate_config["sets"]:
         if spec["name"] == name:
             return dict(spec)
     raise EffOCRError(f"unknown evaluation set {name!r}")
@@ -622,7 +623,7 @@ def evaluate_set(
     bundle_dir: str | os.PathLike,
     set_spec: dict,
     out_dir: str | os.PathLike,
-    options: dict | None = None,
+    options: Mapping,
     *,
     workers: int = 1,
     device: str = "cpu",
@@ -635,7 +636,8 @@ def evaluate_set(
         bundle_dir: The exported bundle (`export_bundle` output).
         set_spec: ``{name, path, type?, image_dir?}``.
         out_dir: Receives metrics.json, lines.csv, confusions.csv, predictions.jsonl.
-        options: The `evaluate` config section (normalisations, `tesseract`); defaults apply.
+        options: The validated `evaluate` config section, or the part of it that changes
+            the scores (`normalize_quotes`, `ignore_case`, `ignore_spaces`, `tesseract`).
         workers: Inference workers (`effocr.infer.Engine`).
         device: Inference device.
         language: Profile whose `tesseract_lang` the baseline uses; None reads the bundle's.
@@ -644,7 +646,6 @@ def evaluate_set(
     Returns:
         The metrics written to `out_dir/metrics.json`.
     """
-    options = options or {}
     score_options = ScoreOptions.from_config(options)
     out_dir = Path(out_dir)
     eval_set = load_eval_set(set_spec, out_dir)
@@ -659,7 +660,7 @@ def evaluate_set(
     tess = tesseract_baseline(
         eval_set.lines,
         profile.tesseract_lang,
-        enabled=bool(options.get("tesseract", True)),
+        enabled=bool(options["tesseract"]),
         keep_spaces=profile.spaces,
         allows_vertical=profile.allows_vertical,
     )

@@ -22,6 +22,7 @@ import numpy as np
 
 from effocr import artifacts
 from effocr.bundle import PARITY, Manifest
+from effocr.config import CropsSection, ExportSection, InferSection, LocalizerSection
 from effocr.utils import (
     EffOCRError,
     atomic_path,
@@ -39,13 +40,6 @@ INDEX_FILES = (artifacts.INDEX, artifacts.INDEX_LABELS)
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
-
-
-def section_defaults(name: str) -> dict:
-    """Schema defaults of one config section (the one place defaults are written)."""
-    from effocr.config import validate_config
-
-    return validate_config({})[name]
 
 
 def check_onnx(path: str | os.PathLike) -> None:
@@ -399,6 +393,7 @@ def _load_sources(
     localizer_layout: str | None,
     localizer_input_height: int,
     localizer_thresholds: dict | None,
+    crops_cfg: dict,
 ) -> _Sources:
     from effocr.localizer.model import TorchLocalizer, check_checkpoint, model_from_checkpoint
     from effocr.localizer.onnx_layouts import external_meta
@@ -408,8 +403,7 @@ def _load_sources(
     rec_ckpt = _load_checkpoint(recognizer_pt, "recognizer")
     rec_model = recognizer_from_checkpoint(rec_ckpt, recognizer_pt)
     train_cfg = rec_ckpt.get("config") or {}
-    profile = get_profile(train_cfg.get("language", "en"))
-    crops_cfg = {**section_defaults("crops"), **(train_cfg.get("crops") or {})}
+    profile = get_profile(train_cfg["language"])
     if Path(localizer_pt).suffix.lower() == ".onnx":
         loc_meta = external_meta(
             localizer_layout, localizer_input_height, **(localizer_thresholds or {})
@@ -571,7 +565,7 @@ def _manifest(src: _Sources, bundle: Path, quantized: dict | None, tol: dict, in
         if ln.strip()
     )
     return Manifest(
-        language=src.train_cfg.get("language", "en"),
+        language=src.train_cfg["language"],
         profile={
             "name": profile.name,
             "vertical": profile.allows_vertical,
@@ -631,14 +625,13 @@ def export_bundle(
     image_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    export_cfg: dict | None = None,
-    infer_cfg: dict | None = None,
+    export: ExportSection,
+    infer: InferSection,
+    localizer: LocalizerSection,
+    crops: CropsSection,
     recognizer_onnx: str | os.PathLike | None = None,
     localizer_onnx: str | os.PathLike | None = None,
     calibration_json: str | os.PathLike | None = None,
-    localizer_layout: str | None = None,
-    localizer_input_height: int = 32,
-    localizer_thresholds: dict | None = None,
     threads: int = 1,
 ) -> dict:
     """Export both models, check them against PyTorch on test-split lines, write the bundle.
@@ -647,23 +640,22 @@ def export_bundle(
         recognizer_pt: The hard-negative recognizer `model.pt`.
         index_dir: Reference index directory (`ref.index`, `ref_labels.txt`).
         localizer_pt: The localizer `model.pt`, or an ONNX localizer exported elsewhere
-            (config `localizer.onnx_model`, with `localizer_layout`): that one is copied into
+            (config `localizer.onnx_model`, with `localizer.onnx_layout`): that one is copied into
             the bundle as it is and only checked to load and detect on the parity lines.
         test_json: Test-split COCO JSON; its first `export.parity_lines` lines are the check.
         image_dir: Folder the split's `file_name`s are relative to.
         out_dir: The bundle directory (replaced atomically on success only).
-        export_cfg: Config section `export` (opset, tolerances, quantize); schema defaults fill
-            gaps.
-        infer_cfg: Config section `infer`, written into model.yaml as inference defaults.
+        export: Config section `export` (opset, tolerances, quantize).
+        infer: Config section `infer`, written into model.yaml as inference defaults.
+        localizer: Config section `localizer`: `onnx_layout`, `input_height` and the thresholds
+            of an external ONNX localizer.
+        crops: Config section `crops` (`padding`: the glyph crops of the check, calibration
+            and inference).
         recognizer_onnx: Use this ONNX recognizer (e.g. one optimised elsewhere) instead of
             exporting; it must still match `recognizer_pt`. Default: `export.recognizer_onnx`.
         localizer_onnx: Same for the localizer (`export.localizer_onnx`).
         calibration_json: COCO JSON (the validation split) whose glyph crops calibrate the int8
             recognizer (`export.quantize: int8`); without it the parity lines are used.
-        localizer_layout: Output layout of an external ONNX localizer (`localizer.onnx_layout`).
-        localizer_input_height: Line height given to an external ONNX localizer.
-        localizer_thresholds: score_threshold, nms_iou, max_detections, gap_factor of an
-            external ONNX localizer (config `localizer`).
         threads: CPU threads for the check.
 
     Returns:
@@ -675,16 +667,23 @@ def export_bundle(
     import faiss
     import torch
 
+    from effocr.localizer.postprocess import config_thresholds
     from effocr.recognizer.transforms import preprocess
 
-    tol = {**section_defaults("export"), **(export_cfg or {})}
-    infer = {**section_defaults("infer"), **(infer_cfg or {})}
-    recognizer_onnx = recognizer_onnx or tol.get("recognizer_onnx")
-    localizer_onnx = localizer_onnx or tol.get("localizer_onnx")
+    tol = export.as_dict()
+    infer_defaults = infer.as_dict()
+    localizer_layout = localizer.onnx_layout
+    recognizer_onnx = recognizer_onnx or export.recognizer_onnx
+    localizer_onnx = localizer_onnx or export.localizer_onnx
     index_dir = Path(index_dir)
     _check_inputs(index_dir, localizer_pt, localizer_layout, (recognizer_onnx, localizer_onnx))
     src = _load_sources(
-        recognizer_pt, localizer_pt, localizer_layout, localizer_input_height, localizer_thresholds
+        recognizer_pt,
+        localizer_pt,
+        localizer_layout,
+        localizer.input_height,
+        config_thresholds(localizer.as_dict()),
+        crops.as_dict(),
     )
     rec_model = src.rec_model
     torch.set_num_threads(max(1, threads))
@@ -748,7 +747,7 @@ def export_bundle(
         for name in (*INDEX_FILES, artifacts.INDEX_META):
             if (index_dir / name).is_file():
                 shutil.copyfile(index_dir / name, tmp / name)
-        _manifest(src, tmp, quantized, tol, infer).write(tmp)
+        _manifest(src, tmp, quantized, tol, infer_defaults).write(tmp)
         write_json(tmp / PARITY, report)
     LOG.info("bundle written to %s", out_dir)
     return report
@@ -789,10 +788,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `effocr export-bundle`."""
-    from effocr.config import load_config
-    from effocr.localizer.postprocess import config_thresholds
+    from effocr.config import config_sections, load_config
 
-    cfg = load_config(args.config)
+    overrides = {"localizer": {"onnx_layout": args.localizer_layout}}
+    sections = config_sections(
+        load_config(args.config, overrides if args.localizer_layout else None)
+    )
     report = export_bundle(
         args.recognizer,
         args.index,
@@ -800,12 +801,8 @@ def run(args: argparse.Namespace) -> int:
         args.test_split,
         args.image_dir,
         args.output,
-        export_cfg=cfg["export"],
-        infer_cfg=cfg["infer"],
+        **sections.pick("export", "infer", "localizer", "crops"),
         calibration_json=args.calibration_split,
-        localizer_layout=args.localizer_layout or cfg["localizer"]["onnx_layout"],
-        localizer_input_height=cfg["localizer"]["input_height"],
-        localizer_thresholds=config_thresholds(cfg["localizer"]),
         threads=args.threads,
     )
     rec = report["recognizer"]

@@ -1,7 +1,6 @@
 # Rules of the export stage (see docs/architecture.md).
 
 from effocr.artifacts import INDEX, INDEX_LABELS, MODEL
-from effocr.localizer.postprocess import config_thresholds
 
 
 rule export_bundle:
@@ -39,10 +38,6 @@ rule export_bundle:
         code=code_version("effocr.export"),
         index_dir=lambda wildcards, input: os.path.dirname(input.index[0]),
         image_dir=config["dataset"]["image_dir"],
-        export=config["export"],
-        infer=config["infer"],
-        localizer_layout=config["localizer"]["onnx_layout"],
-        localizer_input_height=config["localizer"]["input_height"],
-        localizer_thresholds=config_thresholds(config["localizer"]),
+        **SECTIONS.params("export", "infer", "localizer", "crops"),
     script:
         "../workflow_scripts/export_bundle.py"

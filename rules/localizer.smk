@@ -32,10 +32,7 @@ rule train_localizer:
         code=code_version("effocr.localizer.train"),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         image_dir=config["dataset"]["image_dir"],
-        localizer=config["localizer"],
-        dataset=config["dataset"],
-        seed=config["seed"],
-        language=config["language"],
+        **SECTIONS.params("localizer", "dataset", "run"),
     script:
         "../workflow_scripts/train_localizer.py"
 

@@ -30,10 +30,7 @@ rule train_recognizer:
         gpu=1,
     params:
         code=code_version("effocr.recognizer.train"),
-        recognizer=config["recognizer"],
-        reference_fonts=config["fonts"]["reference"],
-        seed=config["seed"],
-        language=config["language"],
+        **SECTIONS.params("recognizer", "fonts", "run"),
     script:
         "../workflow_scripts/train_recognizer.py"
 
@@ -89,10 +86,7 @@ rule train_recognizer_hard_negatives:
         gpu=1,
     params:
         code=code_version("effocr.recognizer.train"),
-        recognizer=config["recognizer"],
-        reference_fonts=config["fonts"]["reference"],
-        seed=config["seed"],
-        language=config["language"],
+        **SECTIONS.params("recognizer", "fonts", "run"),
     script:
         "../workflow_scripts/train_recognizer.py"
 

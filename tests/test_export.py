@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import fit_supcon, line_crops, missing_dependency
+from conftest import export_sections, fit_supcon, line_crops, missing_dependency
 
-from effocr.config import load_config
+from effocr.config import config_sections, load_config
 from effocr.data.coco import index_coco, line_chars, load_coco
 from effocr.export import check_onnx, export_bundle, match_boxes
 from effocr.infer import Engine, assemble_text, decode_image
@@ -57,7 +57,14 @@ def trained(tiny_coco_factory, tmp_path_factory):
     coco_json, image_dir = tiny_coco_factory(8, "en", 5, degrade=False, max_chars=14)
     root = tmp_path_factory.mktemp("export")
     config = load_config(None, {"localizer": {"epochs": 12, "batch_size": 4}})
-    train_localizer(config, coco_json, coco_json, image_dir, root / "localizer", threads=1)
+    train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        root / "localizer",
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
     crops, labels = line_crops(coco_json, image_dir)
     rec_pt = _train_recognizer(config, crops, labels, root / "recognizer")
     model = load_recognizer(rec_pt)
@@ -79,8 +86,7 @@ def trained(tiny_coco_factory, tmp_path_factory):
         image_dir,
         bundle,
         # Float32: the tests below compare the bundle with PyTorch exactly (int8 has its own).
-        export_cfg={**config["export"], "quantize": "none"},
-        infer_cfg=config["infer"],
+        **export_sections(config, export={"quantize": "none"}),
     )
     return {
         "root": root,
@@ -261,6 +267,7 @@ def test_perturbed_recognizer_fails_and_leaves_no_bundle(trained, tmp_path):
             trained["coco"],
             trained["images"],
             out,
+            **export_sections(trained["config"]),
             recognizer_onnx=trained["bundle"] / "recognizer.onnx",
         )
     assert not out.exists()
@@ -286,6 +293,7 @@ def test_perturbed_localizer_fails(trained, tmp_path):
             trained["coco"],
             trained["images"],
             out,
+            **export_sections(trained["config"]),
             localizer_onnx=trained["bundle"] / "localizer.onnx",
         )
     assert not out.exists()
@@ -567,7 +575,6 @@ def _op_types(path: Path) -> set[str]:
 
 
 def _export(trained, out: Path, **export_cfg) -> dict:
-    cfg = {**trained["config"]["export"], **export_cfg}
     return export_bundle(
         trained["recognizer"],
         trained["index"],
@@ -575,8 +582,7 @@ def _export(trained, out: Path, **export_cfg) -> dict:
         trained["coco"],
         trained["images"],
         out,
-        export_cfg=cfg,
-        infer_cfg=trained["config"]["infer"],
+        **export_sections(trained["config"], export=export_cfg),
         calibration_json=trained["coco"],
     )
 
@@ -763,10 +769,11 @@ def test_external_onnx_localizer_in_the_bundle(trained, tmp_path):
         trained["coco"],
         trained["images"],
         bundle,
-        export_cfg={**trained["config"]["export"], "quantize": "none"},
-        localizer_layout="detectron2",
-        localizer_input_height=32,
-        localizer_thresholds={"score_threshold": 0.5},
+        **export_sections(
+            trained["config"],
+            export={"quantize": "none"},
+            localizer={"onnx_layout": "detectron2", "input_height": 32, "score_threshold": 0.5},
+        ),
     )
     assert report["localizer"]["external"] and report["localizer"]["chars_found"] > 0
     meta = yaml.safe_load((bundle / "model.yaml").read_text())
@@ -787,6 +794,7 @@ def test_external_onnx_localizer_in_the_bundle(trained, tmp_path):
             trained["coco"],
             trained["images"],
             tmp_path / "nolayout",
+            **export_sections(trained["config"]),
         )
     assert not (tmp_path / "nolayout").exists()
 

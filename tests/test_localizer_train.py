@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from effocr.cli import main
-from effocr.config import load_config
+from effocr.config import config_sections, load_config
 from effocr.data.coco import load_coco, save_coco
 from effocr.localizer.backends import available_backends, create_localizer
 from effocr.localizer.evaluate import evaluate_detections, evaluate_localizer, prf_at_iou
@@ -98,7 +98,14 @@ def trained(lines, tiny_coco_factory, tmp_path_factory):
         save_coco(coco, splits[name])
     out = tmp_path_factory.mktemp("loc")
     config = _config(epochs=14, lr=0.004)
-    best = train_localizer(config, splits["train"], splits["val"], data / "images", out, threads=1)
+    best = train_localizer(
+        splits["train"],
+        splits["val"],
+        data / "images",
+        out,
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
     # Epoch 0: the weights training starts from (the same seed, the same constructor), scored
     # on the same held-out lines by the same evaluation.
     seed_everything(config["seed"])
@@ -229,15 +236,37 @@ def test_resume_after_interruption(lines, tmp_path, monkeypatch):
     coco_json, image_dir = lines
     config = _config(epochs=3)
     full, part = tmp_path / "full", tmp_path / "part"
-    train_localizer(config, coco_json, coco_json, image_dir, full, threads=1)
-    train_localizer(config, coco_json, coco_json, image_dir, part, threads=1, max_epochs_this_run=1)
+    train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        full,
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
+    train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        part,
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+        max_epochs_this_run=1,
+    )
     assert len(_rows(part / "metrics.csv")) == 1
     assert torch.load(part / "checkpoint.pt", weights_only=False)["epoch"] == 1
     # Snakemake deletes the declared outputs of an interrupted job, not the checkpoint.
     outputs = ("model.pt", "metrics.csv", "curve.png", "config.yaml")
     for name in outputs:
         (part / name).unlink()
-    train_localizer(config, coco_json, coco_json, image_dir, part, threads=1)
+    train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        part,
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
     for name in outputs:
         assert (part / name).is_file(), name
     a, b = _rows(full / "metrics.csv"), _rows(part / "metrics.csv")
@@ -263,7 +292,14 @@ def test_resume_after_interruption(lines, tmp_path, monkeypatch):
         raise AssertionError("the checkpoint covers every epoch: nothing to train")
 
     monkeypatch.setattr("effocr.localizer.train.train_one_epoch", no_training)
-    returned = train_localizer(config, coco_json, coco_json, image_dir, part, threads=1)
+    returned = train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        part,
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
     monkeypatch.undo()
     for name in outputs:
         assert (part / name).is_file(), name
@@ -273,7 +309,14 @@ def test_resume_after_interruption(lines, tmp_path, monkeypatch):
     assert returned["mean_f1"] == pytest.approx(float(b[best - 1]["val_mean_f1"]), abs=1e-6)
 
     # a different config does not resume from that checkpoint
-    train_localizer(_config(epochs=1, lr=0.001), coco_json, coco_json, image_dir, part, threads=1)
+    train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        part,
+        **config_sections(_config(epochs=1, lr=0.001)).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
     assert len(_rows(part / "metrics.csv")) == 1
 
 
@@ -378,7 +421,14 @@ def test_japanese_vertical_char_only(tiny_coco_factory, tmp_path):
     config = load_config(
         None, {"language": "jp", "localizer": {"epochs": 25, "batch_size": 3, "lr": 0.004}}
     )
-    train_localizer(config, coco_json, coco_json, image_dir, tmp_path, threads=1)
+    train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        tmp_path,
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
     meta = localizer_meta(tmp_path / "model.pt")
     assert meta["classes"] == ["char"] and meta["spaces"] is False and meta["vertical"] is True
     session = LocalizerSession(export_onnx(tmp_path / "model.pt", tmp_path / "loc.onnx"))
@@ -426,6 +476,6 @@ def test_checkpoint_of_other_code_is_not_resumed(tmp_path):
         tmp_path,
         "effocr.localizer.train",
         "split.json",
-        "config_hash(config, 'split.json', 'split.json')",
+        "config_hash('split.json', 'split.json', **sections.pick('localizer', 'dataset', 'run'))",
         {"effocr.data.coco", "effocr.utils", "effocr.config", "effocr.profiles"},
     )

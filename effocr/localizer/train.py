@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from effocr.config import DatasetSection, LocalizerSection, RunSection
 from effocr.data.coco import category_id, is_vertical, line_is_vertical, load_coco
 from effocr.localizer import postprocess as pp
 from effocr.localizer.backends import create_localizer
@@ -237,16 +238,23 @@ def evaluate(
     return evaluate_detections(data.coco, dets, meta["classes"], names)
 
 
-def config_hash(config: dict, train_json: str | os.PathLike, val_json: str | os.PathLike) -> str:
+def config_hash(
+    train_json: str | os.PathLike,
+    val_json: str | os.PathLike,
+    *,
+    localizer: LocalizerSection,
+    dataset: DatasetSection,
+    run: RunSection,
+) -> str:
     """Hash of what decides the training run: seed, language, localizer section, split files
     and the code (`effocr.training.run_hash`)."""
     return run_hash(
         "effocr.localizer.train",
         {"train": train_json, "val": val_json},
-        seed=config["seed"],
-        language=config["language"],
-        localizer={k: v for k, v in config["localizer"].items() if k != "device"},
-        dataset={k: config["dataset"].get(k) for k in ("char_category", "word_category")},
+        seed=run.seed,
+        language=run.language,
+        localizer={k: v for k, v in localizer.as_dict().items() if k != "device"},
+        dataset={"char_category": dataset.char_category, "word_category": dataset.word_category},
     )
 
 
@@ -262,29 +270,39 @@ def _model_classes(config: dict, train_coco: dict) -> list[str]:
 
 
 def train_localizer(
-    config: dict,
     train_json: str | os.PathLike,
     val_json: str | os.PathLike,
     image_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
+    localizer: LocalizerSection,
+    dataset: DatasetSection,
+    run: RunSection,
     threads: int | None = None,
     max_epochs_this_run: int | None = None,
 ) -> dict[str, Any]:
     """Train the localizer; writes model.pt, checkpoint.pt, metrics.csv, curve.png, config.yaml.
 
     Args:
-        config: The full validated config (`effocr.config.load_config`).
         train_json, val_json: COCO splits.
         image_dir: Directory of the line images (`dataset.image_dir`).
         out_dir: Output directory (`PATHS["localizer"]`).
         threads: torch CPU threads.
         max_epochs_this_run: Stop after this many epochs in this call (tests of resuming);
             model.pt is still written.
+        localizer: The `localizer` section.
+        dataset: The `dataset` section (`char_category`, `word_category`).
+        run: `seed`, `language`. The three are the run's config (`config.yaml`, model.pt).
 
     Returns:
         The best epoch's validation metrics.
     """
+    config = {
+        "seed": run.seed,
+        "language": run.language,
+        "localizer": localizer.as_dict(),
+        "dataset": dataset.as_dict(),
+    }
     lc = config["localizer"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -320,12 +338,14 @@ def train_localizer(
         pct_start=min(0.3, 2 / lc["epochs"]) if lc["epochs"] > 2 else 0.3,
     )
     scaler = torch.amp.GradScaler("cuda") if (lc["amp"] and device.startswith("cuda")) else None
-    run = TrainingRun(
+    training_run = TrainingRun(
         out,
         kind="localizer",
         name="localizer",
         config=config,
-        config_hash=config_hash(config, train_json, val_json),
+        config_hash=config_hash(
+            train_json, val_json, localizer=localizer, dataset=dataset, run=run
+        ),
         epochs=lc["epochs"],
         columns=METRIC_COLUMNS,
         model=model,
@@ -368,16 +388,16 @@ def train_localizer(
         score = (metrics["mean_f1"], metrics["coco"]["AP"]) if metrics else (-loss, 0.0)
         return EpochResult(row, score, metrics)
 
-    run.fit(epoch_fn)
-    best = run.best
-    run.finish(
+    training_run.fit(epoch_fn)
+    best = training_run.best
+    training_run.finish(
         {"meta": meta, "classes": classes, "metrics": best["metrics"]},
         curve_scores=("val_char_f1", "val_word_f1", "val_AP50", "val_AP"),
     )
     LOG.info(
         "localizer: best epoch %d of %d (mean F1 %s)",
         best["epoch"],
-        len(run.rows),
+        len(training_run.rows),
         f"{best['metrics']['mean_f1']:.4f}" if best["metrics"] else "-",
     )
     return best.get("metrics") or {}
@@ -395,8 +415,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `effocr train-localizer`."""
-    from effocr.config import load_config
+    from effocr.config import config_sections, load_config
 
-    config = load_config(args.config)
-    train_localizer(config, args.train, args.val, args.image_dir, args.out, threads=args.threads)
+    sections = config_sections(load_config(args.config))
+    train_localizer(
+        args.train,
+        args.val,
+        args.image_dir,
+        args.out,
+        **sections.pick("localizer", "dataset", "run"),
+        threads=args.threads,
+    )
     return 0
