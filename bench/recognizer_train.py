@@ -73,7 +73,15 @@ def build_demo_dataset(work: Path, config: dict, workers: int = 1) -> tuple[Path
     crop_glyphs(
         splits, lines.parent / "images", work / "crops" / "glyphs", work / "crops" / "manifest.csv"
     )
-    render_glyphs_from_config(config, work / "renders" / "glyphs", renders, workers=workers)
+    render_glyphs_from_config(
+        work / "renders" / "glyphs",
+        renders,
+        **config_sections(config).pick("render", "fonts", "run"),
+        text_source=config["synth"]["text_source"]
+        if config["render"]["charset_from_text"]
+        else None,
+        workers=workers,
+    )
     build_recognizer_dataset(renders, work / "crops" / "manifest.csv", dataset)
     return dataset, renders
 

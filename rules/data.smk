@@ -5,7 +5,12 @@
 from effocr.synth.charsets import resolve_charset
 
 # The raw text is checked against the characters that get rendered (see resolve_charset).
-DATA_CHARSET = resolve_charset(config)
+DATA_CHARSET = resolve_charset(
+    config["render"]["charset"],
+    config["render"]["charset_from_text"],
+    config["language"],
+    config["synth"]["text_source"],
+)
 # User-given split files as {split: path}; empty means split by ratios.
 SPLIT_FILES = dict(config["split"]["files"] or {})
 

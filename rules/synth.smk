@@ -11,12 +11,19 @@ from effocr.utils import sha256_json
 
 SYNTH_JSON = config["synth"]["coco_json"]
 SYNTH_IMAGES = os.path.join(os.path.dirname(SYNTH_JSON), "images")
+# What the render charset is resolved from (effocr.synth.charsets.resolve_charset).
+CHARSET_SETTINGS = (
+    config["render"]["charset"],
+    config["render"]["charset_from_text"],
+    config["language"],
+    config["synth"]["text_source"],
+)
 
 
 @functools.cache
 def render_charset_hash():
     """Hash of the resolved render charset (a param: editing a charset file reruns renders)."""
-    return sha256_json(resolve_charset(config))[:16]
+    return sha256_json(resolve_charset(*CHARSET_SETTINGS))[:16]
 
 
 @functools.cache
@@ -124,10 +131,7 @@ rule render_glyphs:
         runtime=60,
     params:
         code=code_version("effocr.synth.render"),
-        language=config["language"],
-        seed=config["seed"],
-        fonts=config["fonts"],
-        render=config["render"],
+        **SECTIONS.params("render", "fonts", "run"),
         text_source=text_source_for_renders(),
         charset=render_charset_hash(),
         font_files=font_files_hash(),
