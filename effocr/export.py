@@ -403,6 +403,10 @@ def _load_sources(
     rec_ckpt = _load_checkpoint(recognizer_pt, "recognizer")
     rec_model = recognizer_from_checkpoint(rec_ckpt, recognizer_pt)
     train_cfg = rec_ckpt.get("config") or {}
+    if "language" not in train_cfg:
+        raise EffOCRError(
+            f"{recognizer_pt}: its config names no language (not a trained model.pt?)"
+        )
     profile = get_profile(train_cfg["language"])
     if Path(localizer_pt).suffix.lower() == ".onnx":
         loc_meta = external_meta(
