@@ -121,3 +121,11 @@ def test_a_dead_worker_is_an_effocr_error_and_the_pool_restarts(en_bundle, image
         assert engine._pool is None
         engine.start()
         _same(engine.infer(images), expected, images)
+
+
+def test_threads_is_the_deprecated_name_of_workers(en_bundle):
+    # `threads` counted worker processes; it is `workers` now, the old keyword still works.
+    with pytest.warns(DeprecationWarning, match="use workers="):
+        engine = Engine(en_bundle, threads=2, device="cpu", parallel="thread")
+    with engine:
+        assert engine.workers == 2 and engine.runner.workers == 2
