@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_info, cpu_line  # noqa: E402
 
 from effocr.bundle import MANIFEST, Manifest  # noqa: E402
-from effocr.config import load_config  # noqa: E402
+from effocr.config import config_sections, load_config  # noqa: E402
 from effocr.data.coco import index_coco, line_chars, load_coco  # noqa: E402
 from effocr.infer import Engine  # noqa: E402
 from effocr.metrics import cer  # noqa: E402
@@ -93,12 +93,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/extend_index.json"))
     args = parser.parse_args()
 
-    config = load_config(args.config)
+    sections = config_sections(load_config(args.config))
     coco = load_coco(args.test)
-    all_fonts = resolve_fonts(config, list(args.chars))
-    stems = set(reference_font_stems(config))
-    ref_fonts = [f for f in find_fonts(config["fonts"]["dirs"]) if f.stem in stems] or all_fonts[:1]
-    render = (config["render"]["size"], config["render"]["padding"], render_mode(config))
+    all_fonts = resolve_fonts(sections.fonts, list(args.chars))
+    stems = set(reference_font_stems(sections.fonts, sections.run.language))
+    ref_fonts = [f for f in find_fonts(sections.fonts.dirs) if f.stem in stems] or all_fonts[:1]
+    render = (
+        sections.render.size,
+        sections.render.padding,
+        render_mode(sections.render, sections.run.language),
+    )
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

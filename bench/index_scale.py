@@ -6,14 +6,14 @@ are reported separately) are measured on their own:
 
 * ``data``  (setup, not the subject): N distinct labels, CJK Unified Ideographs from U+4E00 and
   the last `--ext-b` from CJK Ext B (U+20000.., non-BMP, so the round trip of 4+-byte labels
-  through manifest, ref_labels.txt and hns.txt is covered at scale). Each class gets
+  through manifest, ref_labels.txt and hard_negatives.txt is covered at scale). Each class gets
   `--per-class` glyph PNGs: `effocr.synth.render.render_glyph` in the IPA fonts
   (/usr/share/fonts/opentype/ipafont-*, `centered` mode as the jp profile) where the font's
   cmap covers the character, random strokes otherwise. A renders manifest in the format of
   docs/architecture.md ("Manifests") and an untrained default recognizer `model.pt`
   (`save_recognizer`, encoder/input size from config/schema.yaml) are written beside them.
 * ``build`` (A): `effocr.recognizer.index.build_reference_index` on that manifest.
-* ``mine``  (B): `effocr.recognizer.hardneg.mine_hard_negatives` with k = `--k` (one render
+* ``mine``  (B): `effocr.recognizer.hard_negatives.mine_hard_negatives` with k = `--k` (one render
   per class as the query, since the manifest has no real crops).
 * ``train`` (C): the pieces `train_recognizer` runs at N classes, as it runs them:
   `split_records`, `GlyphDataset`, `MPerClassSampler` construction and one epoch's index list,
@@ -80,7 +80,7 @@ def bench_config(args: argparse.Namespace) -> dict:
     """The validated default config of the jp profile (schema defaults for the recognizer)."""
     from effocr.config import load_config
 
-    overrides: dict = {"language": "jp", "recognizer": {"hardneg_k": args.k}}
+    overrides: dict = {"language": "jp", "recognizer": {"hard_negatives_k": args.k}}
     if args.device:
         overrides["recognizer"]["device"] = args.device
     return load_config(None, overrides)
@@ -183,7 +183,7 @@ def phase_data(args: argparse.Namespace, work: Path) -> dict:
     model = RecognizerNet(
         rcfg["encoder"],
         int(rcfg["input_size"]),
-        encoder_args=config_encoder_args(rcfg, config["language"]),
+        encoder_args=config_encoder_args(rcfg["encoder_args"], config["language"]),
     )
     save_recognizer(model, work / "model.pt", config, extra={"pass": "untrained (bench)"})
     return {
@@ -206,13 +206,19 @@ def phase_data(args: argparse.Namespace, work: Path) -> dict:
 
 
 def phase_build(args: argparse.Namespace, work: Path) -> dict:
+    from effocr.config import config_sections
     from effocr.recognizer.index import build_reference_index, read_labels
 
     config = bench_config(args)
     out = work / "index"
     t = time.perf_counter()
     index = build_reference_index(
-        work / "model.pt", work / "manifest.csv", out, config, args.threads, args.batch_size
+        work / "model.pt",
+        work / "manifest.csv",
+        out,
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=args.threads,
+        batch_size=args.batch_size,
     )
     seconds = time.perf_counter() - t
     labels = read_labels(out / "ref_labels.txt")
@@ -227,22 +233,28 @@ def phase_build(args: argparse.Namespace, work: Path) -> dict:
 
 
 def phase_mine(args: argparse.Namespace, work: Path) -> dict:
-    from effocr.recognizer.hardneg import mine_hard_negatives, read_hns
+    from effocr.config import config_sections
+    from effocr.recognizer.hard_negatives import mine_hard_negatives, read_hard_negatives
 
     config = bench_config(args)
-    out = work / "hns.txt"
+    out = work / "hard_negatives.txt"
     t = time.perf_counter()
     mine_hard_negatives(
-        work / "model.pt", work / "manifest.csv", out, config, args.threads, args.batch_size
+        work / "model.pt",
+        work / "manifest.csv",
+        out,
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=args.threads,
+        batch_size=args.batch_size,
     )
     seconds = time.perf_counter() - t
-    sets = read_hns(out)
+    sets = read_hard_negatives(out)
     return {
         "seconds": round(seconds, 2),
         "k": args.k,
-        "hns_sets": len(sets),
+        "hard_negatives_sets": len(sets),
         "set_sizes": sorted({len(s) for s in sets}),
-        "hns_bytes": out.stat().st_size,
+        "hard_negatives_bytes": out.stat().st_size,
     }
 
 
@@ -254,6 +266,7 @@ def phase_mine(args: argparse.Namespace, work: Path) -> dict:
 def phase_train(args: argparse.Namespace, work: Path) -> dict:
     import numpy as np
 
+    from effocr.config import config_sections
     from effocr.profiles import get_profile
     from effocr.recognizer.dataset import (
         GlyphDataset,
@@ -298,7 +311,7 @@ def phase_train(args: argparse.Namespace, work: Path) -> dict:
         rcfg["encoder"],
         size,
         rcfg.get("init_checkpoint"),
-        encoder_args=config_encoder_args(rcfg, config["language"]),
+        encoder_args=config_encoder_args(rcfg["encoder_args"], config["language"]),
     ).to(device)
     augment = render_augment(profile.augment, size, rcfg.get("augment"), model.mean, model.std)
     dataset = GlyphDataset(train_records, class_to_idx, size, augment, model.mean, model.std)
@@ -337,7 +350,7 @@ def phase_train(args: argparse.Namespace, work: Path) -> dict:
     gc.collect()
 
     loss_fn, optimizer, scheduler = create_optimization(
-        model, rcfg, max(1, int(rcfg["epochs"]) * len(sampler))
+        model, config_sections(config).recognizer, max(1, int(rcfg["epochs"]) * len(sampler))
     )
     loader = batch_loader(dataset, sampler, workers, device)
     seed_everything(seed + 1)
@@ -395,7 +408,7 @@ def run_phase(args: argparse.Namespace) -> int:
     import timm  # noqa: F401
     import torch
 
-    import effocr.recognizer.hardneg  # noqa: F401
+    import effocr.recognizer.hard_negatives  # noqa: F401
     import effocr.recognizer.train  # noqa: F401
 
     torch.set_num_threads(args.threads)
@@ -494,8 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpus_visible": os.cpu_count(),
         "index_count": build.get("index_count"),
         "index_dim": build.get("index_dim"),
-        "hns_sets": mine.get("hns_sets"),
-        "hns_k": args.k,
+        "hard_negatives_sets": mine.get("hard_negatives_sets"),
+        "hard_negatives_k": args.k,
         "phases": phases,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -526,7 +539,9 @@ def main(argv: list[str] | None = None) -> int:
         "workers / render processes; pages shared with the parent are counted)"
     )
     if build:
-        print(f"index: {build['index_count']} x {build['index_dim']}, hns sets: {res['hns_sets']}")
+        print(
+            f"index: {build['index_count']} x {build['index_dim']}, hard-negative sets: {res['hard_negatives_sets']}"
+        )
     if "train" in phases:
         t = phases["train"]
         print(

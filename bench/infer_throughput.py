@@ -4,7 +4,7 @@ Sets: (a) the demo test split (COCO JSON with image `text`), (b) any directory o
 with `.gt.txt` files (e.g. UW3 lines). For each set and for 1 and 2 cores (pinned with
 `taskset` where available):
 
-* effocr CLI: `effocr infer --threads N` end to end (process start and model load included);
+* effocr CLI: `effocr infer --workers N` end to end (process start and model load included);
 * effocr Engine: steady-state lines/s of `effocr.infer.Engine` (model loaded), with the time
   per stage (decode, localizer, crops, recognizer, kNN);
 * Tesseract CLI: `tesseract IMG - --psm 7`, OMP_THREAD_LIMIT=1, one process per line, N in
@@ -91,7 +91,7 @@ def run_effocr_cli(
             str(bundle),
             "--output",
             str(Path(tmp) / "out"),
-            "--threads",
+            "--workers",
             str(cores),
             "--batch-size",
             str(batch_size),
@@ -120,7 +120,7 @@ def run_effocr_engine(
         os.sched_setaffinity(0, set(range(cores)))
     # Worker processes are started and warmed up (first ORT runs allocate) by a first, untimed
     # pass over the whole set.
-    with Engine(bundle, threads=cores, device="cpu", batch_size=batch_size) as engine:
+    with Engine(bundle, workers=cores, device="cpu", batch_size=batch_size) as engine:
         engine.start()
         engine.infer(images)
         engine.reset_timings()

@@ -79,7 +79,7 @@ def _crop_batch(coco_json: Path, image_dir: Path, n_lines: int, model) -> tuple:
     from effocr.recognizer.transforms import preprocess
 
     lines = load_parity_lines(coco_json, image_dir, n_lines)
-    crops = glyph_crops(coco_json, lines, full_height=True, padding=0, vertical=False)
+    crops = glyph_crops(coco_json, lines, full_height=True, padding=0, allows_vertical=False)
     index = index_coco(load_coco(coco_json))
     labels = [c for im, _ in lines for c, _ in line_chars(index, im, False)]
     assert len(labels) == len(crops), (len(labels), len(crops))

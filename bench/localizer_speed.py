@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from common import cpu_info, cpu_line  # noqa: E402  (bench/common.py)
 
+from effocr.config import config_sections  # noqa: E402
 from effocr.localizer.model import DEFAULT_ARCH, LineDetector, model_meta  # noqa: E402
 from effocr.localizer.runtime import LocalizerSession  # noqa: E402
 
@@ -130,7 +131,12 @@ def train_candidate(
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         train_localizer(
-            config, splits / "train.json", splits / "val.json", image_dir, tmp, threads=2
+            splits / "train.json",
+            splits / "val.json",
+            image_dir,
+            tmp,
+            **config_sections(config).pick("localizer", "dataset", "run"),
+            threads=2,
         )
         seconds = time.perf_counter() - t
         m = evaluate_localizer(

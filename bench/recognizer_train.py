@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from common import cpu_info, cpu_line  # bench/common.py (this script's folder is on sys.path)
 
-from effocr.config import load_config
+from effocr.config import config_sections, load_config
 from effocr.recognizer.dataset import read_manifest
-from effocr.recognizer.hardneg import mine_hard_negatives, read_hns
+from effocr.recognizer.hard_negatives import mine_hard_negatives, read_hard_negatives
 from effocr.recognizer.index import build_reference_index, embed_paths
 from effocr.recognizer.model import load_recognizer
 from effocr.recognizer.train import train_recognizer
@@ -73,7 +73,15 @@ def build_demo_dataset(work: Path, config: dict, workers: int = 1) -> tuple[Path
     crop_glyphs(
         splits, lines.parent / "images", work / "crops" / "glyphs", work / "crops" / "manifest.csv"
     )
-    render_glyphs_from_config(config, work / "renders" / "glyphs", renders, workers=workers)
+    render_glyphs_from_config(
+        work / "renders" / "glyphs",
+        renders,
+        **config_sections(config).pick("render", "fonts", "run"),
+        text_source=config["synth"]["text_source"]
+        if config["render"]["charset_from_text"]
+        else None,
+        workers=workers,
+    )
     build_recognizer_dataset(renders, work / "crops" / "manifest.csv", dataset)
     return dataset, renders
 
@@ -104,7 +112,12 @@ def run_pipeline(
     """Pass 1, mining, pass 2 and the index, timed; returns the figures."""
     out: dict = {}
     t0 = time.perf_counter()
-    s1 = train_recognizer(manifest, work / "pass1", config, threads=threads)
+    s1 = train_recognizer(
+        manifest,
+        work / "pass1",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=threads,
+    )
     out["pass1_s"] = round(time.perf_counter() - t0, 1)
     out["pass1_best_val_p1"] = s1["best_val_p1"]
     out["pass1_zero_shot_val_p1"] = s1["zero_shot_val_p1"]
@@ -113,26 +126,47 @@ def run_pipeline(
     if pass1_only:
         t = time.perf_counter()
         build_reference_index(
-            work / "pass1" / "model.pt", renders, work / "index1", config, threads
+            work / "pass1" / "model.pt",
+            renders,
+            work / "index1",
+            **config_sections(config).pick("recognizer", "fonts", "run"),
+            threads=threads,
         )
         out["index_s"] = round(time.perf_counter() - t, 1)
         out.update(val_crop_precision(work / "pass1" / "model.pt", work / "index1", manifest))
         return out
     t = time.perf_counter()
-    mine_hard_negatives(work / "pass1" / "model.pt", manifest, work / "hns.txt", config, threads)
+    mine_hard_negatives(
+        work / "pass1" / "model.pt",
+        manifest,
+        work / "hard_negatives.txt",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=threads,
+    )
     out["mine_s"] = round(time.perf_counter() - t, 1)
-    out["hns_sets"] = len(read_hns(work / "hns.txt"))
+    out["hard_negatives_sets"] = len(read_hard_negatives(work / "hard_negatives.txt"))
     t = time.perf_counter()
-    init = work / "pass1" / "model.pt" if config["recognizer"]["hn_fine_tune"] else None
+    init = work / "pass1" / "model.pt" if config["recognizer"]["hard_negatives_fine_tune"] else None
     s2 = train_recognizer(
-        manifest, work / "pass2", config, hns=work / "hns.txt", init_model=init, threads=threads
+        manifest,
+        work / "pass2",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        hard_negatives=work / "hard_negatives.txt",
+        init_model=init,
+        threads=threads,
     )
     out["pass2_s"] = round(time.perf_counter() - t, 1)
     out["pass2_best_val_p1"] = s2["best_val_p1"]
     out["pass2_images_per_s"] = round(s2["images_per_s"], 1)
     out["passes_total_s"] = round(out["pass1_s"] + out["mine_s"] + out["pass2_s"], 1)
     t = time.perf_counter()
-    build_reference_index(work / "pass2" / "model.pt", renders, work / "index", config, threads)
+    build_reference_index(
+        work / "pass2" / "model.pt",
+        renders,
+        work / "index",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=threads,
+    )
     out["index_s"] = round(time.perf_counter() - t, 1)
     out.update(val_crop_precision(work / "pass2" / "model.pt", work / "index", manifest))
     return out
@@ -204,7 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "config": {
             k: config["recognizer"][k]
-            for k in ("batch_size", "m", "epochs", "hn_epochs", "lr", "hn_ratio")
+            for k in (
+                "batch_size",
+                "m",
+                "epochs",
+                "hard_negatives_epochs",
+                "lr",
+                "hard_negatives_ratio",
+            )
         },
         "runs": runs,
     }

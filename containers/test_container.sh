@@ -11,7 +11,7 @@
 #      from there instead of TORCH_INDEX. When pip on this machine needs a CA bundle (PIP_CERT,
 #      e.g. behind a TLS-inspecting proxy), it is copied there too and pip in the build uses it;
 #      neither ends up in the image. TORCH_INDEX, when set, is passed on as the build argument.
-#   4. The demo workflow's data stage (synth_lines, validate_coco, split_coco, render_glyphs,
+#   4. The demo workflow's data stage (synth_lines, check_coco, split_coco, render_glyphs,
 #      crop_glyphs, build_recognizer_dataset), then train_recognizer (pass 1, TRAIN_EPOCHS epochs,
 #      default 2 of the demo's 8), run twice with the same config and the same paths: on the
 #      host (HOST_BIN/snakemake) and inside the image

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from effocr import artifacts
 from effocr.utils import EffOCRError, sha256_file, write_text
 
 FORMAT_VERSION = 1
@@ -32,7 +33,13 @@ MANIFEST = "model.yaml"
 PARITY = "parity.json"
 # The files of every bundle written so far, checked before the manifest is parsed so that
 # an incomplete copy is named as such rather than as a schema problem.
-STANDARD_FILES = ("localizer.onnx", "recognizer.onnx", "ref.index", "ref_labels.txt", MANIFEST)
+STANDARD_FILES = (
+    "localizer.onnx",
+    "recognizer.onnx",
+    artifacts.INDEX,
+    artifacts.INDEX_LABELS,
+    MANIFEST,
+)
 VERIFY_HINT = "use --no-verify (Engine(verify=False)) to open a bundle you changed on purpose"
 
 

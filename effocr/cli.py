@@ -34,14 +34,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "effocr.recognizer.train",
         "train the recognizer (first or hard-negative pass)",
     ),
-    "mine-hard-negatives": ("effocr.recognizer.hardneg", "write hns.txt from a trained recognizer"),
+    "mine-hard-negatives": (
+        "effocr.recognizer.hard_negatives",
+        "write hard_negatives.txt from a trained recognizer",
+    ),
     "build-reference-index": ("effocr.recognizer.index", "build the FAISS reference index"),
     "train-localizer": ("effocr.localizer.train", "train the character/word localizer"),
     "evaluate-localizer": (
         "effocr.localizer.evaluate",
         "COCO mAP and char/word P/R/F1 of a localizer",
     ),
-    "export-onnx": (
+    "export-bundle": (
         "effocr.export",
         "export both models to an ONNX bundle, checked against PyTorch",
     ),
@@ -53,6 +56,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("effocr.evaluate", "CER/WER of a bundle (and Tesseract) on evaluation sets"),
     "report": ("effocr.report", "build the HTML report from evaluation results"),
 }
+
+
+# Former subcommand names: still run, with a deprecation message.
+RENAMED_COMMANDS = {"export-onnx": "export-bundle"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `effocr` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    i = 0
+    while i < len(argv):  # the subcommand: the first word that is no top-level option
+        if argv[i] == "--log":
+            i += 2
+        elif argv[i].startswith("-"):
+            i += 1
+        else:
+            if argv[i] in RENAMED_COMMANDS:
+                old, argv[i] = argv[i], RENAMED_COMMANDS[argv[i]]
+                print(f"effocr {old} is deprecated; use effocr {argv[i]}", file=sys.stderr)
+            break
     parser = build_parser()
     top, rest = parser.parse_known_args(argv)
     if not top.command:

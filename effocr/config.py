@@ -7,11 +7,14 @@ the `effocr` command line, so a key means the same thing everywhere.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jsonschema
@@ -20,6 +23,45 @@ import yaml
 from effocr.utils import EffOCRError
 
 _REPO_SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
+LOG = logging.getLogger(__name__)
+
+# Keys renamed after users had written configs with them: old key path -> new key path. The
+# old spelling is still read (with a deprecation message), here and nowhere else.
+RENAMED_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("recognizer", "hardneg_k"): ("recognizer", "hard_negatives_k"),
+    ("recognizer", "hn_ratio"): ("recognizer", "hard_negatives_ratio"),
+    ("recognizer", "hn_epochs"): ("recognizer", "hard_negatives_epochs"),
+    ("recognizer", "hn_fine_tune"): ("recognizer", "hard_negatives_fine_tune"),
+    ("infer", "threads"): ("infer", "workers"),
+}
+
+
+def rename_deprecated_keys(config: dict, *, source: str = "config") -> list[str]:
+    """Move every key of `RENAMED_KEYS` found in `config` to its new name, in place.
+
+    Returns the deprecation messages (also logged as warnings).
+
+    Raises:
+        EffOCRError: a key is given under both its old and its new name.
+    """
+    messages = []
+    for old, new in RENAMED_KEYS.items():
+        section = config
+        for key in old[:-1]:
+            section = section.get(key) if isinstance(section, dict) else None
+        if not isinstance(section, dict) or old[-1] not in section:
+            continue
+        old_name, new_name = ".".join(old), ".".join(new)
+        if new[-1] in section:
+            raise EffOCRError(
+                f"{source}: {old_name} and {new_name} are both set; {old_name} is the "
+                f"deprecated name of {new_name}, keep only {new_name}"
+            )
+        section[new[-1]] = section.pop(old[-1])
+        message = f"{source}: {old_name} is deprecated, read as {new_name}; rename it"
+        LOG.warning(message)
+        messages.append(message)
+    return messages
 
 
 def schema_path() -> Path:
@@ -83,7 +125,9 @@ def validate_config(config: dict, *, source: str = "config") -> dict:
         EffOCRError: naming the offending key path and the problem.
     """
     schema = load_schema()
-    filled = _fill_defaults(schema, copy.deepcopy(config or {}))
+    config = copy.deepcopy(config or {})
+    rename_deprecated_keys(config, source=source)
+    filled = _fill_defaults(schema, config)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
     lines = []
@@ -162,3 +206,280 @@ def deep_merge(base: dict, update: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+# ---------------------------------------------------------------------------
+# Typed, frozen config sections
+# ---------------------------------------------------------------------------
+# Built once from the validated config (`config_sections`), or, in a workflow script, from the
+# rule's params (`step_sections`): a rule passes the sections its step reads as plain dicts
+# (Snakemake compares plain params to decide reruns), so what a step reads is what reruns it.
+# No field has a default: config/schema.yaml is the only place defaults live
+# (tests/test_config.py checks that the fields are the schema's keys).
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+class Section:
+    """A config section: `from_dict(validated section)`, `as_dict()` (plain data, as in YAML)."""
+
+    NAME = ""
+
+    @classmethod
+    def key(cls, name: str) -> str:
+        """The config key of field `name` (a key that is a Python keyword gets a trailing `_`)."""
+        return name[:-1] if name.endswith("_") else name
+
+    @classmethod
+    def from_dict(cls, section: Mapping) -> Any:
+        """The section from its validated dict (every key present, no unknown ones).
+
+        Raises:
+            EffOCRError: a key is missing or unknown (the dict was not validated).
+        """
+        keys = {cls.key(f.name): f.name for f in fields(cls)}  # type: ignore[arg-type]
+        missing = [k for k in keys if k not in section]
+        unknown = [k for k in section if k not in keys]
+        if missing or unknown:
+            raise EffOCRError(
+                f"config section {cls.NAME}: missing {missing}, unknown {unknown} "
+                "(build sections from a validated config)"
+            )
+        return cls(**{name: _freeze(section[k]) for k, name in keys.items()})
+
+    def as_dict(self) -> dict:
+        """Plain dict (lists and dicts), as in the validated config."""
+        return {self.key(f.name): _thaw(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RunSection(Section):
+    """The top-level keys a step reads: `seed`, `language`."""
+
+    NAME = "run"
+    seed: int
+    language: str
+
+
+@dataclass(frozen=True)
+class DatasetSection(Section):
+    NAME = "dataset"
+    coco_json: str
+    image_dir: str
+    char_category: str
+    word_category: str
+    format: str
+    path: str | tuple[str, ...] | None
+    import_: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SplitSection(Section):
+    NAME = "split"
+    ratios: tuple[float, ...]
+    files: Mapping[str, str] | None
+
+
+@dataclass(frozen=True)
+class SynthSection(Section):
+    NAME = "synth"
+    coco_json: str
+    n_lines: int
+    text_source: str | None
+    font_sizes: tuple[int, int]
+    max_chars: int
+    vertical_fraction: float
+    degrade: bool
+
+
+@dataclass(frozen=True)
+class FontsSection(Section):
+    NAME = "fonts"
+    dirs: tuple[str, ...] | None
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    min_coverage: float
+    reference: tuple[str, ...] | None
+    max_fonts: int | None
+
+
+@dataclass(frozen=True)
+class RenderSection(Section):
+    NAME = "render"
+    size: int
+    padding: float
+    charset: str | None
+    charset_from_text: bool
+    mode: str | None
+
+
+@dataclass(frozen=True)
+class CropsSection(Section):
+    NAME = "crops"
+    full_height: bool
+    padding: int
+
+
+@dataclass(frozen=True)
+class RecognizerSection(Section):
+    NAME = "recognizer"
+    encoder: str
+    encoder_args: Mapping[str, Any] | None
+    init_checkpoint: str | None
+    input_size: int
+    batch_size: int
+    m: int
+    num_passes: int | None
+    epochs: int
+    hard_negatives_epochs: int | None
+    lr: float
+    weight_decay: float
+    temperature: float
+    hard_negatives_k: int
+    hard_negatives_ratio: float | None
+    hard_negatives_fine_tune: bool
+    augment: Mapping[str, Any] | None
+    device: str
+    amp: bool
+    wandb: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class LocalizerSection(Section):
+    NAME = "localizer"
+    backend: str
+    input_height: int
+    epochs: int
+    batch_size: int
+    lr: float
+    score_threshold: float
+    nms_iou: float
+    max_detections: int
+    detections_per_height: float
+    onnx_layout: str
+    onnx_model: str | None
+    init_checkpoint: str | None
+    device: str
+    amp: bool
+    weight_decay: float
+    augment: bool
+    arch: Mapping[str, Any] | None
+    gap_factor: float
+
+
+@dataclass(frozen=True)
+class ExportSection(Section):
+    NAME = "export"
+    opset: int
+    embedding_max_abs: float
+    embedding_min_cosine: float
+    box_max_abs: float
+    score_max_abs: float
+    parity_lines: int
+    quantize: str
+    quantized_min_cosine: float
+    quantized_top1_agreement: float
+    calibration_lines: int
+    recognizer_onnx: str | None
+    localizer_onnx: str | None
+
+
+@dataclass(frozen=True)
+class InferSection(Section):
+    NAME = "infer"
+    batch_size: int
+    workers: int
+
+
+@dataclass(frozen=True)
+class EvaluateSection(Section):
+    NAME = "evaluate"
+    sets: tuple[Mapping[str, str], ...]
+    normalize_quotes: bool
+    ignore_case: bool
+    ignore_spaces: bool
+    tesseract: bool
+    worst_lines: int
+
+
+SECTION_TYPES: dict[str, type[Section]] = {
+    cls.NAME: cls
+    for cls in (
+        RunSection,
+        DatasetSection,
+        SplitSection,
+        SynthSection,
+        FontsSection,
+        RenderSection,
+        CropsSection,
+        RecognizerSection,
+        LocalizerSection,
+        ExportSection,
+        InferSection,
+        EvaluateSection,
+    )
+}
+
+
+@dataclass(frozen=True)
+class ConfigSections:
+    """Every section of one validated config (`config_sections`)."""
+
+    run: RunSection
+    dataset: DatasetSection
+    split: SplitSection
+    synth: SynthSection
+    fonts: FontsSection
+    render: RenderSection
+    crops: CropsSection
+    recognizer: RecognizerSection
+    localizer: LocalizerSection
+    export: ExportSection
+    infer: InferSection
+    evaluate: EvaluateSection
+
+    def params(self, *names: str) -> dict[str, dict]:
+        """{name: plain dict} of the named sections: a rule's params for its step."""
+        return {name: getattr(self, name).as_dict() for name in names}
+
+    def pick(self, *names: str) -> dict[str, Section]:
+        """{name: section}: the keyword arguments of a step that takes these sections."""
+        return {name: getattr(self, name) for name in names}
+
+
+def config_sections(config: dict, *, source: str = "config") -> ConfigSections:
+    """Validate `config` (defaults filled, deprecated keys renamed) and build every section."""
+    filled = validate_config(config, source=source)
+    run = {"seed": filled["seed"], "language": filled["language"]}
+    return ConfigSections(
+        **{
+            name: cls.from_dict(run if name == "run" else filled[name])
+            for name, cls in SECTION_TYPES.items()
+        }
+    )
+
+
+def step_sections(params: Mapping | Any) -> dict[str, Section]:
+    """{name: section} of the sections a rule passed as params (plain dicts named as in
+    `SECTION_TYPES`), typed: a workflow script passes them on as `step(..., **sections)`.
+
+    A step takes its sections as keyword-only arguments without defaults, so a rule that
+    passes one too many or too few fails at once, and a step cannot read config that does
+    not rerun it.
+    """
+    items = params.items() if hasattr(params, "items") else vars(params).items()
+    return {k: SECTION_TYPES[k].from_dict(v) for k, v in items if k in SECTION_TYPES}

@@ -26,10 +26,12 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, is_dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from effocr.artifacts import EVAL_OUTPUTS
 from effocr.formats.lines import (
     GT_IMAGE_SUFFIXES,
     GT_SUFFIX,
@@ -317,10 +319,10 @@ def workflow_set_spec(name: str, evaluate_config: dict, test_json: str, image_di
         image_dir: The dataset's image folder (the split's `file_name`s are relative to it).
     """
     if name == "test":
-        if any(spec["name"] == "test" for spec in evaluate_config.get("sets", [])):
+        if any(spec["name"] == "test" for spec in evaluate_config["sets"]):
             raise EffOCRError("evaluate.sets: the name 'test' is taken by the test split")
         return {"name": "test", "path": test_json, "type": "coco", "image_dir": image_dir}
-    for spec in evaluate_config.get("sets", []):
+    for spec in evaluate_config["sets"]:
         if spec["name"] == name:
             return dict(spec)
     raise EffOCRError(f"unknown evaluation set {name!r}")
@@ -342,21 +344,11 @@ def set_input_files(spec: dict) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
-def _result_dict(result: Any) -> dict:
-    if isinstance(result, dict):
-        return result
-    if hasattr(result, "to_dict"):
-        return result.to_dict()
-    if is_dataclass(result):
-        return asdict(result)
-    return {"text": getattr(result, "text", str(result))}
-
-
 def run_effocr(
     bundle_dir: str | os.PathLike,
     images: list[Path],
     *,
-    threads: int = 1,
+    workers: int = 1,
     device: str = "cpu",
     batch_size: int | None = None,
     verify: bool = True,
@@ -366,11 +358,9 @@ def run_effocr(
     The seconds cover inference only (images read, localised, recognised), not model loading.
     `verify`: check the bundle's files against model.yaml's sha256 (`Engine(verify=...)`).
     """
-    try:
-        from effocr.infer import Engine
-    except ImportError as exc:
-        raise EffOCRError(f"the inference engine (effocr.infer) is not available: {exc}") from exc
-    kwargs: dict[str, Any] = {"threads": threads, "device": device, "verify": verify}
+    from effocr.infer import Engine
+
+    kwargs: dict[str, Any] = {"workers": workers, "device": device, "verify": verify}
     if batch_size:
         kwargs["batch_size"] = batch_size
     with Engine(bundle_dir, **kwargs) as engine:
@@ -380,7 +370,7 @@ def run_effocr(
         seconds = time.perf_counter() - start
     out = []
     for image, res in zip(images, results, strict=True):
-        d = _result_dict(res)
+        d = res.to_dict()
         d["image"] = str(image)
         out.append(d)
     return out, seconds
@@ -399,17 +389,17 @@ def bundle_language(bundle_dir: str | os.PathLike) -> str | None:
     return Manifest.read(bundle_dir, verify=False).language
 
 
-def _is_vertical(image: Path, vertical: bool | None = None) -> bool:
+def _is_vertical(image: Path, allows_vertical: bool | None = None) -> bool:
     """Whether a line image is read top to bottom (`effocr.data.coco.line_is_vertical`).
 
-    `vertical` is whether vertical lines occur (the profile's): False rules them out.
+    `allows_vertical` is whether vertical lines occur (the profile's): False rules them out.
     """
     from PIL import Image
 
     from effocr.data.coco import line_is_vertical
 
     with Image.open(image) as im:
-        return line_is_vertical(im.height, im.width, vertical)
+        return line_is_vertical(im.height, im.width, allows_vertical)
 
 
 def tesseract_baseline(
@@ -418,13 +408,13 @@ def tesseract_baseline(
     enabled: bool = True,
     *,
     keep_spaces: bool = True,
-    vertical: bool | None = None,
+    allows_vertical: bool | None = None,
 ) -> dict:
     """Tesseract's texts and timing on `lines`, or why it could not run.
 
     Horizontal lines use ``--psm 7`` (one text line); vertical ones (taller than wide) use
     ``--psm 5`` (one vertical block) and the ``<lang>_vert`` model when it is installed.
-    With `vertical` False (the profile has no vertical text, e.g. English) every line is
+    With `allows_vertical` False (the profile has no vertical text, e.g. English) every line is
     horizontal: a one-letter line taller than wide is still one text line.
     With `keep_spaces` False (languages written without spaces, e.g. Japanese) whitespace is
     removed from Tesseract's output, which puts spaces between CJK characters.
@@ -447,7 +437,7 @@ def tesseract_baseline(
     flags: list[bool | None] = []
     for i, line in enumerate(lines):
         try:
-            flags.append(_is_vertical(line.image, vertical))
+            flags.append(_is_vertical(line.image, allows_vertical))
         except Exception as exc:  # noqa: BLE001 - whatever PIL raises, it is this line's problem
             # Not given to Tesseract (which would fail the whole batch); scored as no output.
             errors[i] = f"cannot read the line image: {type(exc).__name__}: {exc}"
@@ -478,12 +468,14 @@ def tesseract_baseline(
 ORIENTATIONS = ("horizontal", "vertical")
 
 
-def line_orientations(lines: list[EvalLine], vertical: bool | None = None) -> list[str | None]:
-    """``horizontal`` or ``vertical`` per line (see `_is_vertical`); None when unreadable."""
+def line_orientations(
+    lines: list[EvalLine], allows_vertical: bool | None = None
+) -> list[str | None]:
+    """``horizontal`` or ``allows_vertical`` per line (see `_is_vertical`); None when unreadable."""
     out: list[str | None] = []
     for line in lines:
         try:
-            out.append(ORIENTATIONS[_is_vertical(line.image, vertical)])
+            out.append(ORIENTATIONS[_is_vertical(line.image, allows_vertical)])
         except Exception:  # noqa: BLE001 - an unreadable image has no orientation (OCR failed too)
             out.append(None)
     return out
@@ -527,7 +519,7 @@ def write_results(
     predictions: list[dict] | None = None,
     tesseract: dict | None = None,
     extra: dict | None = None,
-    vertical: bool | None = None,
+    allows_vertical: bool | None = None,
     diagnose: bool = False,
 ) -> dict:
     """Score EffOCR's (and Tesseract's) texts on a set and write the result files.
@@ -537,7 +529,7 @@ def write_results(
     to `errors.csv`.
 
     Each system's metrics carry `by_orientation`: the pooled figures of the horizontal and
-    the vertical (taller than wide) lines, for the orientations that occur. `vertical` is
+    the vertical (taller than wide) lines, for the orientations that occur. `allows_vertical` is
     whether vertical lines occur at all (the profile's; False: every line is horizontal).
 
     Returns:
@@ -546,7 +538,7 @@ def write_results(
     options = options or ScoreOptions()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    orientations = line_orientations(eval_set.lines, vertical)
+    orientations = line_orientations(eval_set.lines, allows_vertical)
     refs = [line.reference for line in eval_set.lines]
     scores = [score_line(r, h, options) for r, h in zip(refs, hypotheses, strict=True)]
     tess = tesseract or {"status": {"available": False, "reason": "not run"}}
@@ -557,7 +549,7 @@ def write_results(
         else None
     )
 
-    with atomic_path(out_dir / "lines.csv") as tmp:
+    with atomic_path(out_dir / EVAL_OUTPUTS["lines"]) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             w = csv.writer(f)
             w.writerow(
@@ -574,7 +566,7 @@ def write_results(
                     row += ["", "", ""]
                 w.writerow(row)
 
-    with atomic_path(out_dir / "confusions.csv") as tmp:
+    with atomic_path(out_dir / EVAL_OUTPUTS["confusions"]) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             w = csv.writer(f)
             w.writerow(["system", "reference", "hypothesis", "count"])
@@ -585,7 +577,7 @@ def write_results(
                 for (ref_c, hyp_c), n in ranked:
                     w.writerow([system, ref_c, hyp_c, n])
 
-    with atomic_path(out_dir / "predictions.jsonl") as tmp:
+    with atomic_path(out_dir / EVAL_OUTPUTS["predictions"]) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             for i, line in enumerate(eval_set.lines):
                 pred = dict(predictions[i]) if predictions else {"text": hypotheses[i]}
@@ -621,7 +613,7 @@ def write_results(
         )
     if extra:
         metrics.update(extra)
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / EVAL_OUTPUTS["metrics"], metrics)
     return metrics
 
 
@@ -658,9 +650,9 @@ def evaluate_set(
     bundle_dir: str | os.PathLike,
     set_spec: dict,
     out_dir: str | os.PathLike,
-    options: dict | None = None,
+    options: Mapping,
     *,
-    threads: int = 1,
+    workers: int = 1,
     device: str = "cpu",
     language: str | None = None,
     verify: bool = True,
@@ -669,11 +661,12 @@ def evaluate_set(
     """Run the bundle and the Tesseract baseline on one evaluation set and write the results.
 
     Args:
-        bundle_dir: The exported bundle (`export_onnx` output).
+        bundle_dir: The exported bundle (`export_bundle` output).
         set_spec: ``{name, path, type?, image_dir?}``.
         out_dir: Receives metrics.json, lines.csv, confusions.csv, predictions.jsonl.
-        options: The `evaluate` config section (normalisations, `tesseract`); defaults apply.
-        threads: Inference threads.
+        options: The validated `evaluate` config section, or the part of it that changes
+            the scores (`normalize_quotes`, `ignore_case`, `ignore_spaces`, `tesseract`).
+        workers: Inference workers (`effocr.infer.Engine`).
         device: Inference device.
         language: Profile whose `tesseract_lang` the baseline uses; None reads the bundle's.
         verify: Check the bundle's files against the sha256 in its model.yaml.
@@ -683,14 +676,13 @@ def evaluate_set(
     Returns:
         The metrics written to `out_dir/metrics.json`.
     """
-    options = options or {}
     score_options = ScoreOptions.from_config(options)
     out_dir = Path(out_dir)
     eval_set = load_eval_set(set_spec, out_dir)
     LOG.info("evaluating %s: %d lines from %s", eval_set.name, len(eval_set.lines), eval_set.path)
     images = [line.image for line in eval_set.lines]
     predictions, seconds = run_effocr(
-        bundle_dir, images, threads=threads, device=device, verify=verify
+        bundle_dir, images, workers=workers, device=device, verify=verify
     )
     hypotheses = [None if p.get("error") else p.get("text") for p in predictions]
     language = language or bundle_language(bundle_dir) or "en"
@@ -698,9 +690,9 @@ def evaluate_set(
     tess = tesseract_baseline(
         eval_set.lines,
         profile.tesseract_lang,
-        enabled=bool(options.get("tesseract", True)),
+        enabled=bool(options["tesseract"]),
         keep_spaces=profile.spaces,
-        vertical=profile.vertical,
+        allows_vertical=profile.allows_vertical,
     )
     metrics = write_results(
         eval_set,
@@ -710,8 +702,8 @@ def evaluate_set(
         seconds=seconds,
         predictions=predictions,
         tesseract=tess,
-        extra={"bundle": str(bundle_dir), "language": language, "threads": threads},
-        vertical=profile.vertical,
+        extra={"bundle": str(bundle_dir), "language": language, "workers": workers},
+        allows_vertical=profile.allows_vertical,
         diagnose=diagnose,
     )
     LOG.info(
@@ -747,7 +739,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--language", default=None, help="profile for Tesseract (default: the bundle's)"
     )
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", "--threads", type=int, default=1, help="inference workers")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-tesseract", action="store_true", help="skip the Tesseract baseline")
     parser.add_argument("--ignore-case", action="store_true", default=None)
@@ -789,7 +781,7 @@ def run(args: argparse.Namespace) -> int:
             spec,
             Path(args.output) / spec["name"],
             options,
-            threads=args.threads,
+            workers=args.workers,
             device=args.device,
             language=args.language,
             verify=not args.no_verify,

@@ -1,4 +1,4 @@
-"""Export both models to an ONNX bundle and check it against PyTorch (`effocr export-onnx`).
+"""Export both models to an ONNX bundle and check it against PyTorch (`effocr export-bundle`).
 
 The bundle (docs/architecture.md) is one directory: `localizer.onnx`, `recognizer.onnx`,
 `ref.index`, `ref_labels.txt`, `model.yaml` (everything inference needs) and `parity.json`
@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from effocr import artifacts
 from effocr.bundle import PARITY, Manifest
+from effocr.config import CropsSection, ExportSection, InferSection, LocalizerSection
 from effocr.utils import (
     EffOCRError,
     atomic_path,
@@ -32,19 +34,12 @@ from effocr.utils import (
 
 LOG = logging.getLogger(__name__)
 
-INDEX_FILES = ("ref.index", "ref_labels.txt")
+INDEX_FILES = (artifacts.INDEX, artifacts.INDEX_LABELS)
 
 
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
-
-
-def section_defaults(name: str) -> dict:
-    """Schema defaults of one config section (the one place defaults are written)."""
-    from effocr.config import validate_config
-
-    return validate_config({})[name]
 
 
 def check_onnx(path: str | os.PathLike) -> None:
@@ -91,11 +86,11 @@ def glyph_crops(
     *,
     full_height: bool,
     padding: int,
-    vertical: bool | None = None,
+    allows_vertical: bool | None = None,
 ) -> list[np.ndarray]:
     """Real glyph crops of the annotated char boxes of `lines`, cut as at inference.
 
-    `vertical`: whether vertical lines occur (the profile's), as in `data.coco.is_vertical`.
+    `allows_vertical`: whether vertical lines occur (the profile's), as in `data.coco.is_vertical`.
     """
     from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
     from effocr.data.crops import crop_box
@@ -104,10 +99,10 @@ def glyph_crops(
     crops = []
     for im, img in lines:
         h, w = img.shape[:2]
-        for _char, ann in line_chars(index, im, vertical):
+        for _char, ann in line_chars(index, im, allows_vertical):
             try:
                 x0, y0, x1, y1 = crop_box(
-                    ann["bbox"], w, h, is_vertical(im, vertical), full_height, padding
+                    ann["bbox"], w, h, is_vertical(im, allows_vertical), full_height, padding
                 )
             except ValueError:
                 continue  # an empty box says nothing about parity
@@ -269,16 +264,16 @@ def localizer_parity(
     threshold: float,
     margin: float,
     box_tol: float = 0.5,
-    vertical: bool | None = None,
+    allows_vertical: bool | None = None,
 ) -> dict:
     """Compare PyTorch and ONNX Runtime detections (chars and words) on line images.
 
-    `vertical` (whether vertical lines occur, the profile's) goes to both, as `Engine` does.
+    `allows_vertical` (whether vertical lines occur, the profile's) goes to both, as `Engine` does.
     """
     totals: dict[str, dict] = {}
     for img in images:
-        ref = model.detect(img, vertical=vertical)
-        got = session.detect(img, vertical=vertical)
+        ref = model.detect(img, allows_vertical=allows_vertical)
+        got = session.detect(img, allows_vertical=allows_vertical)
         for kind in ("chars", "words"):
             if not hasattr(ref, kind):
                 continue
@@ -398,6 +393,7 @@ def _load_sources(
     localizer_layout: str | None,
     localizer_input_height: int,
     localizer_thresholds: dict | None,
+    crops_cfg: dict,
 ) -> _Sources:
     from effocr.localizer.model import TorchLocalizer, check_checkpoint, model_from_checkpoint
     from effocr.localizer.onnx_layouts import external_meta
@@ -407,8 +403,11 @@ def _load_sources(
     rec_ckpt = _load_checkpoint(recognizer_pt, "recognizer")
     rec_model = recognizer_from_checkpoint(rec_ckpt, recognizer_pt)
     train_cfg = rec_ckpt.get("config") or {}
-    profile = get_profile(train_cfg.get("language", "en"))
-    crops_cfg = {**section_defaults("crops"), **(train_cfg.get("crops") or {})}
+    if "language" not in train_cfg:
+        raise EffOCRError(
+            f"{recognizer_pt}: its config names no language (not a trained model.pt?)"
+        )
+    profile = get_profile(train_cfg["language"])
     if Path(localizer_pt).suffix.lower() == ".onnx":
         loc_meta = external_meta(
             localizer_layout, localizer_input_height, **(localizer_thresholds or {})
@@ -496,7 +495,7 @@ def _check_localizer(
     from effocr.localizer.runtime import LocalizerSession
 
     session = LocalizerSession(loc_onnx, src.loc_meta, threads=threads)
-    vertical = src.profile.vertical
+    allows_vertical = src.profile.allows_vertical
     if not src.external:
         loc = localizer_parity(
             src.loc_model,
@@ -505,11 +504,11 @@ def _check_localizer(
             threshold=float(src.loc_meta.get("score_threshold", 0.0)),
             margin=float(tol["score_max_abs"]),
             box_tol=float(tol["box_max_abs"]),
-            vertical=vertical,
+            allows_vertical=allows_vertical,
         )
         return loc, []
     # No PyTorch source to compare with: check that it loads and finds characters.
-    n_chars = [len(session.detect(img, vertical=vertical).chars) for img in images]
+    n_chars = [len(session.detect(img, allows_vertical=allows_vertical).chars) for img in images]
     loc = {"n_lines": len(images), "external": True, "layout": localizer_layout}
     loc["chars_found"] = int(sum(n_chars))
     if loc["chars_found"]:
@@ -566,14 +565,14 @@ def _manifest(src: _Sources, bundle: Path, quantized: dict | None, tol: dict, in
     rec_model, profile = src.rec_model, src.profile
     n_labels = sum(
         1
-        for ln in (bundle / "ref_labels.txt").read_text(encoding="utf-8").splitlines()
+        for ln in (bundle / artifacts.INDEX_LABELS).read_text(encoding="utf-8").splitlines()
         if ln.strip()
     )
     return Manifest(
-        language=src.train_cfg.get("language", "en"),
+        language=src.train_cfg["language"],
         profile={
             "name": profile.name,
-            "vertical": profile.vertical,
+            "vertical": profile.allows_vertical,
             "spaces": profile.spaces,
             "render_mode": profile.render_mode,
             "tesseract_lang": profile.tesseract_lang,
@@ -591,15 +590,15 @@ def _manifest(src: _Sources, bundle: Path, quantized: dict | None, tol: dict, in
         },
         localizer={"file": "localizer.onnx", "meta": src.loc_meta},
         index={
-            "file": "ref.index",
-            "labels": "ref_labels.txt",
+            "file": artifacts.INDEX,
+            "labels": artifacts.INDEX_LABELS,
             "metric": "inner_product",
             "count": n_labels,
         },
         crops={"full_height": True, "padding": int(src.crops_cfg["padding"])},
-        infer={"batch_size": int(infer["batch_size"]), "threads": int(infer["threads"])},
+        infer={"batch_size": int(infer["batch_size"]), "workers": int(infer["workers"])},
         output={
-            "layout": "predictions.jsonl",
+            "layout": artifacts.PREDICTIONS,
             "bbox": "xyxy, pixels of the input line image",
             "fields": ["image", "text", "chars", "words", "error"],
         },
@@ -630,14 +629,13 @@ def export_bundle(
     image_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    export_cfg: dict | None = None,
-    infer_cfg: dict | None = None,
+    export: ExportSection,
+    infer: InferSection,
+    localizer: LocalizerSection,
+    crops: CropsSection,
     recognizer_onnx: str | os.PathLike | None = None,
     localizer_onnx: str | os.PathLike | None = None,
     calibration_json: str | os.PathLike | None = None,
-    localizer_layout: str | None = None,
-    localizer_input_height: int = 32,
-    localizer_thresholds: dict | None = None,
     threads: int = 1,
 ) -> dict:
     """Export both models, check them against PyTorch on test-split lines, write the bundle.
@@ -646,23 +644,22 @@ def export_bundle(
         recognizer_pt: The hard-negative recognizer `model.pt`.
         index_dir: Reference index directory (`ref.index`, `ref_labels.txt`).
         localizer_pt: The localizer `model.pt`, or an ONNX localizer exported elsewhere
-            (config `localizer.onnx_model`, with `localizer_layout`): that one is copied into
+            (config `localizer.onnx_model`, with `localizer.onnx_layout`): that one is copied into
             the bundle as it is and only checked to load and detect on the parity lines.
         test_json: Test-split COCO JSON; its first `export.parity_lines` lines are the check.
         image_dir: Folder the split's `file_name`s are relative to.
         out_dir: The bundle directory (replaced atomically on success only).
-        export_cfg: Config section `export` (opset, tolerances, quantize); schema defaults fill
-            gaps.
-        infer_cfg: Config section `infer`, written into model.yaml as inference defaults.
+        export: Config section `export` (opset, tolerances, quantize).
+        infer: Config section `infer`, written into model.yaml as inference defaults.
+        localizer: Config section `localizer`: `onnx_layout`, `input_height` and the thresholds
+            of an external ONNX localizer.
+        crops: Config section `crops` (`padding`: the glyph crops of the check, calibration
+            and inference).
         recognizer_onnx: Use this ONNX recognizer (e.g. one optimised elsewhere) instead of
             exporting; it must still match `recognizer_pt`. Default: `export.recognizer_onnx`.
         localizer_onnx: Same for the localizer (`export.localizer_onnx`).
         calibration_json: COCO JSON (the validation split) whose glyph crops calibrate the int8
             recognizer (`export.quantize: int8`); without it the parity lines are used.
-        localizer_layout: Output layout of an external ONNX localizer (`localizer.onnx_layout`).
-        localizer_input_height: Line height given to an external ONNX localizer.
-        localizer_thresholds: score_threshold, nms_iou, max_detections, gap_factor of an
-            external ONNX localizer (config `localizer`).
         threads: CPU threads for the check.
 
     Returns:
@@ -674,16 +671,23 @@ def export_bundle(
     import faiss
     import torch
 
+    from effocr.localizer.postprocess import config_thresholds
     from effocr.recognizer.transforms import preprocess
 
-    tol = {**section_defaults("export"), **(export_cfg or {})}
-    infer = {**section_defaults("infer"), **(infer_cfg or {})}
-    recognizer_onnx = recognizer_onnx or tol.get("recognizer_onnx")
-    localizer_onnx = localizer_onnx or tol.get("localizer_onnx")
+    tol = export.as_dict()
+    infer_defaults = infer.as_dict()
+    localizer_layout = localizer.onnx_layout
+    recognizer_onnx = recognizer_onnx or export.recognizer_onnx
+    localizer_onnx = localizer_onnx or export.localizer_onnx
     index_dir = Path(index_dir)
     _check_inputs(index_dir, localizer_pt, localizer_layout, (recognizer_onnx, localizer_onnx))
     src = _load_sources(
-        recognizer_pt, localizer_pt, localizer_layout, localizer_input_height, localizer_thresholds
+        recognizer_pt,
+        localizer_pt,
+        localizer_layout,
+        localizer.input_height,
+        config_thresholds(localizer.as_dict()),
+        crops.as_dict(),
     )
     rec_model = src.rec_model
     torch.set_num_threads(max(1, threads))
@@ -694,7 +698,7 @@ def export_bundle(
             split_lines,
             full_height=True,
             padding=int(src.crops_cfg["padding"]),
-            vertical=src.profile.vertical,
+            allows_vertical=src.profile.allows_vertical,
         )
         size = int(rec_model.input_size)
         return np.stack([preprocess(c, size, rec_model.mean, rec_model.std) for c in crops])
@@ -711,7 +715,7 @@ def export_bundle(
         )
         lines = load_parity_lines(test_json, image_dir, int(tol["parity_lines"]))
         batch = crop_batch(test_json, lines)
-        ref_index = faiss.read_index(str(index_dir / "ref.index"))
+        ref_index = faiss.read_index(str(index_dir / artifacts.INDEX))
         rec = recognizer_parity(rec_model, rec_onnx, batch, threads=threads, index=ref_index)
         images = [img for _, img in lines]
         loc, loc_problems = _check_localizer(
@@ -744,10 +748,10 @@ def export_bundle(
             msg += "\n  ".join(problems)
             LOG.error("%s", msg)
             raise EffOCRError(msg)
-        for name in (*INDEX_FILES, "index.json"):
+        for name in (*INDEX_FILES, artifacts.INDEX_META):
             if (index_dir / name).is_file():
                 shutil.copyfile(index_dir / name, tmp / name)
-        _manifest(src, tmp, quantized, tol, infer).write(tmp)
+        _manifest(src, tmp, quantized, tol, infer_defaults).write(tmp)
         write_json(tmp / PARITY, report)
     LOG.info("bundle written to %s", out_dir)
     return report
@@ -759,7 +763,7 @@ def export_bundle(
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `effocr export-onnx`."""
+    """Arguments of `effocr export-bundle`."""
     parser.add_argument(
         "--recognizer", required=True, help="recognizer model.pt (hard-negative pass)"
     )
@@ -787,11 +791,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `effocr export-onnx`."""
-    from effocr.config import load_config
-    from effocr.localizer.postprocess import config_thresholds
+    """Run `effocr export-bundle`."""
+    from effocr.config import config_sections, load_config
 
-    cfg = load_config(args.config)
+    overrides = {"localizer": {"onnx_layout": args.localizer_layout}}
+    sections = config_sections(
+        load_config(args.config, overrides if args.localizer_layout else None)
+    )
     report = export_bundle(
         args.recognizer,
         args.index,
@@ -799,12 +805,8 @@ def run(args: argparse.Namespace) -> int:
         args.test_split,
         args.image_dir,
         args.output,
-        export_cfg=cfg["export"],
-        infer_cfg=cfg["infer"],
+        **sections.pick("export", "infer", "localizer", "crops"),
         calibration_json=args.calibration_split,
-        localizer_layout=args.localizer_layout or cfg["localizer"]["onnx_layout"],
-        localizer_input_height=cfg["localizer"]["input_height"],
-        localizer_thresholds=config_thresholds(cfg["localizer"]),
         threads=args.threads,
     )
     rec = report["recognizer"]

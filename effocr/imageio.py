@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
+from effocr import artifacts
 from effocr.suffixes import IMAGE_SUFFIXES  # re-exported: infer and evaluate name it here
 from effocr.utils import EffOCRError, flatten_alpha
 
@@ -35,9 +36,9 @@ ImageInput = str | os.PathLike | np.ndarray
 
 # What a run writes into its output folder; a later run replaces all of them together.
 RUN_OUTPUTS = (
-    "predictions.jsonl",
-    "text",
-    "predictions_coco.json",
+    artifacts.PREDICTIONS,
+    artifacts.TEXT_DIR,
+    artifacts.PREDICTIONS_COCO,
     "page",
     "alto",
     "hocr",
@@ -48,7 +49,7 @@ RUN_OUTPUTS = (
 # have always replaced). The others replace an existing path only when it is listed there: a
 # user's own page/ folder is never taken for a previous run's.
 OUTPUTS_MARKER = ".effocr-run.json"
-LEGACY_OUTPUTS = ("predictions.jsonl", "text", "predictions_coco.json")
+LEGACY_OUTPUTS = (artifacts.PREDICTIONS, artifacts.TEXT_DIR, artifacts.PREDICTIONS_COCO)
 
 # `effocr infer --format`: predictions.jsonl, or one file per image (`PAGE_FORMATS`).
 OUTPUT_FORMATS = ("jsonl", "txt", "page", "alto", "hocr")
@@ -360,7 +361,7 @@ class OutputWriter:
             for fmt in self.page_formats:
                 (self._stage / fmt.folder).mkdir()
             if "jsonl" in self.formats:
-                self._fh = open(self._stage / "predictions.jsonl", "w", encoding="utf-8")
+                self._fh = open(self._stage / artifacts.PREDICTIONS, "w", encoding="utf-8")
 
     def _stem(self, image: str) -> str:
         stem = Path(image).stem or "line"
@@ -474,7 +475,7 @@ class OutputWriter:
                         text.encode("utf-8")
                     except UnicodeEncodeError:
                         text = json.dumps(coco, ensure_ascii=True)
-                    (stage / "predictions_coco.json").write_text(text + "\n", encoding="utf-8")
+                    (stage / artifacts.PREDICTIONS_COCO).write_text(text + "\n", encoding="utf-8")
                 written = [n for n in RUN_OUTPUTS if (stage / n).exists()]
                 if set(written) - set(LEGACY_OUTPUTS):
                     marker = {"written_by": "effocr infer", "outputs": written}

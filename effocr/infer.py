@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from operator import attrgetter
 from pathlib import Path
@@ -113,15 +114,16 @@ class Engine:
     A `Pipeline` (`self.pipeline`) run by a `Runner` (`self.runner`).
 
     Args:
-        bundle_dir: Directory written by `effocr export-onnx` / rule `export_onnx`.
-        threads: Worker threads (CPU cores kept busy).
+        bundle_dir: Directory written by `effocr export-bundle` / rule `export_bundle`.
+        workers: Workers, each keeping one CPU core busy (processes or threads, see
+            `parallel`; one on CUDA). `threads=` is its deprecated former name.
         device: ``auto`` (default: CUDA when ONNX Runtime offers it, i.e. onnxruntime-gpu is
             installed and sees a GPU, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: Recognizer batch size; crops of many lines are batched together.
         intra_op_threads: ORT threads per model call; default 1 on CPU (the pool parallelises),
-            `threads` on CUDA (one worker).
+            `workers` on CUDA (one worker).
         chunk_lines: Lines handed to a worker at once; default enough for ~2 full batches.
-        parallel: How `threads` > 1 workers run on the CPU: ``process`` (worker processes,
+        parallel: How `workers` > 1 run on the CPU: ``process`` (worker processes,
             started by `start` or by the first job of at least 100 lines per worker, and kept
             until `close`), ``thread`` (threads of this process) or ``auto`` (processes).
         verify: Check the bundle's files against the sha256 recorded in `model.yaml` (a
@@ -131,10 +133,11 @@ class Engine:
     def __init__(
         self,
         bundle_dir: str | os.PathLike,
-        threads: int = 1,
+        workers: int = 1,
         device: str = "auto",
         batch_size: int = 64,
         *,
+        threads: int | None = None,
         intra_op_threads: int | None = None,
         chunk_lines: int | None = None,
         parallel: str = "auto",
@@ -142,18 +145,26 @@ class Engine:
     ) -> None:
         self.bundle_dir = Path(bundle_dir)
         self.manifest = Manifest.read(self.bundle_dir, verify=verify)
-        if batch_size < 1 or threads < 1:
-            raise EffOCRError("threads and batch_size must be at least 1")
+        if threads is not None:
+            warnings.warn(
+                "Engine(threads=...) is deprecated: it counts workers; use workers=...",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            workers = threads
+        if batch_size < 1 or workers < 1:
+            raise EffOCRError("workers and batch_size must be at least 1")
         self.providers = select_providers(device)
         self.cuda = uses_cuda(self.providers)
-        self.threads = int(threads)
-        self.workers = 1 if self.cuda else self.threads
+        # CUDA: one worker with `workers` ORT threads; CPU: that many workers of one thread.
+        self.requested_workers = int(workers)
+        self.workers = 1 if self.cuda else self.requested_workers
         self.parallel = resolve_parallel(parallel, self.workers)
         self.batch_size = int(batch_size)
         self.pipeline = Pipeline.from_bundle(
             self.bundle_dir,
             self.providers,
-            intra_op_threads=intra_op_threads or (self.threads if self.cuda else 1),
+            intra_op_threads=intra_op_threads or (self.requested_workers if self.cuda else 1),
             batch_size=self.batch_size,
             manifest=self.manifest,
         )
@@ -172,7 +183,9 @@ class Engine:
     meta = _view("pipeline.meta", "The bundle's `model.yaml` as a dict.")
     localizer = _view("pipeline.localizer.session", "The `LocalizerSession` (ONNX localizer).")
     recognizer = _view("pipeline.recognizer.session", "The recognizer's ORT session.")
-    vertical = _view("pipeline.localizer.vertical", "Whether vertical lines occur (profile).")
+    allows_vertical = _view(
+        "pipeline.localizer.allows_vertical", "Whether vertical lines occur (profile)."
+    )
     spaces = _view("pipeline.builder.spaces", "Whether the text gets spaces (profile).")
     input_size = _view("pipeline.cropper.input_size", "The recognizer's input size S.")
     crop_padding = _view("pipeline.cropper.padding", "Pixels added around each glyph box.")
@@ -256,17 +269,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="INPUT",
         help="line image, directory, glob pattern or @list.txt",
     )
-    parser.add_argument("--model", "-m", required=True, help="bundle directory (from export-onnx)")
+    parser.add_argument(
+        "--model", "-m", required=True, help="bundle directory (from export-bundle)"
+    )
     parser.add_argument(
         "--output", "-o", default=None, help="output directory; JSON Lines to stdout when omitted"
     )
     parser.add_argument(
-        "--threads",
+        "--workers",
         "-j",
         type=int,
         default=None,
-        help="workers, each one core: processes on the CPU (default: the bundle's infer.threads)",
+        help="workers, each one core: processes on the CPU (default: the bundle's infer.workers)",
     )
+    parser.add_argument("--threads", type=int, default=None, help="deprecated name of --workers")
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -298,13 +314,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def bundle_workers(meta: dict) -> int:
+    """The bundle's default worker count: `infer.workers` (`infer.threads` in bundles
+    exported before the rename); a bundle without an `infer` section runs one worker."""
+    infer = meta.get("infer", {})
+    return int(infer.get("workers", infer.get("threads", 1)))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run `effocr infer`; returns 1 when any image failed."""
     # A bad --format is reported before anything is read.
     formats = DEFAULT_FORMATS if args.format is None else parse_formats(args.format)
     meta = load_model_yaml(args.model)  # checksums: once, by the Engine below
     defaults = meta.get("infer", {})
-    threads = args.threads or int(defaults.get("threads", 1))
+    if args.threads is not None:
+        LOG.warning("effocr infer: --threads is deprecated (it counts workers); use --workers")
+    workers = args.workers or args.threads or bundle_workers(meta)
     batch_size = args.batch_size or int(defaults.get("batch_size", 64))
     if args.coco and not args.output:
         raise EffOCRError("--coco needs --output")
@@ -317,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
         check_inputs_outside(images, Path(args.output))
     engine = Engine(
         args.model,
-        threads=threads,
+        workers=workers,
         device=args.device,
         batch_size=batch_size,
         verify=not args.no_verify,

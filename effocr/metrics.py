@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from rapidfuzz.distance import Levenshtein
@@ -42,12 +42,12 @@ class ScoreOptions:
     ignore_spaces: bool = False
 
     @classmethod
-    def from_config(cls, section: dict) -> ScoreOptions:
-        """Build from the `evaluate` config section (other keys are ignored)."""
+    def from_config(cls, section: Mapping) -> ScoreOptions:
+        """Build from the validated `evaluate` config section (other keys are ignored)."""
         return cls(
-            normalize_quotes=bool(section.get("normalize_quotes", True)),
-            ignore_case=bool(section.get("ignore_case", False)),
-            ignore_spaces=bool(section.get("ignore_spaces", False)),
+            normalize_quotes=bool(section["normalize_quotes"]),
+            ignore_case=bool(section["ignore_case"]),
+            ignore_spaces=bool(section["ignore_spaces"]),
         )
 
 

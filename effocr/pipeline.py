@@ -157,16 +157,16 @@ class StageTimings:
 
 
 class LocalizerStage:
-    """Pixels -> `Detections`: the bundle's ONNX localizer with the profile's `vertical`."""
+    """Pixels -> `Detections`: the bundle's ONNX localizer with the profile's `allows_vertical`."""
 
-    def __init__(self, session: Any, vertical: bool) -> None:
+    def __init__(self, session: Any, allows_vertical: bool) -> None:
         self.session = session  # an `effocr.localizer.runtime.LocalizerSession`
-        # Whether vertical lines occur; passed to every call, so an English line taller than
-        # wide (one narrow glyph) is never transposed.
-        self.vertical = vertical
+        # Passed to every call, so an English line taller than wide (one narrow glyph) is
+        # never transposed.
+        self.allows_vertical = allows_vertical
 
     def __call__(self, img: np.ndarray) -> Any:
-        return self.session.detect(img, vertical=self.vertical)
+        return self.session.detect(img, allows_vertical=self.allows_vertical)
 
 
 class GlyphCropper:
@@ -338,7 +338,7 @@ class Pipeline:
         """The pipeline of an exported bundle.
 
         Args:
-            bundle_dir: Directory written by `effocr export-onnx` / rule `export_onnx`.
+            bundle_dir: Directory written by `effocr export-bundle` / rule `export_bundle`.
             providers: ORT providers (`effocr.onnx_session.select_providers`); CPU when None.
             intra_op_threads: ORT threads per model call, also FAISS's OpenMP threads.
             batch_size: Recognizer batch size.
@@ -369,7 +369,8 @@ class Pipeline:
         )
         search = ReferenceSearch.load(bundle_dir, intra_op_threads)
         return cls(
-            LocalizerStage(localizer, bool(prof.get("vertical", profile.vertical))),
+            # model.yaml's `profile.vertical` (format 1) is the profile's `allows_vertical`.
+            LocalizerStage(localizer, bool(prof.get("vertical", profile.allows_vertical))),
             GlyphCropper(int(rec["input_size"]), int(meta.get("crops", {}).get("padding", 0))),
             RecognizerStage(rec_session, rec["mean"], rec["std"], batch_size),
             search,

@@ -30,7 +30,7 @@ class Profile:
         reference_fonts: Preferred reference font stems, first found wins.
         render_mode: ``ascender`` keeps the line-height position of the glyph (so `,` and `'`
             differ); ``centered`` centres the glyph in a square.
-        vertical: Whether vertical (top-to-bottom) lines occur.
+        allows_vertical: Whether vertical (top-to-bottom) lines occur in this language.
         spaces: Whether the text has spaces (inferred from word boxes).
         localizer_classes: Categories the localizer predicts.
         num_passes: Default visits per class per recognizer epoch.
@@ -44,7 +44,7 @@ class Profile:
     charset: str
     reference_fonts: tuple[str, ...]
     render_mode: str
-    vertical: bool
+    allows_vertical: bool
     spaces: bool
     localizer_classes: tuple[str, ...]
     num_passes: int
@@ -60,7 +60,7 @@ PROFILES: dict[str, Profile] = {
         charset="en",
         reference_fonts=("NotoSerif-Regular", "DejaVuSerif", "LiberationSerif-Regular"),
         render_mode="ascender",
-        vertical=False,
+        allows_vertical=False,
         spaces=True,
         localizer_classes=("char", "word"),
         num_passes=10,
@@ -84,7 +84,7 @@ PROFILES: dict[str, Profile] = {
         charset="jp_small",
         reference_fonts=("NotoSerifCJKjp-Regular", "NotoSerifCJK-Regular", "ipam", "ipamp", "ipag"),
         render_mode="centered",
-        vertical=True,
+        allows_vertical=True,
         spaces=False,
         localizer_classes=("char",),
         num_passes=1,

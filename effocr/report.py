@@ -23,11 +23,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from effocr.artifacts import EVAL_OUTPUTS, REPORT_OUTPUTS
 from effocr.utils import EffOCRError, atomic_path, read_json, write_json
 
 LOG = logging.getLogger(__name__)
 
-PLOTS = ("training_curves", "cer_per_set", "cer_by_length")
 _PNG_META = {"Software": None}  # no version/time stamps: same inputs, same bytes
 # Bookkeeping columns of a metrics.csv (timing, throughput, counts, learning rate): not curves.
 _NOT_A_CURVE = re.compile(
@@ -96,19 +96,20 @@ def read_training_csv(path: str | os.PathLike) -> dict[str, list[float]]:
 def read_eval_dir(path: str | os.PathLike) -> dict:
     """An `evaluate` output folder: metrics.json, lines.csv, confusions.csv, predictions.jsonl."""
     path = Path(path)
-    metrics_file = path / "metrics.json"
+    files = {key: path / name for key, name in EVAL_OUTPUTS.items()}
+    metrics_file = files["metrics"]
     if not metrics_file.is_file():
         raise EffOCRError(f"{path}: no metrics.json (is this an `effocr evaluate` output folder?)")
     out: dict[str, Any] = {"metrics": read_json(metrics_file), "lines": [], "confusions": []}
-    if (path / "lines.csv").is_file():
-        with open(path / "lines.csv", encoding="utf-8", newline="") as f:
+    if files["lines"].is_file():
+        with open(files["lines"], encoding="utf-8", newline="") as f:
             out["lines"] = list(csv.DictReader(f))
-    if (path / "confusions.csv").is_file():
-        with open(path / "confusions.csv", encoding="utf-8", newline="") as f:
+    if files["confusions"].is_file():
+        with open(files["confusions"], encoding="utf-8", newline="") as f:
             out["confusions"] = list(csv.DictReader(f))
     preds: dict[str, dict] = {}
-    if (path / "predictions.jsonl").is_file():
-        with open(path / "predictions.jsonl", encoding="utf-8") as f:
+    if files["predictions"].is_file():
+        with open(files["predictions"], encoding="utf-8") as f:
             for line in f:
                 if line.strip():
                     p = json.loads(line)
@@ -497,7 +498,7 @@ def build_report(
         "cer_by_length": plot_cer_by_length(sets),
     }
     for name, png in pngs.items():
-        with atomic_path(out_dir / f"{name}.png") as tmp:
+        with atomic_path(out_dir / REPORT_OUTPUTS[name]) as tmp:
             tmp.write_bytes(png)
 
     summary = {
@@ -519,7 +520,7 @@ def build_report(
         },
         "localizer_eval": loc,
     }
-    write_json(out_dir / "metrics.json", summary)
+    write_json(out_dir / REPORT_OUTPUTS["metrics"], summary)
 
     tess_missing = [
         (n, m["tesseract"].get("reason", ""))
@@ -595,7 +596,7 @@ def build_report(
         )
         parts.append(_gallery(d, worst_lines))
     parts.append("</body></html>")
-    with atomic_path(out_dir / "index.html") as tmp:
+    with atomic_path(out_dir / REPORT_OUTPUTS["index"]) as tmp:
         tmp.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return summary
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from effocr import artifacts
 from effocr.provenance import code_hash
 from effocr.utils import (
     atomic_path,
@@ -49,7 +50,6 @@ from effocr.utils import (
 
 LOG = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
 # Training steps between progress lines in the log when there is no progress bar (Snakemake).
 LOG_EVERY = 50
 
@@ -268,7 +268,7 @@ class TrainingRun:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.out / CHECKPOINT
+        return self.out / artifacts.CHECKPOINT
 
     def elapsed(self) -> float:
         """Seconds this run has worked, earlier (resumed) calls included."""
@@ -321,7 +321,7 @@ class TrainingRun:
             },
             self.checkpoint_path,
         )
-        write_metrics(self.rows, self.out / "metrics.csv", self.columns)
+        write_metrics(self.rows, self.out / artifacts.METRICS_CSV, self.columns)
 
     def fit(
         self,
@@ -363,21 +363,21 @@ class TrainingRun:
                 "epoch": self.best["epoch"],
                 **model_fields,
             },
-            self.out / "model.pt",
+            self.out / artifacts.MODEL,
         )
-        write_metrics(self.rows, self.out / "metrics.csv", self.columns)
+        write_metrics(self.rows, self.out / artifacts.METRICS_CSV, self.columns)
         if summary is not None:
-            write_json(self.out / "metrics.json", summary)
+            write_json(self.out / artifacts.SUMMARY, summary)
         if self.rows:
             plot_curve(
                 self.rows,
-                self.out / "curve.png",
+                self.out / artifacts.CURVE,
                 scores=curve_scores,
                 title=curve_title,
                 loss_label=curve_loss_label,
             )
         write_text(
-            self.out / "config.yaml",
+            self.out / artifacts.RUN_CONFIG,
             yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True),
         )
 

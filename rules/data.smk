@@ -5,20 +5,25 @@
 from effocr.synth.charsets import resolve_charset
 
 # The raw text is checked against the characters that get rendered (see resolve_charset).
-DATA_CHARSET = resolve_charset(config)
+DATA_CHARSET = resolve_charset(
+    config["render"]["charset"],
+    config["render"]["charset_from_text"],
+    config["language"],
+    config["synth"]["text_source"],
+)
 # User-given split files as {split: path}; empty means split by ratios.
 SPLIT_FILES = dict(config["split"]["files"] or {})
 
 
-rule validate_coco:
+rule check_coco:
     input:
         coco_json=config["dataset"]["coco_json"],
     output:
         report=PATHS["validation"],
     log:
-        log_path("validate_coco"),
+        log_path("check_coco"),
     benchmark:
-        benchmark_path("validate_coco")
+        benchmark_path("check_coco")
     conda:
         ENVS["data"]
     container:
@@ -34,7 +39,7 @@ rule validate_coco:
         char_category=config["dataset"]["char_category"],
         word_category=config["dataset"]["word_category"],
     script:
-        "../workflow_scripts/validate_coco.py"
+        "../workflow_scripts/check_coco.py"
 
 
 rule split_coco:
@@ -90,7 +95,7 @@ rule crop_glyphs:
         padding=config["crops"]["padding"],
         char_category=config["dataset"]["char_category"],
         word_category=config["dataset"]["word_category"],
-        vertical=PROFILE.vertical,
+        allows_vertical=PROFILE.allows_vertical,
     script:
         "../workflow_scripts/crop_glyphs.py"
 

@@ -5,13 +5,48 @@
 # section without the report-only `worst_lines`), the set's spec and its code version as
 # params, so changing an evaluation setting reruns evaluate and report and nothing upstream.
 
+from effocr.artifacts import EVAL_OUTPUTS, METRICS_CSV, REPORT_OUTPUTS
 from effocr.evaluate import set_input_files, workflow_set_spec
 
+EVAL_DIR = f"{PATHS['eval']}/{{eval_set}}"
 TRAININGS = {
-    "recognizer_pass1": f"{PATHS['recognizer_pass1']}/metrics.csv",
-    "recognizer_pass2": f"{PATHS['recognizer_pass2']}/metrics.csv",
-    "localizer": f"{PATHS['localizer']}/metrics.csv",
+    "recognizer_pass1": f"{PATHS['recognizer_pass1']}/{METRICS_CSV}",
+    "recognizer_pass2": f"{PATHS['recognizer_pass2']}/{METRICS_CSV}",
+    "localizer": f"{PATHS['localizer']}/{METRICS_CSV}",
 }
+
+
+def eval_set_names():
+    return ["test"] + [s["name"] for s in config["evaluate"]["sets"]]
+
+
+def eval_output(key):
+    """An evaluation set's output, shown in Snakemake's report under the set."""
+    name = EVAL_OUTPUTS[key]
+    return report(
+        f"{EVAL_DIR}/{name}",
+        caption=f"../report/eval_{key}.rst",
+        category="Evaluation",
+        subcategory="{eval_set}",
+        labels={"set": "{eval_set}", "file": name},
+    )
+
+
+def every_eval_set(key):
+    return expand(f"{EVAL_DIR}/{EVAL_OUTPUTS[key]}", eval_set=eval_set_names())
+
+
+def report_output(key, category="Report"):
+    """A file of the HTML report, also shown in Snakemake's report."""
+    name = REPORT_OUTPUTS[key]
+    return report(
+        f"{PATHS['report']}/{name}",
+        caption=f"../report/{key}.rst",
+        category=category,
+        labels={"file": name},
+    )
+
+
 # Evaluation settings that change the scores; `worst_lines` only changes the report.
 EVAL_OPTIONS = {
     k: config["evaluate"][k]
@@ -34,28 +69,10 @@ rule evaluate:
         bundle=PATHS["bundle"],
         set_files=lambda wildcards: set_input_files(EVAL_SPEC(wildcards)),
     output:
-        metrics=report(
-            f"{PATHS['eval']}/{{eval_set}}/metrics.json",
-            caption="../report/eval_metrics.rst",
-            category="Evaluation",
-            subcategory="{eval_set}",
-            labels={"set": "{eval_set}", "file": "metrics.json"},
-        ),
-        lines=report(
-            f"{PATHS['eval']}/{{eval_set}}/lines.csv",
-            caption="../report/eval_lines.rst",
-            category="Evaluation",
-            subcategory="{eval_set}",
-            labels={"set": "{eval_set}", "file": "lines.csv"},
-        ),
-        confusions=report(
-            f"{PATHS['eval']}/{{eval_set}}/confusions.csv",
-            caption="../report/eval_confusions.rst",
-            category="Evaluation",
-            subcategory="{eval_set}",
-            labels={"set": "{eval_set}", "file": "confusions.csv"},
-        ),
-        predictions=f"{PATHS['eval']}/{{eval_set}}/predictions.jsonl",
+        metrics=eval_output("metrics"),
+        lines=eval_output("lines"),
+        confusions=eval_output("confusions"),
+        predictions=f"{EVAL_DIR}/{EVAL_OUTPUTS['predictions']}",
     log:
         log_path("evaluate", "_{eval_set}"),
     benchmark:
@@ -80,50 +97,21 @@ rule evaluate:
 
 rule report:
     input:
-        metrics=expand(
-            f"{PATHS['eval']}/{{eval_set}}/metrics.json", eval_set=eval_set_names()
-        ),
-        lines=expand(
-            f"{PATHS['eval']}/{{eval_set}}/lines.csv", eval_set=eval_set_names()
-        ),
-        confusions=expand(
-            f"{PATHS['eval']}/{{eval_set}}/confusions.csv", eval_set=eval_set_names()
-        ),
-        predictions=expand(
-            f"{PATHS['eval']}/{{eval_set}}/predictions.jsonl",
-            eval_set=eval_set_names(),
-        ),
+        metrics=every_eval_set("metrics"),
+        lines=every_eval_set("lines"),
+        confusions=every_eval_set("confusions"),
+        predictions=every_eval_set("predictions"),
         recognizer_pass1=TRAININGS["recognizer_pass1"],
         recognizer_pass2=TRAININGS["recognizer_pass2"],
         # With an external ONNX localizer (localizer.onnx_model) ours is not trained.
         localizer=[] if config["localizer"]["onnx_model"] else TRAININGS["localizer"],
         localizer_eval=PATHS["localizer_eval"],
     output:
-        index=report(
-            f"{PATHS['report']}/index.html",
-            caption="../report/index.rst",
-            category="Report",
-            labels={"file": "index.html"},
-        ),
-        metrics=f"{PATHS['report']}/metrics.json",
-        cer_per_set=report(
-            f"{PATHS['report']}/cer_per_set.png",
-            caption="../report/cer_per_set.rst",
-            category="Report",
-            labels={"file": "cer_per_set.png"},
-        ),
-        cer_by_length=report(
-            f"{PATHS['report']}/cer_by_length.png",
-            caption="../report/cer_by_length.rst",
-            category="Report",
-            labels={"file": "cer_by_length.png"},
-        ),
-        training_curves=report(
-            f"{PATHS['report']}/training_curves.png",
-            caption="../report/training_curves.rst",
-            category="Training",
-            labels={"file": "training_curves.png"},
-        ),
+        index=report_output("index"),
+        metrics=f"{PATHS['report']}/{REPORT_OUTPUTS['metrics']}",
+        cer_per_set=report_output("cer_per_set"),
+        cer_by_length=report_output("cer_by_length"),
+        training_curves=report_output("training_curves", category="Training"),
     log:
         log_path("report"),
     benchmark:

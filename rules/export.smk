@@ -1,12 +1,14 @@
 # Rules of the export stage (see docs/architecture.md).
 
+from effocr.artifacts import INDEX, INDEX_LABELS, MODEL
 
-rule export_onnx:
+
+rule export_bundle:
     """Export recognizer and localizer to ONNX, check them against PyTorch on test-split
     lines, and write the inference bundle (nothing is written when the check fails)."""
     input:
-        recognizer=f"{PATHS['recognizer_pass2']}/model.pt",
-        index=multiext(f"{PATHS['reference_index']}/", "ref.index", "ref_labels.txt"),
+        recognizer=f"{PATHS['recognizer_pass2']}/{MODEL}",
+        index=multiext(f"{PATHS['reference_index']}/", INDEX, INDEX_LABELS),
         # Our trained localizer, or the ONNX one of localizer.onnx_model (then not trained).
         localizer=LOCALIZER_MODEL,
         test=PATHS["split"]["test"],
@@ -21,9 +23,9 @@ rule export_onnx:
     output:
         directory(PATHS["bundle"]),
     log:
-        log_path("export_onnx"),
+        log_path("export_bundle"),
     benchmark:
-        benchmark_path("export_onnx")
+        benchmark_path("export_bundle")
     conda:
         ENVS["export"]
     container:
@@ -36,10 +38,6 @@ rule export_onnx:
         code=code_version("effocr.export"),
         index_dir=lambda wildcards, input: os.path.dirname(input.index[0]),
         image_dir=config["dataset"]["image_dir"],
-        export=config["export"],
-        infer=config["infer"],
-        localizer_layout=config["localizer"]["onnx_layout"],
-        localizer_input_height=config["localizer"]["input_height"],
-        localizer_thresholds=config_thresholds(config["localizer"]),
+        **SECTIONS.params("export", "infer", "localizer", "crops"),
     script:
-        "../workflow_scripts/export_onnx.py"
+        "../workflow_scripts/export_bundle.py"

@@ -1,21 +1,20 @@
 # Rules of the localizer stage (see docs/architecture.md): train the char/word detector on the
 # COCO train split (validated on val every epoch), then measure it on the test split.
 
+# An ONNX localizer exported elsewhere (localizer.onnx_model) is evaluated instead of ours
+# (LOCALIZER_MODEL, rules/common.smk).
 
-# An ONNX localizer exported elsewhere (localizer.onnx_model) is evaluated instead of ours.
-LOCALIZER_MODEL = config["localizer"]["onnx_model"] or f"{PATHS['localizer']}/model.pt"
+from effocr.artifacts import LOCALIZER_OUTPUTS, in_dir
+from effocr.localizer.postprocess import config_thresholds
 
 
 rule train_localizer:
-    """Train the localizer; checkpoint.pt (resume) is deliberately not an output."""
+    """Train the localizer; its resume checkpoint is deliberately not an output."""
     input:
         train=PATHS["split"]["train"],
         val=PATHS["split"]["val"],
     output:
-        model=f"{PATHS['localizer']}/model.pt",
-        metrics=f"{PATHS['localizer']}/metrics.csv",
-        curve=f"{PATHS['localizer']}/curve.png",
-        config=f"{PATHS['localizer']}/config.yaml",
+        **in_dir(PATHS["localizer"], LOCALIZER_OUTPUTS),
     log:
         log_path("train_localizer"),
     benchmark:
@@ -33,10 +32,7 @@ rule train_localizer:
         code=code_version("effocr.localizer.train"),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         image_dir=config["dataset"]["image_dir"],
-        localizer=config["localizer"],
-        dataset=config["dataset"],
-        seed=config["seed"],
-        language=config["language"],
+        **SECTIONS.params("localizer", "dataset", "run"),
     script:
         "../workflow_scripts/train_localizer.py"
 

@@ -2,13 +2,19 @@
 # second pass with hard negatives, reference index. The training rules resume from
 # checkpoint.pt (deliberately not an output: Snakemake would delete it before a rerun).
 
+from effocr.artifacts import HARD_NEGATIVES, INDEX, INDEX_LABELS, INDEX_META, RECOGNIZER_OUTPUTS
+from effocr.artifacts import MODEL, in_dir
+
+# Torch threads plus DataLoader workers; Snakemake lowers it to --cores on small machines.
+RECOGNIZER_THREADS = 8
+
 
 rule train_recognizer:
     """First pass: SupCon training on renders and real training crops."""
     input:
         manifest=PATHS["recognizer_dataset"],
     output:
-        **recognizer_outputs(PATHS["recognizer_pass1"]),
+        **in_dir(PATHS["recognizer_pass1"], RECOGNIZER_OUTPUTS),
     log:
         log_path("train_recognizer"),
     benchmark:
@@ -24,21 +30,18 @@ rule train_recognizer:
         gpu=1,
     params:
         code=code_version("effocr.recognizer.train"),
-        recognizer=config["recognizer"],
-        reference_fonts=config["fonts"]["reference"],
-        seed=config["seed"],
-        language=config["language"],
+        **SECTIONS.params("recognizer", "fonts", "run"),
     script:
         "../workflow_scripts/train_recognizer.py"
 
 
 rule mine_hard_negatives:
-    """Query real training crops against the first-pass index; write hns.txt."""
+    """Query real training crops against the first-pass index; write the hard-negative sets."""
     input:
-        model=f"{PATHS['recognizer_pass1']}/model.pt",
+        model=f"{PATHS['recognizer_pass1']}/{MODEL}",
         manifest=PATHS["recognizer_dataset"],
     output:
-        hns=PATHS["hns"],
+        hard_negatives=PATHS["hard_negatives"],
     log:
         log_path("mine_hard_negatives"),
     benchmark:
@@ -53,27 +56,25 @@ rule mine_hard_negatives:
         runtime=60,
         gpu=1,
     params:
-        code=code_version("effocr.recognizer.hardneg"),
-        hardneg_k=config["recognizer"]["hardneg_k"],
-        reference_fonts=config["fonts"]["reference"],
-        language=config["language"],
+        code=code_version("effocr.recognizer.hard_negatives"),
+        **SECTIONS.params("recognizer", "fonts", "run"),
     script:
         "../workflow_scripts/mine_hard_negatives.py"
 
 
-rule train_recognizer_hn:
+rule train_recognizer_hard_negatives:
     """Second pass: hard-negative sets inserted into the batches (fresh model by default)."""
     input:
         manifest=PATHS["recognizer_dataset"],
-        hns=PATHS["hns"],
-        # Only read with recognizer.hn_fine_tune; always listed so the DAG is the same.
-        pass1=f"{PATHS['recognizer_pass1']}/model.pt",
+        hard_negatives=PATHS["hard_negatives"],
+        # Only read with recognizer.hard_negatives_fine_tune; always listed so the DAG is the same.
+        pass1=f"{PATHS['recognizer_pass1']}/{MODEL}",
     output:
-        **recognizer_outputs(PATHS["recognizer_pass2"]),
+        **in_dir(PATHS["recognizer_pass2"], RECOGNIZER_OUTPUTS),
     log:
-        log_path("train_recognizer_hn"),
+        log_path("train_recognizer_hard_negatives"),
     benchmark:
-        benchmark_path("train_recognizer_hn")
+        benchmark_path("train_recognizer_hard_negatives")
     conda:
         ENVS["train"]
     container:
@@ -85,10 +86,7 @@ rule train_recognizer_hn:
         gpu=1,
     params:
         code=code_version("effocr.recognizer.train"),
-        recognizer=config["recognizer"],
-        reference_fonts=config["fonts"]["reference"],
-        seed=config["seed"],
-        language=config["language"],
+        **SECTIONS.params("recognizer", "fonts", "run"),
     script:
         "../workflow_scripts/train_recognizer.py"
 
@@ -96,12 +94,12 @@ rule train_recognizer_hn:
 rule build_reference_index:
     """Embed the reference font renders with the second-pass model into a FAISS index."""
     input:
-        model=f"{PATHS['recognizer_pass2']}/model.pt",
+        model=f"{PATHS['recognizer_pass2']}/{MODEL}",
         renders=PATHS["renders_manifest"],
     output:
-        index=f"{PATHS['reference_index']}/ref.index",
-        labels=f"{PATHS['reference_index']}/ref_labels.txt",
-        meta=f"{PATHS['reference_index']}/index.json",
+        index=f"{PATHS['reference_index']}/{INDEX}",
+        labels=f"{PATHS['reference_index']}/{INDEX_LABELS}",
+        meta=f"{PATHS['reference_index']}/{INDEX_META}",
     log:
         log_path("build_reference_index"),
     benchmark:
@@ -117,8 +115,6 @@ rule build_reference_index:
         gpu=1,
     params:
         code=code_version("effocr.recognizer.index"),
-        reference_fonts=config["fonts"]["reference"],
-        language=config["language"],
-        device=config["recognizer"]["device"],
+        **SECTIONS.params("recognizer", "fonts", "run"),
     script:
         "../workflow_scripts/build_reference_index.py"

@@ -81,9 +81,9 @@ def assert_checkpoint_hash_follows_code(
     src = copy_package(tmp_path)
     (src / input_file).write_text("", encoding="utf-8")
     setup = (
-        "from effocr.config import load_config\n"
+        "from effocr.config import config_sections, load_config\n"
         f"from {trainer} import config_hash\n"
-        "config = load_config(None)\n"
+        "sections = config_sections(load_config(None))\n"
     )
     res = values_after_edits(src, trainer, setup, hash_call, extra=["effocr.report"])
     assert must_cover <= set(res["closure"])

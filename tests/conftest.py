@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from effocr.config import config_sections, deep_merge
 from effocr.synth.lines import synth_lines
 
 TinyCoco = tuple[Path, Path]
@@ -28,6 +29,13 @@ IPA_FONTS = (
     Path("/usr/share/fonts/opentype/ipafont-mincho/ipam.ttf"),
     Path("/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf"),
 )
+
+
+def export_sections(config: dict | None = None, **overrides: dict) -> dict:
+    """`export_bundle`'s section arguments (export, infer, localizer, crops) of `config` with
+    `overrides` ({section: {key: value}}) merged in."""
+    merged = deep_merge(config or {}, overrides)
+    return config_sections(merged).pick("export", "infer", "localizer", "crops")
 
 
 def missing_dependency(reason: str) -> None:
@@ -203,7 +211,14 @@ def build_bundle(
         val["annotations"] = [a for a in val["annotations"] if a["image_id"] in keep]
         val_json = root / "val.json"
         save_coco(val, val_json)
-    train_localizer(config, coco_json, val_json, image_dir, root / "localizer", threads=1)
+    train_localizer(
+        coco_json,
+        val_json,
+        image_dir,
+        root / "localizer",
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
     crops, labels = line_crops(coco_json, image_dir)
     torch.manual_seed(0)
     model = RecognizerNet("mobilenetv3_small_050", 32)
@@ -217,7 +232,7 @@ def build_bundle(
     refs = np.stack([embs[[i for i, c in enumerate(labels) if c == ch]].mean(0) for ch in chars])
     ReferenceIndex.build(refs, chars).save(root / "index")
     bundle = root / "bundle"
-    export_cfg = {**config["export"], "quantize": "none"}
+    export_cfg: dict = {"quantize": "none"}
     if val_lines is not None:
         export_cfg["parity_lines"] = val_lines
     export_bundle(
@@ -227,7 +242,6 @@ def build_bundle(
         coco_json,
         image_dir,
         bundle,
-        export_cfg=export_cfg,
-        infer_cfg=config["infer"],
+        **export_sections(config, export=export_cfg),
     )
     return bundle

@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import export_sections
 from test_export import trained  # noqa: F401 (the module fixture: tiny models and a bundle)
 
 from effocr.bundle import Manifest
-from effocr.config import check_results_dir, validate_config
+from effocr.config import check_results_dir, config_sections, validate_config
 from effocr.infer import Engine, load_model_yaml
 from effocr.utils import (
     OUTPUT_MARKER,
@@ -98,11 +99,13 @@ def test_crafted_checkpoint_is_refused_by_every_loader(crafted, tiny_coco, tmp_p
         "localizer meta": lambda: localizer_meta(path),
         "export": lambda: _load_checkpoint(path, "localizer"),
         "localizer init_checkpoint": lambda: train_localizer(
-            validate_config({"localizer": {"epochs": 1, "init_checkpoint": str(path)}}),
             tiny_coco[0],
             tiny_coco[0],
             tiny_coco[1],
             tmp_path / "loc",
+            **config_sections(
+                validate_config({"localizer": {"epochs": 1, "init_checkpoint": str(path)}})
+            ).pick("localizer", "dataset", "run"),
         ),
     }
     for name, load in loaders.items():
@@ -406,8 +409,7 @@ def test_export_reads_each_checkpoint_once(trained, tmp_path, monkeypatch):  # n
         trained["coco"],
         trained["images"],
         tmp_path / "bundle",
-        export_cfg={**config["export"], "quantize": "none"},
-        infer_cfg=config["infer"],
+        **export_sections(config, export={"quantize": "none"}),
     )
     assert sorted(loads) == sorted([str(trained["recognizer"]), str(trained["localizer"])])
     # The same bundle as the fixture's (written by the same code from the same models).

@@ -99,19 +99,32 @@ def test_charset_from_text_keeps_first_occurrence_order():
     assert charset_from_text("ba b\nc a") == ["b", "a", "c"]
 
 
+def _charset_settings(config: dict) -> tuple:
+    render = config["render"]
+    return (
+        render["charset"],
+        render["charset_from_text"],
+        config["language"],
+        config["synth"]["text_source"],
+    )
+
+
 def test_resolve_charset_from_config(tmp_path):
     en = validate_config({})
-    assert resolve_charset(en) == load_charset("en")
+    assert resolve_charset(*_charset_settings(en)) == load_charset("en")
     custom = tmp_path / "c.txt"
     write_charset(custom, list("xyz"))
-    assert resolve_charset(validate_config({"render": {"charset": str(custom)}})) == ["x", "y", "z"]
+    custom_cfg = validate_config({"render": {"charset": str(custom)}})
+    assert resolve_charset(*_charset_settings(custom_cfg)) == ["x", "y", "z"]
     jp_cfg = {"language": "jp", "render": {"charset_from_text": True, "charset": "jp_full"}}
-    jp = resolve_charset(validate_config(jp_cfg))
+    jp = resolve_charset(*_charset_settings(validate_config(jp_cfg)))
     assert set(HIRAGANA) <= set(jp) and {"蜘", "蛛", "糸", "0"} <= set(jp)
     assert 300 < len(jp) < 800 and " " not in jp and "　" not in jp
     # With jp_small, the text's rarer kanji (not jōyō) are left out.
     small = resolve_charset(
-        validate_config({"language": "jp", "render": {"charset_from_text": True}})
+        *_charset_settings(
+            validate_config({"language": "jp", "render": {"charset_from_text": True}})
+        )
     )
     assert set(small) == set(jp) & set(load_charset("jp_small")) and "蜘" not in small
     text = tmp_path / "t.txt"
@@ -119,4 +132,4 @@ def test_resolve_charset_from_config(tmp_path):
     cfg = validate_config(
         {"render": {"charset_from_text": True}, "synth": {"text_source": str(text)}}
     )
-    assert resolve_charset(cfg)[:3] == ["a", "b", "c"]
+    assert resolve_charset(*_charset_settings(cfg))[:3] == ["a", "b", "c"]

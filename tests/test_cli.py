@@ -27,3 +27,13 @@ def test_subcommand_help(name, capsys):
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out
+
+
+def test_renamed_subcommand_still_runs(capsys):
+    # `export-onnx` ran export_bundle; it is `export-bundle` now, the old name still works.
+    with pytest.raises(SystemExit) as exc:
+        main(["--log", "x.log", "export-onnx", "--help"])
+    assert exc.value.code == 0
+    captured = capsys.readouterr()
+    assert "effocr export-onnx is deprecated; use effocr export-bundle" in captured.err
+    assert "usage: effocr export-bundle" in captured.out

@@ -39,7 +39,7 @@ def images(tiny_coco_factory) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def expected(en_bundle, images) -> list:
-    with Engine(en_bundle, threads=1, device="cpu") as engine:
+    with Engine(en_bundle, workers=1, device="cpu") as engine:
         return engine.infer(images)
 
 
@@ -55,7 +55,7 @@ def _same(got, want, images) -> None:
 
 
 def test_threads_keep_order_with_a_bounded_window(en_bundle, images, expected):
-    engine = Engine(en_bundle, threads=2, device="cpu", chunk_lines=1, parallel="thread")
+    engine = Engine(en_bundle, workers=2, device="cpu", chunk_lines=1, parallel="thread")
     submitted = []
     submit = engine.runner._submit
 
@@ -74,7 +74,7 @@ def test_threads_keep_order_with_a_bounded_window(en_bundle, images, expected):
 
 
 def test_worker_processes_keep_order(en_bundle, images, expected):
-    with Engine(en_bundle, threads=2, device="cpu", chunk_lines=1, parallel="process") as engine:
+    with Engine(en_bundle, workers=2, device="cpu", chunk_lines=1, parallel="process") as engine:
         engine.start()  # otherwise 20 lines are a small job, run in this process
         _same(engine.infer(images), expected, images)
         assert engine.lines_done == N_IMAGES
@@ -94,7 +94,7 @@ def _kill_a_worker(engine: Engine) -> None:
 
 
 def test_a_dead_worker_is_an_effocr_error_and_the_pool_restarts(en_bundle, images, expected):
-    with Engine(en_bundle, threads=2, device="cpu", chunk_lines=1, parallel="process") as engine:
+    with Engine(en_bundle, workers=2, device="cpu", chunk_lines=1, parallel="process") as engine:
         engine.start()
         # Killed between jobs (the OOM killer, say): the next job reports it...
         _kill_a_worker(engine)
@@ -121,3 +121,11 @@ def test_a_dead_worker_is_an_effocr_error_and_the_pool_restarts(en_bundle, image
         assert engine._pool is None
         engine.start()
         _same(engine.infer(images), expected, images)
+
+
+def test_threads_is_the_deprecated_name_of_workers(en_bundle):
+    # `threads` counted worker processes; it is `workers` now, the old keyword still works.
+    with pytest.warns(DeprecationWarning, match="use workers="):
+        engine = Engine(en_bundle, threads=2, device="cpu", parallel="thread")
+    with engine:
+        assert engine.workers == 2 and engine.runner.workers == 2

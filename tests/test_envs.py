@@ -52,7 +52,7 @@ IMPORT_TO_CONDA = {
 GPU_RULES = {
     "train_recognizer",
     "mine_hard_negatives",
-    "train_recognizer_hn",
+    "train_recognizer_hard_negatives",
     "build_reference_index",
     "train_localizer",
 }
@@ -331,5 +331,5 @@ def test_external_onnx_localizer_replaces_training(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "train_localizer" not in out, out[-3000:]
-    assert "export_onnx" in out and "evaluate_localizer" in out
+    assert "export_bundle" in out and "evaluate_localizer" in out
     assert str(onnx_file) in out  # the external model is an input of export and evaluation

@@ -279,7 +279,7 @@ def test_metrics_by_orientation(tmp_path):
     assert tby["horizontal"]["char_errors"] == 1 and tby["vertical"]["char_errors"] == 2
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == m
     # A profile without vertical text (English): tall lines are horizontal ones too.
-    m = write_results(eval_set, [h for _, _, h, _ in lines], tmp_path / "en", vertical=False)
+    m = write_results(eval_set, [h for _, _, h, _ in lines], tmp_path / "en", allows_vertical=False)
     assert list(m["effocr"]["by_orientation"]) == ["horizontal"]
     assert m["effocr"]["by_orientation"]["horizontal"]["lines"] == 5
 
@@ -302,12 +302,12 @@ def test_tesseract_psm_follows_orientation(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ev, "tesseract_status", lambda lang: TesseractStatus(True, lang=lang))
     monkeypatch.setattr(ev, "run_tesseract", fake_run)
-    out = tesseract_baseline(lines, "jpn", keep_spaces=False, vertical=True)
+    out = tesseract_baseline(lines, "jpn", keep_spaces=False, allows_vertical=True)
     assert calls == [("jpn", 7, ["l0.png"]), ("jpn_vert", 5, ["l1.png"])]
     assert out["texts"] == ["text", "text"]
     calls.clear()
     # English has no vertical lines: a line taller than wide is still read as one text line.
-    tesseract_baseline(lines, "eng", vertical=False)
+    tesseract_baseline(lines, "eng", allows_vertical=False)
     assert calls == [("eng", 7, ["l0.png", "l1.png"])]
 
 

@@ -9,6 +9,7 @@ and that bad images are reported and skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -19,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import fit_supcon, line_crops, missing_dependency
+from conftest import export_sections, fit_supcon, line_crops, missing_dependency
 
-from effocr.config import load_config
+from effocr.config import config_sections, load_config
 from effocr.data.coco import index_coco, line_chars, load_coco
 from effocr.export import check_onnx, export_bundle, match_boxes
 from effocr.infer import Engine, assemble_text, decode_image
@@ -57,7 +58,14 @@ def trained(tiny_coco_factory, tmp_path_factory):
     coco_json, image_dir = tiny_coco_factory(8, "en", 5, degrade=False, max_chars=14)
     root = tmp_path_factory.mktemp("export")
     config = load_config(None, {"localizer": {"epochs": 12, "batch_size": 4}})
-    train_localizer(config, coco_json, coco_json, image_dir, root / "localizer", threads=1)
+    train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        root / "localizer",
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
     crops, labels = line_crops(coco_json, image_dir)
     rec_pt = _train_recognizer(config, crops, labels, root / "recognizer")
     model = load_recognizer(rec_pt)
@@ -79,8 +87,7 @@ def trained(tiny_coco_factory, tmp_path_factory):
         image_dir,
         bundle,
         # Float32: the tests below compare the bundle with PyTorch exactly (int8 has its own).
-        export_cfg={**config["export"], "quantize": "none"},
-        infer_cfg=config["infer"],
+        **export_sections(config, export={"quantize": "none"}),
     )
     return {
         "root": root,
@@ -261,6 +268,7 @@ def test_perturbed_recognizer_fails_and_leaves_no_bundle(trained, tmp_path):
             trained["coco"],
             trained["images"],
             out,
+            **export_sections(trained["config"]),
             recognizer_onnx=trained["bundle"] / "recognizer.onnx",
         )
     assert not out.exists()
@@ -286,6 +294,7 @@ def test_perturbed_localizer_fails(trained, tmp_path):
             trained["coco"],
             trained["images"],
             out,
+            **export_sections(trained["config"]),
             localizer_onnx=trained["bundle"] / "localizer.onnx",
         )
     assert not out.exists()
@@ -310,7 +319,7 @@ def test_engine_reproduces_pytorch(trained, tmp_path):
     moved = tmp_path / "moved_bundle"
     shutil.copytree(trained["bundle"], moved)
     paths = _line_paths(trained)
-    engine = Engine(moved, threads=2, batch_size=16)
+    engine = Engine(moved, workers=2, batch_size=16)
     results = engine.infer(paths)
     assert sum(len(r.chars) for r in results) > 0, "the tiny localizer found no character"
     for r in results:
@@ -350,7 +359,7 @@ def test_engine_reproduces_pytorch(trained, tmp_path):
     n_chars = sum(len(r["boxes"]) for r in want)
     assert _assert_reads_agree(got, want, tol["box_max_abs"]) >= 0.5 * n_chars > 0
     # Threads and batch size change nothing beyond float rounding.
-    single = Engine(moved, threads=1, batch_size=7).infer(paths)
+    single = Engine(moved, workers=1, batch_size=7).infer(paths)
     _assert_same_results(single, results, onnx)
     # Arrays are accepted too.
     arr = Engine(moved).infer([decode_image(paths[0])])
@@ -360,7 +369,7 @@ def test_engine_reproduces_pytorch(trained, tmp_path):
 
 def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
     paths = _line_paths(trained)
-    with Engine(trained["bundle"], threads=2, batch_size=8, chunk_lines=2) as procs:
+    with Engine(trained["bundle"], workers=2, batch_size=8, chunk_lines=2) as procs:
         assert procs.parallel == "process"
         procs.start()
         assert procs._pool is not None and len(procs._pool._processes) == 2
@@ -377,7 +386,7 @@ def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
         assert procs.lines_done == 2 * len(paths) + 1 and procs.glyphs_done > 0
         assert all(t > 0 for stage, t in procs.timings.items() if stage != "knn")
     assert procs._pool is None  # closed on leaving the block
-    threads = Engine(trained["bundle"], threads=2, batch_size=8, chunk_lines=2, parallel="thread")
+    threads = Engine(trained["bundle"], workers=2, batch_size=8, chunk_lines=2, parallel="thread")
     assert threads.parallel == "thread"
     expected = threads.infer(paths)
     reads = _engine_reads(threads, paths)
@@ -386,8 +395,8 @@ def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
     assert [r.image for r in first] == [r.image for r in expected] == [str(p) for p in paths]
     assert not again[-1].ok and "not found" in again[-1].error
     # One worker never starts processes; a small job does not start them either ...
-    assert Engine(trained["bundle"], threads=1).parallel == "thread"
-    small = Engine(trained["bundle"], threads=2, chunk_lines=2)
+    assert Engine(trained["bundle"], workers=1).parallel == "thread"
+    small = Engine(trained["bundle"], workers=2, chunk_lines=2)
     _assert_same_results(small.infer(paths), expected, reads)
     assert small._pool is None
     # ... but a large one does.
@@ -396,7 +405,7 @@ def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
     assert small._pool is not None
     small.close()
     with pytest.raises(EffOCRError, match="parallel"):
-        Engine(trained["bundle"], threads=2, parallel="fork")
+        Engine(trained["bundle"], workers=2, parallel="fork")
 
 
 def test_engine_vertical_follows_the_profile(trained, tmp_path):
@@ -416,20 +425,20 @@ def test_engine_vertical_follows_the_profile(trained, tmp_path):
     (jp / "model.yaml").write_text(yaml.safe_dump(meta))
     for bundle, vertical in ((trained["bundle"], False), (jp, True)):
         engine = Engine(bundle, device="cpu")
-        assert engine.vertical is vertical
+        assert engine.allows_vertical is vertical
         seen = []
         detect = engine.localizer.detect
 
-        def spy(image, vertical=None, detect=detect, seen=seen):
-            seen.append(vertical)
-            return detect(image, vertical=vertical)
+        def spy(image, allows_vertical=None, detect=detect, seen=seen):
+            seen.append(allows_vertical)
+            return detect(image, allows_vertical=allows_vertical)
 
         engine.localizer.detect = spy
         res = engine.infer([img])[0]
         assert res.ok and seen == [vertical]
         _, prepared, _ = engine.localizer._prepare(img, vertical)
         assert prepared.transposed is vertical
-        det = detect(img, vertical=vertical)
+        det = detect(img, allows_vertical=vertical)
         assert det.vertical is vertical
         for c in res.chars:  # boxes in the line's own pixels either way
             assert 0 <= c.bbox[0] <= c.bbox[2] <= 20 and 0 <= c.bbox[1] <= c.bbox[3] <= 60
@@ -523,13 +532,13 @@ def _run_rule(workdir: Path) -> subprocess.CompletedProcess:
         "--cores",
         "1",
         "--allowed-rules",
-        "export_onnx",
+        "export_bundle",
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
-def test_rule_export_onnx(trained, tmp_path):
+def test_rule_export_bundle(trained, tmp_path):
     from effocr.recognizer.model import export_onnx, load_recognizer, save_recognizer
 
     good = _run_rule(_rule_workdir(trained, tmp_path / "good", {"parity_lines": 2}))
@@ -553,7 +562,7 @@ def test_rule_export_onnx(trained, tmp_path):
     assert bad.returncode != 0
     assert not (workdir / "results" / "bundle").exists()
     assert not [p for p in (workdir / "results").iterdir() if p.name.startswith(".bundle")]
-    log = (workdir / "results" / "logs" / "export_onnx.log").read_text()
+    log = (workdir / "results" / "logs" / "export_bundle.log").read_text()
     assert "disagrees with PyTorch" in log and "min cosine" in log
 
 
@@ -567,7 +576,9 @@ def _op_types(path: Path) -> set[str]:
 
 
 def _export(trained, out: Path, **export_cfg) -> dict:
-    cfg = {**trained["config"]["export"], **export_cfg}
+    sections = export_sections(trained["config"])
+    # Replaced, not validated: a test may ask for tolerances the schema refuses.
+    sections["export"] = dataclasses.replace(sections["export"], **export_cfg)
     return export_bundle(
         trained["recognizer"],
         trained["index"],
@@ -575,8 +586,7 @@ def _export(trained, out: Path, **export_cfg) -> dict:
         trained["coco"],
         trained["images"],
         out,
-        export_cfg=cfg,
-        infer_cfg=trained["config"]["infer"],
+        **sections,
         calibration_json=trained["coco"],
     )
 
@@ -763,10 +773,11 @@ def test_external_onnx_localizer_in_the_bundle(trained, tmp_path):
         trained["coco"],
         trained["images"],
         bundle,
-        export_cfg={**trained["config"]["export"], "quantize": "none"},
-        localizer_layout="detectron2",
-        localizer_input_height=32,
-        localizer_thresholds={"score_threshold": 0.5},
+        **export_sections(
+            trained["config"],
+            export={"quantize": "none"},
+            localizer={"onnx_layout": "detectron2", "input_height": 32, "score_threshold": 0.5},
+        ),
     )
     assert report["localizer"]["external"] and report["localizer"]["chars_found"] > 0
     meta = yaml.safe_load((bundle / "model.yaml").read_text())
@@ -787,6 +798,7 @@ def test_external_onnx_localizer_in_the_bundle(trained, tmp_path):
             trained["coco"],
             trained["images"],
             tmp_path / "nolayout",
+            **export_sections(trained["config"]),
         )
     assert not (tmp_path / "nolayout").exists()
 

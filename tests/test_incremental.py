@@ -27,11 +27,11 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 COPY = ["Snakefile", "rules", "workflow_scripts", "config", "report", "envs", "profiles", "effocr"]
 
-DATA = {"validate_coco", "split_coco", "crop_glyphs", "build_recognizer_dataset"}
-RECOGNIZER = {"train_recognizer", "mine_hard_negatives", "train_recognizer_hn"}
+DATA = {"check_coco", "split_coco", "crop_glyphs", "build_recognizer_dataset"}
+RECOGNIZER = {"train_recognizer", "mine_hard_negatives", "train_recognizer_hard_negatives"}
 RECOGNIZER |= {"build_reference_index"}
 LOCALIZER = {"train_localizer", "evaluate_localizer"}
-FINAL = {"export_onnx", "evaluate", "report"}
+FINAL = {"export_bundle", "evaluate", "report"}
 ALL = DATA | RECOGNIZER | LOCALIZER | FINAL | {"render_glyphs"}
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -56,8 +56,8 @@ CONFIG = {
         "m": 2,
         "num_passes": 1,
         "epochs": 1,
-        "hn_epochs": 1,
-        "hardneg_k": 2,
+        "hard_negatives_epochs": 1,
+        "hard_negatives_k": 2,
         "device": "cpu",
     },
     "localizer": {"epochs": 1, "batch_size": 4, "device": "cpu"},

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import missing_dependency, require_ipa_fonts
+from conftest import export_sections, missing_dependency, require_ipa_fonts
 from test_recognizer_train import ENC
 
-from effocr.config import load_config
+from effocr.config import config_sections, load_config
 from effocr.profiles import get_profile
 from effocr.synth.fonts import usable_chars
 from effocr.synth.lines import default_line_fonts
@@ -89,10 +89,28 @@ def jp(tiny_coco_factory, tmp_path_factory):
         size=32,
         mode=profile.render_mode,
     )
-    train_recognizer(manifest, root / "recognizer", config, threads=1)
+    train_recognizer(
+        manifest,
+        root / "recognizer",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=1,
+    )
     rec_pt = root / "recognizer" / "model.pt"
-    build_reference_index(rec_pt, manifest, root / "index", config, threads=1)
-    train_localizer(config, coco_json, coco_json, image_dir, root / "localizer", threads=1)
+    build_reference_index(
+        rec_pt,
+        manifest,
+        root / "index",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=1,
+    )
+    train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        root / "localizer",
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
     bundle = root / "bundle"
     export_bundle(
         rec_pt,
@@ -101,8 +119,7 @@ def jp(tiny_coco_factory, tmp_path_factory):
         coco_json,
         image_dir,
         bundle,
-        export_cfg={"parity_lines": 2},
-        infer_cfg=config["infer"],
+        **export_sections(config, export={"parity_lines": 2}),
     )
     # Unseen lines, four of each orientation.
     fresh = {

@@ -58,7 +58,7 @@ def _ink_boxes(out: np.ndarray, n: int, axis: int) -> np.ndarray:
 def test_boxes_stay_on_the_ink(line, vertical, transposed, seed):
     img, boxes = line
     rng = None if seed is None else np.random.default_rng(seed)
-    out, got = augment_line(img, boxes, INPUT_HEIGHT, rng, vertical=vertical)
+    out, got = augment_line(img, boxes, INPUT_HEIGHT, rng, allows_vertical=vertical)
     assert out.dtype == np.uint8 and out.shape[0] == INPUT_HEIGHT and out.shape[2] == 3
     # A vertical line reaches the network transposed: its glyphs run left to right.
     long_side = img.shape[0] if transposed else img.shape[1]

@@ -7,7 +7,7 @@ import pytest
 
 from effocr.data.coco import line_is_vertical
 from effocr.localizer import postprocess as pp
-from effocr.localizer.model import prepare_line, resolve_vertical
+from effocr.localizer.model import prepare_line, resolve_allows_vertical
 from effocr.profiles import get_profile
 from effocr.utils import EffOCRError
 
@@ -181,11 +181,11 @@ def test_prepare_line_grey_equals_its_rgb_copy():
     grey = rng.integers(0, 256, (37, 410), dtype=np.uint8)
     rgb = np.repeat(grey[:, :, None], 3, axis=2)
     for vertical in (False, True):
-        a = prepare_line(grey, 40, vertical=vertical)
-        b = prepare_line(rgb, 40, vertical=vertical)
+        a = prepare_line(grey, 40, allows_vertical=vertical)
+        b = prepare_line(rgb, 40, allows_vertical=vertical)
         assert a.array.shape == b.array.shape == (3, 40, 448)
         assert np.array_equal(a.array, b.array) and a.scale == b.scale
-    tall = prepare_line(grey.T.copy(), 40, vertical=True)
+    tall = prepare_line(grey.T.copy(), 40, allows_vertical=True)
     assert tall.transposed and tall.array.shape == (3, 40, 448)
     with pytest.raises(EffOCRError, match="shape"):
         prepare_line(np.zeros((4, 5, 2), np.uint8), 40)
@@ -206,18 +206,18 @@ def _tall_l() -> np.ndarray:
 
 def test_tall_english_line_is_not_transposed_but_japanese_is():
     img = _tall_l()
-    en = prepare_line(img, 32, vertical=get_profile("en").vertical)
+    en = prepare_line(img, 32, allows_vertical=get_profile("en").allows_vertical)
     assert not en.transposed and en.image_size == (60, 20)
     # 20 px at scale 32/60 is 11 columns, padded with white to 32
     assert en.scale == pytest.approx(32 / 60) and en.array.shape == (3, 32, 32)
     assert en.array[:, :, 11:].min() == pytest.approx(1.0)
-    jp = prepare_line(img, 32, vertical=get_profile("jp").vertical)
+    jp = prepare_line(img, 32, allows_vertical=get_profile("jp").allows_vertical)
     assert jp.transposed and jp.scale == pytest.approx(32 / 20) and jp.array.shape == (3, 32, 96)
     # Without a profile: by shape, as before.
     assert prepare_line(img, 32).transposed
     # Wide lines are horizontal whatever the profile says.
     wide = np.ascontiguousarray(img.transpose(1, 0, 2))
-    assert not prepare_line(wide, 32, vertical=True).transposed
+    assert not prepare_line(wide, 32, allows_vertical=True).transposed
 
 
 def test_vertical_choice_follows_profile_and_meta():
@@ -225,6 +225,6 @@ def test_vertical_choice_follows_profile_and_meta():
     assert line_is_vertical(60, 20, True) and line_is_vertical(60, 20, None)
     assert not line_is_vertical(20, 60, True)
     # Explicit choice wins; else the model's meta; models from before `vertical`: by shape.
-    assert resolve_vertical(False, {"vertical": True}) is False
-    assert resolve_vertical(None, {"vertical": False}) is False
-    assert resolve_vertical(None, {}) is True
+    assert resolve_allows_vertical(False, {"vertical": True}) is False
+    assert resolve_allows_vertical(None, {"vertical": False}) is False
+    assert resolve_allows_vertical(None, {}) is True

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from effocr.cli import main
-from effocr.config import load_config
+from effocr.config import config_sections, load_config
 from effocr.data.coco import load_coco, save_coco
 from effocr.localizer.backends import available_backends, create_localizer
 from effocr.localizer.evaluate import evaluate_detections, evaluate_localizer, prf_at_iou
@@ -54,7 +54,9 @@ def test_tall_english_line_keeps_its_orientation():
     model = create_localizer("default", classes=["char", "word"], input_height=32)
     img = _tall_l()
     for language, vertical in (("en", False), ("jp", True)):
-        meta = model_meta(model, {"score_threshold": 0.0}, vertical=get_profile(language).vertical)
+        meta = model_meta(
+            model, {"score_threshold": 0.0}, allows_vertical=get_profile(language).allows_vertical
+        )
         assert meta["vertical"] is vertical
         loc = TorchLocalizer(model, meta)
         seen = []
@@ -71,7 +73,7 @@ def test_tall_english_line_keeps_its_orientation():
         else:  # full line height, columns of the glyph, as the recognizer was trained
             assert (crops[:, 1] == 0).all() and (crops[:, 3] == 60).all()
         # An explicit choice overrides the meta.
-        assert loc.detect(img, vertical=not vertical).vertical is not vertical
+        assert loc.detect(img, allows_vertical=not vertical).vertical is not vertical
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +98,14 @@ def trained(lines, tiny_coco_factory, tmp_path_factory):
         save_coco(coco, splits[name])
     out = tmp_path_factory.mktemp("loc")
     config = _config(epochs=14, lr=0.004)
-    best = train_localizer(config, splits["train"], splits["val"], data / "images", out, threads=1)
+    best = train_localizer(
+        splits["train"],
+        splits["val"],
+        data / "images",
+        out,
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
     # Epoch 0: the weights training starts from (the same seed, the same constructor), scored
     # on the same held-out lines by the same evaluation.
     seed_everything(config["seed"])
@@ -107,7 +116,7 @@ def trained(lines, tiny_coco_factory, tmp_path_factory):
     untrained = evaluate(
         model,
         LineSet(splits["val"], data / "images", ["char", "word"], NAMES, False),
-        model_meta(model, {**config_thresholds(lc), "spaces": True}, vertical=False),
+        model_meta(model, {**config_thresholds(lc), "spaces": True}, allows_vertical=False),
         "cpu",
         NAMES,
     )
@@ -184,12 +193,15 @@ def test_onnx_export_parity(trained, tmp_path):
     for img in imgs:
         for vertical in (None, True):
             # None: the model's meta, False for English.
-            prepared = prepare_line(img, meta["input_height"], vertical=bool(vertical))
+            prepared = prepare_line(img, meta["input_height"], allows_vertical=bool(vertical))
             ref = torch_loc.raw(prepared)
-            got = session.raw(img, vertical=vertical)[0]
+            got = session.raw(img, allows_vertical=vertical)[0]
             assert got.shape == ref.shape
             assert np.abs(got - ref).max() < 1e-3
-            a, b = torch_loc.detect(img, vertical=vertical), session.detect(img, vertical=vertical)
+            a, b = (
+                torch_loc.detect(img, allows_vertical=vertical),
+                session.detect(img, allows_vertical=vertical),
+            )
             assert a.vertical == b.vertical == (vertical is True and img.shape[0] > img.shape[1])
             # The export check's matching: a box only one side finds must score within its
             # borderline margin of the threshold (float rounding may put it either side).
@@ -200,7 +212,7 @@ def test_onnx_export_parity(trained, tmp_path):
                 threshold=meta["score_threshold"],
                 margin=export_cfg["score_max_abs"],
                 box_tol=0.05,
-                vertical=vertical,
+                allows_vertical=vertical,
             )
             for kind in ("chars", "words"):
                 assert m[kind]["unmatched"] == 0 and m[kind]["box_max_abs"] < 0.05, m
@@ -224,15 +236,37 @@ def test_resume_after_interruption(lines, tmp_path, monkeypatch):
     coco_json, image_dir = lines
     config = _config(epochs=3)
     full, part = tmp_path / "full", tmp_path / "part"
-    train_localizer(config, coco_json, coco_json, image_dir, full, threads=1)
-    train_localizer(config, coco_json, coco_json, image_dir, part, threads=1, max_epochs_this_run=1)
+    train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        full,
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
+    train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        part,
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+        max_epochs_this_run=1,
+    )
     assert len(_rows(part / "metrics.csv")) == 1
     assert torch.load(part / "checkpoint.pt", weights_only=False)["epoch"] == 1
     # Snakemake deletes the declared outputs of an interrupted job, not the checkpoint.
     outputs = ("model.pt", "metrics.csv", "curve.png", "config.yaml")
     for name in outputs:
         (part / name).unlink()
-    train_localizer(config, coco_json, coco_json, image_dir, part, threads=1)
+    train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        part,
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
     for name in outputs:
         assert (part / name).is_file(), name
     a, b = _rows(full / "metrics.csv"), _rows(part / "metrics.csv")
@@ -258,7 +292,14 @@ def test_resume_after_interruption(lines, tmp_path, monkeypatch):
         raise AssertionError("the checkpoint covers every epoch: nothing to train")
 
     monkeypatch.setattr("effocr.localizer.train.train_one_epoch", no_training)
-    returned = train_localizer(config, coco_json, coco_json, image_dir, part, threads=1)
+    returned = train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        part,
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
     monkeypatch.undo()
     for name in outputs:
         assert (part / name).is_file(), name
@@ -268,7 +309,14 @@ def test_resume_after_interruption(lines, tmp_path, monkeypatch):
     assert returned["mean_f1"] == pytest.approx(float(b[best - 1]["val_mean_f1"]), abs=1e-6)
 
     # a different config does not resume from that checkpoint
-    train_localizer(_config(epochs=1, lr=0.001), coco_json, coco_json, image_dir, part, threads=1)
+    train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        part,
+        **config_sections(_config(epochs=1, lr=0.001)).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
     assert len(_rows(part / "metrics.csv")) == 1
 
 
@@ -373,7 +421,14 @@ def test_japanese_vertical_char_only(tiny_coco_factory, tmp_path):
     config = load_config(
         None, {"language": "jp", "localizer": {"epochs": 25, "batch_size": 3, "lr": 0.004}}
     )
-    train_localizer(config, coco_json, coco_json, image_dir, tmp_path, threads=1)
+    train_localizer(
+        coco_json,
+        coco_json,
+        image_dir,
+        tmp_path,
+        **config_sections(config).pick("localizer", "dataset", "run"),
+        threads=1,
+    )
     meta = localizer_meta(tmp_path / "model.pt")
     assert meta["classes"] == ["char"] and meta["spaces"] is False and meta["vertical"] is True
     session = LocalizerSession(export_onnx(tmp_path / "model.pt", tmp_path / "loc.onnx"))
@@ -421,6 +476,6 @@ def test_checkpoint_of_other_code_is_not_resumed(tmp_path):
         tmp_path,
         "effocr.localizer.train",
         "split.json",
-        "config_hash(config, 'split.json', 'split.json')",
+        "config_hash('split.json', 'split.json', **sections.pick('localizer', 'dataset', 'run'))",
         {"effocr.data.coco", "effocr.utils", "effocr.config", "effocr.profiles"},
     )

@@ -33,12 +33,12 @@ def test_known_profiles_are_returned_by_name():
 
 def test_profiles_are_immutable():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        get_profile("en").vertical = True  # type: ignore[misc]
+        get_profile("en").allows_vertical = True  # type: ignore[misc]
 
 
 def test_en_is_horizontal_with_spaces_and_many_passes():
     en = get_profile("en")
-    assert en.vertical is False
+    assert en.allows_vertical is False
     assert en.spaces is True
     assert en.num_passes == 10
     assert en.render_mode == "ascender"
@@ -48,7 +48,7 @@ def test_en_is_horizontal_with_spaces_and_many_passes():
 
 def test_jp_is_vertical_without_spaces_and_one_pass():
     jp = get_profile("jp")
-    assert jp.vertical is True
+    assert jp.allows_vertical is True
     assert jp.spaces is False
     assert jp.num_passes == 1
     assert jp.render_mode == "centered"
@@ -63,7 +63,7 @@ def test_en_and_jp_differ_where_the_languages_differ():
         "charset",
         "reference_fonts",
         "render_mode",
-        "vertical",
+        "allows_vertical",
         "spaces",
         "localizer_classes",
         "num_passes",

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from effocr.config import load_config
+from effocr.config import config_sections, load_config
 from effocr.recognizer.dataset import read_manifest
 from effocr.recognizer.index import (
     ReferenceIndex,
@@ -77,7 +77,7 @@ def tiny_config(**recognizer) -> dict:
         "m": 4,
         "num_passes": 2,
         "epochs": 2,
-        "hardneg_k": 3,
+        "hard_negatives_k": 3,
         "device": "cpu",
         "lr": 0.003,
     }
@@ -131,7 +131,13 @@ def test_reference_index_finds_its_own_renders(tmp_path):
     manifest = render_manifest(tmp_path / "renders", chars, fonts=("DejaVuSerif", "DejaVuSans"))
     model_pt = untrained_model(tmp_path / "model.pt")
     config = tiny_config()
-    index = build_reference_index(model_pt, manifest, tmp_path / "index", config, threads=1)
+    index = build_reference_index(
+        model_pt,
+        manifest,
+        tmp_path / "index",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=1,
+    )
     assert sorted(index.labels) == sorted(chars)
     assert index.meta["fonts"] == [REFERENCE]
     loaded = ReferenceIndex.load(tmp_path / "index")
@@ -151,7 +157,12 @@ def test_reference_index_finds_its_own_renders(tmp_path):
             "recognizer": {"device": "cpu"},
         },
     )
-    index2 = build_reference_index(model_pt, manifest, tmp_path / "index2", config2)
+    index2 = build_reference_index(
+        model_pt,
+        manifest,
+        tmp_path / "index2",
+        **config_sections(config2).pick("recognizer", "fonts", "run"),
+    )
     assert index2.meta["fonts"] == ["DejaVuSerif", "DejaVuSans"] and index2.meta["fonts_averaged"]
     vecs = index2.index.reconstruct_n(0, len(index2))
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
@@ -161,5 +172,10 @@ def test_reference_fonts_missing_is_an_error(tmp_path):
     manifest = render_manifest(tmp_path / "renders", "ab", fonts=("DejaVuSans",))
     model_pt = untrained_model(tmp_path / "model.pt")
     with pytest.raises(EffOCRError, match="fonts.reference"):
-        build_reference_index(model_pt, manifest, tmp_path / "index", tiny_config())
+        build_reference_index(
+            model_pt,
+            manifest,
+            tmp_path / "index",
+            **config_sections(tiny_config()).pick("recognizer", "fonts", "run"),
+        )
     assert not (tmp_path / "index").exists()

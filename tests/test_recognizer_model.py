@@ -86,13 +86,14 @@ def test_encoder_args_default_to_the_profile():
 
     rcfg = load_config(None)["recognizer"]
     assert rcfg["encoder_args"] is None
-    assert config_encoder_args(rcfg, "en") == {"channels": [48, 96, 192, 384], "stem_width": 24}
-    assert config_encoder_args(rcfg, "jp") == {}
-    # An explicit value wins, {} included (plain resnet10t for English).
-    assert config_encoder_args({**rcfg, "encoder_args": {}}, "en") == {}
-    assert config_encoder_args({**rcfg, "encoder_args": {"stem_width": 32}}, "jp") == {
-        "stem_width": 32
+    assert config_encoder_args(rcfg["encoder_args"], "en") == {
+        "channels": [48, 96, 192, 384],
+        "stem_width": 24,
     }
+    assert config_encoder_args(rcfg["encoder_args"], "jp") == {}
+    # An explicit value wins, {} included (plain resnet10t for English).
+    assert config_encoder_args({}, "en") == {}
+    assert config_encoder_args({"stem_width": 32}, "jp") == {"stem_width": 32}
 
 
 def test_init_checkpoint_initialises_encoder(tmp_path):

@@ -67,7 +67,9 @@ def test_epochs_repeat_and_differ():
 def test_hard_negative_blocks_present():
     labels = _labels(30)
     sets = [[0, 1, 2, 3], [4, 5, 6, 7], [0, 8, 9, 10], [11, 12, 13, 14], [29, 28, 27, 99]]
-    sampler = HardNegativeSampler(labels, 4, 32, sets, num_passes=2, seed=5, hn_ratio=None)
+    sampler = HardNegativeSampler(
+        labels, 4, 32, sets, num_passes=2, seed=5, hard_negatives_ratio=None
+    )
     assert sampler.blocks_per_epoch == len(sets)
     batches, visits = _check_batches(sampler, labels, 4)
     batch_classes = [{int(labels[i]) for i, _ in b} for b in batches]
@@ -83,7 +85,9 @@ def test_hard_negative_blocks_present():
 def test_hard_negative_ratio_sets_epoch_share():
     labels = _labels(40)
     sets = [[c, (c + 1) % 40, (c + 2) % 40] for c in range(40)] * 3
-    sampler = HardNegativeSampler(labels, 4, 32, sets, num_passes=2, seed=1, hn_ratio=0.5)
+    sampler = HardNegativeSampler(
+        labels, 4, 32, sets, num_passes=2, seed=1, hard_negatives_ratio=0.5
+    )
     assert sampler.blocks_per_epoch == int(np.ceil(0.5 * 40 * 2 / 3))
     blocks = sampler.epoch_blocks()
     assert len(blocks) == sampler.blocks_per_epoch

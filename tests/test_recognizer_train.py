@@ -18,8 +18,9 @@ import torch
 import yaml
 from test_recognizer_index import render_manifest, tiny_config
 
+from effocr.config import config_sections
 from effocr.recognizer.dataset import GlyphRecord
-from effocr.recognizer.hardneg import mine_hard_negatives
+from effocr.recognizer.hard_negatives import mine_hard_negatives
 from effocr.recognizer.model import load_recognizer
 from effocr.recognizer.train import split_records, train_recognizer
 
@@ -44,7 +45,12 @@ def data(tmp_path_factory):
 
 def test_tiny_training_improves_precision(tmp_path, data):
     config = tiny_config(**ENC, epochs=3, num_passes=3)
-    summary = train_recognizer(data, tmp_path / "p1", config, threads=1)
+    summary = train_recognizer(
+        data,
+        tmp_path / "p1",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=1,
+    )
     rows = summary["metrics"]
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
     assert summary["best_val_p1"] >= summary["zero_shot_val_p1"] + 0.2, rows
@@ -67,9 +73,20 @@ def test_tiny_training_improves_precision(tmp_path, data):
     assert model.info["val_p1"] == summary["best_val_p1"]
 
     # Second pass with hard negatives from the first.
-    hns = mine_hard_negatives(tmp_path / "p1" / "model.pt", data, tmp_path / "hns.txt", config)
+    hard_negatives = mine_hard_negatives(
+        tmp_path / "p1" / "model.pt",
+        data,
+        tmp_path / "hard_negatives.txt",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+    )
     s2 = train_recognizer(
-        data, tmp_path / "p2", tiny_config(**ENC, epochs=1, num_passes=2), hns=hns, threads=1
+        data,
+        tmp_path / "p2",
+        **config_sections(tiny_config(**ENC, epochs=1, num_passes=2)).pick(
+            "recognizer", "fonts", "run"
+        ),
+        hard_negatives=hard_negatives,
+        threads=1,
     )
     assert s2["pass"] == "pass2" and s2["metrics"][-1]["images"] > 15 * 4 * 2
 
@@ -109,8 +126,15 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, data):
     from effocr.config import load_config
 
     config = load_config(tmp_path / "c.yaml")
-    resumed = train_recognizer(data, killed, config, threads=1)
-    straight = train_recognizer(data, tmp_path / "straight", config, threads=1)
+    resumed = train_recognizer(
+        data, killed, **config_sections(config).pick("recognizer", "fonts", "run"), threads=1
+    )
+    straight = train_recognizer(
+        data,
+        tmp_path / "straight",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=1,
+    )
     assert [r["epoch"] for r in resumed["metrics"]] == [0, 1, 2, 3]
     a = torch.load(killed / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
@@ -123,11 +147,27 @@ def test_max_epochs_this_run_then_resume(tmp_path, data):
     """The shared scaffold's stop-and-resume (effocr.training) in the recognizer: one epoch,
     then the rest; the same rows and weights as one uninterrupted call."""
     config = tiny_config(**ENC, epochs=2, num_passes=1)
-    part = train_recognizer(data, tmp_path / "part", config, threads=1, max_epochs_this_run=1)
+    part = train_recognizer(
+        data,
+        tmp_path / "part",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=1,
+        max_epochs_this_run=1,
+    )
     assert [r["epoch"] for r in part["metrics"]] == [0, 1]
     assert (tmp_path / "part" / "model.pt").exists()
-    resumed = train_recognizer(data, tmp_path / "part", config, threads=1)
-    straight = train_recognizer(data, tmp_path / "straight", config, threads=1)
+    resumed = train_recognizer(
+        data,
+        tmp_path / "part",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=1,
+    )
+    straight = train_recognizer(
+        data,
+        tmp_path / "straight",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+        threads=1,
+    )
     drop = ("images_per_s", "epoch_s", "elapsed_s")
 
     def same(rows):
@@ -174,7 +214,9 @@ def test_wandb_logs_each_epoch_and_finishes(tmp_path, data, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", _fake_wandb(calls))
     config = tiny_config(**ENC, epochs=2, num_passes=1, wandb={"project": "x"})
     out = tmp_path / "p1"
-    summary = train_recognizer(data, out, config, threads=1)
+    summary = train_recognizer(
+        data, out, **config_sections(config).pick("recognizer", "fonts", "run"), threads=1
+    )
 
     assert [c[0] for c in calls] == ["init", "log", "log", "finish"]
     init = calls[0][1]
@@ -196,7 +238,12 @@ def test_wandb_absent_trains_and_warns(tmp_path, data, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
     config = tiny_config(**ENC, epochs=1, num_passes=1, wandb={"project": "x"})
     with caplog.at_level(logging.WARNING, logger="effocr.recognizer.train"):
-        summary = train_recognizer(data, tmp_path / "p1", config, threads=1)
+        summary = train_recognizer(
+            data,
+            tmp_path / "p1",
+            **config_sections(config).pick("recognizer", "fonts", "run"),
+            threads=1,
+        )
     assert [r["epoch"] for r in summary["metrics"]] == [0, 1]
     assert (tmp_path / "p1" / "model.pt").exists()
     warnings = [
@@ -207,7 +254,7 @@ def test_wandb_absent_trains_and_warns(tmp_path, data, monkeypatch, caplog):
 
 
 # ---------------------------------------------------------------------------
-# hn_fine_tune: the second pass starts where the first one ended
+# hard_negatives_fine_tune: the second pass starts where the first one ended
 # ---------------------------------------------------------------------------
 
 
@@ -217,21 +264,30 @@ def _csv_rows(path):
 
 
 @pytest.mark.slow
-def test_hn_fine_tune_starts_from_pass1_precision(tmp_path, data):
-    config = tiny_config(**ENC, epochs=2, num_passes=2, hn_fine_tune=True)
-    assert config["recognizer"]["hn_fine_tune"] is True
+def test_hard_negatives_fine_tune_starts_from_pass1_precision(tmp_path, data):
+    config = tiny_config(**ENC, epochs=2, num_passes=2, hard_negatives_fine_tune=True)
+    assert config["recognizer"]["hard_negatives_fine_tune"] is True
     p1_dir, p2_dir = tmp_path / "pass1", tmp_path / "pass2"
-    train_recognizer(data, p1_dir, config, threads=1)
+    train_recognizer(
+        data, p1_dir, **config_sections(config).pick("recognizer", "fonts", "run"), threads=1
+    )
     p1 = json.loads((p1_dir / "metrics.json").read_text(encoding="utf-8"))
     # Pass 1 learnt something, so a fresh start would score visibly lower than its model.
     assert p1["best_val_p1"] > p1["zero_shot_val_p1"], p1["metrics"]
 
-    hns = mine_hard_negatives(p1_dir / "model.pt", data, tmp_path / "hns.txt", config)
+    hard_negatives = mine_hard_negatives(
+        p1_dir / "model.pt",
+        data,
+        tmp_path / "hard_negatives.txt",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+    )
     train_recognizer(
         data,
         p2_dir,
-        tiny_config(**ENC, epochs=1, num_passes=1, hn_fine_tune=True),
-        hns=hns,
+        **config_sections(
+            tiny_config(**ENC, epochs=1, num_passes=1, hard_negatives_fine_tune=True)
+        ).pick("recognizer", "fonts", "run"),
+        hard_negatives=hard_negatives,
         init_model=p1_dir / "model.pt",
         threads=1,
     )
@@ -325,6 +381,7 @@ def test_checkpoint_of_other_code_is_not_resumed(tmp_path):
         tmp_path,
         "effocr.recognizer.train",
         "manifest.csv",
-        "config_hash(config, Path('manifest.csv'), None, None, 'pass1')",
+        "config_hash(Path('manifest.csv'), None, None, 'pass1', "
+        "**sections.pick('recognizer', 'fonts', 'run'))",
         {"effocr.recognizer.model", "effocr.utils", "effocr.config", "effocr.profiles"},
     )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from effocr.cli import main as cli_main
-from effocr.config import validate_config
+from effocr.config import config_sections, validate_config
 from effocr.synth.charsets import load_charset
 from effocr.synth.fonts import matplotlib_font_dir
 from effocr.synth.render import render_glyph, render_glyphs, render_glyphs_from_config, select_fonts
@@ -119,7 +119,12 @@ def test_japanese_renders_from_config(tmp_path):
     manifest = tmp_path / "renders" / "manifest.csv"
     charset_txt = tmp_path / "charset.txt"
     render_glyphs_from_config(
-        config, tmp_path / "renders" / "glyphs", manifest, charset_txt, workers=1
+        tmp_path / "renders" / "glyphs",
+        manifest,
+        charset_txt,
+        **config_sections(config).pick("render", "fonts", "run"),
+        text_source=None,
+        workers=1,
     )
     rows = _rows(manifest)
     assert {r["origin"] for r in rows} == {"ipam"}

@@ -7,7 +7,7 @@ tiny config, and the test checks that:
 
 * every job went through Slurm: `sacct` lists one COMPLETED job per rule, in partition debug;
 * the outputs equal those of a local run of the same targets with the same config;
-* a rule that fails (validate_coco on a broken COCO JSON) is FAILED in sacct and the run fails.
+* a rule that fails (check_coco on a broken COCO JSON) is FAILED in sacct and the run fails.
 
 Needs root and the Debian packages of tests/slurm/slurm-up.sh: `make test-slurm` installs them.
 Without them the test fails (it is the proof of cluster submission; it must not be skipped).
@@ -38,17 +38,17 @@ SLURM_DIR = REPO / "tests" / "slurm"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # The rules the SLURM run must execute (the furthest part of the DAG that is tested there).
 RULES = {
-    "validate_coco",
+    "check_coco",
     "split_coco",
     "crop_glyphs",
     "render_glyphs",
     "build_recognizer_dataset",
     "train_recognizer",
     "mine_hard_negatives",
-    "train_recognizer_hn",
+    "train_recognizer_hard_negatives",
     "build_reference_index",
     "train_localizer",
-    "export_onnx",
+    "export_bundle",
 }
 TARGETS = ["results/bundle"]
 # Local run: only the deterministic data stage (training twice would double the test time).
@@ -67,7 +67,7 @@ SAME_FILES = [
 SAME_IMAGES = ["results/crops/manifest.csv", "results/renders/manifest.csv"]
 GPU_RULES = [
     "train_recognizer",
-    "train_recognizer_hn",
+    "train_recognizer_hard_negatives",
     "train_localizer",
     "build_reference_index",
     "mine_hard_negatives",
@@ -169,7 +169,7 @@ def _tiny_config(workdir: Path, coco: tuple[Path, Path], **overrides: dict) -> P
             "batch_size": 16,
             "m": 2,
             "input_size": 32,
-            "hardneg_k": 3,
+            "hard_negatives_k": 3,
             "amp": False,
         },
         "localizer": {"epochs": 1, "batch_size": 4, "amp": False},
@@ -301,7 +301,7 @@ def _check_workflow_on_slurm(env: dict[str, str], coco, base: Path, capsys) -> N
     profile = _test_profile(base / "profile")
     slurm_wd, local_wd, fail_wd = base / "slurm", base / "local", base / "fail"
 
-    # A rule that fails on the cluster: validate_coco on a COCO JSON without categories.
+    # A rule that fails on the cluster: check_coco on a COCO JSON without categories.
     fail_cfg = _tiny_config(fail_wd, coco)
     (fail_wd / "lines.json").write_text(
         json.dumps({"images": [], "annotations": []}), encoding="utf-8"
@@ -352,7 +352,7 @@ def _check_workflow_on_slurm(env: dict[str, str], coco, base: Path, capsys) -> N
         by_rule.setdefault(j["Comment"].removeprefix("rule_"), []).append(j["State"])
         assert j["Partition"] == "debug", j
     failed = [j for j in jobs if j["State"].startswith("FAILED")]
-    assert [j["Comment"] for j in failed] == ["rule_validate_coco"], jobs
+    assert [j["Comment"] for j in failed] == ["rule_check_coco"], jobs
     completed = {j["Comment"].removeprefix("rule_") for j in jobs if j["State"] == "COMPLETED"}
     assert completed == RULES, f"rules COMPLETED in sacct {sorted(completed)} != {sorted(RULES)}"
     assert len(jobs) == len(RULES) + 1, f"unexpected extra jobs: {jobs}"

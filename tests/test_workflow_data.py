@@ -1,6 +1,6 @@
 """The data stage run by the real Snakemake in a temporary directory.
 
-Synthetic lines (rule synth_lines) -> validate_coco -> split_coco -> crop_glyphs, plus
+Synthetic lines (rule synth_lines) -> check_coco -> split_coco -> crop_glyphs, plus
 render_glyphs (2 fonts, a small charset) -> build_recognizer_dataset; in English and in
 Japanese (IPA fonts, horizontal and vertical lines, centred renders).
 """
@@ -144,7 +144,7 @@ def test_data_stage(tmp_path, language):
     assert sum(1 for r in dataset if r["source"] == "real") == len(crops)
     for r in dataset[:: max(1, len(dataset) // 20)]:
         assert (res / "recognizer_dataset" / r["path"]).is_file()
-    for rule in ("validate_coco", "split_coco", "crop_glyphs", "build_recognizer_dataset"):
+    for rule in ("check_coco", "split_coco", "crop_glyphs", "build_recognizer_dataset"):
         assert (res / "logs" / f"{rule}.log").is_file()
         assert (res / "benchmarks" / f"{rule}.tsv").is_file()
     if language == "jp":
@@ -229,7 +229,7 @@ def test_invalid_coco_fails_without_output(tmp_path):
     }
     result = _snakemake(tmp_path, config, "results/data/splits/train.json")
     assert result.returncode != 0
-    log = (tmp_path / "results" / "logs" / "validate_coco.log").read_text()
+    log = (tmp_path / "results" / "logs" / "check_coco.log").read_text()
     assert "[image 2]: 2 char boxes but 3 non-space characters" in log
     assert not (tmp_path / "results" / "data").exists() or not any(
         (tmp_path / "results" / "data").rglob("*.json")

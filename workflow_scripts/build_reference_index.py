@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from effocr.config import validate_config
+from effocr.config import step_sections
 from effocr.recognizer.index import build_reference_index
 from effocr.utils import setup_logging
 
@@ -11,6 +11,6 @@ build_reference_index(
     snakemake.input.model,
     snakemake.input.renders,
     Path(snakemake.output.index).parent,
-    validate_config(snakemake.config),
+    **step_sections(snakemake.params),
     threads=snakemake.threads,
 )

@@ -13,5 +13,5 @@ crop_glyphs(
     padding=snakemake.params.padding,
     char_category=snakemake.params.char_category,
     word_category=snakemake.params.word_category,
-    vertical=snakemake.params.vertical,
+    allows_vertical=snakemake.params.allows_vertical,
 )

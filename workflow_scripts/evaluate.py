@@ -11,6 +11,6 @@ evaluate_set(
     dict(snakemake.params.spec),
     Path(snakemake.output.metrics).parent,
     dict(snakemake.params.options),
-    threads=snakemake.threads,
+    workers=snakemake.threads,
     language=snakemake.params.language,
 )

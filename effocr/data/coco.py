@@ -111,20 +111,20 @@ def index_coco(coco: dict, char_category: str = "char", word_category: str = "wo
     return index
 
 
-def line_is_vertical(height: int, width: int, vertical: bool | None = None) -> bool:
+def line_is_vertical(height: int, width: int, allows_vertical: bool | None = None) -> bool:
     """Whether a line of `height` x `width` pixels is read top to bottom.
 
     Args:
-        vertical: Whether vertical lines occur at all (the language profile's `vertical`).
+        vertical: Whether vertical lines occur at all (the language profile's `allows_vertical`).
             False: never (English; a one-glyph line taller than wide stays horizontal).
             True or None: a line taller than wide is vertical.
     """
-    return vertical is not False and height > width
+    return allows_vertical is not False and height > width
 
 
-def is_vertical(image: dict, vertical: bool | None = None) -> bool:
+def is_vertical(image: dict, allows_vertical: bool | None = None) -> bool:
     """`line_is_vertical` for a COCO image record (its `height` and `width`)."""
-    return line_is_vertical(image["height"], image["width"], vertical)
+    return line_is_vertical(image["height"], image["width"], allows_vertical)
 
 
 def sort_reading_order(anns: list[dict], vertical: bool) -> list[dict]:
@@ -148,12 +148,12 @@ def _as_index(coco_or_index: dict | CocoIndex) -> CocoIndex:
 
 
 def line_chars(
-    coco_or_index: dict | CocoIndex, image: dict, vertical: bool | None = None
+    coco_or_index: dict | CocoIndex, image: dict, allows_vertical: bool | None = None
 ) -> list[tuple[str, dict]]:
     """The image's char annotations in reading order, each paired with its character.
 
     Pass a `CocoIndex` when calling this for many images (a plain COCO dict is indexed on
-    every call). `vertical`: whether vertical lines occur (see `is_vertical`).
+    every call). `allows_vertical`: whether vertical lines occur (see `is_vertical`).
 
     Raises:
         EffOCRError: the image has no `text` or its char box count differs from its number of
@@ -164,7 +164,7 @@ def line_chars(
         raise EffOCRError(f"image {image.get('id')} ({image.get('file_name')}): no `text` field")
     chars = line_text_chars(image)
     anns = sort_reading_order(
-        index.image_anns(image["id"], index.char_id), is_vertical(image, vertical)
+        index.image_anns(image["id"], index.char_id), is_vertical(image, allows_vertical)
     )
     if len(anns) != len(chars):
         raise EffOCRError(
@@ -175,10 +175,10 @@ def line_chars(
 
 
 def line_words(
-    coco_or_index: dict | CocoIndex, image: dict, vertical: bool | None = None
+    coco_or_index: dict | CocoIndex, image: dict, allows_vertical: bool | None = None
 ) -> list[dict]:
     """The image's word annotations in reading order (empty without a word category)."""
     index = _as_index(coco_or_index)
     return sort_reading_order(
-        index.image_anns(image["id"], index.word_id), is_vertical(image, vertical)
+        index.image_anns(image["id"], index.word_id), is_vertical(image, allows_vertical)
     )

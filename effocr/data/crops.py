@@ -63,11 +63,11 @@ def crop_glyphs(
     *,
     char_category: str = "char",
     word_category: str = "word",
-    vertical: bool | None = None,
+    allows_vertical: bool | None = None,
 ) -> dict[str, int]:
     """Cut one crop per char box of every split and write the crops manifest.
 
-    `vertical` is whether vertical lines occur (the language profile's `vertical`): False
+    `allows_vertical` is whether vertical lines occur (the language profile's `allows_vertical`): False
     crops every line as horizontal (full height), as the English localizer reads it; True or
     None treat a line taller than wide as vertical.
 
@@ -107,7 +107,7 @@ def crop_glyphs(
                     )
                 line_split[name] = split
                 try:
-                    pairs = line_chars(index, image, vertical)
+                    pairs = line_chars(index, image, allows_vertical)
                 except EffOCRError as exc:
                     raise EffOCRError(f"{json_path}: {exc}") from exc
                 if not pairs:
@@ -124,7 +124,7 @@ def crop_glyphs(
                         full_height,
                         padding,
                         json_path,
-                        vertical,
+                        allows_vertical,
                     )
                 )
                 counts[split] += len(pairs)
@@ -149,7 +149,7 @@ def _crop_line(
     full_height: bool,
     padding: int,
     json_path: str | os.PathLike,
-    allow_vertical: bool | None = None,
+    allows_vertical: bool | None = None,
 ) -> list[dict]:
     """Save the crops of one line under `tmp_dir`; manifest rows point at their final place."""
     path = image_dir / image["file_name"]
@@ -157,7 +157,7 @@ def _crop_line(
         line = open_rgb(path)
     except (OSError, ValueError) as exc:
         raise EffOCRError(f"{json_path}: image {image['id']}: cannot read {path}: {exc}") from exc
-    vertical = is_vertical(image, allow_vertical)
+    vertical = is_vertical(image, allows_vertical)
     stem = Path(image["file_name"]).stem
     rel_root = Path(os.path.relpath(out_dir, manifest_path.parent))
     rows = []
@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         args.full_height,
         args.padding,
         char_category=args.char_category,
-        vertical=get_profile(args.language).vertical if args.language else None,
+        allows_vertical=get_profile(args.language).allows_vertical if args.language else None,
     )
     print(f"{args.manifest}: {sum(counts.values())} crops ({counts})")
     return 0

@@ -186,11 +186,11 @@ def detect_split(
     coco: dict,
     image_dir: str | os.PathLike,
     images: list[np.ndarray] | None = None,
-    vertical: bool | None = None,
+    allows_vertical: bool | None = None,
 ) -> dict[int, Detections]:
     """Run `localizer.detect` on every image of a COCO split (images loaded unless given).
 
-    `vertical`: whether vertical lines occur (the profile's); None: the localizer's meta.
+    `allows_vertical`: whether vertical lines occur (the profile's); None: the localizer's meta.
     """
 
     out: dict[int, Detections] = {}
@@ -203,7 +203,7 @@ def detect_split(
                 arr = np.asarray(open_rgb(path))
             except (FileNotFoundError, OSError) as exc:
                 raise EffOCRError(f"{path}: cannot read line image {im['id']}: {exc}") from exc
-        out[im["id"]] = localizer.detect(arr, vertical=vertical)
+        out[im["id"]] = localizer.detect(arr, allows_vertical=allows_vertical)
     return out
 
 
@@ -219,13 +219,13 @@ def evaluate_localizer(
     threads: int = 1,
     thresholds: dict | None = None,
     input_height: int = 32,
-    vertical: bool | None = None,
+    allows_vertical: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a localizer (`model.pt`, or an ONNX file with `layout`) on a COCO split.
 
     `thresholds` (score_threshold, nms_iou, max_detections, gap_factor) override the model's;
     `input_height` is the line height given to an external ONNX model with a dynamic input;
-    `vertical` is whether vertical lines occur (the profile's `vertical`; None: the model's
+    `allows_vertical` is whether vertical lines occur (the profile's `allows_vertical`; None: the model's
     meta, which a localizer trained by effocr has from its profile).
     Writes ``out_json`` with the metrics, the model and the split named.
     """
@@ -237,7 +237,7 @@ def evaluate_localizer(
         model_path, layout=layout, threads=threads, thresholds=thresholds, input_height=input_height
     )
     coco = load_coco(coco_json)
-    dets = detect_split(localizer, coco, image_dir, vertical=vertical)
+    dets = detect_split(localizer, coco, image_dir, allows_vertical=allows_vertical)
     metrics = evaluate_detections(
         coco, dets, localizer.meta["classes"], {"char": char_category, "word": word_category}
     )
@@ -301,6 +301,6 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         thresholds=thresholds or None,
         input_height=args.input_height,
-        vertical=get_profile(args.language).vertical if args.language else None,
+        allows_vertical=get_profile(args.language).allows_vertical if args.language else None,
     )
     return 0

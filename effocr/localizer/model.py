@@ -5,7 +5,7 @@ Design (see config/README.md, section localizer):
 * Input: the line resized to a fixed height (`localizer.input_height`, width keeps the aspect
   ratio, padded with white to a multiple of the deepest stride). Vertical lines are transposed
   first, so one model reads both directions; a line is vertical when it is taller than wide
-  *and* the language profile has vertical lines (`Profile.vertical`, kept in the model's meta
+  *and* the language profile has vertical lines (`Profile.allows_vertical`, kept in the model's meta
   as ``vertical``): an English line is never transposed, however narrow. Resizing happens in
   NumPy (`prepare_line`), never inside the graph, so PyTorch and ONNX Runtime see the same
   pixels.
@@ -45,7 +45,7 @@ from effocr.localizer.prepare import (  # noqa: F401 (re-exported for the traini
     STD,
     PreparedLine,
     prepare_line,
-    resolve_vertical,
+    resolve_allows_vertical,
 )
 from effocr.utils import EffOCRError, load_checkpoint
 
@@ -281,17 +281,17 @@ class TorchLocalizer:
             x = torch.from_numpy(prepared.array[None]).to(self.device)
             return self.model(x).float().cpu().numpy()
 
-    def detect(self, img: np.ndarray, vertical: bool | None = None) -> pp.Detections:
+    def detect(self, img: np.ndarray, allows_vertical: bool | None = None) -> pp.Detections:
         """Detect characters (and words) in one HxWx3 uint8 line image.
 
-        `vertical`: whether vertical lines occur (the profile's `vertical`; False never
+        `allows_vertical`: whether vertical lines occur (the profile's `allows_vertical`; False never
         transposes, True reads a line taller than wide top to bottom); None: the model's meta.
         """
         prepared = prepare_line(
             img,
             self.meta["input_height"],
             self.meta["pad_multiple"],
-            vertical=resolve_vertical(vertical, self.meta),
+            allows_vertical=resolve_allows_vertical(allows_vertical, self.meta),
         )
         return detections_from_raw(self.raw(prepared), prepared, self.meta)
 
@@ -318,10 +318,12 @@ def detections_from_raw(raw: np.ndarray, prepared: PreparedLine, meta: dict) -> 
     )
 
 
-def model_meta(model: LineDetector, thresholds: dict | None = None, vertical: bool = True) -> dict:
+def model_meta(
+    model: LineDetector, thresholds: dict | None = None, allows_vertical: bool = True
+) -> dict:
     """Metadata inference needs (goes into model.pt and the bundle's model.yaml).
 
-    `vertical`: whether the language has vertical lines (`Profile.vertical`); the default
+    `allows_vertical`: whether the language has vertical lines (`Profile.allows_vertical`); the default
     of `detect` when not told.
     """
     meta = {
@@ -334,7 +336,7 @@ def model_meta(model: LineDetector, thresholds: dict | None = None, vertical: bo
         "classes": list(model.classes),
         "levels": model.level_meta(),
         "arch": model.arch,
-        "vertical": bool(vertical),
+        "vertical": bool(allows_vertical),
     }
     meta.update(DEFAULT_THRESHOLDS)
     meta.update(thresholds or {})

@@ -30,14 +30,14 @@ class PreparedLine:
     image_size: tuple[int, int]  # original (height, width)
 
 
-def resolve_vertical(vertical: bool | None, meta: dict) -> bool:
-    """`vertical` when given, else the localizer's own setting (meta ``vertical``, the profile
+def resolve_allows_vertical(allows_vertical: bool | None, meta: dict) -> bool:
+    """`allows_vertical` when given, else the localizer's own setting (meta ``vertical``, the profile
     it was trained for; True for models and external layouts that do not say)."""
-    return bool(meta.get("vertical", True)) if vertical is None else bool(vertical)
+    return bool(meta.get("vertical", True)) if allows_vertical is None else bool(allows_vertical)
 
 
 def prepare_line(
-    img: np.ndarray, input_height: int, pad_multiple: int = 32, vertical: bool | None = None
+    img: np.ndarray, input_height: int, pad_multiple: int = 32, allows_vertical: bool | None = None
 ) -> PreparedLine:
     """Transpose vertical lines, resize to `input_height`, pad width with white, normalise.
 
@@ -58,7 +58,7 @@ def prepare_line(
     if img.shape[0] < 1 or img.shape[1] < 1:
         raise EffOCRError(f"line image must be HxWx3 uint8, got shape {img.shape}")
     h, w = img.shape[:2]
-    transposed = line_is_vertical(h, w, vertical)
+    transposed = line_is_vertical(h, w, allows_vertical)
     if transposed:
         img = np.ascontiguousarray(img.swapaxes(0, 1))
     scale = input_height / img.shape[0]

@@ -14,7 +14,7 @@ from effocr.data.coco import line_is_vertical
 from effocr.localizer import postprocess as pp
 from effocr.localizer.onnx_layouts import external_meta, get_adapter
 from effocr.localizer.postprocess import DEFAULT_THRESHOLDS
-from effocr.localizer.prepare import PreparedLine, prepare_line, resolve_vertical
+from effocr.localizer.prepare import PreparedLine, prepare_line, resolve_allows_vertical
 from effocr.utils import EffOCRError
 
 # Key of the ONNX metadata entry holding our models' `meta` (JSON).
@@ -84,16 +84,16 @@ class LocalizerSession:
         )
 
     def _prepare(
-        self, img: np.ndarray, vertical: bool = True
+        self, img: np.ndarray, allows_vertical: bool = True
     ) -> tuple[np.ndarray, PreparedLine, tuple[float, float]]:
         """Network input, the mapping back, and the (x, y) letterbox offset in input pixels.
 
-        `vertical` (vertical lines occur) only matters to the effocr layout, which transposes
+        `allows_vertical` (vertical lines occur) only matters to the effocr layout, which transposes
         vertical lines; external models see every line as it is.
         """
         if self.layout == "effocr":
             prepared = prepare_line(
-                img, self.meta["input_height"], self.meta.get("pad_multiple", 32), vertical
+                img, self.meta["input_height"], self.meta.get("pad_multiple", 32), allows_vertical
             )
             return prepared.array[None], prepared, (0.0, 0.0)
         img = np.asarray(img)
@@ -127,22 +127,22 @@ class LocalizerSession:
         prepared = PreparedLine(arr.transpose(2, 0, 1).copy(), scale, False, (h, w))
         return prepared.array[None], prepared, offset
 
-    def raw(self, img: np.ndarray, vertical: bool | None = None) -> list[np.ndarray]:
-        """The model's raw outputs for one line (for parity checks); `vertical` as in `detect`."""
-        x, _, _ = self._prepare(img, resolve_vertical(vertical, self.meta))
+    def raw(self, img: np.ndarray, allows_vertical: bool | None = None) -> list[np.ndarray]:
+        """The model's raw outputs for one line (for parity checks); `allows_vertical` as in `detect`."""
+        x, _, _ = self._prepare(img, resolve_allows_vertical(allows_vertical, self.meta))
         return self.session.run(None, {self.input_name: x})
 
-    def detect(self, img: np.ndarray, vertical: bool | None = None) -> pp.Detections:
+    def detect(self, img: np.ndarray, allows_vertical: bool | None = None) -> pp.Detections:
         """Detect characters (and words) in one HxWx3 uint8 line image.
 
         Args:
             img: The line.
-            vertical: Whether vertical lines occur (the language profile's `vertical`): False
+            allows_vertical: Whether vertical lines occur (the language profile's `allows_vertical`): False
                 never transposes nor reads top to bottom (English), True treats a line taller
                 than wide as vertical; None takes the model's meta (``vertical``, else True).
         """
-        vertical = resolve_vertical(vertical, self.meta)
-        x, prepared, (ox, oy) = self._prepare(img, vertical)
+        allows_vertical = resolve_allows_vertical(allows_vertical, self.meta)
+        x, prepared, (ox, oy) = self._prepare(img, allows_vertical)
         outputs = self.session.run(None, {self.input_name: x})
         boxes, scores, labels = self.adapter(outputs, self.meta, tuple(x.shape[2:]))
         boxes = np.asarray(boxes, np.float32).copy()
@@ -157,7 +157,7 @@ class LocalizerSession:
             image_size=(h, w),
             scale=prepared.scale,
             transposed=prepared.transposed,
-            vertical=line_is_vertical(h, w, vertical),
+            vertical=line_is_vertical(h, w, allows_vertical),
             **{k: self.meta[k] for k in DEFAULT_THRESHOLDS},
         )
 

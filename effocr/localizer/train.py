@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from effocr.config import DatasetSection, LocalizerSection, RunSection
 from effocr.data.coco import category_id, is_vertical, line_is_vertical, load_coco
 from effocr.localizer import postprocess as pp
 from effocr.localizer.backends import create_localizer
@@ -67,7 +68,7 @@ METRIC_COLUMNS = [
 class LineSet:
     """The lines of one COCO split held in memory, with boxes per class (``x0, y0, x1, y1``).
 
-    `vertical`: whether vertical lines occur (the profile's `vertical`); `self.vertical[i]`
+    `allows_vertical`: whether vertical lines occur (the profile's `allows_vertical`); `self.vertical[i]`
     says whether line i is read top to bottom (and so transposed for the network).
     """
 
@@ -77,7 +78,7 @@ class LineSet:
         image_dir: str | os.PathLike,
         classes: list[str],
         names: dict,
-        vertical: bool | None = None,
+        allows_vertical: bool | None = None,
     ) -> None:
         self.coco = load_coco(coco_json)
         cat = {c: category_id(self.coco, names[c], required=c == "char") for c in classes}
@@ -109,7 +110,7 @@ class LineSet:
             self.images.append(arr)
             self.boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4))
             self.labels.append(np.asarray(labels, np.int64))
-        self.vertical = [is_vertical(im, vertical) for im in self.coco["images"]]
+        self.vertical = [is_vertical(im, allows_vertical) for im in self.coco["images"]]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -120,18 +121,18 @@ def augment_line(
     boxes: np.ndarray,
     input_height: int,
     rng: np.random.Generator | None,
-    vertical: bool | None = None,
+    allows_vertical: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Transpose (vertical), jitter and resize one line; returns (H, W, 3) uint8 and boxes.
 
-    `vertical` as in `model.prepare_line`: False never transposes, True or None transposes a
+    `allows_vertical` as in `model.prepare_line`: False never transposes, True or None transposes a
     line taller than wide (what inference does with the same profile).
 
     Augmentation (when `rng` is given) is scan-like and small: white margin above/below
     (0-12 % of the height each), horizontal scale 0.9-1.1, brightness/contrast jitter.
     """
     boxes = boxes.copy()
-    if line_is_vertical(img.shape[0], img.shape[1], vertical):
+    if line_is_vertical(img.shape[0], img.shape[1], allows_vertical):
         img = np.ascontiguousarray(img.transpose(1, 0, 2))
         boxes = boxes[:, [1, 0, 3, 2]]
     h, w = img.shape[:2]
@@ -211,7 +212,7 @@ def train_one_epoch(
                 data.boxes[i],
                 model.input_height,
                 rng if augment else None,
-                vertical=data.vertical[i],
+                allows_vertical=data.vertical[i],
             )
             items.append((img, boxes, data.labels[i]))
         x, targets = make_batch(items)
@@ -237,16 +238,23 @@ def evaluate(
     return evaluate_detections(data.coco, dets, meta["classes"], names)
 
 
-def config_hash(config: dict, train_json: str | os.PathLike, val_json: str | os.PathLike) -> str:
+def config_hash(
+    train_json: str | os.PathLike,
+    val_json: str | os.PathLike,
+    *,
+    localizer: LocalizerSection,
+    dataset: DatasetSection,
+    run: RunSection,
+) -> str:
     """Hash of what decides the training run: seed, language, localizer section, split files
     and the code (`effocr.training.run_hash`)."""
     return run_hash(
         "effocr.localizer.train",
         {"train": train_json, "val": val_json},
-        seed=config["seed"],
-        language=config["language"],
-        localizer={k: v for k, v in config["localizer"].items() if k != "device"},
-        dataset={k: config["dataset"].get(k) for k in ("char_category", "word_category")},
+        seed=run.seed,
+        language=run.language,
+        localizer={k: v for k, v in localizer.as_dict().items() if k != "device"},
+        dataset={"char_category": dataset.char_category, "word_category": dataset.word_category},
     )
 
 
@@ -262,29 +270,39 @@ def _model_classes(config: dict, train_coco: dict) -> list[str]:
 
 
 def train_localizer(
-    config: dict,
     train_json: str | os.PathLike,
     val_json: str | os.PathLike,
     image_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
+    localizer: LocalizerSection,
+    dataset: DatasetSection,
+    run: RunSection,
     threads: int | None = None,
     max_epochs_this_run: int | None = None,
 ) -> dict[str, Any]:
     """Train the localizer; writes model.pt, checkpoint.pt, metrics.csv, curve.png, config.yaml.
 
     Args:
-        config: The full validated config (`effocr.config.load_config`).
         train_json, val_json: COCO splits.
         image_dir: Directory of the line images (`dataset.image_dir`).
         out_dir: Output directory (`PATHS["localizer"]`).
         threads: torch CPU threads.
         max_epochs_this_run: Stop after this many epochs in this call (tests of resuming);
             model.pt is still written.
+        localizer: The `localizer` section.
+        dataset: The `dataset` section (`char_category`, `word_category`).
+        run: `seed`, `language`. The three are the run's config (`config.yaml`, model.pt).
 
     Returns:
         The best epoch's validation metrics.
     """
+    config = {
+        "seed": run.seed,
+        "language": run.language,
+        "localizer": localizer.as_dict(),
+        "dataset": dataset.as_dict(),
+    }
     lc = config["localizer"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,9 +315,9 @@ def train_localizer(
     train_coco = load_coco(train_json)
     classes = _model_classes(config, train_coco)
     # English has no vertical lines: a line taller than wide (one narrow glyph) stays as it is.
-    vertical = get_profile(config["language"]).vertical
-    train = LineSet(train_json, image_dir, classes, names, vertical)
-    val = LineSet(val_json, image_dir, classes, names, vertical)
+    allows_vertical = get_profile(config["language"]).allows_vertical
+    train = LineSet(train_json, image_dir, classes, names, allows_vertical)
+    val = LineSet(val_json, image_dir, classes, names, allows_vertical)
     if not len(train):
         raise EffOCRError(f"{train_json}: the training split has no images")
     model = create_localizer(
@@ -310,7 +328,7 @@ def train_localizer(
         model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
     model.to(device)
     thresholds = {**pp.config_thresholds(lc), "spaces": get_profile(config["language"]).spaces}
-    meta = model_meta(model, thresholds, vertical=vertical)
+    meta = model_meta(model, thresholds, allows_vertical=allows_vertical)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lc["lr"], weight_decay=lc["weight_decay"])
     steps_per_epoch = -(-len(train) // lc["batch_size"])
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -320,12 +338,14 @@ def train_localizer(
         pct_start=min(0.3, 2 / lc["epochs"]) if lc["epochs"] > 2 else 0.3,
     )
     scaler = torch.amp.GradScaler("cuda") if (lc["amp"] and device.startswith("cuda")) else None
-    run = TrainingRun(
+    training_run = TrainingRun(
         out,
         kind="localizer",
         name="localizer",
         config=config,
-        config_hash=config_hash(config, train_json, val_json),
+        config_hash=config_hash(
+            train_json, val_json, localizer=localizer, dataset=dataset, run=run
+        ),
         epochs=lc["epochs"],
         columns=METRIC_COLUMNS,
         model=model,
@@ -368,16 +388,16 @@ def train_localizer(
         score = (metrics["mean_f1"], metrics["coco"]["AP"]) if metrics else (-loss, 0.0)
         return EpochResult(row, score, metrics)
 
-    run.fit(epoch_fn)
-    best = run.best
-    run.finish(
+    training_run.fit(epoch_fn)
+    best = training_run.best
+    training_run.finish(
         {"meta": meta, "classes": classes, "metrics": best["metrics"]},
         curve_scores=("val_char_f1", "val_word_f1", "val_AP50", "val_AP"),
     )
     LOG.info(
         "localizer: best epoch %d of %d (mean F1 %s)",
         best["epoch"],
-        len(run.rows),
+        len(training_run.rows),
         f"{best['metrics']['mean_f1']:.4f}" if best["metrics"] else "-",
     )
     return best.get("metrics") or {}
@@ -395,8 +415,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `effocr train-localizer`."""
-    from effocr.config import load_config
+    from effocr.config import config_sections, load_config
 
-    config = load_config(args.config)
-    train_localizer(config, args.train, args.val, args.image_dir, args.out, threads=args.threads)
+    sections = config_sections(load_config(args.config))
+    train_localizer(
+        args.train,
+        args.val,
+        args.image_dir,
+        args.out,
+        **sections.pick("localizer", "dataset", "run"),
+        threads=args.threads,
+    )
     return 0

@@ -202,7 +202,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `effocr extend-index`."""
-    from effocr.config import load_config
+    from effocr.config import config_sections, load_config
     from effocr.synth.fonts import find_fonts
     from effocr.synth.render import render_mode, resolve_fonts
 
@@ -214,17 +214,17 @@ def run(args: argparse.Namespace) -> int:
             raise EffOCRError(f"{args.chars_file}: cannot read characters: {exc}") from exc
     if not chars.strip():
         raise EffOCRError("no characters to add: give --chars or --chars-file")
-    config = load_config(args.config)
+    sections = config_sections(load_config(args.config), source=args.config)
     wanted = [c for c in dict.fromkeys(chars) if not c.isspace()]
-    fonts = find_fonts(args.fonts) if args.fonts else resolve_fonts(config, wanted)
+    fonts = find_fonts(args.fonts) if args.fonts else resolve_fonts(sections.fonts, wanted)
     result = extend_index(
         args.bundle,
         args.output,
         chars,
         fonts,
-        size=config["render"]["size"],
-        padding=config["render"]["padding"],
-        mode=render_mode(config),
+        size=sections.render.size,
+        padding=sections.render.padding,
+        mode=render_mode(sections.render, sections.run.language),
         verify=not args.no_verify,
     )
     print(

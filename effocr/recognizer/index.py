@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from effocr.config import FontsSection, RecognizerSection, RunSection
 from effocr.recognizer.dataset import (
     GlyphRecord,
     ImageListDataset,
@@ -48,21 +49,6 @@ LOG = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------
 # Embedding many glyph images in batches
 # ---------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def embed_tensors(
-    model: RecognizerNet, images: torch.Tensor, batch_size: int = 256, device: str = "cpu"
-) -> np.ndarray:
-    """Embed already preprocessed images (N, 3, S, S) in batches; returns (N, D) float32."""
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(device, non_blocking=True)
-        out.append(model(batch).float().cpu())
-    if not out:
-        return np.zeros((0, model.dim), dtype=np.float32)
-    return torch.cat(out).numpy()
 
 
 @torch.no_grad()
@@ -120,7 +106,10 @@ def build_reference_index(
     model_pt: str | Path,
     renders_manifest: str | Path,
     out_dir: str | Path,
-    config: dict,
+    *,
+    recognizer: RecognizerSection,
+    fonts: FontsSection,
+    run: RunSection,
     threads: int = 1,
     batch_size: int = 256,
 ) -> ReferenceIndex:
@@ -130,7 +119,9 @@ def build_reference_index(
         model_pt: Recognizer `model.pt` (the second pass in the workflow).
         renders_manifest: Renders manifest (or any manifest with `render` rows).
         out_dir: Index directory (written atomically).
-        config: Validated config (`fonts.reference`, `language`, `recognizer.device`).
+        recognizer: `device`.
+        fonts: `reference`.
+        run: `language` (its profile's reference fonts when `fonts.reference` is null).
         threads: CPU threads (torch, FAISS, loader workers).
         batch_size: Images per forward pass.
     """
@@ -139,15 +130,15 @@ def build_reference_index(
     start = time.perf_counter()
     set_threads(threads)
     faiss.omp_set_num_threads(max(1, int(threads)))
-    device = select_device(config.get("recognizer", {}).get("device", "auto"))
+    device = select_device(recognizer.device)
     model = load_recognizer(model_pt, device=device)
     records = [r for r in read_manifest(renders_manifest) if r.source == "render"]
     if not records:
         raise EffOCRError(f"{renders_manifest}: no render rows to build the reference index from")
-    profile = get_profile(config.get("language", "en"))
+    profile = get_profile(run.language)
     stems = resolve_reference_fonts(
         (r.origin for r in records),
-        config.get("fonts", {}).get("reference"),
+        fonts.reference,
         profile.reference_fonts,
     )
     groups = reference_groups(records, stems)
@@ -161,7 +152,7 @@ def build_reference_index(
         "input_size": model.input_size,
         "fonts": list(stems),
         "fonts_averaged": len(stems) > 1,
-        "language": config.get("language", "en"),
+        "language": run.language,
         "labels": "code points, one per line (ref_labels.txt)",
     }
     index = ReferenceIndex.build(embs, labels, meta)
@@ -201,11 +192,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build and save the reference index."""
-    from effocr.config import load_config
+    from effocr.config import config_sections, load_config
 
-    config = load_config(args.config)
+    sections = config_sections(load_config(args.config))
     index = build_reference_index(
-        args.model, args.renders, args.out, config, args.threads, args.batch_size
+        args.model,
+        args.renders,
+        args.out,
+        **sections.pick("recognizer", "fonts", "run"),
+        threads=args.threads,
+        batch_size=args.batch_size,
     )
     print(f"wrote {args.out}: {len(index)} classes, dimension {index.dim}")
     return 0

@@ -81,12 +81,11 @@ def create_encoder(
     return encoder
 
 
-def config_encoder_args(rcfg: dict, language: str) -> dict:
+def config_encoder_args(encoder_args: dict | None, language: str) -> dict:
     """`recognizer.encoder_args` of a config, the language profile's when null."""
     from effocr.profiles import get_profile
 
-    args = rcfg.get("encoder_args")
-    return dict(get_profile(language).encoder_args if args is None else args)
+    return dict(get_profile(language).encoder_args if encoder_args is None else encoder_args)
 
 
 class RecognizerNet(nn.Module):

@@ -14,6 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from effocr import artifacts
 from effocr.utils import (
     CODEPOINTS_RE,
     EffOCRError,
@@ -23,9 +24,9 @@ from effocr.utils import (
     read_json,
 )
 
-INDEX_FILE = "ref.index"
-LABELS_FILE = "ref_labels.txt"
-META_FILE = "index.json"
+INDEX_FILE = artifacts.INDEX
+LABELS_FILE = artifacts.INDEX_LABELS
+META_FILE = artifacts.INDEX_META
 
 
 class ReferenceIndex:

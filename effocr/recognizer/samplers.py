@@ -120,12 +120,12 @@ class HardNegativeSampler(MPerClassSampler):
 
     As in the original's `HardNegativeClassSampler`, hard-negative blocks are inserted at random
     positions among the epoch's regular class visits, and sets are drawn from the list of
-    `hns.txt` lines, so characters that occur often get more blocks. Each regular visit still
+    `hard_negatives.txt` lines, so characters that occur often get more blocks. Each regular visit still
     happens exactly `num_passes` times.
 
     Args:
-        hn_sets: Hard-negative sets as lists of class indices (own class first).
-        hn_ratio: Hard-negative class visits per regular class visit in an epoch (1.0 doubles
+        hard_negatives_sets: Hard-negative sets as lists of class indices (own class first).
+        hard_negatives_ratio: Hard-negative class visits per regular class visit in an epoch (1.0 doubles
             the epoch). None inserts every set once per epoch (the original's behaviour, which
             makes epochs as long as the number of training crops times k).
         Other args: see `MPerClassSampler`.
@@ -136,15 +136,15 @@ class HardNegativeSampler(MPerClassSampler):
         labels: Sequence[int] | np.ndarray,
         m: int,
         batch_size: int,
-        hn_sets: Sequence[Sequence[int]],
+        hard_negatives_sets: Sequence[Sequence[int]],
         num_passes: int = 1,
         seed: int = 0,
-        hn_ratio: float | None = 1.0,
+        hard_negatives_ratio: float | None = 1.0,
     ) -> None:
         super().__init__(labels, m, batch_size, num_passes, seed)
         known = set(int(c) for c in self.classes)
         sets: list[tuple[int, ...]] = []
-        for s in hn_sets:
+        for s in hard_negatives_sets:
             # Drop duplicates and classes absent from the training set, keep the order.
             block = tuple(dict.fromkeys(int(c) for c in s if int(c) in known))
             if len(block) >= 2:
@@ -157,25 +157,25 @@ class HardNegativeSampler(MPerClassSampler):
         if too_big > self.slots:
             raise EffOCRError(
                 f"hard-negative sets of {too_big} classes do not fit a batch of {self.slots} classes "
-                f"(batch_size {self.batch_size} / m {self.m_per_class}); lower recognizer.hardneg_k "
+                f"(batch_size {self.batch_size} / m {self.m_per_class}); lower recognizer.hard_negatives_k "
                 "or raise recognizer.batch_size"
             )
-        self.hn_sets = sets
-        self.hn_ratio = hn_ratio
+        self.hard_negatives_sets = sets
+        self.hard_negatives_ratio = hard_negatives_ratio
         mean_k = float(np.mean([len(s) for s in sets]))
-        if hn_ratio is None:
+        if hard_negatives_ratio is None:
             self.blocks_per_epoch = len(sets)
         else:
             regular = len(self.classes) * self.num_passes
-            self.blocks_per_epoch = max(1, math.ceil(hn_ratio * regular / mean_k))
+            self.blocks_per_epoch = max(1, math.ceil(hard_negatives_ratio * regular / mean_k))
 
     def _blocks(self, rng: np.random.Generator) -> list[tuple[int, ...]]:
         """The epoch's hard-negative blocks: lines drawn without replacement, reshuffled as needed."""
         out: list[tuple[int, ...]] = []
         while len(out) < self.blocks_per_epoch:
-            order = rng.permutation(len(self.hn_sets))
+            order = rng.permutation(len(self.hard_negatives_sets))
             need = self.blocks_per_epoch - len(out)
-            out.extend(self.hn_sets[i] for i in order[:need])
+            out.extend(self.hard_negatives_sets[i] for i in order[:need])
         return out
 
     def _units(self, rng: np.random.Generator) -> list[tuple[int, ...]]:

@@ -1,7 +1,7 @@
 """Training the recognizer: supervised contrastive loss, m-per-class batches, two passes.
 
 Pass 1 trains on renders (augmented) and real training crops (deterministic transform).
-Pass 2 (`hns` given) adds hard-negative blocks from `hns.txt` to the batches and, by default,
+Pass 2 (`hard_negatives` given) adds hard-negative blocks from `hard_negatives.txt` to the batches and, by default,
 starts from a fresh encoder. After every epoch the model is validated (precision@1 of real
 validation crops against a reference index built with the current weights; held-out renders
 when the dataset has no real crops), and `checkpoint.pt` is written atomically so that an
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from effocr.config import FontsSection, RecognizerSection, RunSection
 from effocr.profiles import get_profile
 from effocr.recognizer.dataset import (
     GlyphDataset,
@@ -33,7 +34,7 @@ from effocr.recognizer.dataset import (
     reference_groups,
     resolve_reference_fonts,
 )
-from effocr.recognizer.hardneg import read_hns
+from effocr.recognizer.hard_negatives import read_hard_negatives
 from effocr.recognizer.index import _loader_workers
 from effocr.recognizer.model import (
     RecognizerNet,
@@ -67,10 +68,10 @@ METRIC_FIELDS = (
 )
 
 
-def _epochs(rcfg: dict, second_pass: bool) -> int:
-    if second_pass and rcfg.get("hn_epochs"):
-        return int(rcfg["hn_epochs"])
-    return int(rcfg["epochs"])
+def _epochs(recognizer: RecognizerSection, second_pass: bool) -> int:
+    if second_pass and recognizer.hard_negatives_epochs is not None:
+        return recognizer.hard_negatives_epochs
+    return recognizer.epochs
 
 
 class _ImageBank:
@@ -190,13 +191,15 @@ def batch_loader(dataset: Any, sampler: Any, workers: int, device: str) -> DataL
     )
 
 
-def create_optimization(model: RecognizerNet, rcfg: dict, total_steps: int) -> tuple[Any, Any, Any]:
-    """SupCon loss, AdamW and the per-step schedule of a run of `total_steps` (config `recognizer`)."""
+def create_optimization(
+    model: RecognizerNet, recognizer: RecognizerSection, total_steps: int
+) -> tuple[Any, Any, Any]:
+    """SupCon loss, AdamW and the per-step schedule of a run of `total_steps`."""
     from pytorch_metric_learning.losses import SupConLoss
 
-    loss_fn = SupConLoss(temperature=float(rcfg["temperature"]))
+    loss_fn = SupConLoss(temperature=float(recognizer.temperature))
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=float(rcfg["lr"]), weight_decay=float(rcfg["weight_decay"])
+        model.parameters(), lr=float(recognizer.lr), weight_decay=float(recognizer.weight_decay)
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(total_steps, warmup=min(max(1, total_steps // 20), 200))
@@ -213,9 +216,9 @@ def _amp(device: str, enabled: bool) -> tuple[Any, torch.amp.GradScaler | None]:
     return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
 
 
-def _wandb_run(rcfg: dict, config: dict, name: str, out_dir: Path):
+def _wandb_run(recognizer: RecognizerSection, config: dict, name: str, out_dir: Path):
     """A Weights & Biases run when configured and installed; None otherwise (never required)."""
-    opts = rcfg.get("wandb")
+    opts = recognizer.wandb
     if not opts:
         return None
     try:
@@ -223,20 +226,27 @@ def _wandb_run(rcfg: dict, config: dict, name: str, out_dir: Path):
     except ImportError:
         LOG.warning("recognizer.wandb is set but wandb is not installed; not logging to W&B")
         return None
-    return wandb.init(config=config, name=name, dir=str(out_dir), reinit=True, **opts)
+    return wandb.init(config=config, name=name, dir=str(out_dir), reinit=True, **dict(opts))
 
 
 def config_hash(
-    config: dict, manifest: Path, hns: Path | None, init_model: Path | None, pass_name: str
+    manifest: Path,
+    hard_negatives: Path | None,
+    init_model: Path | None,
+    pass_name: str,
+    *,
+    recognizer: RecognizerSection,
+    fonts: FontsSection,
+    run: RunSection,
 ) -> str:
     """What a checkpoint must match to be resumed: config, inputs and code."""
     return run_hash(
         "effocr.recognizer.train",
-        {"manifest": manifest, "hns": hns, "init": init_model},
-        recognizer=config.get("recognizer"),
-        seed=config.get("seed"),
-        language=config.get("language"),
-        fonts_reference=config.get("fonts", {}).get("reference"),
+        {"manifest": manifest, "hard_negatives": hard_negatives, "init": init_model},
+        recognizer=recognizer.as_dict(),
+        seed=run.seed,
+        language=run.language,
+        fonts_reference=fonts.as_dict()["reference"],
         **{"pass": pass_name},
     )
 
@@ -274,9 +284,11 @@ def train_one_epoch(
 def train_recognizer(
     manifest: str | Path,
     out_dir: str | Path,
-    config: dict,
     *,
-    hns: str | Path | None = None,
+    recognizer: RecognizerSection,
+    fonts: FontsSection,
+    run: RunSection,
+    hard_negatives: str | Path | None = None,
     init_model: str | Path | None = None,
     threads: int = 1,
     pass_name: str | None = None,
@@ -287,9 +299,11 @@ def train_recognizer(
     Args:
         manifest: Recognizer dataset manifest (renders + real crops).
         out_dir: Output directory (`checkpoint.pt` lives here too).
-        config: Validated workflow config; the `recognizer` section, `seed` and `language`.
-        hns: `hns.txt` for the hard-negative (second) pass; None for the first pass.
-        init_model: A `model.pt` whose weights start training (second pass with `hn_fine_tune`).
+        recognizer: The `recognizer` section.
+        fonts: The `fonts` section (`reference`).
+        run: `seed`, `language`. The three are the run's config (`config.yaml`, model.pt).
+        hard_negatives: `hard_negatives.txt` for the hard-negative (second) pass; None for the first pass.
+        init_model: A `model.pt` whose weights start training (second pass with `hard_negatives_fine_tune`).
         threads: CPU threads for torch and DataLoader workers (Snakemake's `threads`).
         pass_name: Name in logs and metrics (default `pass1` / `pass2`).
         max_epochs_this_run: Stop after this many epochs in this call (tests of resuming);
@@ -302,21 +316,26 @@ def train_recognizer(
     manifest = Path(manifest)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    hns = Path(hns) if hns else None
+    hard_negatives = Path(hard_negatives) if hard_negatives else None
     init_model = Path(init_model) if init_model else None
-    second = hns is not None
+    second = hard_negatives is not None
     pass_name = pass_name or ("pass2" if second else "pass1")
-    rcfg = config["recognizer"]
-    profile = get_profile(config.get("language", "en"))
-    seed = int(config.get("seed", 0))
-    epochs = _epochs(rcfg, second)
-    num_passes = int(rcfg.get("num_passes") or profile.num_passes)
-    m = int(rcfg["m"])
-    batch_size = int(rcfg["batch_size"])
-    size = int(rcfg["input_size"])
+    config = {
+        "seed": run.seed,
+        "language": run.language,
+        "recognizer": recognizer.as_dict(),
+        "fonts": fonts.as_dict(),
+    }
+    profile = get_profile(run.language)
+    seed = run.seed
+    epochs = _epochs(recognizer, second)
+    num_passes = recognizer.num_passes or profile.num_passes
+    m = recognizer.m
+    batch_size = recognizer.batch_size
+    size = recognizer.input_size
 
     set_threads(threads)
-    device = select_device(rcfg.get("device", "auto"))
+    device = select_device(recognizer.device)
     workers = _loader_workers(threads, device)
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
@@ -328,7 +347,7 @@ def train_recognizer(
         raise EffOCRError(f"{manifest}: no render rows (the reference index needs renders)")
     stems = resolve_reference_fonts(
         (r.origin for r in renders),
-        config.get("fonts", {}).get("reference"),
+        fonts.reference,
         profile.reference_fonts,
     )
     train_records, val_records, val_desc = split_records(records, stems, seed)
@@ -339,10 +358,10 @@ def train_recognizer(
     # Model (seeded, so a fresh run starts from the same weights) -------------
     seed_everything(seed)
     model = RecognizerNet(
-        rcfg["encoder"],
+        recognizer.encoder,
         size,
-        rcfg.get("init_checkpoint"),
-        encoder_args=config_encoder_args(rcfg, profile.name),
+        recognizer.init_checkpoint,
+        encoder_args=config_encoder_args(config["recognizer"]["encoder_args"], profile.name),
     )
     if init_model is not None:
         start_from = load_recognizer(init_model)
@@ -361,25 +380,27 @@ def train_recognizer(
     if device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
 
-    augment = render_augment(profile.augment, size, rcfg.get("augment"), model.mean, model.std)
+    augment = render_augment(
+        profile.augment, size, config["recognizer"]["augment"], model.mean, model.std
+    )
     dataset = GlyphDataset(train_records, class_to_idx, size, augment, model.mean, model.std)
     if second:
-        hn_sets = [
+        hard_negatives_sets = [
             [
                 class_to_idx[label_to_codepoints(lb)]
                 for lb in s
                 if label_to_codepoints(lb) in class_to_idx
             ]
-            for s in read_hns(hns)
+            for s in read_hard_negatives(hard_negatives)
         ]
         sampler: MPerClassSampler = HardNegativeSampler(
             dataset.labels,
             m,
             batch_size,
-            hn_sets,
+            hard_negatives_sets,
             num_passes=num_passes,
             seed=seed,
-            hn_ratio=rcfg.get("hn_ratio", 1.0),
+            hard_negatives_ratio=recognizer.hard_negatives_ratio,
         )
     else:
         sampler = MPerClassSampler(dataset.labels, m, batch_size, num_passes=num_passes, seed=seed)
@@ -391,12 +412,14 @@ def train_recognizer(
 
     # Optimisation -------------------------------------------------------------
     loss_fn, optimizer, scheduler = create_optimization(
-        model, rcfg, max(1, epochs * steps_per_epoch)
+        model, recognizer, max(1, epochs * steps_per_epoch)
     )
-    autocast, scaler = _amp(device, bool(rcfg.get("amp", True)))
+    autocast, scaler = _amp(device, recognizer.amp)
 
-    chash = config_hash(config, manifest, hns, init_model, pass_name)
-    run = TrainingRun(
+    chash = config_hash(
+        manifest, hard_negatives, init_model, pass_name, recognizer=recognizer, fonts=fonts, run=run
+    )
+    training_run = TrainingRun(
         out_dir,
         kind="recognizer",
         name=pass_name,
@@ -436,14 +459,16 @@ def train_recognizer(
         num_passes,
         f", {sampler.blocks_per_epoch} hard-negative blocks/epoch" if second else "",
     )
-    wb = _wandb_run(rcfg, config, pass_name, out_dir)
+    wb = _wandb_run(recognizer, config, pass_name, out_dir)
 
-    if not run.rows:
+    if not training_run.rows:
         # Epoch 0: the untrained (or fine-tune starting) encoder, the baseline of the curve.
         p1 = validator.precision_at_1(model, device)
         row = {"loss": float("nan"), "val_p1": p1, "val_n": len(validator), "lr": 0.0}
-        row.update(images=0, images_per_s=0.0, epoch_s=0.0, elapsed_s=round(run.elapsed(), 2))
-        run.record(0, EpochResult(row, p1))
+        row.update(
+            images=0, images_per_s=0.0, epoch_s=0.0, elapsed_s=round(training_run.elapsed(), 2)
+        )
+        training_run.record(0, EpochResult(row, p1))
 
     def epoch_fn(epoch: int) -> EpochResult:
         # The epoch's randomness is a function of (seed, epoch), so a resumed run repeats it.
@@ -472,7 +497,7 @@ def train_recognizer(
             "images": steps.images,
             "images_per_s": round(steps.images / max(1e-9, train_s), 1),
             "epoch_s": round(time.perf_counter() - t0, 2),
-            "elapsed_s": round(run.elapsed(), 2),
+            "elapsed_s": round(training_run.elapsed(), 2),
         }
         return EpochResult(row, p1)
 
@@ -480,10 +505,10 @@ def train_recognizer(
         if wb is not None:
             wb.log({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
-    run.fit(epoch_fn, on_epoch=log_wandb)
+    training_run.fit(epoch_fn, on_epoch=log_wandb)
 
     # Outputs ------------------------------------------------------------------
-    rows, best = run.rows, run.best
+    rows, best = training_run.rows, training_run.best
     summary = {
         "pass": pass_name,
         "best_epoch": best["epoch"],
@@ -501,7 +526,7 @@ def train_recognizer(
         "config_hash": chash,
         "metrics": rows,
     }
-    run.finish(
+    training_run.finish(
         {
             **model.metadata(),
             "pass": pass_name,
@@ -544,18 +569,28 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", required=True, help="recognizer dataset manifest (CSV)")
     parser.add_argument("--out", required=True, help="output directory (model.pt, metrics, ...)")
     parser.add_argument("--config", default=None, help="workflow config YAML")
-    parser.add_argument("--hns", default=None, help="hns.txt: train the hard-negative pass")
+    parser.add_argument(
+        "--hard-negatives",
+        "--hns",
+        default=None,
+        help="hard_negatives.txt: train the hard-negative pass",
+    )
     parser.add_argument("--init", default=None, help="model.pt to start from (fine-tune)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
 
 
 def run(args: argparse.Namespace) -> int:
     """Train one pass."""
-    from effocr.config import load_config
+    from effocr.config import config_sections, load_config
 
-    config = load_config(args.config)
+    sections = config_sections(load_config(args.config))
     summary = train_recognizer(
-        args.manifest, args.out, config, hns=args.hns, init_model=args.init, threads=args.threads
+        args.manifest,
+        args.out,
+        **sections.pick("recognizer", "fonts", "run"),
+        hard_negatives=args.hard_negatives,
+        init_model=args.init,
+        threads=args.threads,
     )
     print(
         f"{summary['pass']}: best val p@1 {summary['best_val_p1']:.4f} at epoch "

@@ -194,23 +194,21 @@ def line_characters(language: str, text_source: str | os.PathLike | None = None)
     return list(out)
 
 
-def resolve_charset(config: dict) -> list[str]:
-    """The render charset of a validated workflow config.
+def resolve_charset(
+    charset: str | None, charset_from_text: bool, language: str, text_source: str | None
+) -> list[str]:
+    """The render charset (config `render.charset`, `render.charset_from_text`, `language`,
+    `synth.text_source`).
 
-    `render.charset` (shipped name or file), else the language profile's charset; with
-    `render.charset_from_text`, only those of its characters that synthetic lines can contain
-    (`line_characters(language, synth.text_source)`, in order of first occurrence).
+    `charset` (shipped name or file), else the language profile's charset; with
+    `charset_from_text`, only those of its characters that synthetic lines can contain
+    (`line_characters(language, text_source)`, in order of first occurrence).
     """
-    render = config["render"]
-    base = load_charset(render["charset"] or get_profile(config["language"]).charset)
-    if not render.get("charset_from_text"):
+    base = load_charset(charset or get_profile(language).charset)
+    if not charset_from_text:
         return base
     allowed = set(base)
-    chars = [
-        c
-        for c in line_characters(config["language"], config["synth"]["text_source"])
-        if c in allowed
-    ]
+    chars = [c for c in line_characters(language, text_source) if c in allowed]
     if not chars:
         raise EffOCRError(
             "render.charset_from_text: no character of the text source is in the charset"

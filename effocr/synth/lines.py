@@ -442,7 +442,7 @@ def synth_lines(
         words = [w for w in text.split(" ") if w]
     else:
         text = text.replace(" ", "")
-    vertical_fraction = vertical_fraction if profile.vertical else 0.0
+    vertical_fraction = vertical_fraction if profile.allows_vertical else 0.0
 
     out_json = Path(out_json)
     glyphs = _GlyphCache()
@@ -606,7 +606,10 @@ def synth_lines_from_config(config: dict, out_json: str | os.PathLike | None = N
     so every character in them has renders.
     """
     syn = config["synth"]
-    charset = resolve_charset(config)
+    render = config["render"]
+    charset = resolve_charset(
+        render["charset"], render["charset_from_text"], config["language"], syn["text_source"]
+    )
     return synth_lines(
         out_json or syn["coco_json"],
         syn["n_lines"],

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from effocr.config import FontsSection, RenderSection, RunSection
 from effocr.profiles import get_profile
 from effocr.synth.charsets import resolve_charset, write_charset
 from effocr.synth.fonts import (
@@ -237,32 +238,32 @@ def select_fonts(
 # ---------------------------------------------------------------------------
 
 
-def render_mode(config: dict) -> str:
+def render_mode(render: RenderSection, language: str) -> str:
     """`render.mode`, else the language profile's."""
-    return config["render"].get("mode") or get_profile(config["language"]).render_mode
+    return render.mode or get_profile(language).render_mode
 
 
-def reference_font_stems(config: dict) -> list[str]:
+def reference_font_stems(fonts: FontsSection, language: str) -> list[str]:
     """Stems named by `fonts.reference`, else the profile's preferred reference fonts."""
-    return list(config["fonts"]["reference"] or get_profile(config["language"]).reference_fonts)
+    return list(fonts.reference or get_profile(language).reference_fonts)
 
 
-def resolve_fonts(config: dict, charset: Sequence[str]) -> list[Path]:
-    """Fonts of the config's `fonts` section covering at least `fonts.min_coverage` of `charset`.
+def resolve_fonts(fonts: FontsSection, charset: Sequence[str]) -> list[Path]:
+    """Fonts of the `fonts` section covering at least `fonts.min_coverage` of `charset`.
 
     Raises:
         EffOCRError: when no font qualifies.
     """
-    fc = config["fonts"]
-    dirs = fc["dirs"] if fc["dirs"] is not None else default_font_dirs()
-    found = find_fonts(dirs, include=fc["include"], exclude=fc["exclude"])
-    fonts = covering_fonts(found, charset, min_coverage=fc.get("min_coverage", 0.9))
-    if not fonts:
+    dirs = list(fonts.dirs) if fonts.dirs is not None else default_font_dirs()
+    found = find_fonts(dirs, include=list(fonts.include), exclude=list(fonts.exclude))
+    found = covering_fonts(found, charset, min_coverage=fonts.min_coverage)
+    if not found:
         raise EffOCRError(
-            f"no font in {[str(d) for d in dirs]} (include={fc['include']}, exclude={fc['exclude']}) "
-            f"covers {fc.get('min_coverage', 0.9):.0%} of the charset; see docs/fonts.md"
+            f"no font in {[str(d) for d in dirs]} (include={list(fonts.include)}, "
+            f"exclude={list(fonts.exclude)}) covers {fonts.min_coverage:.0%} of the charset; "
+            "see docs/fonts.md"
         )
-    return fonts
+    return found
 
 
 # ---------------------------------------------------------------------------
@@ -291,31 +292,35 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def render_glyphs_from_config(
-    config: dict,
     out_dir: str | os.PathLike,
     manifest_path: str | os.PathLike,
     charset_path: str | os.PathLike | None = None,
+    *,
+    render: RenderSection,
+    fonts: FontsSection,
+    run: RunSection,
+    text_source: str | None,
     workers: int = 1,
 ) -> Path:
-    """`render_glyphs` with the `render`, `fonts`, `language`, `seed` (and `synth.text_source`
-    for `render.charset_from_text`) of a validated config.
+    """`render_glyphs` with the config sections `render`, `fonts` and `run` (`seed`,
+    `language`).
 
     Args:
         charset_path: If given, the resolved charset is also written there (code points).
+        text_source: `synth.text_source`, read with `render.charset_from_text` (else None).
     """
-    charset = resolve_charset(config)
-    fonts = resolve_fonts(config, charset)
+    charset = resolve_charset(render.charset, render.charset_from_text, run.language, text_source)
     manifest = render_glyphs(
         charset,
-        fonts,
+        resolve_fonts(fonts, charset),
         out_dir,
         manifest_path,
-        size=config["render"]["size"],
-        padding=config["render"]["padding"],
-        mode=render_mode(config),
-        seed=config["seed"],
-        max_fonts=config["fonts"]["max_fonts"],
-        keep_fonts=reference_font_stems(config),
+        size=render.size,
+        padding=render.padding,
+        mode=render_mode(render, run.language),
+        seed=run.seed,
+        max_fonts=fonts.max_fonts,
+        keep_fonts=reference_font_stems(fonts, run.language),
         workers=workers,
     )
     if charset_path is not None:
@@ -329,7 +334,7 @@ def render_glyphs_from_config(
 
 def run(args: argparse.Namespace) -> int:
     """Run `effocr render-glyphs`."""
-    from effocr.config import load_config
+    from effocr.config import config_sections, load_config
 
     overrides: dict = {"render": {}}
     for key in ("size", "padding", "mode"):
@@ -340,7 +345,18 @@ def run(args: argparse.Namespace) -> int:
     if args.fonts:
         overrides["fonts"] = {"dirs": args.fonts, "include": []}
     config = load_config(args.config, overrides)
+    sections = config_sections(config)
     out_dir = Path(args.out_dir)
     manifest = Path(args.manifest) if args.manifest else out_dir.parent / "manifest.csv"
-    print(render_glyphs_from_config(config, out_dir, manifest, args.charset_out, args.workers))
+    text_source = config["synth"]["text_source"] if config["render"]["charset_from_text"] else None
+    print(
+        render_glyphs_from_config(
+            out_dir,
+            manifest,
+            args.charset_out,
+            **sections.pick("render", "fonts", "run"),
+            text_source=text_source,
+            workers=args.workers,
+        )
+    )
     return 0

@@ -2,8 +2,7 @@
 
 A backend is a module in this package with ``create(classes, input_height, arch) -> nn.Module``
 whose model's forward maps a normalised ``(B, 3, H, W)`` line batch to the raw rows decoded by
-`effocr.localizer.postprocess` (the `effocr` ONNX layout), and ``SUPPORTED = True`` once a test
-exercises it.
+`effocr.localizer.postprocess` (the `effocr` ONNX layout).
 
 Supported (tested): ``default`` (alias ``fcos``): torchvision FCOS heads on a small CNN + FPN,
 see `effocr.localizer.model`.

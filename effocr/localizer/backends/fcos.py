@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from effocr.localizer.model import LineDetector
 
-SUPPORTED = True
-
 
 def create(classes: list[str], input_height: int = 32, arch: dict | None = None) -> LineDetector:
     """An untrained `LineDetector` for `classes` (``char``, optionally ``word``)."""

@@ -1,5 +1,6 @@
-"""Rule export_onnx: ONNX bundle checked against PyTorch (see effocr.export.export_bundle)."""
+"""Rule export_bundle: ONNX bundle checked against PyTorch (see effocr.export.export_bundle)."""
 
+from effocr.config import step_sections
 from effocr.export import export_bundle
 from effocr.utils import set_threads, setup_logging
 
@@ -12,11 +13,7 @@ export_bundle(
     test_json=snakemake.input.test,
     image_dir=snakemake.params.image_dir,
     out_dir=snakemake.output[0],
-    export_cfg=dict(snakemake.params.export),
-    infer_cfg=dict(snakemake.params.infer),
+    **step_sections(snakemake.params),
     calibration_json=snakemake.input.calibration,
-    localizer_layout=snakemake.params.localizer_layout,
-    localizer_input_height=snakemake.params.localizer_input_height,
-    localizer_thresholds=dict(snakemake.params.localizer_thresholds),
     threads=snakemake.threads,
 )

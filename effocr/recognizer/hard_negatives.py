@@ -1,4 +1,4 @@
-"""Hard-negative mining: which classes the first-pass model confuses, written to `hns.txt`.
+"""Hard-negative mining: which classes the first-pass model confuses, written to `hard_negatives.txt`.
 
 Format (docs/architecture.md): UTF-8; `#` lines are comments (the header gives k and the
 model); every other line is one hard-negative set of labels in code-point form separated by
@@ -18,6 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from effocr.config import FontsSection, RecognizerSection, RunSection
 from effocr.recognizer.dataset import (
     CODEPOINTS_RE,
     read_manifest,
@@ -38,8 +39,10 @@ from effocr.utils import (
 LOG = logging.getLogger(__name__)
 
 
-def write_hns(path: str | Path, sets: Sequence[Sequence[str]], k: int, model: str = "") -> Path:
-    """Write hard-negative sets (lists of labels, own class first) to `hns.txt` atomically."""
+def write_hard_negatives(
+    path: str | Path, sets: Sequence[Sequence[str]], k: int, model: str = ""
+) -> Path:
+    """Write hard-negative sets (lists of labels, own class first) to `hard_negatives.txt` atomically."""
     lines = [
         f"# effocr hard negatives: k={k} model={model}",
         "# one set per line: the query's own class first, then its k-1 nearest other classes,",
@@ -53,8 +56,8 @@ def write_hns(path: str | Path, sets: Sequence[Sequence[str]], k: int, model: st
     return Path(path)
 
 
-def read_hns(path: str | Path) -> list[list[str]]:
-    """Read `hns.txt`: a list of hard-negative sets, each a list of labels (own class first).
+def read_hard_negatives(path: str | Path) -> list[list[str]]:
+    """Read `hard_negatives.txt`: a list of hard-negative sets, each a list of labels (own class first).
 
     Raises:
         EffOCRError: naming the file and line of an invalid label or a one-class set.
@@ -96,7 +99,10 @@ def mine_hard_negatives(
     model_pt: str | Path,
     manifest: str | Path,
     out_path: str | Path,
-    config: dict,
+    *,
+    recognizer: RecognizerSection,
+    fonts: FontsSection,
+    run: RunSection,
     threads: int = 1,
     batch_size: int = 256,
 ) -> Path:
@@ -108,19 +114,20 @@ def mine_hard_negatives(
     Args:
         model_pt: First-pass `model.pt`.
         manifest: Recognizer dataset manifest.
-        out_path: `hns.txt` to write.
-        config: Validated config (`recognizer.hardneg_k`, `fonts.reference`, `language`).
+        out_path: `hard_negatives.txt` to write.
+        recognizer: `hard_negatives_k`, `device`.
+        fonts: `reference`.
+        run: `language` (its profile's reference fonts when `fonts.reference` is null).
         threads: CPU threads.
         batch_size: Images per forward pass.
     """
     from effocr.profiles import get_profile
 
     start = time.perf_counter()
-    rcfg = config.get("recognizer", {})
-    k = int(rcfg.get("hardneg_k", 8))
+    k = recognizer.hard_negatives_k
     set_threads(threads)
     faiss.omp_set_num_threads(max(1, int(threads)))
-    device = select_device(rcfg.get("device", "auto"))
+    device = select_device(recognizer.device)
     workers = _loader_workers(threads, device)
     model = load_recognizer(model_pt, device=device)
     records = read_manifest(manifest)
@@ -129,8 +136,8 @@ def mine_hard_negatives(
         raise EffOCRError(f"{manifest}: no render rows to build the first-pass index from")
     stems = resolve_reference_fonts(
         (r.origin for r in renders),
-        config.get("fonts", {}).get("reference"),
-        get_profile(config.get("language", "en")).reference_fonts,
+        fonts.reference,
+        get_profile(run.language).reference_fonts,
     )
     labels, ref_embs = class_embeddings(
         model, reference_groups(renders, stems), batch_size, device, workers
@@ -164,7 +171,7 @@ def mine_hard_negatives(
     # One neighbour more than needed, so that k-1 others remain when the own class is among them.
     _, rows = index.search(q_embs, min(k_eff + 1, len(index)))
     sets = [[labels[r] for r in s] for s in nearest_other_classes(own, rows, k_eff)]
-    write_hns(out_path, sets, k_eff, model=str(model_pt))
+    write_hard_negatives(out_path, sets, k_eff, model=str(model_pt))
     LOG.info(
         "hard negatives: %d sets of %d classes from %s, %.1f s",
         len(sets),
@@ -184,19 +191,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of `effocr mine-hard-negatives`."""
     parser.add_argument("--model", required=True, help="first-pass recognizer model.pt")
     parser.add_argument("--manifest", required=True, help="recognizer dataset manifest (CSV)")
-    parser.add_argument("--out", required=True, help="hns.txt to write")
+    parser.add_argument("--out", required=True, help="hard_negatives.txt to write")
     parser.add_argument("--config", default=None, help="workflow config YAML")
-    parser.add_argument("--k", type=int, default=None, help="override recognizer.hardneg_k")
+    parser.add_argument("--k", type=int, default=None, help="override recognizer.hard_negatives_k")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=256)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Mine hard negatives and write hns.txt."""
-    from effocr.config import load_config
+    """Mine hard negatives and write hard_negatives.txt."""
+    from effocr.config import config_sections, load_config
 
-    overrides = {"recognizer": {"hardneg_k": args.k}} if args.k else None
-    config = load_config(args.config, overrides)
-    mine_hard_negatives(args.model, args.manifest, args.out, config, args.threads, args.batch_size)
+    overrides = {"recognizer": {"hard_negatives_k": args.k}} if args.k else None
+    sections = config_sections(load_config(args.config, overrides))
+    mine_hard_negatives(
+        args.model,
+        args.manifest,
+        args.out,
+        **sections.pick("recognizer", "fonts", "run"),
+        threads=args.threads,
+        batch_size=args.batch_size,
+    )
     print(f"wrote {args.out}")
     return 0

@@ -1,4 +1,4 @@
-"""Rule validate_coco: check the raw COCO JSON; write the report only when it is valid."""
+"""Rule check_coco: check the raw COCO JSON; write the report only when it is valid."""
 
 from effocr.data.validate import check_coco
 from effocr.utils import setup_logging

@@ -1,4 +1,4 @@
-"""effocr.recognizer.hardneg: the hns.txt format and mining against the first-pass index."""
+"""effocr.recognizer.hard_negatives: the hard_negatives.txt format and mining against the first-pass index."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from PIL import Image
 from test_recognizer_index import render_manifest, tiny_config, untrained_model
 
 from effocr.cli import main
+from effocr.config import config_sections
 from effocr.recognizer.dataset import read_manifest
-from effocr.recognizer.hardneg import (
+from effocr.recognizer.hard_negatives import (
     mine_hard_negatives,
     nearest_other_classes,
-    read_hns,
-    write_hns,
+    read_hard_negatives,
+    write_hard_negatives,
 )
 from effocr.recognizer.model import load_recognizer
 from effocr.recognizer.transforms import preprocess
@@ -25,16 +26,16 @@ from effocr.utils import EffOCRError, codepoints_to_label
 TRICKY = [" ", "\u3000", "\t", "\U0002000b", "e\u0301", "#", "U", "+"]
 
 
-def test_hns_roundtrip_whitespace_and_non_bmp(tmp_path):
+def test_hard_negatives_roundtrip_whitespace_and_non_bmp(tmp_path):
     sets = [TRICKY[:4], TRICKY[4:], ["a", "\u3000", "\U0001f600", " "]]
-    path = write_hns(tmp_path / "hns.txt", sets, k=4, model="pass1/model.pt")
+    path = write_hard_negatives(tmp_path / "hard_negatives.txt", sets, k=4, model="pass1/model.pt")
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# effocr hard negatives: k=4 model=pass1/model.pt\n")
     body = [ln for ln in text.splitlines() if not ln.startswith("#")]
     assert body[0] == "U+0020 U+3000 U+0009 U+2000B"
     assert body[1] == "U+0065_U+0301 U+0023 U+0055 U+002B"
     assert all("\t" not in ln and len(ln.split(" ")) == 4 for ln in body)
-    assert read_hns(path) == sets
+    assert read_hard_negatives(path) == sets
 
 
 @pytest.mark.parametrize(
@@ -46,13 +47,13 @@ def test_hns_roundtrip_whitespace_and_non_bmp(tmp_path):
         ("# only a comment\n", "no hard-negative sets"),
     ],
 )
-def test_hns_errors_name_the_line(tmp_path, content, message):
-    path = tmp_path / "hns.txt"
+def test_hard_negatives_errors_name_the_line(tmp_path, content, message):
+    path = tmp_path / "hard_negatives.txt"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(EffOCRError, match=message.replace("(", r"\(")):
-        read_hns(path)
+        read_hard_negatives(path)
     with pytest.raises(EffOCRError, match="not found"):
-        read_hns(tmp_path / "missing.txt")
+        read_hard_negatives(tmp_path / "missing.txt")
 
 
 def test_nearest_other_classes_puts_own_first():
@@ -64,9 +65,14 @@ def test_mine_one_render_per_class_matches_brute_force(tmp_path):
     chars = "abcdeoO0,.'"
     manifest = render_manifest(tmp_path / "r", chars, fonts=("DejaVuSerif", "DejaVuSans"))
     model_pt = untrained_model(tmp_path / "model.pt")
-    config = tiny_config(hardneg_k=4)
-    out = mine_hard_negatives(model_pt, manifest, tmp_path / "hns.txt", config)
-    sets = read_hns(out)
+    config = tiny_config(hard_negatives_k=4)
+    out = mine_hard_negatives(
+        model_pt,
+        manifest,
+        tmp_path / "hard_negatives.txt",
+        **config_sections(config).pick("recognizer", "fonts", "run"),
+    )
+    sets = read_hard_negatives(out)
     assert len(sets) == len(chars)
     # Brute force, without the miner's helpers: the model run on each class's reference render
     # (read from the manifest as a plain CSV), cosine neighbours by a full similarity matrix.
@@ -106,7 +112,7 @@ def test_mine_real_training_crops_via_cli(tmp_path):
     cfg.write_text(
         "fonts: {reference: [DejaVuSerif]}\nrecognizer: {device: cpu}\n", encoding="utf-8"
     )
-    hns = tmp_path / "hns.txt"
+    hard_negatives = tmp_path / "hard_negatives.txt"
     rc = main(
         [
             "mine-hard-negatives",
@@ -115,7 +121,7 @@ def test_mine_real_training_crops_via_cli(tmp_path):
             "--manifest",
             str(manifest),
             "--out",
-            str(hns),
+            str(hard_negatives),
             "--config",
             str(cfg),
             "--k",
@@ -123,9 +129,9 @@ def test_mine_real_training_crops_via_cli(tmp_path):
         ]
     )
     assert rc == 0
-    sets = read_hns(hns)
+    sets = read_hard_negatives(hard_negatives)
     real_train = [r for r in read_manifest(manifest) if r.source == "real" and r.split == "train"]
     # One set per real training crop (not per class, not the val crops), own class first.
     assert [s[0] for s in sets] == [r.label for r in real_train]
     assert all(len(s) == 3 and len(set(s)) == 3 and set(s) <= set(chars) for s in sets)
-    assert "k=3" in hns.read_text(encoding="utf-8").splitlines()[0]
+    assert "k=3" in hard_negatives.read_text(encoding="utf-8").splitlines()[0]
