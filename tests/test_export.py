@@ -1,8 +1,8 @@
 """Export parity, the bundle round-trip and `effocr infer` end to end on tiny trained models.
 
-One module-scoped fixture trains a tiny localizer (`train_localizer`) and a tiny recognizer
-(a few supervised-contrastive steps on the lines' own glyph crops), builds a reference index
-from those crops and exports the bundle. The tests then check that ONNX inference reproduces
+The session's `tiny_models` (conftest) are a tiny localizer (`train_localizer`) and a tiny
+recognizer (a few supervised-contrastive steps on the lines' own glyph crops), a reference
+index built from those crops and the exported bundle. The tests then check that ONNX inference reproduces
 the PyTorch pipeline, that perturbed models fail the parity check without leaving a bundle,
 and that bad images are reported and skipped.
 """
@@ -21,7 +21,6 @@ import torch
 import yaml
 from conftest import fit_supcon, line_crops, missing_dependency
 
-from effocr.config import load_config
 from effocr.data.coco import index_coco, line_chars, load_coco
 from effocr.export import check_onnx, export_bundle, match_boxes
 from effocr.infer import Engine, assemble_text, decode_image
@@ -32,67 +31,14 @@ ENCODER = "mobilenetv3_small_050"
 INPUT_SIZE = 32
 # Enough full-batch steps for the en encoder to separate the fixture's classes clearly.
 ACCURACY_STEPS = 40
-FIXTURE_STEPS = 40
-
-
-def _train_recognizer(config: dict, crops, labels, out: Path) -> Path:
-    from effocr.recognizer.model import RecognizerNet, save_recognizer
-    from effocr.recognizer.transforms import preprocess
-
-    torch.manual_seed(0)
-    model = RecognizerNet(ENCODER, INPUT_SIZE)
-    x = np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops])
-    return save_recognizer(fit_supcon(model, x, labels, FIXTURE_STEPS), out / "model.pt", config)
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_coco_factory, tmp_path_factory):
-    """Tiny trained models, their index, and an exported bundle."""
-    from effocr.localizer.train import train_localizer
-    from effocr.recognizer.index import ReferenceIndex
-    from effocr.recognizer.model import load_recognizer
-    from effocr.recognizer.transforms import preprocess
-
-    torch.set_num_threads(1)
-    coco_json, image_dir = tiny_coco_factory(8, "en", 5, degrade=False, max_chars=14)
-    root = tmp_path_factory.mktemp("export")
-    config = load_config(None, {"localizer": {"epochs": 12, "batch_size": 4}})
-    train_localizer(config, coco_json, coco_json, image_dir, root / "localizer", threads=1)
-    crops, labels = line_crops(coco_json, image_dir)
-    rec_pt = _train_recognizer(config, crops, labels, root / "recognizer")
-    model = load_recognizer(rec_pt)
-    with torch.inference_mode():
-        x = torch.from_numpy(
-            np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops])
-        )
-        embs = model(x).numpy()
-    # The reference of each character: the mean embedding of its crops in these lines.
-    chars = sorted(set(labels))
-    refs = np.stack([embs[[i for i, c in enumerate(labels) if c == ch]].mean(0) for ch in chars])
-    ReferenceIndex.build(refs, chars).save(root / "index")
-    bundle = root / "bundle"
-    report = export_bundle(
-        rec_pt,
-        root / "index",
-        root / "localizer" / "model.pt",
-        coco_json,
-        image_dir,
-        bundle,
-        # Float32: the tests below compare the bundle with PyTorch exactly (int8 has its own).
-        export_cfg={**config["export"], "quantize": "none"},
-        infer_cfg=config["infer"],
-    )
-    return {
-        "root": root,
-        "coco": coco_json,
-        "images": image_dir,
-        "config": config,
-        "recognizer": rec_pt,
-        "localizer": root / "localizer" / "model.pt",
-        "index": root / "index",
-        "bundle": bundle,
-        "report": report,
-    }
+def trained(tiny_models) -> dict:
+    """Tiny trained models, their index, and an exported float32 bundle (the tests below
+    compare the bundle with PyTorch exactly; int8 has its own): conftest's `tiny_models`,
+    trained once per session and shared with the tests of `tiny_bundle`."""
+    return tiny_models
 
 
 # Embeddings of the same crops from ONNX Runtime and PyTorch (or from two batchings of one

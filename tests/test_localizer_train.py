@@ -367,16 +367,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("needs_ipa_fonts")
-def test_japanese_vertical_char_only(tiny_coco_factory, tmp_path):
-    torch.set_num_threads(1)
-    coco_json, image_dir = tiny_coco_factory(10, "jp", 1, vertical_fraction=0.5, max_chars=10)
-    config = load_config(
-        None, {"language": "jp", "localizer": {"epochs": 25, "batch_size": 3, "lr": 0.004}}
-    )
-    train_localizer(config, coco_json, coco_json, image_dir, tmp_path, threads=1)
-    meta = localizer_meta(tmp_path / "model.pt")
+def test_japanese_vertical_char_only(jp_models, tmp_path):
+    # The localizer `train_localizer` made for language jp (conftest's session `jp_models`,
+    # half of its 16 lines vertical), read back on those lines through ONNX Runtime.
+    coco_json, image_dir = jp_models["lines"]
+    meta = localizer_meta(jp_models["localizer"])
     assert meta["classes"] == ["char"] and meta["spaces"] is False and meta["vertical"] is True
-    session = LocalizerSession(export_onnx(tmp_path / "model.pt", tmp_path / "loc.onnx"))
+    session = LocalizerSession(export_onnx(jp_models["localizer"], tmp_path / "loc.onnx"))
     coco = load_coco(coco_json)
     vertical = [im for im in coco["images"] if im["height"] > im["width"]]
     assert len(vertical) >= 3, "the fixture should contain vertical lines"
