@@ -83,6 +83,15 @@ def tiny_coco_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[...,
 
 
 @pytest.fixture(scope="session")
+def workflow_rule_listing(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """This checkout's workflow rules as Snakemake parses them (`rule_listing.workflow_rules`),
+    listed once per session (test_envs, test_containers, test_provenance, test_slurm). Read-only."""
+    from rule_listing import workflow_rules
+
+    return workflow_rules(tmp_path_factory.mktemp("rules"))
+
+
+@pytest.fixture(scope="session")
 def tiny_coco(tiny_coco_factory: Callable[..., TinyCoco]) -> TinyCoco:
     """12 English synthetic lines (seed 0): ``(json_path, image_dir)``."""
     return tiny_coco_factory(12, "en", 0)
