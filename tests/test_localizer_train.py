@@ -403,8 +403,9 @@ def test_japanese_vertical_char_only(jp_models, tmp_path):
         assert (crops[:, 0] == 0).all() and (crops[:, 2] == w).all()
         assert (crops[:, 1] <= np.floor(det.chars[:, 1]).clip(0)).all()
         assert (crops[:, 3] >= np.ceil(det.chars[:, 3]).clip(max=h)).all()
-    # A localizer trained on these lines finds nearly all of their characters (~95% here).
-    assert found >= 0.7 * total, (found, total)
+    # A localizer trained on these lines finds nearly all of their characters (all 47 of the
+    # 9 vertical lines here).
+    assert found >= 0.9 * total, (found, total)
 
 
 def test_checkpoint_of_other_code_is_not_resumed(tmp_path):
