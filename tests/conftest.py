@@ -91,6 +91,15 @@ def tiny_coco_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[...,
 
 
 @pytest.fixture(scope="session")
+def workflow_rule_listing(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """This checkout's workflow rules as Snakemake parses them (`rule_listing.workflow_rules`),
+    listed once per session (test_envs, test_containers, test_provenance, test_slurm). Read-only."""
+    from rule_listing import workflow_rules
+
+    return workflow_rules(tmp_path_factory.mktemp("rules"))
+
+
+@pytest.fixture(scope="session")
 def tiny_coco(tiny_coco_factory: Callable[..., TinyCoco]) -> TinyCoco:
     """12 English synthetic lines (seed 0): ``(json_path, image_dir)``."""
     return tiny_coco_factory(12, "en", 0)
@@ -165,16 +174,50 @@ def _build_en_bundle(root: Path, coco_json: Path, image_dir: Path, steps: int = 
     return build_bundle(root, coco_json, image_dir, config, steps=steps, val_lines=2)
 
 
+# Full-batch supervised-contrastive steps of the tiny recognizer: enough to separate its
+# classes clearly (test_export compares PyTorch and ONNX readings away from near-ties).
+TINY_STEPS = 40
+
+
 @pytest.fixture(scope="session")
-def tiny_bundle(tiny_coco_factory: Callable[..., TinyCoco], tmp_path_factory) -> Path:
-    """An exported bundle (float32) of a tiny localizer and recognizer trained on 8 lines.
+def tiny_models(tiny_coco_factory: Callable[..., TinyCoco], tmp_path_factory) -> dict:
+    """A tiny localizer and recognizer trained on 8 lines, their index and float32 bundle.
 
     Trained once per session (about 10 s) for tests that need real ONNX Runtime and FAISS
-    inference but not good accuracy. Treat it as read-only (copy it to change `model.yaml`).
+    inference but not good accuracy: test_export's checks and `tiny_bundle`. Keys: root, coco,
+    images, config, localizer, recognizer (the `.pt` files), index, bundle. Read-only.
     """
+    from effocr.config import load_config
+
     coco_json, image_dir = tiny_coco_factory(8, "en", 5, degrade=False, max_chars=14)
-    config = {"localizer": {"epochs": 12, "batch_size": 4}}
-    return build_bundle(tmp_path_factory.mktemp("tiny_bundle"), coco_json, image_dir, config, 8)
+    overrides = {"localizer": {"epochs": 12, "batch_size": 4}}
+    root = tmp_path_factory.mktemp("tiny_bundle")
+    bundle = build_bundle(root, coco_json, image_dir, overrides, TINY_STEPS)
+    return {
+        "root": root,
+        "coco": coco_json,
+        "images": image_dir,
+        "config": load_config(None, overrides),
+        "localizer": root / "localizer" / "model.pt",
+        "recognizer": root / "recognizer" / "model.pt",
+        "index": root / "index",
+        "bundle": bundle,
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_models: dict) -> Path:
+    """`tiny_models`' bundle. Treat it as read-only (copy it to change `model.yaml`)."""
+    return tiny_models["bundle"]
+
+
+@pytest.fixture(scope="session")
+def jp_models(tiny_coco_factory: Callable[..., TinyCoco], tmp_path_factory) -> dict:
+    """Tiny Japanese models and their bundle (tests/jp_models.py), trained once per session
+    for test_japanese and test_localizer_train. Read-only."""
+    from jp_models import build_jp_models
+
+    return build_jp_models(tiny_coco_factory, tmp_path_factory.mktemp("jp"))
 
 
 def build_bundle(

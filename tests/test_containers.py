@@ -13,7 +13,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
-from rule_listing import container_images, workflow_rules
+from rule_listing import container_images
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS = REPO / "containers"
@@ -81,8 +81,8 @@ def test_constraints_agree_with_conda_envs() -> None:
 
 
 @pytest.fixture(scope="module")
-def rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    return workflow_rules(tmp_path_factory.mktemp("rules"))
+def rules(workflow_rule_listing: dict[str, dict]) -> dict[str, dict]:
+    return workflow_rule_listing
 
 
 @pytest.mark.parametrize("name", DOCKERFILES + APPTAINER)

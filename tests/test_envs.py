@@ -18,7 +18,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
-from rule_listing import REPO, container_images, rule_entry, rule_script, workflow_rules
+from rule_listing import REPO, container_images, rule_entry, rule_script
 
 from effocr.provenance import closure, module_file
 
@@ -94,8 +94,8 @@ def _pins(env: dict) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    return workflow_rules(tmp_path_factory.mktemp("rules"))
+def rules(workflow_rule_listing: dict[str, dict]) -> dict[str, dict]:
+    return workflow_rule_listing
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)

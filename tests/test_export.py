@@ -1,8 +1,8 @@
 """Export parity, the bundle round-trip and `effocr infer` end to end on tiny trained models.
 
-One module-scoped fixture trains a tiny localizer (`train_localizer`) and a tiny recognizer
-(a few supervised-contrastive steps on the lines' own glyph crops), builds a reference index
-from those crops and exports the bundle. The tests then check that ONNX inference reproduces
+The session's `tiny_models` (conftest) are a tiny localizer (`train_localizer`) and a tiny
+recognizer (a few supervised-contrastive steps on the lines' own glyph crops), a reference
+index built from those crops and the exported bundle. The tests then check that ONNX inference reproduces
 the PyTorch pipeline, that perturbed models fail the parity check without leaving a bundle,
 and that bad images are reported and skipped.
 """
@@ -22,7 +22,6 @@ import torch
 import yaml
 from conftest import export_sections, fit_supcon, line_crops, missing_dependency
 
-from effocr.config import config_sections, load_config
 from effocr.data.coco import index_coco, line_chars, load_coco
 from effocr.export import check_onnx, export_bundle, match_boxes
 from effocr.infer import Engine, assemble_text, decode_image
@@ -33,73 +32,14 @@ ENCODER = "mobilenetv3_small_050"
 INPUT_SIZE = 32
 # Enough full-batch steps for the en encoder to separate the fixture's classes clearly.
 ACCURACY_STEPS = 40
-FIXTURE_STEPS = 40
-
-
-def _train_recognizer(config: dict, crops, labels, out: Path) -> Path:
-    from effocr.recognizer.model import RecognizerNet, save_recognizer
-    from effocr.recognizer.transforms import preprocess
-
-    torch.manual_seed(0)
-    model = RecognizerNet(ENCODER, INPUT_SIZE)
-    x = np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops])
-    return save_recognizer(fit_supcon(model, x, labels, FIXTURE_STEPS), out / "model.pt", config)
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_coco_factory, tmp_path_factory):
-    """Tiny trained models, their index, and an exported bundle."""
-    from effocr.localizer.train import train_localizer
-    from effocr.recognizer.index import ReferenceIndex
-    from effocr.recognizer.model import load_recognizer
-    from effocr.recognizer.transforms import preprocess
-
-    torch.set_num_threads(1)
-    coco_json, image_dir = tiny_coco_factory(8, "en", 5, degrade=False, max_chars=14)
-    root = tmp_path_factory.mktemp("export")
-    config = load_config(None, {"localizer": {"epochs": 12, "batch_size": 4}})
-    train_localizer(
-        coco_json,
-        coco_json,
-        image_dir,
-        root / "localizer",
-        **config_sections(config).pick("localizer", "dataset", "run"),
-        threads=1,
-    )
-    crops, labels = line_crops(coco_json, image_dir)
-    rec_pt = _train_recognizer(config, crops, labels, root / "recognizer")
-    model = load_recognizer(rec_pt)
-    with torch.inference_mode():
-        x = torch.from_numpy(
-            np.stack([preprocess(c, INPUT_SIZE, model.mean, model.std) for c in crops])
-        )
-        embs = model(x).numpy()
-    # The reference of each character: the mean embedding of its crops in these lines.
-    chars = sorted(set(labels))
-    refs = np.stack([embs[[i for i, c in enumerate(labels) if c == ch]].mean(0) for ch in chars])
-    ReferenceIndex.build(refs, chars).save(root / "index")
-    bundle = root / "bundle"
-    report = export_bundle(
-        rec_pt,
-        root / "index",
-        root / "localizer" / "model.pt",
-        coco_json,
-        image_dir,
-        bundle,
-        # Float32: the tests below compare the bundle with PyTorch exactly (int8 has its own).
-        **export_sections(config, export={"quantize": "none"}),
-    )
-    return {
-        "root": root,
-        "coco": coco_json,
-        "images": image_dir,
-        "config": config,
-        "recognizer": rec_pt,
-        "localizer": root / "localizer" / "model.pt",
-        "index": root / "index",
-        "bundle": bundle,
-        "report": report,
-    }
+def trained(tiny_models) -> dict:
+    """Tiny trained models, their index, and an exported float32 bundle (the tests below
+    compare the bundle with PyTorch exactly; int8 has its own): conftest's `tiny_models`,
+    trained once per session and shared with the tests of `tiny_bundle`."""
+    return tiny_models
 
 
 # Embeddings of the same crops from ONNX Runtime and PyTorch (or from two batchings of one
@@ -515,7 +455,7 @@ def _rule_workdir(trained, workdir: Path, export_cfg: dict) -> Path:
     return workdir
 
 
-def _run_rule(workdir: Path) -> subprocess.CompletedProcess:
+def _start_rule(workdir: Path) -> subprocess.Popen:
     cmd = [
         sys.executable,
         "-m",
@@ -534,18 +474,30 @@ def _run_rule(workdir: Path) -> subprocess.CompletedProcess:
         "--allowed-rules",
         "export_bundle",
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _run_rules(*workdirs: Path) -> list[subprocess.CompletedProcess]:
+    """The rule run in each of `workdirs`, side by side: each run is single-core and
+    independent of the others, so two take the time of one on two cores."""
+    procs = [_start_rule(w) for w in workdirs]
+    try:
+        done = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+        return done
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.mark.slow
 def test_rule_export_bundle(trained, tmp_path):
     from effocr.recognizer.model import export_onnx, load_recognizer, save_recognizer
 
-    good = _run_rule(_rule_workdir(trained, tmp_path / "good", {"parity_lines": 2}))
-    assert good.returncode == 0, good.stderr[-3000:]
-    bundle = tmp_path / "good" / "results" / "bundle"
-    assert json.loads((bundle / "parity.json").read_text())["passed"]
-    assert Engine(bundle).infer(_line_paths(trained)[:1])[0].ok
     # A recognizer ONNX that no longer matches the trained weights: the rule fails, no bundle.
     model = load_recognizer(trained["recognizer"])
     with torch.no_grad():
@@ -558,7 +510,11 @@ def test_rule_export_bundle(trained, tmp_path):
         tmp_path / "bad",
         {"parity_lines": 2, "recognizer_onnx": str(tmp_path / "perturbed.onnx")},
     )
-    bad = _run_rule(workdir)
+    good, bad = _run_rules(_rule_workdir(trained, tmp_path / "good", {"parity_lines": 2}), workdir)
+    assert good.returncode == 0, good.stderr[-3000:]
+    bundle = tmp_path / "good" / "results" / "bundle"
+    assert json.loads((bundle / "parity.json").read_text())["passed"]
+    assert Engine(bundle).infer(_line_paths(trained)[:1])[0].ok
     assert bad.returncode != 0
     assert not (workdir / "results" / "bundle").exists()
     assert not [p for p in (workdir / "results").iterdir() if p.name.startswith(".bundle")]

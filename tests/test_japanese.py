@@ -1,10 +1,10 @@
 """Japanese end to end on tiny models: renders -> recognizer -> index -> localizer -> bundle -> Engine.
 
-One module-scoped fixture renders a handful of classes (kana, two kanji and, when an installed
-font draws one, a non-BMP kanji) in the installed Japanese fonts, trains a tiny recognizer on
-those renders (`train_recognizer`, the settings of test_recognizer_train), builds the reference
-index, trains a tiny localizer on synthetic horizontal and vertical lines and exports the
-bundle. The tests then run `effocr.infer.Engine` on unseen vertical and horizontal lines.
+The session's `jp_models` (conftest, built by tests/jp_models.py) render a handful of classes
+(kana, two kanji and, when an installed font draws one, a non-BMP kanji) in the installed
+Japanese fonts, train a tiny recognizer on those renders (`train_recognizer`, the settings of
+test_recognizer_train), build the reference index, train a tiny localizer on synthetic
+horizontal and vertical lines and export the bundle. The tests then run `effocr.infer.Engine` on unseen vertical and horizontal lines.
 """
 
 from __future__ import annotations
@@ -13,128 +13,20 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
-from conftest import export_sections, missing_dependency, require_ipa_fonts
-from test_recognizer_train import ENC
+from conftest import missing_dependency
+from jp_models import NON_BMP_CANDIDATES
 
-from effocr.config import config_sections, load_config
-from effocr.profiles import get_profile
-from effocr.synth.fonts import usable_chars
-from effocr.synth.lines import default_line_fonts
-from effocr.utils import EffOCRError, codepoints_to_label, label_to_codepoints
+from effocr.utils import codepoints_to_label, label_to_codepoints
 
 pytestmark = pytest.mark.slow
 
-KANA_KANJI = "あいうかきくアイウ日本"
-# Non-BMP (CJK Extension B) kanji the IPA fonts draw: 𠮟 (a Jōyō form), 𠀋.
-NON_BMP_CANDIDATES = ("\U00020b9f", "\U0002000b")
-
-
-def _fonts_and_classes():
-    require_ipa_fonts()
-    try:
-        fonts = default_line_fonts("jp")
-    except EffOCRError as exc:
-        missing_dependency(f"no Japanese font installed: {exc}")
-    fonts = [f for f in fonts if set(KANA_KANJI) <= usable_chars(f, KANA_KANJI)][:4]
-    if not fonts:
-        missing_dependency(f"no installed Japanese font draws all of {KANA_KANJI}")
-    non_bmp = next(
-        (c for c in NON_BMP_CANDIDATES if all(c in usable_chars(f, [c]) for f in fonts)), None
-    )
-    return fonts, KANA_KANJI + (non_bmp or ""), non_bmp
-
 
 @pytest.fixture(scope="module")
-def jp(tiny_coco_factory, tmp_path_factory):
-    """Fonts, classes, synthetic lines, tiny trained models and the exported bundle."""
-    from effocr.export import export_bundle
-    from effocr.localizer.train import train_localizer
-    from effocr.recognizer.index import build_reference_index
-    from effocr.recognizer.train import train_recognizer
-    from effocr.synth.render import render_glyphs
-
-    torch.set_num_threads(1)
-    fonts, classes, non_bmp = _fonts_and_classes()
-    root = tmp_path_factory.mktemp("jp")
-    text = root / "text.txt"
-    text.write_text(("あいう日本かきく" + (non_bmp or "") + "アイウ") * 4, encoding="utf-8")
-    profile = get_profile("jp")
-    reference = next((f.stem for f in fonts if f.stem in profile.reference_fonts), fonts[0].stem)
-    config = load_config(
-        None,
-        {
-            "seed": 7,
-            "language": "jp",
-            "fonts": {"reference": [reference]},
-            "recognizer": {**ENC, "epochs": 8, "num_passes": 4, "device": "cpu", "lr": 0.003},
-            "localizer": {"epochs": 30, "batch_size": 4, "lr": 0.004, "device": "cpu"},
-        },
-    )
-    line_kwargs = {
-        "font_paths": fonts[:2],
-        "charset": list(classes),
-        "text_source": text,
-        "degrade": False,
-        "max_chars": 8,
-        "font_sizes": (26, 30),
-    }
-    coco_json, image_dir = tiny_coco_factory(16, "jp", 3, vertical_fraction=0.5, **line_kwargs)
-    manifest = render_glyphs(
-        list(classes),
-        fonts,
-        root / "renders" / "glyphs",
-        root / "renders" / "manifest.csv",
-        size=32,
-        mode=profile.render_mode,
-    )
-    train_recognizer(
-        manifest,
-        root / "recognizer",
-        **config_sections(config).pick("recognizer", "fonts", "run"),
-        threads=1,
-    )
-    rec_pt = root / "recognizer" / "model.pt"
-    build_reference_index(
-        rec_pt,
-        manifest,
-        root / "index",
-        **config_sections(config).pick("recognizer", "fonts", "run"),
-        threads=1,
-    )
-    train_localizer(
-        coco_json,
-        coco_json,
-        image_dir,
-        root / "localizer",
-        **config_sections(config).pick("localizer", "dataset", "run"),
-        threads=1,
-    )
-    bundle = root / "bundle"
-    export_bundle(
-        rec_pt,
-        root / "index",
-        root / "localizer" / "model.pt",
-        coco_json,
-        image_dir,
-        bundle,
-        **export_sections(config, export={"parity_lines": 2}),
-    )
-    # Unseen lines, four of each orientation.
-    fresh = {
-        name: tiny_coco_factory(4, "jp", seed, vertical_fraction=fraction, **line_kwargs)
-        for name, seed, fraction in (("vertical", 21, 1.0), ("horizontal", 22, 0.0))
-    }
-    return {
-        "classes": classes,
-        "non_bmp": non_bmp,
-        "fonts": fonts,
-        "reference": reference,
-        "renders": manifest,
-        "bundle": bundle,
-        "fresh": fresh,
-    }
+def jp(jp_models) -> dict:
+    """Fonts, classes, synthetic lines, tiny trained models and the exported bundle: conftest's
+    `jp_models` (tests/jp_models.py), trained once per session."""
+    return jp_models
 
 
 def _line(jp, orientation: str) -> tuple:

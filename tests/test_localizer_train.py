@@ -415,23 +415,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("needs_ipa_fonts")
-def test_japanese_vertical_char_only(tiny_coco_factory, tmp_path):
-    torch.set_num_threads(1)
-    coco_json, image_dir = tiny_coco_factory(10, "jp", 1, vertical_fraction=0.5, max_chars=10)
-    config = load_config(
-        None, {"language": "jp", "localizer": {"epochs": 25, "batch_size": 3, "lr": 0.004}}
-    )
-    train_localizer(
-        coco_json,
-        coco_json,
-        image_dir,
-        tmp_path,
-        **config_sections(config).pick("localizer", "dataset", "run"),
-        threads=1,
-    )
-    meta = localizer_meta(tmp_path / "model.pt")
+def test_japanese_vertical_char_only(jp_models, tmp_path):
+    # The localizer `train_localizer` made for language jp (conftest's session `jp_models`,
+    # half of its 16 lines vertical), read back on those lines through ONNX Runtime.
+    coco_json, image_dir = jp_models["lines"]
+    meta = localizer_meta(jp_models["localizer"])
     assert meta["classes"] == ["char"] and meta["spaces"] is False and meta["vertical"] is True
-    session = LocalizerSession(export_onnx(tmp_path / "model.pt", tmp_path / "loc.onnx"))
+    session = LocalizerSession(export_onnx(jp_models["localizer"], tmp_path / "loc.onnx"))
     coco = load_coco(coco_json)
     vertical = [im for im in coco["images"] if im["height"] > im["width"]]
     assert len(vertical) >= 3, "the fixture should contain vertical lines"
@@ -461,8 +451,9 @@ def test_japanese_vertical_char_only(tiny_coco_factory, tmp_path):
         assert (crops[:, 0] == 0).all() and (crops[:, 2] == w).all()
         assert (crops[:, 1] <= np.floor(det.chars[:, 1]).clip(0)).all()
         assert (crops[:, 3] >= np.ceil(det.chars[:, 3]).clip(max=h)).all()
-    # A localizer trained on these lines finds nearly all of their characters (~95% here).
-    assert found >= 0.7 * total, (found, total)
+    # A localizer trained on these lines finds nearly all of their characters (all 47 of the
+    # 9 vertical lines here).
+    assert found >= 0.9 * total, (found, total)
 
 
 def test_checkpoint_of_other_code_is_not_resumed(tmp_path):

@@ -99,9 +99,8 @@ def test_resource_files_named_by_a_module_are_hashed(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    found = workflow_rules(tmp_path_factory.mktemp("rules"))
-    return {name: rule for name, rule in found.items() if not rule["norun"]}
+def rules(workflow_rule_listing: dict[str, dict]) -> dict[str, dict]:
+    return {name: rule for name, rule in workflow_rule_listing.items() if not rule["norun"]}
 
 
 def _entries(rules: dict[str, dict]) -> dict[str, str]:

@@ -400,13 +400,13 @@ def test_default_profile_does_not_undo_the_slurm_profile() -> None:
         )
 
 
-def test_slurm_profile_gpu_rules_exist_and_request_a_gpu(tmp_path: Path) -> None:
-    from rule_listing import workflow_rules
-
+def test_slurm_profile_gpu_rules_exist_and_request_a_gpu(
+    workflow_rule_listing: dict[str, dict],
+) -> None:
     profile = _profile("slurm")
     assert isinstance(profile["software-deployment-method"], list)
     assert set(profile["set-resources"]) == set(GPU_RULES)
-    rules = workflow_rules(tmp_path)
+    rules = workflow_rule_listing
     for rule in GPU_RULES:
         assert rule in rules, (
             f"rule {rule} (in profiles/slurm set-resources) is not in the workflow"

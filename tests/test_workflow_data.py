@@ -60,7 +60,11 @@ def _snakemake(workdir: Path, config: dict, target: str) -> subprocess.Completed
         str(config_path),
         "--workflow-profile",
         "none",
+        # Independent jobs (render_glyphs beside the line chain) side by side, each on one
+        # core as with --cores 1.
         "--cores",
+        "2",
+        "--max-threads",
         "1",
         "--latency-wait",
         "1",
