@@ -15,6 +15,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/synth.smk"
+include: "rules/align.smk"
 include: "rules/data.smk"
 include: "rules/recognizer.smk"
 include: "rules/localizer.smk"

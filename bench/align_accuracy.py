@@ -116,6 +116,13 @@ def main() -> int:
         t0 = time.perf_counter()
         lines = align_lines(aligner, strip_boxes(truth), json_path.parent / "images")
         seconds = time.perf_counter() - t0
+        # The same images with the next line's text: what a wrong transcription scores.
+        swapped = strip_boxes(truth)
+        texts = [im["text"] for im in truth["images"]]
+        swapped["images"] = [
+            {**im, "text": texts[(i + 1) % len(texts)]} for i, im in enumerate(truth["images"])
+        ]
+        wrong = report_summary(align_lines(aligner, swapped, json_path.parent / "images"), settings)
     every, accepted = char_ious(truth, lines)
     summary = report_summary(lines, settings)
     out["synthetic"] = {
@@ -128,6 +135,11 @@ def main() -> int:
         "iou_ge_0.5_accepted_lines": frac(accepted),
         "mean_iou_accepted": sum(accepted) / len(accepted) if accepted else None,
         "seconds": round(seconds, 2),
+        "wrong_text_accepted_fraction": wrong["accepted_fraction"],
+        "confidences": sorted(r["confidence"] for r in summary["lines_report"]),
+        "wrong_text_confidences": sorted(
+            r["confidence"] for r in wrong["lines_report"] if r["confidence"] is not None
+        ),
         "rejected": [
             {"file_name": r["file_name"], "reason": r["reason"]}
             for r in summary["lines_report"]
@@ -157,18 +169,24 @@ def main() -> int:
 
     print(cpu_line(out["cpu"]))
     s = out["synthetic"]
-    print(f"{'set':<10} {'lines':>6} {'accepted':>9} {'IoU>=0.5 acc.':>14} {'IoU>=0.5 all':>13}")
+    print(
+        f"{'set':<10} {'lines':>6} {'accepted':>9} {'IoU>=0.5 acc.':>14} {'IoU>=0.5 all':>13} "
+        f"{'wrong text accepted':>20}"
+    )
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}%"
 
     print(
         f"{'synthetic':<10} {s['lines']:>6} {pct(s['accepted_fraction']):>9} "
-        f"{pct(s['iou_ge_0.5_accepted_lines']):>14} {pct(s['iou_ge_0.5_all_lines']):>13}"
+        f"{pct(s['iou_ge_0.5_accepted_lines']):>14} {pct(s['iou_ge_0.5_all_lines']):>13} "
+        f"{pct(s['wrong_text_accepted_fraction']):>20}"
     )
     if "uw3" in out:
         u = out["uw3"]
-        print(f"{'uw3':<10} {u['lines']:>6} {pct(u['accepted_fraction']):>9} {'-':>14} {'-':>13}")
+        print(
+            f"{'uw3':<10} {u['lines']:>6} {pct(u['accepted_fraction']):>9} {'-':>14} {'-':>13} {'-':>20}"
+        )
     print(f"written: {args.output}")
     return 0
 

@@ -58,6 +58,10 @@ from effocr.utils import (
 
 LOG = logging.getLogger(__name__)
 
+# How dark a pixel must be to count as ink when boxes are tightened, as a fraction of the way
+# from paper to ink: hand-drawn and synthetic boxes (`effocr.synth.lines.INK_THRESHOLD`, about
+# a fifth) take in the faint anti-aliased fringe, so a level near the paper does too.
+INK_LEVEL = 0.2
 OPS = ("match", "split", "merge", "missed", "extra")
 # Files of the output folder.
 COCO_FILE = "lines.json"
@@ -83,16 +87,17 @@ REPORT_COLUMNS = (
 
 @dataclass(frozen=True)
 class AlignSettings:
-    """The `align` config section (see config/README.md)."""
+    """The `align` config section (see config/README.md; defaults in config/schema.yaml)."""
 
-    top_k: int = 10
-    min_confidence: float = 0.5
-    split_penalty: float = 0.15
-    merge_penalty: float = 0.15
-    missed_penalty: float = 0.6
-    extra_penalty: float = 0.3
-    space_penalty: float = 0.3
-    min_missed_width: float = 0.15
+    top_k: int
+    min_confidence: float
+    split_penalty: float
+    merge_penalty: float
+    missed_penalty: float
+    extra_penalty: float
+    space_penalty: float
+    min_missed_width: float
+    tighten: bool
 
     @classmethod
     def from_config(cls, align_cfg: dict) -> AlignSettings:
@@ -107,6 +112,7 @@ class AlignSettings:
             extra_penalty=float(pen["extra"]),
             space_penalty=float(pen["space"]),
             min_missed_width=float(align_cfg["min_missed_width"]),
+            tighten=bool(align_cfg["tighten"]),
         )
 
 
@@ -267,6 +273,41 @@ def union_box(a: Sequence[float], b: Sequence[float]) -> list[float]:
     return [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
 
 
+def ink_mask(img: np.ndarray) -> np.ndarray:
+    """Ink pixels of a line: darker than the paper by `INK_LEVEL` of the paper-to-ink range.
+
+    Paper and ink are the 98th and 2nd grey percentiles, so that a few noise pixels do not
+    move the level.
+    """
+    grey = img if img.ndim == 2 else img[:, :, :3].mean(axis=2)
+    lo, hi = np.percentile(grey, [2, 98])
+    if hi - lo < 1:  # a blank line: no ink to tighten to
+        return np.zeros(grey.shape, bool)
+    return grey < hi - INK_LEVEL * (hi - lo)
+
+
+def tighten(box: Sequence[float], ink: np.ndarray) -> list[float]:
+    """The box shrunk to the ink inside it (never grown); unchanged when it holds none.
+
+    The localizer's boxes, and more so merged, split and interpolated ones, are looser than
+    the glyph; ground truth boxes are drawn around the ink.
+    """
+    h, w = ink.shape
+    x0, y0 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
+    x1, y1 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
+    region = ink[y0:y1, x0:x1]
+    if region.size == 0 or not region.any():
+        return [float(v) for v in box]
+    cols = np.flatnonzero(region.any(axis=0))
+    rows = np.flatnonzero(region.any(axis=1))
+    return [
+        max(float(box[0]), float(x0 + cols[0])),
+        max(float(box[1]), float(y0 + rows[0])),
+        min(float(box[2]), float(x0 + cols[-1] + 1)),
+        min(float(box[3]), float(y0 + rows[-1] + 1)),
+    ]
+
+
 @dataclass
 class LineAlignment:
     """The alignment of one line: boxes per character (None: not placed) and its figures."""
@@ -416,6 +457,8 @@ class Proposal:
     scores: LineScores
     vertical: bool
     image_size: tuple[int, int]
+    # The line's ink (`ink_mask`), bit-packed along x; None: boxes are not tightened.
+    ink: np.ndarray | None = None
 
 
 class Aligner:
@@ -490,7 +533,9 @@ class Aligner:
             if len(det.spaces) == n
             else [False] * n,
         )
-        return Proposal(boxes, scores, vertical, (int(img.shape[0]), int(img.shape[1])))
+        size = (int(img.shape[0]), int(img.shape[1]))
+        ink = np.packbits(ink_mask(img), axis=1) if self.settings.tighten else None
+        return Proposal(boxes, scores, vertical, size, ink)
 
     def align(
         self, proposal: Proposal, text: str, widths: dict[str, float] | None = None
@@ -514,6 +559,9 @@ def finish(
     boxes, problem = place_boxes(
         steps, chars, proposal.boxes, proposal.image_size, proposal.vertical, widths, settings
     )
+    if proposal.ink is not None:
+        ink = np.unpackbits(proposal.ink, axis=1, count=proposal.image_size[1]).astype(bool)
+        boxes = [None if b is None else tighten(b, ink) for b in boxes]
     return LineAlignment(steps, boxes, counts, mean_sim, one_to_one, conf, unknown, problem)
 
 
@@ -608,11 +656,12 @@ def align_lines(aligner: Aligner, coco: dict, image_dir: str | os.PathLike) -> l
                     "remove the boxes to align it"
                 )
             continue
+        path = image_dir / str(im.get("file_name"))
         try:
-            img = decode_image(image_dir / str(im.get("file_name")), keep_grey=True)
+            img = decode_image(path, keep_grey=True)
             proposal = aligner.propose(img)
         except EffOCRError as exc:
-            rep.reason = str(exc)
+            rep.reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             continue
         except Exception as exc:  # one line ORT or the crops choke on must not stop the batch
             rep.reason = f"localizer or recognizer failed: {type(exc).__name__}: {exc}"

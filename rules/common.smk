@@ -50,7 +50,16 @@ PATHS = {
     "bundle": f"{RES}/bundle",
     "eval": f"{RES}/eval",
     "report": f"{RES}/report",
+    "aligned": {
+        k: f"{RES}/data/aligned/{name}"
+        for k, name in (("coco", "lines.json"), ("csv", "report.csv"), ("json", "report.json"))
+    },
 }
+# The lines the workflow trains on: the dataset, or its lines aligned by `align.bundle`
+# (rule align_lines) when it has only transcriptions.
+TRAINING_COCO = (
+    PATHS["aligned"]["coco"] if config["align"]["bundle"] else config["dataset"]["coco_json"]
+)
 
 # Every step runs in one of four software environments (conda env file) and one of two
 # container images: CONTAINER (CPU), or CONTAINER_GPU for the rules with a `gpu` resource.

@@ -12,7 +12,7 @@ SPLIT_FILES = dict(config["split"]["files"] or {})
 
 rule validate_coco:
     input:
-        coco_json=config["dataset"]["coco_json"],
+        coco_json=TRAINING_COCO,
     output:
         report=PATHS["validation"],
     log:
@@ -39,7 +39,7 @@ rule validate_coco:
 
 rule split_coco:
     input:
-        coco_json=config["dataset"]["coco_json"],
+        coco_json=TRAINING_COCO,
         validation=PATHS["validation"],
         files=list(SPLIT_FILES.values()),
     output:
