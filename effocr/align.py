@@ -36,7 +36,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -102,18 +102,7 @@ class AlignSettings:
     @classmethod
     def from_config(cls, align_cfg: dict) -> AlignSettings:
         """Settings from a validated config's `align` section."""
-        pen = align_cfg["penalties"]
-        return cls(
-            top_k=int(align_cfg["top_k"]),
-            min_confidence=float(align_cfg["min_confidence"]),
-            split_penalty=float(pen["split"]),
-            merge_penalty=float(pen["merge"]),
-            missed_penalty=float(pen["missed"]),
-            extra_penalty=float(pen["extra"]),
-            space_penalty=float(pen["space"]),
-            min_missed_width=float(align_cfg["min_missed_width"]),
-            tighten=bool(align_cfg["tighten"]),
-        )
+        return cls(**{f.name: align_cfg[f.name] for f in fields(cls)})
 
 
 # ---------------------------------------------------------------------------

@@ -329,7 +329,7 @@ def test_lines_with_boxes_kept_and_foreign_output_refused(en_bundle, tiny_coco_f
 
 
 def test_settings_from_config_follow_the_schema():
-    cfg = load_config(None, {"align": {"top_k": 5, "penalties": {"split": 0.4}}})
+    cfg = load_config(None, {"align": {"top_k": 5, "split_penalty": 0.4}})
     s = AlignSettings.from_config(cfg["align"])
     assert s.top_k == 5 and s.split_penalty == 0.4
     assert dataclasses.replace(s, top_k=3).top_k == 3
