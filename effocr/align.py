@@ -17,8 +17,9 @@ transcription to the boxes in reading order, choosing for each step one of
 Spaces of the transcription are matched to the localizer's word starts (word boxes, else
 wide gaps): a character after a space should start a word, one inside a word should not.
 A character not among a box's top k scores the box's k-th similarity (an upper bound of its
-true one); a character absent from the reference index scores the same everywhere, so only
-geometry and its neighbours place it, and it is left out of the line's similarity.
+true one); a character absent from the reference index is never among them, so its
+neighbours and the geometry place it, and it is left out of the line's similarity. Every
+box is finally shrunk to the ink inside it (`align.tighten`), as hand-drawn boxes are.
 
 Each line gets `confidence = mean similarity × fraction of one-to-one matches`; lines at or
 above `align.min_confidence` become training lines with `char` and `word` boxes, the others
@@ -428,7 +429,7 @@ def text_chars(text: str) -> tuple[list[str], list[bool]]:
             pending = True
             continue
         chars.append(c)
-        space_before.append(pending and bool(chars[:-1]))
+        space_before.append(pending and len(chars) > 1)
         pending = False
     return chars, space_before
 
