@@ -361,3 +361,17 @@ def test_workflow_trains_on_aligned_lines(en_bundle, tiny_coco_factory, tmp_path
     assert json.loads((res / "validation.json").read_text(encoding="utf-8"))["valid"]
     again = _snakemake(tmp_path, config, target)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_inputs_inside_the_output_and_a_missing_bundle_are_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "char"}]}
+    save_coco(coco, out / "lines.json")
+    args = ["align", str(tmp_path / "no-bundle"), "--images", str(tmp_path)]
+    assert main([*args, "--coco", str(out / "lines.json"), "--output", str(out)]) == 1
+    assert "inside the output folder" in capsys.readouterr().err
+    save_coco(coco, tmp_path / "lines.json")
+    assert main([*args, "--coco", str(tmp_path / "lines.json"), "--output", str(out)]) == 1
+    assert "no-bundle" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["lines.json"]
