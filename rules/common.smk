@@ -50,6 +50,8 @@ PATHS = {
     "bundle": f"{RES}/bundle",
     "eval": f"{RES}/eval",
     "report": f"{RES}/report",
+    # Earlier alignment rounds (`align.rounds`), each a whole results folder of its own.
+    "rounds": f"{RES}/rounds",
     "aligned": {
         k: f"{RES}/data/aligned/{name}"
         for k, name in (("coco", "lines.json"), ("csv", "report.csv"), ("json", "report.json"))
