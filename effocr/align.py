@@ -737,6 +737,25 @@ def report_summary(lines: Sequence[AlignedLine], settings: AlignSettings) -> dic
     }
 
 
+def require_training_lines(summary: dict, report: str | os.PathLike) -> None:
+    """Raise when an alignment left nothing to train on (the workflow cannot go on).
+
+    Raises:
+        EffOCRError: no line accepted or given, naming the report and the commonest reasons.
+    """
+    if summary["accepted"] or summary["given"]:
+        return
+    reasons: dict[str, int] = defaultdict(int)
+    for row in summary["lines_report"]:
+        # "confidence 0.412 < ..." and "confidence 0.377 < ..." are one reason.
+        reasons[row["reason"].split(" (")[0].split(" < ")[0].rstrip("0123456789. ")] += 1
+    common = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
+    listed = "; ".join(f"{n} x {reason}" for reason, n in common)
+    raise EffOCRError(
+        f"no line of {summary['lines']} was accepted, nothing to train on (see {report}): {listed}"
+    )
+
+
 def align_coco(
     aligner: Aligner,
     coco_json: str | os.PathLike,

@@ -24,6 +24,7 @@ from effocr.align import (
     TopK,
     dp_align,
     place_boxes,
+    require_training_lines,
     text_chars,
     word_boxes,
 )
@@ -32,6 +33,7 @@ from effocr.config import load_config
 from effocr.data.coco import index_coco, line_chars, load_coco, save_coco
 from effocr.data.validate import validate_coco
 from effocr.localizer.postprocess import box_iou
+from effocr.utils import EffOCRError
 
 FLOOR = 0.1
 
@@ -407,3 +409,16 @@ def test_alignment_rounds_are_rules_of_their_own(en_bundle, tiny_coco_factory, t
     assert jobs["previous_train_localizer"] == 1 and jobs["previous_train_recognizer_hn"] == 1
     assert "previous_align_lines" not in jobs  # done above, not redone
     assert "results/rounds/1/bundle" in plan.stdout + plan.stderr
+
+
+def test_nothing_accepted_names_the_reasons():
+    rows = [
+        {"reason": "the localizer found no character"},
+        {"reason": "confidence 0.412 < align.min_confidence 0.6 (similarity 0.7, one-to-one 0.5)"},
+        {"reason": "confidence 0.377 < align.min_confidence 0.6 (similarity 0.6, one-to-one 0.6)"},
+    ]
+    summary = {"lines": 3, "accepted": 0, "given": 0, "lines_report": rows}
+    with pytest.raises(EffOCRError, match="no line of 3") as err:
+        require_training_lines(summary, "out/report.csv")
+    assert "2 x confidence" in str(err.value) and "out/report.csv" in str(err.value)
+    require_training_lines({**summary, "accepted": 1}, "out/report.csv")

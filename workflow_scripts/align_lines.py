@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from effocr.align import Aligner, AlignSettings, align_coco
+from effocr.align import Aligner, AlignSettings, align_coco, require_training_lines
 from effocr.utils import setup_logging
 
 setup_logging(snakemake.log[0])
@@ -11,9 +11,11 @@ aligner = Aligner.from_bundle(
     AlignSettings.from_config(dict(snakemake.params.align)),
     threads=snakemake.threads,
 )
-align_coco(
+summary = align_coco(
     aligner,
     snakemake.input.coco_json,
     snakemake.params.image_dir,
     Path(snakemake.output.coco_json).parent,
 )
+# Fail here, with the reasons, rather than in the data stage with "the dataset is empty".
+require_training_lines(summary, snakemake.output.report_csv)
