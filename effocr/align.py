@@ -737,8 +737,11 @@ def report_summary(lines: Sequence[AlignedLine], settings: AlignSettings) -> dic
     }
 
 
-def require_training_lines(summary: dict, report: str | os.PathLike) -> None:
+def require_training_lines(summary: dict, report: str | os.PathLike | None = None) -> None:
     """Raise when an alignment left nothing to train on (the workflow cannot go on).
+
+    `report`: where the per-line reasons stay (None where they do not: Snakemake removes a
+    failed job's outputs).
 
     Raises:
         EffOCRError: no line accepted or given, naming the report and the commonest reasons.
@@ -751,8 +754,9 @@ def require_training_lines(summary: dict, report: str | os.PathLike) -> None:
         reasons[row["reason"].split(" (")[0].split(" < ")[0].rstrip("0123456789. ")] += 1
     common = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
     listed = "; ".join(f"{n} x {reason}" for reason, n in common)
+    where = f" (every line in {report})" if report is not None else ""
     raise EffOCRError(
-        f"no line of {summary['lines']} was accepted, nothing to train on (see {report}): {listed}"
+        f"no line of {summary['lines']} was accepted, nothing to train on{where}: {listed}"
     )
 
 

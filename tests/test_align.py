@@ -421,4 +421,6 @@ def test_nothing_accepted_names_the_reasons():
     with pytest.raises(EffOCRError, match="no line of 3") as err:
         require_training_lines(summary, "out/report.csv")
     assert "2 x confidence" in str(err.value) and "out/report.csv" in str(err.value)
+    with pytest.raises(EffOCRError, match="1 x the localizer found no character"):
+        require_training_lines(summary)
     require_training_lines({**summary, "accepted": 1}, "out/report.csv")

@@ -18,4 +18,4 @@ summary = align_coco(
     Path(snakemake.output.coco_json).parent,
 )
 # Fail here, with the reasons, rather than in the data stage with "the dataset is empty".
-require_training_lines(summary, snakemake.output.report_csv)
+require_training_lines(summary)
