@@ -60,6 +60,12 @@ REPORT_OUTPUTS = {
 }
 
 
+# effocr align (effocr.align): the aligned raw COCO and the report of accepted/rejected lines.
+ALIGNED_LINES = "lines.json"
+ALIGN_REPORT_CSV = "report.csv"
+ALIGN_REPORT_JSON = "report.json"
+
+
 def workflow_paths(results_dir: str) -> dict:
     """Every artefact of the workflow under `results_dir` (the rules' `PATHS`)."""
     res = results_dir
@@ -82,6 +88,13 @@ def workflow_paths(results_dir: str) -> dict:
         "bundle": f"{res}/bundle",
         "eval": f"{res}/eval",
         "report": f"{res}/report",
+        # Earlier alignment rounds (`align.rounds`), each a whole results folder of its own.
+        "rounds": f"{res}/rounds",
+        "aligned": {
+            "coco": f"{res}/data/aligned/{ALIGNED_LINES}",
+            "csv": f"{res}/data/aligned/{ALIGN_REPORT_CSV}",
+            "json": f"{res}/data/aligned/{ALIGN_REPORT_JSON}",
+        },
     }
 
 

@@ -52,6 +52,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "effocr.recognizer.extend",
         "add characters to a bundle's reference index without retraining",
     ),
+    "align": (
+        "effocr.align",
+        "character boxes for lines that have only a transcription, with a bundle",
+    ),
     "infer": ("effocr.infer", "OCR line images with an exported bundle"),
     "evaluate": ("effocr.evaluate", "CER/WER of a bundle (and Tesseract) on evaluation sets"),
     "report": ("effocr.report", "build the HTML report from evaluation results"),

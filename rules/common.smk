@@ -36,6 +36,11 @@ PATHS = workflow_paths(RES)
 # The localizer the export and the evaluation use: an ONNX one exported elsewhere
 # (localizer.onnx_model, then ours is not trained), else ours.
 LOCALIZER_MODEL = config["localizer"]["onnx_model"] or f"{PATHS['localizer']}/{MODEL}"
+# The lines the workflow trains on: the dataset, or its lines aligned by `align.bundle`
+# (rule align_lines) when it has only transcriptions.
+TRAINING_COCO = (
+    PATHS["aligned"]["coco"] if config["align"]["bundle"] else config["dataset"]["coco_json"]
+)
 
 # Every step runs in one of four software environments (conda env file) and one of two
 # container images: CONTAINER (CPU), or CONTAINER_GPU for the rules with a `gpu` resource.

@@ -17,7 +17,7 @@ SPLIT_FILES = dict(config["split"]["files"] or {})
 
 rule check_coco:
     input:
-        coco_json=config["dataset"]["coco_json"],
+        coco_json=TRAINING_COCO,
     output:
         report=PATHS["validation"],
     log:
@@ -44,7 +44,7 @@ rule check_coco:
 
 rule split_coco:
     input:
-        coco_json=config["dataset"]["coco_json"],
+        coco_json=TRAINING_COCO,
         validation=PATHS["validation"],
         files=list(SPLIT_FILES.values()),
     output:

@@ -44,7 +44,9 @@ def _have_fonts(stems: list[str]) -> bool:
     return {f.stem for f in find_fonts(include=stems)} >= set(stems)
 
 
-def _snakemake(workdir: Path, config: dict, target: str) -> subprocess.CompletedProcess:
+def _snakemake(
+    workdir: Path, config: dict, target: str, *extra: str
+) -> subprocess.CompletedProcess:
     (workdir / "config").mkdir(parents=True, exist_ok=True)
     config_path = workdir / "config" / "config.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -68,6 +70,7 @@ def _snakemake(workdir: Path, config: dict, target: str) -> subprocess.Completed
         "1",
         "--latency-wait",
         "1",
+        *extra,
         target,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)

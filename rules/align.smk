@@ -1,0 +1,71 @@
+# Rules of the align stage (effocr.align): character boxes for the dataset's lines that have
+# only a transcription; with `align.bundle` set, the data stage reads the aligned lines
+# (TRAINING_COCO in common.smk). Round 1 aligns with `align.bundle`; each later round with the
+# bundle trained on the round before it, whose whole workflow is this one again, run as a
+# module under PATHS["rounds"] (its rules prefixed `previous_`, `previous_previous_`, ...).
+
+ROUNDS = config["align"]["rounds"]
+ALIGN_BUNDLE = (
+    config["align"]["bundle"] if ROUNDS == 1 else f"{PATHS['rounds']}/{ROUNDS - 1}/bundle"
+)
+if not config["align"]["bundle"]:
+    ALIGN_BUNDLE_INPUT = []
+elif ROUNDS == 1:
+    # The given bundle's files: a changed model or index reruns the alignment.
+    ALIGN_BUNDLE_INPUT = multiext(
+        f"{ALIGN_BUNDLE}/",
+        "model.yaml",
+        "localizer.onnx",
+        "recognizer.onnx",
+        "ref.index",
+        "ref_labels.txt",
+    )
+else:
+    # The previous round's bundle directory (an output of its export_bundle).
+    ALIGN_BUNDLE_INPUT = [ALIGN_BUNDLE]
+
+
+rule align_lines:
+    input:
+        coco_json=config["dataset"]["coco_json"],
+        bundle=ALIGN_BUNDLE_INPUT,
+    output:
+        coco_json=PATHS["aligned"]["coco"],
+        report_csv=PATHS["aligned"]["csv"],
+        report_json=PATHS["aligned"]["json"],
+    log:
+        log_path("align_lines"),
+    benchmark:
+        benchmark_path("align_lines")
+    conda:
+        ENVS["report"]
+    container:
+        CONTAINER
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        code=code_version("effocr.align"),
+        bundle=ALIGN_BUNDLE,
+        image_dir=config["dataset"]["image_dir"],
+        # The alignment settings alone: the number of rounds does not change one round's work.
+        align={k: v for k, v in config["align"].items() if k not in ("bundle", "rounds")},
+    script:
+        "../workflow_scripts/align_lines.py"
+
+
+if config["align"]["bundle"] and ROUNDS > 1:
+
+    module previous_round:
+        snakefile:
+            "../Snakefile"
+        config:
+            {
+                **config,
+                "results_dir": f"{PATHS['rounds']}/{ROUNDS - 1}",
+                "align": {**config["align"], "rounds": ROUNDS - 1},
+            }
+
+    # Its `all` (evaluation and report) is not needed to re-align; synth_lines is this run's.
+    use rule * from previous_round exclude all, synth_lines as previous_*
