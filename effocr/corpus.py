@@ -31,7 +31,8 @@ from pathlib import Path
 
 from effocr.document import Page
 from effocr.formats.serialize import PAGE_FORMATS
-from effocr.imageio import IMAGE_SUFFIXES, _relative_to, display_name
+from effocr.imageio import _relative_to, display_name
+from effocr.suffixes import IMAGE_SUFFIXES
 from effocr.utils import EffOCRError, atomic_path, progress
 
 LOG = logging.getLogger(__name__)
@@ -93,13 +94,9 @@ def _mets_files(path: Path, group: str) -> list[str]:
     URLs, relative to the METS file's folder)."""
     from urllib.parse import unquote, urlparse
 
-    from lxml import etree
+    from effocr.formats.xml import parse_xml
 
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
-    try:
-        root = etree.parse(str(path), parser).getroot()
-    except (OSError, etree.XMLSyntaxError) as exc:
-        raise EffOCRError(f"{path}: cannot read METS file: {exc}") from exc
+    root = parse_xml(path)
     groups = root.findall(f".//{{{METS_NS}}}fileGrp[@USE='{group}']")
     if not groups:
         found = sorted({g.get("USE") for g in root.iter(f"{{{METS_NS}}}fileGrp")} - {None})
