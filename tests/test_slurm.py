@@ -7,7 +7,9 @@ tiny config, and the test checks that:
 
 * every job went through Slurm: `sacct` lists one COMPLETED job per rule, in partition debug;
 * the outputs equal those of a local run of the same targets with the same config;
-* a rule that fails (validate_coco on a broken COCO JSON) is FAILED in sacct and the run fails.
+* a rule that fails (validate_coco on a broken COCO JSON) is FAILED in sacct and the run fails;
+* a small corpus read with the bundle (`snakemake ocr`, rules/ocr.smk) goes out as one Slurm job
+  per shard, each COMPLETED in sacct, with a log per shard and the summary of every page.
 
 Needs root and the Debian packages of tests/slurm/slurm-up.sh: `make test-slurm` installs them.
 Without them the test fails (it is the proof of cluster submission; it must not be skipped).
@@ -76,6 +78,9 @@ FONTS = ["DejaVuSans", "DejaVuSerif"]
 # A few characters: 11 classes x 2 fonts of renders keep the training jobs short.
 CHARSET = "abcdehlnort"
 RUN_TIMEOUT_S = 360
+# The corpus: line images as pages, in shards of 2 (3 shard jobs and the summary).
+CORPUS_PAGES = 5
+CORPUS_SHARD_SIZE = 2
 PACKAGES = "slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
 
 
@@ -282,7 +287,7 @@ def _file_hashes(root: Path, manifest: str) -> dict[str, str]:
 
 
 @pytest.mark.slurm
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_workflow_on_slurm(slurm_env: dict[str, str], tiny_coco_factory, capsys) -> None:
     started = time.monotonic()
     tiny_coco = tiny_coco_factory(
@@ -367,6 +372,49 @@ def _check_workflow_on_slurm(env: dict[str, str], coco, base: Path, capsys) -> N
         )
     for manifest in SAME_IMAGES:
         assert _file_hashes(slurm_wd, manifest) == _file_hashes(local_wd, manifest), manifest
+
+    _check_corpus_on_slurm(env, slurm_wd, profile, len(jobs), capsys)
+
+
+def _check_corpus_on_slurm(
+    env: dict[str, str], workdir: Path, profile: Path, jobs_before: int, capsys
+) -> None:
+    """`snakemake ocr` with the bundle just trained: one Slurm job per shard, then the summary."""
+    pages = workdir / "pages"
+    pages.mkdir()
+    for image in sorted((workdir / "images").glob("*.png"))[:CORPUS_PAGES]:
+        shutil.copy(image, pages / image.name)
+    config = workdir / "config" / "config.yaml"
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    cfg["ocr"] = {
+        "input": "pages",
+        "bundle": "results/bundle",
+        "output": "results/ocr",
+        "shard_size": CORPUS_SHARD_SIZE,
+    }
+    config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    run = _run(_snakemake_cmd(workdir, config, "--profile", str(profile), "ocr"), env)
+    output = run.communicate()[0]
+    assert run.returncode == 0, f"SLURM corpus run failed:\n{output[-6000:]}"
+    n_shards = -(-CORPUS_PAGES // CORPUS_SHARD_SIZE)
+    jobs = _wait_for_states(env, jobs_before + n_shards + 1)[jobs_before:]
+    with capsys.disabled():
+        print(
+            "\nsacct -X of the corpus run (JobID|JobName|Comment|State|Partition|NodeList|Elapsed):"
+        )
+        for j in jobs:
+            print("  " + "|".join(j.values()))
+    states = [(j["Comment"], j["State"]) for j in jobs]
+    # Nothing of the training DAG again (the bundle is up to date): the shards and the summary.
+    assert (
+        sorted(states) == [("rule_ocr", "COMPLETED")] + [("rule_ocr_shard", "COMPLETED")] * n_shards
+    ), states
+    summary = json.loads((workdir / "results" / "ocr" / "summary.json").read_text("utf-8"))
+    assert summary["pages"] == CORPUS_PAGES and summary["shards"] == n_shards, summary
+    assert summary["pages_failed"] == 0, summary["failures"]
+    logs = sorted((workdir / "results" / "ocr" / "logs").glob("ocr_shard_*.log"))
+    assert len(logs) == n_shards
+    assert all("page 1/" in log.read_text("utf-8") for log in logs)
 
 
 # --- The profiles themselves (run in the ordinary test suite, no Slurm needed) ---------------
