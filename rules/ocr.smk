@@ -2,47 +2,11 @@
 # read with the bundle `ocr.bundle`, in shards of `ocr.shard_size` pages (one `ocr_shard` job
 # each), then the summary (rule `ocr`). See effocr/corpus.py and config/README.md, section ocr.
 #
-# The shard plan is computed here, read-only, from the listing and the records of the shards
-# already done (effocr.corpus.plan_shards): finished shards keep their pages, so a rerun runs
+# The shard plan is computed while the DAG is built, read-only, from the listing and the
+# records of the shards already done (effocr.corpus.plan_shards): finished shards keep their pages, so a rerun runs
 # only unfinished shards, and pages added later only new ones. The training DAG is not needed:
 # the bundle is an input path (naming `results/bundle` makes `ocr` depend on export_onnx).
-
-from effocr.corpus import SHARDS_DIR, SUMMARY_JSON, SUMMARY_TABLE, plan_corpus
-
-OCR = config["ocr"]
-OCR_OUT = OCR["output"] if OCR["output"] is not None else f"{RES}/ocr"
-
-
-@functools.cache
-def ocr_plan():
-    """The corpus's `ShardPlan`, computed once per Snakemake process, when `ocr` is wanted."""
-    if not OCR["input"] or not OCR["bundle"]:
-        raise WorkflowError(
-            "the ocr target needs ocr.input (a folder, list file or METS file of page images) "
-            "and ocr.bundle (a bundle folder), e.g. "
-            "snakemake ocr --config ocr='{input: scans, bundle: results/bundle}' "
-            "(config/README.md, section ocr)"
-        )
-    try:
-        return plan_corpus(OCR, OCR_OUT)
-    except EffOCRError as exc:
-        raise WorkflowError(str(exc)) from None
-
-
-def ocr_shard_pages(wildcards):
-    shards = ocr_plan().shards
-    if wildcards.shard not in shards:
-        raise WorkflowError(f"shard {wildcards.shard} is not in the corpus's plan")
-    return shards[wildcards.shard]
-
-
-def ocr_shard_images(wildcards):
-    # A listed image that is missing is that page's failure, reported in the summary.
-    return [p.image for p in ocr_shard_pages(wildcards) if os.path.exists(p.image)]
-
-
-def ocr_records(wildcards):
-    return [f"{OCR_OUT}/{SHARDS_DIR}/{s}.json" for s in ocr_plan().shards]
+# The plan and the paths: rules/common.smk, section "corpus run helpers".
 
 
 wildcard_constraints:
@@ -70,7 +34,8 @@ rule ocr_shard:
     params:
         code=code_version("effocr.corpus"),
         pages=lambda wildcards: [[p.image, p.name] for p in ocr_shard_pages(wildcards)],
-        out_dir=OCR_OUT,
+        # The output folder, from the record's path (shards/<id>.json under it).
+        out_dir=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
         formats=OCR["formats"],
     script:
         "../workflow_scripts/ocr_shard.py"

@@ -8,8 +8,9 @@ tiny config, and the test checks that:
 * every job went through Slurm: `sacct` lists one COMPLETED job per rule, in partition debug;
 * the outputs equal those of a local run of the same targets with the same config;
 * a rule that fails (validate_coco on a broken COCO JSON) is FAILED in sacct and the run fails;
-* a small corpus read with the bundle (`snakemake ocr`, rules/ocr.smk) goes out as one Slurm job
-  per shard, each COMPLETED in sacct, with a log per shard and the summary of every page.
+* (test_corpus_on_slurm) a small corpus read with a bundle (`snakemake ocr`, rules/ocr.smk)
+  goes out as one Slurm job per shard, each COMPLETED in sacct, with a log per shard, and the
+  summary counts every page.
 
 Needs root and the Debian packages of tests/slurm/slurm-up.sh: `make test-slurm` installs them.
 Without them the test fails (it is the proof of cluster submission; it must not be skipped).
@@ -287,7 +288,7 @@ def _file_hashes(root: Path, manifest: str) -> dict[str, str]:
 
 
 @pytest.mark.slurm
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(600)
 def test_workflow_on_slurm(slurm_env: dict[str, str], tiny_coco_factory, capsys) -> None:
     started = time.monotonic()
     tiny_coco = tiny_coco_factory(
@@ -373,26 +374,39 @@ def _check_workflow_on_slurm(env: dict[str, str], coco, base: Path, capsys) -> N
     for manifest in SAME_IMAGES:
         assert _file_hashes(slurm_wd, manifest) == _file_hashes(local_wd, manifest), manifest
 
-    _check_corpus_on_slurm(env, slurm_wd, profile, len(jobs), capsys)
 
-
-def _check_corpus_on_slurm(
-    env: dict[str, str], workdir: Path, profile: Path, jobs_before: int, capsys
+@pytest.mark.slurm
+@pytest.mark.timeout(600)
+def test_corpus_on_slurm(
+    slurm_env: dict[str, str], tiny_coco_factory, tiny_bundle: Path, capsys
 ) -> None:
-    """`snakemake ocr` with the bundle just trained: one Slurm job per shard, then the summary."""
+    """`snakemake ocr` (rules/ocr.smk) with a bundle: one Slurm job per shard, then the summary."""
+    coco = tiny_coco_factory(8, "en", 0, charset=list(CHARSET), max_chars=12, font_sizes=(20, 24))
+    base = Path(tempfile.mkdtemp(prefix="effocr-slurm-corpus-", dir="/tmp"))
+    try:
+        _check_corpus_on_slurm(slurm_env, coco, tiny_bundle, base, capsys)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _check_corpus_on_slurm(env: dict[str, str], coco, bundle: Path, base: Path, capsys) -> None:
+    profile = _test_profile(base / "profile")
+    workdir = base / "corpus"
+    config = _tiny_config(
+        workdir,
+        coco,
+        ocr={
+            "input": "pages",
+            "bundle": str(bundle),
+            "output": "results/ocr",
+            "shard_size": CORPUS_SHARD_SIZE,
+        },
+    )
     pages = workdir / "pages"
     pages.mkdir()
     for image in sorted((workdir / "images").glob("*.png"))[:CORPUS_PAGES]:
         shutil.copy(image, pages / image.name)
-    config = workdir / "config" / "config.yaml"
-    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-    cfg["ocr"] = {
-        "input": "pages",
-        "bundle": "results/bundle",
-        "output": "results/ocr",
-        "shard_size": CORPUS_SHARD_SIZE,
-    }
-    config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    jobs_before = len(_sacct(env))
     run = _run(_snakemake_cmd(workdir, config, "--profile", str(profile), "ocr"), env)
     output = run.communicate()[0]
     assert run.returncode == 0, f"SLURM corpus run failed:\n{output[-6000:]}"
@@ -405,7 +419,7 @@ def _check_corpus_on_slurm(
         for j in jobs:
             print("  " + "|".join(j.values()))
     states = [(j["Comment"], j["State"]) for j in jobs]
-    # Nothing of the training DAG again (the bundle is up to date): the shards and the summary.
+    # Nothing of the training DAG (the bundle is a given folder): the shards and the summary.
     assert (
         sorted(states) == [("rule_ocr", "COMPLETED")] + [("rule_ocr_shard", "COMPLETED")] * n_shards
     ), states
