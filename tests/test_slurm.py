@@ -34,6 +34,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from effocr.corpus import shard_id
 from effocr.utils import label_to_codepoints
 
 REPO = Path(__file__).resolve().parents[1]
@@ -419,9 +420,11 @@ def _check_corpus_on_slurm(env: dict[str, str], coco, bundle: Path, base: Path, 
         for j in jobs:
             print("  " + "|".join(j.values()))
     states = [(j["Comment"], j["State"]) for j in jobs]
-    # Nothing of the training DAG (the bundle is a given folder): the shards and the summary.
-    assert (
-        sorted(states) == [("rule_ocr", "COMPLETED")] + [("rule_ocr_shard", "COMPLETED")] * n_shards
+    # Nothing of the training DAG (the bundle is a given folder): one job per shard (the
+    # plugin's comment names the rule and the wildcards), then the summary.
+    shards = [f"rule_ocr_shard_wildcards_{shard_id(i)}" for i in range(n_shards)]
+    assert sorted(states) == sorted(
+        [("rule_ocr", "COMPLETED")] + [(s, "COMPLETED") for s in shards]
     ), states
     summary = json.loads((workdir / "results" / "ocr" / "summary.json").read_text("utf-8"))
     assert summary["pages"] == CORPUS_PAGES and summary["shards"] == n_shards, summary
