@@ -22,6 +22,7 @@ include: "rules/recognizer.smk"
 include: "rules/localizer.smk"
 include: "rules/export.smk"
 include: "rules/evaluate.smk"
+include: "rules/ocr.smk"
 
 
 rule all:

@@ -6,7 +6,9 @@
 
 ROUNDS = config["align"]["rounds"]
 ALIGN_BUNDLE = (
-    config["align"]["bundle"] if ROUNDS == 1 else f"{PATHS['rounds']}/{ROUNDS - 1}/bundle"
+    config["align"]["bundle"]
+    if ROUNDS == 1
+    else f"{PATHS['rounds']}/{ROUNDS - 1}/bundle"
 )
 if not config["align"]["bundle"]:
     ALIGN_BUNDLE_INPUT = []
@@ -50,7 +52,9 @@ rule align_lines:
         bundle=ALIGN_BUNDLE,
         image_dir=config["dataset"]["image_dir"],
         # The alignment settings alone: the number of rounds does not change one round's work.
-        align={k: v for k, v in config["align"].items() if k not in ("bundle", "rounds")},
+        align={
+            k: v for k, v in config["align"].items() if k not in ("bundle", "rounds")
+        },
     script:
         "../workflow_scripts/align_lines.py"
 

@@ -39,7 +39,9 @@ LOCALIZER_MODEL = config["localizer"]["onnx_model"] or f"{PATHS['localizer']}/{M
 # The lines the workflow trains on: the dataset, or its lines aligned by `align.bundle`
 # (rule align_lines) when it has only transcriptions.
 TRAINING_COCO = (
-    PATHS["aligned"]["coco"] if config["align"]["bundle"] else config["dataset"]["coco_json"]
+    PATHS["aligned"]["coco"]
+    if config["align"]["bundle"]
+    else config["dataset"]["coco_json"]
 )
 
 # Every step runs in one of four software environments (conda env file) and one of two

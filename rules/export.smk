@@ -35,9 +35,9 @@ rule export_bundle:
         mem_mb=4000,
         runtime=30,
     params:
+        **SECTIONS.params("export", "infer", "localizer", "crops"),
         code=code_version("effocr.export"),
         index_dir=lambda wildcards, input: os.path.dirname(input.index[0]),
         image_dir=config["dataset"]["image_dir"],
-        **SECTIONS.params("export", "infer", "localizer", "crops"),
     script:
         "../workflow_scripts/export_bundle.py"

@@ -29,10 +29,10 @@ rule train_localizer:
         runtime=120,
         gpu=1,
     params:
+        **SECTIONS.params("localizer", "dataset", "run"),
         code=code_version("effocr.localizer.train"),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         image_dir=config["dataset"]["image_dir"],
-        **SECTIONS.params("localizer", "dataset", "run"),
     script:
         "../workflow_scripts/train_localizer.py"
 

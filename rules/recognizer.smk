@@ -2,7 +2,13 @@
 # second pass with hard negatives, reference index. The training rules resume from
 # checkpoint.pt (deliberately not an output: Snakemake would delete it before a rerun).
 
-from effocr.artifacts import HARD_NEGATIVES, INDEX, INDEX_LABELS, INDEX_META, RECOGNIZER_OUTPUTS
+from effocr.artifacts import (
+    HARD_NEGATIVES,
+    INDEX,
+    INDEX_LABELS,
+    INDEX_META,
+    RECOGNIZER_OUTPUTS,
+)
 from effocr.artifacts import MODEL, in_dir
 
 # Torch threads plus DataLoader workers; Snakemake lowers it to --cores on small machines.
@@ -29,8 +35,8 @@ rule train_recognizer:
         runtime=240,
         gpu=1,
     params:
-        code=code_version("effocr.recognizer.train"),
         **SECTIONS.params("recognizer", "fonts", "run"),
+        code=code_version("effocr.recognizer.train"),
     script:
         "../workflow_scripts/train_recognizer.py"
 
@@ -56,8 +62,8 @@ rule mine_hard_negatives:
         runtime=60,
         gpu=1,
     params:
-        code=code_version("effocr.recognizer.hard_negatives"),
         **SECTIONS.params("recognizer", "fonts", "run"),
+        code=code_version("effocr.recognizer.hard_negatives"),
     script:
         "../workflow_scripts/mine_hard_negatives.py"
 
@@ -85,8 +91,8 @@ rule train_recognizer_hard_negatives:
         runtime=240,
         gpu=1,
     params:
-        code=code_version("effocr.recognizer.train"),
         **SECTIONS.params("recognizer", "fonts", "run"),
+        code=code_version("effocr.recognizer.train"),
     script:
         "../workflow_scripts/train_recognizer.py"
 
@@ -114,7 +120,7 @@ rule build_reference_index:
         runtime=60,
         gpu=1,
     params:
-        code=code_version("effocr.recognizer.index"),
         **SECTIONS.params("recognizer", "fonts", "run"),
+        code=code_version("effocr.recognizer.index"),
     script:
         "../workflow_scripts/build_reference_index.py"

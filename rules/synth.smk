@@ -2,67 +2,7 @@
 # dataset is the synthetic one) and the glyph renders of the charset in every font.
 
 
-import functools
-
-from effocr.synth.charsets import SHIPPED as SHIPPED_CHARSETS
-from effocr.synth.charsets import resolve_charset
-from effocr.synth.fonts import default_font_dirs, find_fonts
-from effocr.utils import sha256_json
-
-SYNTH_JSON = config["synth"]["coco_json"]
-SYNTH_IMAGES = os.path.join(os.path.dirname(SYNTH_JSON), "images")
-# What the render charset is resolved from (effocr.synth.charsets.resolve_charset).
-CHARSET_SETTINGS = (
-    config["render"]["charset"],
-    config["render"]["charset_from_text"],
-    config["language"],
-    config["synth"]["text_source"],
-)
-
-
-@functools.cache
-def render_charset_hash():
-    """Hash of the resolved render charset (a param: editing a charset file reruns renders)."""
-    return sha256_json(resolve_charset(*CHARSET_SETTINGS))[:16]
-
-
-@functools.cache
-def font_files_hash():
-    """Hash of the font files the `fonts` section finds (stem, size): new fonts rerun renders."""
-    fc = config["fonts"]
-    dirs = fc["dirs"] if fc["dirs"] is not None else default_font_dirs()
-    found = find_fonts(dirs, include=fc["include"], exclude=fc["exclude"])
-    return sha256_json([[f.stem, f.stat().st_size] for f in found])[:16]
-
-
-def charset_input_files():
-    """User files the render charset is read from (a shipped name is no file)."""
-    render, text_source = config["render"], config["synth"]["text_source"]
-    files = []
-    if render["charset"] and render["charset"] not in SHIPPED_CHARSETS:
-        files.append(render["charset"])
-    if render["charset_from_text"] and text_source:
-        files.append(text_source)
-    return files
-
-
-def line_fonts_config():
-    """The `fonts` keys synthetic lines use (not the reference or max_fonts of the renders)."""
-    keys = ("dirs", "include", "exclude", "min_coverage")
-    return {k: config["fonts"][k] for k in keys}
-
-
-def line_charset_config():
-    """The `render` keys synthetic lines use: only the charset (not size, padding or mode)."""
-    keys = ("charset", "charset_from_text")
-    return {k: config["render"][k] for k in keys}
-
-
-def text_source_for_renders():
-    """`synth.text_source` matters to renders only with `render.charset_from_text`."""
-    if config["render"]["charset_from_text"]:
-        return config["synth"]["text_source"]
-    return None
+include: "helpers/synth.smk"
 
 
 if os.path.normpath(config["dataset"]["coco_json"]) == os.path.normpath(SYNTH_JSON):
@@ -130,8 +70,8 @@ rule render_glyphs:
         mem_mb=4000,
         runtime=60,
     params:
-        code=code_version("effocr.synth.render"),
         **SECTIONS.params("render", "fonts", "run"),
+        code=code_version("effocr.synth.render"),
         text_source=text_source_for_renders(),
         charset=render_charset_hash(),
         font_files=font_files_hash(),

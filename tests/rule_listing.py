@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# The corpus run (`snakemake ocr`, rules/ocr.smk): listed like every rule, but not part of
+# the default target, so a run of `all` plans none of them.
+CORPUS_RULES = {"ocr_shard", "ocr"}
 
 # Runs in a subprocess: the API changes the working directory and keeps global state.
 DUMP_RULES = """

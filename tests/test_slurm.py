@@ -7,7 +7,10 @@ tiny config, and the test checks that:
 
 * every job went through Slurm: `sacct` lists one COMPLETED job per rule, in partition debug;
 * the outputs equal those of a local run of the same targets with the same config;
-* a rule that fails (check_coco on a broken COCO JSON) is FAILED in sacct and the run fails.
+* a rule that fails (check_coco on a broken COCO JSON) is FAILED in sacct and the run fails;
+* (test_corpus_on_slurm) a small corpus read with a bundle (`snakemake ocr`, rules/ocr.smk)
+  goes out as one Slurm job per shard, each COMPLETED in sacct, with a log per shard, and the
+  summary counts every page.
 
 Needs root and the Debian packages of tests/slurm/slurm-up.sh: `make test-slurm` installs them.
 Without them the test fails (it is the proof of cluster submission; it must not be skipped).
@@ -31,6 +34,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from effocr.corpus import shard_id
 from effocr.utils import label_to_codepoints
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +80,9 @@ FONTS = ["DejaVuSans", "DejaVuSerif"]
 # A few characters: 11 classes x 2 fonts of renders keep the training jobs short.
 CHARSET = "abcdehlnort"
 RUN_TIMEOUT_S = 360
+# The corpus: line images as pages, in shards of 2 (3 shard jobs and the summary).
+CORPUS_PAGES = 5
+CORPUS_SHARD_SIZE = 2
 PACKAGES = "slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
 
 
@@ -367,6 +374,64 @@ def _check_workflow_on_slurm(env: dict[str, str], coco, base: Path, capsys) -> N
         )
     for manifest in SAME_IMAGES:
         assert _file_hashes(slurm_wd, manifest) == _file_hashes(local_wd, manifest), manifest
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(600)
+def test_corpus_on_slurm(
+    slurm_env: dict[str, str], tiny_coco_factory, tiny_bundle: Path, capsys
+) -> None:
+    """`snakemake ocr` (rules/ocr.smk) with a bundle: one Slurm job per shard, then the summary."""
+    coco = tiny_coco_factory(8, "en", 0, charset=list(CHARSET), max_chars=12, font_sizes=(20, 24))
+    base = Path(tempfile.mkdtemp(prefix="effocr-slurm-corpus-", dir="/tmp"))
+    try:
+        _check_corpus_on_slurm(slurm_env, coco, tiny_bundle, base, capsys)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _check_corpus_on_slurm(env: dict[str, str], coco, bundle: Path, base: Path, capsys) -> None:
+    profile = _test_profile(base / "profile")
+    workdir = base / "corpus"
+    config = _tiny_config(
+        workdir,
+        coco,
+        ocr={
+            "input": "pages",
+            "bundle": str(bundle),
+            "output": "results/ocr",
+            "shard_size": CORPUS_SHARD_SIZE,
+        },
+    )
+    pages = workdir / "pages"
+    pages.mkdir()
+    for image in sorted((workdir / "images").glob("*.png"))[:CORPUS_PAGES]:
+        shutil.copy(image, pages / image.name)
+    jobs_before = len(_sacct(env))
+    run = _run(_snakemake_cmd(workdir, config, "--profile", str(profile), "ocr"), env)
+    output = run.communicate()[0]
+    assert run.returncode == 0, f"SLURM corpus run failed:\n{output[-6000:]}"
+    n_shards = -(-CORPUS_PAGES // CORPUS_SHARD_SIZE)
+    jobs = _wait_for_states(env, jobs_before + n_shards + 1)[jobs_before:]
+    with capsys.disabled():
+        print(
+            "\nsacct -X of the corpus run (JobID|JobName|Comment|State|Partition|NodeList|Elapsed):"
+        )
+        for j in jobs:
+            print("  " + "|".join(j.values()))
+    states = [(j["Comment"], j["State"]) for j in jobs]
+    # Nothing of the training DAG (the bundle is a given folder): one job per shard (the
+    # plugin's comment names the rule and the wildcards), then the summary.
+    shards = [f"rule_ocr_shard_wildcards_{shard_id(i)}" for i in range(n_shards)]
+    assert sorted(states) == sorted(
+        [("rule_ocr", "COMPLETED")] + [(s, "COMPLETED") for s in shards]
+    ), states
+    summary = json.loads((workdir / "results" / "ocr" / "summary.json").read_text("utf-8"))
+    assert summary["pages"] == CORPUS_PAGES and summary["shards"] == n_shards, summary
+    assert summary["pages_failed"] == 0, summary["failures"]
+    logs = sorted((workdir / "results" / "ocr" / "logs").glob("ocr_shard_*.log"))
+    assert len(logs) == n_shards
+    assert all("page 1/" in log.read_text("utf-8") for log in logs)
 
 
 # --- The profiles themselves (run in the ordinary test suite, no Slurm needed) ---------------

@@ -1,0 +1,33 @@
+# Helpers of rules/import.smk (kept apart from the rules: Snakemake's linter wants
+# functions and rules in separate files). Included by rules/import.smk itself, so the stage
+# file works whatever the order of the includes in the Snakefile.
+
+IMPORTED = f"{RES}/data/imported"
+IMPORT_PATHS = (
+    [config["dataset"]["path"]]
+    if isinstance(config["dataset"]["path"], str)
+    else list(config["dataset"]["path"] or [])
+)
+
+if config["dataset"]["format"] != "coco":
+    if not IMPORT_PATHS:
+        raise WorkflowError(
+            f"dataset.format is {config['dataset']['format']}: dataset.path must name the "
+            "files or folders to import"
+        )
+    # The rules below read the dataset from these keys; here they are the import's outputs.
+    config["dataset"]["coco_json"] = f"{IMPORTED}/lines.json"
+    config["dataset"]["image_dir"] = f"{IMPORTED}/images"
+
+
+def import_input_files():
+    """Every file of the inputs (a mets.xml: its workspace): editing one reruns the import."""
+    files = []
+    for given in IMPORT_PATHS:
+        p = Path(given)
+        base = p.parent if p.name == "mets.xml" else p
+        if base.is_dir():
+            files += sorted(str(f) for f in base.rglob("*") if f.is_file())
+        else:
+            files.append(given)
+    return files
