@@ -19,6 +19,7 @@ include: "rules/synth.smk"
 include: "rules/data.smk"
 include: "rules/recognizer.smk"
 include: "rules/localizer.smk"
+include: "rules/lm.smk"
 include: "rules/export.smk"
 include: "rules/evaluate.smk"
 

@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "effocr.recognizer.extend",
         "add characters to a bundle's reference index without retraining",
     ),
+    "train-lm": ("effocr.lm", "train the character language model (lm.json) on line texts"),
     "infer": ("effocr.infer", "OCR line images with an exported bundle"),
     "evaluate": ("effocr.evaluate", "CER/WER of a bundle (and Tesseract) on evaluation sets"),
     "report": ("effocr.report", "build the HTML report from evaluation results"),

@@ -40,6 +40,7 @@ from effocr.formats.lines import (
 )
 from effocr.formats.page import page_files, read_page
 from effocr.formats.source import UNTRANSCRIBED
+from effocr.lm import add_lm_arguments, lm_choice
 from effocr.metrics import LineScore, ScoreOptions, confusions, pool, score_line
 from effocr.metrics import cer as cer  # re-exported: docs/architecture.md names them here
 from effocr.metrics import wer as wer
@@ -360,17 +361,26 @@ def run_effocr(
     device: str = "cpu",
     batch_size: int | None = None,
     verify: bool = True,
+    lm: bool | None = None,
+    lm_weight: float | None = None,
 ) -> tuple[list[dict], float]:
     """Run the bundle on line images, as `effocr infer` does; returns dict results and seconds.
 
     The seconds cover inference only (images read, localised, recognised), not model loading.
     `verify`: check the bundle's files against model.yaml's sha256 (`Engine(verify=...)`).
+    `lm`, `lm_weight`: the language model re-ranking (`Engine(lm=..., lm_weight=...)`).
     """
     try:
         from effocr.infer import Engine
     except ImportError as exc:
         raise EffOCRError(f"the inference engine (effocr.infer) is not available: {exc}") from exc
-    kwargs: dict[str, Any] = {"threads": threads, "device": device, "verify": verify}
+    kwargs: dict[str, Any] = {
+        "threads": threads,
+        "device": device,
+        "verify": verify,
+        "lm": lm,
+        "lm_weight": lm_weight,
+    }
     if batch_size:
         kwargs["batch_size"] = batch_size
     with Engine(bundle_dir, **kwargs) as engine:
@@ -665,6 +675,8 @@ def evaluate_set(
     language: str | None = None,
     verify: bool = True,
     diagnose: bool = False,
+    lm: bool | None = None,
+    lm_weight: float | None = None,
 ) -> dict:
     """Run the bundle and the Tesseract baseline on one evaluation set and write the results.
 
@@ -679,6 +691,8 @@ def evaluate_set(
         verify: Check the bundle's files against the sha256 in its model.yaml.
         diagnose: Also write `errors.csv`, EffOCR's attributed errors one per row (metrics.json
             has their summary, the `errors` section, either way).
+        lm: Language model re-ranking on/off (None: the bundle's `lm.enabled`).
+        lm_weight: Its weight (None: the bundle's `lm.weight`).
 
     Returns:
         The metrics written to `out_dir/metrics.json`.
@@ -690,7 +704,13 @@ def evaluate_set(
     LOG.info("evaluating %s: %d lines from %s", eval_set.name, len(eval_set.lines), eval_set.path)
     images = [line.image for line in eval_set.lines]
     predictions, seconds = run_effocr(
-        bundle_dir, images, threads=threads, device=device, verify=verify
+        bundle_dir,
+        images,
+        threads=threads,
+        device=device,
+        verify=verify,
+        lm=lm,
+        lm_weight=lm_weight,
     )
     hypotheses = [None if p.get("error") else p.get("text") for p in predictions]
     language = language or bundle_language(bundle_dir) or "en"
@@ -710,7 +730,12 @@ def evaluate_set(
         seconds=seconds,
         predictions=predictions,
         tesseract=tess,
-        extra={"bundle": str(bundle_dir), "language": language, "threads": threads},
+        extra={
+            "bundle": str(bundle_dir),
+            "language": language,
+            "threads": threads,
+            "lm": {"enabled": lm, "weight": lm_weight},  # None: as the bundle says
+        },
         vertical=profile.vertical,
         diagnose=diagnose,
     )
@@ -766,6 +791,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="print which model made each error (localizer or recognizer: classes, top "
         "confusions) and write them one per row to OUTPUT/NAME/errors.csv",
     )
+    add_lm_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -794,6 +820,8 @@ def run(args: argparse.Namespace) -> int:
             language=args.language,
             verify=not args.no_verify,
             diagnose=args.diagnose,
+            lm=lm_choice(args.lm),
+            lm_weight=args.lm_weight,
         )
         rows.append(m)
     print(format_table(rows))

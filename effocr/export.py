@@ -639,6 +639,8 @@ def export_bundle(
     localizer_input_height: int = 32,
     localizer_thresholds: dict | None = None,
     threads: int = 1,
+    lm_json: str | os.PathLike | None = None,
+    lm_cfg: dict | None = None,
 ) -> dict:
     """Export both models, check them against PyTorch on test-split lines, write the bundle.
 
@@ -664,6 +666,10 @@ def export_bundle(
         localizer_thresholds: score_threshold, nms_iou, max_detections, gap_factor of an
             external ONNX localizer (config `localizer`).
         threads: CPU threads for the check.
+        lm_json: A character language model (`effocr.lm`, rule `train_lm`) to ship as
+            `lm.json`; None: the bundle has none.
+        lm_cfg: Config section `lm` (enabled, weight, k, beam, margin: written into model.yaml);
+            schema defaults fill gaps.
 
     Returns:
         The parity report (also written as `parity.json`).
@@ -747,7 +753,14 @@ def export_bundle(
         for name in (*INDEX_FILES, "index.json"):
             if (index_dir / name).is_file():
                 shutil.copyfile(index_dir / name, tmp / name)
-        _manifest(src, tmp, quantized, tol, infer).write(tmp)
+        manifest = _manifest(src, tmp, quantized, tol, infer)
+        if lm_json is not None:
+            from effocr.lm import LM_FILE, CharLM, lm_section
+
+            lm = CharLM.load(lm_json)  # a broken file fails the export, not the first infer
+            shutil.copyfile(lm_json, tmp / LM_FILE)
+            manifest.lm = lm_section({**section_defaults("lm"), **(lm_cfg or {})}, lm.order)
+        manifest.write(tmp)
         write_json(tmp / PARITY, report)
     LOG.info("bundle written to %s", out_dir)
     return report
@@ -782,7 +795,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--image-dir", required=True, help="folder the split's file_names are relative to"
     )
     parser.add_argument("--output", "-o", required=True, help="bundle directory to write")
-    parser.add_argument("--config", default=None, help="config YAML (sections export, infer)")
+    parser.add_argument(
+        "--lm-model",
+        default=None,
+        help="character language model (lm.json from `effocr train-lm`) to ship in the bundle",
+    )
+    parser.add_argument("--config", default=None, help="config YAML (sections export, infer, lm)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
 
 
@@ -806,6 +824,8 @@ def run(args: argparse.Namespace) -> int:
         localizer_input_height=cfg["localizer"]["input_height"],
         localizer_thresholds=config_thresholds(cfg["localizer"]),
         threads=args.threads,
+        lm_json=args.lm_model,
+        lm_cfg=cfg["lm"],
     )
     rec = report["recognizer"]
     print(

@@ -47,6 +47,7 @@ PATHS = {
     "reference_index": f"{RES}/recognizer/index",
     "localizer": f"{RES}/localizer",
     "localizer_eval": f"{RES}/localizer/eval_test.json",
+    "lm": f"{RES}/lm/lm.json",
     "bundle": f"{RES}/bundle",
     "eval": f"{RES}/eval",
     "report": f"{RES}/report",

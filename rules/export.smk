@@ -12,6 +12,8 @@ rule export_onnx:
         test=PATHS["split"]["test"],
         # Glyph crops that calibrate the int8 recognizer (export.quantize).
         calibration=PATHS["split"]["val"],
+        # The character language model (rules/lm.smk), shipped in the bundle as lm.json.
+        lm=PATHS["lm"],
         # ONNX models made elsewhere, when the config names them (still parity-checked).
         given_onnx=[
             config["export"][k]
@@ -38,6 +40,7 @@ rule export_onnx:
         image_dir=config["dataset"]["image_dir"],
         export=config["export"],
         infer=config["infer"],
+        lm=config["lm"],
         localizer_layout=config["localizer"]["onnx_layout"],
         localizer_input_height=config["localizer"]["input_height"],
         localizer_thresholds=config_thresholds(config["localizer"]),

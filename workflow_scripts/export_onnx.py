@@ -15,6 +15,8 @@ export_bundle(
     export_cfg=dict(snakemake.params.export),
     infer_cfg=dict(snakemake.params.infer),
     calibration_json=snakemake.input.calibration,
+    lm_json=snakemake.input.lm,
+    lm_cfg=dict(snakemake.params.lm),
     localizer_layout=snakemake.params.localizer_layout,
     localizer_input_height=snakemake.params.localizer_input_height,
     localizer_thresholds=dict(snakemake.params.localizer_thresholds),
