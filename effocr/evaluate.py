@@ -396,6 +396,16 @@ def run_effocr(
     return out, seconds
 
 
+def lm_used(bundle_dir: str | os.PathLike, lm: bool | None, lm_weight: float | None) -> dict:
+    """Whether the run re-ranked with the bundle's language model, and its settings."""
+    from effocr.bundle import Manifest
+    from effocr.lm import lm_settings
+
+    section = Manifest.read(bundle_dir, verify=False).lm
+    settings = lm_settings(section, lm, lm_weight, source=str(bundle_dir))
+    return {"enabled": False} if settings is None else {"enabled": True, **settings}
+
+
 def bundle_language(bundle_dir: str | os.PathLike) -> str | None:
     """The language profile name written in the bundle's `model.yaml`, if any.
 
@@ -734,7 +744,7 @@ def evaluate_set(
             "bundle": str(bundle_dir),
             "language": language,
             "threads": threads,
-            "lm": {"enabled": lm, "weight": lm_weight},  # None: as the bundle says
+            "lm": lm_used(bundle_dir, lm, lm_weight),
         },
         vertical=profile.vertical,
         diagnose=diagnose,

@@ -408,3 +408,24 @@ def lm_section(lm_cfg: dict, order: int) -> dict:
         "beam": int(lm_cfg["beam"]),
         "margin": float(lm_cfg["margin"]),
     }
+
+
+def lm_settings(
+    section: dict, enable: bool | None, weight: float | None, *, source: str
+) -> dict | None:
+    """The LM settings a run uses: the bundle's `lm` section with the caller's overrides, or
+    None when the LM is off (`enable` False, or None and the bundle's `enabled` false or no LM).
+
+    Raises:
+        EffOCRError: `enable` True for a bundle without an LM (named by `source`).
+    """
+    if enable is None:
+        enable = bool(section) and bool(section["enabled"])
+    if not enable:
+        return None
+    if not section:
+        raise EffOCRError(
+            f"{source}: this bundle has no language model (no `lm` in model.yaml); "
+            "run without --lm on, or export it again with one"
+        )
+    return {**section, "weight": section["weight"] if weight is None else float(weight)}

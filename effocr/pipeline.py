@@ -517,24 +517,17 @@ def load_decoder(
     weight: float | None,
 ) -> Any:
     """The bundle's `LMDecoder`, or None when it has no LM or the LM is switched off."""
-    section = manifest.lm
-    if enable is None:
-        enable = bool(section.get("enabled", False))
-    if not enable:
-        return None
-    if not section:
-        raise EffOCRError(
-            f"{bundle_dir}: this bundle has no language model (no `lm` in model.yaml); "
-            "run without --lm on, or export it again with one"
-        )
-    from effocr.lm import CharLM, LMDecoder
+    from effocr.lm import CharLM, LMDecoder, lm_settings
 
-    lm = CharLM.load(bundle_dir / section["file"])
+    settings = lm_settings(manifest.lm, enable, weight, source=str(bundle_dir))
+    if settings is None:
+        return None
+    lm = CharLM.load(bundle_dir / settings["file"])
     return LMDecoder(
         lm,
         chars,
-        weight=float(section["weight"] if weight is None else weight),
-        k=int(section["k"]),
-        beam=int(section["beam"]),
-        margin=float(section["margin"]),
+        weight=float(settings["weight"]),
+        k=int(settings["k"]),
+        beam=int(settings["beam"]),
+        margin=float(settings["margin"]),
     )

@@ -283,3 +283,29 @@ def test_en_bundle_with_lm_end_to_end(en_bundle: Path, tiny_coco_factory, tmp_pa
         for ca, cb in zip(a.chars, b.chars, strict=True):
             assert cb.score <= ca.score + 1e-6  # the cosine of the class chosen, <= top-1's
     assert cer(refs, [r.text for r in on]) <= cer(refs, [r.text for r in off]) + 1e-9
+    # Evaluation records what it used.
+    from effocr.evaluate import evaluate_set
+
+    spec = {"name": "t", "path": str(test_json), "type": "coco", "image_dir": str(image_dir)}
+    opts = {"tesseract": False}
+    m_off = evaluate_set(bundle, spec, tmp_path / "off", opts, lm=False)
+    m_on = evaluate_set(bundle, spec, tmp_path / "on", opts)
+    assert m_off["lm"] == {"enabled": False}
+    assert m_on["lm"]["enabled"] is True and m_on["lm"]["weight"] == pytest.approx(0.05)
+    assert m_off["effocr"]["cer"] == pytest.approx(cer(refs, [r.text for r in off]))
+    assert m_on["effocr"]["cer"] == pytest.approx(cer(refs, [r.text for r in on]))
+
+
+def test_lm_settings_overrides() -> None:
+    from effocr.lm import lm_settings
+
+    section = lm_section(lm_config(enabled=False, weight=0.3), 5)
+    assert lm_settings(section, None, None, source="b") is None
+    assert lm_settings(section, True, None, source="b")["weight"] == 0.3
+    assert lm_settings(section, True, 0.1, source="b")["weight"] == 0.1
+    on = {**section, "enabled": True}
+    assert lm_settings(on, None, None, source="b") == on
+    assert lm_settings(on, False, 0.1, source="b") is None
+    assert lm_settings({}, None, None, source="b") is None
+    with pytest.raises(EffOCRError, match="b: this bundle has no language model"):
+        lm_settings({}, True, None, source="b")
