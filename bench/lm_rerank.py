@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from common import cpu_line  # noqa: E402  (bench/common.py)
 
 from effocr.bundle import Manifest  # noqa: E402
+from effocr.config import load_config  # noqa: E402
 from effocr.evaluate import load_eval_set, parse_set_spec  # noqa: E402
 from effocr.lm import LM_FILE, CharLM, LMDecoder, lm_section, training_texts  # noqa: E402
 from effocr.metrics import score_set  # noqa: E402
@@ -66,11 +67,12 @@ def main() -> int:
     ap.add_argument("--coco", nargs="*", default=[], help="COCO JSONs whose line texts train")
     ap.add_argument("--text", nargs="*", default=[], help="running-text files that train")
     ap.add_argument("--set", dest="sets", action="append", required=True)
-    ap.add_argument("--orders", default="3,4,5,6")
+    ap.add_argument("--orders", default="3,4,5,6", help="the first one is --write-bundle's")
     ap.add_argument("--weights", default="0,0.02,0.05,0.1,0.2,0.3")
-    ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--beam", type=int, default=16)
-    ap.add_argument("--margins", default="1.0")
+    lm_cfg = load_config(None)["lm"]  # the schema's defaults
+    ap.add_argument("--k", type=int, default=lm_cfg["k"])
+    ap.add_argument("--beam", type=int, default=lm_cfg["beam"])
+    ap.add_argument("--margins", default=str(lm_cfg["margin"]))
     ap.add_argument("--label", default="", help="name of the training text in the table")
     ap.add_argument("--json", default=None, help="write the rows here")
     ap.add_argument(

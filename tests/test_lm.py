@@ -309,3 +309,20 @@ def test_lm_settings_overrides() -> None:
     assert lm_settings({}, None, None, source="b") is None
     with pytest.raises(EffOCRError, match="b: this bundle has no language model"):
         lm_settings({}, True, None, source="b")
+
+
+def test_infer_cli_lm_switch(tiny_bundle: Path, tiny_coco_factory, tmp_path: Path, capsys) -> None:
+    from effocr.cli import main
+
+    _, image_dir = tiny_coco_factory(8, "en", 5, degrade=False, max_chars=14)
+    image = str(sorted(image_dir.glob("*.png"))[0])
+    assert main(["infer", "--model", str(tiny_bundle), "--lm", "on", image]) == 1
+    assert "has no language model" in capsys.readouterr().err
+    assert main(["infer", "--model", str(tiny_bundle), "--lm", "off", image]) == 0
+    off = json.loads(capsys.readouterr().out)
+    bundle = bundle_with_lm(tiny_bundle, tmp_path / "b", ["the text of the tiny lines"])
+    assert main(["infer", "--model", str(bundle), "--lm", "on", "--lm-weight", "0", image]) == 0
+    assert json.loads(capsys.readouterr().out) == off
+    assert main(["infer", "--model", str(bundle), image]) == 0  # on, as the bundle says
+    on = json.loads(capsys.readouterr().out)
+    assert [c["bbox"] for c in on["chars"]] == [c["bbox"] for c in off["chars"]]
