@@ -60,6 +60,9 @@ REPORT_OUTPUTS = {
 }
 
 
+# The character language model (effocr.lm, rule train_lm), shipped in the bundle as it is.
+LM = "lm.json"
+
 # effocr align (effocr.align): the aligned raw COCO and the report of accepted/rejected lines.
 ALIGNED_LINES = "lines.json"
 ALIGN_REPORT_CSV = "report.csv"
@@ -85,6 +88,7 @@ def workflow_paths(results_dir: str) -> dict:
         "reference_index": f"{res}/recognizer/index",
         "localizer": f"{res}/localizer",
         "localizer_eval": f"{res}/localizer/eval_test.json",
+        "lm": f"{res}/lm/{LM}",
         "bundle": f"{res}/bundle",
         "eval": f"{res}/eval",
         "report": f"{res}/report",

@@ -1,7 +1,8 @@
 """The bundle as a type: `Manifest`, the contents of `model.yaml`, and how a bundle is opened.
 
 A bundle (docs/architecture.md) is one directory: `localizer.onnx`, `recognizer.onnx`,
-`ref.index`, `ref_labels.txt`, `model.yaml` (this manifest) and `parity.json`. The manifest
+`ref.index`, `ref_labels.txt`, `model.yaml` (this manifest) and `parity.json`, and optionally
+`lm.json` (a character language model, `effocr.lm`; section `lm`). The manifest
 names the files, records their sha256 and says everything inference needs. `Manifest.write`
 is the only writer (`effocr.export`), `Manifest.read` the only reader (`effocr.infer`,
 `effocr.evaluate`): it validates the whole file against `resources/bundle_schema.yaml` and,
@@ -67,6 +68,9 @@ class Manifest:
     crops: dict = field(default_factory=dict)
     infer: dict = field(default_factory=dict)
     output: dict = field(default_factory=dict)
+    # The optional character language model (`effocr.lm`): file, order, enabled, weight, k,
+    # beam. Empty: the bundle has none (every bundle exported before it).
+    lm: dict = field(default_factory=dict)
     opset: int | None = None
     versions: dict = field(default_factory=dict)
     config_sha256: dict = field(default_factory=dict)
@@ -78,12 +82,15 @@ class Manifest:
 
     def file_names(self) -> list[str]:
         """The bundle's model and index files, as this manifest names them."""
-        return [
+        names = [
             self.recognizer["file"],
             self.localizer["file"],
             self.index["file"],
             self.index["labels"],
         ]
+        if self.lm:
+            names.append(self.lm["file"])
+        return names
 
     def checksums(self) -> dict[str, str]:
         """Recorded sha256 per file: `files`, or the models' own for bundles older than it."""
@@ -124,7 +131,7 @@ class Manifest:
             value = getattr(self, f.name)
             if f.name == "opset" and value is None:
                 continue
-            if f.name == "files" and not value:
+            if f.name in ("files", "lm") and not value:
                 continue
             out[f.name] = value
         out.update(self.extra)

@@ -56,6 +56,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "effocr.align",
         "character boxes for lines that have only a transcription, with a bundle",
     ),
+    "train-lm": ("effocr.lm", "train the character language model (lm.json) on line texts"),
     "infer": ("effocr.infer", "OCR line images with an exported bundle"),
     "evaluate": ("effocr.evaluate", "CER/WER of a bundle (and Tesseract) on evaluation sets"),
     "report": ("effocr.report", "build the HTML report from evaluation results"),

@@ -42,6 +42,7 @@ from effocr.formats.lines import (
 )
 from effocr.formats.page import page_files, read_page
 from effocr.formats.source import UNTRANSCRIBED
+from effocr.lm import add_lm_arguments, lm_choice
 from effocr.metrics import LineScore, ScoreOptions, confusions, pool, score_line
 from effocr.metrics import cer as cer  # re-exported: docs/architecture.md names them here
 from effocr.metrics import wer as wer
@@ -352,15 +353,24 @@ def run_effocr(
     device: str = "cpu",
     batch_size: int | None = None,
     verify: bool = True,
+    lm: bool | None = None,
+    lm_weight: float | None = None,
 ) -> tuple[list[dict], float]:
     """Run the bundle on line images, as `effocr infer` does; returns dict results and seconds.
 
     The seconds cover inference only (images read, localised, recognised), not model loading.
     `verify`: check the bundle's files against model.yaml's sha256 (`Engine(verify=...)`).
+    `lm`, `lm_weight`: the language model re-ranking (`Engine(lm=..., lm_weight=...)`).
     """
     from effocr.infer import Engine
 
-    kwargs: dict[str, Any] = {"workers": workers, "device": device, "verify": verify}
+    kwargs: dict[str, Any] = {
+        "workers": workers,
+        "device": device,
+        "verify": verify,
+        "lm": lm,
+        "lm_weight": lm_weight,
+    }
     if batch_size:
         kwargs["batch_size"] = batch_size
     with Engine(bundle_dir, **kwargs) as engine:
@@ -374,6 +384,16 @@ def run_effocr(
         d["image"] = str(image)
         out.append(d)
     return out, seconds
+
+
+def lm_used(bundle_dir: str | os.PathLike, lm: bool | None, lm_weight: float | None) -> dict:
+    """Whether the run re-ranked with the bundle's language model, and its settings."""
+    from effocr.bundle import Manifest
+    from effocr.lm import lm_settings
+
+    section = Manifest.read(bundle_dir, verify=False).lm
+    settings = lm_settings(section, lm, lm_weight, source=str(bundle_dir))
+    return {"enabled": False} if settings is None else {"enabled": True, **settings}
 
 
 def bundle_language(bundle_dir: str | os.PathLike) -> str | None:
@@ -657,6 +677,8 @@ def evaluate_set(
     language: str | None = None,
     verify: bool = True,
     diagnose: bool = False,
+    lm: bool | None = None,
+    lm_weight: float | None = None,
 ) -> dict:
     """Run the bundle and the Tesseract baseline on one evaluation set and write the results.
 
@@ -672,6 +694,8 @@ def evaluate_set(
         verify: Check the bundle's files against the sha256 in its model.yaml.
         diagnose: Also write `errors.csv`, EffOCR's attributed errors one per row (metrics.json
             has their summary, the `errors` section, either way).
+        lm: Language model re-ranking on/off (None: the bundle's `lm.enabled`).
+        lm_weight: Its weight (None: the bundle's `lm.weight`).
 
     Returns:
         The metrics written to `out_dir/metrics.json`.
@@ -682,7 +706,13 @@ def evaluate_set(
     LOG.info("evaluating %s: %d lines from %s", eval_set.name, len(eval_set.lines), eval_set.path)
     images = [line.image for line in eval_set.lines]
     predictions, seconds = run_effocr(
-        bundle_dir, images, workers=workers, device=device, verify=verify
+        bundle_dir,
+        images,
+        workers=workers,
+        device=device,
+        verify=verify,
+        lm=lm,
+        lm_weight=lm_weight,
     )
     hypotheses = [None if p.get("error") else p.get("text") for p in predictions]
     language = language or bundle_language(bundle_dir) or "en"
@@ -702,7 +732,12 @@ def evaluate_set(
         seconds=seconds,
         predictions=predictions,
         tesseract=tess,
-        extra={"bundle": str(bundle_dir), "language": language, "workers": workers},
+        extra={
+            "bundle": str(bundle_dir),
+            "language": language,
+            "workers": workers,
+            "lm": lm_used(bundle_dir, lm, lm_weight),
+        },
         allows_vertical=profile.allows_vertical,
         diagnose=diagnose,
     )
@@ -758,6 +793,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="print which model made each error (localizer or recognizer: classes, top "
         "confusions) and write them one per row to OUTPUT/NAME/errors.csv",
     )
+    add_lm_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -786,6 +822,8 @@ def run(args: argparse.Namespace) -> int:
             language=args.language,
             verify=not args.no_verify,
             diagnose=args.diagnose,
+            lm=lm_choice(args.lm),
+            lm_weight=args.lm_weight,
         )
         rows.append(m)
     print(format_table(rows))

@@ -22,7 +22,13 @@ import numpy as np
 
 from effocr import artifacts
 from effocr.bundle import PARITY, Manifest
-from effocr.config import CropsSection, ExportSection, InferSection, LocalizerSection
+from effocr.config import (
+    CropsSection,
+    ExportSection,
+    InferSection,
+    LocalizerSection,
+    load_config,
+)
 from effocr.utils import (
     EffOCRError,
     atomic_path,
@@ -637,6 +643,8 @@ def export_bundle(
     localizer_onnx: str | os.PathLike | None = None,
     calibration_json: str | os.PathLike | None = None,
     threads: int = 1,
+    lm_json: str | os.PathLike | None = None,
+    lm_cfg: dict | None = None,
 ) -> dict:
     """Export both models, check them against PyTorch on test-split lines, write the bundle.
 
@@ -661,6 +669,10 @@ def export_bundle(
         calibration_json: COCO JSON (the validation split) whose glyph crops calibrate the int8
             recognizer (`export.quantize: int8`); without it the parity lines are used.
         threads: CPU threads for the check.
+        lm_json: A character language model (`effocr.lm`, rule `train_lm`) to ship as
+            `lm.json`; None: the bundle has none.
+        lm_cfg: Config section `lm` (enabled, weight, k, beam, margin: written into model.yaml);
+            schema defaults fill gaps.
 
     Returns:
         The parity report (also written as `parity.json`).
@@ -751,7 +763,16 @@ def export_bundle(
         for name in (*INDEX_FILES, artifacts.INDEX_META):
             if (index_dir / name).is_file():
                 shutil.copyfile(index_dir / name, tmp / name)
-        _manifest(src, tmp, quantized, tol, infer_defaults).write(tmp)
+        manifest = _manifest(src, tmp, quantized, tol, infer_defaults)
+        if lm_json is not None:
+            from effocr.lm import LM_FILE, CharLM, lm_section
+
+            lm = CharLM.load(lm_json)  # a broken file fails the export, not the first infer
+            shutil.copyfile(lm_json, tmp / LM_FILE)
+            manifest.lm = lm_section(
+                lm_cfg if lm_cfg is not None else load_config(None)["lm"], lm.order
+            )
+        manifest.write(tmp)
         write_json(tmp / PARITY, report)
     LOG.info("bundle written to %s", out_dir)
     return report
@@ -786,7 +807,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--image-dir", required=True, help="folder the split's file_names are relative to"
     )
     parser.add_argument("--output", "-o", required=True, help="bundle directory to write")
-    parser.add_argument("--config", default=None, help="config YAML (sections export, infer)")
+    parser.add_argument(
+        "--lm-model",
+        default=None,
+        help="character language model (lm.json from `effocr train-lm`) to ship in the bundle",
+    )
+    parser.add_argument("--config", default=None, help="config YAML (sections export, infer, lm)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
 
 
@@ -795,9 +821,8 @@ def run(args: argparse.Namespace) -> int:
     from effocr.config import config_sections, load_config
 
     overrides = {"localizer": {"onnx_layout": args.localizer_layout}}
-    sections = config_sections(
-        load_config(args.config, overrides if args.localizer_layout else None)
-    )
+    config = load_config(args.config, overrides if args.localizer_layout else None)
+    sections = config_sections(config)
     report = export_bundle(
         args.recognizer,
         args.index,
@@ -808,6 +833,8 @@ def run(args: argparse.Namespace) -> int:
         **sections.pick("export", "infer", "localizer", "crops"),
         calibration_json=args.calibration_split,
         threads=args.threads,
+        lm_json=args.lm_model,
+        lm_cfg=config["lm"],
     )
     rec = report["recognizer"]
     print(

@@ -41,6 +41,7 @@ from effocr.imageio import (
     json_line,
     parse_formats,
 )
+from effocr.lm import add_lm_arguments, lm_choice
 from effocr.onnx_session import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
@@ -128,6 +129,9 @@ class Engine:
             until `close`), ``thread`` (threads of this process) or ``auto`` (processes).
         verify: Check the bundle's files against the sha256 recorded in `model.yaml` (a
             mismatch is an `EffOCRError`); False opens a bundle changed on purpose.
+        lm: Re-rank the k nearest glyphs with the bundle's character language model (True),
+            not (False), or as the bundle's `lm.enabled` says (None).
+        lm_weight: The language model's weight instead of the bundle's `lm.weight`.
     """
 
     def __init__(
@@ -142,6 +146,8 @@ class Engine:
         chunk_lines: int | None = None,
         parallel: str = "auto",
         verify: bool = True,
+        lm: bool | None = None,
+        lm_weight: float | None = None,
     ) -> None:
         self.bundle_dir = Path(bundle_dir)
         self.manifest = Manifest.read(self.bundle_dir, verify=verify)
@@ -167,12 +173,14 @@ class Engine:
             intra_op_threads=intra_op_threads or (self.requested_workers if self.cuda else 1),
             batch_size=self.batch_size,
             manifest=self.manifest,
+            lm=lm,
+            lm_weight=lm_weight,
         )
         # Enough lines per chunk to fill about two recognizer batches (lines average ~30 glyphs).
         self.chunk_lines = int(chunk_lines or max(4, (2 * self.batch_size) // 30 + 1))
         self.runner = Runner(
             self.pipeline,
-            PipelineSpec(str(self.bundle_dir), self.batch_size),
+            PipelineSpec(str(self.bundle_dir), self.batch_size, lm, lm_weight),
             workers=self.workers,
             parallel=self.parallel,
             chunk_lines=self.chunk_lines,
@@ -312,6 +320,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="open the bundle without checking its files against the sha256 in model.yaml "
         "(for bundles changed on purpose)",
     )
+    add_lm_arguments(parser)
 
 
 def bundle_workers(meta: dict) -> int:
@@ -346,6 +355,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=batch_size,
         verify=not args.no_verify,
+        lm=lm_choice(args.lm),
+        lm_weight=args.lm_weight,
     )
     try:
         writer = OutputWriter(

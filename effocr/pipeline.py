@@ -7,6 +7,9 @@ A `Pipeline` is assembled from stage objects, each with one input and one output
     crops (`GlyphCropper`): pixels + detections -> (N, S, S, 3) uint8 glyph squares
     recognizer (`RecognizerStage`): glyph squares of many lines -> L2-normalised embeddings
     knn (`ReferenceSearch`): embeddings -> (similarity, reference row) of the nearest glyph
+        (the k nearest when a language model re-ranks them)
+    lm (`effocr.lm.LMDecoder`, optional): a line's k nearest per glyph -> the class of each,
+        by cosine and a character language model (bundles with `lm.json`, when enabled)
     text (`TextBuilder`): labels + space flags -> the line's `LineResult`
 
 The first three run per line (`Pipeline.prepare`), the recognizer and the search once for the
@@ -39,7 +42,7 @@ from effocr.utils import EffOCRError, label_to_codepoints
 
 LOG = logging.getLogger(__name__)
 
-STAGES = ("decode", "localizer", "crops", "recognizer", "knn")
+STAGES = ("decode", "localizer", "crops", "recognizer", "knn", "lm")
 
 
 # ---------------------------------------------------------------------------
@@ -229,7 +232,7 @@ class RecognizerStage:
 
 
 class ReferenceSearch:
-    """Embeddings -> (similarities, rows) of the nearest reference glyphs (FAISS top-1)."""
+    """Embeddings -> (similarities, rows) of the k nearest reference glyphs (FAISS)."""
 
     def __init__(self, index: Any, chars: Sequence[str]) -> None:
         self.index = index
@@ -253,9 +256,9 @@ class ReferenceSearch:
         faiss.omp_set_num_threads(max(1, omp_threads))
         return cls(ref.index, ref.labels)
 
-    def __call__(self, embs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sims, rows = self.index.search(embs, 1)
-        return sims[:, 0], rows[:, 0]
+    def __call__(self, embs: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(N, k) similarities and rows, best first."""
+        return self.index.search(embs, k)
 
 
 class TextBuilder:
@@ -305,6 +308,7 @@ class Pipeline:
         search: `ReferenceSearch`.
         builder: `TextBuilder`.
         meta: The bundle's `model.yaml` as a dict (None: empty).
+        decoder: `effocr.lm.LMDecoder` re-ranking the k nearest glyphs (None: top-1).
     """
 
     def __init__(
@@ -315,6 +319,7 @@ class Pipeline:
         search: ReferenceSearch,
         builder: TextBuilder,
         meta: dict | None = None,
+        decoder: Any = None,
     ) -> None:
         self.localizer = localizer
         self.cropper = cropper
@@ -322,6 +327,8 @@ class Pipeline:
         self.search = search
         self.builder = builder
         self.meta = meta or {}
+        # Only a decoder that can change a label is run; otherwise the top-1 path, unchanged.
+        self.decoder = decoder if decoder is not None and decoder.active else None
         self.stats = StageTimings()
 
     @classmethod
@@ -334,6 +341,8 @@ class Pipeline:
         batch_size: int = 64,
         verify: bool = True,
         manifest: Manifest | None = None,
+        lm: bool | None = None,
+        lm_weight: float | None = None,
     ) -> Pipeline:
         """The pipeline of an exported bundle.
 
@@ -344,6 +353,9 @@ class Pipeline:
             batch_size: Recognizer batch size.
             verify: Check the files against `model.yaml`'s sha256 (when `manifest` is None).
             manifest: The bundle's manifest, already read.
+            lm: Re-rank with the bundle's language model (`lm.json`); None: as the bundle
+                says (`lm.enabled`). True for a bundle without one is an error.
+            lm_weight: The LM weight instead of the bundle's `lm.weight`.
         """
         from effocr.localizer.runtime import LocalizerSession
         from effocr.profiles import get_profile
@@ -368,6 +380,7 @@ class Pipeline:
             session=make_session(loc_path, providers, intra_op_threads, what="ONNX localizer"),
         )
         search = ReferenceSearch.load(bundle_dir, intra_op_threads)
+        decoder = load_decoder(bundle_dir, manifest, search.chars, lm, lm_weight)
         return cls(
             # model.yaml's `profile.vertical` (format 1) is the profile's `allows_vertical`.
             LocalizerStage(localizer, bool(prof.get("vertical", profile.allows_vertical))),
@@ -376,6 +389,7 @@ class Pipeline:
             search,
             TextBuilder(search.chars, search.labels, bool(prof.get("spaces", profile.spaces))),
             meta,
+            decoder,
         )
 
     # -- stages --------------------------------------------------------------
@@ -421,21 +435,31 @@ class Pipeline:
     def recognize(self, lines: Sequence[PreparedLine]) -> int:
         """Stages ``recognizer``, ``knn`` and the text of prepared lines; returns the glyphs."""
         n_glyphs = sum(len(line.squares) for line in lines)
-        sims = rows = np.zeros(0)
+        k = self.decoder.k if self.decoder is not None else 1
+        sims = rows = np.zeros((0, k))
         if n_glyphs:
             t0 = time.perf_counter()
             embs = self.recognizer(np.concatenate([line.squares for line in lines]))
             self.stats.add("recognizer", time.perf_counter() - t0)
             t0 = time.perf_counter()
-            sims, rows = self.search(embs)
+            sims, rows = self.search(embs, k)
             self.stats.add("knn", time.perf_counter() - t0)
         pos = 0
+        t_lm = 0.0
         for line in lines:
             n = len(line.boxes)
+            line_sims, line_rows = sims[pos : pos + n], rows[pos : pos + n]
+            pick = np.zeros(n, dtype=np.int64)
+            if self.decoder is not None and n:
+                t0 = time.perf_counter()
+                pick = self.decoder(line_sims, line_rows, line.spaces)
+                t_lm += time.perf_counter() - t0
+            at = np.arange(n)
             self.builder(
-                line.result, line.boxes, sims[pos : pos + n], rows[pos : pos + n], line.spaces
+                line.result, line.boxes, line_sims[at, pick], line_rows[at, pick], line.spaces
             )
             pos += n
+        self.stats.add("lm", t_lm)
         return n_glyphs
 
     def run(self, images: Sequence[ImageInput], first_index: int = 0) -> list[LineResult]:
@@ -470,6 +494,8 @@ class PipelineSpec:
 
     bundle_dir: str
     batch_size: int = 64
+    lm: bool | None = None
+    lm_weight: float | None = None
 
     def build(self) -> Pipeline:
         """The worker's pipeline."""
@@ -479,4 +505,30 @@ class PipelineSpec:
             intra_op_threads=1,
             batch_size=self.batch_size,
             verify=False,  # the parent checked the files moments ago
+            lm=self.lm,
+            lm_weight=self.lm_weight,
         )
+
+
+def load_decoder(
+    bundle_dir: Path,
+    manifest: Manifest,
+    chars: Sequence[str],
+    enable: bool | None,
+    weight: float | None,
+) -> Any:
+    """The bundle's `LMDecoder`, or None when it has no LM or the LM is switched off."""
+    from effocr.lm import CharLM, LMDecoder, lm_settings
+
+    settings = lm_settings(manifest.lm, enable, weight, source=str(bundle_dir))
+    if settings is None:
+        return None
+    lm = CharLM.load(bundle_dir / settings["file"])
+    return LMDecoder(
+        lm,
+        chars,
+        weight=float(settings["weight"]),
+        k=int(settings["k"]),
+        beam=int(settings["beam"]),
+        margin=float(settings["margin"]),
+    )

@@ -14,6 +14,8 @@ rule export_bundle:
         test=PATHS["split"]["test"],
         # Glyph crops that calibrate the int8 recognizer (export.quantize).
         calibration=PATHS["split"]["val"],
+        # The character language model (rules/lm.smk), shipped in the bundle as lm.json.
+        lm=PATHS["lm"],
         # ONNX models made elsewhere, when the config names them (still parity-checked).
         given_onnx=[
             config["export"][k]
@@ -39,5 +41,6 @@ rule export_bundle:
         code=code_version("effocr.export"),
         index_dir=lambda wildcards, input: os.path.dirname(input.index[0]),
         image_dir=config["dataset"]["image_dir"],
+        lm=config["lm"],
     script:
         "../workflow_scripts/export_bundle.py"

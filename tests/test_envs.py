@@ -257,7 +257,7 @@ def test_each_env_has_what_its_rules_import(rules: dict[str, dict]) -> None:
     closure, see effocr.provenance) are pinned in the rule's conda env, except the function-level
     imports of NOT_CALLED."""
     runnable = {n: r for n, r in rules.items() if not r["norun"]}
-    assert len(runnable) == 18 and CORPUS_RULES <= set(runnable), sorted(runnable)
+    assert len(runnable) == 20 and CORPUS_RULES <= set(runnable), sorted(runnable)
     used = set()
     for name, rule in runnable.items():
         env_name = Path(rule["conda"]).stem

@@ -32,7 +32,7 @@ RECOGNIZER = {"train_recognizer", "mine_hard_negatives", "train_recognizer_hard_
 RECOGNIZER |= {"build_reference_index"}
 LOCALIZER = {"train_localizer", "evaluate_localizer"}
 FINAL = {"export_bundle", "evaluate", "report"}
-ALL = DATA | RECOGNIZER | LOCALIZER | FINAL | {"render_glyphs"}
+ALL = DATA | RECOGNIZER | LOCALIZER | FINAL | {"render_glyphs", "train_lm"}
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -278,6 +278,11 @@ def test_changing_package_code(workflow):
         f.write_text(f.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
         jobs, out = planned(wf, base)
     assert jobs == {"evaluate": 2, "report": 1}, out[-4000:]
+    # The language model's code: the LM, the bundle that ships it and what reads the bundle.
+    with Edit(wf / "effocr" / "lm.py") as f:
+        f.write_text(f.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
+        jobs, out = planned(wf, base)
+    assert jobs == {"train_lm": 1, "export_onnx": 1, "evaluate": 2, "report": 1}, out[-4000:]
     # Code of the data validation: validation and everything downstream, not the renders.
     with Edit(wf / "effocr" / "data" / "validate.py") as f:
         f.write_text(f.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")

@@ -15,5 +15,7 @@ export_bundle(
     out_dir=snakemake.output[0],
     **step_sections(snakemake.params),
     calibration_json=snakemake.input.calibration,
+    lm_json=snakemake.input.lm,
+    lm_cfg=dict(snakemake.params.lm),
     threads=snakemake.threads,
 )

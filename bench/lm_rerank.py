@@ -1,0 +1,159 @@
+"""CER/WER with and without the character language model, for several orders and weights.
+
+The bundle (copied; never changed) is given an LM trained on the texts named here; each set is
+run through the pipeline once with the k nearest glyphs kept, then decoded per (order, weight)
+from those candidates, so a grid costs one inference pass. Weight 0 is the plain top-1 search.
+Also times the decoder (ms per line) and can write the best weight's bundle.
+
+    .venv/bin/python bench/lm_rerank.py --bundle results/bundle \
+        --coco results/data/splits/train.json --text effocr/resources/text/en.txt \
+        --set test=results/data/splits/test.json:coco:data/synthetic/en/images \
+        --set uw3=../shared/data/uw3-50lines
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from common import cpu_line  # noqa: E402  (bench/common.py)
+
+from effocr.bundle import Manifest  # noqa: E402
+from effocr.config import load_config  # noqa: E402
+from effocr.evaluate import load_eval_set, parse_set_spec  # noqa: E402
+from effocr.lm import LM_FILE, CharLM, LMDecoder, lm_section, training_texts  # noqa: E402
+from effocr.metrics import score_set  # noqa: E402
+from effocr.pipeline import Pipeline, assemble_text  # noqa: E402
+
+
+class Recorder:
+    """Stands in for the decoder during the one inference pass: keeps the lattice, picks top-1."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.active = True
+        self.lattices: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+
+    def __call__(self, sims, rows, spaces):
+        self.lattices.append((sims.copy(), rows.copy(), None if spaces is None else spaces.copy()))
+        return np.zeros(len(rows), dtype=np.int64)
+
+
+def lattices(bundle: Path, images: list[str], k: int) -> list:
+    """Per line: (sims, rows, spaces) of the k nearest, or None for a line with no glyphs."""
+    pipe = Pipeline.from_bundle(bundle, verify=False, lm=False)
+    pipe.decoder = Recorder(k)
+    out = []
+    for img in images:
+        before = len(pipe.decoder.lattices)
+        (res,) = pipe.run([img])
+        out.append(pipe.decoder.lattices[-1] if len(pipe.decoder.lattices) > before else None)
+    return out, pipe.search.chars
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--coco", nargs="*", default=[], help="COCO JSONs whose line texts train")
+    ap.add_argument("--text", nargs="*", default=[], help="running-text files that train")
+    ap.add_argument("--set", dest="sets", action="append", required=True)
+    ap.add_argument("--orders", default="3,4,5,6", help="the first one is --write-bundle's")
+    ap.add_argument("--weights", default="0,0.02,0.05,0.1,0.2,0.3")
+    lm_cfg = load_config(None)["lm"]  # the schema's defaults
+    ap.add_argument("--k", type=int, default=lm_cfg["k"])
+    ap.add_argument("--beam", type=int, default=lm_cfg["beam"])
+    ap.add_argument("--margins", default=str(lm_cfg["margin"]))
+    ap.add_argument("--label", default="", help="name of the training text in the table")
+    ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument(
+        "--write-bundle",
+        default=None,
+        help="also write a copy of the bundle with an LM of the first order, enabled, at the "
+        "last weight (for `effocr evaluate --lm on|off`)",
+    )
+    args = ap.parse_args()
+    texts = training_texts(args.coco, args.text)
+    orders = [int(v) for v in args.orders.split(",")]
+    weights = [float(v) for v in args.weights.split(",")]
+    margins = [float(v) for v in args.margins.split(",")]
+    rows = []
+    print(cpu_line())
+    print(
+        f"LM text: {args.label or ', '.join(args.coco + args.text)} ({sum(map(len, texts))} chars)"
+    )
+    with tempfile.TemporaryDirectory() as work:
+        for spec_text in args.sets:
+            spec = parse_set_spec(spec_text)
+            eval_set = load_eval_set(spec, work)
+            refs = [line.reference for line in eval_set.lines]
+            lats, chars = lattices(
+                Path(args.bundle), [str(x.image) for x in eval_set.lines], args.k
+            )
+            for order in orders:
+                lm = CharLM.train(texts, order)
+                for w, margin in [(w, m) for w in weights for m in margins]:
+                    dec = LMDecoder(lm, chars, weight=w, k=args.k, beam=args.beam, margin=margin)
+                    hyps = []
+                    t0 = time.perf_counter()
+                    for lat in lats:
+                        if lat is None:
+                            hyps.append("")
+                            continue
+                        sims, rws, spaces = lat
+                        pick = dec(sims, rws, spaces) if dec.active else np.zeros(len(rws), int)
+                        labels = [chars[r] for r in rws[np.arange(len(rws)), pick]]
+                        hyps.append(assemble_text(labels, spaces))
+                    ms = 1000 * (time.perf_counter() - t0) / len(lats)
+                    _, score = score_set(refs, hyps)
+                    row = {
+                        "set": spec["name"],
+                        "order": order,
+                        "weight": w,
+                        "margin": margin,
+                        "k": args.k,
+                        "beam": args.beam,
+                        "cer": score.cer,
+                        "wer": score.wer,
+                        "ms_per_line": ms,
+                    }
+                    rows.append(row)
+                    print(
+                        f"{spec['name']:<6} order {order} weight {w:<5} margin {margin:<4} CER {score.cer:.4f} "
+                        f"WER {score.wer:.4f} lm {ms:.2f} ms/line"
+                    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    if args.write_bundle:
+        lm = CharLM.train(texts, orders[0])
+        section = {
+            "enabled": True,
+            "weight": weights[-1],
+            "k": args.k,
+            "beam": args.beam,
+            "margin": margins[-1],
+        }
+        bundle_with_lm(Path(args.bundle), Path(args.write_bundle), lm, section)
+    return 0
+
+
+def bundle_with_lm(bundle: Path, out: Path, lm: CharLM, section: dict) -> None:
+    """A copy of `bundle` with `lm` and its manifest section (for trying an LM on old bundles)."""
+    shutil.copytree(bundle, out)
+    lm.save(out / LM_FILE)
+    manifest = Manifest.read(out, verify=False)
+    manifest.lm = lm_section(section, lm.order)
+    manifest.write(out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
