@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -327,6 +327,22 @@ class OutputWriter:
             path.write_text(res.text + "\n", encoding="utf-8")
         if self.coco and res.ok:
             self._add_coco(res)
+
+    def write_page(self, page: Any) -> None:
+        """Write one input read by `effocr.pages.PagePipeline`: a record per line of a page
+        (page coordinates, reading order), one text file per input (the page's text)."""
+        if page.line_result is not None:
+            self.write(page.line_result)
+            return
+        for record in page.records():
+            line = json_line(record)
+            if self._fh is not None:
+                self._fh.write(line)
+            if self.stream is not None:
+                self.stream.write(line)
+        if self._stage is not None and page.ok:
+            path = self._stage / "text" / self._text_name(page.image)
+            path.write_text(page.text + "\n", encoding="utf-8")
 
     def _add_coco(self, res: LineResult) -> None:
         image_id = len(self._coco_images) + 1

@@ -565,7 +565,7 @@ def synth_pages_from_config(
     config: dict, out_json: str | os.PathLike, n_pages: int, first_index: int = 0
 ) -> Path:
     """`synth_pages` with the `pages`, `fonts`, `render` (charset), `language`, `seed` of a config."""
-    pc = config["pages"]
+    pc = config["line_detector"]
     charset = resolve_charset(config)
     return synth_pages(
         out_json,
@@ -586,7 +586,7 @@ def synth_pages_from_config(
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of `effocr synth-pages`."""
     parser.add_argument(
-        "--config", help="workflow config (YAML); its pages section gives the defaults"
+        "--config", help="workflow config (YAML); its line_detector section gives the defaults"
     )
     parser.add_argument("--out", required=True, help="output COCO JSON (images/ beside it)")
     parser.add_argument("--n-pages", type=int, required=True)
