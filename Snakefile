@@ -18,6 +18,7 @@ include: "rules/synth.smk"
 include: "rules/data.smk"
 include: "rules/recognizer.smk"
 include: "rules/localizer.smk"
+include: "rules/pages.smk"
 include: "rules/export.smk"
 include: "rules/evaluate.smk"
 

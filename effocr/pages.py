@@ -82,8 +82,8 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
 def _order_flow(boxes: list[tuple[float, float, float, float]]) -> list[list[int]]:
     """Regions (lists of box indices) in reading order for left-to-right, top-to-bottom text.
 
-    Lines stack into a column when one follows the other closely below and they share most
-    of their width; columns are then read in turn: the next is the topmost column that no
+    Lines stack into a column when one follows the other closely below, in type of about
+    the same size, and they share most of the narrower one's width; columns are then read in turn: the next is the topmost column that no
     unread column lies above (sharing its width), and of the columns beside it (sharing its
     height), the leftmost.
     """
@@ -98,6 +98,9 @@ def _order_flow(boxes: list[tuple[float, float, float, float]]) -> list[list[int
             gap = y0 - ly1
             lh = ly1 - ly0
             if gap < -0.5 * min(h, lh) or gap > 1.5 * max(h, lh):
+                continue
+            # A heading in larger type starts a region of its own.
+            if max(h, lh) > 1.5 * min(h, lh):
                 continue
             # Share of the narrower line's width: a short last line or a centred number
             # still belongs to its column.

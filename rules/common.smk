@@ -47,6 +47,8 @@ PATHS = {
     "reference_index": f"{RES}/recognizer/index",
     "localizer": f"{RES}/localizer",
     "localizer_eval": f"{RES}/localizer/eval_test.json",
+    "pages": f"{RES}/line_detector/pages",
+    "line_detector": f"{RES}/line_detector/model",
     "bundle": f"{RES}/bundle",
     "eval": f"{RES}/eval",
     "report": f"{RES}/report",

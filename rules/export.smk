@@ -18,6 +18,17 @@ rule export_onnx:
             for k in ("recognizer_onnx", "localizer_onnx")
             if config["export"][k]
         ],
+        # The line detector and the test pages of its parity check (line_detector.enabled).
+        line_detector=(
+            [f"{PATHS['line_detector']}/model.pt"]
+            if config["line_detector"]["enabled"]
+            else []
+        ),
+        pages=(
+            [f"{PATHS['pages']}/test/pages.json"]
+            if config["line_detector"]["enabled"]
+            else []
+        ),
     output:
         directory(PATHS["bundle"]),
     log:
@@ -41,5 +52,6 @@ rule export_onnx:
         localizer_layout=config["localizer"]["onnx_layout"],
         localizer_input_height=config["localizer"]["input_height"],
         localizer_thresholds=config_thresholds(config["localizer"]),
+        line_detector=config["line_detector"],
     script:
         "../workflow_scripts/export_onnx.py"

@@ -19,4 +19,7 @@ export_bundle(
     localizer_input_height=snakemake.params.localizer_input_height,
     localizer_thresholds=dict(snakemake.params.localizer_thresholds),
     threads=snakemake.threads,
+    line_detector_pt=snakemake.input.line_detector[0] if snakemake.input.line_detector else None,
+    line_detector_pages=snakemake.input.pages[0] if snakemake.input.pages else None,
+    line_detector_cfg=dict(snakemake.params.line_detector),
 )
