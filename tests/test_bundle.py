@@ -182,7 +182,7 @@ def _edit_yaml(bundle: Path, edit) -> None:
 def test_manifest_round_trip(trained, tmp_path):  # noqa: F811
     bundle = trained["bundle"]
     manifest = Manifest.read(bundle)
-    assert manifest.format_version == 1 and manifest.language == "en"
+    assert manifest.format_version == 2 and manifest.language == "en"
     assert sorted(manifest.files) == [
         "localizer.onnx",
         "recognizer.onnx",
@@ -211,7 +211,7 @@ def test_manifest_round_trip(trained, tmp_path):  # noqa: F811
             lambda m: m["files"].update({"ref.index": "abc"}),
             "files/ref.index: 'abc' does not match",
         ),
-        (lambda m: m.update(format_version=2), "unsupported bundle format_version 2"),
+        (lambda m: m.update(format_version=3), "unsupported bundle format_version 3"),
     ],
 )
 def test_invalid_manifest_is_named(trained, tmp_path, edit, expected):  # noqa: F811

@@ -46,6 +46,7 @@ IMPORT_TO_CONDA = {
     "onnxruntime": "onnxruntime",
     "rapidfuzz": "rapidfuzz",
     "threadpoolctl": "threadpoolctl",
+    "scipy": "scipy",
 }
 # The rules that declare a `gpu` resource (and so run in CONTAINER_GPU).
 GPU_RULES = {
@@ -54,6 +55,7 @@ GPU_RULES = {
     "train_recognizer_hn",
     "build_reference_index",
     "train_localizer",
+    "train_line_detector",
 }
 # Imports inside functions that the rules of an env never call, as (env, module, what it
 # imports: a package or an effocr module). No call-graph walk proves it, so they are listed
@@ -250,7 +252,7 @@ def test_each_env_has_what_its_rules_import(rules: dict[str, dict]) -> None:
     closure, see effocr.provenance) are pinned in the rule's conda env, except the function-level
     imports of NOT_CALLED."""
     runnable = {n: r for n, r in rules.items() if not r["norun"]}
-    assert len(runnable) == 15, sorted(runnable)
+    assert len(runnable) == 17, sorted(runnable)
     used = set()
     for name, rule in runnable.items():
         env_name = Path(rule["conda"]).stem
@@ -295,11 +297,13 @@ def _job_counts(output: str) -> dict[str, int]:
 
 
 def test_dry_run_builds_the_dag(tmp_path: Path, rules: dict[str, dict]) -> None:
-    """The DAG of the demo builds: one job of every rule (the demo has one evaluation set).
+    """The DAG of the demo builds: one job of every rule (the demo has one evaluation set;
+    synthetic pages are one job per split).
     With `--sdm conda` Snakemake first runs `conda info` (the platform of pin files): where
     a conda binary answers, the plan must be the same DAG with every env to be created; where
     none does, the only acceptable failure is that call."""
     expected = {name: 1 for name in rules}
+    expected["synth_pages"] = 3  # train, val and test pages
     base = _dry_run_cmd(tmp_path, REPO / "config" / "config.yaml")
     plain = subprocess.run(base, capture_output=True, text=True, timeout=180)
     out = plain.stdout + plain.stderr
