@@ -630,7 +630,8 @@ def line_detector_parity(
     import torch
 
     from effocr.linedet import postprocess as lp
-    from effocr.linedet.model import decode_meta, export_onnx, load_model, prepare_page
+    from effocr.linedet.model import export_onnx, load_model
+    from effocr.linedet.postprocess import decode_meta, prepare_page
     from effocr.onnx_session import make_session
 
     if pages_json is None:

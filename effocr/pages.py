@@ -63,11 +63,9 @@ class LineDetectorStage:
         self.input_name = session.get_inputs()[0].name
 
     def __call__(self, page: np.ndarray) -> list[lp.DetectedLine]:
-        from effocr.linedet.model import decode_meta, prepare_page
-
-        prepared = prepare_page(page, self.meta)
+        prepared = lp.prepare_page(page, self.meta)
         out = self.session.run(None, {self.input_name: prepared.array[None]})[0][0]
-        return decode_meta(out, prepared, self.meta)
+        return lp.decode_meta(out, prepared, self.meta)
 
 
 # ---------------------------------------------------------------------------

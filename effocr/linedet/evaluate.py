@@ -53,6 +53,7 @@ def evaluate_pages(
     if not images:
         raise EffOCRError(f"{pages_json}: no pages")
     refs, page_hyps, line_hyps = [], [], []
+    matched_refs, matched_page, matched_line = [], [], []
     tp = n_pred = n_gt = 0
     page_seconds = 0.0
     n_lines_read = 0
@@ -110,6 +111,10 @@ def evaluate_pages(
                 p = matched.get(g)
                 page_hyps.append(res.lines[p].result.text if p is not None else "")
                 line_hyps.append(line_res[g].text if line_res[g].ok else "")
+                if p is not None:
+                    matched_refs.append(refs[-1])
+                    matched_page.append(page_hyps[-1])
+                    matched_line.append(line_hyps[-1])
             # A false detection's text counts as insertions (an empty reference).
             for p, ln in enumerate(res.lines):
                 if p not in matched.values() and ln.result.text:
@@ -141,6 +146,12 @@ def evaluate_pages(
         "page_cer": page_cer,
         "line_cer_ground_truth_cuts": line_cer,
         "cer_difference_points": 100 * (page_cer - line_cer),
+        # The found lines only: what cutting by the detected polygon (not the true one) costs.
+        "matched_lines": {
+            "lines": len(matched_refs),
+            "page_cer": cer(matched_refs, matched_page) if matched_refs else None,
+            "line_cer_ground_truth_cuts": cer(matched_refs, matched_line) if matched_refs else None,
+        },
         "speed": {
             "page_seconds": page_seconds,
             "pages_per_s": len(images) / page_seconds if page_seconds else 0.0,

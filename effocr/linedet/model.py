@@ -25,8 +25,9 @@ from torch import nn
 from torchvision.ops.misc import Conv2dNormActivation
 
 from effocr.linedet import postprocess as lp
+from effocr.linedet.postprocess import decode_meta, prepare_page
 from effocr.localizer.model import LineDetector
-from effocr.localizer.prepare import MEAN, STD, prepare_line
+from effocr.localizer.prepare import MEAN, STD
 from effocr.utils import EffOCRError, atomic_path, load_checkpoint
 
 KIND = "line_detector"
@@ -187,11 +188,6 @@ def line_loss(
 # ---------------------------------------------------------------------------
 
 
-def prepare_page(img: np.ndarray, meta: dict):
-    """A page ready for the network (`prepare_line`: never transposed, fixed height)."""
-    return prepare_line(img, meta["input_height"], meta["pad_multiple"], vertical=False)
-
-
 class TorchLineDetector:
     """PyTorch inference with the preparation and decoding of the ONNX path."""
 
@@ -206,18 +202,6 @@ class TorchLineDetector:
             x = torch.from_numpy(prepared.array[None]).to(self.device)
             out = self.model(x)[0].float().cpu().numpy()
         return decode_meta(out, prepared, self.meta)
-
-
-def decode_meta(out: np.ndarray, prepared: Any, meta: dict) -> list[lp.DetectedLine]:
-    """`lp.decode_lines` with the thresholds of `meta` (PyTorch and ONNX paths)."""
-    return lp.decode_lines(
-        out,
-        prepared.scale,
-        prepared.image_size,
-        vertical=bool(meta["vertical"]),
-        score_threshold=float(meta["score_threshold"]),
-        min_cells=int(meta["min_cells"]),
-    )
 
 
 def model_meta(model: PageLineNet, vertical: bool, thresholds: dict) -> dict:

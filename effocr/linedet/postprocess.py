@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from effocr.localizer.prepare import PreparedLine, prepare_line
+
 CHANNELS = ("h_core", "h_top", "h_bottom", "v_core", "v_left", "v_right")
 # Share of a line's height (across the reading direction) the core target covers.
 CORE_FRACTION = 0.4
@@ -248,3 +250,20 @@ def line_f1(pred_boxes: list, gt_boxes: list, iou: float = 0.5) -> dict:
     r = tp / n_gt if n_gt else float(n_pred == 0)
     f1 = 2 * p * r / (p + r) if p + r else 0.0
     return {"tp": tp, "pred": n_pred, "gt": n_gt, "precision": p, "recall": r, "f1": f1}
+
+
+def prepare_page(img: np.ndarray, meta: dict) -> PreparedLine:
+    """A page ready for the detector (`prepare_line` at `input_height`, never transposed)."""
+    return prepare_line(img, meta["input_height"], meta["pad_multiple"], vertical=False)
+
+
+def decode_meta(out: np.ndarray, prepared: PreparedLine, meta: dict) -> list[DetectedLine]:
+    """`decode_lines` with the thresholds of a detector's `meta` (PyTorch and ONNX paths)."""
+    return decode_lines(
+        out,
+        prepared.scale,
+        prepared.image_size,
+        vertical=bool(meta["vertical"]),
+        score_threshold=float(meta["score_threshold"]),
+        min_cells=int(meta["min_cells"]),
+    )
