@@ -387,3 +387,19 @@ def test_old_bundle_reads_lines_and_refuses_pages(tiny_bundle, tiny_pages, tiny_
     assert recs[1]["text"] is None and "no line detector" in recs[1]["error"]
     proc = _cli("infer", str(line), "-m", str(tiny_bundle), "--layout", "page")
     assert proc.returncode != 0 and "no line detector" in proc.stderr
+
+
+def test_decode_lines_vertical_line_starts_top_right():
+    from effocr.linedet import postprocess as lp
+    from effocr.linedet.model import line_targets
+
+    quad = np.array([[40, 5], [46, 5], [46, 55], [40, 55]], float)  # a column, grid cells
+    target, _ = line_targets([quad], [True], (60, 100))
+    out = target.copy()
+    out[[0, 3]] = np.where(target[[0, 3]] > 0, 10.0, -10.0)
+    assert lp.decode_lines(out, 0.5, (240, 400), vertical=False) == []
+    (line,) = lp.decode_lines(out, 0.5, (240, 400), vertical=True)
+    assert line.vertical
+    assert np.allclose(line.bbox, [160, 20, 184, 220], atol=4.0)
+    (x0, y0), (x1, y1) = line.polygon[0], line.polygon[1]
+    assert x0 > 175 and y0 < 25 and y1 > 215  # top right, then down the right edge
