@@ -184,6 +184,7 @@ class Engine:
             parallel=self.parallel,
             chunk_lines=1,
             limit_blas=not self.cuda,
+            small_job=2,  # two pages per worker already pay for starting the processes
         )
 
     # What the pipeline holds, read-only: `engine.index` is `engine.pipeline.search.index`.

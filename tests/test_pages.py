@@ -403,3 +403,15 @@ def test_decode_lines_vertical_line_starts_top_right():
     assert np.allclose(line.bbox, [160, 20, 184, 220], atol=4.0)
     (x0, y0), (x1, y1) = line.polygon[0], line.polygon[1]
     assert x0 > 175 and y0 < 25 and y1 > 215  # top right, then down the right edge
+
+
+def test_pages_in_worker_processes_match_one_process(page_bundle, tiny_pages):
+    from effocr.infer import Engine
+
+    paths = [tiny_pages.parent / "images" / f"page_{i:06d}.png" for i in range(4)]
+    with Engine(page_bundle, threads=1) as engine:
+        one = [r.records() for r in engine.iter_pages(paths)]
+    with Engine(page_bundle, threads=2, parallel="process") as engine:
+        two = [r.records() for r in engine.iter_pages(paths)]
+        assert engine.page_runner._pool is not None  # the pages went to the workers
+    assert two == one

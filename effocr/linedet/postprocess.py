@@ -94,8 +94,10 @@ def _components(core: np.ndarray, top: np.ndarray, bottom: np.ndarray, cfg: dict
             )
         out.append(
             {
-                "x0": float(xs.min()) - 0.5,
-                "x1": float(xs.max()) + 0.5,
+                # Cell centres, not outer edges: the core's rasterised target takes in every
+                # cell its outline touches, so the outer cells reach past the ink.
+                "x0": float(xs.min()),
+                "x1": float(xs.max()),
                 "slope": slope,
                 "top": float(np.median(ys - t - slope * xs)),
                 "bottom": float(np.median(ys + b - slope * xs)),
