@@ -280,7 +280,7 @@ def test_line_detector_training_outputs(tiny_detector):
     from effocr.linedet.model import load_model
 
     rows = list(csv.DictReader((tiny_detector.parent / "metrics.csv").open()))
-    assert [r["epoch"] for r in rows] == ["0", "1", "2"] or [r["epoch"] for r in rows] == ["1", "2"]
+    assert [r["epoch"] for r in rows][-2:] == ["1", "2"]
     assert all(math.isfinite(float(r["loss"])) for r in rows if r["loss"])
     model, meta = load_model(tiny_detector)
     assert meta["input_height"] == 192 and meta["vertical"] is False
@@ -402,6 +402,7 @@ def test_decode_lines_vertical_line_starts_top_right():
     assert line.vertical
     assert np.allclose(line.bbox, [160, 20, 184, 220], atol=4.0)
     (x0, y0), (x1, y1) = line.polygon[0], line.polygon[1]
+    assert x1 > 175  # the right edge
     assert x0 > 175 and y0 < 25 and y1 > 215  # top right, then down the right edge
 
 

@@ -108,11 +108,11 @@ class PageSet:
 
 
 def sample_crop(
-    data: PageSet, i: int, input_height: int, crop: int, rng: np.random.Generator, augment: bool
+    data: PageSet, i: int, crop: int, rng: np.random.Generator, augment: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A random crop of page i at a random scale: (crop, crop) uint8, targets, positives."""
+    """A random crop of page i at a random scale around the inference one (`data.to_net`):
+    (crop, crop) uint8, targets, positives."""
     img = data.images[i]
-    del input_height  # the scale of inference is the set's own (`to_net`)
     scale = data.to_net[i] * (float(rng.uniform(0.8, 1.25)) if augment else 1.0)
     h, w = max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale))
     page = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
@@ -167,7 +167,7 @@ def train_one_epoch(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     steps = StepProgress(batches, desc=desc, leave=False, log_every=log_every)
     for idx in steps:
-        items = [sample_crop(data, int(i), model.input_height, crop, rng, augment) for i in idx]
+        items = [sample_crop(data, int(i), crop, rng, augment) for i in idx]
         x = to_tensor(np.stack([it[0] for it in items])).to(device)
         target = torch.from_numpy(np.stack([it[1] for it in items])).to(device)
         pos = torch.from_numpy(np.stack([it[2] for it in items])).to(device)
