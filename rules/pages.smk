@@ -10,12 +10,12 @@ rule synth_pages:
     output:
         coco_json=f"{PATHS['pages']}/{{split}}/pages.json",
         images=directory(f"{PATHS['pages']}/{{split}}/images"),
-    wildcard_constraints:
-        split="train|val|test",
     log:
         log_path("synth_pages", "_{split}"),
     benchmark:
         benchmark_path("synth_pages", "_{split}")
+    wildcard_constraints:
+        split="train|val|test",
     conda:
         ENVS["data"]
     container:
