@@ -283,7 +283,7 @@ def test_tampered_bundle_through_the_cli(trained, tmp_path):  # noqa: F811
 def test_bundles_without_a_file_list_still_load_and_verify(trained, tmp_path):  # noqa: F811
     # As written before `files`: format_version 1 with the two models' sha256 only.
     bundle = _copy(trained, tmp_path)
-    _edit_yaml(bundle, lambda m: m.pop("files"))
+    _edit_yaml(bundle, lambda m: (m.pop("files"), m.update(format_version=1)))
     with Engine(bundle, device="cpu") as engine:
         assert engine.meta["format_version"] == 1
     _tamper_onnx(bundle / "localizer.onnx")
