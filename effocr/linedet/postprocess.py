@@ -119,8 +119,9 @@ def _merge_pieces(bands: list[dict]) -> list[dict]:
                 b = bands[j]
                 h = max(a["bottom"] - a["top"], b["bottom"] - b["top"])
                 gap = b["x0"] - a["x1"]
-                # Word gaps are under a line height; column gutters are wider.
-                if gap > 0.6 * h or gap < -0.5 * h:
+                # Word gaps are under a line height; column gutters are wider. (Ends are cell
+                # centres, so the ink's gap is about one cell less than `gap`.)
+                if gap > 0.6 * h + 1.0 or gap < -0.5 * h:
                     continue
                 xm = (a["x1"] + b["x0"]) / 2
                 at, ab = a["top"] + a["slope"] * xm, a["bottom"] + a["slope"] * xm
