@@ -120,8 +120,8 @@ def _merge_pieces(bands: list[dict]) -> list[dict]:
                 h = max(a["bottom"] - a["top"], b["bottom"] - b["top"])
                 gap = b["x0"] - a["x1"]
                 # Word gaps are under a line height; column gutters are wider. (Ends are cell
-                # centres, so the ink's gap is about one cell less than `gap`.)
-                if gap > 0.6 * h + 1.0 or gap < -0.5 * h:
+                # centres, so the ink's gap is up to a cell narrower than `gap`.)
+                if gap > 0.6 * h + 0.5 or gap < -0.5 * h:
                     continue
                 xm = (a["x1"] + b["x0"]) / 2
                 at, ab = a["top"] + a["slope"] * xm, a["bottom"] + a["slope"] * xm
