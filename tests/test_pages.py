@@ -416,3 +416,34 @@ def test_pages_in_worker_processes_match_one_process(page_bundle, tiny_pages):
         two = [r.records() for r in engine.iter_pages(paths)]
         assert engine.page_runner._pool is not None  # the pages went to the workers
     assert two == one
+
+
+def test_export_bundle_with_the_line_detector(
+    tiny_bundle, tiny_coco_factory, tiny_detector, tiny_pages, tmp_path
+):
+    """export_bundle (rule export_onnx) writes line_detector.onnx, its section and parity."""
+    from effocr.bundle import Manifest
+    from effocr.export import export_bundle, section_defaults
+
+    root = tiny_bundle.parent  # conftest.build_bundle's models and index live beside it
+    coco_json, image_dir = tiny_coco_factory(8, "en", 5, degrade=False, max_chars=14)
+    out = tmp_path / "bundle"
+    report = export_bundle(
+        root / "recognizer" / "model.pt",
+        root / "index",
+        root / "localizer" / "model.pt",
+        coco_json,
+        image_dir,
+        out,
+        export_cfg={**section_defaults("export"), "quantize": "none"},
+        line_detector_pt=tiny_detector,
+        line_detector_pages=tiny_pages,
+        line_detector_cfg={"line_margin": 0.3},
+    )
+    assert report["line_detector"]["problems"] == []
+    manifest = Manifest.read(out)
+    assert manifest.format_version == 2
+    assert manifest.line_detector["line_margin"] == 0.3
+    assert manifest.line_detector["meta"]["input_height"] == 192
+    assert "line_detector.onnx" in manifest.files
+    assert json.loads((out / "parity.json").read_text())["line_detector"]["lines_matched"] >= 0
