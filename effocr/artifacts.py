@@ -89,6 +89,8 @@ def workflow_paths(results_dir: str) -> dict:
         "localizer": f"{res}/localizer",
         "localizer_eval": f"{res}/localizer/eval_test.json",
         "lm": f"{res}/lm/{LM}",
+        "pages": f"{res}/line_detector/pages",
+        "line_detector": f"{res}/line_detector/model",
         "bundle": f"{res}/bundle",
         "eval": f"{res}/eval",
         "report": f"{res}/report",

@@ -26,10 +26,12 @@ import yaml
 from effocr import artifacts
 from effocr.utils import EffOCRError, sha256_file, write_text
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # Format versions this code reads. Version 1 bundles written before `files` existed carry
-# checksums for the two ONNX models only; those are checked.
-SUPPORTED_FORMATS = (1,)
+# checksums for the two ONNX models only; those are checked. Version 2 adds the optional
+# `line_detector` section (and its file, `line_detector.onnx`): pages can be read; a
+# version-1 bundle, or one exported without it, reads line images as before.
+SUPPORTED_FORMATS = (1, 2)
 MANIFEST = "model.yaml"
 PARITY = "parity.json"
 # The files of every bundle written so far, checked before the manifest is parsed so that
@@ -53,7 +55,7 @@ def manifest_schema() -> dict:
 
 @dataclass
 class Manifest:
-    """The contents of a bundle's `model.yaml` (format version 1).
+    """The contents of a bundle's `model.yaml` (format version 2; 1 is read too).
 
     The sections are plain dicts, written and read as they are (their keys are documented in
     `resources/bundle_schema.yaml`); `files` maps each file of the bundle to its sha256 and is
@@ -75,6 +77,7 @@ class Manifest:
     versions: dict = field(default_factory=dict)
     config_sha256: dict = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    line_detector: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 
@@ -90,6 +93,8 @@ class Manifest:
         ]
         if self.lm:
             names.append(self.lm["file"])
+        if self.line_detector:
+            names.append(self.line_detector["file"])
         return names
 
     def checksums(self) -> dict[str, str]:
@@ -131,7 +136,7 @@ class Manifest:
             value = getattr(self, f.name)
             if f.name == "opset" and value is None:
                 continue
-            if f.name in ("files", "lm") and not value:
+            if f.name in ("files", "lm", "line_detector") and not value:
                 continue
             out[f.name] = value
         out.update(self.extra)

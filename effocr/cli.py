@@ -40,6 +40,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "build-reference-index": ("effocr.recognizer.index", "build the FAISS reference index"),
     "train-localizer": ("effocr.localizer.train", "train the character/word localizer"),
+    "synth-pages": ("effocr.synth.pages", "generate synthetic page images with line boxes"),
+    "train-line-detector": ("effocr.linedet.train", "train the line detector on synthetic pages"),
+    "evaluate-pages": (
+        "effocr.linedet.evaluate",
+        "line detection F1, page vs line CER and speed of a bundle on annotated pages",
+    ),
     "evaluate-localizer": (
         "effocr.localizer.evaluate",
         "COCO mAP and char/word P/R/F1 of a localizer",

@@ -390,6 +390,8 @@ class ExportSection(Section):
     box_max_abs: float
     score_max_abs: float
     parity_lines: int
+    parity_pages: int
+    line_detector_max_abs: float
     quantize: str
     quantized_min_cosine: float
     quantized_top1_agreement: float

@@ -33,6 +33,8 @@ from effocr.utils import (
     EffOCRError,
     atomic_path,
     load_checkpoint,
+    open_rgb,
+    read_json,
     sha256_file,
     sha256_json,
     write_json,
@@ -617,6 +619,118 @@ def _manifest(src: _Sources, bundle: Path, quantized: dict | None, tol: dict, in
     )
 
 
+LINE_DETECTOR_FILE = "line_detector.onnx"
+
+
+def line_detector_parity(
+    model_pt: str | os.PathLike,
+    onnx_path: Path,
+    pages_json: str | os.PathLike | None,
+    tol: dict,
+    threads: int = 1,
+) -> dict:
+    """Export the line detector to `onnx_path` and compare ONNX Runtime with PyTorch on the
+    first `parity_pages` pages of `pages_json`: raw outputs (max abs difference) and the
+    decoded lines (every PyTorch line matched by an ONNX one at IoU >= 0.9)."""
+    import torch
+
+    from effocr.linedet import postprocess as lp
+    from effocr.linedet.model import export_onnx, load_model
+    from effocr.linedet.postprocess import decode_meta, prepare_page
+    from effocr.onnx_session import make_session
+
+    if pages_json is None:
+        raise EffOCRError("exporting the line detector needs test pages for its parity check")
+    _, meta = export_onnx(model_pt, onnx_path, int(tol["opset"]))
+    check_onnx(onnx_path)
+    model, _ = load_model(model_pt)
+    coco = read_json(pages_json)
+    images = coco.get("images", [])[: int(tol["parity_pages"])]
+    if not images:
+        raise EffOCRError(f"{pages_json}: no pages for the line detector's parity check")
+    session = make_session(onnx_path, None, threads, what="ONNX line detector")
+    max_abs, lines_torch, lines_matched, problems = 0.0, 0, 0, []
+    for im in images:
+        path = Path(pages_json).parent / "images" / im["file_name"]
+        page = np.asarray(open_rgb(path).convert("L"))
+        prepared = prepare_page(page, meta)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(prepared.array[None]))[0].numpy()
+        got = session.run(None, {session.get_inputs()[0].name: prepared.array[None]})[0][0]
+        max_abs = max(max_abs, float(np.abs(ref - got).max()))
+        a = [ln.bbox for ln in decode_meta(ref, prepared, meta)]
+        b = [ln.bbox for ln in decode_meta(got, prepared, meta)]
+        lines_torch += len(a)
+        lines_matched += len(lp.match_lines(np.asarray(a), np.asarray(b), 0.9))
+    if max_abs > float(tol["line_detector_max_abs"]):
+        problems.append(
+            f"line detector: max abs difference {max_abs:.2e} > {tol['line_detector_max_abs']}"
+        )
+    if lines_matched < lines_torch:
+        problems.append(
+            f"line detector: {lines_torch - lines_matched} of {lines_torch} PyTorch lines have "
+            "no ONNX line at IoU 0.9"
+        )
+    return {
+        "pages": [im["file_name"] for im in images],
+        "max_abs": max_abs,
+        "lines": lines_torch,
+        "lines_matched": lines_matched,
+        "problems": problems,
+        "meta": meta,
+    }
+
+
+def line_detector_section(parity: dict, cfg: dict | None) -> dict:
+    """model.yaml's `line_detector` section from the parity report (its `meta` moves here)."""
+    ldc = {**load_config(None)["line_detector"], **(cfg or {})}
+    return {
+        "file": LINE_DETECTOR_FILE,
+        "meta": parity.pop("meta"),
+        "line_margin": float(ldc["line_margin"]),
+        "max_line_tilt": float(ldc["max_line_tilt"]),
+        "cut_height": int(ldc["cut_height"]),
+    }
+
+
+def add_line_detector(
+    bundle_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    model_pt: str | os.PathLike,
+    pages_json: str | os.PathLike,
+    *,
+    export_cfg: dict | None = None,
+    line_detector_cfg: dict | None = None,
+    threads: int = 1,
+) -> dict:
+    """A copy of bundle `bundle_dir` (any supported format) at `out_dir` with the line
+    detector `model_pt` added (exported, parity-checked on `pages_json`, format version 2),
+    so a bundle trained before line detection existed reads pages. Returns the parity.
+    """
+    from effocr.bundle import FORMAT_VERSION
+
+    tol = {**load_config(None)["export"], **(export_cfg or {})}
+    manifest = Manifest.read(bundle_dir)
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name in [*manifest.file_names(), "index.json", PARITY]:
+            if (Path(bundle_dir) / name).is_file() and name != LINE_DETECTOR_FILE:
+                shutil.copyfile(Path(bundle_dir) / name, tmp / name)
+        linedet = line_detector_parity(model_pt, tmp / LINE_DETECTOR_FILE, pages_json, tol, threads)
+        if linedet["problems"]:
+            raise EffOCRError(
+                "ONNX line detector disagrees with PyTorch; no bundle written:\n  "
+                + "\n  ".join(linedet["problems"])
+            )
+        manifest.line_detector = line_detector_section(linedet, line_detector_cfg)
+        manifest.format_version = FORMAT_VERSION
+        manifest.write(tmp)
+        parity = read_json(tmp / PARITY) if (tmp / PARITY).is_file() else {}
+        parity["line_detector"] = linedet
+        write_json(tmp / PARITY, parity)
+    return linedet
+
+
 PARITY_TOLERANCES = (
     "embedding_max_abs",
     "embedding_min_cosine",
@@ -645,8 +759,16 @@ def export_bundle(
     threads: int = 1,
     lm_json: str | os.PathLike | None = None,
     lm_cfg: dict | None = None,
+    line_detector_pt: str | os.PathLike | None = None,
+    line_detector_pages: str | os.PathLike | None = None,
+    line_detector_cfg: dict | None = None,
 ) -> dict:
     """Export both models, check them against PyTorch on test-split lines, write the bundle.
+
+    With `line_detector_pt` (and `line_detector_pages`, a COCO JSON of synthetic test pages
+    with `images/` beside it), the line detector is exported too (`line_detector.onnx`,
+    section `line_detector` of model.yaml, with `line_detector_cfg`'s `line_margin` and
+    `max_line_tilt`) and checked against PyTorch on the first `export.parity_pages` pages.
 
     Args:
         recognizer_pt: The hard-negative recognizer `model.pt`.
@@ -734,6 +856,12 @@ def export_bundle(
             src, loc_onnx, images, tol, threads, localizer_pt, localizer_layout
         )
         problems = evaluate_parity(rec, loc, tol) + loc_problems
+        linedet = None
+        if line_detector_pt is not None:
+            linedet = line_detector_parity(
+                line_detector_pt, tmp / LINE_DETECTOR_FILE, line_detector_pages, tol, threads
+            )
+            problems += linedet["problems"]
         quantized = None
         if not problems and tol["quantize"] == "int8":
             if calibration_json:
@@ -753,6 +881,7 @@ def export_bundle(
             "recognizer": rec,
             "recognizer_int8": quantized,
             "localizer": loc,
+            "line_detector": linedet,
         }
         LOG.info("parity: %s", report)
         if problems:
@@ -772,6 +901,8 @@ def export_bundle(
             manifest.lm = lm_section(
                 lm_cfg if lm_cfg is not None else load_config(None)["lm"], lm.order
             )
+        if linedet is not None:
+            manifest.line_detector = line_detector_section(linedet, line_detector_cfg)
         manifest.write(tmp)
         write_json(tmp / PARITY, report)
     LOG.info("bundle written to %s", out_dir)

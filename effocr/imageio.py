@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -420,6 +420,22 @@ class OutputWriter:
         if self._errors is None:
             self._errors = open(self._stage / "errors.jsonl", "w", encoding="utf-8")
         self._errors.write(json_line(record))
+
+    def write_page_result(self, res: Any) -> None:
+        """Write one input read by `effocr.pages.PagePipeline`: a page gives a predictions.jsonl
+        record per line (page coordinates, reading order) and its page formats (text, PAGE,
+        ALTO, hOCR: `write_page`); an input read as a line is written as `write` writes it."""
+        if res.line_result is not None:
+            self.write(res.line_result)
+            return
+        for record in res.records():
+            line = json_line(record)
+            if self._fh is not None:
+                self._fh.write(line)
+            if self.stream is not None:
+                self.stream.write(line)
+        if self._stage is not None and self.page_formats:
+            self.write_page(res.to_document())
 
     def _add_coco(self, res: LineResult) -> None:
         image_id = len(self._coco_images) + 1

@@ -49,6 +49,7 @@ from effocr.onnx_session import (
     select_providers,
     uses_cuda,
 )
+from effocr.pages import LAYOUTS, PagePipeline, PagePipelineSpec, PageResult
 from effocr.pipeline import (
     STAGES,
     CharResult,
@@ -132,6 +133,11 @@ class Engine:
         lm: Re-rank the k nearest glyphs with the bundle's character language model (True),
             not (False), or as the bundle's `lm.enabled` says (None).
         lm_weight: The language model's weight instead of the bundle's `lm.weight`.
+        layout: How `iter_pages` reads an image: ``auto`` (`effocr.pages.is_page` decides),
+            ``page`` (an error for a bundle without a line detector) or ``line``.
+
+    Pages: `read_page` (one page -> `effocr.document.Page`) and `iter_pages` (any inputs ->
+    `effocr.pages.PageResult`, run by `self.page_runner`, one page per chunk).
     """
 
     def __init__(
@@ -148,6 +154,7 @@ class Engine:
         verify: bool = True,
         lm: bool | None = None,
         lm_weight: float | None = None,
+        layout: str = "auto",
     ) -> None:
         self.bundle_dir = Path(bundle_dir)
         self.manifest = Manifest.read(self.bundle_dir, verify=verify)
@@ -185,6 +192,23 @@ class Engine:
             parallel=self.parallel,
             chunk_lines=self.chunk_lines,
             limit_blas=not self.cuda,
+        )
+        self.pages = PagePipeline.from_bundle(
+            self.bundle_dir,
+            self.providers,
+            intra_op_threads=intra_op_threads or (self.threads if self.cuda else 1),
+            layout=layout,
+            manifest=self.manifest,
+            lines=self.pipeline,
+        )
+        self.page_runner = Runner(
+            self.pages,
+            PagePipelineSpec(str(self.bundle_dir), self.batch_size, layout),
+            workers=self.workers,
+            parallel=self.parallel,
+            chunk_lines=1,
+            limit_blas=not self.cuda,
+            small_job=2,  # two pages per worker already pay for starting the processes
         )
 
     # What the pipeline holds, read-only: `engine.index` is `engine.pipeline.search.index`.
@@ -253,9 +277,29 @@ class Engine:
 
         return [page_from_result(res) for res in self.iter_infer(images)]
 
+    def iter_pages(
+        self, images: Iterable[ImageInput], *, show_progress: bool = False, total: int | None = None
+    ) -> Iterator[PageResult]:
+        """Yield one `PageResult` per image (a page, or a line by the layout), in input order."""
+        return self.page_runner.iter_run(images, show_progress=show_progress, total=total)
+
+    def read_page(self, image: ImageInput) -> Any:
+        """OCR one page image (path or array) -> `effocr.document.Page` (regions and lines in
+        reading order, page pixels). A page that cannot be read has `error` set.
+
+        Raises:
+            EffOCRError: the bundle has no line detector (it reads line images only).
+        """
+        from effocr.pages import no_detector_message
+
+        if self.pages.detector is None:
+            raise EffOCRError(no_detector_message(self.bundle_dir))
+        return self.pages.read(image, layout="page").to_document()
+
     def close(self) -> None:
         """Stop the worker processes, if any were started (a later call starts new ones)."""
         self.runner.close()
+        self.page_runner.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -315,6 +359,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         f"stem. Default {','.join(DEFAULT_FORMATS)} (with --output; jsonl to stdout without)",
     )
     parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="auto",
+        help="auto (default): an image whose shorter side is at least 300 px and whose longer "
+        "side is at most 4 times that is a page (its lines are found, ordered and read), "
+        "anything else a line; page or line: read every input so",
+    )
+    parser.add_argument(
         "--no-verify",
         action="store_true",
         help="open the bundle without checking its files against the sha256 in model.yaml "
@@ -357,7 +409,10 @@ def run(args: argparse.Namespace) -> int:
         verify=not args.no_verify,
         lm=lm_choice(args.lm),
         lm_weight=args.lm_weight,
+        layout=args.layout,
     )
+    if args.layout != "line":
+        return _run_pages(args, engine, images, formats)
     try:
         writer = OutputWriter(
             args.output,
@@ -409,6 +464,70 @@ def run(args: argparse.Namespace) -> int:
             "(`dropped_detections` in their records)",
             file=sys.stderr,
         )
+    if failed:
+        print(
+            f"effocr infer: {failed} of {len(images)} image(s) failed (see the log)",
+            file=sys.stderr,
+        )
+    if writer.failed_writes:
+        print(
+            f"effocr infer: {writer.failed_writes} output file(s) could not be written "
+            "(see errors.jsonl)",
+            file=sys.stderr,
+        )
+    return 1 if failed or writer.failed_writes else 0
+
+
+def _run_pages(
+    args: argparse.Namespace, engine: Engine, images: list[str], formats: Sequence[str]
+) -> int:
+    """`effocr infer` with --layout auto or page: pages and lines, one result per input."""
+    try:
+        writer = OutputWriter(
+            args.output,
+            coco=args.coco,
+            stream=None if args.output else sys.stdout,
+            formats=formats,
+        )
+    except BaseException:
+        engine.close()
+        raise
+    failed = pages = lines = 0
+    start = time.perf_counter()
+    complete = False
+    try:
+        for res in engine.iter_pages(images, show_progress=True):
+            if not res.ok:
+                failed += 1
+                error = res.error or (res.line_result.error if res.line_result else None)
+                LOG.error("%s: %s (skipped)", display_name(res.image), error)
+            if res.layout == "page":
+                pages += 1
+                lines += len(res.lines)
+                bad = [ln for ln in res.lines if not ln.result.ok]
+                for ln in bad:
+                    LOG.error("%s: line %s: %s", display_name(res.image), ln.id, ln.result.error)
+                failed += bool(bad) and res.error is None
+            else:
+                lines += 1
+            writer.write_page_result(res)
+        complete = True
+    finally:
+        writer.close(complete=complete)
+        engine.close()
+        if not complete and args.output:
+            LOG.error("run failed: nothing written; %s keeps its previous outputs", args.output)
+    elapsed = time.perf_counter() - start
+    LOG.info(
+        "%d inputs (%d pages, %d lines, %d failed) in %.2f s with %d worker(s) on %s",
+        len(images),
+        pages,
+        lines,
+        failed,
+        elapsed,
+        engine.workers,
+        "cuda" if engine.cuda else "cpu",
+    )
     if failed:
         print(
             f"effocr infer: {failed} of {len(images)} image(s) failed (see the log)",

@@ -58,6 +58,8 @@ class Runner:
         chunk_lines: Lines handed to a worker at once.
         limit_blas: Hold NumPy's BLAS to one thread during a job (the CPU workers use the
             cores).
+        small_job: Items per worker under which a job runs in the calling process (a page
+            is some fifty lines' work: the page runner uses a smaller figure).
     """
 
     def __init__(
@@ -69,12 +71,14 @@ class Runner:
         parallel: str = "auto",
         chunk_lines: int = 8,
         limit_blas: bool = True,
+        small_job: int = SMALL_JOB_LINES,
     ) -> None:
         self.pipeline = pipeline
         self.spec = spec
         self.workers = int(workers)
         self.parallel = resolve_parallel(parallel, self.workers)
         self.chunk_lines = int(chunk_lines)
+        self.small_job = int(small_job)
         self._pool: Any = None
         # Made once: each `threadpool_limits` call otherwise re-scans the loaded libraries
         # (0.35 ms, paid on every job).
@@ -167,7 +171,7 @@ class Runner:
             small = (
                 self.parallel == "process"
                 and self._pool is None
-                and (len(items) < SMALL_JOB_LINES * self.workers)
+                and (len(items) < self.small_job * self.workers)
             )
             if self.workers == 1 or len(chunks) <= 1 or small:
                 for chunk in chunks:

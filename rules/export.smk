@@ -22,6 +22,17 @@ rule export_bundle:
             for k in ("recognizer_onnx", "localizer_onnx")
             if config["export"][k]
         ],
+        # The line detector and the test pages of its parity check (line_detector.enabled).
+        line_detector=(
+            [f"{PATHS['line_detector']}/{MODEL}"]
+            if config["line_detector"]["enabled"]
+            else []
+        ),
+        pages=(
+            [f"{PATHS['pages']}/test/pages.json"]
+            if config["line_detector"]["enabled"]
+            else []
+        ),
     output:
         directory(PATHS["bundle"]),
     log:
@@ -42,5 +53,6 @@ rule export_bundle:
         index_dir=lambda wildcards, input: os.path.dirname(input.index[0]),
         image_dir=config["dataset"]["image_dir"],
         lm=config["lm"],
+        line_detector=config["line_detector"],
     script:
         "../workflow_scripts/export_bundle.py"

@@ -185,7 +185,7 @@ def _edit_yaml(bundle: Path, edit) -> None:
 def test_manifest_round_trip(trained, tmp_path):  # noqa: F811
     bundle = trained["bundle"]
     manifest = Manifest.read(bundle)
-    assert manifest.format_version == 1 and manifest.language == "en"
+    assert manifest.format_version == 2 and manifest.language == "en"
     assert sorted(manifest.files) == [
         "localizer.onnx",
         "recognizer.onnx",
@@ -214,7 +214,7 @@ def test_manifest_round_trip(trained, tmp_path):  # noqa: F811
             lambda m: m["files"].update({"ref.index": "abc"}),
             "files/ref.index: 'abc' does not match",
         ),
-        (lambda m: m.update(format_version=2), "unsupported bundle format_version 2"),
+        (lambda m: m.update(format_version=3), "unsupported bundle format_version 3"),
     ],
 )
 def test_invalid_manifest_is_named(trained, tmp_path, edit, expected):  # noqa: F811
@@ -286,7 +286,7 @@ def test_tampered_bundle_through_the_cli(trained, tmp_path):  # noqa: F811
 def test_bundles_without_a_file_list_still_load_and_verify(trained, tmp_path):  # noqa: F811
     # As written before `files`: format_version 1 with the two models' sha256 only.
     bundle = _copy(trained, tmp_path)
-    _edit_yaml(bundle, lambda m: m.pop("files"))
+    _edit_yaml(bundle, lambda m: (m.pop("files"), m.update(format_version=1)))
     with Engine(bundle, device="cpu") as engine:
         assert engine.meta["format_version"] == 1
     _tamper_onnx(bundle / "localizer.onnx")

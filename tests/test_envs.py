@@ -53,6 +53,7 @@ IMPORT_TO_CONDA = {
     "rapidfuzz": "rapidfuzz",
     "threadpoolctl": "threadpoolctl",
     "lxml": "lxml",
+    "scipy": "scipy",
 }
 # The rules that declare a `gpu` resource (and so run in CONTAINER_GPU).
 GPU_RULES = {
@@ -61,6 +62,7 @@ GPU_RULES = {
     "train_recognizer_hard_negatives",
     "build_reference_index",
     "train_localizer",
+    "train_line_detector",
 }
 # Imports inside functions that the rules of an env never call, as (env, module, what it
 # imports: a package or an effocr module). No call-graph walk proves it, so they are listed
@@ -257,7 +259,7 @@ def test_each_env_has_what_its_rules_import(rules: dict[str, dict]) -> None:
     closure, see effocr.provenance) are pinned in the rule's conda env, except the function-level
     imports of NOT_CALLED."""
     runnable = {n: r for n, r in rules.items() if not r["norun"]}
-    assert len(runnable) == 20 and CORPUS_RULES <= set(runnable), sorted(runnable)
+    assert len(runnable) == 22 and CORPUS_RULES <= set(runnable), sorted(runnable)
     used = set()
     for name, rule in runnable.items():
         env_name = Path(rule["conda"]).stem
@@ -303,7 +305,7 @@ def _job_counts(output: str) -> dict[str, int]:
 
 def test_dry_run_builds_the_dag(tmp_path: Path, rules: dict[str, dict]) -> None:
     """The DAG of the demo builds: one job of every rule but the corpus run's (the demo has
-    one evaluation set).
+    one evaluation set; synthetic pages are one job per split).
     With `--sdm conda` Snakemake first runs `conda info` (the platform of pin files): where
     a conda binary answers, the plan must be the same DAG with every env to be created; where
     none does, the only acceptable failure is that call."""
@@ -312,6 +314,7 @@ def test_dry_run_builds_the_dag(tmp_path: Path, rules: dict[str, dict]) -> None:
     # for the `ocr` target: none is in the demo's DAG.
     skipped = {"import_dataset", "align_lines", *CORPUS_RULES}
     expected = {name: 1 for name in rules if name not in skipped}
+    expected["synth_pages"] = 3  # train, val and test pages
     base = _dry_run_cmd(tmp_path, REPO / "config" / "config.yaml")
     plain = subprocess.run(base, capture_output=True, text=True, timeout=180)
     out = plain.stdout + plain.stderr

@@ -167,7 +167,7 @@ def test_bundle_contents(trained):
     check_onnx(bundle / "recognizer.onnx")
     check_onnx(bundle / "localizer.onnx")
     meta = yaml.safe_load((bundle / "model.yaml").read_text())
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
     assert meta["profile"] == {
         "name": "en",
         "vertical": False,

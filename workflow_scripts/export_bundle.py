@@ -18,4 +18,7 @@ export_bundle(
     lm_json=snakemake.input.lm,
     lm_cfg=dict(snakemake.params.lm),
     threads=snakemake.threads,
+    line_detector_pt=snakemake.input.line_detector[0] if snakemake.input.line_detector else None,
+    line_detector_pages=snakemake.input.pages[0] if snakemake.input.pages else None,
+    line_detector_cfg=dict(snakemake.params.line_detector),
 )

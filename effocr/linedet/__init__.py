@@ -1,0 +1,1 @@
+"""The line detector: finds text lines on page images (model, training, decoding)."""

@@ -1,0 +1,621 @@
+"""The page stage: page pixels -> text lines -> the line pipeline -> a `document.Page`.
+
+`LineDetectorStage` runs the bundle's line detector (ONNX, `effocr.linedet`) on a page;
+`reading_order` groups the lines into regions (columns, headings, notes) and orders them;
+`cut_line` cuts each line from the page by its polygon (outside it: paper), turned straight
+when it is tilted; the cuts go through the line `Pipeline` as one batch, and glyph and word
+boxes come back in page pixels. `PagePipeline.run(images, first_index)` and its `stats` are
+those of `Pipeline`, and `PagePipelineSpec.build()` those of `PipelineSpec`, so
+`effocr.runner.Runner` runs pages as it runs lines.
+
+Which inputs are pages (`--layout auto`, `is_page`): an image is a page when its shorter side
+is at least `PAGE_MIN_SIDE` pixels and its longer side at most `PAGE_MAX_ASPECT` times the
+shorter. A line image is long and thin (a 2000 x 60 line, a 60 x 900 vertical one); a page
+scan, however small, is not. A word image or a short line scanned large (say 400 x 330) is
+read as a page; `--layout line` forces the old behaviour.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from effocr import document
+from effocr.bundle import Manifest
+from effocr.imageio import ImageInput, decode_image
+from effocr.linedet import postprocess as lp
+from effocr.onnx_session import CPU_PROVIDER, make_session
+from effocr.pipeline import CharResult, LineResult, Pipeline
+from effocr.utils import EffOCRError
+
+LAYOUTS = ("auto", "page", "line")
+PAGE_MIN_SIDE = 300
+PAGE_MAX_ASPECT = 4.0
+# Stage names in `StageTimings` (beside the line pipeline's).
+DETECT_STAGE = "line_detection"
+CUT_STAGE = "line_cuts"
+
+
+def is_page(height: int, width: int) -> bool:
+    """The `--layout auto` rule (module docstring): True for a page, False for a line."""
+    short, long = min(height, width), max(height, width)
+    return short >= PAGE_MIN_SIDE and long <= PAGE_MAX_ASPECT * short
+
+
+# ---------------------------------------------------------------------------
+# Line detection
+# ---------------------------------------------------------------------------
+
+
+class LineDetectorStage:
+    """Page pixels -> `DetectedLine`s in page pixels: the bundle's ONNX line detector."""
+
+    def __init__(self, session: Any, meta: dict) -> None:
+        self.session = session
+        self.meta = meta
+        self.input_name = session.get_inputs()[0].name
+
+    def __call__(self, page: np.ndarray) -> list[lp.DetectedLine]:
+        prepared = lp.prepare_page(page, self.meta)
+        out = self.session.run(None, {self.input_name: prepared.array[None]})[0][0]
+        return lp.decode_meta(out, prepared, self.meta)
+
+
+# ---------------------------------------------------------------------------
+# Reading order
+# ---------------------------------------------------------------------------
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def _order_flow(boxes: list[tuple[float, float, float, float]]) -> list[list[int]]:
+    """Regions (lists of box indices) in reading order for left-to-right, top-to-bottom text.
+
+    Lines stack into a column when one follows the other closely below, in type of about
+    the same size, and they share most of the narrower one's width; columns are then read in turn: the next is the topmost column that no
+    unread column lies above (sharing its width), and of the columns beside it (sharing its
+    height), the leftmost.
+    """
+    order = sorted(range(len(boxes)), key=lambda i: (boxes[i][1], boxes[i][0]))
+    columns: list[list[int]] = []
+    for i in order:
+        x0, y0, x1, y1 = boxes[i]
+        h = y1 - y0
+        best, best_gap = None, math.inf
+        for c, col in enumerate(columns):
+            lx0, ly0, lx1, ly1 = boxes[col[-1]]
+            gap = y0 - ly1
+            lh = ly1 - ly0
+            if gap < -0.5 * min(h, lh) or gap > 1.5 * max(h, lh):
+                continue
+            # A heading in larger type starts a region of its own.
+            if max(h, lh) > 1.5 * min(h, lh):
+                continue
+            # Share of the narrower line's width: a short last line or a centred number
+            # still belongs to its column.
+            ov = _overlap(x0, x1, lx0, lx1) / max(1e-6, min(x1 - x0, lx1 - lx0))
+            if ov >= 0.5 and gap < best_gap:
+                best, best_gap = c, gap
+        if best is None:
+            columns.append([i])
+        else:
+            columns[best].append(i)
+    extents = []
+    for col in columns:
+        xs0 = min(boxes[i][0] for i in col)
+        ys0 = min(boxes[i][1] for i in col)
+        xs1 = max(boxes[i][2] for i in col)
+        ys1 = max(boxes[i][3] for i in col)
+        extents.append((xs0, ys0, xs1, ys1))
+    left = set(range(len(columns)))
+    out: list[list[int]] = []
+    while left:
+        free = [
+            c
+            for c in left
+            if not any(
+                d != c
+                and extents[d][3] <= extents[c][1] + 0.5 * (extents[c][3] - extents[c][1])
+                and extents[d][1] < extents[c][1]
+                and _overlap(extents[c][0], extents[c][2], extents[d][0], extents[d][2]) > 0
+                for d in left
+            )
+        ] or list(left)
+        top = min(free, key=lambda c: extents[c][1])
+        beside = [
+            c
+            for c in free
+            if _overlap(extents[c][1], extents[c][3], extents[top][1], extents[top][3]) > 0
+        ]
+        pick = min(beside, key=lambda c: extents[c][0])
+        out.append(columns[pick])
+        left.remove(pick)
+    return out
+
+
+def reading_order(
+    boxes: list[tuple[float, float, float, float]], vertical: list[bool], page_width: float
+) -> list[list[int]]:
+    """Regions of line indices in reading order.
+
+    Horizontal lines: columns, each top to bottom, columns left to right (and headings,
+    notes, footnotes where they fall). Vertical lines (vertical Japanese): lines right to
+    left within a block, blocks top to bottom; on a page with both, the more numerous
+    direction comes first.
+    """
+    groups = []
+    for want in (False, True):
+        idx = [i for i, v in enumerate(vertical) if v == want]
+        if not idx:
+            continue
+        if want:
+            # Turned a quarter clockwise, vertical text reads like horizontal text: the
+            # rightmost line comes first, on top.
+            turned = [
+                (boxes[i][1], page_width - boxes[i][2], boxes[i][3], page_width - boxes[i][0])
+                for i in idx
+            ]
+        else:
+            turned = [boxes[i] for i in idx]
+        groups.append((len(idx), want, [[idx[k] for k in r] for r in _order_flow(turned)]))
+    groups.sort(key=lambda g: (-g[0], g[1]))
+    return [region for _, _, regions in groups for region in regions]
+
+
+# ---------------------------------------------------------------------------
+# Cutting lines from the page
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class LineCut:
+    """A line cut from its page and how its pixels map back: page = origin + X*ex + Y*ey."""
+
+    image: np.ndarray
+    origin: tuple[float, float]
+    ex: tuple[float, float]
+    ey: tuple[float, float]
+    turned: bool
+
+    def to_page(self, box: list[float] | tuple[float, ...]) -> list[float]:
+        """A box of the cut (x0, y0, x1, y1) as the axis-aligned box of its page corners."""
+        x0, y0, x1, y1 = (float(v) for v in box)
+        ox, oy = self.origin
+        xs, ys = [], []
+        for X, Y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1)):
+            xs.append(ox + X * self.ex[0] + Y * self.ey[0])
+            ys.append(oy + X * self.ex[1] + Y * self.ey[1])
+        return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def paper_level(page: np.ndarray) -> int:
+    """The page's background grey (bright percentile of a pixel sample)."""
+    sample = page[:: max(1, page.shape[0] // 200), :: max(1, page.shape[1] // 200)]
+    return int(np.percentile(sample, 90))
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.hypot(v[0], v[1]))
+    return v / n if n > 1e-9 else v
+
+
+def cut_line(
+    page: np.ndarray,
+    polygon: list[tuple[float, float]],
+    vertical: bool,
+    *,
+    margin: float,
+    max_tilt: float,
+    paper: int = 255,
+    max_height: int | None = None,
+) -> LineCut:
+    """Cut one line from `page` (H x W or H x W x 3 uint8).
+
+    `polygon` starts at the line's start corner and runs along its top (right, when
+    vertical) edge first, as `DetectedLine.polygon`; a longer polygon (PAGE-XML, ALTO) is
+    taken by its minimum-area frame along the same directions. `margin` (share of the
+    line's height) is added on every side. Pixels outside the polygon widened by that margin
+    become `paper`. A line tilted more than `max_tilt` degrees is turned straight (bilinear);
+    a vertical line stays vertical (taller than wide, top to bottom). A cut thicker than
+    `max_height` pixels (across the line) is shrunk to it: the line pipeline was trained on
+    lines of about that size, and glyph crops of a 600-dpi line cost many times more.
+    """
+    pts = np.asarray(polygon, np.float64)
+    if pts.ndim != 2 or len(pts) < 3:
+        raise EffOCRError(f"line polygon needs at least 3 points, got {polygon!r}")
+    p0, p1, p3 = pts[0], pts[1], pts[-1]
+    along = _unit(p1 - p0)
+    if vertical:
+        ey = along if along[1] >= 0 else -along
+        ex = np.array([ey[1], -ey[0]])  # left to right across the line
+    else:
+        ex = along if along[0] >= 0 else -along
+        ey = np.array([-ex[1], ex[0]])  # top to bottom across the line
+    tilt = math.degrees(
+        math.atan2(abs(ey[0] if vertical else ex[1]), abs(ey[1] if vertical else ex[0]))
+    )
+    if tilt <= max_tilt:
+        ex, ey = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    # The polygon's extent in the (ex, ey) frame.
+    u = pts @ ex
+    v = pts @ ey
+    thick = (u.max() - u.min()) if vertical else (v.max() - v.min())
+    thick = thick if tilt <= max_tilt else float(np.hypot(*(p3 - p0)))
+    m = margin * max(thick, 1.0)
+    u0, u1, v0, v1 = u.min() - m, u.max() + m, v.min() - m, v.max() + m
+    h_img, w_img = page.shape[:2]
+    turned = tilt > max_tilt
+    if not turned:
+        x0, y0 = max(0, int(math.floor(u0))), max(0, int(math.floor(v0)))
+        x1, y1 = min(w_img, int(math.ceil(u1))), min(h_img, int(math.ceil(v1)))
+        if x1 <= x0 or y1 <= y0:
+            raise EffOCRError(f"line polygon {polygon!r} lies outside the page")
+        crop = page[y0:y1, x0:x1].copy()
+        origin = np.array([float(x0), float(y0)])
+    else:
+        origin = u0 * ex + v0 * ey
+        size = (max(1, int(round(u1 - u0))), max(1, int(round(v1 - v0))))
+        data = (ex[0], ey[0], origin[0], ex[1], ey[1], origin[1])
+        fill = paper if page.ndim == 2 else (paper,) * 3
+        crop = np.asarray(
+            Image.fromarray(page).transform(
+                size, Image.Transform.AFFINE, data, Image.Resampling.BILINEAR, fillcolor=fill
+            )
+        ).copy()
+    # Outside the polygon (widened by the margin): paper, so neighbours' ascenders vanish.
+    local = [((p - origin) @ ex, (p - origin) @ ey) for p in pts]
+    mask = Image.new("L", (crop.shape[1], crop.shape[0]), 0)
+    draw = ImageDraw.Draw(mask)
+    draw.polygon(local, fill=255, outline=255, width=max(1, int(round(2 * m))))
+    keep = np.asarray(mask) > 0
+    crop[~keep] = paper
+    across = crop.shape[1] if vertical else crop.shape[0]
+    if max_height is not None and across > max_height:
+        f = max_height / across
+        size = (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f)))
+        crop = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BOX))
+        ex, ey = ex / f, ey / f
+    return LineCut(crop, (float(origin[0]), float(origin[1])), tuple(ex), tuple(ey), turned)
+
+
+# ---------------------------------------------------------------------------
+# Page results
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class PageLine:
+    """One line of a page: its polygon, region, reading order and OCR result (page pixels)."""
+
+    id: str
+    region: int
+    polygon: list[tuple[float, float]]
+    vertical: bool
+    result: LineResult
+    detection_score: float | None = None
+
+
+@dataclass
+class PageResult:
+    """The OCR of one input image read as a page (or, `layout` "line", as one line)."""
+
+    image: str
+    width: int = 0
+    height: int = 0
+    layout: str = "page"
+    lines: list[PageLine] = field(default_factory=list)
+    error: str | None = None
+    line_result: LineResult | None = None  # layout "line": the plain line result
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and (self.line_result is None or self.line_result.ok)
+
+    def records(self) -> list[dict]:
+        """predictions.jsonl records: one per line in reading order (page coordinates)."""
+        if self.line_result is not None:
+            return [self.line_result.to_dict()]
+        if self.error is not None:
+            return [{"image": self.image, "text": None, "error": self.error}]
+        if not self.lines:
+            return [
+                {
+                    "image": self.image,
+                    "layout": "page",
+                    "line": None,
+                    "text": "",
+                    "page_width": self.width,
+                    "page_height": self.height,
+                }
+            ]
+        out = []
+        for order, line in enumerate(self.lines):
+            rec = line.result.to_dict()
+            rec.pop("width", None)
+            rec.pop("height", None)
+            head = {
+                "image": self.image,
+                "layout": "page",
+                "line": order,
+                "id": line.id,
+                "region": line.region,
+                "polygon": [[round(x, 2), round(y, 2)] for x, y in line.polygon],
+                "bbox": [round(v, 2) for v in document.polygon_box(line.polygon)],
+                "vertical": line.vertical,
+                "page_width": self.width,
+                "page_height": self.height,
+            }
+            if line.result.error is not None:
+                out.append({**head, "text": None, "error": line.result.error})
+            else:
+                rec.pop("image")
+                out.append({**head, **rec})
+        return out
+
+    @property
+    def text(self) -> str:
+        if self.line_result is not None:
+            return self.line_result.text
+        return self.to_document().text
+
+    def to_document(self) -> document.Page:
+        """The page as the shared document model (regions and lines in reading order)."""
+        page = document.Page(self.image, self.width, self.height, error=self.error)
+        if self.error is not None:
+            return page
+        regions: dict[int, document.Region] = {}
+        for line in self.lines:
+            region = regions.get(line.region)
+            if region is None:
+                region = regions[line.region] = document.Region(f"r{line.region}", [])
+                page.regions.append(region)
+            res = line.result
+            glyphs = [document.Glyph(tuple(c.bbox), c.char, _conf(c.score)) for c in res.chars]
+            words = []
+            for w_box in res.words:
+                inside = [
+                    g
+                    for g in glyphs
+                    if _overlap(g.bbox[0], g.bbox[2], w_box[0], w_box[2]) > 0
+                    and _overlap(g.bbox[1], g.bbox[3], w_box[1], w_box[3]) > 0
+                ]
+                words.append(document.Word(tuple(w_box), "".join(g.text for g in inside), inside))
+            scores = [c.score for c in res.chars]
+            region.lines.append(
+                document.Line(
+                    line.id,
+                    list(line.polygon),
+                    text=res.text if res.ok else "",
+                    words=words,
+                    glyphs=glyphs,
+                    confidence=_conf(float(np.mean(scores))) if scores else None,
+                    vertical=line.vertical,
+                )
+            )
+        for region in page.regions:
+            pts = [p for ln in region.lines for p in ln.polygon]
+            region.polygon = document.box_polygon(document.polygon_box(pts))
+        return page
+
+
+def _conf(score: float) -> float:
+    return float(min(1.0, max(0.0, score)))
+
+
+# ---------------------------------------------------------------------------
+# The page pipeline
+# ---------------------------------------------------------------------------
+
+
+class PagePipeline:
+    """Pages through line detection, cutting and the line `Pipeline` (module docstring).
+
+    Args:
+        lines: The bundle's line pipeline (its `stats` are this pipeline's too).
+        detector: `LineDetectorStage`, or None for a bundle without a line detector (then
+            pages cannot be read: `layout` "page" is an error).
+        layout: ``auto`` (`is_page` decides per image), ``page`` or ``line``.
+        margin: Margin around a cut line, a share of its height.
+        max_tilt: Lines tilted more than this (degrees) are turned straight.
+    """
+
+    def __init__(
+        self,
+        lines: Pipeline,
+        detector: LineDetectorStage | None,
+        *,
+        layout: str = "auto",
+        margin: float = 0.25,
+        max_tilt: float = 0.3,
+        cut_height: int | None = 48,
+    ) -> None:
+        if layout not in LAYOUTS:
+            raise EffOCRError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        self.lines = lines
+        self.detector = detector
+        self.layout = layout
+        self.margin = float(margin)
+        self.max_tilt = float(max_tilt)
+        self.cut_height = cut_height
+        self.stats = lines.stats
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle_dir: str | os.PathLike,
+        providers: list[Any] | None = None,
+        *,
+        intra_op_threads: int = 1,
+        batch_size: int = 64,
+        layout: str = "auto",
+        verify: bool = True,
+        manifest: Manifest | None = None,
+        lines: Pipeline | None = None,
+    ) -> PagePipeline:
+        """The page pipeline of a bundle (`lines`: its line pipeline, when already built)."""
+        bundle_dir = Path(bundle_dir)
+        providers = list(providers or [CPU_PROVIDER])
+        if manifest is None:
+            manifest = Manifest.read(bundle_dir, verify=verify)
+        if lines is None:
+            lines = Pipeline.from_bundle(
+                bundle_dir,
+                providers,
+                intra_op_threads=intra_op_threads,
+                batch_size=batch_size,
+                manifest=manifest,
+            )
+        section = manifest.line_detector
+        detector = None
+        if section:
+            path = bundle_dir / section["file"]
+            session = make_session(path, providers, intra_op_threads, what="ONNX line detector")
+            detector = LineDetectorStage(session, section["meta"])
+        elif layout == "page":
+            raise EffOCRError(no_detector_message(bundle_dir))
+        return cls(
+            lines,
+            detector,
+            layout=layout,
+            margin=float(section["line_margin"]) if section else 0.25,
+            max_tilt=float(section["max_line_tilt"]) if section else 0.3,
+            cut_height=int(section["cut_height"]) if section else None,
+        )
+
+    def decide(self, img: np.ndarray) -> str:
+        """``page`` or ``line`` for one decoded image under this pipeline's layout."""
+        if self.layout != "auto":
+            return self.layout
+        # Without a detector too: a page then gets a clear error rather than a line's garbage.
+        return "page" if is_page(img.shape[0], img.shape[1]) else "line"
+
+    def run(self, images: list[ImageInput], first_index: int = 0) -> list[PageResult]:
+        """Read a batch of images (paths or arrays), each as a page or a line."""
+        return [self.read(item, first_index + i) for i, item in enumerate(images)]
+
+    def read(self, item: ImageInput, index: int = 0, layout: str | None = None) -> PageResult:
+        """Read one image as `layout` (None: `decide`); a failure is the result's `error`."""
+        name = f"<array {index}>" if isinstance(item, np.ndarray) else str(item)
+        t0 = time.perf_counter()
+        try:
+            img = decode_image(item, keep_grey=True)
+        except EffOCRError as exc:
+            self.stats.add("decode", time.perf_counter() - t0)
+            self.stats.merge({}, 1, 0)
+            return PageResult(name, error=str(exc))
+        self.stats.add("decode", time.perf_counter() - t0)
+        layout = layout or self.decide(img)
+        if layout == "line":
+            res = self.lines.run([img], index)[0]
+            res.image = name
+            return PageResult(name, img.shape[1], img.shape[0], "line", line_result=res)
+        if self.detector is None:
+            return PageResult(
+                name,
+                img.shape[1],
+                img.shape[0],
+                error=f"a page image, but {no_detector_message(None)}",
+            )
+        try:
+            return self.read_page(img, name)
+        except Exception as exc:  # one odd page must not stop the batch
+            return PageResult(
+                name, img.shape[1], img.shape[0], error=f"page failed: {type(exc).__name__}: {exc}"
+            )
+
+    def read_page(self, img: np.ndarray, name: str) -> PageResult:
+        """Detect, order, cut and read the lines of one decoded page."""
+        h, w = img.shape[:2]
+        t0 = time.perf_counter()
+        found = self.detector(img)
+        self.stats.add(DETECT_STAGE, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        regions = reading_order([ln.bbox for ln in found], [ln.vertical for ln in found], w)
+        paper = paper_level(img)
+        plan: list[tuple[int, int, lp.DetectedLine, LineCut]] = []
+        for r, region in enumerate(regions):
+            for i in region:
+                line = found[i]
+                try:
+                    cut = cut_line(
+                        img,
+                        line.polygon,
+                        line.vertical,
+                        margin=self.margin,
+                        max_tilt=self.max_tilt,
+                        paper=paper,
+                    )
+                except EffOCRError:
+                    continue
+                plan.append((r, i, line, cut))
+        self.stats.add(CUT_STAGE, time.perf_counter() - t0)
+        results = self.lines.run([cut.image for _, _, _, cut in plan]) if plan else []
+        page = PageResult(name, w, h, "page")
+        for k, ((r, _i, line, cut), res) in enumerate(zip(plan, results, strict=True)):
+            res.image = name
+            res.width, res.height = w, h
+            for c in res.chars:
+                c.bbox = [round(v, 2) for v in cut.to_page(c.bbox)]
+            res.words = [[round(v, 2) for v in cut.to_page(b)] for b in res.words]
+            page.lines.append(
+                PageLine(
+                    f"l{k}",
+                    r,
+                    [(round(x, 2), round(y, 2)) for x, y in line.polygon],
+                    line.vertical,
+                    res,
+                    line.score,
+                )
+            )
+        return page
+
+
+def no_detector_message(bundle_dir: str | os.PathLike | None) -> str:
+    where = f"{bundle_dir}: " if bundle_dir is not None else ""
+    return (
+        f"{where}this bundle has no line detector (exported before bundle format 2, or with "
+        "line_detector.enabled false), so it reads line images only; export it again to read "
+        "pages, or cut the lines yourself (--layout line)"
+    )
+
+
+@dataclass(frozen=True)
+class PagePipelineSpec:
+    """What a worker process needs to build its own `PagePipeline` (small, picklable)."""
+
+    bundle_dir: str
+    batch_size: int = 64
+    layout: str = "auto"
+
+    def build(self) -> PagePipeline:
+        return PagePipeline.from_bundle(
+            self.bundle_dir,
+            [CPU_PROVIDER],
+            intra_op_threads=1,
+            batch_size=self.batch_size,
+            layout=self.layout,
+            verify=False,
+        )
+
+
+__all__ = [
+    "LAYOUTS",
+    "CharResult",
+    "LineCut",
+    "LineDetectorStage",
+    "PagePipeline",
+    "PagePipelineSpec",
+    "PageResult",
+    "cut_line",
+    "is_page",
+    "reading_order",
+]
