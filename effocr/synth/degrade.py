@@ -98,7 +98,9 @@ def degrade_print(
             xs = nprng.integers(0, w, n)
             radius = max(1, round(scale))
             for y, x in zip(ys, xs, strict=True):
-                img[max(0, y - radius // 2) : y + radius, max(0, x - radius // 2) : x + radius] = ink
+                img[max(0, y - radius // 2) : y + radius, max(0, x - radius // 2) : x + radius] = (
+                    ink
+                )
     if rng.random() < LOW_RES_P:
         f = rng.uniform(*LOW_RES_FACTOR)
         small = ndimage.zoom(img, f, order=1)

@@ -150,7 +150,7 @@ def _hyphen_split(word: str, room: int) -> str | None:
     """
     vowels = set("aeiouyAEIOUY")
     best = None
-    for i in range(2, min(len(word) - 2, room - 1)):
+    for i in range(2, min(len(word) - 3, room - 1) + 1):
         if not word[:i].isalpha():
             break
         if word[i - 1] in vowels and word[i] not in vowels:
