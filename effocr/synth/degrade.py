@@ -6,7 +6,7 @@ blur and reduced resolution, paper texture and specks, and binarisation (UW3 and
 scans are bilevel). `degrade_print` applies these to a line's ink coverage, each drawn from
 the generators it is given, so the same seeds give the same pixels.
 
-Only NumPy and SciPy are used: augraphy (the maintained document-degradation library) pulls in
+Only NumPy and Pillow are used: augraphy (the maintained document-degradation library) pulls in
 OpenCV and numba and takes tenths of a second per line on this machine's CPUs, which thousands
 of lines per training run cannot afford; the effects it offers for print on paper (ink bleed,
 fading, noise, low-resolution resampling, binarisation) are these few array operations.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from scipy import ndimage
+from PIL import Image
 
 # Share of lines that come out bilevel (0/255), as binarised archive scans do.
 BINARIZE_P = 0.45
@@ -42,16 +42,38 @@ NOISE_P = 0.6
 NOISE_STD = (2.0, 12.0)
 
 
+def _resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bilinear resize of a float32 image (Pillow's 32-bit float mode)."""
+    img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.float32), mode="F")
+    return np.asarray(img.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def _gaussian(arr: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur (edges repeated), float32."""
+    radius = max(1, int(3 * sigma + 0.5))
+    x = np.arange(-radius, radius + 1, dtype=np.float32)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    out = arr.astype(np.float32)
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="edge")
+        n = out.shape[axis]
+        out = sum(
+            k * np.take(padded, np.arange(i, i + n), axis=axis)
+            for i, k in enumerate(kernel.tolist())
+        )
+    return out.astype(np.float32)
+
+
 def _smooth_field(shape: tuple[int, int], scale: float, nprng: np.random.Generator) -> np.ndarray:
     """Low-frequency noise in [0, 1] with features about `scale` px wide."""
     h, w = shape
     gh, gw = max(2, int(h / scale) + 2), max(2, int(w / scale) + 2)
-    grid = nprng.random((gh, gw))
-    field = ndimage.zoom(grid, (h / gh * 1.0001, w / gw * 1.0001), order=1)[:h, :w]
-    if field.shape != shape:  # zoom may round one short
-        field = np.pad(field, ((0, h - field.shape[0]), (0, w - field.shape[1])), mode="edge")
+    field = _resize(nprng.random((gh, gw)), w, h)
     lo, hi = float(field.min()), float(field.max())
-    return (field - lo) / (hi - lo) if hi > lo else np.zeros(shape)
+    return (field - lo) / (hi - lo) if hi > lo else np.zeros(shape, np.float32)
 
 
 def degrade_print(
@@ -78,7 +100,7 @@ def degrade_print(
     if rng.random() < STROKE_P:
         sigma = rng.uniform(*STROKE_SIGMA) * scale
         level = rng.uniform(*STROKE_LEVEL)
-        soft = ndimage.gaussian_filter(cover, sigma)
+        soft = _gaussian(cover, sigma)
         # A ramp 0.15 wide around the level keeps the edges anti-aliased.
         cover = np.clip((soft - level) / 0.15 + 0.5, 0.0, 1.0)
     if rng.random() < FADE_P:
@@ -103,12 +125,10 @@ def degrade_print(
                 )
     if rng.random() < LOW_RES_P:
         f = rng.uniform(*LOW_RES_FACTOR)
-        small = ndimage.zoom(img, f, order=1)
-        img = ndimage.zoom(small, (h / small.shape[0], w / small.shape[1]), order=1)[:h, :w]
-        if img.shape != (h, w):
-            img = np.pad(img, ((0, h - img.shape[0]), (0, w - img.shape[1])), mode="edge")
+        small = _resize(img, max(1, round(w * f)), max(1, round(h * f)))
+        img = _resize(small, w, h)
     if rng.random() < BLUR_P:
-        img = ndimage.gaussian_filter(img, rng.uniform(*BLUR_SIGMA) * scale)
+        img = _gaussian(img, rng.uniform(*BLUR_SIGMA) * scale)
     if rng.random() < NOISE_P:
         img = img + nprng.normal(0.0, rng.uniform(*NOISE_STD), img.shape)
     if rng.random() < BINARIZE_P:
