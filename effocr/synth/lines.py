@@ -87,6 +87,8 @@ PRINT_TITLE_P = 0.05
 PRINT_HYPHEN_P = 0.5
 PRINT_MIXED_P = 0.35
 PRINT_TOKEN_P = 0.25
+# Share of `print` lines cut tight to their ink (the others keep the font's ascent-descent band).
+PRINT_TIGHT_P = 0.4
 
 CATEGORIES = [
     {"id": 1, "name": "char", "supercategory": "text"},
@@ -304,9 +306,11 @@ def _layout(
     loose, and a small random kerning of each glyph against the one before.
     """
     if style == "print" and not vertical:
-        spacing = rng.uniform(-0.05, 0.12) * size
+        # Glyphs may touch but hardly overlap: overlapping pairs (rn) look like other letters (m),
+        # and a localizer taught to split them splits real m's into nn.
+        spacing = rng.uniform(-0.02, 0.12) * size
         space_scale = rng.uniform(0.7, 1.8)
-        kerning = rng.uniform(0.0, 0.04) * size
+        kerning = rng.uniform(0.0, 0.015) * size
     else:
         spacing = rng.uniform(-0.02, 0.08) * size if not vertical else rng.uniform(0.0, 0.15) * size
         space_scale = rng.uniform(0.9, 1.4)
@@ -368,6 +372,15 @@ def _draw_line(
         oy = margin0 - ext_y0
         height = (ext_y1 - ext_y0) + margin0 + margin1
         height = max(height, width + 1)  # vertical lines are taller than wide
+    elif printed and rng.random() < PRINT_TIGHT_P:
+        # Cut to the ink, as segmenters that crop a line to its bounding box do (UW3): a line
+        # without descenders ends at its baseline, one in capitals at the cap height.
+        margin = [rng.randint(0, max(1, size // 10)) for _ in range(4)]
+        oy = margin[0] - ext_y0
+        height = (ext_y1 - ext_y0) + margin[0] + margin[1]
+        ox = margin[2] - ext_x0
+        width = (ext_x1 - ext_x0) + margin[2] + margin[3]
+        width = max(width, height + 1)
     else:
         band0, band1 = min(-ascent, ext_y0), max(descent, ext_y1)
         height = max(thickness, band1 - band0 + 2)
