@@ -10,13 +10,18 @@ CORES ?= $(shell nproc)
 STAMP := $(VENV)/.installed
 # qemu-user: the int8 test runs the recognizer on an emulated AVX2 CPU without VNNI.
 SYS_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-jpn tesseract-ocr-jpn-vert fonts-dejavu-core fonts-ipafont-mincho fonts-ipafont-gothic qemu-user
+# Text faces of the base English model (config/base-en.yaml, make model-en): Times, Helvetica,
+# Courier, Century, Palatino, Bookman clones, Garamond, Libertine, Noto (all in Debian 12).
+FONT_PACKAGES := fonts-urw-base35 fonts-liberation fonts-texgyre fonts-freefont-ttf fonts-linuxlibertine fonts-ebgaramond fonts-noto-core
+SYS_PACKAGES += $(FONT_PACKAGES)
 SLURM_PACKAGES := slurmctld slurmd slurm-client munge slurmdbd mariadb-server
 
-.PHONY: help install sysdeps demo demo-jp test test-fast test-slurm test-container lint format bench clean
+.PHONY: help install sysdeps demo demo-jp model-en test test-fast test-slurm test-container lint format bench clean
 
 help:
 	@echo "make demo       run the English demo workflow end to end (results/)"
 	@echo "make demo-jp    run the Japanese demo workflow (results-jp/)"
+	@echo "make model-en   train the base English model (results-en/), bundle in models/en/"
 	@echo "make test       lint and run the test suite (includes the SLURM test)"
 	@echo "make test-fast  the test suite without the slow workflow and SLURM tests"
 	@echo "make bench      run the benchmarks in bench/"
@@ -49,6 +54,14 @@ demo: sysdeps install
 demo-jp: sysdeps install
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo-jp.yaml
 	@echo "Report: results-jp/report/index.html"
+
+# The base English model: the same DAG on print-like synthetic lines (config/base-en.yaml);
+# the bundle is copied to models/en/ only once the whole workflow has succeeded.
+model-en: sysdeps install
+	$(BIN)/snakemake --cores $(CORES) --configfile config/base-en.yaml
+	rm -rf models/en.tmp && mkdir -p models && cp -r results-en/bundle models/en.tmp
+	rm -rf models/en && mv models/en.tmp models/en
+	@echo "Bundle: models/en (effocr infer --model models/en ...); report: results-en/report/index.html"
 
 lint: install
 	$(BIN)/ruff check effocr workflow_scripts tests bench
@@ -94,4 +107,4 @@ bench: install
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf results results-jp .snakemake
+	rm -rf results results-jp results-en .snakemake

@@ -70,6 +70,14 @@ def needs_ipa_fonts() -> None:
     require_ipa_fonts()
 
 
+def pinned_en_line_fonts() -> list[Path]:
+    """The English line fonts of the tests: matplotlib's DejaVu faces of the demo's lines."""
+    from effocr.synth.fonts import matplotlib_font_dir
+
+    stems = ("DejaVuSans-Bold", "DejaVuSans", "DejaVuSansMono", "DejaVuSerif-Italic", "DejaVuSerif")
+    return [matplotlib_font_dir() / f"{stem}.ttf" for stem in stems]
+
+
 @pytest.fixture(scope="session")
 def tiny_coco_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., TinyCoco]:
     """Return ``make(n_lines=12, language="en", seed=0, **synth_kwargs) -> (json_path, image_dir)``.
@@ -83,6 +91,10 @@ def tiny_coco_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[...,
         key = (n_lines, language, seed, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
         if key not in cache:
             out = tmp_path_factory.mktemp(f"coco_{language}_{n_lines}_{seed}") / "lines.json"
+            if language == "en" and "font_paths" not in kwargs:
+                # Pinned, as the demo's: the font packages of `make sysdeps` (for make
+                # model-en) would otherwise change every English test set.
+                kwargs = {**kwargs, "font_paths": pinned_en_line_fonts()}
             synth_lines(out, n_lines, language=language, seed=seed, **kwargs)
             cache[key] = (out, out.parent / "images")
         return cache[key]

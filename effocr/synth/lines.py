@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, features
 
 from effocr.profiles import get_profile
+from effocr.synth import degrade as print_look
 from effocr.synth.charsets import HIRAGANA, load_charset, resolve_charset, token_symbols
 from effocr.synth.fonts import (
     covering_fonts,
@@ -76,6 +77,19 @@ DEFAULT_LINE_FONTS = {
     ),
 }
 
+STYLES = ("basic", "print")
+
+# `print` style lines: shares of upper-case and capitalised lines (headings, running heads,
+# references), of lines whose last word is hyphenated when it does not fit, and of random tokens
+# (numbers, amounts, dates, brackets) among the words of a mixed line.
+PRINT_UPPER_P = 0.05
+PRINT_TITLE_P = 0.05
+PRINT_HYPHEN_P = 0.5
+PRINT_MIXED_P = 0.35
+PRINT_TOKEN_P = 0.25
+# Share of `print` lines cut tight to their ink (the others keep the font's ascent-descent band).
+PRINT_TIGHT_P = 0.4
+
 CATEGORIES = [
     {"id": 1, "name": "char", "supercategory": "text"},
     {"id": 2, "name": "word", "supercategory": "text"},
@@ -107,34 +121,89 @@ def _random_token(rng: random.Random, symbols: Sequence[str]) -> str:
     return "".join(rng.choice(symbols) for _ in range(rng.randint(1, 5)))
 
 
+def _print_token(rng: random.Random, symbols: Sequence[str]) -> str:
+    """A token of technical print: citations, page ranges, sections, figures, measures."""
+    kind = rng.randrange(12)
+    year = rng.randint(1850, 1999)
+    if kind == 0:
+        return f"({year})"
+    if kind == 1:
+        return f"pp. {(a := rng.randint(1, 900))}-{a + rng.randint(1, 40)}"
+    if kind == 2:
+        return f"{rng.randint(1, 12)}.{rng.randint(1, 9)}"
+    if kind == 3:
+        return rng.choice(["Fig.", "Table", "Eq.", "Section", "Vol.", "No.", "Ch."]) + (
+            f" {rng.randint(1, 40)}"
+        )
+    if kind == 4:
+        return f"[{rng.randint(1, 60)}]" if rng.random() < 0.5 else f"[{rng.randint(1, 60)},"
+    if kind == 5:
+        return f"{rng.randint(1, 99)}.{rng.randint(0, 999)}%"
+    if kind == 6:
+        return f"{year};"
+    return _random_token(rng, symbols)
+
+
+def _hyphen_split(word: str, room: int) -> str | None:
+    """The head of `word` (>= 2 letters, leaving >= 3) that fits in `room` with its hyphen.
+
+    Breaks after a vowel followed by a consonant where it can, as print hyphenates between
+    syllables; None when no such head fits.
+    """
+    vowels = set("aeiouyAEIOUY")
+    best = None
+    for i in range(2, min(len(word) - 3, room - 1) + 1):
+        if not word[:i].isalpha():
+            break
+        if word[i - 1] in vowels and word[i] not in vowels:
+            best = i
+    return None if best is None else word[:best] + "-"
+
+
 def _english_line(
     rng: random.Random,
     words: list[str],
     max_chars: int,
     symbols: Sequence[str],
     allowed: set[str] | None,
+    style: str = "basic",
 ) -> str:
     target = rng.randint(min(max_chars, max(8, max_chars // 3)), max_chars)
-    mixed = rng.random() < 0.3
+    printed = style == "print"
+    mixed = rng.random() < (PRINT_MIXED_P if printed else 0.3)
+    token_p = PRINT_TOKEN_P if printed else 0.35
     i = rng.randrange(len(words))
     out: list[str] = []
     length = 0
     while True:
         word = words[i % len(words)]
         i += 1
-        if mixed and rng.random() < 0.35:
-            word = _random_token(rng, symbols)
+        if mixed and rng.random() < token_p:
+            word = _print_token(rng, symbols) if printed else _random_token(rng, symbols)
             if allowed is not None:
-                word = "".join(c for c in word if c in allowed)
+                word = "".join(c for c in word if c in allowed or (printed and c == " "))
             if not word:
                 continue
         if length + len(word) + (1 if out else 0) > target:
             if not out:  # a single over-long word: cut it
                 out.append(word[:target])
+            elif printed and rng.random() < PRINT_HYPHEN_P:
+                head = _hyphen_split(word, target - length - 1)
+                if head is not None:
+                    out.append(head)
             break
         out.append(word)
         length += len(word) + (1 if len(out) > 1 else 0)
-    return " ".join(out)
+    line = " ".join(out)
+    if printed:
+        u = rng.random()
+        if u < PRINT_UPPER_P:
+            line = line.upper()
+        elif u < PRINT_UPPER_P + PRINT_TITLE_P:
+            line = " ".join(w[:1].upper() + w[1:] for w in line.split(" "))
+        if allowed is not None:
+            line = "".join(c for c in line if c == " " or c in allowed)
+    return line
 
 
 def _japanese_line(rng: random.Random, text: str, max_chars: int, symbols: Sequence[str]) -> str:
@@ -223,11 +292,29 @@ class _Line:
 
 
 def _layout(
-    glyphs: _GlyphCache, font_path: str, size: int, text: str, vertical: bool, rng: random.Random
+    glyphs: _GlyphCache,
+    font_path: str,
+    size: int,
+    text: str,
+    vertical: bool,
+    rng: random.Random,
+    style: str = "basic",
 ) -> tuple[str, list[tuple[int, int, _Glyph]]]:
-    """Pen positions of each drawn character; drops characters that draw no ink."""
-    spacing = rng.uniform(-0.02, 0.08) * size if not vertical else rng.uniform(0.0, 0.15) * size
-    space_scale = rng.uniform(0.9, 1.4)
+    """Pen positions of each drawn character; drops characters that draw no ink.
+
+    `print` style: tracking from tight to letter-spaced, word spaces from justified-tight to
+    loose, and a small random kerning of each glyph against the one before.
+    """
+    if style == "print" and not vertical:
+        # Glyphs may touch but hardly overlap: overlapping pairs (rn) look like other letters (m),
+        # and a localizer taught to split them splits real m's into nn.
+        spacing = rng.uniform(-0.02, 0.12) * size
+        space_scale = rng.uniform(0.7, 1.8)
+        kerning = rng.uniform(0.0, 0.015) * size
+    else:
+        spacing = rng.uniform(-0.02, 0.08) * size if not vertical else rng.uniform(0.0, 0.15) * size
+        space_scale = rng.uniform(0.9, 1.4)
+        kerning = 0.0
     pen = 0.0
     kept: list[str] = []
     placed: list[tuple[int, int, _Glyph]] = []
@@ -243,6 +330,8 @@ def _layout(
         kept.append(ch)
         placed.append((0, round(pen), g) if vertical else (round(pen), 0, g))
         pen += glyphs.advance(font_path, size, ch, vertical) + spacing
+        if kerning:
+            pen += rng.uniform(-kerning, kerning)
     return "".join(kept).strip(), placed
 
 
@@ -255,8 +344,10 @@ def _draw_line(
     degrade: bool,
     rng: random.Random,
     nprng: np.random.Generator,
+    style: str = "basic",
 ) -> _Line | None:
-    text, placed = _layout(glyphs, font_path, size, text, vertical, rng)
+    printed = style == "print" and not vertical
+    text, placed = _layout(glyphs, font_path, size, text, vertical, rng, style)
     if not placed:
         return None
     font = load_font(font_path, size)
@@ -269,7 +360,8 @@ def _draw_line(
     )
     ext_x0, ext_y0 = int(ink[:, 0].min()), int(ink[:, 1].min())
     ext_x1, ext_y1 = int(ink[:, 2].max()), int(ink[:, 3].max())
-    thickness = round(size * rng.uniform(1.3, 1.6))
+    # print: line segmenters cut from just around the ink to well into the next line's space.
+    thickness = round(size * (rng.uniform(1.1, 2.0) if printed else rng.uniform(1.3, 1.6)))
     if vertical:
         # Columns: anchor x=0 is the column centre; the cross extent is symmetric around it.
         half = max(-ext_x0, ext_x1)
@@ -280,12 +372,25 @@ def _draw_line(
         oy = margin0 - ext_y0
         height = (ext_y1 - ext_y0) + margin0 + margin1
         height = max(height, width + 1)  # vertical lines are taller than wide
+    elif printed and rng.random() < PRINT_TIGHT_P:
+        # Cut to the ink, as segmenters that crop a line to its bounding box do (UW3): a line
+        # without descenders ends at its baseline, one in capitals at the cap height.
+        margin = [rng.randint(0, max(1, size // 10)) for _ in range(4)]
+        oy = margin[0] - ext_y0
+        height = (ext_y1 - ext_y0) + margin[0] + margin[1]
+        ox = margin[2] - ext_x0
+        width = (ext_x1 - ext_x0) + margin[2] + margin[3]
+        width = max(width, height + 1)
     else:
         band0, band1 = min(-ascent, ext_y0), max(descent, ext_y1)
         height = max(thickness, band1 - band0 + 2)
         free = height - (band1 - band0)
-        oy = round(free * rng.uniform(0.3, 0.7)) - band0
-        margin0, margin1 = rng.randint(2, max(3, size // 2)), rng.randint(2, max(3, size // 2))
+        if printed:
+            oy = round(free * rng.uniform(0.1, 0.9)) - band0
+            margin0, margin1 = rng.randint(1, max(2, size)), rng.randint(1, max(2, size))
+        else:
+            oy = round(free * rng.uniform(0.3, 0.7)) - band0
+            margin0, margin1 = rng.randint(2, max(3, size // 2)), rng.randint(2, max(3, size // 2))
         ox = margin0 - ext_x0
         width = (ext_x1 - ext_x0) + margin0 + margin1
         width = max(width, height + 1)  # horizontal lines are wider than tall
@@ -312,10 +417,14 @@ def _draw_line(
         bx0, by0, bx1, by1 = g.box
         boxes.append((ox + px + bx0, oy + py + by0, ox + px + bx1, oy + py + by1))
 
-    paper = rng.randint(215, 255) if degrade else 255
-    ink_level = rng.randint(0, 60) if degrade else 0
-    img = paper - (paper - ink_level) * (alpha.astype(np.float32) / 255.0)
-    image = Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), mode="L")
+    if printed and degrade:
+        paper = 255
+        image = Image.fromarray(255 - alpha, mode="L")
+    else:
+        paper = rng.randint(215, 255) if degrade else 255
+        ink_level = rng.randint(0, 60) if degrade else 0
+        img = paper - (paper - ink_level) * (alpha.astype(np.float32) / 255.0)
+        image = Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), mode="L")
 
     if angle:
         cx, cy = width / 2, height / 2
@@ -323,7 +432,11 @@ def _draw_line(
             angle, resample=Image.Resampling.BICUBIC, center=(cx, cy), fillcolor=paper
         )
         boxes = [_rotate_box(b, angle, cx, cy, width, height) for b in boxes]
-    if degrade:
+    if printed and degrade:
+        # Rotated first, so that the scan effects are not smoothed by the rotation.
+        cover = 255 - np.asarray(image)
+        image = Image.fromarray(print_look.degrade_print(cover, size, rng, nprng), mode="L")
+    elif degrade:
         if rng.random() < 0.4:
             image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9)))
         arr = np.asarray(image).astype(np.float32)
@@ -393,6 +506,7 @@ def synth_lines(
     degrade: bool = True,
     text_source: str | os.PathLike | None = None,
     charset: Sequence[str] | None = None,
+    style: str = "basic",
 ) -> Path:
     """Generate `n_lines` synthetic line images and their COCO JSON.
 
@@ -412,6 +526,8 @@ def synth_lines(
         text_source: UTF-8 text to draw lines from; None uses the shipped text.
         charset: If given, lines contain only these characters (others are left out of the
             text, random tokens are drawn from it), so every line character can be rendered.
+        style: `basic` (the demo's lines) or `print` (hyphenation, upper-case lines, varied
+            tracking, kerning, line height and margins, and `effocr.synth.degrade`'s scan look).
 
     Returns:
         The path of the JSON.
@@ -419,6 +535,8 @@ def synth_lines(
     profile = get_profile(language)
     if n_lines < 1:
         raise EffOCRError(f"synth_lines: n_lines must be >= 1, got {n_lines}")
+    if style not in STYLES:
+        raise EffOCRError(f"synth_lines: style must be one of {list(STYLES)}, got {style!r}")
     lo, hi = int(min(font_sizes)), int(max(font_sizes))
     if lo < 6:
         raise EffOCRError(f"synth_lines: font sizes must be >= 6 px, got {list(font_sizes)}")
@@ -458,11 +576,11 @@ def synth_lines(
                 size = rng.randint(lo, hi)
                 vertical = rng.random() < vertical_fraction
                 if profile.spaces:
-                    raw = _english_line(rng, words, max_chars, symbols, allowed)
+                    raw = _english_line(rng, words, max_chars, symbols, allowed, style)
                 else:
                     raw = _japanese_line(rng, text, max_chars, symbols)
                 raw = "".join(c for c in raw if c == " " or c in drawable[font])
-                line = _draw_line(glyphs, font, size, raw, vertical, degrade, rng, nprng)
+                line = _draw_line(glyphs, font, size, raw, vertical, degrade, rng, nprng, style)
                 if line is not None and len(line.char_boxes) >= 2:
                     break
             if line is None:
@@ -498,6 +616,7 @@ def synth_lines(
                 "max_chars": max_chars,
                 "vertical_fraction": vertical_fraction,
                 "degrade": degrade,
+                "style": style,
             },
             "images": images,
             "annotations": annotations,
@@ -576,12 +695,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def line_fonts_from_config(config: dict, charset: Sequence[str]) -> list[Path]:
     """Fonts of synthetic lines for a validated config.
 
-    With `fonts.dirs` and `fonts.include` unset, the curated `default_line_fonts` (regular
-    text faces) minus `fonts.exclude`; otherwise the fonts the `fonts` section selects. Either
-    way only fonts covering `fonts.min_coverage` of `charset` are kept.
+    `synth.line_fonts` set: the fonts the `fonts` section selects whose stems match one of its
+    globs. Otherwise, with `fonts.dirs` and `fonts.include` unset, the curated
+    `default_line_fonts` (regular text faces) minus `fonts.exclude`; else the fonts the `fonts`
+    section selects. Either way only fonts covering `fonts.min_coverage` of `charset` are kept.
     """
     fc = config["fonts"]
-    if fc["dirs"] is None and not fc["include"]:
+    line_fonts = config["synth"]["line_fonts"]
+    if line_fonts is not None:
+        dirs = fc["dirs"] if fc["dirs"] is not None else default_font_dirs()
+        selected = find_fonts(dirs, include=fc["include"], exclude=fc["exclude"])
+        fonts = find_fonts(selected, include=line_fonts)
+    elif fc["dirs"] is None and not fc["include"]:
         fonts = [
             f
             for f in default_line_fonts(config["language"])
@@ -594,7 +719,8 @@ def line_fonts_from_config(config: dict, charset: Sequence[str]) -> list[Path]:
     if not fonts:
         raise EffOCRError(
             f"no font for synthetic lines covers {fc['min_coverage']:.0%} of the charset "
-            f"(fonts: dirs={fc['dirs']}, include={fc['include']}); see docs/fonts.md"
+            f"(fonts: dirs={fc['dirs']}, include={fc['include']}, synth.line_fonts={line_fonts}); "
+            "see docs/fonts.md"
         )
     return fonts
 
@@ -622,6 +748,7 @@ def synth_lines_from_config(config: dict, out_json: str | os.PathLike | None = N
         degrade=syn["degrade"],
         text_source=syn["text_source"],
         charset=charset,
+        style=syn["style"],
     )
 
 
