@@ -304,6 +304,8 @@ class SynthSection(Section):
     max_chars: int
     vertical_fraction: float
     degrade: bool
+    style: str
+    line_fonts: tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
