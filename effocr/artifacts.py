@@ -63,6 +63,10 @@ REPORT_OUTPUTS = {
 # The character language model (effocr.lm, rule train_lm), shipped in the bundle as it is.
 LM = "lm.json"
 
+# effocr import (effocr.importer): the raw COCO lines and the report of what was left out.
+IMPORTED_LINES = "lines.json"
+IMPORT_REPORT = "import_report.json"
+
 # effocr align (effocr.align): the aligned raw COCO and the report of accepted/rejected lines.
 ALIGNED_LINES = "lines.json"
 ALIGN_REPORT_CSV = "report.csv"
@@ -89,6 +93,12 @@ def workflow_paths(results_dir: str) -> dict:
         "localizer": f"{res}/localizer",
         "localizer_eval": f"{res}/localizer/eval_test.json",
         "lm": f"{res}/lm/{LM}",
+        # Ground truth imported to the raw COCO format (`effocr.importer`, rule import_dataset).
+        "imported": {
+            "coco": f"{res}/data/imported/{IMPORTED_LINES}",
+            "images": f"{res}/data/imported/images",
+            "report": f"{res}/data/imported/{IMPORT_REPORT}",
+        },
         "pages": f"{res}/line_detector/pages",
         "line_detector": f"{res}/line_detector/model",
         "bundle": f"{res}/bundle",

@@ -4,6 +4,8 @@
 # bundle trained on the round before it, whose whole workflow is this one again, run as a
 # module under PATHS["rounds"] (its rules prefixed `previous_`, `previous_previous_`, ...).
 
+from effocr.bundle import STANDARD_FILES
+
 ROUNDS = config["align"]["rounds"]
 ALIGN_BUNDLE = (
     config["align"]["bundle"]
@@ -14,14 +16,7 @@ if not config["align"]["bundle"]:
     ALIGN_BUNDLE_INPUT = []
 elif ROUNDS == 1:
     # The given bundle's files: a changed model or index reruns the alignment.
-    ALIGN_BUNDLE_INPUT = multiext(
-        f"{ALIGN_BUNDLE}/",
-        "model.yaml",
-        "localizer.onnx",
-        "recognizer.onnx",
-        "ref.index",
-        "ref_labels.txt",
-    )
+    ALIGN_BUNDLE_INPUT = multiext(f"{ALIGN_BUNDLE}/", *STANDARD_FILES)
 else:
     # The previous round's bundle directory (an output of its export_bundle).
     ALIGN_BUNDLE_INPUT = [ALIGN_BUNDLE]

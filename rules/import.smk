@@ -11,9 +11,9 @@ rule import_dataset:
     input:
         files=import_input_files(),
     output:
-        coco_json=f"{IMPORTED}/lines.json",
-        images=directory(f"{IMPORTED}/images"),
-        report=f"{IMPORTED}/import_report.json",
+        coco_json=IMPORTED["coco"],
+        images=directory(IMPORTED["images"]),
+        report=IMPORTED["report"],
     log:
         log_path("import_dataset"),
     benchmark:

@@ -7,7 +7,7 @@ include: "helpers/lm.smk"
 
 rule train_lm:
     """Count the character n-grams of the training split's line texts (and the running text
-    of lm_text_files) into lm.json."""
+    of lm_text_files) into the language model file."""
     input:
         train=PATHS["split"]["train"],
         text=lm_text_files(),

@@ -8,6 +8,9 @@ PAGE_FIRST_INDEX = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 from effocr.artifacts import LOCALIZER_OUTPUTS, in_dir
 
 
+include: "helpers/synth.smk"
+
+
 rule synth_pages:
     """Synthetic pages of one split (COCO JSON of `line` annotations + images/)."""
     output:
@@ -44,7 +47,7 @@ rule synth_pages:
 
 
 rule train_line_detector:
-    """Train the line detector; checkpoint.pt (resume) is deliberately not an output."""
+    """Train the line detector; its resume checkpoint is deliberately not an output."""
     input:
         train=f"{PATHS['pages']}/train/pages.json",
         val=f"{PATHS['pages']}/val/pages.json",

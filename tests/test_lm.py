@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import export_sections
 
 from effocr.bundle import Manifest
 from effocr.config import load_config
@@ -199,7 +200,7 @@ def test_export_ships_the_lm_with_its_checksum(tiny_bundle: Path, tiny_coco_fact
         coco_json,
         image_dir,
         out,
-        export_cfg={"quantize": "none"},
+        **export_sections(export={"quantize": "none"}),
         lm_json=lm_json,
         lm_cfg={"weight": 0.2, "enabled": False},
     )
@@ -230,7 +231,7 @@ def test_export_ships_the_lm_with_its_checksum(tiny_bundle: Path, tiny_coco_fact
             coco_json,
             image_dir,
             tmp_path / "bundle2",
-            export_cfg={"quantize": "none"},
+            **export_sections(export={"quantize": "none"}),
             lm_json=tmp_path / "broken.json",
         )
     assert not (tmp_path / "bundle2").exists()
@@ -287,7 +288,7 @@ def test_en_bundle_with_lm_end_to_end(en_bundle: Path, tiny_coco_factory, tmp_pa
     from effocr.evaluate import evaluate_set
 
     spec = {"name": "t", "path": str(test_json), "type": "coco", "image_dir": str(image_dir)}
-    opts = {"tesseract": False}
+    opts = {**load_config(None)["evaluate"], "tesseract": False}
     m_off = evaluate_set(bundle, spec, tmp_path / "off", opts, lm=False)
     m_on = evaluate_set(bundle, spec, tmp_path / "on", opts)
     assert m_off["lm"] == {"enabled": False}

@@ -47,11 +47,11 @@ def test_rules_spell_no_artefact_file_name():
     names = _file_names()
     assert {"model.pt", "metrics.csv", "checkpoint.pt", "ref.index", "index.html"} <= names
     found = []
-    for smk in sorted((REPO / "rules").glob("*.smk")):
+    for smk in sorted((REPO / "rules").rglob("*.smk")):
         for number, line in enumerate(smk.read_text(encoding="utf-8").splitlines(), 1):
             code = line.split("#", 1)[0]
             found += [
-                f"{smk.name}:{number}: {n}"
+                f"{smk.relative_to(REPO)}:{number}: {n}"
                 for n in names
                 if re.search(rf"\b{re.escape(n)}\b", code)
             ]

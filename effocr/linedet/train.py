@@ -236,7 +236,7 @@ def train_line_detector(
     if not len(train):
         raise EffOCRError(f"{train_json}: no training pages")
     model = PageLineNet(lc["input_height"], lc["arch"]).to(device)
-    vertical = get_profile(config["language"]).vertical
+    vertical = get_profile(config["language"]).allows_vertical
     meta = model_meta(model, vertical, lc)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lc["lr"], weight_decay=lc["weight_decay"])
     steps_per_epoch = -(-len(train) * lc["crops_per_page"] // lc["batch_size"])

@@ -408,7 +408,7 @@ def draw_page(
     nprng = np.random.default_rng([seed, index, 7])
     page_dpi = rng.uniform(float(min(dpi)), float(max(dpi)))
     ppt = page_dpi / 72.0
-    vertical = src.profile.vertical and rng.random() < vertical_fraction
+    vertical = src.profile.allows_vertical and rng.random() < vertical_fraction
     # Octavo to quarto: 4.5 to 8 inches wide, taller than wide.
     w_in = rng.uniform(4.5, 8.0)
     width = round(w_in * page_dpi)

@@ -2,7 +2,7 @@
 # functions and rules in separate files). Included by rules/import.smk itself, so the stage
 # file works whatever the order of the includes in the Snakefile.
 
-IMPORTED = f"{RES}/data/imported"
+IMPORTED = PATHS["imported"]
 IMPORT_PATHS = (
     [config["dataset"]["path"]]
     if isinstance(config["dataset"]["path"], str)
@@ -16,8 +16,8 @@ if config["dataset"]["format"] != "coco":
             "files or folders to import"
         )
     # The rules below read the dataset from these keys; here they are the import's outputs.
-    config["dataset"]["coco_json"] = f"{IMPORTED}/lines.json"
-    config["dataset"]["image_dir"] = f"{IMPORTED}/images"
+    config["dataset"]["coco_json"] = IMPORTED["coco"]
+    config["dataset"]["image_dir"] = IMPORTED["images"]
 
 
 def import_input_files():
