@@ -63,6 +63,9 @@ class Manifest:
     opset: int | None = None
     versions: dict = field(default_factory=dict)
     config_sha256: dict = field(default_factory=dict)
+    # PyTorch state dicts by kind (`recognizer.pt`, `localizer.pt`): what a fine-tune starts
+    # from (config `init_from`, effocr.warm_start); inference never reads them.
+    weights: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
@@ -76,6 +79,7 @@ class Manifest:
             self.localizer["file"],
             self.index["file"],
             self.index["labels"],
+            *self.weights.values(),
         ]
 
     def checksums(self) -> dict[str, str]:
@@ -117,7 +121,7 @@ class Manifest:
             value = getattr(self, f.name)
             if f.name == "opset" and value is None:
                 continue
-            if f.name == "files" and not value:
+            if f.name in ("files", "weights") and not value:
                 continue
             out[f.name] = value
         out.update(self.extra)

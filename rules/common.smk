@@ -15,7 +15,8 @@ import os
 from effocr.synth.charsets import SHIPPED as SHIPPED_CHARSETS
 from effocr.synth.charsets import resolve_charset
 from effocr.synth.fonts import default_font_dirs, find_fonts
-from effocr.utils import EffOCRError, sha256_json
+from effocr.utils import EffOCRError, sha256_file, sha256_json
+from effocr.warm_start import weight_file
 
 # effocr's check first: its messages name the key and the allowed keys, where snakemake's
 # validate prints the whole schema.
@@ -146,6 +147,26 @@ def text_source_for_renders():
     if config["render"]["charset_from_text"]:
         return config["synth"]["text_source"]
     return None
+
+
+# --- warm start (config init_from, effocr.warm_start; rules/recognizer.smk, localizer.smk) ---
+
+
+@functools.cache
+def init_from_input(kind):
+    """The base's `kind` weights as a list of inputs of the training rule ([] without a base)."""
+    if config["init_from"] is None:
+        return []
+    try:
+        return [str(weight_file(config["init_from"], kind, RES))]
+    except EffOCRError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+@functools.cache
+def init_from_checksum(kind):
+    """sha256 of the base's `kind` weights (a param: a base copied with older times reruns too)."""
+    return [sha256_file(p)[:16] for p in init_from_input(kind)]
 
 
 # --- recognizer stage helpers (rules/recognizer.smk) ---

@@ -11,6 +11,7 @@ rule train_localizer:
     input:
         train=PATHS["split"]["train"],
         val=PATHS["split"]["val"],
+        init_from=init_from_input("localizer"),
     output:
         model=f"{PATHS['localizer']}/model.pt",
         metrics=f"{PATHS['localizer']}/metrics.csv",
@@ -31,6 +32,7 @@ rule train_localizer:
         gpu=1,
     params:
         code=code_version("effocr.localizer.train"),
+        init_from=init_from_checksum("localizer"),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         image_dir=config["dataset"]["image_dir"],
         localizer=config["localizer"],

@@ -7,6 +7,7 @@ rule train_recognizer:
     """First pass: SupCon training on renders and real training crops."""
     input:
         manifest=PATHS["recognizer_dataset"],
+        init_from=init_from_input("recognizer"),
     output:
         **recognizer_outputs(PATHS["recognizer_pass1"]),
     log:
@@ -24,6 +25,7 @@ rule train_recognizer:
         gpu=1,
     params:
         code=code_version("effocr.recognizer.train"),
+        init_from=init_from_checksum("recognizer"),
         recognizer=config["recognizer"],
         reference_fonts=config["fonts"]["reference"],
         seed=config["seed"],
@@ -68,6 +70,8 @@ rule train_recognizer_hn:
         hns=PATHS["hns"],
         # Only read with recognizer.hn_fine_tune; always listed so the DAG is the same.
         pass1=f"{PATHS['recognizer_pass1']}/model.pt",
+        # Without hn_fine_tune, pass 2 starts from the base too.
+        init_from=init_from_input("recognizer"),
     output:
         **recognizer_outputs(PATHS["recognizer_pass2"]),
     log:
@@ -85,6 +89,7 @@ rule train_recognizer_hn:
         gpu=1,
     params:
         code=code_version("effocr.recognizer.train"),
+        init_from=init_from_checksum("recognizer"),
         recognizer=config["recognizer"],
         reference_fonts=config["fonts"]["reference"],
         seed=config["seed"],

@@ -43,6 +43,7 @@ from effocr.utils import (
     select_device,
     set_threads,
 )
+from effocr.warm_start import warm_start
 
 LOG = logging.getLogger(__name__)
 
@@ -237,12 +238,17 @@ def evaluate(
     return evaluate_detections(data.coco, dets, meta["classes"], names)
 
 
-def config_hash(config: dict, train_json: str | os.PathLike, val_json: str | os.PathLike) -> str:
-    """Hash of what decides the training run: seed, language, localizer section, split files
-    and the code (`effocr.training.run_hash`)."""
+def config_hash(
+    config: dict,
+    train_json: str | os.PathLike,
+    val_json: str | os.PathLike,
+    init: str | os.PathLike | None = None,
+) -> str:
+    """Hash of what decides the training run: seed, language, localizer section, split files,
+    the warm start's weights (`init`) and the code (`effocr.training.run_hash`)."""
     return run_hash(
         "effocr.localizer.train",
-        {"train": train_json, "val": val_json},
+        {"train": train_json, "val": val_json, "init": init},
         seed=config["seed"],
         language=config["language"],
         localizer={k: v for k, v in config["localizer"].items() if k != "device"},
@@ -308,6 +314,7 @@ def train_localizer(
     if lc["init_checkpoint"]:
         state = load_checkpoint(lc["init_checkpoint"], "localizer.init_checkpoint")
         model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    base = warm_start(model, config["init_from"], "localizer")
     model.to(device)
     thresholds = {**pp.config_thresholds(lc), "spaces": get_profile(config["language"]).spaces}
     meta = model_meta(model, thresholds, vertical=vertical)
@@ -325,7 +332,7 @@ def train_localizer(
         kind="localizer",
         name="localizer",
         config=config,
-        config_hash=config_hash(config, train_json, val_json),
+        config_hash=config_hash(config, train_json, val_json, base),
         epochs=lc["epochs"],
         columns=METRIC_COLUMNS,
         model=model,

@@ -51,6 +51,7 @@ from effocr.utils import (
     select_device,
     set_threads,
 )
+from effocr.warm_start import warm_start
 
 LOG = logging.getLogger(__name__)
 
@@ -357,6 +358,8 @@ def train_recognizer(
                 f"{model.encoder_name}/{size} {model.encoder_args}"
             )
         model.load_state_dict(start_from.state_dict())
+    else:  # both passes start from the base: a fresh pass 2 would discard the fine-tune
+        init_model = warm_start(model, config["init_from"], "recognizer")
     model.to(device)
     if device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
