@@ -1,7 +1,8 @@
 """The bundle as a type: `Manifest`, the contents of `model.yaml`, and how a bundle is opened.
 
 A bundle (docs/architecture.md) is one directory: `localizer.onnx`, `recognizer.onnx`,
-`ref.index`, `ref_labels.txt`, `model.yaml` (this manifest) and `parity.json`. The manifest
+`ref.index`, `ref_labels.txt`, `model.yaml` (this manifest), `parity.json` and, since bundles
+carry them, the PyTorch weights under `weights` (`recognizer.pt`, `localizer.pt`). The manifest
 names the files, records their sha256 and says everything inference needs. `Manifest.write`
 is the only writer (`effocr.export`), `Manifest.read` the only reader (`effocr.infer`,
 `effocr.evaluate`): it validates the whole file against `resources/bundle_schema.yaml` and,
