@@ -162,7 +162,6 @@ def test_bundle_localizer_starts_better(tiny_bundle, tiny_coco_factory):
     warm, fresh = localizer(["char", "word"]), localizer(["char", "word"])
     warm_start(warm, tiny_bundle, "localizer")
     loss_warm, loss_fresh = localizer_loss(warm, data), localizer_loss(fresh, data)
-    print("bundle localizer loss warm / fresh", loss_warm, loss_fresh)
     assert loss_warm < 0.7 * loss_fresh, (loss_warm, loss_fresh)
     f1_warm = evaluate(warm, data, meta, "cpu", NAMES)["char"]["f1"]
     f1_fresh = evaluate(fresh, data, meta, "cpu", NAMES)["char"]["f1"]
@@ -211,7 +210,6 @@ def test_results_dir_localizer_starts_better(tmp_path, results_base, tiny_coco_f
     cfg["init_from"] = str(results_base)
     warm = train_localizer(load_config(None, cfg), coco_json, coco_json, image_dir, tmp_path / "w")
     loss = {n: localizer_loss(load_model(tmp_path / n / "model.pt")[0], data) for n in "fw"}
-    print("results-dir localizer loss", loss)
     assert loss["w"] < 0.8 * loss["f"], loss
     assert warm["char"]["f1"] > fresh["char"]["f1"], (warm["char"], fresh["char"])
 
