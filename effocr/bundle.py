@@ -2,8 +2,9 @@
 
 A bundle (docs/architecture.md) is one directory: `localizer.onnx`, `recognizer.onnx`,
 `ref.index`, `ref_labels.txt`, `model.yaml` (this manifest) and `parity.json`, and optionally
-`lm.json` (a character language model, `effocr.lm`; section `lm`). The manifest
-names the files, records their sha256 and says everything inference needs. `Manifest.write`
+`lm.json` (a character language model, `effocr.lm`; section `lm`), `line_detector.onnx`
+(section `line_detector`) and the PyTorch weights (`recognizer.pt`, `localizer.pt`, section
+`weights`: the base of a fine-tune, config `init_from`). The manifest names the files, records their sha256 and says everything inference needs. `Manifest.write`
 is the only writer (`effocr.export`), `Manifest.read` the only reader (`effocr.infer`,
 `effocr.evaluate`): it validates the whole file against `resources/bundle_schema.yaml` and,
 unless told not to, checks every file against its recorded checksum.
@@ -76,6 +77,9 @@ class Manifest:
     opset: int | None = None
     versions: dict = field(default_factory=dict)
     config_sha256: dict = field(default_factory=dict)
+    # PyTorch state dicts by kind (`recognizer.pt`, `localizer.pt`): what a fine-tune starts
+    # from (config `init_from`, effocr.warm_start); inference never reads them.
+    weights: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     line_detector: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -90,6 +94,7 @@ class Manifest:
             self.localizer["file"],
             self.index["file"],
             self.index["labels"],
+            *self.weights.values(),
         ]
         if self.lm:
             names.append(self.lm["file"])
@@ -136,7 +141,7 @@ class Manifest:
             value = getattr(self, f.name)
             if f.name == "opset" and value is None:
                 continue
-            if f.name in ("files", "lm", "line_detector") and not value:
+            if f.name in ("files", "lm", "line_detector", "weights") and not value:
                 continue
             out[f.name] = value
         out.update(self.extra)

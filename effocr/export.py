@@ -35,6 +35,7 @@ from effocr.utils import (
     load_checkpoint,
     open_rgb,
     read_json,
+    save_checkpoint,
     sha256_file,
     sha256_json,
     write_json,
@@ -731,6 +732,35 @@ def add_line_detector(
     return linedet
 
 
+def _write_weights(bundle: Path, src: _Sources) -> dict[str, str]:
+    """The models' PyTorch weights in the bundle, so that it can be the base of a fine-tune
+    (config `init_from`): the state dict and what rebuilds the model, without the training
+    config (which names the exporter's files). Returns `Manifest.weights`."""
+    from effocr.warm_start import BUNDLE_FILES
+
+    def state(model: Any) -> dict:
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+    weights = {"recognizer": BUNDLE_FILES["recognizer"]}
+    save_checkpoint(
+        {"kind": "recognizer", "model": state(src.rec_model), **src.rec_model.metadata()},
+        bundle / weights["recognizer"],
+    )
+    if not src.external:
+        weights["localizer"] = BUNDLE_FILES["localizer"]
+        meta = src.loc_meta
+        save_checkpoint(
+            {
+                "kind": "localizer",
+                "model": state(src.loc_model.model),
+                "meta": meta,
+                "classes": list(meta["classes"]),
+            },
+            bundle / weights["localizer"],
+        )
+    return weights
+
+
 PARITY_TOLERANCES = (
     "embedding_max_abs",
     "embedding_min_cosine",
@@ -903,6 +933,7 @@ def export_bundle(
             )
         if linedet is not None:
             manifest.line_detector = line_detector_section(linedet, line_detector_cfg)
+        manifest.weights = _write_weights(tmp, src)
         manifest.write(tmp)
         write_json(tmp / PARITY, report)
     LOG.info("bundle written to %s", out_dir)

@@ -11,7 +11,10 @@ from effocr.artifacts import MODEL, REPORT_OUTPUTS, workflow_paths
 from effocr.config import config_sections, rename_deprecated_keys, validate_config
 from effocr.profiles import get_profile
 from effocr.provenance import code_hash
-from effocr.utils import EffOCRError
+import functools
+
+from effocr.utils import EffOCRError, sha256_file
+from effocr.warm_start import weight_file
 
 # effocr's check first: its messages name the key and the allowed keys, where snakemake's
 # validate prints the whole schema. Deprecated key names are renamed in place first, so the
@@ -80,3 +83,23 @@ def benchmark_path(rule, suffix=""):
 
 def get_final_output():
     return [f"{PATHS['report']}/{REPORT_OUTPUTS['index']}"]
+
+
+# --- warm start (config init_from, effocr.warm_start; rules/recognizer.smk, localizer.smk) ---
+
+
+@functools.cache
+def init_from_input(kind):
+    """The base's `kind` weights as a list of inputs of the training rule ([] without a base)."""
+    if config["init_from"] is None:
+        return []
+    try:
+        return [str(weight_file(config["init_from"], kind, RES))]
+    except EffOCRError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+@functools.cache
+def init_from_checksum(kind):
+    """sha256 of the base's `kind` weights (a param: a base copied with older times reruns too)."""
+    return [sha256_file(p)[:16] for p in init_from_input(kind)]

@@ -13,6 +13,7 @@ rule train_localizer:
     input:
         train=PATHS["split"]["train"],
         val=PATHS["split"]["val"],
+        init_from=init_from_input("localizer"),
     output:
         **in_dir(PATHS["localizer"], LOCALIZER_OUTPUTS),
     log:
@@ -31,6 +32,8 @@ rule train_localizer:
     params:
         **SECTIONS.params("localizer", "dataset", "run"),
         code=code_version("effocr.localizer.train"),
+        init_from=config["init_from"],
+        init_from_sha256=init_from_checksum("localizer"),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         image_dir=config["dataset"]["image_dir"],
     script:

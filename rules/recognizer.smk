@@ -19,6 +19,7 @@ rule train_recognizer:
     """First pass: SupCon training on renders and real training crops."""
     input:
         manifest=PATHS["recognizer_dataset"],
+        init_from=init_from_input("recognizer"),
     output:
         **in_dir(PATHS["recognizer_pass1"], RECOGNIZER_OUTPUTS),
     log:
@@ -37,6 +38,8 @@ rule train_recognizer:
     params:
         **SECTIONS.params("recognizer", "fonts", "run"),
         code=code_version("effocr.recognizer.train"),
+        init_from=config["init_from"],
+        init_from_sha256=init_from_checksum("recognizer"),
     script:
         "../workflow_scripts/train_recognizer.py"
 
@@ -75,6 +78,8 @@ rule train_recognizer_hard_negatives:
         hard_negatives=PATHS["hard_negatives"],
         # Only read with recognizer.hard_negatives_fine_tune; always listed so the DAG is the same.
         pass1=f"{PATHS['recognizer_pass1']}/{MODEL}",
+        # Without hard_negatives_fine_tune, pass 2 starts from the base too.
+        init_from=init_from_input("recognizer"),
     output:
         **in_dir(PATHS["recognizer_pass2"], RECOGNIZER_OUTPUTS),
     log:
@@ -93,6 +98,8 @@ rule train_recognizer_hard_negatives:
     params:
         **SECTIONS.params("recognizer", "fonts", "run"),
         code=code_version("effocr.recognizer.train"),
+        init_from=config["init_from"],
+        init_from_sha256=init_from_checksum("recognizer"),
     script:
         "../workflow_scripts/train_recognizer.py"
 

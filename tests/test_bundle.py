@@ -188,7 +188,9 @@ def test_manifest_round_trip(trained, tmp_path):  # noqa: F811
     assert manifest.format_version == 2 and manifest.language == "en"
     assert sorted(manifest.files) == [
         "localizer.onnx",
+        "localizer.pt",
         "recognizer.onnx",
+        "recognizer.pt",
         "ref.index",
         "ref_labels.txt",
     ]

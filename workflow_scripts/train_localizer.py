@@ -11,5 +11,6 @@ train_localizer(
     snakemake.params.image_dir,
     snakemake.params.out_dir,
     **step_sections(snakemake.params),
+    init_from=snakemake.params.init_from,
     threads=snakemake.threads,
 )

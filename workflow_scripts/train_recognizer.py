@@ -18,6 +18,7 @@ train_recognizer(
     init_model=snakemake.input.get("pass1")
     if hard_negatives and sections["recognizer"].hard_negatives_fine_tune
     else None,
+    init_from=snakemake.params.init_from,
     threads=snakemake.threads,
     pass_name="pass2" if hard_negatives else "pass1",
 )

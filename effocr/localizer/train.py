@@ -44,6 +44,7 @@ from effocr.utils import (
     select_device,
     set_threads,
 )
+from effocr.warm_start import warm_start
 
 LOG = logging.getLogger(__name__)
 
@@ -245,12 +246,13 @@ def config_hash(
     localizer: LocalizerSection,
     dataset: DatasetSection,
     run: RunSection,
+    init: str | os.PathLike | None = None,
 ) -> str:
-    """Hash of what decides the training run: seed, language, localizer section, split files
-    and the code (`effocr.training.run_hash`)."""
+    """Hash of what decides the training run: seed, language, localizer section, split files,
+    the warm start's weights (`init`) and the code (`effocr.training.run_hash`)."""
     return run_hash(
         "effocr.localizer.train",
-        {"train": train_json, "val": val_json},
+        {"train": train_json, "val": val_json, "init": init},
         seed=run.seed,
         language=run.language,
         localizer={k: v for k, v in localizer.as_dict().items() if k != "device"},
@@ -278,6 +280,7 @@ def train_localizer(
     localizer: LocalizerSection,
     dataset: DatasetSection,
     run: RunSection,
+    init_from: str | os.PathLike | None = None,
     threads: int | None = None,
     max_epochs_this_run: int | None = None,
 ) -> dict[str, Any]:
@@ -286,6 +289,8 @@ def train_localizer(
     Args:
         train_json, val_json: COCO splits.
         image_dir: Directory of the line images (`dataset.image_dir`).
+        init_from: Config `init_from`: a bundle or results folder whose localizer weights start
+            training (`effocr.warm_start`); None: a fresh model.
         out_dir: Output directory (`PATHS["localizer"]`).
         threads: torch CPU threads.
         max_epochs_this_run: Stop after this many epochs in this call (tests of resuming);
@@ -326,6 +331,7 @@ def train_localizer(
     if lc["init_checkpoint"]:
         state = load_checkpoint(lc["init_checkpoint"], "localizer.init_checkpoint")
         model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    base = warm_start(model, init_from, "localizer")
     model.to(device)
     thresholds = {**pp.config_thresholds(lc), "spaces": get_profile(config["language"]).spaces}
     meta = model_meta(model, thresholds, allows_vertical=allows_vertical)
@@ -344,7 +350,7 @@ def train_localizer(
         name="localizer",
         config=config,
         config_hash=config_hash(
-            train_json, val_json, localizer=localizer, dataset=dataset, run=run
+            train_json, val_json, localizer=localizer, dataset=dataset, run=run, init=base
         ),
         epochs=lc["epochs"],
         columns=METRIC_COLUMNS,

@@ -52,6 +52,7 @@ from effocr.utils import (
     select_device,
     set_threads,
 )
+from effocr.warm_start import warm_start
 
 LOG = logging.getLogger(__name__)
 
@@ -290,6 +291,7 @@ def train_recognizer(
     run: RunSection,
     hard_negatives: str | Path | None = None,
     init_model: str | Path | None = None,
+    init_from: str | Path | None = None,
     threads: int = 1,
     pass_name: str | None = None,
     max_epochs_this_run: int | None = None,
@@ -304,6 +306,8 @@ def train_recognizer(
         run: `seed`, `language`. The three are the run's config (`config.yaml`, model.pt).
         hard_negatives: `hard_negatives.txt` for the hard-negative (second) pass; None for the first pass.
         init_model: A `model.pt` whose weights start training (second pass with `hard_negatives_fine_tune`).
+        init_from: Config `init_from`: a bundle or results folder whose recognizer weights start
+            training when `init_model` does not (`effocr.warm_start`).
         threads: CPU threads for torch and DataLoader workers (Snakemake's `threads`).
         pass_name: Name in logs and metrics (default `pass1` / `pass2`).
         max_epochs_this_run: Stop after this many epochs in this call (tests of resuming);
@@ -376,6 +380,8 @@ def train_recognizer(
                 f"{model.encoder_name}/{size} {model.encoder_args}"
             )
         model.load_state_dict(start_from.state_dict())
+    else:  # both passes start from the base: a fresh pass 2 would discard the fine-tune
+        init_model = warm_start(model, init_from, "recognizer")
     model.to(device)
     if device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)

@@ -1,0 +1,196 @@
+"""Warm start (config `init_from`): both trainers begin from an earlier model's weights.
+
+`init_from` names a bundle (whose `model.yaml` lists `recognizer.pt` and `localizer.pt` under
+`weights`, written by `effocr.export`) or the results directory of an earlier run (its
+`recognizer/pass2/model.pt` and `localizer/model.pt`). `weight_files` resolves it without
+torch, for the rules (the files are the training rules' inputs, so a new base reruns them);
+`warm_start` loads the base's tensors into a freshly created model where name and shape match.
+
+Only a head may differ: the localizer's per-class heads (a base without word boxes gives a
+model with them a fresh word head; heads are matched by class name, not position). Anything
+else that does not fit (another encoder, another width) is an `EffOCRError` naming the
+tensors, since silently training half a network from scratch would defeat the purpose.
+Nothing here is random: layers the base lacks keep the trainer's seeded initialisation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from effocr.bundle import MANIFEST, Manifest
+from effocr.utils import EffOCRError
+
+LOG = logging.getLogger(__name__)
+
+KINDS = ("recognizer", "localizer")
+# Where an earlier run keeps the models its bundle was exported from (PATHS in
+# rules/common.smk: recognizer_pass2, localizer).
+RESULTS_FILES = {"recognizer": "recognizer/pass2/model.pt", "localizer": "localizer/model.pt"}
+# The PyTorch weights a bundle carries (`Manifest.weights`, written by effocr.export).
+BUNDLE_FILES = {"recognizer": "recognizer.pt", "localizer": "localizer.pt"}
+# Tensors a base may lack or hold in another shape: the parts trained per class.
+HEADS = {
+    "recognizer": ("encoder.fc.", "encoder.classifier.", "encoder.head."),
+    "localizer": ("heads.",),
+}
+NO_WEIGHTS = (
+    "this bundle carries no PyTorch weights (model.yaml has no `weights`, it was exported "
+    "before bundles carried them): export it again with the current effocr (rule export_bundle "
+    "or `effocr export-onnx`), or set init_from to the results directory it was exported from"
+)
+
+
+def weight_files(init_from: str | os.PathLike, results_dir: str | None = None) -> dict[str, Path]:
+    """The base checkpoints of `init_from`, by kind (`recognizer`, `localizer`).
+
+    A bundle gives the kinds it carries (an ONNX localizer made elsewhere has no weights);
+    a results directory gives both. `results_dir` (this run's) must not hold `init_from`: the
+    run would train from its own outputs.
+
+    Raises:
+        EffOCRError: a missing directory, a bundle without weights or failing its checksums,
+            a directory that is neither a bundle nor a results directory.
+    """
+    root = Path(init_from)
+    if results_dir is not None:
+        here = Path(results_dir).resolve()
+        if root.resolve() == here or here in root.resolve().parents:
+            raise EffOCRError(
+                f"init_from: {root} lies inside results_dir {results_dir}: this run would "
+                "train from its own outputs (copy the base elsewhere first)"
+            )
+    if not root.is_dir():
+        raise EffOCRError(f"init_from: {root}: directory not found (a bundle or a results dir)")
+    if (root / MANIFEST).is_file():
+        manifest = Manifest.read(root, verify=True)
+        if not manifest.weights:
+            raise EffOCRError(f"init_from: {root}: {NO_WEIGHTS}")
+        return {kind: root / name for kind, name in manifest.weights.items()}
+    found = {kind: root / rel for kind, rel in RESULTS_FILES.items()}
+    missing = [str(p) for p in found.values() if not p.is_file()]
+    if len(missing) == len(found):
+        raise EffOCRError(
+            f"init_from: {root}: neither a bundle ({MANIFEST}) nor the results directory of a "
+            f"run (none of {', '.join(RESULTS_FILES.values())})"
+        )
+    if missing:
+        raise EffOCRError(f"init_from: {root}: results directory without {', '.join(missing)}")
+    return found
+
+
+def weight_file(init_from: str | os.PathLike, kind: str, results_dir: str | None = None) -> Path:
+    """`weight_files(init_from)[kind]`, or an error saying the base lacks that model."""
+    files = weight_files(init_from, results_dir)
+    if kind not in files:
+        raise EffOCRError(
+            f"init_from: {init_from}: the bundle carries no {kind} weights (its {kind} was an "
+            "ONNX model made elsewhere); train that model from scratch or use another base"
+        )
+    return files[kind]
+
+
+def warm_start(model: Any, init_from: str | os.PathLike | None, kind: str) -> Path | None:
+    """Load the base's `kind` weights into `model` where names and shapes match.
+
+    Args:
+        model: A freshly created `RecognizerNet` or `LineDetector` (config architecture).
+        init_from: Config `init_from`; None leaves the model as it is.
+        kind: `recognizer` or `localizer`.
+
+    Returns:
+        The checkpoint the weights came from (for the trainer's resume hash), None without
+        `init_from`.
+
+    Raises:
+        EffOCRError: the base cannot be read, or differs from the model beyond its head.
+    """
+    if init_from is None:
+        return None
+    from effocr.utils import load_checkpoint
+
+    path = weight_file(init_from, kind)
+    ckpt = load_checkpoint(path, f"{kind} weights of init_from")
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind or "model" not in ckpt:
+        raise EffOCRError(f"{path}: not a {kind} checkpoint (init_from); kind {ckpt.get('kind')!r}")
+    state = dict(ckpt["model"])
+    if kind == "localizer":
+        state = _heads_by_class(state, ckpt["meta"]["classes"], list(model.classes), path)
+        base_desc = f"arch {ckpt['meta'].get('arch')}"
+        config_desc = f"localizer.arch {model.arch}"
+    else:
+        base_desc = f"encoder {ckpt['encoder']} {ckpt.get('encoder_args')}"
+        config_desc = f"recognizer.encoder {model.encoder_name} {model.encoder_args}"
+        if ckpt["encoder"] != model.encoder_name:
+            raise EffOCRError(
+                f"{path}: the base recognizer's {base_desc} is not the configured "
+                f"{config_desc}: set recognizer.encoder/encoder_args to the base's"
+            )
+    report = load_matching(model, state, HEADS[kind], path, f"{base_desc} vs {config_desc}")
+    LOG.info(
+        "%s warm-started from %s: %d tensors loaded; kept fresh (head): %s; base tensors not "
+        "used: %s",
+        kind,
+        path,
+        report["loaded"],
+        report["fresh"] or "none",
+        report["unused"] or "none",
+    )
+    return path
+
+
+def load_matching(
+    model: Any, state: dict, heads: tuple[str, ...], source: Path, describe: str
+) -> dict[str, Any]:
+    """Copy the tensors of `state` into `model` where name and shape match.
+
+    Returns `{loaded, fresh, unused}`: the count loaded, the model's tensors the base lacks
+    (or holds in another shape) and the base's the model has no place for.
+
+    Raises:
+        EffOCRError: when a tensor outside `heads` is missing or has another shape.
+    """
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    fresh = sorted(k for k in own if k not in matched)
+    unused = sorted(k for k in state if k not in matched)
+    bad = [k for k in (*fresh, *unused) if not k.startswith(heads)]
+    if bad:
+        shapes = [
+            f"{k} base {tuple(state[k].shape) if k in state else '-'} "
+            f"model {tuple(own[k].shape) if k in own else '-'}"
+            for k in bad[:3]
+        ]
+        raise EffOCRError(
+            f"{source}: init_from: the base model differs from the configured one beyond its "
+            f"head ({describe}): {len(bad)} tensors do not fit, e.g. {'; '.join(shapes)}"
+        )
+    model.load_state_dict({**own, **matched})
+    return {"loaded": len(matched), "fresh": fresh, "unused": unused}
+
+
+def _heads_by_class(
+    state: dict, base_classes: list[str], classes: list[str], source: Path
+) -> dict[str, Any]:
+    """The base's localizer state with `heads.<i>.` renumbered to this model's class order.
+
+    A head of a class this model does not have is renamed out of the way (`unused`).
+    """
+    out = {}
+    for key, value in state.items():
+        m = re.match(r"heads\.(\d+)\.(.*)", key)
+        if m is None:
+            out[key] = value
+            continue
+        i = int(m.group(1))
+        if i >= len(base_classes):
+            raise EffOCRError(f"{source}: head {i} but the meta names classes {base_classes}")
+        cls = base_classes[i]
+        if cls in classes:
+            out[f"heads.{classes.index(cls)}.{m.group(2)}"] = value
+        else:
+            out[f"heads.{cls}.{m.group(2)}"] = value
+    return out

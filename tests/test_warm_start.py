@@ -1,0 +1,286 @@
+"""Warm start (config `init_from`): a bundle's or a results directory's weights start training.
+
+The bundle base is conftest's `tiny_bundle` (exported by `effocr.export`, so it carries
+`recognizer.pt` and `localizer.pt`); the results-directory base is trained here with the real
+trainers into the paths a run uses (`recognizer/pass2/model.pt`, `localizer/model.pt`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_recognizer_index import render_manifest, tiny_config
+
+from effocr.bundle import Manifest
+from effocr.config import config_sections, load_config
+from effocr.localizer.backends import create_localizer
+from effocr.localizer.model import detection_loss, load_model
+from effocr.localizer.train import (
+    LineSet,
+    augment_line,
+    evaluate,
+    make_batch,
+    train_localizer,
+)
+from effocr.recognizer.model import RecognizerNet, load_recognizer
+from effocr.recognizer.train import train_recognizer
+from effocr.utils import EffOCRError, load_checkpoint, save_checkpoint, seed_everything
+from effocr.warm_start import NO_WEIGHTS, warm_start, weight_files
+
+torch.set_num_threads(1)
+NAMES = {"char": "char", "word": "word"}
+# conftest's tiny_bundle: its recognizer is this encoder, untouched by any profile arguments.
+BUNDLE_ENCODER = {"encoder": "mobilenetv3_small_050", "encoder_args": {}, "input_size": 32}
+
+
+def base_state(path: Path) -> dict:
+    return load_checkpoint(path, "test")["model"]
+
+
+def assert_same(model: torch.nn.Module, state: dict, keys=None) -> None:
+    own = model.state_dict()
+    for k in keys if keys is not None else own:
+        assert torch.equal(own[k], state[k]), k
+
+
+def bundle_recognizer() -> RecognizerNet:
+    seed_everything(3)
+    return RecognizerNet("mobilenetv3_small_050", 32, encoder_args={})
+
+
+def localizer(classes, **arch) -> torch.nn.Module:
+    seed_everything(3)
+    return create_localizer("fcos", classes=classes, input_height=32, arch=arch or None)
+
+
+# -- the bundle carries the weights -------------------------------------------------------
+
+
+def test_bundle_lists_and_checksums_its_weights(tiny_bundle, tmp_path):
+    manifest = Manifest.read(tiny_bundle)
+    assert manifest.weights == {"recognizer": "recognizer.pt", "localizer": "localizer.pt"}
+    assert {"recognizer.pt", "localizer.pt"} <= set(manifest.files)
+    # Both load with weights_only=True into the models that were exported.
+    rec = load_recognizer(tiny_bundle / "recognizer.pt")
+    assert rec.encoder_name == "mobilenetv3_small_050" and rec.input_size == 32
+    model, meta = load_model(tiny_bundle / "localizer.pt")
+    assert meta["classes"] == manifest.localizer["meta"]["classes"]
+    # A changed weight file fails the bundle's checksum check like any other file.
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    with open(copy / "recognizer.pt", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(EffOCRError, match=r"recognizer\.pt: checksum mismatch"):
+        Manifest.read(copy)
+
+
+# -- parameters equal the base's before training ------------------------------------------
+
+
+def test_recognizer_starts_as_the_bundles(tiny_bundle):
+    fresh = bundle_recognizer()
+    model = bundle_recognizer()
+    assert warm_start(model, tiny_bundle, "recognizer") == tiny_bundle / "recognizer.pt"
+    state = base_state(tiny_bundle / "recognizer.pt")
+    assert set(state) == set(model.state_dict())
+    assert_same(model, state)
+    assert not all(torch.equal(v, state[k]) for k, v in fresh.state_dict().items())
+
+
+def test_localizer_starts_as_the_bundles_heads_matched_by_class(tiny_bundle):
+    state = base_state(tiny_bundle / "localizer.pt")
+    base_classes = load_checkpoint(tiny_bundle / "localizer.pt", "test")["meta"]["classes"]
+    assert base_classes == ["char", "word"]
+    model = localizer(["char", "word"])
+    warm_start(model, tiny_bundle, "localizer")
+    assert_same(model, state)
+
+    # Another class order: the heads follow their class, not their position.
+    swapped = localizer(["word", "char"])
+    warm_start(swapped, tiny_bundle, "localizer")
+    own = swapped.state_dict()
+    for k, v in state.items():
+        if k.startswith("heads.0."):
+            assert torch.equal(own["heads.1." + k[len("heads.0.") :]], v), k
+        elif k.startswith("heads.1."):
+            assert torch.equal(own["heads.0." + k[len("heads.1.") :]], v), k
+        else:
+            assert torch.equal(own[k], v), k
+
+    # A char-only model takes everything but the word head.
+    char_only = localizer(["char"])
+    warm_start(char_only, tiny_bundle, "localizer")
+    assert_same(char_only, state)
+
+
+def test_a_head_the_base_lacks_is_seeded(tiny_bundle, tmp_path):
+    """A char-only base gives a char+word model a fresh word head: the seeded one, every time."""
+    ckpt = load_checkpoint(tiny_bundle / "localizer.pt", "test")
+    base = tmp_path / "base"
+    (base / "localizer").mkdir(parents=True)
+    (base / "recognizer" / "pass2").mkdir(parents=True)
+    shutil.copy(tiny_bundle / "recognizer.pt", base / "recognizer" / "pass2" / "model.pt")
+    char_state = {k: v for k, v in ckpt["model"].items() if not k.startswith("heads.1.")}
+    meta = {**ckpt["meta"], "classes": ["char"]}
+    save_checkpoint({**ckpt, "model": char_state, "meta": meta}, base / "localizer" / "model.pt")
+    a, b = localizer(["char", "word"]), localizer(["char", "word"])
+    fresh = localizer(["char", "word"]).state_dict()
+    warm_start(a, base, "localizer")
+    warm_start(b, base, "localizer")
+    assert_same(a, b.state_dict())
+    assert_same(a, char_state, keys=list(char_state))
+    assert_same(a, fresh, keys=[k for k in fresh if k.startswith("heads.1.")])
+
+
+# -- a better start than a fresh init -----------------------------------------------------
+
+
+def localizer_loss(model: torch.nn.Module, data: LineSet) -> float:
+    """The detection loss of `model` on all of `data` in one batch, without augmentation."""
+    items = []
+    for img, boxes, labels in zip(data.images, data.boxes, data.labels, strict=True):
+        line, line_boxes = augment_line(img, boxes, model.input_height, None, allows_vertical=False)
+        items.append((line, line_boxes, labels))
+    x, targets = make_batch(items)
+    with torch.no_grad():
+        raw = model.eval()(x)
+    losses = detection_loss(
+        raw, targets, tuple(x.shape[2:]), model.level_meta(), model.arch["center_radius"]
+    )
+    return float(sum(losses.values()))
+
+
+def test_bundle_localizer_starts_better(tiny_bundle, tiny_coco_factory):
+    """On new lines of the kind it was trained on, the warm start beats a fresh init at once."""
+    coco_json, image_dir = tiny_coco_factory(4, "en", 23, degrade=False, max_chars=14)
+    data = LineSet(coco_json, image_dir, ["char", "word"], NAMES, allows_vertical=False)
+    _, meta = load_model(tiny_bundle / "localizer.pt")
+    warm, fresh = localizer(["char", "word"]), localizer(["char", "word"])
+    warm_start(warm, tiny_bundle, "localizer")
+    loss_warm, loss_fresh = localizer_loss(warm, data), localizer_loss(fresh, data)
+    assert loss_warm < 0.7 * loss_fresh, (loss_warm, loss_fresh)
+    f1_warm = evaluate(warm, data, meta, "cpu", NAMES)["char"]["f1"]
+    f1_fresh = evaluate(fresh, data, meta, "cpu", NAMES)["char"]["f1"]
+    assert f1_warm > f1_fresh, (f1_warm, f1_fresh)
+
+
+def _train_recognizer(glyphs, out, config, init_from=None):
+    sections = config_sections(config).pick("recognizer", "fonts", "run")
+    return train_recognizer(glyphs, out, **sections, init_from=init_from, threads=1)
+
+
+def _train_localizer(config, coco_json, image_dir, out, init_from=None):
+    sections = config_sections(config).pick("localizer", "dataset", "run")
+    return train_localizer(
+        coco_json, coco_json, image_dir, out, **sections, init_from=init_from, threads=1
+    )
+
+
+@pytest.fixture(scope="module")
+def glyphs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("warm_glyphs")
+    fonts = ("DejaVuSerif", "DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique")
+    return render_manifest(out, "abdehkmnprstxyz", fonts=fonts, real={"DejaVuSans-Oblique": "val"})
+
+
+@pytest.fixture(scope="module")
+def results_base(tmp_path_factory, glyphs, tiny_coco_factory):
+    """An earlier run's results directory: the recognizer trained 3 epochs, the localizer 12."""
+    root = tmp_path_factory.mktemp("earlier_run") / "results"
+    config = tiny_config(encoder="resnet10t", epochs=3, num_passes=3)
+    _train_recognizer(glyphs, root / "recognizer" / "pass2", config)
+    coco_json, image_dir = tiny_coco_factory(8, "en", 5, degrade=False, max_chars=14)
+    loc = load_config(None, {"seed": 3, "localizer": {"epochs": 12, "batch_size": 4}})
+    _train_localizer(loc, coco_json, image_dir, root / "localizer")
+    return root
+
+
+def test_results_dir_recognizer_starts_higher(tmp_path, glyphs, results_base):
+    """Trained by the real trainer from an earlier run: epoch 0 is the base's precision."""
+    config = tiny_config(encoder="resnet10t", epochs=1, num_passes=1)
+    fresh = _train_recognizer(glyphs, tmp_path / "fresh", config)
+    warm = _train_recognizer(glyphs, tmp_path / "warm", config, init_from=str(results_base))
+    base_p1 = load_recognizer(results_base / "recognizer" / "pass2" / "model.pt").info["val_p1"]
+    assert warm["zero_shot_val_p1"] == pytest.approx(base_p1, abs=1e-6)
+    assert warm["zero_shot_val_p1"] >= fresh["zero_shot_val_p1"] + 0.2
+    # The resume hash covers the base: the warm run does not resume the fresh one's checkpoint.
+    assert warm["config_hash"] != fresh["config_hash"]
+
+
+def test_results_dir_localizer_starts_better(tmp_path, results_base, tiny_coco_factory):
+    """Trained by the real trainer at a learning rate too small to move the weights, the
+    warm-started model.pt is the base's start: lower loss, higher F1 than a fresh one."""
+    coco_json, image_dir = tiny_coco_factory(4, "en", 23, degrade=False, max_chars=14)
+    data = LineSet(coco_json, image_dir, ["char", "word"], NAMES, allows_vertical=False)
+    cfg = {"seed": 3, "localizer": {"epochs": 1, "batch_size": 4, "lr": 1e-7}}
+    fresh = _train_localizer(load_config(None, cfg), coco_json, image_dir, tmp_path / "f")
+    warm = _train_localizer(
+        load_config(None, cfg), coco_json, image_dir, tmp_path / "w", init_from=str(results_base)
+    )
+    loss = {n: localizer_loss(load_model(tmp_path / n / "model.pt")[0], data) for n in "fw"}
+    assert loss["w"] < 0.8 * loss["f"], loss
+    assert warm["char"]["f1"] > fresh["char"]["f1"], (warm["char"], fresh["char"])
+
+
+# -- clear errors ---------------------------------------------------------------------------
+
+
+def test_bundle_without_weights_is_a_clear_error(tiny_bundle, tmp_path):
+    """A bundle exported before bundles carried weights: still a bundle, but no base."""
+    old = tmp_path / "old_bundle"
+    shutil.copytree(tiny_bundle, old)
+    data = yaml.safe_load((old / "model.yaml").read_text(encoding="utf-8"))
+    for name in data.pop("weights").values():
+        (old / name).unlink()
+        del data["files"][name]
+    (old / "model.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    assert Manifest.read(old).weights == {}  # inference opens it as before
+    with pytest.raises(EffOCRError, match="carries no PyTorch weights") as err:
+        warm_start(bundle_recognizer(), old, "recognizer")
+    assert str(old) in str(err.value) and NO_WEIGHTS in str(err.value)
+
+
+def test_architecture_mismatch_is_a_clear_error(tiny_bundle):
+    with pytest.raises(EffOCRError, match=r"differs from the configured one beyond its head"):
+        warm_start(
+            localizer(["char", "word"], widths=[8, 16, 32, 48, 64]), tiny_bundle, "localizer"
+        )
+    wider = RecognizerNet("mobilenetv3_small_075", 32, encoder_args={})
+    with pytest.raises(EffOCRError, match=r"mobilenetv3_small_050.*recognizer\.encoder"):
+        warm_start(wider, tiny_bundle, "recognizer")
+    # Same encoder, other width: the shapes name what differs.
+    seed_everything(0)
+    slim = RecognizerNet("resnet10t", 32, encoder_args={"channels": [16, 32, 64, 128]})
+    with pytest.raises(EffOCRError, match=r"beyond its head.*base \(") as err:
+        from effocr.warm_start import load_matching
+
+        load_matching(slim, RecognizerNet("resnet10t", 32).state_dict(), (), Path("x.pt"), "")
+    assert "model (" in str(err.value)
+
+
+def test_what_is_no_base(tmp_path, results_base):
+    with pytest.raises(EffOCRError, match="directory not found"):
+        weight_files(tmp_path / "nothing")
+    with pytest.raises(EffOCRError, match="neither a bundle"):
+        weight_files(tmp_path)
+    partial = tmp_path / "partial"
+    shutil.copytree(results_base / "localizer", partial / "localizer")
+    with pytest.raises(EffOCRError, match=r"results directory without .*pass2/model\.pt"):
+        weight_files(partial)
+    # The run's own results: it would train from its own outputs.
+    with pytest.raises(EffOCRError, match="inside results_dir"):
+        weight_files(results_base, results_dir=str(results_base.parent))
+    assert weight_files(results_base, results_dir=str(tmp_path / "results")) == {
+        "recognizer": results_base / "recognizer" / "pass2" / "model.pt",
+        "localizer": results_base / "localizer" / "model.pt",
+    }
+
+
+def test_no_init_from_changes_nothing(tiny_bundle):
+    a, b = bundle_recognizer(), bundle_recognizer()
+    assert warm_start(a, None, "recognizer") is None
+    assert_same(a, b.state_dict())
