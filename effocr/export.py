@@ -928,9 +928,7 @@ def export_bundle(
 
             lm = CharLM.load(lm_json)  # a broken file fails the export, not the first infer
             shutil.copyfile(lm_json, tmp / LM_FILE)
-            manifest.lm = lm_section(
-                lm_cfg if lm_cfg is not None else load_config(None)["lm"], lm.order
-            )
+            manifest.lm = lm_section({**load_config(None)["lm"], **(lm_cfg or {})}, lm.order)
         if linedet is not None:
             manifest.line_detector = line_detector_section(linedet, line_detector_cfg)
         manifest.weights = _write_weights(tmp, src)

@@ -35,7 +35,7 @@ rule synth_pages:
         language=config["language"],
         seed=config["seed"],
         line_detector=config["line_detector"],
-        text_source=config["synth"]["text_source"],
+        synth=config["synth"],
         fonts=line_fonts_config(),
         render=line_charset_config(),
         charset=render_charset_hash(),

@@ -36,7 +36,12 @@ CORPUS = REPO / "effocr" / "resources" / "text" / "devils-dictionary.txt"
 def _resolved_fonts(config: dict) -> tuple[list[Path], list[Path], list[str]]:
     """What the demo's rules resolve: render fonts, line fonts, reference stem(s)."""
     fc = config["fonts"]
-    charset = resolve_charset(config)
+    charset = resolve_charset(
+        config["render"]["charset"],
+        config["render"]["charset_from_text"],
+        config["language"],
+        config["synth"]["text_source"],
+    )
     dirs = fc["dirs"] if fc["dirs"] is not None else default_font_dirs()
     renders = covering_fonts(
         find_fonts(dirs, include=fc["include"], exclude=fc["exclude"]),

@@ -9,7 +9,7 @@ config = {
     "language": p.language,
     "seed": p.seed,
     "line_detector": p.line_detector,
-    "synth": {"text_source": p.text_source},
+    "synth": p.synth,
     "fonts": p.fonts,
     "render": p.render,
 }

@@ -257,7 +257,7 @@ def line_f1(pred_boxes: list, gt_boxes: list, iou: float = 0.5) -> dict:
 
 def prepare_page(img: np.ndarray, meta: dict) -> PreparedLine:
     """A page ready for the detector (`prepare_line` at `input_height`, never transposed)."""
-    return prepare_line(img, meta["input_height"], meta["pad_multiple"], vertical=False)
+    return prepare_line(img, meta["input_height"], meta["pad_multiple"], allows_vertical=False)
 
 
 def decode_meta(out: np.ndarray, prepared: PreparedLine, meta: dict) -> list[DetectedLine]:

@@ -566,7 +566,12 @@ def synth_pages_from_config(
 ) -> Path:
     """`synth_pages` with the `pages`, `fonts`, `render` (charset), `language`, `seed` of a config."""
     pc = config["line_detector"]
-    charset = resolve_charset(config)
+    charset = resolve_charset(
+        config["render"]["charset"],
+        config["render"]["charset_from_text"],
+        config["language"],
+        config["synth"]["text_source"],
+    )
     return synth_pages(
         out_json,
         n_pages,
