@@ -26,15 +26,22 @@ except EffOCRError as exc:
     raise WorkflowError(str(exc)) from None
 validate(config, schema="../config/schema.yaml")
 
+RES = config["results_dir"]
+# Every artefact's path, named once (effocr.artifacts), so rules files agree on paths.
+PATHS = workflow_paths(RES)
+
+# Ground truth in another format (dataset.format page, alto, lines): rule import_dataset
+# converts it first, and every rule reads the dataset from its outputs. Set before the
+# sections are built, so that no step sees the other paths.
+if config["dataset"]["format"] != "coco":
+    config["dataset"]["coco_json"] = PATHS["imported"]["coco"]
+    config["dataset"]["image_dir"] = PATHS["imported"]["images"]
+
 # The typed config sections; a rule passes those its step reads as params,
 # `**SECTIONS.params("recognizer", ...)`, and its script hands them to the step.
 SECTIONS = config_sections(config)
 LANG = config["language"]
 PROFILE = get_profile(LANG)
-RES = config["results_dir"]
-
-# Every artefact's path, named once (effocr.artifacts), so rules files agree on paths.
-PATHS = workflow_paths(RES)
 
 # The localizer the export and the evaluation use: an ONNX one exported elsewhere
 # (localizer.onnx_model, then ours is not trained), else ours.

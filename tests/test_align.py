@@ -405,8 +405,11 @@ def test_alignment_rounds_are_rules_of_their_own(en_bundle, tiny_coco_factory, t
     plan = _snakemake(tmp_path, config, "results/data/aligned/lines.json", "--dry-run")
     assert plan.returncode == 0, plan.stderr[-4000:]
     jobs = _job_counts(plan.stdout + plan.stderr)
-    assert jobs["align_lines"] == 1 and jobs["previous_export_onnx"] == 1
-    assert jobs["previous_train_localizer"] == 1 and jobs["previous_train_recognizer_hn"] == 1
+    assert jobs["align_lines"] == 1 and jobs["previous_export_bundle"] == 1
+    assert (
+        jobs["previous_train_localizer"] == 1
+        and jobs["previous_train_recognizer_hard_negatives"] == 1
+    )
     assert "previous_align_lines" not in jobs  # done above, not redone
     assert "results/rounds/1/bundle" in plan.stdout + plan.stderr
 

@@ -4,7 +4,7 @@ PAGE-XML with Glyph boxes (as Transkribus exports it: Word > Glyph with coords a
 made from synthetic lines whose character boxes are known, pasted onto pages. A real Snakemake
 run imports it and goes on to the recognizer dataset, whose real crops carry the page's
 characters; the whole DAG is planned behind the import. Lines with text only stop at
-validate_coco with the message saying why.
+check_coco with the message saying why.
 """
 
 from __future__ import annotations
@@ -168,10 +168,10 @@ def test_page_with_glyphs_imports_and_trains(workflow):
         jobs, out = planned(wf, config, target)
     finally:
         xml.write_bytes(data)
-    assert {"import_dataset", "validate_coco", "split_coco", "crop_glyphs"} <= set(jobs), out
+    assert {"import_dataset", "check_coco", "split_coco", "crop_glyphs"} <= set(jobs), out
     # The whole DAG stands behind the import: training, export, evaluation, report.
     jobs, out = planned(wf, config)
-    for rule in ("train_recognizer", "train_localizer", "export_onnx", "report"):
+    for rule in ("train_recognizer", "train_localizer", "export_bundle", "report"):
         assert rule in jobs, out[-3000:]
 
 
@@ -182,7 +182,7 @@ def test_text_only_lines_stop_with_a_clear_message(workflow):
     cmd += ["--config", "results_dir=results_text", "--", "results_text/data/validation.json"]
     proc = subprocess.run(cmd, cwd=wf, capture_output=True, text=True, timeout=600, env=_env())
     assert proc.returncode != 0
-    log = (wf / "results_text" / "logs" / "validate_coco.log").read_text(encoding="utf-8")
+    log = (wf / "results_text" / "logs" / "check_coco.log").read_text(encoding="utf-8")
     assert f"{n_lines} of {n_lines} line(s) have a transcription but no char boxes" in log
 
 

@@ -282,7 +282,7 @@ def test_changing_package_code(workflow):
     with Edit(wf / "effocr" / "lm.py") as f:
         f.write_text(f.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
         jobs, out = planned(wf, base)
-    assert jobs == {"train_lm": 1, "export_onnx": 1, "evaluate": 2, "report": 1}, out[-4000:]
+    assert jobs == {"train_lm": 1, "export_bundle": 1, "evaluate": 2, "report": 1}, out[-4000:]
     # Code of the data validation: validation and everything downstream, not the renders.
     with Edit(wf / "effocr" / "data" / "validate.py") as f:
         f.write_text(f.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")

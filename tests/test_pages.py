@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import export_sections
 from PIL import Image, ImageDraw
 
 from effocr.pages import PAGE_MIN_SIDE, cut_line, is_page, reading_order
@@ -287,9 +288,10 @@ def test_line_detector_training_outputs(tiny_detector):
 
 
 def test_line_detector_onnx_parity(tiny_detector, tiny_pages, tmp_path):
-    from effocr.export import line_detector_parity, section_defaults
+    from effocr.config import load_config
+    from effocr.export import line_detector_parity
 
-    tol = section_defaults("export")
+    tol = load_config(None)["export"]
     rep = line_detector_parity(tiny_detector, tmp_path / "ld.onnx", tiny_pages, tol)
     assert rep["problems"] == []
     assert rep["max_abs"] <= tol["line_detector_max_abs"]
@@ -423,7 +425,7 @@ def test_export_bundle_with_the_line_detector(
 ):
     """export_bundle (rule export_bundle) writes line_detector.onnx, its section and parity."""
     from effocr.bundle import Manifest
-    from effocr.export import export_bundle, section_defaults
+    from effocr.export import export_bundle
 
     root = tiny_bundle.parent  # conftest.build_bundle's models and index live beside it
     coco_json, image_dir = tiny_coco_factory(8, "en", 5, degrade=False, max_chars=14)
@@ -435,7 +437,7 @@ def test_export_bundle_with_the_line_detector(
         coco_json,
         image_dir,
         out,
-        export_cfg={**section_defaults("export"), "quantize": "none"},
+        **export_sections(export={"quantize": "none"}),
         line_detector_pt=tiny_detector,
         line_detector_pages=tiny_pages,
         line_detector_cfg={"line_margin": 0.3},

@@ -15,9 +15,7 @@ if config["dataset"]["format"] != "coco":
             f"dataset.format is {config['dataset']['format']}: dataset.path must name the "
             "files or folders to import"
         )
-    # The rules below read the dataset from these keys; here they are the import's outputs.
-    config["dataset"]["coco_json"] = IMPORTED["coco"]
-    config["dataset"]["image_dir"] = IMPORTED["images"]
+    # rules/common.smk has pointed dataset.coco_json and image_dir at the import's outputs.
 
 
 def import_input_files():
