@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     coco = json.loads(Path(args.pages).read_text(encoding="utf-8"))
     images = coco["images"][: args.max_pages] if args.max_pages else coco["images"]
     paths = [Path(args.pages).parent / "images" / im["file_name"] for im in images]
-    with Engine(args.bundle, threads=1, parallel="thread") as engine:
+    with Engine(args.bundle, workers=1, parallel="thread") as engine:
         pages = engine.pages
         if pages.detector is None:
             raise SystemExit(f"{args.bundle}: no line detector in this bundle")
