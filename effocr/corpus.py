@@ -265,9 +265,10 @@ def plan_corpus(ocr: dict, out_dir: str | os.PathLike) -> ShardPlan:
 
 def read_pages(engine, images: Sequence[str]) -> list[Page]:
     """The one place the corpus reads images: `effocr.document.Page`s, in input order, a
-    failed image as a page with `error`. (Page reading: `Engine.read` reads whole pages once
-    the page pipeline is in; switch here if it gets another name.)"""
-    return engine.read(images)
+    failed image as a page with `error`. Page images are read as pages (line detection,
+    reading order) when the bundle has a line detector; line images as one line
+    (`Engine.iter_pages`, layout `auto`)."""
+    return [res.to_document() for res in engine.iter_pages(images)]
 
 
 def page_outcome(page: Page) -> dict:

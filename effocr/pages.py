@@ -368,7 +368,12 @@ class PageResult:
         return self.to_document().text
 
     def to_document(self) -> document.Page:
-        """The page as the shared document model (regions and lines in reading order)."""
+        """The page as the shared document model (regions and lines in reading order; an input
+        read as a line is a page of one line, `effocr.formats.results.page_from_result`)."""
+        from effocr.formats.results import line_from_result, page_from_result
+
+        if self.line_result is not None:
+            return page_from_result(self.line_result)
         page = document.Page(self.image, self.width, self.height, error=self.error)
         if self.error is not None:
             return page
@@ -378,37 +383,11 @@ class PageResult:
             if region is None:
                 region = regions[line.region] = document.Region(f"r{line.region}", [])
                 page.regions.append(region)
-            res = line.result
-            glyphs = [document.Glyph(tuple(c.bbox), c.char, _conf(c.score)) for c in res.chars]
-            words = []
-            for w_box in res.words:
-                inside = [
-                    g
-                    for g in glyphs
-                    if _overlap(g.bbox[0], g.bbox[2], w_box[0], w_box[2]) > 0
-                    and _overlap(g.bbox[1], g.bbox[3], w_box[1], w_box[3]) > 0
-                ]
-                words.append(document.Word(tuple(w_box), "".join(g.text for g in inside), inside))
-            scores = [c.score for c in res.chars]
-            region.lines.append(
-                document.Line(
-                    line.id,
-                    list(line.polygon),
-                    text=res.text if res.ok else "",
-                    words=words,
-                    glyphs=glyphs,
-                    confidence=_conf(float(np.mean(scores))) if scores else None,
-                    vertical=line.vertical,
-                )
-            )
+            region.lines.append(line_from_result(line.result, line.id, line.polygon, line.vertical))
         for region in page.regions:
             pts = [p for ln in region.lines for p in ln.polygon]
             region.polygon = document.box_polygon(document.polygon_box(pts))
         return page
-
-
-def _conf(score: float) -> float:
-    return float(min(1.0, max(0.0, score)))
 
 
 # ---------------------------------------------------------------------------

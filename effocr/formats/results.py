@@ -74,14 +74,12 @@ def _word_box(glyph_boxes: list[Box], detected: list[Box], vertical: bool) -> Bo
     return _union(glyph_boxes)
 
 
-def page_from_result(res: LineResult) -> Page:
-    """One line's result as a `Page`: one region, one line covering the image.
-
-    A failed line gives a page with `error` set and no regions.
-    """
-    if not res.ok:
-        return Page(image=res.image, width=res.width, height=res.height, error=res.error)
-    outline = box_polygon((0.0, 0.0, float(res.width), float(res.height)))
+def line_from_result(
+    res: LineResult, line_id: str, polygon: list, vertical: bool | None = None
+) -> Line:
+    """One line's result as a `document.Line` with outline `polygon`: its glyphs, its words
+    (the text split at its spaces) and confidences, in the coordinates of `res.chars`."""
+    vertical = res.vertical if vertical is None else vertical
     glyphs = [
         Glyph(
             bbox=tuple(float(v) for v in c.bbox),
@@ -96,20 +94,31 @@ def page_from_result(res: LineResult) -> Page:
         members = [glyphs[i] for i in group]
         words.append(
             Word(
-                bbox=_word_box([g.bbox for g in members], detected, res.vertical),
+                bbox=_word_box([g.bbox for g in members], detected, vertical),
                 text="".join(g.text for g in members),
                 glyphs=members,
                 confidence=mean_confidence(members),
             )
         )
-    line = Line(
-        id="line_1",
-        polygon=outline,
-        text=res.text,
+    return Line(
+        id=line_id,
+        polygon=list(polygon),
+        text=res.text if res.ok else "",
         words=words,
         glyphs=glyphs,
         confidence=mean_confidence(glyphs),
-        vertical=res.vertical,
+        vertical=vertical,
     )
+
+
+def page_from_result(res: LineResult) -> Page:
+    """One line's result as a `Page`: one region, one line covering the image.
+
+    A failed line gives a page with `error` set and no regions.
+    """
+    if not res.ok:
+        return Page(image=res.image, width=res.width, height=res.height, error=res.error)
+    outline = box_polygon((0.0, 0.0, float(res.width), float(res.height)))
+    line = line_from_result(res, "line_1", outline)
     region = Region(id="region_1", polygon=list(outline), lines=[line])
     return Page(image=res.image, width=res.width, height=res.height, regions=[region])
