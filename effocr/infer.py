@@ -492,7 +492,7 @@ def _run_pages(
     except BaseException:
         engine.close()
         raise
-    failed = pages = lines = 0
+    failed = pages = lines = truncated = 0
     start = time.perf_counter()
     complete = False
     try:
@@ -501,6 +501,16 @@ def _run_pages(
                 failed += 1
                 error = res.error or (res.line_result.error if res.line_result else None)
                 LOG.error("%s: %s (skipped)", display_name(res.image), error)
+            read = [res.line_result] if res.line_result else [ln.result for ln in res.lines]
+            for line in read:
+                if line.ok and line.dropped:
+                    truncated += 1
+                    LOG.warning(
+                        "%s: %d detection(s) beyond the line's cap were dropped; its text is "
+                        "incomplete (raise localizer.detections_per_height or max_detections)",
+                        display_name(res.image),
+                        line.dropped,
+                    )
             if res.layout == "page":
                 pages += 1
                 lines += len(res.lines)
@@ -528,6 +538,12 @@ def _run_pages(
         engine.workers,
         "cuda" if engine.cuda else "cpu",
     )
+    if truncated:
+        print(
+            f"effocr infer: warning: {truncated} line(s) lost detections to the per-line cap "
+            "(`dropped_detections` in their records)",
+            file=sys.stderr,
+        )
     if failed:
         print(
             f"effocr infer: {failed} of {len(images)} image(s) failed (see the log)",

@@ -59,7 +59,8 @@ class Runner:
         limit_blas: Hold NumPy's BLAS to one thread during a job (the CPU workers use the
             cores).
         small_job: Items per worker under which a job runs in the calling process (a page
-            is some fifty lines' work: the page runner uses a smaller figure).
+            is some fifty lines' work: the page runner uses a smaller figure); None:
+            `SMALL_JOB_LINES`.
     """
 
     def __init__(
@@ -71,14 +72,15 @@ class Runner:
         parallel: str = "auto",
         chunk_lines: int = 8,
         limit_blas: bool = True,
-        small_job: int = SMALL_JOB_LINES,
+        small_job: int | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.spec = spec
         self.workers = int(workers)
         self.parallel = resolve_parallel(parallel, self.workers)
         self.chunk_lines = int(chunk_lines)
-        self.small_job = int(small_job)
+        # None: SMALL_JOB_LINES, read when a job starts.
+        self.small_job = small_job
         self._pool: Any = None
         # Made once: each `threadpool_limits` call otherwise re-scans the loaded libraries
         # (0.35 ms, paid on every job).
@@ -171,7 +173,7 @@ class Runner:
             small = (
                 self.parallel == "process"
                 and self._pool is None
-                and (len(items) < self.small_job * self.workers)
+                and (len(items) < (self.small_job or SMALL_JOB_LINES) * self.workers)
             )
             if self.workers == 1 or len(chunks) <= 1 or small:
                 for chunk in chunks:

@@ -108,15 +108,19 @@ def test_a_run_that_fails_leaves_the_previous_outputs_untouched(
     out = tmp_path / "out"
     assert _infer(tiny_bundle, out, lines_dir) == 0
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    real = Engine.iter_infer
 
-    def dies_after_two(self, images, **kw):
-        for i, res in enumerate(real(self, images, **kw)):
-            if i == 2:
-                raise EffOCRError("an inference worker process died")
-            yield res
+    def dying(real):
+        def dies_after_two(self, images, **kw):
+            for i, res in enumerate(real(self, images, **kw)):
+                if i == 2:
+                    raise EffOCRError("an inference worker process died")
+                yield res
 
-    monkeypatch.setattr(Engine, "iter_infer", dies_after_two)
+        return dies_after_two
+
+    # Both ways `effocr infer` reads: --layout line, and auto/page (the default).
+    monkeypatch.setattr(Engine, "iter_infer", dying(Engine.iter_infer))
+    monkeypatch.setattr(Engine, "iter_pages", dying(Engine.iter_pages))
     assert _infer(tiny_bundle, out, lines_dir, extra=["--coco"]) == 1
     assert "worker process died" in capsys.readouterr().err
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}

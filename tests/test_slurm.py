@@ -52,6 +52,7 @@ RULES = {
     "train_recognizer_hard_negatives",
     "build_reference_index",
     "train_localizer",
+    "train_lm",
     "export_bundle",
 }
 TARGETS = ["results/bundle"]
@@ -75,6 +76,7 @@ GPU_RULES = [
     "train_localizer",
     "build_reference_index",
     "mine_hard_negatives",
+    "train_line_detector",
 ]
 FONTS = ["DejaVuSans", "DejaVuSerif"]
 # A few characters: 11 classes x 2 fonts of renders keep the training jobs short.
@@ -182,6 +184,9 @@ def _tiny_config(workdir: Path, coco: tuple[Path, Path], **overrides: dict) -> P
         "localizer": {"epochs": 1, "batch_size": 4, "amp": False},
         "export": {"parity_lines": 2},
         "evaluate": {"tesseract": False},
+        # Line images only: the line detector's rules are covered by tests/test_pages.py, and
+        # the corpus run below reads with a bundle of its own.
+        "line_detector": {"enabled": False},
     }
     for key, value in overrides.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
