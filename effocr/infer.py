@@ -296,6 +296,43 @@ class Engine:
             raise EffOCRError(no_detector_message(self.bundle_dir))
         return self.pages.read(image, layout="page").to_document()
 
+    def iter_segmented(
+        self,
+        files: Iterable[str | os.PathLike],
+        *,
+        image_dir: str | os.PathLike | None = None,
+    ) -> Iterator[PageResult]:
+        """Read pages by a given segmentation: one `PageResult` per PAGE-XML/ALTO file, in
+        order (`effocr.pages.PagePipeline.read_segmented`; no line detector needed). A file
+        that cannot be read, or whose image is missing, is a result with `error` and
+        `segmentation` naming the file; the others go on. Pages run in this process, one
+        after the other (each page's lines as one batch)."""
+        from effocr.formats.segmentation import read_segmentation
+
+        for path in files:
+            try:
+                source = read_segmentation(path, image_dir=image_dir)
+            except EffOCRError as exc:
+                yield PageResult(str(path), error=str(exc), segmentation=str(path))
+                continue
+            for item in source.skipped:
+                LOG.warning("%s: %s left out: %s", item["file"], item["id"], item["problem"])
+            yield self.pages.read_segmented(source)
+
+    def read_segmented(
+        self, path: str | os.PathLike, *, image_dir: str | os.PathLike | None = None
+    ) -> Page:
+        """OCR the lines of one PAGE-XML or ALTO file on the page image it names ->
+        `effocr.document.Page` (the file's regions, line ids and reading order; page pixels).
+
+        Raises:
+            EffOCRError: the file cannot be read, or its page image cannot be found or read.
+        """
+        res = next(self.iter_segmented([path], image_dir=image_dir))
+        if res.error is not None:
+            raise EffOCRError(res.error)
+        return res.to_document()
+
     def close(self) -> None:
         """Stop the worker processes, if any were started (a later call starts new ones)."""
         self.runner.close()
@@ -317,9 +354,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of `effocr infer`."""
     parser.add_argument(
         "inputs",
-        nargs="+",
+        nargs="*",
         metavar="INPUT",
-        help="line image, directory, glob pattern or @list.txt",
+        help="line or page image, directory, glob pattern or @list.txt (with --segmentation: "
+        "none, or one folder searched last for the page images the files name)",
+    )
+    parser.add_argument(
+        "--segmentation",
+        default=None,
+        metavar="FILE_OR_DIR",
+        help="read the lines a PAGE-XML or ALTO file gives (a folder: its .xml files, "
+        "recursively) on the page image it names, instead of finding them; reading order, "
+        "line and region ids come from the file",
     )
     parser.add_argument(
         "--model", "-m", required=True, help="bundle directory (from export-bundle)"
@@ -398,6 +444,10 @@ def run(args: argparse.Namespace) -> int:
         raise EffOCRError(f"--format {args.format}: only jsonl can go to stdout; add --output")
     if args.output:
         check_output_dir(args.output)
+    if args.segmentation is not None:
+        return _run_segmented(args, meta, workers, batch_size, formats)
+    if not args.inputs:
+        raise EffOCRError("effocr infer: give at least one INPUT (or --segmentation)")
     images = expand_inputs(args.inputs)
     if args.output:
         check_inputs_outside(images, Path(args.output))
@@ -478,10 +528,46 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed or writer.failed_writes else 0
 
 
-def _run_pages(
-    args: argparse.Namespace, engine: Engine, images: list[str], formats: Sequence[str]
+def _run_segmented(
+    args: argparse.Namespace, meta: dict, workers: int, batch_size: int, formats: Sequence[str]
 ) -> int:
-    """`effocr infer` with --layout auto or page: pages and lines, one result per input."""
+    """`effocr infer --segmentation`: one page per PAGE-XML/ALTO file, its lines as given."""
+    from effocr.formats.segmentation import segmentation_files
+
+    image_dir = None
+    if args.inputs:
+        if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
+            raise EffOCRError(
+                "effocr infer --segmentation: the page images are the ones the files name; "
+                f"INPUT may only be one folder to search for them, got {' '.join(args.inputs)}"
+            )
+        image_dir = Path(args.inputs[0])
+    files = segmentation_files(args.segmentation)
+    if args.output:
+        check_inputs_outside([str(f) for f in files], Path(args.output))
+    engine = Engine(
+        args.model,
+        workers=workers,
+        device=args.device,
+        batch_size=batch_size,
+        verify=not args.no_verify,
+        lm=lm_choice(args.lm),
+        lm_weight=args.lm_weight,
+    )
+    return _run_pages(
+        args, engine, files, formats, engine.iter_segmented(files, image_dir=image_dir)
+    )
+
+
+def _run_pages(
+    args: argparse.Namespace,
+    engine: Engine,
+    images: list,
+    formats: Sequence[str],
+    results: Iterable[PageResult] | None = None,
+) -> int:
+    """`effocr infer` with --layout auto or page: pages and lines, one result per input
+    (`results`: the pages already under way, as --segmentation reads them)."""
     try:
         writer = OutputWriter(
             args.output,
@@ -496,7 +582,9 @@ def _run_pages(
     start = time.perf_counter()
     complete = False
     try:
-        for res in engine.iter_pages(images, show_progress=True):
+        if results is None:
+            results = engine.iter_pages(images, show_progress=True)
+        for res in results:
             if not res.ok:
                 failed += 1
                 error = res.error or (res.line_result.error if res.line_result else None)

@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 
 from effocr import document
 from effocr.bundle import Manifest
+from effocr.formats.source import SourcePage
 from effocr.imageio import ImageInput, decode_image
 from effocr.linedet import postprocess as lp
 from effocr.onnx_session import CPU_PROVIDER, make_session
@@ -315,6 +316,11 @@ class PageResult:
     lines: list[PageLine] = field(default_factory=list)
     error: str | None = None
     line_result: LineResult | None = None  # layout "line": the plain line result
+    # Read with a given segmentation (`PagePipeline.read_segmented`): the PAGE/ALTO file, and
+    # its region ids and types, indexed by `PageLine.region`, so outputs keep them.
+    segmentation: str | None = None
+    region_ids: list[str] = field(default_factory=list)
+    region_kinds: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -325,7 +331,8 @@ class PageResult:
         if self.line_result is not None:
             return [self.line_result.to_dict()]
         if self.error is not None:
-            return [{"image": self.image, "text": None, "error": self.error}]
+            rec = {"image": self.image, "text": None, "error": self.error}
+            return [{**rec, "segmentation": self.segmentation} if self.segmentation else rec]
         if not self.lines:
             return [
                 {
@@ -354,6 +361,8 @@ class PageResult:
                 "page_width": self.width,
                 "page_height": self.height,
             }
+            if self.segmentation is not None:
+                head["segmentation"] = self.segmentation
             if line.result.error is not None:
                 out.append({**head, "text": None, "error": line.result.error})
             else:
@@ -381,7 +390,14 @@ class PageResult:
         for line in self.lines:
             region = regions.get(line.region)
             if region is None:
-                region = regions[line.region] = document.Region(f"r{line.region}", [])
+                rid = (
+                    self.region_ids[line.region]
+                    if line.region < len(self.region_ids)
+                    else f"r{line.region}"
+                )
+                region = regions[line.region] = document.Region(rid, [])
+                if line.region < len(self.region_kinds):
+                    region.kind = self.region_kinds[line.region]
                 page.regions.append(region)
             region.lines.append(line_from_result(line.result, line.id, line.polygon, line.vertical))
         for region in page.regions:
@@ -557,6 +573,95 @@ class PagePipeline:
             )
         return page
 
+    def read_segmented(self, source: SourcePage) -> PageResult:
+        """Read the lines a PAGE-XML or ALTO file gives (`effocr.formats.segmentation`).
+
+        No detection: each line of `source` is cut from its page image by its polygon, as
+        detected lines are (`cut_line`), turned by its orientation (multiples of 90 degrees;
+        smaller skew comes from the polygon itself), and read by the line pipeline as one
+        batch. The file's reading order, line ids and regions are kept; a line that cannot be
+        cut is a line with `error`, the others go on.
+        """
+        seg = str(source.source)
+        if source.image is None or source.page.error is not None:
+            return PageResult(
+                source.page.image, error=source.page.error or "no page image", segmentation=seg
+            )
+        name = str(source.image)
+        t0 = time.perf_counter()
+        try:
+            img = decode_image(source.image, keep_grey=True)
+        except EffOCRError as exc:
+            self.stats.add("decode", time.perf_counter() - t0)
+            self.stats.merge({}, 1, 0)
+            return PageResult(name, error=str(exc), segmentation=seg)
+        self.stats.add("decode", time.perf_counter() - t0)
+        h, w = img.shape[:2]
+        page = PageResult(name, w, h, "page", segmentation=seg)
+        t0 = time.perf_counter()
+        paper = paper_level(img)
+        plan: list[tuple[int, Any, LineCut | None, str | None]] = []
+        for region in source.page.regions:
+            if not region.lines:
+                continue
+            r = len(page.region_ids)
+            page.region_ids.append(region.id)
+            page.region_kinds.append(region.kind)
+            for line in region.lines:
+                try:
+                    cut = cut_line(
+                        img,
+                        line.polygon,
+                        line.vertical,
+                        margin=self.margin,
+                        max_tilt=self.max_tilt,
+                        paper=paper,
+                        max_height=self.cut_height,
+                    )
+                    cut = turn_cut(cut, getattr(line, "orientation", 0.0))
+                    plan.append((r, line, cut, None))
+                except EffOCRError as exc:
+                    plan.append((r, line, None, f"{seg}: TextLine {line.id}: {exc}"))
+        self.stats.add(CUT_STAGE, time.perf_counter() - t0)
+        todo = [cut.image for _, _, cut, _ in plan if cut is not None]
+        results = iter(self.lines.run(todo) if todo else [])
+        for r, line, cut, error in plan:
+            if cut is None:
+                res = LineResult(name, width=w, height=h, error=error)
+            else:
+                res = next(results)
+                res.image = name
+                res.width, res.height = w, h
+                for c in res.chars:
+                    c.bbox = [round(v, 2) for v in cut.to_page(c.bbox)]
+                res.words = [[round(v, 2) for v in cut.to_page(b)] for b in res.words]
+            polygon = [(round(float(x), 2), round(float(y), 2)) for x, y in line.polygon]
+            page.lines.append(PageLine(line.id, r, polygon, line.vertical, res))
+        return page
+
+
+def turn_cut(cut: LineCut, orientation: float) -> LineCut:
+    """`cut` turned clockwise by `orientation` degrees rounded to a quarter turn (PAGE's
+    @orientation: the turn that makes the text upright), its page mapping turned with it."""
+    k = int(round(float(orientation or 0.0) / 90.0)) % 4
+    if k == 0:
+        return cut
+    hc, wc = cut.image.shape[:2]
+    ox, oy = cut.origin
+    ex, ey = np.asarray(cut.ex), np.asarray(cut.ey)
+    # New pixel (X', Y') is old (X, Y): clockwise quarter X = Y', Y = H - X'; half
+    # X = W - X', Y = H - Y'; three quarters X = W - Y', Y = X'.
+    if k == 1:
+        origin, nex, ney = np.array([ox, oy]) + hc * ey, -ey, ex
+    elif k == 2:
+        origin, nex, ney = np.array([ox, oy]) + wc * ex + hc * ey, -ex, -ey
+    else:
+        origin, nex, ney = np.array([ox, oy]) + wc * ex, ey, -ex
+    image = np.ascontiguousarray(np.rot90(cut.image, k=-k))
+    return LineCut(
+        image, (float(origin[0]), float(origin[1])), tuple(nex), tuple(ney), cut.turned or k != 0
+    )
+
 
 def no_detector_message(bundle_dir: str | os.PathLike | None) -> str:
     where = f"{bundle_dir}: " if bundle_dir is not None else ""
@@ -597,4 +702,5 @@ __all__ = [
     "cut_line",
     "is_page",
     "reading_order",
+    "turn_cut",
 ]

@@ -132,6 +132,7 @@ def _read_line(
     orientation: float,
     text_index: int | None,
     resolve,
+    transcribed_only: bool = True,
 ) -> SourceLine | None:
     line_id = line.get("id") or f"TextLine[{line.sourceline}]"
     try:
@@ -163,6 +164,8 @@ def _read_line(
     if text is None and words:
         # No line-level TextEquiv: the words are the line (as PAGE allows).
         text = " ".join(w.text for w in words)
+    if text is None and not transcribed_only:
+        text = ""
     if text is None:
         which = "a TextEquiv" if text_index is None else f"a TextEquiv with index {text_index}"
         sp.skip(line_id, f"no transcription ({which} with Unicode)", untranscribed=True)
@@ -202,6 +205,7 @@ def read_page(
     image_dir: str | os.PathLike | None = None,
     workspace: str | os.PathLike | None = None,
     alternative_images: bool = True,
+    transcribed_only: bool = True,
 ) -> SourcePage:
     """Read one PAGE-XML file.
 
@@ -214,6 +218,9 @@ def read_page(
             its `mets.xml`); None looks for a `mets.xml` above the file.
         alternative_images: Use `AlternativeImage`s (page: a derived image in the page's own
             coordinates, e.g. binarised; line: the line's own image) where present.
+        transcribed_only: Leave out lines without a transcription (ground truth); False
+            keeps them with empty text (a segmentation to be read, `effocr infer
+            --segmentation`).
 
     Returns:
         The page; lines that cannot be used are in `skipped`. A page whose image is missing
@@ -277,7 +284,13 @@ def read_page(
         region = Region(id=rid, polygon=polygon, kind=r_el.get("type") or "paragraph")
         for l_el in children(r_el, "TextLine"):
             line = _read_line(
-                sp, l_el, r_el, orientation, text_index, resolve if alternative_images else None
+                sp,
+                l_el,
+                r_el,
+                orientation,
+                text_index,
+                resolve if alternative_images else None,
+                transcribed_only,
             )
             if line is not None:
                 region.lines.append(line)
