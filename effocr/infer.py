@@ -432,6 +432,8 @@ def run(args: argparse.Namespace) -> int:
     """Run `effocr infer`; returns 1 when any image failed."""
     # A bad --format is reported before anything is read.
     formats = DEFAULT_FORMATS if args.format is None else parse_formats(args.format)
+    if not args.inputs and args.segmentation is None:
+        raise EffOCRError("effocr infer: give at least one INPUT (or --segmentation)")
     meta = load_model_yaml(args.model)  # checksums: once, by the Engine below
     defaults = meta.get("infer", {})
     if args.threads is not None:
@@ -446,8 +448,6 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(args.output)
     if args.segmentation is not None:
         return _run_segmented(args, meta, workers, batch_size, formats)
-    if not args.inputs:
-        raise EffOCRError("effocr infer: give at least one INPUT (or --segmentation)")
     images = expand_inputs(args.inputs)
     if args.output:
         check_inputs_outside(images, Path(args.output))

@@ -211,6 +211,8 @@ def test_infer_segmentation_image_folder_input(tiny_bundle, seg, tmp_path, capsy
          "-m", str(tiny_bundle)]
     )  # fmt: skip
     assert rc != 0 and "one folder" in capsys.readouterr().err
+    assert cli_main(["infer", "-m", str(tiny_bundle)]) != 0
+    assert "at least one INPUT (or --segmentation)" in capsys.readouterr().err
     xml_only = tmp_path / "xml_only"
     xml_only.mkdir()
     (xml_only / "p.xml").write_text((seg["dir"] / "a_page.xml").read_text(), encoding="utf-8")
