@@ -483,12 +483,7 @@ def run(args: argparse.Namespace) -> int:
                 LOG.error("%s: %s (skipped)", display_name(res.image), res.error)
             elif res.dropped:
                 truncated += 1
-                LOG.warning(
-                    "%s: %d detection(s) beyond the line's cap were dropped; its text is "
-                    "incomplete (raise localizer.detections_per_height or max_detections)",
-                    display_name(res.image),
-                    res.dropped,
-                )
+                _warn_truncated(res.image, res.dropped)
             writer.write(res)
         complete = True
     finally:
@@ -508,24 +503,7 @@ def run(args: argparse.Namespace) -> int:
         engine.parallel,
         "cuda" if engine.cuda else "cpu",
     )
-    if truncated:
-        print(
-            f"effocr infer: warning: {truncated} line(s) lost detections to the per-line cap "
-            "(`dropped_detections` in their records)",
-            file=sys.stderr,
-        )
-    if failed:
-        print(
-            f"effocr infer: {failed} of {len(images)} image(s) failed (see the log)",
-            file=sys.stderr,
-        )
-    if writer.failed_writes:
-        print(
-            f"effocr infer: {writer.failed_writes} output file(s) could not be written "
-            "(see errors.jsonl)",
-            file=sys.stderr,
-        )
-    return 1 if failed or writer.failed_writes else 0
+    return _outcome(truncated, failed, len(images), writer)
 
 
 def _run_segmented(
@@ -593,12 +571,7 @@ def _run_pages(
             for line in read:
                 if line.ok and line.dropped:
                     truncated += 1
-                    LOG.warning(
-                        "%s: %d detection(s) beyond the line's cap were dropped; its text is "
-                        "incomplete (raise localizer.detections_per_height or max_detections)",
-                        display_name(res.image),
-                        line.dropped,
-                    )
+                    _warn_truncated(res.image, line.dropped)
             if res.layout == "page":
                 pages += 1
                 lines += len(res.lines)
@@ -626,6 +599,20 @@ def _run_pages(
         engine.workers,
         "cuda" if engine.cuda else "cpu",
     )
+    return _outcome(truncated, failed, len(images), writer)
+
+
+def _warn_truncated(image: str, dropped: int) -> None:
+    LOG.warning(
+        "%s: %d detection(s) beyond the line's cap were dropped; its text is "
+        "incomplete (raise localizer.detections_per_height or max_detections)",
+        display_name(image),
+        dropped,
+    )
+
+
+def _outcome(truncated: int, failed: int, inputs: int, writer: OutputWriter) -> int:
+    """What a run tells on stderr at its end, and its exit code (1: an image or a file failed)."""
     if truncated:
         print(
             f"effocr infer: warning: {truncated} line(s) lost detections to the per-line cap "
@@ -634,7 +621,7 @@ def _run_pages(
         )
     if failed:
         print(
-            f"effocr infer: {failed} of {len(images)} image(s) failed (see the log)",
+            f"effocr infer: {failed} of {inputs} image(s) failed (see the log)",
             file=sys.stderr,
         )
     if writer.failed_writes:

@@ -13,23 +13,16 @@ import os
 from pathlib import Path
 
 from effocr.formats.alto import ALTO_NS_PREFIXES, read_alto
-from effocr.formats.page import PAGE_NS_PREFIX, read_page
+from effocr.formats.page import PAGE_NS_PREFIX, page_files, read_page
 from effocr.formats.source import SourcePage
 from effocr.formats.xml import local_name, namespace, parse_xml
 from effocr.utils import EffOCRError
 
 
 def segmentation_files(path: str | os.PathLike) -> list[Path]:
-    """The XML files of a file or a folder (searched recursively, `mets.xml` left out)."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.xml") if p.name != "mets.xml")
-        if not files:
-            raise EffOCRError(f"{path}: no .xml files in this folder")
-        return files
-    if not path.is_file():
-        raise EffOCRError(f"{path}: no such file or folder")
-    return [path]
+    """The XML files of a file or a folder (searched recursively, `mets.xml` left out): the
+    same search as the PAGE reader's, ALTO files included."""
+    return page_files(path)
 
 
 def read_segmentation(
