@@ -28,7 +28,7 @@ from effocr.linedet import postprocess as lp
 from effocr.linedet.postprocess import decode_meta, prepare_page
 from effocr.localizer.model import LineDetector
 from effocr.localizer.prepare import MEAN, STD
-from effocr.utils import EffOCRError, atomic_path, load_checkpoint
+from effocr.utils import EffOCRError, load_checkpoint
 
 KIND = "line_detector"
 # Key of the ONNX metadata entry holding the detector's `meta` (JSON).
@@ -246,26 +246,16 @@ def export_onnx(
     The metadata goes into the file (key `META_KEY`) too, so the ONNX model works on its own.
     Returns the path and the metadata.
     """
-    import onnx
+    from effocr.localizer.export import export_traced
 
     model, meta = load_model(model_pt)
-    x = torch.zeros(1, 3, meta["input_height"], 256)
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        torch.onnx.export(
-            model,
-            (x,),
-            str(tmp),
-            input_names=["image"],
-            output_names=["lines"],
-            dynamic_axes={"image": {3: "width"}, "lines": {3: "cells"}},
-            opset_version=int(opset),
-            dynamo=False,
-        )
-        proto = onnx.load(str(tmp))
-        entry = proto.metadata_props.add()
-        entry.key = META_KEY
-        entry.value = json.dumps(meta)
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
-    return out_path, meta
+    path = export_traced(
+        model,
+        meta,
+        out_path,
+        opset,
+        output="lines",
+        dynamic_axes={"image": {3: "width"}, "lines": {3: "cells"}},
+        meta_key=META_KEY,
+    )
+    return path, meta

@@ -33,6 +33,30 @@ def export_model_onnx(
     model: torch.nn.Module, meta: dict, out_path: str | os.PathLike, opset: int = 17
 ) -> Path:
     """`export_onnx` of a loaded `LineDetector` and its metadata."""
+    return export_traced(
+        model,
+        meta,
+        out_path,
+        opset,
+        output="raw",
+        dynamic_axes={"image": {3: "width"}, "raw": {1: "rows"}},
+        meta_key=META_KEY,
+    )
+
+
+def export_traced(
+    model: torch.nn.Module,
+    meta: dict,
+    out_path: str | os.PathLike,
+    opset: int,
+    *,
+    output: str,
+    dynamic_axes: dict,
+    meta_key: str,
+) -> Path:
+    """Trace `model` on a ``(1, 3, input_height, EXAMPLE_WIDTH)`` image with the TorchScript
+    exporter, store `meta` under `meta_key` in the file, check it and write it atomically
+    (the localizer's and the line detector's export)."""
     import onnx
 
     model.eval()
@@ -44,14 +68,14 @@ def export_model_onnx(
             (x,),
             str(tmp),
             input_names=["image"],
-            output_names=["raw"],
-            dynamic_axes={"image": {3: "width"}, "raw": {1: "rows"}},
+            output_names=[output],
+            dynamic_axes=dynamic_axes,
             opset_version=int(opset),
             dynamo=False,
         )
         proto = onnx.load(str(tmp))
         entry = proto.metadata_props.add()
-        entry.key = META_KEY
+        entry.key = meta_key
         entry.value = json.dumps(meta)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
