@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import missing_dependency
 from PIL import Image
 
 import effocr.synth.fonts as fonts_module
@@ -273,7 +274,7 @@ def test_base_en_config_validates_and_differs_only_in_data_and_budgets():
 
 def test_make_model_en_trains_base_en_and_leaves_models_en():
     if shutil.which("make") is None:
-        pytest.skip("make is not installed")
+        missing_dependency("make is not installed")
     out = subprocess.run(
         ["make", "-n", "model-en"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
@@ -288,5 +289,5 @@ def test_make_model_en_trains_base_en_and_leaves_models_en():
         text=True,
     )
     if ignored.returncode == 128:
-        pytest.skip("not a git checkout")
+        missing_dependency("not a git checkout")
     assert ignored.stdout.split() == ["models/en/model.yaml", "results-en/x"]
