@@ -69,7 +69,7 @@ def build_demo_dataset(work: Path, config: dict, workers: int = 1) -> tuple[Path
         degrade=s["degrade"],
     )
     splits = {name: work / "splits" / f"{name}.json" for name in ("train", "val", "test")}
-    split_coco_file(lines, splits, ratios=config["split"]["ratios"], seed=config["seed"])
+    split_coco_file(lines, splits, **config_sections(config).pick("split", "run"))
     crop_glyphs(
         splits, lines.parent / "images", work / "crops" / "glyphs", work / "crops" / "manifest.csv"
     )

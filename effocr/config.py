@@ -10,7 +10,7 @@ import copy
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
@@ -75,6 +75,11 @@ def load_schema() -> dict:
     """Load the config schema."""
     with open(schema_path(), encoding="utf-8") as f:
         return yaml.safe_load(f)
+
+
+def section_defaults(name: str) -> dict:
+    """The schema's defaults of config section `name` (what a config without it gets)."""
+    return _fill_defaults(load_schema()["properties"][name], {})
 
 
 def _fill_defaults(schema: dict, instance: Any) -> Any:
@@ -214,8 +219,28 @@ def deep_merge(base: dict, update: dict) -> dict:
 # Built once from the validated config (`config_sections`), or, in a workflow script, from the
 # rule's params (`step_sections`): a rule passes the sections its step reads as plain dicts
 # (Snakemake compares plain params to decide reruns), so what a step reads is what reruns it.
-# No field has a default: config/schema.yaml is the only place defaults live
+# Where a whole section would rerun a step for keys it never reads (e.g. `evaluate` and the
+# report's `worst_lines`), the rule passes only some keys (`SECTIONS.params(evaluate=(...))`);
+# the step's section then refuses to read the others, so a key it reads is always one that
+# reruns it. No field has a default: config/schema.yaml is the only place defaults live
 # (tests/test_config.py checks that the fields are the schema's keys).
+
+# The top-level keys that are no step's config: the workflow turns them into paths (every
+# output lies under `results_dir`; `init_from` names the base weights, inputs of the
+# training rules). Every other top-level key is a section, or a field of `RunSection`.
+PATH_KEYS = ("results_dir", "init_from")
+
+
+class _NotPassed:
+    """The value of a key the rule did not pass (a partial section in a workflow script)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<not passed>"
+
+
+NOT_PASSED: Any = _NotPassed()
 
 
 def _freeze(value: Any) -> Any:
@@ -245,25 +270,53 @@ class Section:
         return name[:-1] if name.endswith("_") else name
 
     @classmethod
-    def from_dict(cls, section: Mapping) -> Any:
+    def from_dict(cls, section: Mapping, *, partial: bool = False) -> Any:
         """The section from its validated dict (every key present, no unknown ones).
+
+        With `partial` (a rule's params, `step_sections`), keys may be missing: reading one
+        then raises, naming it.
 
         Raises:
             EffOCRError: a key is missing or unknown (the dict was not validated).
         """
         keys = {cls.key(f.name): f.name for f in fields(cls)}  # type: ignore[arg-type]
-        missing = [k for k in keys if k not in section]
+        missing = [] if partial else [k for k in keys if k not in section]
         unknown = [k for k in section if k not in keys]
         if missing or unknown:
             raise EffOCRError(
                 f"config section {cls.NAME}: missing {missing}, unknown {unknown} "
                 "(build sections from a validated config)"
             )
-        return cls(**{name: _freeze(section[k]) for k, name in keys.items()})
+        return cls(
+            **{name: _freeze(section[k]) if k in section else NOT_PASSED for k, name in keys.items()}
+        )
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if value is NOT_PASSED:
+            cls = type(self)
+            raise EffOCRError(
+                f"config {cls.NAME}.{cls.key(name)} is read by a step whose rule does not pass "
+                f"it: add it to the rule's SECTIONS.params(...), so that changing it reruns "
+                "the step"
+            )
+        return value
+
+    def passed(self) -> list[str]:
+        """The config keys this section holds (all of them, unless built from a partial dict)."""
+        return [
+            self.key(f.name)
+            for f in fields(self)  # type: ignore[arg-type]
+            if object.__getattribute__(self, f.name) is not NOT_PASSED
+        ]
 
     def as_dict(self) -> dict:
-        """Plain dict (lists and dicts), as in the validated config."""
-        return {self.key(f.name): _thaw(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        """Plain dict (lists and dicts), as in the validated config (the keys it holds)."""
+        return {
+            self.key(f.name): _thaw(object.__getattribute__(self, f.name))
+            for f in fields(self)  # type: ignore[arg-type]
+            if object.__getattribute__(self, f.name) is not NOT_PASSED
+        }
 
 
 @dataclass(frozen=True)
@@ -420,6 +473,74 @@ class EvaluateSection(Section):
     worst_lines: int
 
 
+@dataclass(frozen=True)
+class LineDetectorSection(Section):
+    NAME = "line_detector"
+    enabled: bool
+    n_train_pages: int
+    n_val_pages: int
+    n_test_pages: int
+    dpi: tuple[float, float]
+    vertical_fraction: float
+    max_skew: float
+    degrade: bool
+    input_height: int
+    arch: Mapping[str, Any] | None
+    epochs: int
+    batch_size: int
+    crop_size: int
+    crops_per_page: int
+    lr: float
+    weight_decay: float
+    device: str
+    score_threshold: float
+    min_cells: int
+    line_margin: float
+    max_line_tilt: float
+    cut_height: int
+
+
+@dataclass(frozen=True)
+class LMSection(Section):
+    NAME = "lm"
+    enabled: bool
+    order: int
+    weight: float
+    k: int
+    beam: int
+    margin: float
+    text: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AlignSection(Section):
+    NAME = "align"
+    bundle: str | None
+    rounds: int
+    top_k: int
+    min_confidence: float
+    min_missed_width: float
+    tighten: bool
+    split_penalty: float
+    merge_penalty: float
+    missed_penalty: float
+    extra_penalty: float
+    space_penalty: float
+
+
+@dataclass(frozen=True)
+class OcrSection(Section):
+    NAME = "ocr"
+    input: str | None
+    bundle: str | None
+    output: str | None
+    formats: tuple[str, ...]
+    shard_size: int
+    workers: int
+    recursive: bool
+    mets_group: str
+
+
 SECTION_TYPES: dict[str, type[Section]] = {
     cls.NAME: cls
     for cls in (
@@ -432,9 +553,13 @@ SECTION_TYPES: dict[str, type[Section]] = {
         CropsSection,
         RecognizerSection,
         LocalizerSection,
+        LineDetectorSection,
         ExportSection,
         InferSection,
+        LMSection,
         EvaluateSection,
+        AlignSection,
+        OcrSection,
     )
 }
 
@@ -452,13 +577,30 @@ class ConfigSections:
     crops: CropsSection
     recognizer: RecognizerSection
     localizer: LocalizerSection
+    line_detector: LineDetectorSection
     export: ExportSection
     infer: InferSection
+    lm: LMSection
     evaluate: EvaluateSection
+    align: AlignSection
+    ocr: OcrSection
 
-    def params(self, *names: str) -> dict[str, dict]:
-        """{name: plain dict} of the named sections: a rule's params for its step."""
-        return {name: getattr(self, name).as_dict() for name in names}
+    def params(self, *names: str, **parts: Sequence[str]) -> dict[str, dict]:
+        """{name: plain dict} of the named sections, and of only the given keys of the
+        sections named in `parts` (`evaluate=("ignore_case", ...)`): a rule's params for its
+        step.
+
+        Raises:
+            EffOCRError: a key of `parts` that its section does not have.
+        """
+        out = {name: getattr(self, name).as_dict() for name in names}
+        for name, keys in parts.items():
+            whole = getattr(self, name).as_dict()
+            unknown = [k for k in keys if k not in whole]
+            if unknown or isinstance(keys, str):
+                raise EffOCRError(f"config section {name} has no keys {unknown or keys!r}")
+            out[name] = {k: whole[k] for k in keys}
+        return out
 
     def pick(self, *names: str) -> dict[str, Section]:
         """{name: section}: the keyword arguments of a step that takes these sections."""
@@ -486,4 +628,4 @@ def step_sections(params: Mapping | Any) -> dict[str, Section]:
     not rerun it.
     """
     items = params.items() if hasattr(params, "items") else vars(params).items()
-    return {k: SECTION_TYPES[k].from_dict(v) for k, v in items if k in SECTION_TYPES}
+    return {k: SECTION_TYPES[k].from_dict(v, partial=True) for k, v in items if k in SECTION_TYPES}

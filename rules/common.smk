@@ -40,6 +40,9 @@ if config["dataset"]["format"] != "coco":
 # The typed config sections; a rule passes those its step reads as params,
 # `**SECTIONS.params("recognizer", ...)`, and its script hands them to the step.
 SECTIONS = config_sections(config)
+# The dataset keys that say how to read its COCO lines (not where they come from): a step
+# that reads lines takes only these, so that, e.g., an import setting does not rerun it.
+LINE_KEYS = ("image_dir", "char_category", "word_category")
 LANG = config["language"]
 PROFILE = get_profile(LANG)
 

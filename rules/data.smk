@@ -33,11 +33,9 @@ rule check_coco:
         mem_mb=2000,
         runtime=30,
     params:
+        **SECTIONS.params(dataset=LINE_KEYS),
         code=code_version("effocr.data.validate"),
-        image_dir=config["dataset"]["image_dir"],
         charset=DATA_CHARSET,
-        char_category=config["dataset"]["char_category"],
-        word_category=config["dataset"]["word_category"],
     script:
         "../workflow_scripts/check_coco.py"
 
@@ -62,10 +60,8 @@ rule split_coco:
         mem_mb=2000,
         runtime=15,
     params:
+        **SECTIONS.params("split", run=("seed",)),
         code=code_version("effocr.data.coco_tools"),
-        ratios=config["split"]["ratios"],
-        files=SPLIT_FILES,
-        seed=config["seed"],
     script:
         "../workflow_scripts/split_coco.py"
 
@@ -89,13 +85,8 @@ rule crop_glyphs:
         mem_mb=2000,
         runtime=60,
     params:
+        **SECTIONS.params("crops", dataset=LINE_KEYS, run=("language",)),
         code=code_version("effocr.data.crops"),
-        image_dir=config["dataset"]["image_dir"],
-        full_height=config["crops"]["full_height"],
-        padding=config["crops"]["padding"],
-        char_category=config["dataset"]["char_category"],
-        word_category=config["dataset"]["word_category"],
-        allows_vertical=PROFILE.allows_vertical,
     script:
         "../workflow_scripts/crop_glyphs.py"
 

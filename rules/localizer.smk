@@ -5,7 +5,7 @@
 # (LOCALIZER_MODEL, rules/common.smk).
 
 from effocr.artifacts import LOCALIZER_OUTPUTS, in_dir
-from effocr.localizer.postprocess import config_thresholds
+from effocr.localizer.postprocess import THRESHOLD_KEYS
 
 
 rule train_localizer:
@@ -60,12 +60,9 @@ rule evaluate_localizer:
         mem_mb=2000,
         runtime=30,
     params:
+        **SECTIONS.params(
+            localizer=("onnx_layout", "input_height", *THRESHOLD_KEYS), dataset=LINE_KEYS
+        ),
         code=code_version("effocr.localizer.evaluate"),
-        image_dir=config["dataset"]["image_dir"],
-        char_category=config["dataset"]["char_category"],
-        word_category=config["dataset"]["word_category"],
-        layout=config["localizer"]["onnx_layout"],
-        input_height=config["localizer"]["input_height"],
-        thresholds=config_thresholds(config["localizer"]),
     script:
         "../workflow_scripts/evaluate_localizer.py"

@@ -8,6 +8,7 @@ import pytest
 from test_coco import make_lines
 
 from effocr.cli import main
+from effocr.config import config_sections
 from effocr.data.validate import check_coco, validate_coco
 from effocr.utils import EffOCRError, sha256_file
 
@@ -164,13 +165,14 @@ def test_truncated_image(lines):
 def test_check_coco_writes_report_only_when_valid(lines, tmp_path):
     json_path, image_dir, coco = lines
     report_path = tmp_path / "out" / "validation.json"
-    check_coco(json_path, image_dir, report_path)
+    dataset = config_sections({"dataset": {"image_dir": str(image_dir)}}).dataset
+    check_coco(json_path, report_path, None, dataset=dataset)
     assert json.loads(report_path.read_text())["images"] == 3
     report_path.unlink()
     coco["images"][0]["text"] = "abcdef"
     _rewrite(json_path, coco)
     with pytest.raises(EffOCRError, match="1 problem"):
-        check_coco(json_path, image_dir, report_path)
+        check_coco(json_path, report_path, None, dataset=dataset)
     assert not report_path.exists()
 
 

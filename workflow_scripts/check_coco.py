@@ -1,14 +1,13 @@
 """Rule check_coco: check the raw COCO JSON; write the report only when it is valid."""
 
+from effocr.config import step_sections
 from effocr.data.validate import check_coco
 from effocr.utils import setup_logging
 
 setup_logging(snakemake.log[0])
 check_coco(
     snakemake.input.coco_json,
-    snakemake.params.image_dir,
     snakemake.output.report,
     snakemake.params.charset,
-    char_category=snakemake.params.char_category,
-    word_category=snakemake.params.word_category,
+    **step_sections(snakemake.params),
 )

@@ -1,5 +1,6 @@
 """Rule split_coco: train/val/test by image (ratios and seed, or user-given split files)."""
 
+from effocr.config import step_sections
 from effocr.data.coco_tools import split_coco_file
 from effocr.utils import setup_logging
 
@@ -7,7 +8,5 @@ setup_logging(snakemake.log[0])
 split_coco_file(
     snakemake.input.coco_json,
     {s: snakemake.output[s] for s in ("train", "val", "test")},
-    ratios=list(snakemake.params.ratios),
-    seed=snakemake.params.seed,
-    files=dict(snakemake.params.files) or None,
+    **step_sections(snakemake.params),
 )

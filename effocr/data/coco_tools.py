@@ -13,6 +13,7 @@ import os
 import random
 from pathlib import Path
 
+from effocr.config import RunSection, SplitSection
 from effocr.data.coco import load_coco, save_coco
 from effocr.utils import EffOCRError
 
@@ -186,13 +187,15 @@ def write_splits(parts: dict[str, dict], outputs: dict[str, str | os.PathLike]) 
 def split_coco_file(
     coco_json: str | os.PathLike,
     outputs: dict[str, str | os.PathLike],
-    ratios: list[float] | None = None,
-    seed: int = 0,
-    files: dict[str, str | os.PathLike] | None = None,
+    *,
+    split: SplitSection,
+    run: RunSection,
 ) -> None:
-    """Split a COCO JSON file into `outputs` ({split: path}) by `files` if given, else `ratios`."""
+    """Split a COCO JSON file into `outputs` ({split: path}) by `split.files` if given, else
+    by `split.ratios` (images drawn with `run.seed`)."""
     _refuse_overwrite(coco_json, list(outputs.values()))
     coco = load_coco(coco_json)
+    files = dict(split.files or {})
     if files:
         unknown = set(files) - set(outputs)
         if unknown or set(outputs) - set(files):
@@ -201,9 +204,7 @@ def split_coco_file(
             )
         parts = split_coco_by_files(coco, files)
     else:
-        if ratios is None:
-            raise EffOCRError("give split ratios or split files")
-        parts = split_coco(coco, ratios, seed, tuple(outputs))
+        parts = split_coco(coco, list(split.ratios), run.seed, tuple(outputs))
     write_splits(parts, outputs)
 
 
@@ -240,8 +241,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("split", help="split by image into train/val/test")
     p.add_argument("input", help="COCO JSON")
     p.add_argument("-o", "--out-dir", required=True, help="writes train.json, val.json, test.json")
-    p.add_argument("--ratios", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar="R")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument(
+        "--ratios", type=float, nargs=3, default=None, metavar="R", help="config split.ratios"
+    )
+    p.add_argument("--seed", type=int, default=None, help="config seed")
     p.add_argument(
         "--files", nargs=3, metavar="SPLIT=PATH", help="user-given splits: text files of file_names"
     )
@@ -263,8 +266,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.output}: {len(merged['images'])} images from {len(args.inputs)} files")
     elif args.action == "split":
         outputs = {s: str(Path(args.out_dir) / f"{s}.json") for s in SPLITS}
-        files = _parse_files(args.files) if args.files else None
-        split_coco_file(args.input, outputs, args.ratios, args.seed, files)
+        from effocr.config import config_sections
+
+        given = {"split": {"files": _parse_files(args.files) if args.files else None}}
+        if args.ratios is not None:
+            given["split"]["ratios"] = args.ratios
+        if args.seed is not None:
+            given["seed"] = args.seed
+        sections = config_sections(given, source="effocr coco split")
+        split_coco_file(args.input, outputs, split=sections.split, run=sections.run)
         print(f"{args.input}: split into {', '.join(outputs.values())}")
     elif args.action == "subset":
         _refuse_overwrite(args.input, [args.output])

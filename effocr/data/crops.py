@@ -14,6 +14,7 @@ import math
 import os
 from pathlib import Path
 
+from effocr.config import CropsSection, DatasetSection, RunSection
 from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
 from effocr.profiles import get_profile
 from effocr.utils import EffOCRError, atomic_path, label_to_codepoints, open_rgb, progress
@@ -186,6 +187,30 @@ def _crop_line(
             }
         )
     return rows
+
+
+def crop_glyphs_from_config(
+    split_jsons: dict[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    manifest_path: str | os.PathLike,
+    *,
+    crops: CropsSection,
+    dataset: DatasetSection,
+    run: RunSection,
+) -> dict[str, int]:
+    """`crop_glyphs` with the config sections `crops`, `dataset` (`image_dir`, the
+    categories) and `run` (`language`: whether its lines can be vertical)."""
+    return crop_glyphs(
+        split_jsons,
+        dataset.image_dir,
+        out_dir,
+        manifest_path,
+        crops.full_height,
+        crops.padding,
+        char_category=dataset.char_category,
+        word_category=dataset.word_category,
+        allows_vertical=get_profile(run.language).allows_vertical,
+    )
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from PIL import Image
 
+from effocr.config import DatasetSection
 from effocr.data.coco import category_id, is_vertical, line_text_chars, load_coco
 from effocr.utils import EffOCRError, label_to_codepoints, sha256_file, write_json
 
@@ -282,17 +283,16 @@ def validate_coco(
 
 def check_coco(
     json_path: str | os.PathLike,
-    image_dir: str | os.PathLike,
-    report_path: str | os.PathLike | None = None,
-    charset: str | list[str] | None = None,
+    report_path: str | os.PathLike | None,
+    charset: str | list[str] | None,
     *,
-    char_category: str = "char",
-    word_category: str = "word",
+    dataset: DatasetSection,
     log_results: bool = True,
 ) -> dict:
     """Validate, log the result and write the report only when the data is valid.
 
     Args:
+        dataset: The `dataset` section (`image_dir`, `char_category`, `word_category`).
         charset: A charset name or file (see `effocr.synth.charsets.load_charset`), the
             characters themselves (the workflow passes the resolved render charset), or None.
 
@@ -307,7 +307,11 @@ def check_coco(
     elif charset is not None:
         chars = list(charset)
     problems, report = validate_coco(
-        json_path, image_dir, chars, char_category=char_category, word_category=word_category
+        json_path,
+        dataset.image_dir,
+        chars,
+        char_category=dataset.char_category,
+        word_category=dataset.word_category,
     )
     report["charset"] = charset if isinstance(charset, str) else None
     report["charset_size"] = len(chars) if chars is not None else None
@@ -349,22 +353,28 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("coco_json", help="raw COCO JSON")
     parser.add_argument("--image-dir", required=True, help="directory of the images' file_names")
     parser.add_argument("--charset", default=None, help="charset name (en, jp_small...) or file")
-    parser.add_argument("--char-category", default="char", help="name of the character category")
-    parser.add_argument("--word-category", default="word", help="name of the word category")
+    parser.add_argument(
+        "--char-category", default=None, help="name of the character category (config default)"
+    )
+    parser.add_argument(
+        "--word-category", default=None, help="name of the word category (config default)"
+    )
     parser.add_argument("--report", default=None, help="write the JSON report here when valid")
 
 
 def run(args: argparse.Namespace) -> int:
     """Exit 0 and print a summary when valid; raise (exit 1) with every problem otherwise."""
-    report = check_coco(
-        args.coco_json,
-        args.image_dir,
-        args.report,
-        args.charset,
-        char_category=args.char_category,
-        word_category=args.word_category,
-        log_results=False,
-    )
+    from effocr.config import config_sections
+
+    given = {
+        "image_dir": args.image_dir,
+        "char_category": args.char_category,
+        "word_category": args.word_category,
+    }
+    dataset = config_sections(
+        {"dataset": {k: v for k, v in given.items() if v is not None}}, source="effocr validate"
+    ).dataset
+    report = check_coco(args.coco_json, args.report, args.charset, dataset=dataset, log_results=False)
     print(summary_line(report))
     for cp, info in report["outside_charset"].items():
         print(f"  warning: {info['char']!r} ({cp}) not in charset: {info['count']}x")

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from effocr.config import DatasetSection, LocalizerSection
 from effocr.data.coco import category_id, load_coco
-from effocr.localizer.postprocess import Detections, box_iou
+from effocr.localizer.postprocess import Detections, box_iou, config_thresholds
 from effocr.profiles import get_profile
 from effocr.utils import EffOCRError, open_rgb, progress, write_json
 
@@ -252,6 +253,32 @@ def evaluate_localizer(
         metrics["coco"]["AP50"],
     )
     return metrics
+
+
+def evaluate_localizer_from_config(
+    model_path: str | os.PathLike,
+    coco_json: str | os.PathLike,
+    out_json: str | os.PathLike,
+    *,
+    localizer: LocalizerSection,
+    dataset: DatasetSection,
+    threads: int,
+) -> dict[str, Any]:
+    """`evaluate_localizer` with the config sections `localizer` (`onnx_layout`,
+    `input_height` and the post-processing thresholds) and `dataset` (`image_dir`, the
+    categories)."""
+    return evaluate_localizer(
+        model_path,
+        coco_json,
+        dataset.image_dir,
+        out_json,
+        char_category=dataset.char_category,
+        word_category=dataset.word_category,
+        layout=localizer.onnx_layout,
+        threads=threads,
+        thresholds=config_thresholds(localizer.as_dict()),
+        input_height=localizer.input_height,
+    )
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
