@@ -99,7 +99,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from effocr.align import Aligner, AlignSettings, align_lines, report_summary
-    from effocr.config import load_config
+    from effocr.config import config_sections, load_config
     from effocr.data.coco import load_coco
     from effocr.synth.lines import synth_lines_from_config
 
@@ -107,11 +107,14 @@ def main() -> int:
     if args.min_confidence is not None:
         overrides["align"]["min_confidence"] = args.min_confidence
     config = load_config(args.config, overrides)
-    settings = AlignSettings.from_config(config["align"])
+    sections = config_sections(config)
+    settings = AlignSettings.from_config(sections.align)
     aligner = Aligner.from_bundle(args.bundle, settings)
     out: dict = {"bundle": str(args.bundle), "settings": settings.__dict__, "cpu": cpu_info()}
     with tempfile.TemporaryDirectory() as tmp:
-        json_path = synth_lines_from_config(config, Path(tmp) / "lines.json")
+        json_path = synth_lines_from_config(
+            Path(tmp) / "lines.json", **sections.pick("synth", "fonts", "render", "run")
+        )
         truth = load_coco(json_path)
         t0 = time.perf_counter()
         lines = align_lines(aligner, strip_boxes(truth), json_path.parent / "images")

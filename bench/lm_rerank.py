@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from common import cpu_line  # noqa: E402  (bench/common.py)
 
 from effocr.bundle import Manifest  # noqa: E402
-from effocr.config import load_config  # noqa: E402
+from effocr.config import config_sections, load_config  # noqa: E402
 from effocr.evaluate import load_eval_set, parse_set_spec  # noqa: E402
 from effocr.lm import LM_FILE, CharLM, LMDecoder, lm_section, training_texts  # noqa: E402
 from effocr.metrics import score_set  # noqa: E402
@@ -151,7 +151,7 @@ def bundle_with_lm(bundle: Path, out: Path, lm: CharLM, section: dict) -> None:
     shutil.copytree(bundle, out)
     lm.save(out / LM_FILE)
     manifest = Manifest.read(out, verify=False)
-    manifest.lm = lm_section(section, lm.order)
+    manifest.lm = lm_section(config_sections({"lm": section}).lm, lm.order)
     manifest.write(out)
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from effocr.config import AlignSection, DatasetSection
 from effocr.data.coco import (
     char_category_id,
     load_coco,
@@ -101,9 +102,9 @@ class AlignSettings:
     tighten: bool
 
     @classmethod
-    def from_config(cls, align_cfg: dict) -> AlignSettings:
-        """Settings from a validated config's `align` section."""
-        return cls(**{f.name: align_cfg[f.name] for f in fields(cls)})
+    def from_config(cls, align: AlignSection) -> AlignSettings:
+        """Settings from the config section `align` (all but `bundle` and `rounds`)."""
+        return cls(**{f.name: getattr(align, f.name) for f in fields(cls)})
 
 
 # ---------------------------------------------------------------------------
@@ -760,6 +761,25 @@ def require_training_lines(summary: dict, report: str | os.PathLike | None = Non
     )
 
 
+def align_dataset(
+    bundle: str | os.PathLike,
+    coco_json: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    align: AlignSection,
+    dataset: DatasetSection,
+    threads: int,
+) -> dict:
+    """Rule align_lines: `align_coco` of the dataset's lines (their images in
+    `dataset.image_dir`) with `bundle` and the settings of the config section `align`; fails,
+    with the reasons, when no line is left to train on."""
+    aligner = Aligner.from_bundle(bundle, AlignSettings.from_config(align), threads=threads)
+    summary = align_coco(aligner, coco_json, dataset.image_dir, out_dir)
+    # Fail here, with the reasons, rather than in the data stage with "the dataset is empty".
+    require_training_lines(summary)
+    return summary
+
+
 def align_coco(
     aligner: Aligner,
     coco_json: str | os.PathLike,
@@ -848,13 +868,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `effocr align`."""
-    from effocr.config import load_config
+    from effocr.config import config_sections, load_config
 
     overrides: dict = {"align": {}}
     if args.min_confidence is not None:
         overrides["align"]["min_confidence"] = args.min_confidence
-    config = load_config(args.config, overrides)
-    settings = AlignSettings.from_config(config["align"])
+    settings = AlignSettings.from_config(config_sections(load_config(args.config, overrides)).align)
     out = Path(args.output).resolve()
     for given in (args.coco, args.images):
         p = Path(given).resolve()

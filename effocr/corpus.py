@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from effocr.config import OcrSection
 from effocr.document import Page
 from effocr.formats.serialize import PAGE_FORMATS
 from effocr.imageio import _relative_to, display_name
@@ -323,11 +324,12 @@ def run_shard(
     shard: str,
     pages: Sequence[CorpusPage],
     out_dir: str | os.PathLike,
-    formats: Sequence[str],
     *,
-    threads: int = 1,
+    ocr: OcrSection,
+    threads: int,
 ) -> dict:
-    """OCR one shard: every page's files, then its record (`record_path`), which is returned.
+    """OCR one shard: every page's files (the config section `ocr`'s `formats`), then its
+    record (`record_path`), which is returned.
 
     A page that fails is recorded with its reason and its old files (of an earlier run) are
     removed; the other pages go on. Writing the record last makes the shard done only when
@@ -335,7 +337,7 @@ def run_shard(
     """
     from effocr.infer import Engine
 
-    formats = check_formats(formats)
+    formats = check_formats(ocr.formats)
     out = Path(out_dir)
     started = time.time()
     clock = time.perf_counter()

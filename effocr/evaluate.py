@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from effocr.artifacts import EVAL_OUTPUTS
+from effocr.config import EvaluateSection, RunSection
 from effocr.formats.lines import (
     GT_IMAGE_SUFFIXES,
     GT_SUFFIX,
@@ -748,6 +749,22 @@ def evaluate_set(
         metrics["tesseract"].get("cer", metrics["tesseract"].get("reason")),
     )
     return metrics
+
+
+def evaluate_set_from_config(
+    bundle_dir: str | os.PathLike,
+    set_spec: dict,
+    out_dir: str | os.PathLike,
+    *,
+    evaluate: EvaluateSection,
+    run: RunSection,
+    workers: int,
+) -> dict:
+    """`evaluate_set` with the config sections `evaluate` (the scoring options and
+    `tesseract`) and `run` (`language`: the baseline's Tesseract language)."""
+    return evaluate_set(
+        bundle_dir, set_spec, out_dir, evaluate.as_dict(), workers=workers, language=run.language
+    )
 
 
 # ---------------------------------------------------------------------------

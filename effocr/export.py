@@ -26,8 +26,9 @@ from effocr.config import (
     CropsSection,
     ExportSection,
     InferSection,
+    LineDetectorSection,
+    LMSection,
     LocalizerSection,
-    load_config,
 )
 from effocr.utils import (
     EffOCRError,
@@ -682,15 +683,15 @@ def line_detector_parity(
     }
 
 
-def line_detector_section(parity: dict, cfg: dict | None) -> dict:
-    """model.yaml's `line_detector` section from the parity report (its `meta` moves here)."""
-    ldc = {**load_config(None)["line_detector"], **(cfg or {})}
+def line_detector_section(parity: dict, line_detector: LineDetectorSection) -> dict:
+    """model.yaml's `line_detector` section from the parity report (its `meta` moves here)
+    and the config section `line_detector` (`line_margin`, `max_line_tilt`, `cut_height`)."""
     return {
         "file": LINE_DETECTOR_FILE,
         "meta": parity.pop("meta"),
-        "line_margin": float(ldc["line_margin"]),
-        "max_line_tilt": float(ldc["max_line_tilt"]),
-        "cut_height": int(ldc["cut_height"]),
+        "line_margin": float(line_detector.line_margin),
+        "max_line_tilt": float(line_detector.max_line_tilt),
+        "cut_height": int(line_detector.cut_height),
     }
 
 
@@ -700,17 +701,18 @@ def add_line_detector(
     model_pt: str | os.PathLike,
     pages_json: str | os.PathLike,
     *,
-    export_cfg: dict | None = None,
-    line_detector_cfg: dict | None = None,
+    export: ExportSection,
+    line_detector: LineDetectorSection,
     threads: int = 1,
 ) -> dict:
     """A copy of bundle `bundle_dir` (any supported format) at `out_dir` with the line
-    detector `model_pt` added (exported, parity-checked on `pages_json`, format version 2),
-    so a bundle trained before line detection existed reads pages. Returns the parity.
+    detector `model_pt` added (exported, parity-checked on `pages_json` with the tolerances of
+    the config section `export`, format version 2), so a bundle trained before line detection
+    existed reads pages. Returns the parity.
     """
     from effocr.bundle import FORMAT_VERSION
 
-    tol = {**load_config(None)["export"], **(export_cfg or {})}
+    tol = export.as_dict()
     manifest = Manifest.read(bundle_dir)
     with atomic_path(out_dir, is_dir=True) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
@@ -723,7 +725,7 @@ def add_line_detector(
                 "ONNX line detector disagrees with PyTorch; no bundle written:\n  "
                 + "\n  ".join(linedet["problems"])
             )
-        manifest.line_detector = line_detector_section(linedet, line_detector_cfg)
+        manifest.line_detector = line_detector_section(linedet, line_detector)
         manifest.format_version = FORMAT_VERSION
         manifest.write(tmp)
         parity = read_json(tmp / PARITY) if (tmp / PARITY).is_file() else {}
@@ -788,17 +790,17 @@ def export_bundle(
     calibration_json: str | os.PathLike | None = None,
     threads: int = 1,
     lm_json: str | os.PathLike | None = None,
-    lm_cfg: dict | None = None,
+    lm: LMSection,
     line_detector_pt: str | os.PathLike | None = None,
     line_detector_pages: str | os.PathLike | None = None,
-    line_detector_cfg: dict | None = None,
+    line_detector: LineDetectorSection,
 ) -> dict:
     """Export both models, check them against PyTorch on test-split lines, write the bundle.
 
     With `line_detector_pt` (and `line_detector_pages`, a COCO JSON of synthetic test pages
     with `images/` beside it), the line detector is exported too (`line_detector.onnx`,
-    section `line_detector` of model.yaml, with `line_detector_cfg`'s `line_margin` and
-    `max_line_tilt`) and checked against PyTorch on the first `export.parity_pages` pages.
+    section `line_detector` of model.yaml, with the config section `line_detector`'s
+    `line_margin`, `max_line_tilt` and `cut_height`) and checked against PyTorch on the first `export.parity_pages` pages.
 
     Args:
         recognizer_pt: The hard-negative recognizer `model.pt`.
@@ -823,8 +825,9 @@ def export_bundle(
         threads: CPU threads for the check.
         lm_json: A character language model (`effocr.lm`, rule `train_lm`) to ship as
             `lm.json`; None: the bundle has none.
-        lm_cfg: Config section `lm` (enabled, weight, k, beam, margin: written into model.yaml);
-            schema defaults fill gaps.
+        lm: Config section `lm` (enabled, weight, k, beam, margin: written into model.yaml
+            with `lm_json`).
+        line_detector: Config section `line_detector` (read with `line_detector_pt`).
 
     Returns:
         The parity report (also written as `parity.json`).
@@ -926,11 +929,11 @@ def export_bundle(
         if lm_json is not None:
             from effocr.lm import LM_FILE, CharLM, lm_section
 
-            lm = CharLM.load(lm_json)  # a broken file fails the export, not the first infer
+            model = CharLM.load(lm_json)  # a broken file fails the export, not the first infer
             shutil.copyfile(lm_json, tmp / LM_FILE)
-            manifest.lm = lm_section({**load_config(None)["lm"], **(lm_cfg or {})}, lm.order)
+            manifest.lm = lm_section(lm, model.order)
         if linedet is not None:
-            manifest.line_detector = line_detector_section(linedet, line_detector_cfg)
+            manifest.line_detector = line_detector_section(linedet, line_detector)
         manifest.weights = _write_weights(tmp, src)
         manifest.write(tmp)
         write_json(tmp / PARITY, report)
@@ -990,11 +993,10 @@ def run(args: argparse.Namespace) -> int:
         args.test_split,
         args.image_dir,
         args.output,
-        **sections.pick("export", "infer", "localizer", "crops"),
+        **sections.pick("export", "infer", "localizer", "crops", "lm", "line_detector"),
         calibration_json=args.calibration_split,
         threads=args.threads,
         lm_json=args.lm_model,
-        lm_cfg=config["lm"],
     )
     rec = report["recognizer"]
     print(

@@ -23,12 +23,13 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
+from effocr.config import DatasetSection
 from effocr.document import Box, Page
 from effocr.formats.alto import alto_files, read_alto
 from effocr.formats.lines import read_line_folder
@@ -66,7 +67,7 @@ class ImportOptions:
     without_chars: str
 
     @classmethod
-    def from_config(cls, section: dict) -> ImportOptions:
+    def from_config(cls, section: Mapping) -> ImportOptions:
         """From the validated config's `dataset.import` section."""
         return cls(**{k: section[k] for k in cls.__dataclass_fields__})
 
@@ -445,6 +446,16 @@ def import_dataset(
         options,
         fmt=fmt,
         inputs=[str(p) for p in inputs],
+    )
+
+
+def import_dataset_from_config(out_dir: str | os.PathLike, *, dataset: DatasetSection) -> dict:
+    """`import_dataset` of the config section `dataset`: `path` (a file or folder, or a list
+    of them) read as `format` with the options of `import`."""
+    paths = dataset.path
+    inputs = [paths] if isinstance(paths, str) else list(paths or [])
+    return import_dataset(
+        dataset.format, inputs, out_dir, ImportOptions.from_config(dataset.import_)
     )
 
 

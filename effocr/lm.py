@@ -25,10 +25,14 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from effocr.utils import EffOCRError, read_json, write_json
+
+if TYPE_CHECKING:  # the type only: inference imports this module, and not the config's
+    from effocr.config import LMSection
 
 LOG = logging.getLogger(__name__)
 
@@ -334,22 +338,24 @@ def train_lm_file(
     coco_jsons: Sequence[str | os.PathLike],
     text_files: Sequence[str | os.PathLike],
     out: str | os.PathLike,
-    order: int,
+    *,
+    lm: LMSection,
 ) -> CharLM:
-    """Train on the given texts and write `out` (`lm.json`); returns the model."""
+    """Train on the given texts with the config section `lm` (`order`) and write `out`
+    (`lm.json`); returns the model."""
     texts = training_texts(coco_jsons, text_files)
-    lm = CharLM.train(texts, order)
-    lm.save(out)
+    model = CharLM.train(texts, lm.order)
+    model.save(out)
     LOG.info(
         "%s: order %d, %d characters, %d contexts, from %d texts (%d characters)",
         out,
-        lm.order,
-        len(lm.vocab),
-        len(lm.counts),
+        model.order,
+        len(model.vocab),
+        len(model.counts),
         len(texts),
         sum(map(len, texts)),
     )
-    return lm
+    return model
 
 
 def add_lm_arguments(parser: argparse.ArgumentParser) -> None:
@@ -389,24 +395,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `effocr train-lm`."""
-    from effocr.config import load_config
+    from effocr.config import config_sections, load_config
 
-    cfg = load_config(args.config)
-    lm = train_lm_file(args.coco, args.text, args.output, int(cfg["lm"]["order"]))
+    lm = train_lm_file(
+        args.coco, args.text, args.output, lm=config_sections(load_config(args.config)).lm
+    )
     print(f"{args.output}: order {lm.order}, {len(lm.vocab)} characters, {len(lm.counts)} contexts")
     return 0
 
 
-def lm_section(lm_cfg: dict, order: int) -> dict:
-    """The bundle manifest's `lm` section from the config's `lm` section and the model's order."""
+def lm_section(lm: LMSection, order: int) -> dict:
+    """The bundle manifest's `lm` section from the config section `lm` (`enabled`, `weight`,
+    `k`, `beam`, `margin`) and the model's order."""
     return {
         "file": LM_FILE,
         "order": int(order),
-        "enabled": bool(lm_cfg["enabled"]),
-        "weight": float(lm_cfg["weight"]),
-        "k": int(lm_cfg["k"]),
-        "beam": int(lm_cfg["beam"]),
-        "margin": float(lm_cfg["margin"]),
+        "enabled": bool(lm.enabled),
+        "weight": float(lm.weight),
+        "k": int(lm.k),
+        "beam": int(lm.beam),
+        "margin": float(lm.margin),
     }
 
 

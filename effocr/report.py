@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from effocr.artifacts import EVAL_OUTPUTS, REPORT_OUTPUTS
+from effocr.config import DatasetSection, EvaluateSection, RunSection
 from effocr.utils import EffOCRError, atomic_path, read_json, write_json
 
 LOG = logging.getLogger(__name__)
@@ -599,6 +600,32 @@ def build_report(
     with atomic_path(out_dir / REPORT_OUTPUTS["index"]) as tmp:
         tmp.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return summary
+
+
+def build_report_from_config(
+    eval_dirs: dict[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    training: dict[str, str | os.PathLike | None],
+    localizer_eval: str | os.PathLike,
+    evaluate: EvaluateSection,
+    run: RunSection,
+    dataset: DatasetSection,
+) -> dict:
+    """`build_report` with the config sections `evaluate` (`worst_lines`), `run` and
+    `dataset` (`coco_json`), the last two summarised in the page."""
+    return build_report(
+        eval_dirs,
+        out_dir,
+        training=training,
+        localizer_eval=localizer_eval,
+        worst_lines=evaluate.worst_lines,
+        config={
+            "language": run.language,
+            "seed": run.seed,
+            "dataset": {"coco_json": dataset.coco_json},
+        },
+    )
 
 
 # ---------------------------------------------------------------------------

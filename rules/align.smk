@@ -43,13 +43,14 @@ rule align_lines:
         mem_mb=4000,
         runtime=60,
     params:
+        # The alignment settings alone: the bundle is the input above, and the number of
+        # rounds does not change one round's work.
+        **SECTIONS.params(
+            align=[k for k in config["align"] if k not in ("bundle", "rounds")],
+            dataset=("image_dir",),
+        ),
         code=code_version("effocr.align"),
         bundle=ALIGN_BUNDLE,
-        image_dir=config["dataset"]["image_dir"],
-        # The alignment settings alone: the number of rounds does not change one round's work.
-        align={
-            k: v for k, v in config["align"].items() if k not in ("bundle", "rounds")
-        },
     script:
         "../workflow_scripts/align_lines.py"
 

@@ -1,9 +1,10 @@
 # Rules of the evaluate stage (see docs/architecture.md): the exported bundle and Tesseract on
 # the test split and on every extra evaluation set, then the HTML report.
 #
-# Rerun policy (docs/incremental.md): `evaluate` takes only its own settings (the evaluate
-# section without the report-only `worst_lines`), the set's spec and its code version as
-# params, so changing an evaluation setting reruns evaluate and report and nothing upstream.
+# Rerun policy (docs/incremental.md): `evaluate` takes only its own settings (the keys of the
+# evaluate section that change the scores, SCORE_KEYS, not the report-only `worst_lines` or
+# the other sets), the set's spec and its code version as params, so changing an evaluation
+# setting reruns evaluate and report and nothing upstream.
 
 
 include: "helpers/evaluate.smk"
@@ -32,10 +33,9 @@ rule evaluate:
         mem_mb=4000,
         runtime=60,
     params:
+        **SECTIONS.params(evaluate=SCORE_KEYS, run=("language",)),
         code=code_version("effocr.evaluate"),
         spec=EVAL_SPEC,
-        options=EVAL_OPTIONS,
-        language=config["language"],
     script:
         "../workflow_scripts/evaluate.py"
 
@@ -70,12 +70,9 @@ rule report:
         mem_mb=2000,
         runtime=15,
     params:
+        **SECTIONS.params(
+            "run", evaluate=("worst_lines",), dataset=("coco_json",)
+        ),
         code=code_version("effocr.report"),
-        worst_lines=config["evaluate"]["worst_lines"],
-        run_info={
-            "language": config["language"],
-            "seed": config["seed"],
-            "dataset": {"coco_json": config["dataset"]["coco_json"]},
-        },
     script:
         "../workflow_scripts/report.py"

@@ -48,11 +48,16 @@ rule export_bundle:
         mem_mb=4000,
         runtime=30,
     params:
-        **SECTIONS.params("export", "infer", "localizer", "crops"),
+        **SECTIONS.params(
+            "export",
+            "infer",
+            "localizer",
+            "crops",
+            lm=("enabled", "weight", "k", "beam", "margin"),
+            line_detector=("line_margin", "max_line_tilt", "cut_height"),
+        ),
         code=code_version("effocr.export"),
         index_dir=lambda wildcards, input: os.path.dirname(input.index[0]),
         image_dir=config["dataset"]["image_dir"],
-        lm=config["lm"],
-        line_detector=config["line_detector"],
     script:
         "../workflow_scripts/export_bundle.py"

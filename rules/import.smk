@@ -27,10 +27,8 @@ rule import_dataset:
         mem_mb=4000,
         runtime=60,
     params:
+        **SECTIONS.params(dataset=("format", "path", "import")),
         code=code_version("effocr.importer"),
-        format=config["dataset"]["format"],
-        paths=IMPORT_PATHS,
         out_dir=lambda wildcards, output: os.path.dirname(output.coco_json),
-        options=config["dataset"]["import"],
     script:
         "../workflow_scripts/import_dataset.py"

@@ -26,7 +26,8 @@ rule train_lm:
         mem_mb=2000,
         runtime=15,
     params:
+        # `lm.text` are inputs; the other keys go into the bundle (rule export_bundle).
+        **SECTIONS.params(lm=("order",)),
         code=code_version("effocr.lm"),
-        order=config["lm"]["order"],
     script:
         "../workflow_scripts/train_lm.py"

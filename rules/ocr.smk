@@ -30,11 +30,13 @@ rule ocr_shard:
         mem_mb=2000,
         runtime=60,
     params:
+        # The pages, the output folder and the bundle are the plan's, the record's path and
+        # the input: of the `ocr` section, only the formats change what a shard writes.
+        **SECTIONS.params(ocr=("formats",)),
         code=code_version("effocr.corpus"),
         pages=lambda wildcards: [[p.image, p.name] for p in ocr_shard_pages(wildcards)],
         # The output folder, from the record's path (shards/<id>.json under it).
         out_dir=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
-        formats=OCR["formats"],
     script:
         "../workflow_scripts/ocr_shard.py"
 

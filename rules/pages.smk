@@ -31,13 +31,14 @@ rule synth_pages:
         mem_mb=2000,
         runtime=30,
     params:
+        **SECTIONS.params(
+            "run",
+            line_detector=("dpi", "vertical_fraction", "max_skew", "degrade"),
+            synth=("text_source", "line_fonts"),
+            fonts=LINE_FONT_KEYS,
+            render=LINE_CHARSET_KEYS,
+        ),
         code=code_version("effocr.synth.pages"),
-        language=config["language"],
-        seed=config["seed"],
-        line_detector=config["line_detector"],
-        synth=config["synth"],
-        fonts=line_fonts_config(),
-        render=line_charset_config(),
         charset=render_charset_hash(),
         font_files=font_files_hash(),
         n_pages=lambda wildcards: config["line_detector"][f"n_{wildcards.split}_pages"],
@@ -67,10 +68,8 @@ rule train_line_detector:
         runtime=60,
         gpu=1,
     params:
+        **SECTIONS.params("line_detector", "run"),
         code=code_version("effocr.linedet.train"),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
-        line_detector=config["line_detector"],
-        seed=config["seed"],
-        language=config["language"],
     script:
         "../workflow_scripts/train_line_detector.py"

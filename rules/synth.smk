@@ -38,12 +38,10 @@ if os.path.normpath(config["dataset"]["coco_json"]) == os.path.normpath(SYNTH_JS
             mem_mb=2000,
             runtime=30,
         params:
+            **SECTIONS.params(
+                "synth", "run", fonts=LINE_FONT_KEYS, render=LINE_CHARSET_KEYS
+            ),
             code=code_version("effocr.synth.lines"),
-            language=config["language"],
-            seed=config["seed"],
-            synth=config["synth"],
-            fonts=line_fonts_config(),
-            render=line_charset_config(),
             charset=render_charset_hash(),
             font_files=font_files_hash(),
         script:

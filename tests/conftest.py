@@ -32,10 +32,12 @@ IPA_FONTS = (
 
 
 def export_sections(config: dict | None = None, **overrides: dict) -> dict:
-    """`export_bundle`'s section arguments (export, infer, localizer, crops) of `config` with
-    `overrides` ({section: {key: value}}) merged in."""
+    """`export_bundle`'s section arguments (export, infer, localizer, crops, lm, line_detector)
+    of `config` with `overrides` ({section: {key: value}}) merged in."""
     merged = deep_merge(config or {}, overrides)
-    return config_sections(merged).pick("export", "infer", "localizer", "crops")
+    return config_sections(merged).pick(
+        "export", "infer", "localizer", "crops", "lm", "line_detector"
+    )
 
 
 def missing_dependency(reason: str) -> None:

@@ -29,7 +29,7 @@ from effocr.align import (
     word_boxes,
 )
 from effocr.cli import main
-from effocr.config import load_config
+from effocr.config import config_sections
 from effocr.data.coco import index_coco, line_chars, load_coco, save_coco
 from effocr.data.validate import validate_coco
 from effocr.localizer.postprocess import box_iou
@@ -41,7 +41,7 @@ FLOOR = 0.1
 @pytest.fixture(scope="module")
 def settings() -> AlignSettings:
     """The schema's defaults: the penalties the answers below must hold for."""
-    return AlignSettings.from_config(load_config(None, {})["align"])
+    return AlignSettings.from_config(config_sections({}).align)
 
 
 def top(**sims: float) -> TopK:
@@ -331,8 +331,7 @@ def test_lines_with_boxes_kept_and_foreign_output_refused(en_bundle, tiny_coco_f
 
 
 def test_settings_from_config_follow_the_schema():
-    cfg = load_config(None, {"align": {"top_k": 5, "split_penalty": 0.4}})
-    s = AlignSettings.from_config(cfg["align"])
+    s = AlignSettings.from_config(config_sections({"align": {"top_k": 5, "split_penalty": 0.4}}).align)
     assert s.top_k == 5 and s.split_penalty == 0.4
     assert dataclasses.replace(s, top_k=3).top_k == 3
 

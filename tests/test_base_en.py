@@ -49,7 +49,7 @@ def _resolved_fonts(config: dict) -> tuple[list[Path], list[Path], list[str]]:
         charset,
         fc["min_coverage"],
     )
-    lines = line_fonts_from_config(config, charset)
+    lines = line_fonts_from_config(charset, **config_sections(config).pick("fonts", "synth", "run"))
     reference = resolve_reference_fonts(
         [f.stem for f in renders], fc["reference"], ("NotoSerif-Regular", "DejaVuSerif")
     )
@@ -104,12 +104,14 @@ def test_line_fonts_select_among_the_fonts_section(tmp_path):
             "synth": {"line_fonts": ["dejavuserif", "DejaVuSans-Bold", "STIX*"]},
         },
     )
-    got = [f.stem for f in line_fonts_from_config(config, load_charset("en"))]
+    sections = config_sections(config).pick("fonts", "synth", "run")
+    got = [f.stem for f in line_fonts_from_config(load_charset("en"), **sections)]
     # STIX is not among the fonts `fonts.include` selects, so it is not a line font either.
     assert got == ["DejaVuSans-Bold", "DejaVuSerif"]
     config["synth"]["line_fonts"] = ["NoSuchFont"]
+    sections = config_sections(config).pick("fonts", "synth", "run")
     with pytest.raises(EffOCRError, match="synth.line_fonts"):
-        line_fonts_from_config(config, load_charset("en"))
+        line_fonts_from_config(load_charset("en"), **sections)
 
 
 # --- corpus ---------------------------------------------------------------------------------

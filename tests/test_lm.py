@@ -13,7 +13,7 @@ import pytest
 from conftest import export_sections
 
 from effocr.bundle import Manifest
-from effocr.config import load_config
+from effocr.config import LMSection, config_sections, load_config
 from effocr.data.coco import load_coco
 from effocr.lm import LM_FILE, CharLM, LMDecoder, decode_lattice, lm_section, training_texts
 from effocr.utils import EffOCRError
@@ -21,8 +21,8 @@ from effocr.utils import EffOCRError
 TEXT = "the cat sat on the mat. the rat ate the hat; then the bat left the tent."
 
 
-def lm_config(**changes) -> dict:
-    return {**load_config(None)["lm"], **changes}
+def lm_config(**changes) -> LMSection:
+    return config_sections({"lm": changes}).lm
 
 
 @pytest.mark.parametrize("order", [1, 2, 3, 5])
@@ -177,7 +177,7 @@ def test_lm_decoder_candidates_margin_and_duplicate_classes() -> None:
 def bundle_with_lm(bundle: Path, out: Path, texts: list[str], **cfg) -> Path:
     """A copy of a fixture bundle with an LM trained on `texts` (as export writes it)."""
     shutil.copytree(bundle, out)
-    lm = CharLM.train(texts, int(lm_config(**cfg)["order"]))
+    lm = CharLM.train(texts, lm_config(**cfg).order)
     lm.save(out / LM_FILE)
     manifest = Manifest.read(out)
     manifest.lm = lm_section(lm_config(**cfg), lm.order)
@@ -200,9 +200,8 @@ def test_export_ships_the_lm_with_its_checksum(tiny_bundle: Path, tiny_coco_fact
         coco_json,
         image_dir,
         out,
-        **export_sections(export={"quantize": "none"}),
+        **export_sections(export={"quantize": "none"}, lm={"weight": 0.2, "enabled": False}),
         lm_json=lm_json,
-        lm_cfg={"weight": 0.2, "enabled": False},
     )
     manifest = Manifest.read(out)
     assert manifest.lm == {
@@ -210,9 +209,9 @@ def test_export_ships_the_lm_with_its_checksum(tiny_bundle: Path, tiny_coco_fact
         "order": 3,
         "enabled": False,
         "weight": 0.2,
-        "k": lm_config()["k"],
-        "beam": lm_config()["beam"],
-        "margin": lm_config()["margin"],
+        "k": lm_config().k,
+        "beam": lm_config().beam,
+        "margin": lm_config().margin,
     }
     assert "lm.json" in manifest.files
     assert (out / "lm.json").read_bytes() == lm_json.read_bytes()

@@ -15,6 +15,7 @@ import pytest
 from conftest import export_sections
 from PIL import Image, ImageDraw
 
+from effocr.config import config_sections
 from effocr.pages import PAGE_MIN_SIDE, cut_line, is_page, reading_order
 from effocr.utils import EffOCRError
 
@@ -270,7 +271,8 @@ def tiny_detector(tiny_pages, tmp_path_factory) -> Path:
         },
     )
     out = tmp_path_factory.mktemp("linedet")
-    metrics = train_line_detector(config, tiny_pages, tiny_pages, out, threads=1)
+    sections = config_sections(config).pick("line_detector", "run")
+    metrics = train_line_detector(tiny_pages, tiny_pages, out, **sections, threads=1)
     assert set(metrics) >= {"precision", "recall", "f1"}
     return out / "model.pt"
 
@@ -320,7 +322,9 @@ def page_bundle(tiny_bundle, tiny_detector, tiny_pages, tmp_path_factory) -> Pat
     from effocr.export import add_line_detector
 
     out = tmp_path_factory.mktemp("page_bundle") / "bundle"
-    add_line_detector(tiny_bundle, out, tiny_detector, tiny_pages)
+    add_line_detector(
+        tiny_bundle, out, tiny_detector, tiny_pages, **config_sections({}).pick("export", "line_detector")
+    )
     return out
 
 
@@ -437,10 +441,9 @@ def test_export_bundle_with_the_line_detector(
         coco_json,
         image_dir,
         out,
-        **export_sections(export={"quantize": "none"}),
+        **export_sections(export={"quantize": "none"}, line_detector={"line_margin": 0.3}),
         line_detector_pt=tiny_detector,
         line_detector_pages=tiny_pages,
-        line_detector_cfg={"line_margin": 0.3},
     )
     assert report["line_detector"]["problems"] == []
     manifest = Manifest.read(out)

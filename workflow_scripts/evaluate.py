@@ -2,15 +2,15 @@
 
 from pathlib import Path
 
-from effocr.evaluate import evaluate_set
+from effocr.config import step_sections
+from effocr.evaluate import evaluate_set_from_config
 from effocr.utils import setup_logging
 
 setup_logging(snakemake.log[0])
-evaluate_set(
+evaluate_set_from_config(
     snakemake.input.bundle,
     dict(snakemake.params.spec),
     Path(snakemake.output.metrics).parent,
-    dict(snakemake.params.options),
+    **step_sections(snakemake.params),
     workers=snakemake.threads,
-    language=snakemake.params.language,
 )

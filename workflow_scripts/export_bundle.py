@@ -16,9 +16,7 @@ export_bundle(
     **step_sections(snakemake.params),
     calibration_json=snakemake.input.calibration,
     lm_json=snakemake.input.lm,
-    lm_cfg=dict(snakemake.params.lm),
     threads=snakemake.threads,
     line_detector_pt=snakemake.input.line_detector[0] if snakemake.input.line_detector else None,
     line_detector_pages=snakemake.input.pages[0] if snakemake.input.pages else None,
-    line_detector_cfg=dict(snakemake.params.line_detector),
 )

@@ -2,13 +2,14 @@
 
 from pathlib import Path
 
-from effocr.report import build_report
+from effocr.config import step_sections
+from effocr.report import build_report_from_config
 from effocr.utils import setup_logging
 
 setup_logging(snakemake.log[0])
 # Each evaluation set's folder is named after the set.
 eval_dirs = {Path(m).parent.name: Path(m).parent for m in snakemake.input.metrics}
-build_report(
+build_report_from_config(
     eval_dirs,
     Path(snakemake.output.index).parent,
     training={
@@ -18,6 +19,5 @@ build_report(
         "localizer": str(snakemake.input.localizer) if snakemake.input.localizer else None,
     },
     localizer_eval=snakemake.input.localizer_eval,
-    worst_lines=snakemake.params.worst_lines,
-    config=dict(snakemake.params.run_info),
+    **step_sections(snakemake.params),
 )

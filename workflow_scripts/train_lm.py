@@ -1,5 +1,6 @@
 """Rule train_lm: the character n-gram language model (see effocr.lm.train_lm_file)."""
 
+from effocr.config import step_sections
 from effocr.lm import train_lm_file
 from effocr.utils import setup_logging
 
@@ -8,5 +9,5 @@ train_lm_file(
     [snakemake.input.train],
     list(snakemake.input.text),
     snakemake.output[0],
-    order=int(snakemake.params.order),
+    **step_sections(snakemake.params),
 )

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from effocr.config import LineDetectorSection, RunSection
 from effocr.data.coco import load_coco
 from effocr.linedet import postprocess as lp
 from effocr.linedet.model import (
@@ -210,20 +211,28 @@ def config_hash(config: dict, train_json, val_json) -> str:
 
 
 def train_line_detector(
-    config: dict,
     train_json: str | os.PathLike,
     val_json: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
+    line_detector: LineDetectorSection,
+    run: RunSection,
     threads: int | None = None,
     max_epochs_this_run: int | None = None,
 ) -> dict[str, Any]:
-    """Train the line detector; writes model.pt, checkpoint.pt, metrics.csv, curve.png,
-    config.yaml into `out_dir`. Images are in `images/` beside each JSON.
+    """Train the line detector with the config sections `line_detector` and `run` (`seed`,
+    `language`; the two are the run's config, `config.yaml`); writes model.pt, checkpoint.pt,
+    metrics.csv, curve.png, config.yaml into `out_dir`. Images are in `images/` beside each
+    JSON.
 
     Returns:
         The best epoch's validation metrics.
     """
+    config = {
+        "seed": run.seed,
+        "language": run.language,
+        "line_detector": line_detector.as_dict(),
+    }
     lc = config["line_detector"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -243,7 +252,7 @@ def train_line_detector(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lc["lr"], total_steps=lc["epochs"] * steps_per_epoch, pct_start=0.2
     )
-    run = TrainingRun(
+    training_run = TrainingRun(
         out,
         kind=KIND,
         name="line detector",
@@ -287,13 +296,13 @@ def train_line_detector(
         score = (metrics["f1"], -loss) if metrics else (-loss, 0.0)
         return EpochResult(row, score, metrics)
 
-    run.fit(epoch_fn)
-    best = run.best
-    run.finish({"meta": meta, "metrics": best["metrics"]}, curve_scores=("val_f1",))
+    training_run.fit(epoch_fn)
+    best = training_run.best
+    training_run.finish({"meta": meta, "metrics": best["metrics"]}, curve_scores=("val_f1",))
     LOG.info(
         "line detector: best epoch %d of %d (F1 %s)",
         best["epoch"],
-        len(run.rows),
+        len(training_run.rows),
         f"{best['metrics']['f1']:.4f}" if best["metrics"] else "-",
     )
     return best.get("metrics") or {}
@@ -310,8 +319,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `effocr train-line-detector`."""
-    from effocr.config import load_config
+    from effocr.config import config_sections, load_config
 
-    config = load_config(args.config)
-    train_line_detector(config, args.train, args.val, args.out, threads=args.threads)
+    sections = config_sections(load_config(args.config))
+    train_line_detector(
+        args.train,
+        args.val,
+        args.out,
+        **sections.pick("line_detector", "run"),
+        threads=args.threads,
+    )
     return 0

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, features
 
+from effocr.config import FontsSection, RenderSection, RunSection, SynthSection
 from effocr.profiles import get_profile
 from effocr.synth import degrade as print_look
 from effocr.synth.charsets import HIRAGANA, load_charset, resolve_charset, token_symbols
@@ -692,69 +693,87 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def line_fonts_from_config(config: dict, charset: Sequence[str]) -> list[Path]:
-    """Fonts of synthetic lines for a validated config.
+def line_fonts_from_config(
+    charset: Sequence[str], *, fonts: FontsSection, synth: SynthSection, run: RunSection
+) -> list[Path]:
+    """Fonts of synthetic lines for the config sections `fonts` (`dirs`, `include`,
+    `exclude`, `min_coverage`), `synth` (`line_fonts`) and `run` (`language`).
 
     `synth.line_fonts` set: the fonts the `fonts` section selects whose stems match one of its
     globs. Otherwise, with `fonts.dirs` and `fonts.include` unset, the curated
     `default_line_fonts` (regular text faces) minus `fonts.exclude`; else the fonts the `fonts`
     section selects. Either way only fonts covering `fonts.min_coverage` of `charset` are kept.
     """
-    fc = config["fonts"]
-    line_fonts = config["synth"]["line_fonts"]
+    line_fonts = synth.line_fonts
     if line_fonts is not None:
-        dirs = fc["dirs"] if fc["dirs"] is not None else default_font_dirs()
-        selected = find_fonts(dirs, include=fc["include"], exclude=fc["exclude"])
-        fonts = find_fonts(selected, include=line_fonts)
-    elif fc["dirs"] is None and not fc["include"]:
-        fonts = [
+        dirs = fonts.dirs if fonts.dirs is not None else default_font_dirs()
+        selected = find_fonts(dirs, include=fonts.include, exclude=fonts.exclude)
+        found = find_fonts(selected, include=line_fonts)
+    elif fonts.dirs is None and not fonts.include:
+        found = [
             f
-            for f in default_line_fonts(config["language"])
-            if find_fonts([f], exclude=fc["exclude"])
+            for f in default_line_fonts(run.language)
+            if find_fonts([f], exclude=fonts.exclude)
         ]
     else:
-        dirs = fc["dirs"] if fc["dirs"] is not None else default_font_dirs()
-        fonts = find_fonts(dirs, include=fc["include"], exclude=fc["exclude"])
-    fonts = covering_fonts(fonts, charset, min_coverage=fc["min_coverage"])
-    if not fonts:
+        dirs = fonts.dirs if fonts.dirs is not None else default_font_dirs()
+        found = find_fonts(dirs, include=fonts.include, exclude=fonts.exclude)
+    found = covering_fonts(found, charset, min_coverage=fonts.min_coverage)
+    if not found:
         raise EffOCRError(
-            f"no font for synthetic lines covers {fc['min_coverage']:.0%} of the charset "
-            f"(fonts: dirs={fc['dirs']}, include={fc['include']}, synth.line_fonts={line_fonts}); "
-            "see docs/fonts.md"
+            f"no font for synthetic lines covers {fonts.min_coverage:.0%} of the charset "
+            f"(fonts: dirs={_plain(fonts.dirs)}, include={_plain(fonts.include)}, "
+            f"synth.line_fonts={_plain(line_fonts)}); see docs/fonts.md"
         )
-    return fonts
+    return found
 
 
-def synth_lines_from_config(config: dict, out_json: str | os.PathLike | None = None) -> Path:
-    """`synth_lines` with the `synth`, `fonts`, `render` (charset), `language`, `seed` of a config.
+def _plain(value: tuple | None) -> list | None:
+    """A section's tuple as the list the config file has (for messages)."""
+    return None if value is None else list(value)
+
+
+def line_charset(*, render: RenderSection, synth: SynthSection, run: RunSection) -> list[str]:
+    """The charset of synthetic lines: the render charset (`render.charset`,
+    `render.charset_from_text` with `synth.text_source`, `run.language`)."""
+    return resolve_charset(render.charset, render.charset_from_text, run.language, synth.text_source)
+
+
+def synth_lines_from_config(
+    out_json: str | os.PathLike | None,
+    *,
+    synth: SynthSection,
+    fonts: FontsSection,
+    render: RenderSection,
+    run: RunSection,
+) -> Path:
+    """`synth_lines` with the config sections `synth`, `fonts` (the keys of
+    `line_fonts_from_config`), `render` (`charset`, `charset_from_text`) and `run`; written to
+    `out_json`, or `synth.coco_json` when None.
 
     Lines contain only characters of the render charset (`effocr.synth.charsets.resolve_charset`),
     so every character in them has renders.
     """
-    syn = config["synth"]
-    render = config["render"]
-    charset = resolve_charset(
-        render["charset"], render["charset_from_text"], config["language"], syn["text_source"]
-    )
+    charset = line_charset(render=render, synth=synth, run=run)
     return synth_lines(
-        out_json or syn["coco_json"],
-        syn["n_lines"],
-        language=config["language"],
-        font_paths=line_fonts_from_config(config, charset),
-        seed=config["seed"],
-        font_sizes=syn["font_sizes"],
-        max_chars=syn["max_chars"],
-        vertical_fraction=syn["vertical_fraction"],
-        degrade=syn["degrade"],
-        text_source=syn["text_source"],
+        out_json or synth.coco_json,
+        synth.n_lines,
+        language=run.language,
+        font_paths=line_fonts_from_config(charset, fonts=fonts, synth=synth, run=run),
+        seed=run.seed,
+        font_sizes=list(synth.font_sizes),
+        max_chars=synth.max_chars,
+        vertical_fraction=synth.vertical_fraction,
+        degrade=synth.degrade,
+        text_source=synth.text_source,
         charset=charset,
-        style=syn["style"],
+        style=synth.style,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run `effocr synth-lines`."""
-    from effocr.config import load_config
+    from effocr.config import config_sections, load_config
 
     overrides: dict = {"synth": {}}
     for key in ("n_lines", "font_sizes", "max_chars", "vertical_fraction", "text_source"):
@@ -770,6 +789,6 @@ def run(args: argparse.Namespace) -> int:
         overrides["render"] = {"charset": args.charset, "charset_from_text": False}
     if args.fonts:
         overrides["fonts"] = {"dirs": args.fonts, "include": []}
-    config = load_config(args.config, overrides)
-    print(synth_lines_from_config(config, args.out))
+    sections = config_sections(load_config(args.config, overrides))
+    print(synth_lines_from_config(args.out, **sections.pick("synth", "fonts", "render", "run")))
     return 0

@@ -28,8 +28,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from effocr.config import (
+    FontsSection,
+    LineDetectorSection,
+    RenderSection,
+    RunSection,
+    SynthSection,
+)
 from effocr.profiles import get_profile
-from effocr.synth.charsets import resolve_charset, token_symbols
+from effocr.synth.charsets import token_symbols
 from effocr.synth.fonts import usable_chars
 from effocr.synth.lines import (
     _english_line,
@@ -37,6 +44,7 @@ from effocr.synth.lines import (
     _japanese_line,
     _layout,
     default_line_fonts,
+    line_charset,
     line_fonts_from_config,
 )
 from effocr.synth.text import read_text_source, shipped_text_path
@@ -562,27 +570,31 @@ def synth_pages(
 
 
 def synth_pages_from_config(
-    config: dict, out_json: str | os.PathLike, n_pages: int, first_index: int = 0
+    out_json: str | os.PathLike,
+    n_pages: int,
+    first_index: int,
+    *,
+    line_detector: LineDetectorSection,
+    synth: SynthSection,
+    fonts: FontsSection,
+    render: RenderSection,
+    run: RunSection,
 ) -> Path:
-    """`synth_pages` with the `pages`, `fonts`, `render` (charset), `language`, `seed` of a config."""
-    pc = config["line_detector"]
-    charset = resolve_charset(
-        config["render"]["charset"],
-        config["render"]["charset_from_text"],
-        config["language"],
-        config["synth"]["text_source"],
-    )
+    """`synth_pages` with the config sections `line_detector` (`dpi`, `vertical_fraction`,
+    `max_skew`, `degrade`), `synth` (`text_source`, `line_fonts`), `fonts` and `render` (the
+    line fonts and charset, as `synth_lines_from_config`) and `run`."""
+    charset = line_charset(render=render, synth=synth, run=run)
     return synth_pages(
         out_json,
         n_pages,
-        language=config["language"],
-        font_paths=line_fonts_from_config(config, charset),
-        seed=config["seed"],
-        dpi=pc["dpi"],
-        vertical_fraction=pc["vertical_fraction"],
-        max_skew=pc["max_skew"],
-        degrade=pc["degrade"],
-        text_source=config["synth"]["text_source"],
+        language=run.language,
+        font_paths=line_fonts_from_config(charset, fonts=fonts, synth=synth, run=run),
+        seed=run.seed,
+        dpi=list(line_detector.dpi),
+        vertical_fraction=line_detector.vertical_fraction,
+        max_skew=line_detector.max_skew,
+        degrade=line_detector.degrade,
+        text_source=synth.text_source,
         charset=charset,
         first_index=first_index,
     )
@@ -600,8 +612,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `effocr synth-pages`."""
-    from effocr.config import load_config
+    from effocr.config import config_sections, load_config
 
-    config = load_config(args.config)
-    print(synth_pages_from_config(config, args.out, args.n_pages, args.first_index))
+    sections = config_sections(load_config(args.config))
+    print(
+        synth_pages_from_config(
+            args.out,
+            args.n_pages,
+            args.first_index,
+            **sections.pick("line_detector", "synth", "fonts", "render", "run"),
+        )
+    )
     return 0

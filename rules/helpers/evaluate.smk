@@ -44,11 +44,9 @@ def report_output(key, category="Report"):
     )
 
 
-# Evaluation settings that change the scores; `worst_lines` only changes the report.
-EVAL_OPTIONS = {
-    k: config["evaluate"][k]
-    for k in ("normalize_quotes", "ignore_case", "ignore_spaces", "tesseract")
-}
+# Evaluation settings that change the scores; `worst_lines` only changes the report, and each
+# set's own spec (`sets`) is the param `spec`.
+SCORE_KEYS = ("normalize_quotes", "ignore_case", "ignore_spaces", "tesseract")
 EVAL_SPEC = lambda wildcards: workflow_set_spec(
     wildcards.eval_set,
     config["evaluate"],

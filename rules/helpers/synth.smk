@@ -46,16 +46,10 @@ def charset_input_files():
     return files
 
 
-def line_fonts_config():
-    """The `fonts` keys synthetic lines use (not the reference or max_fonts of the renders)."""
-    keys = ("dirs", "include", "exclude", "min_coverage")
-    return {k: config["fonts"][k] for k in keys}
-
-
-def line_charset_config():
-    """The `render` keys synthetic lines use: only the charset (not size, padding or mode)."""
-    keys = ("charset", "charset_from_text")
-    return {k: config["render"][k] for k in keys}
+# The `fonts` keys synthetic lines and pages use (not the reference or max_fonts of the
+# renders), and the `render` keys: only the charset (not size, padding or mode).
+LINE_FONT_KEYS = ("dirs", "include", "exclude", "min_coverage")
+LINE_CHARSET_KEYS = ("charset", "charset_from_text")
 
 
 def text_source_for_renders():
