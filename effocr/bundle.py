@@ -191,6 +191,8 @@ class Manifest:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in data.items() if k in names}
         known.setdefault("language", data["profile"]["name"])
+        for name in ("infer", "crops"):
+            known[name] = _config_defaults(name, known.get(name))
         return cls(**known, extra={k: v for k, v in data.items() if k not in names})
 
     @classmethod
@@ -219,6 +221,18 @@ class Manifest:
         if verify:
             manifest.verify(bundle)
         return manifest
+
+
+def _config_defaults(name: str, given: dict | None) -> dict:
+    """model.yaml's config section `name` (`infer`, `crops`) with the keys a bundle exported
+    before them lacks taken from the config schema, as a new export would write them (a
+    reader then reads every key; no default is repeated here)."""
+    from effocr.config import section_defaults
+
+    given = dict(given or {})
+    if name == "infer" and "threads" in given:  # the name of `workers` in older bundles
+        given.setdefault("workers", given.pop("threads"))
+    return {**section_defaults(name), **given}
 
 
 def schema_problems(data: Any) -> list[str]:

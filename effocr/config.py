@@ -288,7 +288,10 @@ class Section:
                 "(build sections from a validated config)"
             )
         return cls(
-            **{name: _freeze(section[k]) if k in section else NOT_PASSED for k, name in keys.items()}
+            **{
+                name: _freeze(section[k]) if k in section else NOT_PASSED
+                for k, name in keys.items()
+            }
         )
 
     def __getattribute__(self, name: str) -> Any:

@@ -422,10 +422,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def bundle_workers(meta: dict) -> int:
-    """The bundle's default worker count: `infer.workers` (`infer.threads` in bundles
-    exported before the rename); a bundle without an `infer` section runs one worker."""
-    infer = meta.get("infer", {})
-    return int(infer.get("workers", infer.get("threads", 1)))
+    """The bundle's default worker count: `infer.workers` (`Manifest.read` fills it in for
+    bundles exported before it)."""
+    return int(meta["infer"]["workers"])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -435,11 +434,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.inputs and args.segmentation is None:
         raise EffOCRError("effocr infer: give at least one INPUT (or --segmentation)")
     meta = load_model_yaml(args.model)  # checksums: once, by the Engine below
-    defaults = meta.get("infer", {})
     if args.threads is not None:
         LOG.warning("effocr infer: --threads is deprecated (it counts workers); use --workers")
     workers = args.workers or args.threads or bundle_workers(meta)
-    batch_size = args.batch_size or int(defaults.get("batch_size", 64))
+    batch_size = args.batch_size or int(meta["infer"]["batch_size"])
     if args.coco and not args.output:
         raise EffOCRError("--coco needs --output")
     if not args.output and set(formats) != {"jsonl"} and args.format is not None:

@@ -384,7 +384,7 @@ class Pipeline:
         return cls(
             # model.yaml's `profile.vertical` (format 1) is the profile's `allows_vertical`.
             LocalizerStage(localizer, bool(prof.get("vertical", profile.allows_vertical))),
-            GlyphCropper(int(rec["input_size"]), int(meta.get("crops", {}).get("padding", 0))),
+            GlyphCropper(int(rec["input_size"]), int(meta["crops"]["padding"])),
             RecognizerStage(rec_session, rec["mean"], rec["std"], batch_size),
             search,
             TextBuilder(search.chars, search.labels, bool(prof.get("spaces", profile.spaces))),

@@ -70,9 +70,7 @@ rule report:
         mem_mb=2000,
         runtime=15,
     params:
-        **SECTIONS.params(
-            "run", evaluate=("worst_lines",), dataset=("coco_json",)
-        ),
+        **SECTIONS.params("run", evaluate=("worst_lines",), dataset=("coco_json",)),
         code=code_version("effocr.report"),
     script:
         "../workflow_scripts/report.py"

@@ -61,7 +61,8 @@ rule evaluate_localizer:
         runtime=30,
     params:
         **SECTIONS.params(
-            localizer=("onnx_layout", "input_height", *THRESHOLD_KEYS), dataset=LINE_KEYS
+            localizer=("onnx_layout", "input_height", *THRESHOLD_KEYS),
+            dataset=LINE_KEYS,
         ),
         code=code_version("effocr.localizer.evaluate"),
     script:

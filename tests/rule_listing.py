@@ -47,6 +47,9 @@ with SnakemakeApi(OutputSettings()) as api:
             "norun": r.norun,
             "script": r.script,
             "params": params,
+            # Every param's name, and the dict-valued ones (the config sections a rule passes).
+            "param_names": [k for k, _ in r.params.items()],
+            "dict_params": {k: v for k, v in r.params.items() if isinstance(v, dict)},
             "resources": {
                 k: v for k, v in resources.items() if isinstance(v, (str, int, float, bool))
             },
@@ -58,7 +61,8 @@ with SnakemakeApi(OutputSettings()) as api:
 def workflow_rules(
     workdir: Path, repo: Path = REPO, configfiles: tuple[Path, ...] = (), pythonpath=None
 ) -> dict[str, dict]:
-    """{rule name: conda, container, basedir, norun, script, params (plain values), resources}
+    """{rule name: conda, container, basedir, norun, script, params (plain values),
+    param_names, dict_params, resources}
     of the workflow in `repo`; `pythonpath` is where `effocr` is imported from (default: as
     the test process)."""
     env = dict(os.environ)

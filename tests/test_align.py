@@ -331,7 +331,9 @@ def test_lines_with_boxes_kept_and_foreign_output_refused(en_bundle, tiny_coco_f
 
 
 def test_settings_from_config_follow_the_schema():
-    s = AlignSettings.from_config(config_sections({"align": {"top_k": 5, "split_penalty": 0.4}}).align)
+    s = AlignSettings.from_config(
+        config_sections({"align": {"top_k": 5, "split_penalty": 0.4}}).align
+    )
     assert s.top_k == 5 and s.split_penalty == 0.4
     assert dataclasses.replace(s, top_k=3).top_k == 3
 

@@ -17,7 +17,7 @@ from conftest import missing_dependency
 from PIL import Image
 
 import effocr.synth.fonts as fonts_module
-from effocr.config import load_config
+from effocr.config import config_sections, load_config
 from effocr.recognizer.dataset import resolve_reference_fonts
 from effocr.synth.charsets import load_charset, resolve_charset
 from effocr.synth.degrade import degrade_print

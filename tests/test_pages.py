@@ -323,7 +323,11 @@ def page_bundle(tiny_bundle, tiny_detector, tiny_pages, tmp_path_factory) -> Pat
 
     out = tmp_path_factory.mktemp("page_bundle") / "bundle"
     add_line_detector(
-        tiny_bundle, out, tiny_detector, tiny_pages, **config_sections({}).pick("export", "line_detector")
+        tiny_bundle,
+        out,
+        tiny_detector,
+        tiny_pages,
+        **config_sections({}).pick("export", "line_detector"),
     )
     return out
 

@@ -374,7 +374,9 @@ def run(args: argparse.Namespace) -> int:
     dataset = config_sections(
         {"dataset": {k: v for k, v in given.items() if v is not None}}, source="effocr validate"
     ).dataset
-    report = check_coco(args.coco_json, args.report, args.charset, dataset=dataset, log_results=False)
+    report = check_coco(
+        args.coco_json, args.report, args.charset, dataset=dataset, log_results=False
+    )
     print(summary_line(report))
     for cp, info in report["outside_charset"].items():
         print(f"  warning: {info['char']!r} ({cp}) not in charset: {info['count']}x")

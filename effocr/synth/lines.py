@@ -711,9 +711,7 @@ def line_fonts_from_config(
         found = find_fonts(selected, include=line_fonts)
     elif fonts.dirs is None and not fonts.include:
         found = [
-            f
-            for f in default_line_fonts(run.language)
-            if find_fonts([f], exclude=fonts.exclude)
+            f for f in default_line_fonts(run.language) if find_fonts([f], exclude=fonts.exclude)
         ]
     else:
         dirs = fonts.dirs if fonts.dirs is not None else default_font_dirs()
@@ -736,7 +734,9 @@ def _plain(value: tuple | None) -> list | None:
 def line_charset(*, render: RenderSection, synth: SynthSection, run: RunSection) -> list[str]:
     """The charset of synthetic lines: the render charset (`render.charset`,
     `render.charset_from_text` with `synth.text_source`, `run.language`)."""
-    return resolve_charset(render.charset, render.charset_from_text, run.language, synth.text_source)
+    return resolve_charset(
+        render.charset, render.charset_from_text, run.language, synth.text_source
+    )
 
 
 def synth_lines_from_config(

@@ -1,0 +1,286 @@
+"""Config reaches code one way (issue 13 item 5): typed sections built from the validated
+config, passed by each rule as params, taken by each step as keyword-only arguments.
+
+The rule checks run the Snakefile through Snakemake's API (tests/rule_listing.py), so they see
+the rules exactly as a run does.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+from rule_listing import REPO, rule_script, workflow_rules
+
+from effocr.config import (
+    PATH_KEYS,
+    SECTION_TYPES,
+    RunSection,
+    config_sections,
+    load_schema,
+    step_sections,
+)
+from effocr.utils import EffOCRError
+
+# The params of a rule that are no config section, besides `code`: paths, values computed from
+# files, and what the DAG works out per job. A new one needs a reason here.
+NON_CONFIG_PARAMS: dict[str, dict[str, str]] = {
+    "check_coco": {"charset": "the resolved render charset (its files' contents)"},
+    "render_glyphs": {
+        "text_source": "synth.text_source only with render.charset_from_text (a file)",
+        "charset": "hash of the resolved charset (its files' contents)",
+        "font_files": "hash of the font files found",
+    },
+    "synth_lines": {
+        "charset": "hash of the resolved charset (its files' contents)",
+        "font_files": "hash of the font files found",
+    },
+    "synth_pages": {
+        "charset": "hash of the resolved charset (its files' contents)",
+        "font_files": "hash of the font files found",
+        "n_pages": "line_detector.n_<split>_pages of the job's split (a wildcard)",
+        "first_index": "the number of the split's first page (a workflow constant)",
+    },
+    "train_recognizer": {
+        "init_from": "config init_from: the base (a path, PATH_KEYS)",
+        "init_from_sha256": "checksum of the base's weights",
+    },
+    "train_recognizer_hard_negatives": {
+        "init_from": "config init_from: the base (a path, PATH_KEYS)",
+        "init_from_sha256": "checksum of the base's weights",
+    },
+    "train_localizer": {
+        "init_from": "config init_from: the base (a path, PATH_KEYS)",
+        "init_from_sha256": "checksum of the base's weights",
+        "out_dir": "the output folder",
+        "image_dir": "where the split's images are (a path; also in the dataset section)",
+    },
+    "train_line_detector": {"out_dir": "the output folder"},
+    "export_bundle": {
+        "index_dir": "the input index's folder",
+        "image_dir": "where the split's images are (a path)",
+    },
+    "evaluate": {"spec": "the job's evaluation set (name, path, type, image_dir)"},
+    "align_lines": {"bundle": "the bundle aligned with: align.bundle or the last round's"},
+    "import_dataset": {"out_dir": "the output folder"},
+    "ocr_shard": {
+        "pages": "the shard's pages (the plan's)",
+        "out_dir": "the output folder",
+    },
+    "ocr": {"problems": "the listing's problems (the plan's)"},
+}
+
+
+def _schema_keys(schema: dict) -> list[str]:
+    return list(schema.get("properties", {}))
+
+
+def test_every_schema_key_has_its_section_field():
+    """Every top-level schema key is a section with a Section class of exactly its keys, a
+    field of RunSection, or a path key; a key added to the schema without its field fails."""
+    properties = load_schema()["properties"]
+    run_keys = [RunSection.key(f.name) for f in dataclasses.fields(RunSection)]
+    for name, sub in properties.items():
+        if sub.get("type") == "object":
+            assert name in SECTION_TYPES, f"schema section {name} has no Section class"
+            cls = SECTION_TYPES[name]
+            got = [cls.key(f.name) for f in dataclasses.fields(cls)]
+            assert got == _schema_keys(sub), name
+        else:
+            assert name in run_keys or name in PATH_KEYS, f"top-level key {name} is no field"
+    assert set(SECTION_TYPES) == {n for n, s in properties.items() if s.get("type") == "object"} | {
+        "run"
+    }
+    assert set(run_keys) | set(PATH_KEYS) == {
+        n for n, s in properties.items() if s.get("type") != "object"
+    }
+
+
+def test_a_partial_section_refuses_the_keys_its_rule_did_not_pass():
+    sections = config_sections({"evaluate": {"worst_lines": 3}})
+    params = sections.params(evaluate=("ignore_case", "tesseract"), run=("language",))
+    assert params == {
+        "evaluate": {"ignore_case": False, "tesseract": True},
+        "run": {"language": "en"},
+    }
+    typed = step_sections({**params, "spec": {"name": "test"}})
+    assert typed["evaluate"].ignore_case is False and typed["run"].language == "en"
+    assert typed["evaluate"].passed() == ["ignore_case", "tesseract"]
+    assert typed["evaluate"].as_dict() == params["evaluate"]
+    with pytest.raises(EffOCRError, match=r"config evaluate\.worst_lines is read .* does not pass"):
+        _ = typed["evaluate"].worst_lines
+    with pytest.raises(EffOCRError, match=r"config run\.seed"):
+        _ = typed["run"].seed
+    with pytest.raises(EffOCRError, match="has no keys"):
+        sections.params(evaluate=("no_such_key",))
+
+
+# --- the rules --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory) -> dict[str, dict]:
+    return workflow_rules(tmp_path_factory.mktemp("wf"))
+
+
+@pytest.fixture(scope="module")
+def demo_sections():
+    with open(REPO / "config" / "config.yaml", encoding="utf-8") as f:
+        return config_sections(yaml.safe_load(f))
+
+
+def _step_function(script: Path):
+    """The function a workflow script hands its sections to (`f(..., **step_sections(...))`),
+    or None when it calls `step_sections` nowhere."""
+    tree = ast.parse(script.read_text(encoding="utf-8"))
+    imported = {
+        a.asname or a.name: node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for a in node.names
+    }
+
+    def is_sections(value: ast.expr) -> bool:
+        return (
+            isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name)
+            and value.func.id == "step_sections"
+        )
+
+    # `sections = step_sections(...)`, then `f(..., **sections)`, counts too.
+    names = {
+        t.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and is_sections(node.value)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+            continue
+        for kw in node.keywords:
+            value = kw.value
+            if kw.arg is None and (
+                is_sections(value) or (isinstance(value, ast.Name) and value.id in names)
+            ):
+                module = importlib.import_module(imported[node.func.id])
+                return getattr(module, node.func.id)
+    return None
+
+
+def _attributes_read(func, name: str) -> set[str]:
+    """`x` of every `name.x` in `func`'s own body."""
+    tree = ast.parse(inspect.getsource(func).lstrip())
+    return {
+        n.attr
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == name
+    }
+
+
+def test_rules_pass_only_config_sections(rules, demo_sections):
+    """Besides `code`, a rule's params are config sections (dicts named as in SECTION_TYPES,
+    holding the config's values of the keys passed) or a listed non-config param."""
+    checked = 0
+    for name, rule in rules.items():
+        if not rule["script"]:
+            continue
+        names = set(rule["param_names"]) - {"code"}
+        sections = names & set(SECTION_TYPES)
+        extra = names - sections
+        allowed = set(NON_CONFIG_PARAMS.get(name, {}))
+        assert extra <= allowed, f"rule {name}: params {sorted(extra - allowed)} are no section"
+        assert allowed <= extra, f"rule {name}: NON_CONFIG_PARAMS lists {sorted(allowed - extra)}"
+        for section in sections:
+            passed = rule["dict_params"][section]
+            whole = getattr(demo_sections, section).as_dict()
+            assert passed and set(passed) <= set(whole), (name, section)
+            assert passed == {k: whole[k] for k in passed}, (name, section)
+        checked += 1
+    assert checked >= 20
+
+
+def test_each_step_takes_exactly_the_sections_its_rule_passes(rules):
+    """The function a rule's script calls takes, as keyword-only arguments without defaults,
+    exactly the sections the rule passes, and reads no key of them the rule leaves out."""
+    for name, rule in rules.items():
+        script = rule_script(rule)
+        if script is None:
+            continue
+        passed = set(rule["param_names"]) & set(SECTION_TYPES)
+        step = _step_function(script)
+        if step is None:
+            assert not passed, f"rule {name} passes {passed}, {script.name} hands over none"
+            continue
+        params = inspect.signature(step).parameters
+        taken = {p for p in params if p in SECTION_TYPES}
+        assert taken == passed, f"rule {name}: {step.__qualname__} takes {taken}, gets {passed}"
+        for section in taken:
+            param = params[section]
+            assert param.kind is inspect.Parameter.KEYWORD_ONLY, (name, section)
+            assert param.default is inspect.Parameter.empty, (name, section)
+            cls = SECTION_TYPES[section]
+            fields = {f.name for f in dataclasses.fields(cls)}
+            read = {cls.key(a) for a in _attributes_read(step, section) & fields}
+            keys = set(rule["dict_params"][section])
+            assert read <= keys, f"rule {name}: {step.__qualname__} reads {section}.{read - keys}"
+
+
+# --- no defaults in code ----------------------------------------------------------------------
+
+# `.get(config key, literal)` calls that read no config: (module, key) -> why.
+NOT_CONFIG_GETS = {
+    ("effocr/data/coco.py", "text"): "a COCO image record's transcription (data)",
+    ("effocr/export.py", "score_threshold"): "the trained localizer's model metadata",
+    ("effocr/report.py", "tesseract"): "an evaluation's metrics.json record (data)",
+}
+
+
+def _config_keys(schema: dict) -> set[str]:
+    keys = set()
+    for key, sub in schema.get("properties", {}).items():
+        keys.add(key)
+        if isinstance(sub, dict):
+            keys |= _config_keys(sub)
+    return keys
+
+
+def _is_literal(node: ast.expr) -> bool:
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.UnaryOp):
+        return isinstance(node.operand, ast.Constant)
+    if isinstance(node, ast.Dict):
+        return not node.keys
+    return isinstance(node, ast.List | ast.Tuple) and not node.elts
+
+
+def test_no_config_default_in_code():
+    """No effocr module re-states a default with `.get(config key, literal)`: every config
+    value comes from the validated config (config/schema.yaml)."""
+    keys = _config_keys(load_schema())
+    found = []
+    for path in sorted((REPO / "effocr").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+                and len(node.args) == 2
+            ):
+                continue
+            key, default = node.args
+            if (
+                isinstance(key, ast.Constant)
+                and key.value in keys
+                and _is_literal(default)
+                and (rel, key.value) not in NOT_CONFIG_GETS
+            ):
+                found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, "config defaults in code:\n" + "\n".join(found)
