@@ -305,6 +305,26 @@ class Section:
             )
         return value
 
+    # The subclasses are dataclasses with repr=False, eq=False: the generated methods would
+    # read every field, and a partial section refuses the keys its rule did not pass.
+    def _values(self) -> tuple:
+        return tuple(object.__getattribute__(self, f.name) for f in fields(self))  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={object.__getattribute__(self, f.name)!r}"
+            for f in fields(self)  # type: ignore[arg-type]
+        )
+        return f"{type(self).__name__}({shown})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
     def passed(self) -> list[str]:
         """The config keys this section holds (all of them, unless built from a partial dict)."""
         return [
@@ -322,7 +342,7 @@ class Section:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class RunSection(Section):
     """The top-level keys a step reads: `seed`, `language`."""
 
@@ -331,7 +351,7 @@ class RunSection(Section):
     language: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class DatasetSection(Section):
     NAME = "dataset"
     coco_json: str
@@ -343,14 +363,14 @@ class DatasetSection(Section):
     import_: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class SplitSection(Section):
     NAME = "split"
     ratios: tuple[float, ...]
     files: Mapping[str, str] | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class SynthSection(Section):
     NAME = "synth"
     coco_json: str
@@ -364,7 +384,7 @@ class SynthSection(Section):
     line_fonts: tuple[str, ...] | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class FontsSection(Section):
     NAME = "fonts"
     dirs: tuple[str, ...] | None
@@ -375,7 +395,7 @@ class FontsSection(Section):
     max_fonts: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class RenderSection(Section):
     NAME = "render"
     size: int
@@ -385,14 +405,14 @@ class RenderSection(Section):
     mode: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class CropsSection(Section):
     NAME = "crops"
     full_height: bool
     padding: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class RecognizerSection(Section):
     NAME = "recognizer"
     encoder: str
@@ -416,7 +436,7 @@ class RecognizerSection(Section):
     wandb: Mapping[str, Any] | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class LocalizerSection(Section):
     NAME = "localizer"
     backend: str
@@ -439,7 +459,7 @@ class LocalizerSection(Section):
     gap_factor: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class ExportSection(Section):
     NAME = "export"
     opset: int
@@ -458,14 +478,14 @@ class ExportSection(Section):
     localizer_onnx: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class InferSection(Section):
     NAME = "infer"
     batch_size: int
     workers: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class EvaluateSection(Section):
     NAME = "evaluate"
     sets: tuple[Mapping[str, str], ...]
@@ -476,7 +496,7 @@ class EvaluateSection(Section):
     worst_lines: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class LineDetectorSection(Section):
     NAME = "line_detector"
     enabled: bool
@@ -503,7 +523,7 @@ class LineDetectorSection(Section):
     cut_height: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class LMSection(Section):
     NAME = "lm"
     enabled: bool
@@ -515,7 +535,7 @@ class LMSection(Section):
     text: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class AlignSection(Section):
     NAME = "align"
     bundle: str | None
@@ -531,7 +551,7 @@ class AlignSection(Section):
     space_penalty: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class OcrSection(Section):
     NAME = "ocr"
     input: str | None

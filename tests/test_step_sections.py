@@ -112,6 +112,9 @@ def test_a_partial_section_refuses_the_keys_its_rule_did_not_pass():
     assert typed["evaluate"].ignore_case is False and typed["run"].language == "en"
     assert typed["evaluate"].passed() == ["ignore_case", "tesseract"]
     assert typed["evaluate"].as_dict() == params["evaluate"]
+    # Shown and compared without reading the keys it lacks (a log line must not raise).
+    assert "worst_lines=<not passed>" in repr(typed["evaluate"])
+    assert typed["evaluate"] == step_sections(params)["evaluate"] != sections.evaluate
     with pytest.raises(EffOCRError, match=r"config evaluate\.worst_lines is read .* does not pass"):
         _ = typed["evaluate"].worst_lines
     with pytest.raises(EffOCRError, match=r"config run\.seed"):
