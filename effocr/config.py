@@ -7,6 +7,7 @@ the `effocr` command line, so a key means the same thing everywhere.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import os
@@ -79,6 +80,11 @@ def load_schema() -> dict:
 
 def section_defaults(name: str) -> dict:
     """The schema's defaults of config section `name` (what a config without it gets)."""
+    return copy.deepcopy(_section_defaults(name))
+
+
+@functools.cache
+def _section_defaults(name: str) -> dict:
     return _fill_defaults(load_schema()["properties"][name], {})
 
 

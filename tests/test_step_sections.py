@@ -287,3 +287,23 @@ def test_no_config_default_in_code():
             ):
                 found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
     assert not found, "config defaults in code:\n" + "\n".join(found)
+
+
+def test_an_older_bundle_manifest_reads_the_schema_defaults():
+    """model.yaml without `infer`/`crops` keys (or with `infer.threads`, the old name of
+    `workers`): readers get every key, from the config schema, as a new export writes them."""
+    from effocr.bundle import Manifest
+
+    manifest = {
+        "format_version": 1,
+        "profile": {"name": "en"},
+        "recognizer": {"file": "recognizer.onnx", "input_size": 32, "mean": [0.5], "std": [0.5]},
+        "localizer": {"file": "localizer.onnx", "meta": {"input_height": 32, "classes": ["char"]}},
+        "index": {"file": "ref.index", "labels": "ref_labels.txt"},
+    }
+    defaults = config_sections({})
+    read = Manifest.from_dict(manifest)
+    assert read.infer == defaults.infer.as_dict() and read.crops == defaults.crops.as_dict()
+    read = Manifest.from_dict({**manifest, "infer": {"threads": 3}, "crops": {"padding": 2}})
+    assert read.infer == {**defaults.infer.as_dict(), "workers": 3}
+    assert read.crops["padding"] == 2
