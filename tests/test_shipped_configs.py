@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from effocr.config import config_sections, deep_merge, validate_config
+from effocr.config import config_sections, deep_merge
 from effocr.profiles import get_profile
 from effocr.recognizer.dataset import resolve_reference_fonts
 from effocr.synth.charsets import resolve_charset
@@ -62,7 +62,9 @@ def test_shipped_config_finds_line_and_reference_fonts(path, monkeypatch):
         sections.fonts.reference,
         get_profile(sections.run.language).reference_fonts,
     )
-    line_fonts = line_fonts_from_config(validate_config(raw, source=str(path)), charset)
+    line_fonts = line_fonts_from_config(
+        charset, fonts=sections.fonts, synth=sections.synth, run=sections.run
+    )
     # The fonts must cover the script itself, not only pass a loose filter: every reference
     # and line font draws most of the charset.
     for font in [f for f in rendered if f.stem in reference] + line_fonts:
