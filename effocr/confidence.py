@@ -37,7 +37,8 @@ import numpy as np
 from effocr.utils import EffOCRError, write_json
 
 if TYPE_CHECKING:
-    from effocr.pipeline import LineResult
+    from effocr.bundle import Manifest
+    from effocr.pipeline import LineResult, Pipeline
 
 LOG = logging.getLogger(__name__)
 
@@ -355,7 +356,9 @@ def fit_calibration(samples: Samples) -> tuple[Calibration | None, dict]:
     return Calibration(models, report), report
 
 
-def read_lines(pipeline, images: Sequence[str], references: Sequence[str], batch: int = 32):
+def read_lines(
+    pipeline: Pipeline, images: Sequence[str], references: Sequence[str], batch: int = 32
+) -> Samples:
     """`Samples` of `images` read by `pipeline` (`effocr.pipeline.Pipeline`) against their
     `references`."""
     samples = Samples()
@@ -368,12 +371,12 @@ def read_lines(pipeline, images: Sequence[str], references: Sequence[str], batch
 
 def calibrate_bundle(
     bundle_dir: str | os.PathLike,
-    manifest,
+    manifest: Manifest,
     lines_spec: dict,
-    n_lines: int,
+    n_lines: int | None,
     work_dir: str | os.PathLike,
 ) -> dict:
-    """Read the first `n_lines` lines of `lines_spec` (an `effocr.evaluate` set spec: held-out
+    """Read the first `n_lines` lines (None: all) of `lines_spec` (an `effocr.evaluate` set spec: held-out
     lines with their transcriptions) with the bundle in `bundle_dir`, fit the calibration,
     and, when both levels could be fitted, write `confidence.json` and set
     `manifest.confidence` (the caller writes the manifest). Returns the fit's report."""
@@ -426,7 +429,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output", "-o", required=True, help="the calibrated bundle (a copy)")
     parser.add_argument(
-        "--max-lines", type=int, default=None, help="read at most this many lines (all: None)"
+        "--max-lines", type=int, default=None, help="read at most this many lines (default: all)"
     )
 
 
@@ -448,7 +451,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
         (tmp / CONFIDENCE_FILE).unlink(missing_ok=True)
         manifest.confidence = {}
-        report = calibrate_bundle(tmp, manifest, spec, args.max_lines or 10**12, work)
+        report = calibrate_bundle(tmp, manifest, spec, args.max_lines, work)
         manifest.write(tmp)
     print(json.dumps(report, indent=2))
     return 0
