@@ -376,9 +376,9 @@ def calibrate_bundle(
     n_lines: int | None,
     work_dir: str | os.PathLike,
 ) -> dict:
-    """Read the first `n_lines` lines (None: all) of `lines_spec` (an `effocr.evaluate` set spec: held-out
-    lines with their transcriptions) with the bundle in `bundle_dir`, fit the calibration,
-    and, when both levels could be fitted, write `confidence.json` and set
+    """Read the first `n_lines` lines (None: all) of `lines_spec` (an `effocr.evaluate` set
+    spec: held-out lines with their transcriptions) with the bundle in `bundle_dir`, fit the
+    calibration and, when both levels could be fitted, write `confidence.json` and set
     `manifest.confidence` (the caller writes the manifest). Returns the fit's report."""
     from effocr.evaluate import load_eval_set
     from effocr.pipeline import Pipeline
