@@ -8,7 +8,11 @@ is right, any other is wrong. Reported per set:
 * glyphs: the mean confidence of right and of wrong glyphs, and the AUROC of the glyph
   confidence as a detector of right glyphs (0.5: no better than chance);
 * lines: the mean line confidence against the mean character accuracy (1 - CER, clipped at 0)
-  and their Spearman rank correlation across lines (does a lower confidence mean more errors?).
+  and their Spearman rank correlation across lines (does a lower confidence mean more errors?);
+* words and lines: the expected calibration error (10 equal-width bins) of the written
+  confidence (calibrated when the bundle has `confidence.json`) and of the raw mean cosine, as
+  the probability of being read exactly right (`effocr.confidence`: `word_correctness`,
+  `line_correct`), and the accuracy and mean of each.
 
     .venv/bin/python bench/confidence.py --bundle results/bundle \
         --set uw3=../shared/data/uw3-50lines:gt_dir \
@@ -33,6 +37,11 @@ sys.path.insert(0, str(REPO))
 
 from common import cpu_info, cpu_line  # noqa: E402  (bench/common.py)
 
+from effocr.confidence import (  # noqa: E402
+    expected_calibration_error,
+    line_correct,
+    word_correctness,
+)
 from effocr.evaluate import load_eval_set, parse_set_spec  # noqa: E402
 from effocr.infer import Engine  # noqa: E402
 from effocr.metrics import normalize  # noqa: E402
@@ -85,6 +94,9 @@ def measure(engine: Engine, spec: dict, work: Path) -> dict:
     eval_set = load_eval_set(spec, work)
     pages = engine.read([str(line.image) for line in eval_set.lines])
     glyph_conf, glyph_right, line_conf, line_acc = [], [], [], []
+    units: dict[str, dict[str, list]] = {
+        level: {"confidence": [], "cosine": [], "right": []} for level in ("word", "line")
+    }
     for line, page in zip(eval_set.lines, pages, strict=True):
         if page.error is not None or not page.regions:
             continue
@@ -96,6 +108,15 @@ def measure(engine: Engine, spec: dict, work: Path) -> dict:
         cer = Levenshtein.distance(normalize(ln.text), ref) / max(len(ref), 1)
         line_conf.append(ln.confidence if ln.confidence is not None else 0.0)
         line_acc.append(max(0.0, 1.0 - cer))
+        right_words = word_correctness([w.text for w in ln.words], line.reference)
+        for w, ok in zip(ln.words, right_words, strict=True):
+            units["word"]["confidence"].append(w.confidence)
+            units["word"]["cosine"].append(np.mean([g.confidence for g in w.glyphs]))
+            units["word"]["right"].append(ok)
+        if ln.glyphs:
+            units["line"]["confidence"].append(ln.confidence)
+            units["line"]["cosine"].append(np.mean([g.confidence for g in ln.glyphs]))
+            units["line"]["right"].append(line_correct(ln.text, line.reference))
     conf, right = np.asarray(glyph_conf, float), np.asarray(glyph_right, bool)
     lc, la = np.asarray(line_conf), np.asarray(line_acc)
     return {
@@ -108,6 +129,19 @@ def measure(engine: Engine, spec: dict, work: Path) -> dict:
         "mean_line_conf": float(lc.mean()) if len(lc) else float("nan"),
         "mean_line_char_accuracy": float(la.mean()) if len(la) else float("nan"),
         "line_spearman": spearman(lc, la),
+        **{
+            f"{level}_calibration": {
+                "units": len(u["right"]),
+                "accuracy": float(np.mean(u["right"])) if u["right"] else float("nan"),
+                "mean_confidence": float(np.mean(u["confidence"])) if u["right"] else float("nan"),
+                "mean_cosine": float(np.mean(u["cosine"])) if u["right"] else float("nan"),
+                "ece_confidence": expected_calibration_error(u["confidence"], u["right"]),
+                "ece_cosine": expected_calibration_error(u["cosine"], u["right"]),
+                "auroc_confidence": auroc(np.asarray(u["confidence"]), np.asarray(u["right"])),
+                "auroc_cosine": auroc(np.asarray(u["cosine"]), np.asarray(u["right"])),
+            }
+            for level, u in units.items()
+        },
     }
 
 
@@ -147,6 +181,14 @@ def main() -> None:
                 f"{r['glyph_auroc']:.3f}; line conf {r['mean_line_conf']:.3f} vs char accuracy "
                 f"{r['mean_line_char_accuracy']:.3f}, Spearman {r['line_spearman']:.3f}"
             )
+            for level in ("word", "line"):
+                c = r[f"{level}_calibration"]
+                print(
+                    f"  {level}s: {c['units']}, {100 * c['accuracy']:.1f} % exactly right; "
+                    f"mean confidence {c['mean_confidence']:.3f} (ECE {c['ece_confidence']:.3f}), "
+                    f"mean cosine {c['mean_cosine']:.3f} (ECE {c['ece_cosine']:.3f}); AUROC "
+                    f"{c['auroc_confidence']:.3f} / {c['auroc_cosine']:.3f}"
+                )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

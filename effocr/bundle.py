@@ -4,7 +4,8 @@ A bundle (docs/architecture.md) is one directory: `localizer.onnx`, `recognizer.
 `ref.index`, `ref_labels.txt`, `model.yaml` (this manifest) and `parity.json`, and optionally
 `lm.json` (a character language model, `effocr.lm`; section `lm`), `line_detector.onnx`
 (section `line_detector`) and the PyTorch weights (`recognizer.pt`, `localizer.pt`, section
-`weights`: the base of a fine-tune, config `init_from`). The manifest names the files, records their sha256 and says everything inference needs. `Manifest.write`
+`weights`: the base of a fine-tune, config `init_from`) and `confidence.json` (the calibration
+of word and line confidences, `effocr.confidence`; section `confidence`). The manifest names the files, records their sha256 and says everything inference needs. `Manifest.write`
 is the only writer (`effocr.export`), `Manifest.read` the only reader (`effocr.infer`,
 `effocr.evaluate`): it validates the whole file against `resources/bundle_schema.yaml` and,
 unless told not to, checks every file against its recorded checksum.
@@ -82,6 +83,9 @@ class Manifest:
     weights: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     line_detector: dict = field(default_factory=dict)
+    # The confidence calibration (`effocr.confidence`): file and what it was fitted on.
+    # Empty: word and line confidences are mean cosines (bundles exported before it).
+    confidence: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 
@@ -100,6 +104,8 @@ class Manifest:
             names.append(self.lm["file"])
         if self.line_detector:
             names.append(self.line_detector["file"])
+        if self.confidence:
+            names.append(self.confidence["file"])
         return names
 
     def checksums(self) -> dict[str, str]:
@@ -141,7 +147,7 @@ class Manifest:
             value = getattr(self, f.name)
             if f.name == "opset" and value is None:
                 continue
-            if f.name in ("files", "lm", "line_detector", "weights") and not value:
+            if f.name in ("files", "lm", "line_detector", "weights", "confidence") and not value:
                 continue
             out[f.name] = value
         out.update(self.extra)

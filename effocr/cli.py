@@ -64,6 +64,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train-lm": ("effocr.lm", "train the character language model (lm.json) on line texts"),
     "infer": ("effocr.infer", "OCR line images with an exported bundle"),
+    "calibrate-confidence": (
+        "effocr.confidence",
+        "fit a bundle's word and line confidence calibration on held-out lines (into a copy)",
+    ),
     "evaluate": ("effocr.evaluate", "CER/WER of a bundle (and Tesseract) on evaluation sets"),
     "report": ("effocr.report", "build the HTML report from evaluation results"),
 }

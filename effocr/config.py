@@ -480,6 +480,7 @@ class ExportSection(Section):
     quantized_min_cosine: float
     quantized_top1_agreement: float
     calibration_lines: int
+    confidence_lines: int
     recognizer_onnx: str | None
     localizer_onnx: str | None
 

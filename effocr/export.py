@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -936,6 +937,18 @@ def export_bundle(
             manifest.line_detector = line_detector_section(linedet, line_detector)
         manifest.weights = _write_weights(tmp, src)
         manifest.write(tmp)
+        if calibration_json and tol["confidence_lines"] > 0:
+            from effocr.confidence import calibrate_bundle
+
+            # Read by the finished bundle, as `effocr infer` will read: the confidences it
+            # calibrates are those of the shipped (possibly int8) models and LM.
+            spec = {"name": "calibration", "path": str(calibration_json), "type": "coco"}
+            spec["image_dir"] = str(image_dir)
+            with tempfile.TemporaryDirectory() as work:
+                report["confidence"] = calibrate_bundle(
+                    tmp, manifest, spec, int(tol["confidence_lines"]), work
+                )
+            manifest.write(tmp)
         write_json(tmp / PARITY, report)
     LOG.info("bundle written to %s", out_dir)
     return report

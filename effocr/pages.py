@@ -548,6 +548,7 @@ class PagePipeline:
                         margin=self.margin,
                         max_tilt=self.max_tilt,
                         paper=paper,
+                        max_height=self.cut_height,
                     )
                 except EffOCRError:
                     continue

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from effocr.bundle import Manifest
+from effocr.confidence import apply_calibration
 from effocr.imageio import ImageInput, decode_image
 from effocr.onnx_session import CPU_PROVIDER, CUDA_PROVIDER, make_session, uses_cuda
 from effocr.utils import EffOCRError, label_to_codepoints
@@ -58,6 +59,9 @@ class CharResult:
     codepoints: str
     char: str
     score: float
+    # The score minus that of the best reference of another label (the score itself when
+    # the index has no other): a confidence feature (effocr.confidence), not written out.
+    margin: float = 0.0
 
     def to_dict(self) -> dict:
         """JSON-ready dict (the `chars` entries of predictions.jsonl)."""
@@ -84,6 +88,10 @@ class LineResult:
     dropped: int = 0
     # Read top to bottom (a vertical Japanese line); not in predictions.jsonl.
     vertical: bool = False
+    # Calibrated P(read exactly right) of the line and of its words (`word_groups` order),
+    # set by the pipeline when the bundle has a calibration (effocr.confidence).
+    confidence: float | None = None
+    word_confidences: list[float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -102,9 +110,30 @@ class LineResult:
         out["height"] = self.height
         out["chars"] = [c.to_dict() for c in self.chars]
         out["words"] = [{"bbox": [round(float(v), 2) for v in b]} for b in self.words]
+        out.update(confidence_fields(self))
         if self.dropped:
             out["dropped_detections"] = self.dropped
         return out
+
+
+def confidence_fields(res: LineResult) -> dict:
+    """predictions.jsonl's confidences of a read line: `confidence` and `word_confidences`
+    (the text's words, split at spaces), calibrated probabilities when
+    `confidence_calibrated`, else mean cosines; `cosine`, the mean cosine of its glyphs."""
+    from effocr.formats.results import unit_confidences
+
+    line, words, calibrated = unit_confidences(res)
+    scores = [c.score for c in res.chars]
+
+    def r(v: float | None) -> float | None:
+        return None if v is None else round(float(v), 5)
+
+    return {
+        "confidence": r(line),
+        "word_confidences": [r(w) for w in words],
+        "confidence_calibrated": calibrated,
+        "cosine": r(sum(scores) / len(scores)) if scores else None,
+    }
 
 
 def assemble_text(labels: Sequence[str], spaces: np.ndarray | None = None) -> str:
@@ -276,9 +305,12 @@ class TextBuilder:
         sims: np.ndarray,
         rows: np.ndarray,
         space_flags: np.ndarray | None,
+        margins: np.ndarray,
     ) -> None:
-        for box, sim, row in zip(boxes, sims, rows, strict=True):
-            res.chars.append(CharResult(list(box), self.labels[row], self.chars[row], float(sim)))
+        for box, sim, row, margin in zip(boxes, sims, rows, margins, strict=True):
+            res.chars.append(
+                CharResult(list(box), self.labels[row], self.chars[row], float(sim), float(margin))
+            )
         flags = space_flags if self.spaces else None
         res.text = assemble_text([c.char for c in res.chars], flags)
 
@@ -309,6 +341,8 @@ class Pipeline:
         builder: `TextBuilder`.
         meta: The bundle's `model.yaml` as a dict (None: empty).
         decoder: `effocr.lm.LMDecoder` re-ranking the k nearest glyphs (None: top-1).
+        calibration: `effocr.confidence.Calibration` setting each line's calibrated
+            confidences (None: the outputs give mean cosines).
     """
 
     def __init__(
@@ -320,6 +354,7 @@ class Pipeline:
         builder: TextBuilder,
         meta: dict | None = None,
         decoder: Any = None,
+        calibration: Any = None,
     ) -> None:
         self.localizer = localizer
         self.cropper = cropper
@@ -329,6 +364,7 @@ class Pipeline:
         self.meta = meta or {}
         # Only a decoder that can change a label is run; otherwise the top-1 path, unchanged.
         self.decoder = decoder if decoder is not None and decoder.active else None
+        self.calibration = calibration
         self.stats = StageTimings()
 
     @classmethod
@@ -357,6 +393,7 @@ class Pipeline:
                 says (`lm.enabled`). True for a bundle without one is an error.
             lm_weight: The LM weight instead of the bundle's `lm.weight`.
         """
+        from effocr.confidence import Calibration
         from effocr.localizer.runtime import LocalizerSession
         from effocr.profiles import get_profile
 
@@ -390,6 +427,7 @@ class Pipeline:
             TextBuilder(search.chars, search.labels, bool(prof.get("spaces", profile.spaces))),
             meta,
             decoder,
+            Calibration.load(bundle_dir, manifest.confidence),
         )
 
     # -- stages --------------------------------------------------------------
@@ -435,7 +473,9 @@ class Pipeline:
     def recognize(self, lines: Sequence[PreparedLine]) -> int:
         """Stages ``recognizer``, ``knn`` and the text of prepared lines; returns the glyphs."""
         n_glyphs = sum(len(line.squares) for line in lines)
-        k = self.decoder.k if self.decoder is not None else 1
+        k_pick = self.decoder.k if self.decoder is not None else 1
+        # One neighbour more than the pick needs gives each glyph its margin.
+        k = max(k_pick, 2)
         sims = rows = np.zeros((0, k))
         if n_glyphs:
             t0 = time.perf_counter()
@@ -452,12 +492,19 @@ class Pipeline:
             pick = np.zeros(n, dtype=np.int64)
             if self.decoder is not None and n:
                 t0 = time.perf_counter()
-                pick = self.decoder(line_sims, line_rows, line.spaces)
+                pick = self.decoder(line_sims[:, :k_pick], line_rows[:, :k_pick], line.spaces)
                 t_lm += time.perf_counter() - t0
             at = np.arange(n)
             self.builder(
-                line.result, line.boxes, line_sims[at, pick], line_rows[at, pick], line.spaces
+                line.result,
+                line.boxes,
+                line_sims[at, pick],
+                line_rows[at, pick],
+                line.spaces,
+                glyph_margins(line_sims, line_rows, pick, self.builder.labels),
             )
+            if self.calibration is not None:
+                apply_calibration(line.result, self.calibration)
             pos += n
         self.stats.add("lm", t_lm)
         return n_glyphs
@@ -483,6 +530,25 @@ class Pipeline:
         glyphs = self.recognize(prepared)
         self.stats.merge({}, len(results), glyphs)
         return results
+
+
+def glyph_margins(
+    sims: np.ndarray, rows: np.ndarray, pick: np.ndarray, labels: Sequence[str]
+) -> np.ndarray:
+    """Per glyph: the chosen neighbour's similarity minus the best one of another label
+    among the k searched (FAISS row -1: none; no other label found: the similarity itself)."""
+    n = len(pick)
+    at = np.arange(n)
+    chosen = sims[at, pick]
+    out = chosen.astype(np.float64).copy()
+    for i in range(n):
+        own = labels[rows[i, pick[i]]]
+        for j in range(sims.shape[1]):
+            r = rows[i, j]
+            if r >= 0 and labels[r] != own:
+                out[i] = chosen[i] - sims[i, j]
+                break
+    return out
 
 
 @dataclass(frozen=True)

@@ -576,6 +576,13 @@ def test_int8_recognizer_in_the_bundle(trained, tmp_path):
     assert json.loads((bundle / "parity.json").read_text())["recognizer_int8"]["used"]
     results = Engine(bundle).infer(_line_paths(trained)[:2])
     assert all(r.ok and r.chars for r in results)
+    # The finished (int8) bundle read the calibration split for its confidence calibration;
+    # whether a fit was possible depends on the tiny models' right and wrong words.
+    conf = report["confidence"]
+    assert conf["lines"] > 0 and conf["word"]["units"] >= conf["lines"]
+    fitted = all("skipped" not in conf[level] for level in ("word", "line"))
+    assert bool(meta.get("confidence")) == fitted == (bundle / "confidence.json").is_file()
+    assert all(r.to_dict()["confidence_calibrated"] == fitted for r in results)
 
 
 @pytest.mark.parametrize(

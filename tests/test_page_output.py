@@ -467,7 +467,10 @@ def _check_page_xml(data: bytes, rec: dict, folder: Path) -> None:
     words = [w.findtext(f"{PC}TextEquiv/{PC}Unicode") for w in line.iter(f"{PC}Word")]
     assert " ".join(words) == rec["text"]
     if rec["chars"]:
+        # tiny_bundle has no confidence calibration: the line's confidence is the mean cosine.
         mean = sum(min(max(c["score"], 0), 1) for c in rec["chars"]) / len(rec["chars"])
+        assert rec["confidence_calibrated"] is False
+        assert rec["confidence"] == pytest.approx(mean, abs=1e-5)
         assert float(line.find(f"{PC}TextEquiv").get("conf")) == pytest.approx(mean, abs=2e-4)
 
 

@@ -456,3 +456,30 @@ def test_export_bundle_with_the_line_detector(
     assert manifest.line_detector["meta"]["input_height"] == 192
     assert "line_detector.onnx" in manifest.files
     assert json.loads((out / "parity.json").read_text())["line_detector"]["lines_matched"] >= 0
+
+
+def test_read_page_shrinks_cut_lines_to_the_cut_height(page_bundle, tiny_pages):
+    """Detected lines are cut as ground-truth lines (evaluate-pages) and PAGE/ALTO lines are:
+    no thicker than the bundle's `cut_height` when they reach the line pipeline."""
+    from effocr.pages import PagePipeline
+
+    pages = PagePipeline.from_bundle(page_bundle, layout="page")
+    pages.cut_height = 12  # below these pages' line heights, so every cut is shrunk
+    # The two-epoch detector is unsure of everything: a low threshold still finds lines.
+    pages.detector.meta = {**pages.detector.meta, "score_threshold": 0.05}
+    seen: list[tuple[int, ...]] = []
+    run = pages.lines.run
+
+    def recording_run(images, first_index=0):
+        seen.extend(img.shape for img in images)
+        return run(images, first_index)
+
+    pages.lines.run = recording_run
+    found = 0
+    for path in sorted((tiny_pages.parent / "images").glob("page_*.png")):
+        res = pages.read(str(path))
+        assert res.error is None
+        found += len(res.lines)
+    assert found and len(seen) == found
+    assert all(min(shape[:2]) <= 12 for shape in seen), seen
+    assert any(max(shape[:2]) > 24 for shape in seen)  # shrunk, not cut away

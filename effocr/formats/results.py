@@ -9,10 +9,11 @@ its glyph boxes where no word box was detected).
 Confidences:
 - glyph: the cosine similarity of the glyph's embedding to its nearest reference glyph
   (`CharResult.score`), clipped to [0, 1] (a cosine at or below 0 is no likeness at all);
-- word and line: the mean of their glyphs' confidences. This is not a calibrated probability
-  of being right: a bundle holds no held-out correctness data to fit one on (its format
-  version 1 has no place for a fit), and a fit on the synthetic training lines would be
-  over-confident on scans. It ranks words and lines for review (low = look here first).
+- word and line: the probability that the word or line is read exactly right, from the
+  bundle's calibration (`effocr.confidence`: `LineResult.confidence` and `word_confidences`,
+  set by the pipeline). A bundle without one (older, or fitted on too few right or wrong
+  units) gives the mean of the glyphs' confidences instead: that ranks words and lines for
+  review (low = look here first) but is no probability (`unit_confidences` says which).
 """
 
 from __future__ import annotations
@@ -36,6 +37,20 @@ def mean_confidence(glyphs: list[Glyph]) -> float | None:
     return sum(confs) / len(confs) if confs else None
 
 
+def unit_confidences(
+    res: LineResult, groups: list[list[int]] | None = None
+) -> tuple[float | None, list[float | None], bool]:
+    """The line's confidence, its words' (`word_groups` order) and whether they are
+    calibrated probabilities (else the mean clipped cosines of their glyphs)."""
+    groups = word_groups(res) if groups is None else groups
+    calibrated = res.confidence is not None and res.word_confidences is not None
+    if calibrated and len(res.word_confidences) == len(groups):
+        return res.confidence, list(res.word_confidences), True
+    cos = [glyph_confidence(c.score) for c in res.chars]
+    words = [sum(cos[i] for i in g) / len(g) if g else None for g in groups]
+    return (sum(cos) / len(cos) if cos else None), words, False
+
+
 def _union(boxes: list[Box]) -> Box:
     return (
         min(b[0] for b in boxes),
@@ -45,7 +60,7 @@ def _union(boxes: list[Box]) -> Box:
     )
 
 
-def _word_groups(res: LineResult) -> list[list[int]]:
+def word_groups(res: LineResult) -> list[list[int]]:
     """Indices of `res.chars` per word, as the spaces of `res.text` split them."""
     groups: list[list[int]] = []
     pos = 0
@@ -89,15 +104,17 @@ def line_from_result(
         for c in res.chars
     ]
     detected = [tuple(float(v) for v in b) for b in res.words]
+    groups = word_groups(res)
+    line_conf, word_confs, _ = unit_confidences(res, groups)
     words = []
-    for group in _word_groups(res):
+    for group, conf in zip(groups, word_confs, strict=True):
         members = [glyphs[i] for i in group]
         words.append(
             Word(
                 bbox=_word_box([g.bbox for g in members], detected, vertical),
                 text="".join(g.text for g in members),
                 glyphs=members,
-                confidence=mean_confidence(members),
+                confidence=conf,
             )
         )
     return Line(
@@ -106,7 +123,7 @@ def line_from_result(
         text=res.text if res.ok else "",
         words=words,
         glyphs=glyphs,
-        confidence=mean_confidence(glyphs),
+        confidence=line_conf,
         vertical=vertical,
     )
 
