@@ -14,7 +14,8 @@ with `.gt.txt` files (e.g. UW3 lines). For each set and for 1 and 2 cores (pinne
 The machine may be shared: the Engine (for each `--lm` setting) and tesserocr take turns,
 `--rounds` times, and the table gives the median lines/s of each and the median of the
 per-round ratios, so both systems see the same load; the load average of each round is in the
-JSON. `--avx2-only` runs everything (EffOCR, Tesseract, tesserocr) as on a CPU with AVX2 but no
+JSON. `x CPU-s` is the same ratio of lines per CPU-second (user + system time of the Engine's
+process and workers, of the tesserocr process), which other jobs on the machine change least. `--avx2-only` runs everything (EffOCR, Tesseract, tesserocr) as on a CPU with AVX2 but no
 AVX-512, VNNI or AMX (bench/avx2_only.c: CPUID masked, so ONNX Runtime and Tesseract dispatch
 their AVX2 kernels; needs gcc and the `cpuid_fault` CPU flag).
 
@@ -125,6 +126,17 @@ def run_effocr_cli(
     return seconds, [r.get("text") for r in recs]
 
 
+def _proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (/proc/PID/stat; 0 where unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command: state is field 3, utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class EngineRun:
     """An `effocr.infer.Engine` kept open (workers started, warmed up) for timed passes."""
 
@@ -143,11 +155,20 @@ class EngineRun:
         self.engine.infer(images)
         self.engine.reset_timings()
 
-    def timed_pass(self, images: list[str]) -> tuple[float, list[str | None]]:
-        start = time.perf_counter()
+    def _cpu_seconds(self) -> float:
+        """CPU seconds of this process and of the Engine's worker processes so far."""
+        pool = self.engine.runner._pool
+        pids = list(getattr(pool, "_processes", None) or {}) if pool is not None else []
+        return time.process_time() + sum(_proc_cpu_seconds(pid) for pid in pids)
+
+    def timed_pass(self, images: list[str]) -> tuple[float, list[str | None], float]:
+        """Seconds, texts and CPU seconds (this process and the workers) of one pass."""
+        start, cpu = time.perf_counter(), self._cpu_seconds()
         results = self.engine.infer(images)
         self.passes += 1
-        return time.perf_counter() - start, [r.text if r.ok else None for r in results]
+        seconds = time.perf_counter() - start
+        texts = [r.text if r.ok else None for r in results]
+        return seconds, texts, self._cpu_seconds() - cpu
 
     def summary(self) -> dict:
         eng = self.engine
@@ -181,7 +202,10 @@ def run_tesseract_cli(images: list[str], cores: int, lang: str) -> tuple[float, 
     return time.perf_counter() - start, texts
 
 
-def run_tesserocr(images: list[str], cores: int, lang: str) -> tuple[float, list[str]] | None:
+def run_tesserocr(
+    images: list[str], cores: int, lang: str
+) -> tuple[float, list[str], float] | None:
+    """Seconds, texts and CPU seconds (all threads) of one timed pass."""
     try:
         import tesserocr
     except ImportError:
@@ -206,14 +230,14 @@ def run_tesserocr(images: list[str], cores: int, lang: str) -> tuple[float, list
     os.environ["OMP_THREAD_LIMIT"] = "1"
     with ThreadPoolExecutor(max_workers=cores) as pool:
         list(pool.map(one, images[:2]))  # load the language model in each worker first
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         texts = list(pool.map(one, images))
-    return time.perf_counter() - start, texts
+    return time.perf_counter() - start, texts, time.process_time() - cpu
 
 
 def run_tesserocr_isolated(
     images: list[str], cores: int, lang: str
-) -> tuple[float, list[str]] | None:
+) -> tuple[float, list[str], float] | None:
     """`run_tesserocr` in a child process: tesserocr left in this process stalls later ORT runs."""
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); import infer_throughput as b; "
@@ -238,7 +262,7 @@ def run_tesserocr_isolated(
         print(f"tesserocr failed: {proc.stderr[-500:]}", file=sys.stderr)
         return None
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return None if out is None else (out[0], out[1])
+    return None if out is None else (out[0], out[1], out[2])
 
 
 def _median(values: list[float]) -> float:
@@ -262,14 +286,20 @@ def bench_set(name: str, lines: list[tuple[str, str]], args: argparse.Namespace)
             for run in engines.values():
                 run.warm_up(images)
             for _ in range(args.rounds):
-                rnd: dict = {"loadavg_1min": os.getloadavg()[0], "effocr_lines_per_s": {}}
+                rnd: dict = {
+                    "loadavg_1min": os.getloadavg()[0],
+                    "effocr_lines_per_s": {},
+                    "effocr_lines_per_cpu_s": {},
+                }
                 for lm, run in engines.items():
-                    secs, texts[lm] = run.timed_pass(images)
+                    secs, texts[lm], cpu = run.timed_pass(images)
                     rnd["effocr_lines_per_s"][str(lm)] = len(images) / secs
+                    rnd["effocr_lines_per_cpu_s"][str(lm)] = len(images) / max(cpu, 1e-9)
                 if tesseract:
                     tr = run_tesserocr_isolated(images, cores, args.tesseract_lang)
                     if tr is not None:
                         rnd["tesserocr_lines_per_s"] = len(images) / tr[0]
+                        rnd["tesserocr_lines_per_cpu_s"] = len(images) / max(tr[2], 1e-9)
                         texts["tesserocr"] = tr[1]
                 rounds.append(rnd)
             summaries = {lm: run.summary() for lm, run in engines.items()}
@@ -280,12 +310,15 @@ def bench_set(name: str, lines: list[tuple[str, str]], args: argparse.Namespace)
         tessocr = [r["tesserocr_lines_per_s"] for r in rounds if "tesserocr_lines_per_s" in r]
         for lm in lms:
             effocr = [r["effocr_lines_per_s"][str(lm)] for r in rounds]
+            effocr_cpu = [r["effocr_lines_per_cpu_s"][str(lm)] for r in rounds]
             row: dict = {
                 "cores": cores,
                 "lm": lm or "bundle",
                 "rounds": len(rounds),
                 "effocr_engine_lines_per_s": _median(effocr),
                 "effocr_engine_lines_per_s_rounds": effocr,
+                # Lines per CPU-second: what a busy machine changes least.
+                "effocr_engine_lines_per_cpu_s": _median(effocr_cpu),
                 "effocr_cer": cer(refs, texts[lm]),
                 "loadavg_1min_rounds": [r["loadavg_1min"] for r in rounds],
                 **summaries[lm],
@@ -307,6 +340,11 @@ def bench_set(name: str, lines: list[tuple[str, str]], args: argparse.Namespace)
                 row["speedup_vs_tesserocr"] = _median(
                     [e / t for e, t in zip(effocr, tessocr, strict=True)]
                 )
+                tess_cpu = [r["tesserocr_lines_per_cpu_s"] for r in rounds]
+                row["tesserocr_lines_per_cpu_s"] = _median(tess_cpu)
+                row["speedup_vs_tesserocr_cpu"] = _median(
+                    [e / t for e, t in zip(effocr_cpu, tess_cpu, strict=True)]
+                )
             out["runs"].append(row)
     return out
 
@@ -322,6 +360,7 @@ def print_table(results: list[dict]) -> None:
         ("tessocr l/s", 11),
         ("x tess", 7),
         ("x tessocr", 9),
+        ("x CPU-s", 7),
         ("CER effocr", 10),
         ("CER tess", 8),
     ]
@@ -338,6 +377,7 @@ def print_table(results: list[dict]) -> None:
                 r.get("tesserocr_lines_per_s"),
                 r.get("speedup_vs_tesseract_cli"),
                 r.get("speedup_vs_tesserocr"),
+                r.get("speedup_vs_tesserocr_cpu"),
                 r.get("effocr_cer"),
                 r.get("tesseract_cer"),
             ]
