@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 # /proc/cpuinfo flags that decide which ONNX Runtime / PyTorch kernels run.
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -63,7 +64,60 @@ def cpu_line(info: dict | None = None) -> str:
     """One line for a printed table: the model and which of `FLAGS` it has."""
     info = info or cpu_info()
     have = [k for k, v in info["flags"].items() if v] or ["none of " + "/".join(FLAGS)]
-    return (
+    line = (
         f"CPU: {info['model']} (family/model {info['family_model']}, {info['cores']} cores; "
         f"{' '.join(have)})"
     )
+    seen = info.get("cpuid")
+    if seen and any(seen[k] != info["flags"].get(k) for k in seen):
+        line += "; this process sees by CPUID: " + (
+            " ".join(k for k, v in seen.items() if v) or "none of " + "/".join(seen)
+        )
+    return line
+
+
+# bench/avx2_only.c, built on demand: a CPUID mask that makes a process run as on an AVX2 CPU.
+AVX2_ONLY_SOURCE = Path(__file__).resolve().parent / "avx2_only.c"
+AVX2_ONLY_MARK = "EFFOCR_BENCH_AVX2_ONLY"
+
+
+def avx2_only_active() -> bool:
+    """Whether this process runs under the AVX2-only CPUID mask (and the mask took effect)."""
+    info = cpu_info().get("cpuid") or {}
+    return os.environ.get(AVX2_ONLY_MARK) == "1" and not info.get("avx512f", True)
+
+
+def avx2_only_env() -> dict[str, str]:
+    """The environment that runs a child process under bench/avx2_only.c (built now).
+
+    Raises:
+        RuntimeError: no CPUID faulting on this CPU, or no gcc.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        if "cpuid_fault" not in f.read().split():
+            raise RuntimeError("this CPU has no CPUID faulting (cpuid_fault): cannot mask it")
+    if shutil.which("gcc") is None:
+        raise RuntimeError("gcc is needed to build bench/avx2_only.c")
+    lib = Path(tempfile.mkdtemp(prefix="effocr-avx2-")) / "avx2_only.so"
+    subprocess.run(
+        ["gcc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(AVX2_ONLY_SOURCE)], check=True
+    )
+    preload = " ".join(p for p in (str(lib), os.environ.get("LD_PRELOAD", "")) if p)
+    return {**os.environ, "LD_PRELOAD": preload, "AVX2_ONLY_REQUIRED": "1", AVX2_ONLY_MARK: "1"}
+
+
+def reexec_avx2_only() -> int:
+    """Run this script again under bench/avx2_only.c (LD_PRELOAD); returns only on failure."""
+    import sys
+
+    try:
+        env = avx2_only_env()
+    except RuntimeError as exc:
+        print(f"--avx2-only: {exc}", file=sys.stderr)
+        return 2
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    return 2  # not reached

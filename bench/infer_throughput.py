@@ -11,11 +11,20 @@ with `.gt.txt` files (e.g. UW3 lines). For each set and for 1 and 2 cores (pinne
   parallel;
 * tesserocr (if installed, `pip install effocr[tesseract]`): one API per worker thread.
 
+The machine may be shared: the Engine (for each `--lm` setting) and tesserocr take turns,
+`--rounds` times, and the table gives the median lines/s of each and the median of the
+per-round ratios, so both systems see the same load; the load average of each round is in the
+JSON. `x CPU-s` is the same ratio of lines per CPU-second (user + system time of the Engine's
+process and workers, of the tesserocr process), which other jobs on the machine change least. `--avx2-only` runs everything (EffOCR, Tesseract, tesserocr) as on a CPU with AVX2 but no
+AVX-512, VNNI or AMX (bench/avx2_only.c: CPUID masked, so ONNX Runtime and Tesseract dispatch
+their AVX2 kernels; needs gcc and the `cpuid_fault` CPU flag).
+
 CER = total Levenshtein distance / total reference characters, on `effocr.metrics.normalize`d
 text. Writes bench/results/infer_throughput.json and prints a table.
 
     .venv/bin/python bench/infer_throughput.py --bundle results/bundle \
-        --test-split results/data/splits/test.json --gt-dir /work/shared/data/uw3-50lines
+        --test-split results/data/splits/test.json --gt-dir /work/shared/data/uw3-50lines \
+        --lm on off --rounds 5 [--avx2-only]
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +47,12 @@ from rapidfuzz.distance import Levenshtein
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import cpu_info, cpu_line  # noqa: E402  (bench/common.py)
+from common import (  # noqa: E402  (bench/common.py)
+    avx2_only_active,
+    cpu_info,
+    cpu_line,
+    reexec_avx2_only,
+)
 
 from effocr.metrics import normalize  # noqa: E402
 
@@ -76,7 +91,7 @@ def _pin(cores: int) -> list[str]:
 
 
 def run_effocr_cli(
-    bundle: Path, images: list[str], cores: int, batch_size: int
+    bundle: Path, images: list[str], cores: int, batch_size: int, lm: str | None = None
 ) -> tuple[float, list[str | None]]:
     with tempfile.TemporaryDirectory(prefix="effocr-bench-") as tmp:
         listing = Path(tmp) / "list.txt"
@@ -95,6 +110,7 @@ def run_effocr_cli(
             str(cores),
             "--batch-size",
             str(batch_size),
+            *(["--lm", lm] if lm else []),
             f"@{listing}",
         ]
         env = {**os.environ, "OMP_NUM_THREADS": str(cores)}
@@ -110,34 +126,62 @@ def run_effocr_cli(
     return seconds, [r.get("text") for r in recs]
 
 
-def run_effocr_engine(
-    bundle: Path, images: list[str], cores: int, batch_size: int, repeats: int
-) -> dict:
-    """Steady-state Engine throughput (affinity pinned to `cores` CPUs in this process)."""
-    from effocr.infer import Engine
+def _proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (/proc/PID/stat; 0 where unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command: state is field 3, utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, set(range(cores)))
-    # Worker processes are started and warmed up (first ORT runs allocate) by a first, untimed
-    # pass over the whole set.
-    with Engine(bundle, workers=cores, device="cpu", batch_size=batch_size) as engine:
-        engine.start()
-        engine.infer(images)
-        engine.reset_timings()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            results = engine.infer(images)
-        seconds = (time.perf_counter() - start) / repeats
-        stages = {k: v / repeats for k, v in engine.timings.items()}
-        parallel = engine.parallel
-    return {
-        "seconds": seconds,
-        "lines_per_s": len(images) / seconds,
-        "glyphs_per_line": engine.glyphs_done / max(engine.lines_done, 1),
-        "parallel": parallel,
-        "stage_seconds": stages,
-        "texts": [r.text if r.ok else None for r in results],
-    }
+
+class EngineRun:
+    """An `effocr.infer.Engine` kept open (workers started, warmed up) for timed passes."""
+
+    def __init__(self, bundle: Path, cores: int, batch_size: int, lm: str | None) -> None:
+        from effocr.infer import Engine
+        from effocr.lm import lm_choice
+
+        self.engine = Engine(
+            bundle, workers=cores, device="cpu", batch_size=batch_size, lm=lm_choice(lm)
+        )
+        self.engine.start()
+        self.passes = 0
+
+    def warm_up(self, images: list[str]) -> None:
+        """A first, untimed pass (first ORT runs allocate), then zeroed stage timings."""
+        self.engine.infer(images)
+        self.engine.reset_timings()
+
+    def _cpu_seconds(self) -> float:
+        """CPU seconds of this process and of the Engine's worker processes so far."""
+        pool = self.engine.runner._pool
+        pids = list(getattr(pool, "_processes", None) or {}) if pool is not None else []
+        return time.process_time() + sum(_proc_cpu_seconds(pid) for pid in pids)
+
+    def timed_pass(self, images: list[str]) -> tuple[float, list[str | None], float]:
+        """Seconds, texts and CPU seconds (this process and the workers) of one pass."""
+        start, cpu = time.perf_counter(), self._cpu_seconds()
+        results = self.engine.infer(images)
+        self.passes += 1
+        seconds = time.perf_counter() - start
+        texts = [r.text if r.ok else None for r in results]
+        return seconds, texts, self._cpu_seconds() - cpu
+
+    def summary(self) -> dict:
+        eng = self.engine
+        return {
+            "glyphs_per_line": eng.glyphs_done / max(eng.lines_done, 1),
+            "parallel": eng.parallel,
+            "stage_seconds_per_line": {
+                k: v / max(eng.lines_done, 1) for k, v in eng.timings.items()
+            },
+        }
+
+    def close(self) -> None:
+        self.engine.close()
 
 
 def run_tesseract_cli(images: list[str], cores: int, lang: str) -> tuple[float, list[str]]:
@@ -158,7 +202,10 @@ def run_tesseract_cli(images: list[str], cores: int, lang: str) -> tuple[float, 
     return time.perf_counter() - start, texts
 
 
-def run_tesserocr(images: list[str], cores: int, lang: str) -> tuple[float, list[str]] | None:
+def run_tesserocr(
+    images: list[str], cores: int, lang: str
+) -> tuple[float, list[str], float] | None:
+    """Seconds, texts and CPU seconds (all threads) of one timed pass."""
     try:
         import tesserocr
     except ImportError:
@@ -183,14 +230,14 @@ def run_tesserocr(images: list[str], cores: int, lang: str) -> tuple[float, list
     os.environ["OMP_THREAD_LIMIT"] = "1"
     with ThreadPoolExecutor(max_workers=cores) as pool:
         list(pool.map(one, images[:2]))  # load the language model in each worker first
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         texts = list(pool.map(one, images))
-    return time.perf_counter() - start, texts
+    return time.perf_counter() - start, texts, time.process_time() - cpu
 
 
 def run_tesserocr_isolated(
     images: list[str], cores: int, lang: str
-) -> tuple[float, list[str]] | None:
+) -> tuple[float, list[str], float] | None:
     """`run_tesserocr` in a child process: tesserocr left in this process stalls later ORT runs."""
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); import infer_throughput as b; "
@@ -215,42 +262,90 @@ def run_tesserocr_isolated(
         print(f"tesserocr failed: {proc.stderr[-500:]}", file=sys.stderr)
         return None
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return None if out is None else (out[0], out[1])
+    return None if out is None else (out[0], out[1], out[2])
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
 
 
 def bench_set(name: str, lines: list[tuple[str, str]], args: argparse.Namespace) -> dict:
     images = [p for p, _ in lines]
     refs = [t for _, t in lines]
     out: dict = {"set": name, "n_lines": len(images), "runs": []}
+    lms: list[str | None] = list(args.lm) if args.lm else [None]
+    tesseract = not args.no_tesseract and shutil.which("tesseract") is not None
     for cores in args.cores:
-        row: dict = {"cores": cores}
-        eng = run_effocr_engine(args.bundle, images, cores, args.batch_size, args.repeats)
-        row["effocr_engine_lines_per_s"] = eng["lines_per_s"]
-        row["effocr_cer"] = cer(refs, eng["texts"])
-        row["stage_seconds_per_line"] = {
-            k: v / len(images) for k, v in eng["stage_seconds"].items()
-        }
-        row["glyphs_per_line"] = eng["glyphs_per_line"]
-        row["effocr_parallel"] = eng["parallel"]
-        secs, texts = run_effocr_cli(args.bundle, images, cores, args.batch_size)
-        row["effocr_cli_lines_per_s"] = len(images) / secs
-        row["effocr_cli_cer"] = cer(refs, texts)
-        if not args.no_tesseract and shutil.which("tesseract"):
-            secs, texts = run_tesseract_cli(images, cores, args.tesseract_lang)
-            row["tesseract_cli_lines_per_s"] = len(images) / secs
-            row["tesseract_cer"] = cer(refs, texts)
-            tr = run_tesserocr_isolated(images, cores, args.tesseract_lang)
-            if tr is not None:
-                row["tesserocr_lines_per_s"] = len(images) / tr[0]
-                row["tesserocr_cer"] = cer(refs, tr[1])
-            row["speedup_vs_tesseract_cli"] = (
-                row["effocr_engine_lines_per_s"] / row["tesseract_cli_lines_per_s"]
-            )
-            if "tesserocr_lines_per_s" in row:
-                row["speedup_vs_tesserocr"] = (
-                    row["effocr_engine_lines_per_s"] / row["tesserocr_lines_per_s"]
+        # Inherited by the Engine's worker processes and the tesserocr child alike.
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, set(range(cores)))
+        engines = {lm: EngineRun(args.bundle, cores, args.batch_size, lm) for lm in lms}
+        rounds: list[dict] = []
+        texts: dict = {}
+        try:
+            for run in engines.values():
+                run.warm_up(images)
+            for _ in range(args.rounds):
+                rnd: dict = {
+                    "loadavg_1min": os.getloadavg()[0],
+                    "effocr_lines_per_s": {},
+                    "effocr_lines_per_cpu_s": {},
+                }
+                for lm, run in engines.items():
+                    secs, texts[lm], cpu = run.timed_pass(images)
+                    rnd["effocr_lines_per_s"][str(lm)] = len(images) / secs
+                    rnd["effocr_lines_per_cpu_s"][str(lm)] = len(images) / max(cpu, 1e-9)
+                if tesseract:
+                    tr = run_tesserocr_isolated(images, cores, args.tesseract_lang)
+                    if tr is not None:
+                        rnd["tesserocr_lines_per_s"] = len(images) / tr[0]
+                        rnd["tesserocr_lines_per_cpu_s"] = len(images) / max(tr[2], 1e-9)
+                        texts["tesserocr"] = tr[1]
+                rounds.append(rnd)
+            summaries = {lm: run.summary() for lm, run in engines.items()}
+        finally:
+            for run in engines.values():
+                run.close()
+        tess_cli = run_tesseract_cli(images, cores, args.tesseract_lang) if tesseract else None
+        tessocr = [r["tesserocr_lines_per_s"] for r in rounds if "tesserocr_lines_per_s" in r]
+        for lm in lms:
+            effocr = [r["effocr_lines_per_s"][str(lm)] for r in rounds]
+            effocr_cpu = [r["effocr_lines_per_cpu_s"][str(lm)] for r in rounds]
+            row: dict = {
+                "cores": cores,
+                "lm": lm or "bundle",
+                "rounds": len(rounds),
+                "effocr_engine_lines_per_s": _median(effocr),
+                "effocr_engine_lines_per_s_rounds": effocr,
+                # Lines per CPU-second: what a busy machine changes least.
+                "effocr_engine_lines_per_cpu_s": _median(effocr_cpu),
+                "effocr_cer": cer(refs, texts[lm]),
+                "loadavg_1min_rounds": [r["loadavg_1min"] for r in rounds],
+                **summaries[lm],
+            }
+            secs, cli_texts = run_effocr_cli(args.bundle, images, cores, args.batch_size, lm)
+            row["effocr_cli_lines_per_s"] = len(images) / secs
+            row["effocr_cli_cer"] = cer(refs, cli_texts)
+            if tess_cli is not None:
+                row["tesseract_cli_lines_per_s"] = len(images) / tess_cli[0]
+                row["tesseract_cer"] = cer(refs, tess_cli[1])
+                row["speedup_vs_tesseract_cli"] = (
+                    row["effocr_engine_lines_per_s"] / row["tesseract_cli_lines_per_s"]
                 )
-        out["runs"].append(row)
+            if len(tessocr) == len(rounds):
+                row["tesserocr_lines_per_s"] = _median(tessocr)
+                row["tesserocr_lines_per_s_rounds"] = tessocr
+                row["tesserocr_cer"] = cer(refs, texts["tesserocr"])
+                # Each round's two figures saw the same load: the median of their ratios.
+                row["speedup_vs_tesserocr"] = _median(
+                    [e / t for e, t in zip(effocr, tessocr, strict=True)]
+                )
+                tess_cpu = [r["tesserocr_lines_per_cpu_s"] for r in rounds]
+                row["tesserocr_lines_per_cpu_s"] = _median(tess_cpu)
+                row["speedup_vs_tesserocr_cpu"] = _median(
+                    [e / t for e, t in zip(effocr_cpu, tess_cpu, strict=True)]
+                )
+            out["runs"].append(row)
     return out
 
 
@@ -258,12 +353,14 @@ def print_table(results: list[dict]) -> None:
     cols = [
         ("set", 14),
         ("cores", 5),
+        ("lm", 6),
         ("engine l/s", 10),
         ("cli l/s", 8),
         ("tess l/s", 8),
         ("tessocr l/s", 11),
         ("x tess", 7),
         ("x tessocr", 9),
+        ("x CPU-s", 7),
         ("CER effocr", 10),
         ("CER tess", 8),
     ]
@@ -273,12 +370,14 @@ def print_table(results: list[dict]) -> None:
             vals = [
                 res["set"][:14],
                 r["cores"],
+                r["lm"],
                 r.get("effocr_engine_lines_per_s"),
                 r.get("effocr_cli_lines_per_s"),
                 r.get("tesseract_cli_lines_per_s"),
                 r.get("tesserocr_lines_per_s"),
                 r.get("speedup_vs_tesseract_cli"),
                 r.get("speedup_vs_tesserocr"),
+                r.get("speedup_vs_tesserocr_cpu"),
                 r.get("effocr_cer"),
                 r.get("tesseract_cer"),
             ]
@@ -292,7 +391,23 @@ def print_table(results: list[dict]) -> None:
     for res in results:
         for r in res["runs"]:
             st = " ".join(f"{k} {v * 1000:.2f}" for k, v in r["stage_seconds_per_line"].items())
-            print(f"  {res['set']} cores={r['cores']} glyphs/line={r['glyphs_per_line']:.1f}: {st}")
+            print(
+                f"  {res['set']} cores={r['cores']} lm={r['lm']} "
+                f"glyphs/line={r['glyphs_per_line']:.1f}: {st}"
+            )
+    print("\nper round (lines/s EffOCR / tesserocr, 1-min load average):")
+    for res in results:
+        for r in res["runs"]:
+            per = zip(
+                r["effocr_engine_lines_per_s_rounds"],
+                r.get("tesserocr_lines_per_s_rounds") or [None] * r["rounds"],
+                r["loadavg_1min_rounds"],
+                strict=True,
+            )
+            cells = [
+                f"{e:.1f}/{'-' if t is None else f'{t:.1f}'} (load {a:.1f})" for e, t, a in per
+            ]
+            print(f"  {res['set']} cores={r['cores']} lm={r['lm']}: {', '.join(cells)}")
 
 
 def main() -> int:
@@ -312,7 +427,24 @@ def main() -> int:
     )
     ap.add_argument("--cores", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="timed passes of each system, taking turns (medians are reported)",
+    )
+    ap.add_argument(
+        "--lm",
+        nargs="+",
+        choices=("on", "off"),
+        default=None,
+        help="EffOCR with the bundle's language model on and/or off (default: as the bundle says)",
+    )
+    ap.add_argument(
+        "--avx2-only",
+        action="store_true",
+        help="run as on an AVX2 CPU without AVX-512/VNNI/AMX (bench/avx2_only.c)",
+    )
     ap.add_argument("--max-lines", type=int, default=None)
     ap.add_argument("--tesseract-lang", default="eng")
     ap.add_argument("--no-tesseract", action="store_true")
@@ -320,6 +452,9 @@ def main() -> int:
         "--out", type=Path, default=REPO / "bench" / "results" / "infer_throughput.json"
     )
     args = ap.parse_args()
+    if args.avx2_only and not avx2_only_active():
+        return reexec_avx2_only()
+    cpu = cpu_info()  # before the runs pin this process to fewer cores
     sets = []
     if args.test_split and args.test_split.exists():
         image_dir = args.image_dir
@@ -347,7 +482,8 @@ def main() -> int:
             "platform": platform.platform(),
             "onnxruntime": onnxruntime.__version__,
         },
-        "cpu": cpu_info(),
+        "cpu": cpu,
+        "avx2_only": avx2_only_active(),
         "bundle": str(args.bundle),
         "batch_size": args.batch_size,
         "results": results,

@@ -67,6 +67,9 @@ class CharLM:
         self._base = 1.0 / (len(self.vocab) + 1)
         # ln P per (context, character): lines repeat contexts, the decoder asks many times.
         self._cache: dict[tuple[str, str], float] = {}
+        # The decoder's steps, (context, text) -> (ln P(text | context), the context after):
+        # one dict lookup per hypothesis and candidate in `decode_lattice`'s inner loop.
+        self._steps: dict[tuple[str, str], tuple[float, str]] = {}
 
     # -- training ------------------------------------------------------------
 
@@ -128,6 +131,16 @@ class CharLM:
             lp += self.logp(context, ch)
             context = context + ch
         return lp
+
+    def step(self, context: str, text: str) -> tuple[float, str]:
+        """``(ln P(text | context), context + text cut to order - 1 characters)``, cached."""
+        key = (context, text)
+        got = self._steps.get(key)
+        if got is None:
+            got = (self.logprob(context, text), (context + text)[-max(1, self.order - 1) :])
+            if len(self._steps) < 1_000_000:  # bounded, as `logp`'s cache
+                self._steps[key] = got
+        return got
 
     # -- file ----------------------------------------------------------------
 
@@ -215,6 +228,11 @@ class LMDecoder:
             raise EffOCRError(f"lm: weight must be a finite number >= 0, not {weight}")
         self.lm = lm
         self.chars = list(chars)
+        # Row -> one id per distinct class text (rows of the same class share it).
+        ids: dict[str, int] = {}
+        self._class_ids = np.asarray(
+            [ids.setdefault(c, len(ids)) for c in self.chars] or [0], dtype=np.int64
+        )
         self.weight = float(weight)
         self.k = int(k)
         self.beam = int(beam)
@@ -236,25 +254,40 @@ class LMDecoder:
         n = len(rows)
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        cands = [self._candidates(sims[i], rows[i]) for i in range(n)]
+        cands = self._line_candidates(sims, rows)
+        if all(len(c) == 1 for c in cands):
+            # One path through the lattice: its nearest neighbours (the search's column 0).
+            return np.zeros(n, dtype=np.int64)
         return np.asarray(
             decode_lattice(cands, spaces, self.lm, self.weight, self.beam), dtype=np.int64
         )
 
     def _candidates(self, sims: np.ndarray, rows: np.ndarray) -> list[tuple[int, str, float]]:
-        # One entry per class: an index with several vectors of a class (one per font) must
-        # not give it several votes; the first (best) column of each class is kept.
-        seen: set[str] = set()
-        out = []
-        floor = float(sims[0]) - self.margin
-        for j, (sim, row) in enumerate(zip(sims.tolist(), rows.tolist(), strict=True)):
-            if row < 0 or sim < floor:
-                continue
-            ch = self.chars[row]
-            if ch in seen:
-                continue
-            seen.add(ch)
-            out.append((j, ch, sim))
+        """The candidates of one glyph (`_line_candidates` of a one-glyph line)."""
+        return self._line_candidates(np.asarray(sims)[None], np.asarray(rows)[None])[0]
+
+    def _line_candidates(
+        self, sims: np.ndarray, rows: np.ndarray
+    ) -> list[list[tuple[int, str, float]]]:
+        """Per glyph, its (column, class, cosine) candidates: the neighbours within `margin`
+        of the nearest, one per class.
+
+        One entry per class: an index with several vectors of a class (one per font) must not
+        give it several votes; the first (best) column of each class is kept. Masks for the
+        whole line, Python only for the candidates that remain (this runs on every glyph).
+        """
+        sims64 = np.asarray(sims, dtype=np.float64)
+        rows = np.asarray(rows, dtype=np.int64)
+        valid = (rows >= 0) & (sims64 >= sims64[:, :1] - self.margin)
+        cls = np.where(valid, self._class_ids[np.maximum(rows, 0)], -1)
+        # Column j repeats a class when an earlier valid column has it.
+        same = (cls[:, :, None] == cls[:, None, :]) & valid[:, None, :]
+        earlier = np.tril(np.ones((cls.shape[1],) * 2, dtype=bool), -1)
+        valid &= ~(same & earlier).any(axis=2)
+        chars = self.chars
+        out: list[list[tuple[int, str, float]]] = []
+        for keep, srow, rrow in zip(valid.tolist(), sims64.tolist(), rows.tolist(), strict=True):
+            out.append([(j, chars[rrow[j]], srow[j]) for j, ok in enumerate(keep) if ok])
         return out
 
 
@@ -274,7 +307,8 @@ def decode_lattice(
         weight: ``score = sum(visual) + weight * ln P_LM``.
         beam: Hypotheses kept after each position.
     """
-    keep = max(1, lm.order - 1)
+    # `CharLM.step`'s cache read inline: this loop is the whole cost of the LM stage.
+    steps, step = lm._steps, lm.step
     # context -> (score, back pointer); a back pointer is (parent pointer, chosen id).
     hyps: dict[str, tuple[float, tuple | None]] = {"": (0.0, None)}
     for i, options in enumerate(cands):
@@ -283,17 +317,19 @@ def decode_lattice(
         if spaces is not None and i > 0 and spaces[i]:
             spaced: dict[str, tuple[float, tuple | None]] = {}
             for ctx, (score, back) in hyps.items():
-                new = (ctx + " ")[-keep:]
-                s = score + weight * lm.logp(ctx, " ")
-                if new not in spaced or s > spaced[new][0]:
+                lp, new = steps.get((ctx, " ")) or step(ctx, " ")
+                s = score + weight * lp
+                old = spaced.get(new)
+                if old is None or s > old[0]:
                     spaced[new] = (s, back)
             hyps = spaced
         nxt: dict[str, tuple[float, tuple | None]] = {}
         for ctx, (score, back) in hyps.items():
             for cid, text, visual in options:
-                s = score + visual + weight * lm.logprob(ctx, text)
-                new = (ctx + text)[-keep:]
-                if new not in nxt or s > nxt[new][0]:
+                lp, new = steps.get((ctx, text)) or step(ctx, text)
+                s = score + visual + weight * lp
+                old = nxt.get(new)
+                if old is None or s > old[0]:
                     nxt[new] = (s, (back, cid))
         if len(nxt) > beam:
             nxt = dict(sorted(nxt.items(), key=lambda kv: -kv[1][0])[:beam])

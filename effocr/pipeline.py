@@ -4,7 +4,7 @@ A `Pipeline` is assembled from stage objects, each with one input and one output
 
     decode (`effocr.imageio.decode_image`): path or array -> uint8 pixels
     localizer (`LocalizerStage`): pixels -> `Detections` (char and word boxes, spaces)
-    crops (`GlyphCropper`): pixels + detections -> (N, S, S, 3) uint8 glyph squares
+    crops (`GlyphCropper`): pixels + detections -> (N, S, S, C) uint8 glyph squares
     recognizer (`RecognizerStage`): glyph squares of many lines -> L2-normalised embeddings
     knn (`ReferenceSearch`): embeddings -> (similarity, reference row) of the nearest glyph
         (the k nearest when a language model re-ranks them)
@@ -202,7 +202,8 @@ class LocalizerStage:
 
 
 class GlyphCropper:
-    """Pixels + detections -> (N, S, S, 3) uint8 glyph squares (S: the recognizer's input).
+    """Pixels + detections -> (N, S, S, C) uint8 glyph squares (S: the recognizer's input; C: 1
+    for a grey line, 3 for a colour one).
 
     `transforms.preprocess` split in two: the pad + resize of all crops of a line here, the
     normalisation once for a whole batch of lines (`RecognizerStage.normalize`).
@@ -215,9 +216,9 @@ class GlyphCropper:
     def __call__(self, img: np.ndarray, det: Any) -> np.ndarray:
         from effocr.recognizer.transforms import glyph_squares
 
-        squares = glyph_squares(img, det.crop_boxes(self.padding), self.input_size, det.vertical)
-        # A grey line gives (N, S, S, 1): the same pixels in the three channels, not copied.
-        return np.broadcast_to(squares, squares.shape[:3] + (3,))
+        # A grey line gives (N, S, S, 1): `RecognizerStage.normalize` writes its one channel
+        # into all three, so the three equal copies are never made in uint8.
+        return glyph_squares(img, det.crop_boxes(self.padding), self.input_size, det.vertical)
 
 
 class RecognizerStage:
@@ -238,12 +239,26 @@ class RecognizerStage:
         self._output = session.get_outputs()[0].name
 
     def normalize(self, squares: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 -> (N, 3, S, S) float32, exactly as `transforms.normalize`."""
+        """(N, S, S, C) uint8 -> (N, 3, S, S) float32, exactly as `transforms.normalize`.
+
+        C = 1 (a grey line) stands for three equal channels. Each output plane is written once,
+        straight from its input channel (no float copy of the whole batch, no transpose): this
+        stage is pure overhead next to the network, paid on every glyph.
+        """
+        n, height, width, channels = squares.shape
+        if channels not in (1, 3):
+            raise ValueError(f"glyph squares must have 1 or 3 channels, not {channels}")
         std = np.asarray(self.std, dtype=np.float32)
-        scale = 1.0 / (255.0 * std)
+        scale = np.float32(1.0) / (np.float32(255.0) * std)
         shift = np.asarray(self.mean, dtype=np.float32) / std
-        out = squares.astype(np.float32) * scale - shift
-        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+        out = np.empty((n, 3, height, width), np.float32)
+        grey = squares[..., 0].astype(np.float32) if channels == 1 else None
+        for c in range(3):
+            plane = out[:, c]
+            src = grey if grey is not None else squares[..., c]
+            np.multiply(src, scale[c], out=plane, dtype=np.float32)
+            np.subtract(plane, shift[c], out=plane)
+        return out
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Embeddings of preprocessed crops (N, 3, S, S), `batch_size` crops per model call."""
@@ -313,6 +328,15 @@ class TextBuilder:
             )
         flags = space_flags if self.spaces else None
         res.text = assemble_text([c.char for c in res.chars], flags)
+
+
+def stack_squares(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The glyph squares of several lines as one (N, S, S, C) array; grey lines (C = 1) are
+    widened to three channels only when a colour line is in the same batch."""
+    channels = {p.shape[3] for p in parts}
+    if len(channels) > 1:
+        parts = [np.broadcast_to(p, p.shape[:3] + (3,)) for p in parts]
+    return np.concatenate(parts)
 
 
 @dataclass
@@ -479,7 +503,7 @@ class Pipeline:
         sims = rows = np.zeros((0, k))
         if n_glyphs:
             t0 = time.perf_counter()
-            embs = self.recognizer(np.concatenate([line.squares for line in lines]))
+            embs = self.recognizer(stack_squares([line.squares for line in lines]))
             self.stats.add("recognizer", time.perf_counter() - t0)
             t0 = time.perf_counter()
             sims, rows = self.search(embs, k)

@@ -326,3 +326,33 @@ def test_infer_cli_lm_switch(tiny_bundle: Path, tiny_coco_factory, tmp_path: Pat
     assert main(["infer", "--model", str(bundle), image]) == 0  # on, as the bundle says
     on = json.loads(capsys.readouterr().out)
     assert [c["bbox"] for c in on["chars"]] == [c["bbox"] for c in off["chars"]]
+
+
+def test_line_candidates_match_the_per_glyph_rule_and_steps_match_logprob() -> None:
+    """The line-at-once candidate masks keep exactly what the per-glyph rule keeps (within the
+    margin of the nearest, no row -1, first column of each class), and `CharLM.step` is
+    `logprob` plus the cut context, from the cache or not."""
+    lm = CharLM.train([TEXT * 3], 4)
+    chars = ["{", "t", "t", "h", "e", "c", "h"]
+    dec = LMDecoder(lm, chars, weight=0.05, k=5, beam=8, margin=0.15)
+    rng = np.random.default_rng(1)
+    sims = np.sort(rng.uniform(0.5, 1.0, (200, 5)).astype(np.float32), axis=1)[:, ::-1]
+    rows = rng.integers(-1, len(chars), (200, 5))
+    rows[:, 0] = np.maximum(rows[:, 0], 0)
+    got = dec._line_candidates(sims, rows)
+    for i in range(len(rows)):
+        want, seen = [], set()
+        floor = float(sims[i, 0]) - 0.15
+        for j, (sim, row) in enumerate(zip(sims[i].tolist(), rows[i].tolist(), strict=True)):
+            if row >= 0 and sim >= floor and chars[row] not in seen:
+                seen.add(chars[row])
+                want.append((j, chars[row], sim))
+        assert got[i] == want
+    # A line with one candidate per glyph is its nearest neighbours, decoded or not.
+    firm = np.array([[0.9, 0.5], [0.95, 0.6]], np.float32)
+    assert dec(firm, np.array([[0, 3], [4, 5]]), None).tolist() == [0, 0]
+    for ctx, text in [("", "t"), ("the", " "), ("e t", "he"), ("abc", "d")]:
+        for _ in range(2):  # computed, then cached
+            lp, new = lm.step(ctx, text)
+            assert lp == pytest.approx(lm.logprob(ctx, text), abs=1e-12)
+            assert new == (ctx + text)[-3:]

@@ -85,3 +85,34 @@ def test_pipeline_is_the_engines_and_both_models_share_session_options(tiny_bund
     for attr in ("intra_op_num_threads", "inter_op_num_threads", "execution_mode"):
         assert len({str(getattr(o, attr)) for o in opts}) == 1
     assert len({str(o.graph_optimization_level) for o in opts}) == 1
+
+
+def test_recognizer_normalize_is_the_transforms_one_for_grey_colour_and_mixed_batches():
+    """A grey line's one-channel squares and a colour line's three give exactly the float
+    input `transforms.normalize` gives the three-channel pixels (the training transform)."""
+    import numpy as np
+
+    from effocr.pipeline import RecognizerStage, stack_squares
+    from effocr.recognizer.transforms import normalize
+
+    class _Session:  # normalize never runs the model; the stage only reads the io names
+        def get_inputs(self):
+            return [type("Arg", (), {"name": "images"})]
+
+        get_outputs = get_inputs
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    stage = RecognizerStage(_Session(), mean, std)
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)
+    colour = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    batch = stack_squares([grey, colour])
+    assert batch.shape == (8, 8, 8, 3)
+    want = np.stack([normalize(np.repeat(g, 3, axis=2), mean, std) for g in grey])
+    assert np.array_equal(stage.normalize(grey), want)
+    want_all = np.stack([normalize(np.asarray(sq), mean, std) for sq in batch])
+    got = stage.normalize(batch)
+    assert np.array_equal(got, want_all) and got.flags.c_contiguous and got.dtype == np.float32
+    assert stack_squares([grey, grey]).shape == (10, 8, 8, 1)
+    with pytest.raises(ValueError, match="channels"):
+        stage.normalize(np.zeros((1, 8, 8, 2), np.uint8))
