@@ -10,8 +10,10 @@
   accepted per alignment round, wall and CPU time of the training run.
 * ``new_chars`` (UW3 holds no character that the base index lacks): synthetic lines in the
   demo's line fonts whose text has characters the base bundle never saw (`--new-chars`), their
-  boxes stripped, the same fine-tuning with the charset extended; per-character accuracy of
-  those characters on held-out lines before (the base bundle + `effocr extend-index`) and after.
+  boxes stripped, the same fine-tuning with the charset extended; on held-out lines, before (the
+  base bundle + `effocr extend-index`) and after: the accuracy of those characters in the
+  evaluation's line alignment (LM on and off) and the recognizer's p@1 on their glyphs that the
+  localizer finds (true boxes known, LM off).
 
 Usage:
     .venv/bin/python bench/uw3_finetune.py --base results/bundle
@@ -177,6 +179,41 @@ def char_accuracy(eval_dir: Path, chars: str) -> dict:
     }
 
 
+def glyph_p1(bundle: Path, coco: dict, image_dir: Path, chars: str) -> dict:
+    """p@1 of the recognizer + index on the glyphs of `chars` that the localizer finds (a box
+    with IoU >= 0.5 with the true one), without the language model: the bundle's own reading
+    of those characters, apart from localization and the LM."""
+    import numpy as np
+
+    from effocr.data.coco import index_coco, line_chars
+    from effocr.infer import Engine
+    from effocr.localizer.postprocess import box_iou
+
+    idx = index_coco(coco)
+    with Engine(bundle, lm=False) as engine:
+        results = engine.infer([image_dir / im["file_name"] for im in coco["images"]])
+    total = found = right = 0
+    for res, image in zip(results, coco["images"], strict=True):
+        boxes = np.array([c.bbox for c in res.chars], dtype=float).reshape(-1, 4)
+        for char, ann in line_chars(idx, image):
+            if char not in chars:
+                continue
+            total += 1
+            x, y, w, h = ann["bbox"]
+            if not len(boxes):
+                continue
+            ious = box_iou(np.array([[x, y, x + w, y + h]], dtype=float), boxes)[0]
+            if ious.max() >= 0.5:
+                found += 1
+                right += res.chars[int(ious.argmax())].char == char
+    return {
+        "glyphs": total,
+        "found": found,
+        "correct": right,
+        "p1": right / found if found else None,
+    }
+
+
 def training_overrides(args: argparse.Namespace, work: Path, base: Path) -> dict:
     return {
         "results_dir": "results",  # relative to the work folder (snakemake --directory)
@@ -257,7 +294,12 @@ def run_new_chars(args: argparse.Namespace, demo: dict, base: Path, work: Path) 
     train = {"images": images[:n_train], "annotations": [], "categories": coco["categories"]}
     save_coco(train, work / "train_text_only.json")
     # The held-out lines as a COCO evaluation set (their boxes are not needed there).
-    test = {"images": images[n_train:], "annotations": [], "categories": coco["categories"]}
+    test_ids = {im["id"] for im in images[n_train:]}
+    test = {
+        "images": images[n_train:],
+        "annotations": [a for a in coco["annotations"] if a["image_id"] in test_ids],
+        "categories": coco["categories"],
+    }
     save_coco(test, work / "test.json")
     test_set = f"{work / 'test.json'}:coco:{lines_json.parent / 'images'}"
 
@@ -291,6 +333,7 @@ def run_new_chars(args: argparse.Namespace, demo: dict, base: Path, work: Path) 
         "workflow_split": split_sizes(work / "results"),
         "training": timing,
         "evaluation": {},
+        "glyph_p1": {},
     }
     for name, bundle in (("base_extended", extended), ("fine_tuned", tuned)):
         for lm in ("on", "off"):
@@ -298,6 +341,7 @@ def run_new_chars(args: argparse.Namespace, demo: dict, base: Path, work: Path) 
             res = evaluate(bundle, test_set, eval_dir, lm)
             res["new_chars"] = char_accuracy(eval_dir, new)
             out["evaluation"][f"{name}_lm_{lm}"] = res
+        out["glyph_p1"][name] = glyph_p1(bundle, test, lines_json.parent / "images", new)
     return out
 
 
@@ -375,6 +419,9 @@ def main() -> int:
             acc = res.get("new_chars", {}).get("accuracy")
             acc_s = "-" if acc is None else f"{100 * acc:.1f}%"
             print(f"{case:<10} {name:<14} {lm:<4} {100 * res['cer']:>6.2f}% {acc_s:>15}")
+        for name, g in out[case].get("glyph_p1", {}).items():
+            p1 = "-" if g["p1"] is None else f"{100 * g['p1']:.1f}%"
+            print(f"  {case}: {name} p@1 on new-character glyphs (LM off): {p1} of {g['found']}")
         rounds = ", ".join(
             f"round {r['round']}: {r['accepted']}/{r['lines']}"
             for r in out[case]["accepted_per_round"]
