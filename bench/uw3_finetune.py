@@ -16,7 +16,7 @@
   localizer finds (true boxes known, LM off).
 
 Usage:
-    .venv/bin/python bench/uw3_finetune.py --base results/bundle
+    .venv/bin/python bench/uw3_finetune.py --base results/bundle --uw3 ../shared/data/uw3-50lines
     .venv/bin/python bench/uw3_finetune.py --base results/bundle --rounds 2 --skip new_chars
 Writes bench/results/uw3_finetune.json (figures, settings, CPU) and prints a table.
 """
@@ -31,6 +31,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -362,7 +363,11 @@ def main() -> int:
     ap.add_argument("--base", type=Path, default=ROOT / "results" / "bundle", help="base bundle")
     ap.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
     ap.add_argument("--uw3", type=Path, default=ROOT.parent / "shared" / "data" / "uw3-50lines")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/effocr-uw3-finetune"))
+    ap.add_argument(
+        "--work",
+        type=Path,
+        help="new folder for the runs (default: a fresh one under the temp dir)",
+    )
     ap.add_argument("--rounds", type=int, default=1, help="align.rounds")
     ap.add_argument("--recognizer-epochs", type=int, default=4)
     ap.add_argument("--hn-epochs", type=int, default=2)
@@ -378,9 +383,15 @@ def main() -> int:
     ap.add_argument("--output", type=Path, default=RESULTS / "uw3_finetune.json")
     args = ap.parse_args()
 
-    if args.work.exists():
+    if not (args.base / "model.yaml").is_file():
+        raise SystemExit(f"{args.base}: not a bundle (no model.yaml); give one with --base")
+    if args.work is None:
+        # Kept after the run: its snakemake.log, rule logs and evaluations explain the figures.
+        args.work = Path(tempfile.mkdtemp(prefix="effocr-uw3-finetune-"))
+    elif args.work.exists():
         raise SystemExit(f"{args.work} exists: remove it or name another --work")
-    args.work.mkdir(parents=True)
+    else:
+        args.work.mkdir(parents=True)
     # A copy: the workflow and extend-index read the base, and nothing here may change it.
     base = args.work / "base_bundle"
     shutil.copytree(args.base, base)
@@ -428,7 +439,7 @@ def main() -> int:
         )
         t = out[case]["training"]
         print(f"  {case}: accepted {rounds}; training wall {t['wall_s']} s, CPU {t['cpu_s']} s")
-    print(f"written: {args.output}")
+    print(f"written: {args.output} (work folder {args.work})")
     return 0
 
 
