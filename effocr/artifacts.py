@@ -106,6 +106,9 @@ def workflow_paths(results_dir: str) -> dict:
         "report": f"{res}/report",
         # Earlier alignment rounds (`align.rounds`), each a whole results folder of its own.
         "rounds": f"{res}/rounds",
+        # `align.bundle: synthetic`: the results folder of the bundle trained on synthetic lines
+        # that aligns round 1.
+        "synthetic_base": f"{res}/synthetic",
         "aligned": {
             "coco": f"{res}/data/aligned/{ALIGNED_LINES}",
             "csv": f"{res}/data/aligned/{ALIGN_REPORT_CSV}",
