@@ -61,6 +61,21 @@ CONFIG = {
         "device": "cpu",
     },
     "localizer": {"epochs": 1, "batch_size": 4, "device": "cpu"},
+    # The line detector as small as test_pages' tiny_detector: its rules still run (and must
+    # not rerun), but its default training would be most of the run.
+    "line_detector": {
+        "n_train_pages": 2,
+        "n_val_pages": 1,
+        "n_test_pages": 1,
+        "dpi": [60, 72],
+        "input_height": 192,
+        "crop_size": 96,
+        "crops_per_page": 2,
+        "batch_size": 4,
+        "epochs": 1,
+        "device": "cpu",
+        "arch": {"widths": [8, 8, 16, 16, 16], "fpn_channels": 8},
+    },
     "export": {"parity_lines": 2},
     "evaluate": {
         "sets": [{"name": "extra", "path": "extra_set", "type": "gt_dir"}],
