@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from conftest import missing_dependency
 from PIL import Image, ImageDraw
+from snakemake_forks import run
 
 from effocr.cli import main
 from effocr.config import load_config, validate_config
@@ -359,14 +360,12 @@ def test_workflow_prints_the_short_message_for_an_unknown_key(tmp_path):
         ),
         encoding="utf-8",
     )
-    proc = subprocess.run(
+    proc = run(
         [
             *(sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")),
             *("--directory", str(tmp_path), "--configfile", str(tmp_path / "bad.yaml")),
             *("--workflow-profile", "none", "--dry-run", "--cores", "1"),
         ],
-        capture_output=True,
-        text=True,
         timeout=180,
     )
     out = proc.stdout + proc.stderr

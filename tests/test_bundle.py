@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 from conftest import export_sections
+from snakemake_forks import run
 from test_export import trained  # noqa: F401 (the module fixture: tiny models and a bundle)
 
 from effocr.bundle import Manifest
@@ -319,7 +320,7 @@ def test_results_dir_absolute_parents_are_refused(tmp_path, monkeypatch):
 @pytest.mark.parametrize("bad", ["/", "../elsewhere"])
 def test_workflow_refuses_the_same_results_dirs(bad, tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"results_dir": bad}))
-    result = subprocess.run(
+    result = run(
         [
             sys.executable,
             "-m",
@@ -336,8 +337,6 @@ def test_workflow_refuses_the_same_results_dirs(bad, tmp_path):
             "1",
             "--dry-run",
         ],
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert result.returncode != 0

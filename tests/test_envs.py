@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import re
-import subprocess
 import sys
 import tomllib
 from functools import cache
@@ -25,6 +24,7 @@ from rule_listing import (
     rule_entry,
     rule_script,
 )
+from snakemake_forks import run
 
 from effocr.provenance import closure, module_file
 
@@ -316,11 +316,11 @@ def test_dry_run_builds_the_dag(tmp_path: Path, rules: dict[str, dict]) -> None:
     expected = {name: 1 for name in rules if name not in skipped}
     expected["synth_pages"] = 3  # train, val and test pages
     base = _dry_run_cmd(tmp_path, REPO / "config" / "config.yaml")
-    plain = subprocess.run(base, capture_output=True, text=True, timeout=180)
+    plain = run(base, timeout=180)
     out = plain.stdout + plain.stderr
     assert plain.returncode == 0, out[-3000:]
     assert _job_counts(out) == expected, out[-3000:]
-    conda = subprocess.run([*base, "--sdm", "conda"], capture_output=True, text=True, timeout=180)
+    conda = run([*base, "--sdm", "conda"], timeout=180)
     out = conda.stdout + conda.stderr
     if conda.returncode != 0:
         assert "Error running conda info" in out, out[-3000:]
@@ -340,7 +340,7 @@ def test_external_onnx_localizer_replaces_training(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     cmd = _dry_run_cmd(tmp_path, REPO / "config" / "config.yaml", config)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    proc = run(cmd, timeout=180)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "train_localizer" not in out, out[-3000:]

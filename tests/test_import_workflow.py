@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
 import yaml
 from PIL import Image
+from snakemake_forks import run
 from test_incremental import (
     CONFIG,
     FONT,
@@ -180,7 +180,7 @@ def test_text_only_lines_stop_with_a_clear_message(workflow):
     config = write_config(wf, "text_only", {"format": "page", "path": "gt_text_only"})
     cmd = SNAKEMAKE + ["--cores", "1", "--configfile", str(config)]
     cmd += ["--config", "results_dir=results_text", "--", "results_text/data/validation.json"]
-    proc = subprocess.run(cmd, cwd=wf, capture_output=True, text=True, timeout=600, env=_env())
+    proc = run(cmd, cwd=wf, env=_env(), timeout=600)
     assert proc.returncode != 0
     log = (wf / "results_text" / "logs" / "check_coco.log").read_text(encoding="utf-8")
     assert f"{n_lines} of {n_lines} line(s) have a transcription but no char boxes" in log
@@ -190,6 +190,6 @@ def test_dataset_path_is_required(workflow):
     wf, _ = workflow
     config = write_config(wf, "nopath", {"format": "alto"})
     cmd = SNAKEMAKE + ["--cores", "1", "--dry-run", "--configfile", str(config)]
-    proc = subprocess.run(cmd, cwd=wf, capture_output=True, text=True, timeout=300, env=_env())
+    proc = run(cmd, cwd=wf, env=_env(), timeout=300)
     assert proc.returncode != 0
     assert "dataset.path must name the files or folders to import" in proc.stdout + proc.stderr

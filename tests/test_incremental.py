@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import matplotlib
 import pytest
 import yaml
 from PIL import Image, ImageDraw, ImageFont
+from snakemake_forks import run
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -61,6 +61,21 @@ CONFIG = {
         "device": "cpu",
     },
     "localizer": {"epochs": 1, "batch_size": 4, "device": "cpu"},
+    # The line detector as small as test_pages' tiny_detector: its rules still run (and must
+    # not rerun), but its default training would be most of the run.
+    "line_detector": {
+        "n_train_pages": 2,
+        "n_val_pages": 1,
+        "n_test_pages": 1,
+        "dpi": [60, 72],
+        "input_height": 192,
+        "crop_size": 96,
+        "crops_per_page": 2,
+        "batch_size": 4,
+        "epochs": 1,
+        "device": "cpu",
+        "arch": {"widths": [8, 8, 16, 16, 16], "fpn_channels": 8},
+    },
     "export": {"parity_lines": 2},
     "evaluate": {
         "sets": [{"name": "extra", "path": "extra_set", "type": "gt_dir"}],
@@ -90,7 +105,7 @@ def snakemake(wf: Path, config: Path, *args: str, timeout: int = 600) -> str:
     """Run Snakemake in `wf` with `config`; return its output (fails the test on error)."""
     # One thread per job: OpenMP barriers crawl when a busy 2-core machine is oversubscribed.
     cmd = SNAKEMAKE + ["--cores", "2", "--max-threads", "1", "--configfile", str(config), *args]
-    proc = subprocess.run(cmd, cwd=wf, capture_output=True, text=True, timeout=timeout, env=_env())
+    proc = run(cmd, cwd=wf, env=_env(), timeout=timeout)
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}")

@@ -23,6 +23,7 @@ import yaml
 from lxml import etree
 from page_formats_check import assert_valid, hocr_problems
 from PIL import Image
+from snakemake_forks import run
 
 from effocr.corpus import (
     CorpusPage,
@@ -195,7 +196,7 @@ def _snakemake_cmd(workdir: Path, config: Path, *args: str) -> list[str]:
 
 def _snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = _snakemake_cmd(workdir, config, "--cores", "2", *args)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return run(cmd, timeout=600)
 
 
 def _job_counts(output: str) -> dict[str, int]:

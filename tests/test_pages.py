@@ -420,9 +420,9 @@ def test_pages_in_worker_processes_match_one_process(page_bundle, tiny_pages):
     from effocr.infer import Engine
 
     paths = [tiny_pages.parent / "images" / f"page_{i:06d}.png" for i in range(4)]
-    with Engine(page_bundle, threads=1) as engine:
+    with Engine(page_bundle, workers=1) as engine:
         one = [r.records() for r in engine.iter_pages(paths)]
-    with Engine(page_bundle, threads=2, parallel="process") as engine:
+    with Engine(page_bundle, workers=2, parallel="process") as engine:
         two = [r.records() for r in engine.iter_pages(paths)]
         assert engine.page_runner._pool is not None  # the pages went to the workers
     assert two == one

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from snakemake_forks import run
 
 from effocr.cli import main as cli_main
 from effocr.synth.fonts import matplotlib_font_dir
@@ -165,7 +166,7 @@ def _list_rules(tmp_path, config: dict) -> subprocess.CompletedProcess:
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
     cmd += ["--directory", str(tmp_path), "--configfile", str(tmp_path / "c.yaml"), "--list-rules"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return run(cmd, timeout=120)
 
 
 def test_synth_rule_only_for_the_synthetic_dataset(tmp_path):

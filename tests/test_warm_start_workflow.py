@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 import yaml
+from snakemake_forks import run
 from test_incremental import CONFIG, FONT, SNAKEMAKE, _env, copy_workflow, planned, snakemake
 
 from effocr.bundle import Manifest
@@ -151,6 +151,6 @@ def test_a_bundle_without_weights_stops_the_workflow(workflow):
     (old / "model.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     config = write_config(wf, "old", "old_bundle")
     cmd = SNAKEMAKE + ["--cores", "1", "--configfile", str(config), "--dry-run", TARGET]
-    proc = subprocess.run(cmd, cwd=wf, capture_output=True, text=True, timeout=300, env=_env())
+    proc = run(cmd, cwd=wf, env=_env(), timeout=300)
     assert proc.returncode != 0
     assert "old_bundle: this bundle carries no PyTorch weights" in proc.stdout + proc.stderr

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import missing_dependency, require_ipa_fonts
+from snakemake_forks import run
 from test_coco import make_lines
 
 from effocr.utils import label_to_codepoints
@@ -73,7 +74,7 @@ def _snakemake(
         *extra,
         target,
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return run(cmd, timeout=300)
 
 
 def _csv(path: Path) -> list[dict]:
