@@ -57,7 +57,7 @@ def evaluate_pages(
     tp = n_pred = n_gt = 0
     page_seconds = 0.0
     n_lines_read = 0
-    with Engine(bundle_dir, threads=1, parallel="thread") as engine:
+    with Engine(bundle_dir, workers=1, parallel="thread") as engine:
         pages = engine.pages
         if pages.detector is None:
             raise EffOCRError(f"{bundle_dir}: the bundle has no line detector")
