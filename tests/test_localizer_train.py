@@ -67,7 +67,7 @@ def test_tall_english_line_keeps_its_orientation():
         # network input: 32 px high; the line's height (English) or its width (jp) scaled to it
         assert seen[0].array.shape[1:] == ((32, 96) if vertical else (32, 32))
         assert len(det.chars) > 0
-        crops = det.crop_boxes()
+        crops = det.crop_boxes(0)
         if vertical:  # full line width, rows of the glyph
             assert (crops[:, 0] == 0).all() and (crops[:, 2] == 20).all()
         else:  # full line height, columns of the glyph, as the recognizer was trained
@@ -446,7 +446,7 @@ def test_japanese_vertical_char_only(jp_models, tmp_path):
         assert (np.diff(match) > 0).all(), (image["text"], match)
         found, total = found + hit.sum(), total + len(gt)
         # Each crop is the full line width and covers its character's rows.
-        crops = det.crop_boxes()
+        crops = det.crop_boxes(0)
         assert len(crops) == len(det.chars)
         assert (crops[:, 0] == 0).all() and (crops[:, 2] == w).all()
         assert (crops[:, 1] <= np.floor(det.chars[:, 1]).clip(0)).all()

@@ -289,6 +289,95 @@ def test_no_config_default_in_code():
     assert not found, "config defaults in code:\n" + "\n".join(found)
 
 
+# Keyword defaults (`def f(..., padding=0)`) and `effocr` option defaults
+# (`add_argument("--padding", default=0)`) named as a config key that are no config knob:
+# (module, function or "cli", parameter) -> why. A config knob has no default in code: the
+# caller passes the section's value, the command line fills it from the config.
+NOT_CONFIG_DEFAULTS: dict[tuple[str, str, str], str] = {}
+
+
+def _schema_defaults_by_key(schema: dict, found: dict | None = None) -> dict[str, list]:
+    found = {} if found is None else found
+    for key, sub in schema.get("properties", {}).items():
+        if isinstance(sub, dict):
+            if "default" in sub:
+                found.setdefault(key, []).append(sub["default"])
+            _schema_defaults_by_key(sub, found)
+    return found
+
+
+def _literal_value(node: ast.expr):
+    """The value of a literal default (a constant, or a list/tuple/dict of them), else a
+    marker; None (`= None`: "not given") counts as no default."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return _literal_value
+
+
+def _keyword_defaults(tree: ast.AST):
+    """(function, parameter, default node) of every parameter with a default."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        args = node.args
+        positional = args.posonlyargs + args.args
+        pairs = list(
+            zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True)
+        )
+        pairs += [
+            (a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
+        ]
+        for arg, default in pairs:
+            yield node.name, arg.arg, default
+
+
+def _option_defaults(tree: ast.AST):
+    """(dest, default node) of every `add_argument(..., default=...)` of an option."""
+    for node in ast.walk(tree):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_argument"
+        ):
+            continue
+        kw = {k.arg: k.value for k in node.keywords}
+        if "default" not in kw:
+            continue
+        names = [a.value for a in node.args if isinstance(a, ast.Constant)]
+        if "dest" in kw and isinstance(kw["dest"], ast.Constant):
+            dest = kw["dest"].value
+        else:
+            longs = [n for n in names if n.startswith("--")] or names
+            dest = longs[0].lstrip("-").replace("-", "_") if longs else None
+        if dest:
+            yield dest, kw["default"]
+
+
+def test_no_config_default_in_signatures_or_options():
+    """No effocr function gives a parameter named as a config key a literal default, and no
+    `effocr` option named as one has a literal default: the value comes from the config
+    (config/schema.yaml), so the schema stays the one place a default lives. A literal that
+    differs from the schema's is caught as well (the knob would read two defaults)."""
+    defaults = _schema_defaults_by_key(load_schema())
+    found, used = [], set()
+    for path in sorted((REPO / "effocr").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        items = [(f, p, d) for f, p, d in _keyword_defaults(tree)]
+        items += [("cli", dest, d) for dest, d in _option_defaults(tree)]
+        for func, param, default in items:
+            value = _literal_value(default)
+            if param not in defaults or value is None or value is _literal_value:
+                continue
+            if (rel, func, param) in NOT_CONFIG_DEFAULTS:
+                used.add((rel, func, param))
+                continue
+            found.append(f"{rel}: {func}({param}={ast.unparse(default)}) schema: {defaults[param]}")
+    assert not found, "config defaults in code:\n" + "\n".join(found)
+    assert used == set(NOT_CONFIG_DEFAULTS), f"stale: {set(NOT_CONFIG_DEFAULTS) - used}"
+
+
 def test_an_older_bundle_manifest_reads_the_schema_defaults():
     """model.yaml without `infer`/`crops` keys (or with `infer.threads`, the old name of
     `workers`): readers get every key, from the config schema, as a new export writes them."""
