@@ -97,8 +97,15 @@ def _train(out: Path, steps: int, size: int) -> tuple[Path, Path, Path]:
     from effocr.recognizer.model import RecognizerNet, save_recognizer
     from effocr.synth.lines import synth_lines
 
-    coco = synth_lines(out / "lines" / "lines.json", 160, language="en", seed=0, max_chars=40)
     config = load_config(None, {})
+    coco = synth_lines(
+        out / "lines" / "lines.json",
+        160,
+        language="en",
+        seed=0,
+        **{k: config["synth"][k] for k in ("font_sizes", "vertical_fraction", "degrade", "style")},
+        max_chars=40,
+    )
     torch.manual_seed(0)
     model = RecognizerNet(
         "resnet10t", size, encoder_args=get_profile("en").encoder_args

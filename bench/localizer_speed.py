@@ -49,6 +49,16 @@ CANDIDATES = {
 }
 
 
+def _evaluation_config(config: dict) -> dict:
+    """`evaluate_localizer`'s config arguments from `config` (the schema's defaults filled)."""
+    sections = config_sections(config)
+    return {
+        "char_category": sections.dataset.char_category,
+        "word_category": sections.dataset.word_category,
+        "input_height": sections.localizer.input_height,
+    }
+
+
 def time_candidate(arch: dict, height: int, runs: int = 50) -> dict:
     """Median ms of the network and of the whole detect on a 1000 x 40 line, 1 ORT thread.
 
@@ -140,7 +150,11 @@ def train_candidate(
         )
         seconds = time.perf_counter() - t
         m = evaluate_localizer(
-            Path(tmp) / "model.pt", splits / "test.json", image_dir, Path(tmp) / "e.json"
+            Path(tmp) / "model.pt",
+            splits / "test.json",
+            image_dir,
+            Path(tmp) / "e.json",
+            **_evaluation_config(config),
         )
     return {
         "train_s": seconds,
@@ -158,7 +172,13 @@ def eval_trained(model_pt: str, splits: Path, image_dir: Path) -> dict:
     from effocr.localizer.evaluate import evaluate_localizer
 
     with tempfile.TemporaryDirectory() as tmp:
-        m = evaluate_localizer(model_pt, splits / "test.json", image_dir, Path(tmp) / "e.json")
+        m = evaluate_localizer(
+            model_pt,
+            splits / "test.json",
+            image_dir,
+            Path(tmp) / "e.json",
+            **_evaluation_config({}),
+        )
     with open(Path(model_pt).with_name("metrics.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
     return {

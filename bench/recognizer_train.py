@@ -67,6 +67,8 @@ def build_demo_dataset(work: Path, config: dict, workers: int = 1) -> tuple[Path
         font_sizes=s["font_sizes"],
         max_chars=s["max_chars"],
         degrade=s["degrade"],
+        vertical_fraction=s["vertical_fraction"],
+        style=s["style"],
     )
     splits = {name: work / "splits" / f"{name}.json" for name in ("train", "val", "test")}
     split_coco_file(lines, splits, **config_sections(config).pick("split", "run"))

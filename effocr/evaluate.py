@@ -350,7 +350,7 @@ def run_effocr(
     bundle_dir: str | os.PathLike,
     images: list[Path],
     *,
-    workers: int = 1,
+    workers: int | None = None,
     device: str = "cpu",
     batch_size: int | None = None,
     verify: bool = True,
@@ -426,7 +426,7 @@ def _is_vertical(image: Path, allows_vertical: bool | None = None) -> bool:
 def tesseract_baseline(
     lines: list[EvalLine],
     lang: str,
-    enabled: bool = True,
+    enabled: bool,
     *,
     keep_spaces: bool = True,
     allows_vertical: bool | None = None,
@@ -673,7 +673,7 @@ def evaluate_set(
     out_dir: str | os.PathLike,
     options: Mapping,
     *,
-    workers: int = 1,
+    workers: int | None = None,
     device: str = "cpu",
     language: str | None = None,
     verify: bool = True,
@@ -689,7 +689,8 @@ def evaluate_set(
         out_dir: Receives metrics.json, lines.csv, confusions.csv, predictions.jsonl.
         options: The validated `evaluate` config section, or the part of it that changes
             the scores (`normalize_quotes`, `ignore_case`, `ignore_spaces`, `tesseract`).
-        workers: Inference workers (`effocr.infer.Engine`).
+        workers: Inference workers (`effocr.infer.Engine`; default the bundle's
+            `infer.workers`).
         device: Inference device.
         language: Profile whose `tesseract_lang` the baseline uses; None reads the bundle's.
         verify: Check the bundle's files against the sha256 in its model.yaml.
@@ -704,6 +705,10 @@ def evaluate_set(
     score_options = ScoreOptions.from_config(options)
     out_dir = Path(out_dir)
     eval_set = load_eval_set(set_spec, out_dir)
+    if workers is None:  # resolved here: metrics.json records the count used
+        from effocr.bundle import Manifest
+
+        workers = int(Manifest.read(bundle_dir, verify=False).infer["workers"])
     LOG.info("evaluating %s: %d lines from %s", eval_set.name, len(eval_set.lines), eval_set.path)
     images = [line.image for line in eval_set.lines]
     predictions, seconds = run_effocr(
@@ -791,7 +796,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--language", default=None, help="profile for Tesseract (default: the bundle's)"
     )
-    parser.add_argument("--workers", "--threads", type=int, default=1, help="inference workers")
+    parser.add_argument(
+        "--workers",
+        "--threads",
+        type=int,
+        default=None,
+        help="inference workers (default: the bundle's infer.workers)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-tesseract", action="store_true", help="skip the Tesseract baseline")
     parser.add_argument("--ignore-case", action="store_true", default=None)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from schema_defaults import synth_line_knobs
 
 from effocr.config import config_sections, deep_merge
 from effocr.synth.lines import synth_lines
@@ -97,7 +98,7 @@ def tiny_coco_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[...,
                 # Pinned, as the demo's: the font packages of `make sysdeps` (for make
                 # model-en) would otherwise change every English test set.
                 kwargs = {**kwargs, "font_paths": pinned_en_line_fonts()}
-            synth_lines(out, n_lines, language=language, seed=seed, **kwargs)
+            synth_lines(out, n_lines, language, seed=seed, **synth_line_knobs(**kwargs))
             cache[key] = (out, out.parent / "images")
         return cache[key]
 

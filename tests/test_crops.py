@@ -31,9 +31,9 @@ def splits(tmp_path):
     out = {}
     for split, names in {"train": ["line_0.png", "line_2.png"], "val": ["line_1.png"]}.items():
         out[split] = tmp_path / f"{split}.json"
-        out[split].write_text(json.dumps(subset(coco, file_names=names)))
+        out[split].write_text(json.dumps(subset(coco, file_names=names, seed=0)))
     out["test"] = tmp_path / "test.json"
-    out["test"].write_text(json.dumps(subset(coco, n=0)))
+    out["test"].write_text(json.dumps(subset(coco, n=0, seed=0)))
     return out, image_dir, tmp_path
 
 

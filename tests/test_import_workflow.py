@@ -18,6 +18,7 @@ from xml.sax.saxutils import escape
 import pytest
 import yaml
 from PIL import Image
+from schema_defaults import synth_line_knobs
 from test_incremental import (
     CONFIG,
     FONT,
@@ -128,7 +129,12 @@ def workflow(tmp_path_factory):
     copy_workflow(wf)
     coco = wf / "synth" / "lines.json"
     synth_lines(
-        coco, 12, "en", font_paths=[FONT], seed=7, font_sizes=(24, 28), max_chars=14, degrade=False
+        coco,
+        12,
+        "en",
+        font_paths=[FONT],
+        seed=7,
+        **synth_line_knobs(font_sizes=(24, 28), max_chars=14, degrade=False),
     )
     n = coco_to_page(coco, wf / "gt_page")
     coco_to_page(coco, wf / "gt_text_only", glyphs=False)

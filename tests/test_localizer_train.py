@@ -163,7 +163,10 @@ def test_evaluate_localizer_rule_function(trained, tmp_path):
         trained["json"],
         trained["image_dir"],
         tmp_path / "eval.json",
+        char_category="char",
+        word_category="word",
         thresholds={"score_threshold": 0.3},
+        input_height=32,
     )
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["char"]["f1"] == pytest.approx(metrics["char"]["f1"])
