@@ -137,13 +137,12 @@ def train_candidate(
     over = {"arch": arch or None, "input_height": height}
     if epochs:
         over["epochs"] = epochs
-    config = load_config(None, {"localizer": over})
+    config = load_config(None, {"localizer": over, "dataset": {"image_dir": str(image_dir)}})
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         train_localizer(
             splits / "train.json",
             splits / "val.json",
-            image_dir,
             tmp,
             **config_sections(config).pick("localizer", "dataset", "run"),
             threads=2,

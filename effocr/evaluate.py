@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from effocr.artifacts import EVAL_OUTPUTS
-from effocr.config import EvaluateSection, RunSection
+from effocr.config import EvaluateSection, RunSection, section_defaults
 from effocr.formats.lines import (
     GT_IMAGE_SUFFIXES,
     GT_SUFFIX,
@@ -175,8 +175,10 @@ def _coco_char_boxes(coco: dict) -> dict:
     """
     from effocr.data.coco import index_coco, line_chars
 
+    # An evaluation set is no `dataset`: its COCO is read with the schema's category names.
+    dataset = section_defaults("dataset")
     try:
-        index = index_coco(coco)
+        index = index_coco(coco, dataset["char_category"], dataset["word_category"])
     except (EffOCRError, KeyError, TypeError, ValueError):
         return {}
     out = {}

@@ -4,9 +4,10 @@ tests call them as a default config would, overriding what they check."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from effocr.config import section_defaults
+from effocr.config import deep_merge, section_defaults
 
 
 def synth_line_knobs(**given: Any) -> dict[str, Any]:
@@ -16,7 +17,11 @@ def synth_line_knobs(**given: Any) -> dict[str, Any]:
     return {**{k: synth[k] for k in keys}, **given}
 
 
-def render_knobs(**given: Any) -> dict[str, Any]:
-    """`render_glyphs`'s `render` section keywords (`size`, `padding`, `mode`)."""
-    render = section_defaults("render")
-    return {**{k: render[k] for k in ("size", "padding", "mode")}, **given}
+# The dataset's category names as `index_coco`/`validate_coco`/`crop_glyphs` keywords.
+CATEGORIES = {k: section_defaults("dataset")[k] for k in ("char_category", "word_category")}
+
+
+def at_images(config: dict | None, image_dir: str | os.PathLike) -> dict:
+    """`config` with `dataset.image_dir` set: the folder a test's line images are in (what
+    `train_localizer` and `export_bundle` read them from)."""
+    return deep_merge(config or {}, {"dataset": {"image_dir": str(image_dir)}})

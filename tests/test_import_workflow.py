@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape
 import pytest
 import yaml
 from PIL import Image
-from schema_defaults import synth_line_knobs
+from schema_defaults import CATEGORIES, synth_line_knobs
 from test_incremental import (
     CONFIG,
     FONT,
@@ -49,7 +49,7 @@ def coco_to_page(coco_json: Path, out_dir: Path, glyphs: bool = True) -> int:
     Returns the number of lines written.
     """
     coco = json.loads(coco_json.read_text(encoding="utf-8"))
-    index = index_coco(coco)
+    index = index_coco(coco, **CATEGORIES)
     out_dir.mkdir(parents=True)
     images = coco["images"]
     for p in range(0, len(images), LINES_PER_PAGE):

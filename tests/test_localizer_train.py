@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from schema_defaults import at_images
 
 from effocr.cli import main
 from effocr.config import config_sections, load_config
@@ -101,9 +102,8 @@ def trained(lines, tiny_coco_factory, tmp_path_factory):
     best = train_localizer(
         splits["train"],
         splits["val"],
-        data / "images",
         out,
-        **config_sections(config).pick("localizer", "dataset", "run"),
+        **config_sections(at_images(config, data / "images")).pick("localizer", "dataset", "run"),
         threads=1,
     )
     # Epoch 0: the weights training starts from (the same seed, the same constructor), scored
@@ -242,17 +242,15 @@ def test_resume_after_interruption(lines, tmp_path, monkeypatch):
     train_localizer(
         coco_json,
         coco_json,
-        image_dir,
         full,
-        **config_sections(config).pick("localizer", "dataset", "run"),
+        **config_sections(at_images(config, image_dir)).pick("localizer", "dataset", "run"),
         threads=1,
     )
     train_localizer(
         coco_json,
         coco_json,
-        image_dir,
         part,
-        **config_sections(config).pick("localizer", "dataset", "run"),
+        **config_sections(at_images(config, image_dir)).pick("localizer", "dataset", "run"),
         threads=1,
         max_epochs_this_run=1,
     )
@@ -265,9 +263,8 @@ def test_resume_after_interruption(lines, tmp_path, monkeypatch):
     train_localizer(
         coco_json,
         coco_json,
-        image_dir,
         part,
-        **config_sections(config).pick("localizer", "dataset", "run"),
+        **config_sections(at_images(config, image_dir)).pick("localizer", "dataset", "run"),
         threads=1,
     )
     for name in outputs:
@@ -298,9 +295,8 @@ def test_resume_after_interruption(lines, tmp_path, monkeypatch):
     returned = train_localizer(
         coco_json,
         coco_json,
-        image_dir,
         part,
-        **config_sections(config).pick("localizer", "dataset", "run"),
+        **config_sections(at_images(config, image_dir)).pick("localizer", "dataset", "run"),
         threads=1,
     )
     monkeypatch.undo()
@@ -315,9 +311,10 @@ def test_resume_after_interruption(lines, tmp_path, monkeypatch):
     train_localizer(
         coco_json,
         coco_json,
-        image_dir,
         part,
-        **config_sections(_config(epochs=1, lr=0.001)).pick("localizer", "dataset", "run"),
+        **config_sections(at_images(_config(epochs=1, lr=0.001), image_dir)).pick(
+            "localizer", "dataset", "run"
+        ),
         threads=1,
     )
     assert len(_rows(part / "metrics.csv")) == 1
@@ -424,7 +421,7 @@ def test_japanese_vertical_char_only(jp_models, tmp_path):
     coco_json, image_dir = jp_models["lines"]
     meta = localizer_meta(jp_models["localizer"])
     assert meta["classes"] == ["char"] and meta["spaces"] is False and meta["vertical"] is True
-    session = LocalizerSession(export_onnx(jp_models["localizer"], tmp_path / "loc.onnx"))
+    session = LocalizerSession(export_onnx(jp_models["localizer"], tmp_path / "loc.onnx", 17))
     coco = load_coco(coco_json)
     vertical = [im for im in coco["images"] if im["height"] > im["width"]]
     assert len(vertical) >= 3, "the fixture should contain vertical lines"

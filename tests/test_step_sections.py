@@ -58,13 +58,9 @@ NON_CONFIG_PARAMS: dict[str, dict[str, str]] = {
         "init_from": "config init_from: the base (a path, PATH_KEYS)",
         "init_from_sha256": "checksum of the base's weights",
         "out_dir": "the output folder",
-        "image_dir": "where the split's images are (a path; also in the dataset section)",
     },
     "train_line_detector": {"out_dir": "the output folder"},
-    "export_bundle": {
-        "index_dir": "the input index's folder",
-        "image_dir": "where the split's images are (a path)",
-    },
+    "export_bundle": {"index_dir": "the input index's folder"},
     "evaluate": {"spec": "the job's evaluation set (name, path, type, image_dir)"},
     "align_lines": {"bundle": "the bundle aligned with: align.bundle or the last round's"},
     "import_dataset": {"out_dir": "the output folder"},
@@ -293,7 +289,125 @@ def test_no_config_default_in_code():
 # (`add_argument("--padding", default=0)`) named as a config key that are no config knob:
 # (module, function or "cli", parameter) -> why. A config knob has no default in code: the
 # caller passes the section's value, the command line fills it from the config.
-NOT_CONFIG_DEFAULTS: dict[tuple[str, str, str], str] = {}
+NOT_CONFIG_DEFAULTS: dict[tuple[str, str, str], str] = {
+    ("effocr/config.py", "_non_finite", "path"): (
+        "a key path in the config (recursion), not dataset.path"
+    ),
+    ("effocr/evaluate.py", "run_effocr", "device"): (
+        "the ONNX Runtime device of inference; no config key (the schema's `device` keys are the training devices); the CPU, so that speeds compare"
+    ),
+    ("effocr/evaluate.py", "evaluate_set", "device"): (
+        "the ONNX Runtime device of inference; no config key (the schema's `device` keys are the training devices); the CPU, so that speeds compare"
+    ),
+    ("effocr/evaluate.py", "cli", "device"): (
+        "the ONNX Runtime device of inference; no config key (the schema's `device` keys are the training devices); the CPU, so that speeds compare"
+    ),
+    ("effocr/infer.py", "__init__", "device"): (
+        "the ONNX Runtime device of inference; no config key (the schema's `device` keys are the training devices)"
+    ),
+    ("effocr/infer.py", "cli", "device"): (
+        "the ONNX Runtime device of inference; no config key (the schema's `device` keys are the training devices)"
+    ),
+    ("effocr/linedet/model.py", "load_model", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/linedet/model.py", "__init__", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/localizer/model.py", "load_localizer", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/localizer/model.py", "load_model", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/localizer/model.py", "__init__", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/recognizer/model.py", "load_recognizer", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/recognizer/model.py", "recognizer_from_checkpoint", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/recognizer/index.py", "embed_paths", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/recognizer/index.py", "class_embeddings", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/utils.py", "load_checkpoint", "device"): (
+        "`map_location` of torch.load: the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/linedet/train.py", "train_one_epoch", "augment"): (
+        "line_detector has no augment key (the schema's are recognizer's and localizer's); the page crops are always jittered"
+    ),
+    ("effocr/pipeline.py", "__call__", "k"): (
+        "neighbours per query: 1 is the top-1 read; lm.k is passed where the LM re-ranks"
+    ),
+    ("effocr/recognizer/reference.py", "search", "k"): (
+        "neighbours per query: 1 is the top-1 read; lm.k is passed where the LM re-ranks"
+    ),
+    ("effocr/quantize.py", "quantize_recognizer", "batch_size"): (
+        "the int8 calibration batch; no config key"
+    ),
+    ("effocr/recognizer/hard_negatives.py", "mine_hard_negatives", "batch_size"): (
+        "batch of the embedding passes (no gradients, memory only), not recognizer.batch_size (the training batch of m crops per class)"
+    ),
+    ("effocr/recognizer/hard_negatives.py", "cli", "batch_size"): (
+        "batch of the embedding passes (no gradients, memory only), not recognizer.batch_size (the training batch of m crops per class)"
+    ),
+    ("effocr/recognizer/index.py", "embed_paths", "batch_size"): (
+        "batch of the embedding passes (no gradients, memory only), not recognizer.batch_size (the training batch of m crops per class)"
+    ),
+    ("effocr/recognizer/index.py", "class_embeddings", "batch_size"): (
+        "batch of the embedding passes (no gradients, memory only), not recognizer.batch_size (the training batch of m crops per class)"
+    ),
+    ("effocr/recognizer/index.py", "build_reference_index", "batch_size"): (
+        "batch of the embedding passes (no gradients, memory only), not recognizer.batch_size (the training batch of m crops per class)"
+    ),
+    ("effocr/recognizer/index.py", "cli", "batch_size"): (
+        "batch of the embedding passes (no gradients, memory only), not recognizer.batch_size (the training batch of m crops per class)"
+    ),
+    ("effocr/recognizer/train.py", "embed", "batch_size"): (
+        "batch of the embedding passes (no gradients, memory only), not recognizer.batch_size (the training batch of m crops per class)"
+    ),
+    ("effocr/recognizer/index.py", "embed_paths", "workers"): (
+        "DataLoader worker processes, not infer/ocr.workers"
+    ),
+    ("effocr/recognizer/index.py", "class_embeddings", "workers"): (
+        "DataLoader worker processes, not infer/ocr.workers"
+    ),
+    ("effocr/synth/render.py", "render_glyphs", "workers"): (
+        "processes rendering fonts (the rule's threads), not infer/ocr.workers"
+    ),
+    ("effocr/synth/render.py", "render_glyphs_from_config", "workers"): (
+        "processes rendering fonts (the rule's threads), not infer/ocr.workers"
+    ),
+    ("effocr/synth/render.py", "cli", "workers"): (
+        "processes rendering fonts (the rule's threads), not infer/ocr.workers"
+    ),
+    ("effocr/synth/fonts.py", "find_fonts", "include"): (
+        "a filter of a general font listing (empty: none); the config's fonts.include is passed where the config selects fonts"
+    ),
+    ("effocr/synth/fonts.py", "find_fonts", "exclude"): (
+        "a filter of a general font listing (empty: none); the config's fonts.exclude is passed where the config selects fonts"
+    ),
+    ("effocr/synth/fonts.py", "usable_chars", "size"): (
+        "the size fonts are probed at for placeholder glyphs, not render.size"
+    ),
+    ("effocr/synth/lines.py", "_english_line", "style"): (
+        "the line style of synth/pages.py's page lines (line_detector has no style key); synth_lines passes synth.style"
+    ),
+    ("effocr/synth/lines.py", "_layout", "style"): (
+        "the line style of synth/pages.py's page lines (line_detector has no style key); synth_lines passes synth.style"
+    ),
+    ("effocr/synth/lines.py", "_draw_line", "style"): (
+        "the line style of synth/pages.py's page lines (line_detector has no style key); synth_lines passes synth.style"
+    ),
+    ("effocr/synth/pages.py", "text", "align"): (
+        "horizontal alignment of a drawn text block, not the align section"
+    ),
+}
 
 
 def _schema_defaults_by_key(schema: dict, found: dict | None = None) -> dict[str, list]:
