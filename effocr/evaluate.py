@@ -805,7 +805,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="inference workers (default: the bundle's infer.workers)",
     )
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="ONNX Runtime device: cpu (default, so that speeds compare), auto, cuda or cuda:N",
+    )
     parser.add_argument("--no-tesseract", action="store_true", help="skip the Tesseract baseline")
     parser.add_argument("--ignore-case", action="store_true", default=None)
     parser.add_argument("--ignore-spaces", action="store_true", default=None)

@@ -404,6 +404,19 @@ NOT_CONFIG_DEFAULTS: dict[tuple[str, str, str], str] = {
     ("effocr/synth/lines.py", "_draw_line", "style"): (
         "the line style of synth/pages.py's page lines (line_detector has no style key); synth_lines passes synth.style"
     ),
+    ("effocr/align.py", "LineReport", "split"): (
+        "a report row's count of split boxes, not the split section"
+    ),
+    ("effocr/document.py", "Line", "text"): ("a line's recognised text (data), not lm.text"),
+    ("effocr/pipeline.py", "LineResult", "text"): ("a line's recognised text (data), not lm.text"),
+    ("effocr/pipeline.py", "CharResult", "margin"): (
+        "a recognised character's score margin (a result), not lm.margin"
+    ),
+    ("effocr/profiles.py", "Profile", "text_source"): (
+        "a language profile's shipped text (the profile's own setting); synth.text_source "
+        "overrides it from the config"
+    ),
+    ("effocr/synth/pages.py", "SynthPage", "dpi"): ("a drawn page's resolution (a result)"),
     ("effocr/synth/pages.py", "text", "align"): (
         "horizontal alignment of a drawn text block, not the align section"
     ),
@@ -430,8 +443,15 @@ def _literal_value(node: ast.expr):
 
 
 def _keyword_defaults(tree: ast.AST):
-    """(function, parameter, default node) of every parameter with a default."""
+    """(function, parameter, default node) of every parameter with a default, and (class,
+    field, default node) of every class-level field with one (a dataclass's `__init__`)."""
     for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for stmt in node.body:
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                    if stmt.value is not None:
+                        yield node.name, stmt.target.id, stmt.value
+            continue
         if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             continue
         args = node.args
@@ -469,7 +489,8 @@ def _option_defaults(tree: ast.AST):
 
 
 def test_no_config_default_in_signatures_or_options():
-    """No effocr function gives a parameter named as a config key a literal default, and no
+    """No effocr function (or dataclass field) gives a parameter named as a config key a
+    literal default, and no
     `effocr` option named as one has a literal default: the value comes from the config
     (config/schema.yaml), so the schema stays the one place a default lives. A literal that
     differs from the schema's is caught as well (the knob would read two defaults)."""
