@@ -62,10 +62,12 @@ def char_ious(truth: dict, lines: list) -> tuple[list[float], list[float]]:
     """IoU of each character's aligned and true box: (all aligned lines, accepted lines)."""
     import numpy as np
 
+    from effocr.config import section_defaults
     from effocr.data.coco import index_coco, line_chars
     from effocr.localizer.postprocess import box_iou
 
-    index = index_coco(truth)
+    dataset = section_defaults("dataset")
+    index = index_coco(truth, dataset["char_category"], dataset["word_category"])
     every, accepted = [], []
     for line in lines:
         res = line.alignment

@@ -78,16 +78,24 @@ def main() -> int:
     base = REPO / "config" / ("config.yaml" if args.language == "en" else "demo-jp.yaml")
     import yaml
 
+    from effocr.config import config_sections, section_defaults
+
     config = yaml.safe_load(base.read_text(encoding="utf-8"))
-    synth = config.get("synth", {})
+    sections = config_sections(config)
+    # The config's seed, vertical fraction and line length; the schema's font sizes, degrading
+    # and style (as this bench always drew them).
+    default = section_defaults("synth")
     t0 = time.perf_counter()
     synth_lines(
         full_json,
         args.lines + 1,
         language=args.language,
-        seed=config.get("seed", 1234),
-        vertical_fraction=synth.get("vertical_fraction", 0.0),
-        **({"max_chars": synth["max_chars"]} if "max_chars" in synth else {}),
+        seed=sections.run.seed,
+        vertical_fraction=sections.synth.vertical_fraction,
+        max_chars=sections.synth.max_chars,
+        font_sizes=default["font_sizes"],
+        degrade=default["degrade"],
+        style=default["style"],
     )
     synth_s = time.perf_counter() - t0
     coco = json.loads(full_json.read_text(encoding="utf-8"))

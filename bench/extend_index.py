@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_info, cpu_line  # noqa: E402
 
 from effocr.bundle import MANIFEST, Manifest  # noqa: E402
-from effocr.config import config_sections, load_config  # noqa: E402
+from effocr.config import config_sections, load_config, section_defaults  # noqa: E402
 from effocr.data.coco import index_coco, line_chars, load_coco  # noqa: E402
 from effocr.infer import Engine  # noqa: E402
 from effocr.metrics import cer  # noqa: E402
@@ -59,7 +59,8 @@ def reduced_bundle(bundle: Path, out: Path, drop: str) -> None:
 
 
 def read_set(bundle: Path, coco: dict, image_dir: Path, chars: str) -> dict:
-    idx = index_coco(coco)
+    dataset = section_defaults("dataset")
+    idx = index_coco(coco, dataset["char_category"], dataset["word_category"])
     with Engine(bundle) as engine:
         results = engine.infer([image_dir / im["file_name"] for im in coco["images"]])
     hits = found = total = 0

@@ -111,12 +111,14 @@ def _strokes(seed: int, size: int = GLYPH_SIZE):
 
 def _write_glyphs(task: tuple[list[tuple[int, str]], str, int, int]) -> list[dict[str, str]]:
     """Render (or draw) the glyphs of a chunk of classes; returns manifest rows."""
+    from effocr.config import section_defaults
     from effocr.synth.fonts import font_chars
     from effocr.synth.render import render_glyph
     from effocr.utils import EffOCRError, label_to_codepoints
 
     chunk, out_dir, per_class, seed = task
     fonts = FONTS[:per_class]
+    padding = section_defaults("render")["padding"]
     covered = [font_chars(f) if f.exists() else set() for f in fonts]
     rows = []
     for i, label in chunk:
@@ -128,7 +130,7 @@ def _write_glyphs(task: tuple[list[tuple[int, str]], str, int, int]) -> list[dic
             im = None
             if label in covered[j]:
                 try:
-                    im = render_glyph(font, label, GLYPH_SIZE, mode="centered")
+                    im = render_glyph(font, label, GLYPH_SIZE, "centered", padding)
                 except EffOCRError:
                     im = None
             if im is None:

@@ -74,13 +74,17 @@ def worker(folder: Path) -> int:
 
 
 def _crop_batch(coco_json: Path, image_dir: Path, n_lines: int, model) -> tuple:
+    from effocr.config import section_defaults
     from effocr.data.coco import index_coco, line_chars, load_coco
     from effocr.export import glyph_crops, load_parity_lines
     from effocr.recognizer.transforms import preprocess
 
+    categories = {k: section_defaults("dataset")[k] for k in ("char_category", "word_category")}
     lines = load_parity_lines(coco_json, image_dir, n_lines)
-    crops = glyph_crops(coco_json, lines, full_height=True, padding=0, allows_vertical=False)
-    index = index_coco(load_coco(coco_json))
+    crops = glyph_crops(
+        coco_json, lines, full_height=True, padding=0, allows_vertical=False, **categories
+    )
+    index = index_coco(load_coco(coco_json), **categories)
     labels = [c for im, _ in lines for c, _ in line_chars(index, im, False)]
     assert len(labels) == len(crops), (len(labels), len(crops))
     x = np.stack([preprocess(c, model.input_size, model.mean, model.std) for c in crops])
@@ -97,8 +101,15 @@ def _train(out: Path, steps: int, size: int) -> tuple[Path, Path, Path]:
     from effocr.recognizer.model import RecognizerNet, save_recognizer
     from effocr.synth.lines import synth_lines
 
-    coco = synth_lines(out / "lines" / "lines.json", 160, language="en", seed=0, max_chars=40)
     config = load_config(None, {})
+    coco = synth_lines(
+        out / "lines" / "lines.json",
+        160,
+        language="en",
+        seed=0,
+        **{k: config["synth"][k] for k in ("font_sizes", "vertical_fraction", "degrade", "style")},
+        max_chars=40,
+    )
     torch.manual_seed(0)
     model = RecognizerNet(
         "resnet10t", size, encoder_args=get_profile("en").encoder_args
@@ -196,7 +207,7 @@ def main() -> int:
         chars = sorted(set(labels))
         refs = np.stack([ref[[i for i, c in enumerate(labels) if c == ch]].mean(0) for ch in chars])
         refs /= np.linalg.norm(refs, axis=1, keepdims=True)
-        models = {"float32": export_onnx(pt, tmp / "float32.onnx")}
+        models = {"float32": export_onnx(pt, tmp / "float32.onnx", int(tol["opset"]))}
         for weights in WEIGHT_CHOICES:
             models[weights] = quantize_recognizer(
                 models["float32"], tmp / f"{weights}.onnx", x[:n_cal], weights=weights

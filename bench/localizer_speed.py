@@ -49,6 +49,16 @@ CANDIDATES = {
 }
 
 
+def _evaluation_config(config: dict) -> dict:
+    """`evaluate_localizer`'s config arguments from `config` (the schema's defaults filled)."""
+    sections = config_sections(config)
+    return {
+        "char_category": sections.dataset.char_category,
+        "word_category": sections.dataset.word_category,
+        "input_height": sections.localizer.input_height,
+    }
+
+
 def time_candidate(arch: dict, height: int, runs: int = 50) -> dict:
     """Median ms of the network and of the whole detect on a 1000 x 40 line, 1 ORT thread.
 
@@ -127,20 +137,23 @@ def train_candidate(
     over = {"arch": arch or None, "input_height": height}
     if epochs:
         over["epochs"] = epochs
-    config = load_config(None, {"localizer": over})
+    config = load_config(None, {"localizer": over, "dataset": {"image_dir": str(image_dir)}})
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         train_localizer(
             splits / "train.json",
             splits / "val.json",
-            image_dir,
             tmp,
             **config_sections(config).pick("localizer", "dataset", "run"),
             threads=2,
         )
         seconds = time.perf_counter() - t
         m = evaluate_localizer(
-            Path(tmp) / "model.pt", splits / "test.json", image_dir, Path(tmp) / "e.json"
+            Path(tmp) / "model.pt",
+            splits / "test.json",
+            image_dir,
+            Path(tmp) / "e.json",
+            **_evaluation_config(config),
         )
     return {
         "train_s": seconds,
@@ -158,7 +171,13 @@ def eval_trained(model_pt: str, splits: Path, image_dir: Path) -> dict:
     from effocr.localizer.evaluate import evaluate_localizer
 
     with tempfile.TemporaryDirectory() as tmp:
-        m = evaluate_localizer(model_pt, splits / "test.json", image_dir, Path(tmp) / "e.json")
+        m = evaluate_localizer(
+            model_pt,
+            splits / "test.json",
+            image_dir,
+            Path(tmp) / "e.json",
+            **_evaluation_config({}),
+        )
     with open(Path(model_pt).with_name("metrics.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
     return {

@@ -67,11 +67,19 @@ def build_demo_dataset(work: Path, config: dict, workers: int = 1) -> tuple[Path
         font_sizes=s["font_sizes"],
         max_chars=s["max_chars"],
         degrade=s["degrade"],
+        vertical_fraction=s["vertical_fraction"],
+        style=s["style"],
     )
     splits = {name: work / "splits" / f"{name}.json" for name in ("train", "val", "test")}
     split_coco_file(lines, splits, **config_sections(config).pick("split", "run"))
     crop_glyphs(
-        splits, lines.parent / "images", work / "crops" / "glyphs", work / "crops" / "manifest.csv"
+        splits,
+        lines.parent / "images",
+        work / "crops" / "glyphs",
+        work / "crops" / "manifest.csv",
+        **config_sections(config).crops.as_dict(),
+        char_category=config["dataset"]["char_category"],
+        word_category=config["dataset"]["word_category"],
     )
     render_glyphs_from_config(
         work / "renders" / "glyphs",

@@ -16,12 +16,14 @@ from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from effocr.utils import EffOCRError
+
+if TYPE_CHECKING:
+    import jsonschema
 
 _REPO_SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
 LOG = logging.getLogger(__name__)
@@ -74,8 +76,11 @@ def schema_path() -> Path:
 
 def load_schema() -> dict:
     """Load the config schema."""
+    # libyaml's safe loader when there is one: the same result, a fifth of the time (library
+    # code reads the schema's defaults, e.g. on opening a localizer, and pays it per process).
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(schema_path(), encoding="utf-8") as f:
-        return yaml.safe_load(f)
+        return yaml.load(f, Loader=loader)
 
 
 def section_defaults(name: str) -> dict:
@@ -135,6 +140,9 @@ def validate_config(config: dict, *, source: str = "config") -> dict:
     Raises:
         EffOCRError: naming the offending key path and the problem.
     """
+    # Imported here: library code reads section defaults without validating anything.
+    import jsonschema
+
     schema = load_schema()
     config = copy.deepcopy(config or {})
     rename_deprecated_keys(config, source=source)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from effocr.artifacts import EVAL_OUTPUTS
-from effocr.config import EvaluateSection, RunSection
+from effocr.config import EvaluateSection, RunSection, section_defaults
 from effocr.formats.lines import (
     GT_IMAGE_SUFFIXES,
     GT_SUFFIX,
@@ -175,8 +175,10 @@ def _coco_char_boxes(coco: dict) -> dict:
     """
     from effocr.data.coco import index_coco, line_chars
 
+    # An evaluation set is no `dataset`: its COCO is read with the schema's category names.
+    dataset = section_defaults("dataset")
     try:
-        index = index_coco(coco)
+        index = index_coco(coco, dataset["char_category"], dataset["word_category"])
     except (EffOCRError, KeyError, TypeError, ValueError):
         return {}
     out = {}
@@ -350,7 +352,7 @@ def run_effocr(
     bundle_dir: str | os.PathLike,
     images: list[Path],
     *,
-    workers: int = 1,
+    workers: int | None = None,
     device: str = "cpu",
     batch_size: int | None = None,
     verify: bool = True,
@@ -426,7 +428,7 @@ def _is_vertical(image: Path, allows_vertical: bool | None = None) -> bool:
 def tesseract_baseline(
     lines: list[EvalLine],
     lang: str,
-    enabled: bool = True,
+    enabled: bool,
     *,
     keep_spaces: bool = True,
     allows_vertical: bool | None = None,
@@ -673,7 +675,7 @@ def evaluate_set(
     out_dir: str | os.PathLike,
     options: Mapping,
     *,
-    workers: int = 1,
+    workers: int | None = None,
     device: str = "cpu",
     language: str | None = None,
     verify: bool = True,
@@ -689,7 +691,8 @@ def evaluate_set(
         out_dir: Receives metrics.json, lines.csv, confusions.csv, predictions.jsonl.
         options: The validated `evaluate` config section, or the part of it that changes
             the scores (`normalize_quotes`, `ignore_case`, `ignore_spaces`, `tesseract`).
-        workers: Inference workers (`effocr.infer.Engine`).
+        workers: Inference workers (`effocr.infer.Engine`; default the bundle's
+            `infer.workers`).
         device: Inference device.
         language: Profile whose `tesseract_lang` the baseline uses; None reads the bundle's.
         verify: Check the bundle's files against the sha256 in its model.yaml.
@@ -704,6 +707,10 @@ def evaluate_set(
     score_options = ScoreOptions.from_config(options)
     out_dir = Path(out_dir)
     eval_set = load_eval_set(set_spec, out_dir)
+    if workers is None:  # resolved here: metrics.json records the count used
+        from effocr.bundle import Manifest
+
+        workers = int(Manifest.read(bundle_dir, verify=False).infer["workers"])
     LOG.info("evaluating %s: %d lines from %s", eval_set.name, len(eval_set.lines), eval_set.path)
     images = [line.image for line in eval_set.lines]
     predictions, seconds = run_effocr(
@@ -791,8 +798,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--language", default=None, help="profile for Tesseract (default: the bundle's)"
     )
-    parser.add_argument("--workers", "--threads", type=int, default=1, help="inference workers")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--workers",
+        "--threads",
+        type=int,
+        default=None,
+        help="inference workers (default: the bundle's infer.workers)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="ONNX Runtime device: cpu (default, so that speeds compare), auto, cuda or cuda:N",
+    )
     parser.add_argument("--no-tesseract", action="store_true", help="skip the Tesseract baseline")
     parser.add_argument("--ignore-case", action="store_true", default=None)
     parser.add_argument("--ignore-spaces", action="store_true", default=None)

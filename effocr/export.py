@@ -25,6 +25,7 @@ from effocr import artifacts
 from effocr.bundle import PARITY, Manifest
 from effocr.config import (
     CropsSection,
+    DatasetSection,
     ExportSection,
     InferSection,
     LineDetectorSection,
@@ -97,6 +98,8 @@ def glyph_crops(
     *,
     full_height: bool,
     padding: int,
+    char_category: str,
+    word_category: str,
     allows_vertical: bool | None = None,
 ) -> list[np.ndarray]:
     """Real glyph crops of the annotated char boxes of `lines`, cut as at inference.
@@ -106,7 +109,7 @@ def glyph_crops(
     from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
     from effocr.data.crops import crop_box
 
-    index = index_coco(load_coco(test_json))
+    index = index_coco(load_coco(test_json), char_category, word_category)
     crops = []
     for im, img in lines:
         h, w = img.shape[:2]
@@ -779,13 +782,13 @@ def export_bundle(
     index_dir: str | os.PathLike,
     localizer_pt: str | os.PathLike,
     test_json: str | os.PathLike,
-    image_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
     export: ExportSection,
     infer: InferSection,
     localizer: LocalizerSection,
     crops: CropsSection,
+    dataset: DatasetSection,
     recognizer_onnx: str | os.PathLike | None = None,
     localizer_onnx: str | os.PathLike | None = None,
     calibration_json: str | os.PathLike | None = None,
@@ -810,7 +813,6 @@ def export_bundle(
             (config `localizer.onnx_model`, with `localizer.onnx_layout`): that one is copied into
             the bundle as it is and only checked to load and detect on the parity lines.
         test_json: Test-split COCO JSON; its first `export.parity_lines` lines are the check.
-        image_dir: Folder the split's `file_name`s are relative to.
         out_dir: The bundle directory (replaced atomically on success only).
         export: Config section `export` (opset, tolerances, quantize).
         infer: Config section `infer`, written into model.yaml as inference defaults.
@@ -818,6 +820,8 @@ def export_bundle(
             of an external ONNX localizer.
         crops: Config section `crops` (`padding`: the glyph crops of the check, calibration
             and inference).
+        dataset: Config section `dataset` (`image_dir`: the folder the splits' `file_name`s
+            are relative to; `char_category`, `word_category`: their char boxes).
         recognizer_onnx: Use this ONNX recognizer (e.g. one optimised elsewhere) instead of
             exporting; it must still match `recognizer_pt`. Default: `export.recognizer_onnx`.
         localizer_onnx: Same for the localizer (`export.localizer_onnx`).
@@ -866,11 +870,14 @@ def export_bundle(
             split_lines,
             full_height=True,
             padding=int(src.crops_cfg["padding"]),
+            char_category=dataset.char_category,
+            word_category=dataset.word_category,
             allows_vertical=src.profile.allows_vertical,
         )
         size = int(rec_model.input_size)
         return np.stack([preprocess(c, size, rec_model.mean, rec_model.std) for c in crops])
 
+    image_dir = dataset.image_dir
     with atomic_path(out_dir, is_dir=True) as tmp:
         rec_onnx, loc_onnx = _write_onnx(
             tmp,
@@ -996,17 +1003,17 @@ def run(args: argparse.Namespace) -> int:
     """Run `effocr export-bundle`."""
     from effocr.config import config_sections, load_config
 
-    overrides = {"localizer": {"onnx_layout": args.localizer_layout}}
-    config = load_config(args.config, overrides if args.localizer_layout else None)
-    sections = config_sections(config)
+    overrides: dict = {"dataset": {"image_dir": args.image_dir}}
+    if args.localizer_layout:
+        overrides["localizer"] = {"onnx_layout": args.localizer_layout}
+    sections = config_sections(load_config(args.config, overrides))
     report = export_bundle(
         args.recognizer,
         args.index,
         args.localizer,
         args.test_split,
-        args.image_dir,
         args.output,
-        **sections.pick("export", "infer", "localizer", "crops", "lm", "line_detector"),
+        **sections.pick("export", "infer", "localizer", "crops", "dataset", "lm", "line_detector"),
         calibration_json=args.calibration_split,
         threads=args.threads,
         lm_json=args.lm_model,

@@ -118,10 +118,12 @@ class Engine:
     Args:
         bundle_dir: Directory written by `effocr export-bundle` / rule `export_bundle`.
         workers: Workers, each keeping one CPU core busy (processes or threads, see
-            `parallel`; one on CUDA). `threads=` is its deprecated former name.
+            `parallel`; one on CUDA); default the bundle's `infer.workers`. `threads=` is its
+            deprecated former name.
         device: ``auto`` (default: CUDA when ONNX Runtime offers it, i.e. onnxruntime-gpu is
             installed and sees a GPU, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
-        batch_size: Recognizer batch size; crops of many lines are batched together.
+        batch_size: Recognizer batch size; crops of many lines are batched together; default
+            the bundle's `infer.batch_size`.
         intra_op_threads: ORT threads per model call; default 1 on CPU (the pool parallelises),
             `workers` on CUDA (one worker).
         chunk_lines: Lines handed to a worker at once; default enough for ~2 full batches.
@@ -143,9 +145,9 @@ class Engine:
     def __init__(
         self,
         bundle_dir: str | os.PathLike,
-        workers: int = 1,
+        workers: int | None = None,
         device: str = "auto",
-        batch_size: int = 64,
+        batch_size: int | None = None,
         *,
         threads: int | None = None,
         intra_op_threads: int | None = None,
@@ -165,6 +167,11 @@ class Engine:
                 stacklevel=2,
             )
             workers = threads
+        # Not given: the bundle's `infer` section (the config's at export, as `effocr infer`).
+        if workers is None:
+            workers = int(self.manifest.infer["workers"])
+        if batch_size is None:
+            batch_size = int(self.manifest.infer["batch_size"])
         if batch_size < 1 or workers < 1:
             raise EffOCRError("workers and batch_size must be at least 1")
         self.providers = select_providers(device)

@@ -423,7 +423,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--coco", nargs="*", default=[], help="COCO JSON files whose line texts are trained on"
     )
     parser.add_argument(
-        "--text", nargs="*", default=[], help="UTF-8 text files (running text) trained on"
+        "--text",
+        nargs="*",
+        default=None,
+        help="UTF-8 text files (running text) trained on (default: config's lm.text)",
     )
     parser.add_argument("--output", "-o", required=True, help="lm.json to write")
     parser.add_argument("--config", default=None, help="config YAML (section lm: order)")
@@ -433,9 +436,9 @@ def run(args: argparse.Namespace) -> int:
     """Run `effocr train-lm`."""
     from effocr.config import config_sections, load_config
 
-    lm = train_lm_file(
-        args.coco, args.text, args.output, lm=config_sections(load_config(args.config)).lm
-    )
+    section = config_sections(load_config(args.config)).lm
+    text = list(section.text) if args.text is None else args.text
+    lm = train_lm_file(args.coco, text, args.output, lm=section)
     print(f"{args.output}: order {lm.order}, {len(lm.vocab)} characters, {len(lm.counts)} contexts")
     return 0
 

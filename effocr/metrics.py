@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 from rapidfuzz.distance import Levenshtein
 
+from effocr.config import section_defaults
+
 # Curly and low quotes the original maps to straight ones (it also maps '' to "; we map the
 # TeX-style `` of sets such as UW3 the same way).
 _DOUBLE_QUOTES = "\u201c\u201d\u201e\u201f\u00ab\u00bb\u2033"
@@ -37,9 +39,10 @@ class ScoreOptions:
         ignore_spaces: Remove all whitespace (otherwise runs of whitespace become one space).
     """
 
-    normalize_quotes: bool = True
-    ignore_case: bool = False
-    ignore_spaces: bool = False
+    # Unset: as a config without them scores (the schema's `evaluate` defaults).
+    normalize_quotes: bool = section_defaults("evaluate")["normalize_quotes"]
+    ignore_case: bool = section_defaults("evaluate")["ignore_case"]
+    ignore_spaces: bool = section_defaults("evaluate")["ignore_spaces"]
 
     @classmethod
     def from_config(cls, section: Mapping) -> ScoreOptions:

@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 
 from effocr import document
 from effocr.bundle import Manifest
+from effocr.config import section_defaults
 from effocr.formats.source import SourcePage
 from effocr.imageio import ImageInput, decode_image
 from effocr.linedet import postprocess as lp
@@ -429,9 +430,9 @@ class PagePipeline:
         detector: LineDetectorStage | None,
         *,
         layout: str = "auto",
-        margin: float = 0.25,
-        max_tilt: float = 0.3,
-        cut_height: int | None = 48,
+        margin: float,
+        max_tilt: float,
+        cut_height: int | None,
     ) -> None:
         if layout not in LAYOUTS:
             raise EffOCRError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -450,7 +451,7 @@ class PagePipeline:
         providers: list[Any] | None = None,
         *,
         intra_op_threads: int = 1,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         layout: str = "auto",
         verify: bool = True,
         manifest: Manifest | None = None,
@@ -477,12 +478,14 @@ class PagePipeline:
             detector = LineDetectorStage(session, section["meta"])
         elif layout == "page":
             raise EffOCRError(no_detector_message(bundle_dir))
+        # Without a detector no page is cut: the schema's settings only fill the fields.
+        cut = section or section_defaults("line_detector")
         return cls(
             lines,
             detector,
             layout=layout,
-            margin=float(section["line_margin"]) if section else 0.25,
-            max_tilt=float(section["max_line_tilt"]) if section else 0.3,
+            margin=float(cut["line_margin"]),
+            max_tilt=float(cut["max_line_tilt"]),
             cut_height=int(section["cut_height"]) if section else None,
         )
 
@@ -678,7 +681,7 @@ class PagePipelineSpec:
     """What a worker process needs to build its own `PagePipeline` (small, picklable)."""
 
     bundle_dir: str
-    batch_size: int = 64
+    batch_size: int | None = None  # None: the bundle's infer.batch_size
     layout: str = "auto"
 
     def build(self) -> PagePipeline:

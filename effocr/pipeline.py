@@ -209,7 +209,7 @@ class GlyphCropper:
     normalisation once for a whole batch of lines (`RecognizerStage.normalize`).
     """
 
-    def __init__(self, input_size: int, padding: int = 0) -> None:
+    def __init__(self, input_size: int, padding: int) -> None:
         self.input_size = input_size
         self.padding = padding
 
@@ -229,7 +229,7 @@ class RecognizerStage:
         session: Any,
         mean: Sequence[float],
         std: Sequence[float],
-        batch_size: int = 64,
+        batch_size: int,
     ) -> None:
         self.session = session
         self.mean = tuple(float(v) for v in mean)
@@ -398,7 +398,7 @@ class Pipeline:
         providers: Sequence[Any] | None = None,
         *,
         intra_op_threads: int = 1,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         verify: bool = True,
         manifest: Manifest | None = None,
         lm: bool | None = None,
@@ -410,7 +410,7 @@ class Pipeline:
             bundle_dir: Directory written by `effocr export-bundle` / rule `export_bundle`.
             providers: ORT providers (`effocr.onnx_session.select_providers`); CPU when None.
             intra_op_threads: ORT threads per model call, also FAISS's OpenMP threads.
-            batch_size: Recognizer batch size.
+            batch_size: Recognizer batch size; default the bundle's `infer.batch_size`.
             verify: Check the files against `model.yaml`'s sha256 (when `manifest` is None).
             manifest: The bundle's manifest, already read.
             lm: Re-rank with the bundle's language model (`lm.json`); None: as the bundle
@@ -446,7 +446,9 @@ class Pipeline:
             # model.yaml's `profile.vertical` (format 1) is the profile's `allows_vertical`.
             LocalizerStage(localizer, bool(prof.get("vertical", profile.allows_vertical))),
             GlyphCropper(int(rec["input_size"]), int(meta["crops"]["padding"])),
-            RecognizerStage(rec_session, rec["mean"], rec["std"], batch_size),
+            RecognizerStage(
+                rec_session, rec["mean"], rec["std"], batch_size or int(meta["infer"]["batch_size"])
+            ),
             search,
             TextBuilder(search.chars, search.labels, bool(prof.get("spaces", profile.spaces))),
             meta,
@@ -583,7 +585,7 @@ class PipelineSpec:
     """
 
     bundle_dir: str
-    batch_size: int = 64
+    batch_size: int | None = None  # None: the bundle's infer.batch_size
     lm: bool | None = None
     lm_weight: float | None = None
 

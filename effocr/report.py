@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from effocr.artifacts import EVAL_OUTPUTS, REPORT_OUTPUTS
-from effocr.config import DatasetSection, EvaluateSection, RunSection
+from effocr.config import DatasetSection, EvaluateSection, RunSection, section_defaults
 from effocr.utils import EffOCRError, atomic_path, read_json, write_json
 
 LOG = logging.getLogger(__name__)
@@ -461,7 +461,7 @@ def build_report(
     *,
     training: dict[str, str | os.PathLike | None] | None = None,
     localizer_eval: str | os.PathLike | None = None,
-    worst_lines: int = 12,
+    worst_lines: int,
     top_confusions: int = 20,
     title: str = "EffOCR evaluation report",
     config: dict | None = None,
@@ -652,7 +652,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--localizer-eval", default=None, help="the localizer's evaluation JSON")
     parser.add_argument("--output", required=True, help="report folder (index.html, metrics.json)")
-    parser.add_argument("--worst-lines", type=int, default=12)
+    parser.add_argument(
+        "--worst-lines",
+        type=int,
+        default=None,
+        help="worst lines shown per set (default: config's evaluate.worst_lines)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -669,7 +674,11 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         training=training,
         localizer_eval=args.localizer_eval,
-        worst_lines=args.worst_lines,
+        worst_lines=(
+            section_defaults("evaluate")["worst_lines"]
+            if args.worst_lines is None
+            else args.worst_lines
+        ),
     )
     print(f"report: {Path(args.output) / 'index.html'}")
     return 0

@@ -68,7 +68,7 @@ class Runner:
         pipeline: Pipeline,
         spec: PipelineSpec,
         *,
-        workers: int = 1,
+        workers: int,
         parallel: str = "auto",
         chunk_lines: int = 8,
         limit_blas: bool = True,

@@ -53,11 +53,11 @@ rule export_bundle:
             "infer",
             "localizer",
             "crops",
+            dataset=LINE_KEYS,
             lm=("enabled", "weight", "k", "beam", "margin"),
             line_detector=("line_margin", "max_line_tilt", "cut_height"),
         ),
         code=code_version("effocr.export"),
         index_dir=lambda wildcards, input: os.path.dirname(input.index[0]),
-        image_dir=config["dataset"]["image_dir"],
     script:
         "../workflow_scripts/export_bundle.py"

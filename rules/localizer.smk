@@ -35,7 +35,6 @@ rule train_localizer:
         init_from=config["init_from"],
         init_from_sha256=init_from_checksum("localizer"),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
-        image_dir=config["dataset"]["image_dir"],
     script:
         "../workflow_scripts/train_localizer.py"
 

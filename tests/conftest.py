@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from schema_defaults import CATEGORIES, at_images, synth_line_knobs
 
 from effocr.config import config_sections, deep_merge
 from effocr.synth.lines import synth_lines
@@ -32,11 +33,11 @@ IPA_FONTS = (
 
 
 def export_sections(config: dict | None = None, **overrides: dict) -> dict:
-    """`export_bundle`'s section arguments (export, infer, localizer, crops, lm, line_detector)
-    of `config` with `overrides` ({section: {key: value}}) merged in."""
+    """`export_bundle`'s section arguments (export, infer, localizer, crops, dataset, lm,
+    line_detector) of `config` with `overrides` ({section: {key: value}}) merged in."""
     merged = deep_merge(config or {}, overrides)
     return config_sections(merged).pick(
-        "export", "infer", "localizer", "crops", "lm", "line_detector"
+        "export", "infer", "localizer", "crops", "dataset", "lm", "line_detector"
     )
 
 
@@ -97,7 +98,7 @@ def tiny_coco_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[...,
                 # Pinned, as the demo's: the font packages of `make sysdeps` (for make
                 # model-en) would otherwise change every English test set.
                 kwargs = {**kwargs, "font_paths": pinned_en_line_fonts()}
-            synth_lines(out, n_lines, language=language, seed=seed, **kwargs)
+            synth_lines(out, n_lines, language, seed=seed, **synth_line_knobs(**kwargs))
             cache[key] = (out, out.parent / "images")
         return cache[key]
 
@@ -152,7 +153,7 @@ def line_crops(coco_json: Path, image_dir: Path) -> tuple[list, list[str]]:
     from effocr.data.crops import crop_box
     from effocr.infer import decode_image
 
-    index = index_coco(load_coco(coco_json))
+    index = index_coco(load_coco(coco_json), **CATEGORIES)
     crops, labels = [], []
     for im in index.images.values():
         img = decode_image(image_dir / im["file_name"])
@@ -271,9 +272,8 @@ def build_bundle(
     train_localizer(
         coco_json,
         val_json,
-        image_dir,
         root / "localizer",
-        **config_sections(config).pick("localizer", "dataset", "run"),
+        **config_sections(at_images(config, image_dir)).pick("localizer", "dataset", "run"),
         threads=1,
     )
     crops, labels = line_crops(coco_json, image_dir)
@@ -297,8 +297,7 @@ def build_bundle(
         root / "index",
         root / "localizer" / "model.pt",
         coco_json,
-        image_dir,
         bundle,
-        **export_sections(config, export=export_cfg),
+        **export_sections(at_images(config, image_dir), export=export_cfg),
     )
     return bundle

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import missing_dependency, require_ipa_fonts
+from schema_defaults import at_images
 
 KANA_KANJI = "あいうかきくアイウ日本"
 # Non-BMP (CJK Extension B) kanji the IPA fonts draw: 𠮟 (a Jōyō form), 𠀋.
@@ -91,9 +92,11 @@ def build_jp_models(factory: Callable, root: Path) -> dict:
         root / "renders" / "glyphs",
         root / "renders" / "manifest.csv",
         size=32,
+        padding=0.05,
         mode=profile.render_mode,
+        seed=0,
     )
-    sections = config_sections(config)
+    sections = config_sections(at_images(config, image_dir))
     train_recognizer(
         manifest, root / "recognizer", **sections.pick("recognizer", "fonts", "run"), threads=1
     )
@@ -104,7 +107,6 @@ def build_jp_models(factory: Callable, root: Path) -> dict:
     train_localizer(
         coco_json,
         coco_json,
-        image_dir,
         root / "localizer",
         **sections.pick("localizer", "dataset", "run"),
         threads=1,
@@ -115,9 +117,8 @@ def build_jp_models(factory: Callable, root: Path) -> dict:
         root / "index",
         root / "localizer" / "model.pt",
         coco_json,
-        image_dir,
         bundle,
-        **export_sections(config, export={"parity_lines": 2}),
+        **export_sections(at_images(config, image_dir), export={"parity_lines": 2}),
     )
     # Unseen lines, four of each orientation.
     fresh = {

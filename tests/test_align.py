@@ -16,6 +16,7 @@ import os
 import numpy as np
 import pytest
 from conftest import en_lines
+from schema_defaults import CATEGORIES
 
 from effocr.align import (
     AlignSettings,
@@ -233,7 +234,7 @@ def _strip(coco_json, out_json):
 
 
 def _ious(truth: dict, out: dict) -> list[float]:
-    ti, oi = index_coco(truth), index_coco(out)
+    ti, oi = index_coco(truth, **CATEGORIES), index_coco(out, **CATEGORIES)
     ious = []
     for im in oi.images.values():
         true = [a["bbox"] for _, a in line_chars(ti, ti.images[im["id"]])]
@@ -260,7 +261,7 @@ def test_align_synthetic_lines_end_to_end(en_bundle, tiny_coco_factory, tmp_path
     assert len(ious) == sum(len(text_chars(im["text"])[0]) for im in aligned["images"])
     assert np.mean(np.asarray(ious) >= 0.5) >= IOU_FRACTION_BOUND, sorted(ious)[:10]
     # The output is a valid raw COCO of the same images, words included.
-    problems, _ = validate_coco(out / "lines.json", image_dir)
+    problems, _ = validate_coco(out / "lines.json", image_dir, **CATEGORIES)
     assert not problems, problems
     assert any(c["name"] == "word" for c in aligned["categories"])
     rows = (out / "report.csv").read_text(encoding="utf-8").splitlines()

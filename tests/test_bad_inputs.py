@@ -304,7 +304,7 @@ def test_zero_byte_image_is_a_per_line_tesseract_error(
     (gt / "empty.png").write_bytes(b"")
     (gt / "empty.gt.txt").write_text("Nothing\n", encoding="utf-8")
     eval_set = load_eval_set({"name": "gt", "path": str(gt)}, tmp_path / "work")
-    tess = tesseract_baseline(eval_set.lines, "eng", allows_vertical=False)
+    tess = tesseract_baseline(eval_set.lines, "eng", True, allows_vertical=False)
     assert [line.id for line in eval_set.lines] == ["empty", "good"]
     assert tess["texts"][0] is None and "Hello" in tess["texts"][1]
     assert "cannot read the line image" in tess["errors"]["empty"]

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import missing_dependency
 from PIL import Image
+from schema_defaults import synth_line_knobs
 
 import effocr.synth.fonts as fonts_module
 from effocr.config import config_sections, load_config
@@ -189,13 +190,12 @@ def print_lines(tmp_path_factory):
         synth_lines(
             out,
             60,
+            "en",
             font_paths=fonts,
             seed=3,
-            font_sizes=(14, 40),
-            max_chars=60,
+            **synth_line_knobs(font_sizes=(14, 40), max_chars=60, style="print"),
             text_source=CORPUS,
             charset=load_charset("en"),
-            style="print",
         )
         outs.append(out)
     return outs
@@ -239,7 +239,14 @@ def test_print_lines_vary_like_print(print_lines):
 
 def test_unknown_style_is_a_clear_error(tmp_path):
     with pytest.raises(EffOCRError, match="style"):
-        synth_lines(tmp_path / "l.json", 2, font_paths=[MPL / "DejaVuSans.ttf"], style="fancy")
+        synth_lines(
+            tmp_path / "l.json",
+            2,
+            "en",
+            [MPL / "DejaVuSans.ttf"],
+            seed=0,
+            **synth_line_knobs(style="fancy"),
+        )
 
 
 # --- config/base-en.yaml and make model-en ---------------------------------------------------

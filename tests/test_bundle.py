@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 from conftest import export_sections
+from schema_defaults import at_images
 from snakemake_forks import run
 from test_export import trained  # noqa: F401 (the module fixture: tiny models and a bundle)
 
@@ -102,10 +103,12 @@ def test_crafted_checkpoint_is_refused_by_every_loader(crafted, tiny_coco, tmp_p
         "localizer init_checkpoint": lambda: train_localizer(
             tiny_coco[0],
             tiny_coco[0],
-            tiny_coco[1],
             tmp_path / "loc",
             **config_sections(
-                validate_config({"localizer": {"epochs": 1, "init_checkpoint": str(path)}})
+                at_images(
+                    validate_config({"localizer": {"epochs": 1, "init_checkpoint": str(path)}}),
+                    tiny_coco[1],
+                )
             ).pick("localizer", "dataset", "run"),
         ),
     }
@@ -408,9 +411,8 @@ def test_export_reads_each_checkpoint_once(trained, tmp_path, monkeypatch):  # n
         trained["index"],
         trained["localizer"],
         trained["coco"],
-        trained["images"],
         tmp_path / "bundle",
-        **export_sections(config, export={"quantize": "none"}),
+        **export_sections(at_images(config, trained["images"]), export={"quantize": "none"}),
     )
     assert sorted(loads) == sorted([str(trained["recognizer"]), str(trained["localizer"])])
     # The same bundle as the fixture's (written by the same code from the same models).

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import require_ipa_fonts
 from PIL import Image, ImageDraw
+from schema_defaults import CATEGORIES
 
 from effocr.data.coco import (
     category_id,
@@ -147,7 +148,7 @@ def test_line_chars_horizontal_reading_order(tmp_path):
     # Annotations were written in reverse order; matching follows x, not the file order.
     assert pairs[0][1]["bbox"][0] == MARGIN
     assert pairs[-1][1]["bbox"][0] == MARGIN + STEP * 6
-    words = line_words(index_coco(coco), image)
+    words = line_words(index_coco(coco, **CATEGORIES), image)
     assert [w["bbox"][2] // STEP for w in words] == [3, 3]
 
 
@@ -182,7 +183,7 @@ def test_reading_order_matches_synthetic_ground_truth(
         6, language, 0, vertical_fraction=vertical_fraction, max_chars=12
     )
     coco = load_coco(json_path)
-    index = index_coco(coco)
+    index = index_coco(coco, **CATEGORIES)
     for image in coco["images"]:
         ids = [ann["id"] for _, ann in line_chars(index, image)]
         assert ids == sorted(ids), image["text"]

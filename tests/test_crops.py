@@ -11,9 +11,17 @@ from PIL import Image
 from test_coco import BOX, MARGIN, THICK, make_lines
 
 from effocr.cli import main
+from effocr.config import section_defaults
 from effocr.data.coco_tools import split_coco, subset
 from effocr.data.crops import MANIFEST_COLUMNS, crop_box, crop_glyphs
 from effocr.utils import EffOCRError
+
+# What a default config crops with (the schema's `crops` and `dataset` category names).
+CROPS_SECTION = section_defaults("crops")
+CROPS = {
+    **CROPS_SECTION,
+    **{k: section_defaults("dataset")[k] for k in ("char_category", "word_category")},
+}
 
 
 @pytest.fixture
@@ -23,9 +31,9 @@ def splits(tmp_path):
     out = {}
     for split, names in {"train": ["line_0.png", "line_2.png"], "val": ["line_1.png"]}.items():
         out[split] = tmp_path / f"{split}.json"
-        out[split].write_text(json.dumps(subset(coco, file_names=names)))
+        out[split].write_text(json.dumps(subset(coco, file_names=names, seed=0)))
     out["test"] = tmp_path / "test.json"
-    out["test"].write_text(json.dumps(subset(coco, n=0)))
+    out["test"].write_text(json.dumps(subset(coco, n=0, seed=0)))
     return out, image_dir, tmp_path
 
 
@@ -35,18 +43,33 @@ def _read_manifest(path):
 
 
 def test_crop_box():
-    assert crop_box([4.2, 5, 8, 10], 40, 24, vertical=False) == (4, 0, 13, 24)
-    assert crop_box([4, 5, 8, 10], 40, 24, vertical=False, padding=6) == (0, 0, 18, 24)
-    assert crop_box([4, 5, 8, 10], 40, 24, vertical=False, full_height=False) == (4, 5, 12, 15)
-    assert crop_box([4, 30, 16, 8], 24, 40, vertical=True, padding=2) == (0, 28, 24, 40)
+    assert crop_box([4.2, 5, 8, 10], 40, 24, vertical=False, **CROPS_SECTION) == (4, 0, 13, 24)
+    assert crop_box([4, 5, 8, 10], 40, 24, vertical=False, full_height=True, padding=6) == (
+        0,
+        0,
+        18,
+        24,
+    )
+    assert crop_box([4, 5, 8, 10], 40, 24, vertical=False, full_height=False, padding=0) == (
+        4,
+        5,
+        12,
+        15,
+    )
+    assert crop_box([4, 30, 16, 8], 24, 40, vertical=True, full_height=True, padding=2) == (
+        0,
+        28,
+        24,
+        40,
+    )
     with pytest.raises(ValueError, match="empty crop"):
-        crop_box([50, 0, 4, 4], 40, 24, vertical=False)
+        crop_box([50, 0, 4, 4], 40, 24, vertical=False, **CROPS_SECTION)
 
 
 def test_full_height_crops_and_manifest(splits):
     split_jsons, image_dir, root = splits
     manifest = root / "crops" / "manifest.csv"
-    counts = crop_glyphs(split_jsons, image_dir, root / "crops" / "glyphs", manifest)
+    counts = crop_glyphs(split_jsons, image_dir, root / "crops" / "glyphs", manifest, **CROPS)
     assert counts == {"train": 6, "val": 2, "test": 0}
     rows = _read_manifest(manifest)
     assert list(rows[0]) == MANIFEST_COLUMNS
@@ -73,7 +96,13 @@ def test_full_height_crops_and_manifest(splits):
 def test_padding_and_box_only(splits):
     split_jsons, image_dir, root = splits
     manifest = root / "m.csv"
-    crop_glyphs(split_jsons, image_dir, root / "g", manifest, full_height=False, padding=3)
+    crop_glyphs(
+        split_jsons,
+        image_dir,
+        root / "g",
+        manifest,
+        **{**CROPS, "full_height": False, "padding": 3},
+    )
     rows = {(r["origin"], r["codepoints"]): r for r in _read_manifest(manifest)}
     first = Image.open(root / rows[("line_0.png", "U+0061")]["path"])
     # x = MARGIN - 3 .. MARGIN + BOX + 3; y = the box only.
@@ -81,7 +110,7 @@ def test_padding_and_box_only(splits):
     vert = Image.open(root / rows[("line_2.png", "U+672C")]["path"])
     assert vert.size == (THICK - 2 * MARGIN, BOX + 6)
     # A second run replaces the outputs.
-    crop_glyphs(split_jsons, image_dir, root / "g", manifest)
+    crop_glyphs(split_jsons, image_dir, root / "g", manifest, **CROPS)
     assert Image.open(root / rows[("line_0.png", "U+0061")]["path"]).size == (BOX, THICK)
 
 
@@ -89,7 +118,7 @@ def test_line_in_two_splits_fails_without_output(splits):
     split_jsons, image_dir, root = splits
     split_jsons["test"].write_text(split_jsons["val"].read_text())
     with pytest.raises(EffOCRError, match="'line_1.png' is also in split 'val'"):
-        crop_glyphs(split_jsons, image_dir, root / "g", root / "m.csv")
+        crop_glyphs(split_jsons, image_dir, root / "g", root / "m.csv", **CROPS)
     assert not (root / "g").exists() and not (root / "m.csv").exists()
     assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []
 
@@ -100,17 +129,17 @@ def test_bad_lines_fail_without_output(splits):
     coco["images"][0]["text"] = "xyz"
     split_jsons["val"].write_text(json.dumps(coco))
     with pytest.raises(EffOCRError, match="val.json: image 2 .* 2 char boxes but 3"):
-        crop_glyphs(split_jsons, image_dir, root / "g", root / "m.csv")
+        crop_glyphs(split_jsons, image_dir, root / "g", root / "m.csv", **CROPS)
     assert not (root / "g").exists() and not (root / "m.csv").exists()
 
     coco["images"][0]["text"] = "xy"
     split_jsons["val"].write_text(json.dumps(coco))
     (image_dir / "line_1.png").unlink()
     with pytest.raises(EffOCRError, match="cannot read"):
-        crop_glyphs(split_jsons, image_dir, root / "g", root / "m.csv")
+        crop_glyphs(split_jsons, image_dir, root / "g", root / "m.csv", **CROPS)
     assert not (root / "g").exists() and not (root / "m.csv").exists()
     with pytest.raises(EffOCRError, match="padding"):
-        crop_glyphs(split_jsons, image_dir, root / "g", root / "m.csv", padding=-1)
+        crop_glyphs(split_jsons, image_dir, root / "g", root / "m.csv", **{**CROPS, "padding": -1})
 
 
 def test_cli(splits, capsys):
@@ -137,7 +166,7 @@ def test_synthetic_lines_mixed_orientation(tiny_coco_factory, tmp_path):
         split_jsons[s] = tmp_path / f"{s}.json"
         split_jsons[s].write_text(json.dumps(part, ensure_ascii=False), encoding="utf-8")
     manifest = tmp_path / "crops" / "manifest.csv"
-    counts = crop_glyphs(split_jsons, image_dir, tmp_path / "crops" / "glyphs", manifest)
+    counts = crop_glyphs(split_jsons, image_dir, tmp_path / "crops" / "glyphs", manifest, **CROPS)
     images = {img["file_name"]: img for img in coco["images"]}
     for s, part in parts.items():
         assert counts[s] == sum(len("".join(img["text"].split())) for img in part["images"])

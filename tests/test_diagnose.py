@@ -319,7 +319,7 @@ def test_evaluate_diagnose_with_a_real_bundle(tiny_bundle, tiny_coco_factory, tm
     again = json.loads((tmp_path / "ev2" / "syn" / "metrics.json").read_text())
     assert again["errors"]["classes"] == metrics["errors"]["classes"]
     # The report shows the table and carries the section.
-    summary = build_report({"syn": out / "syn"}, tmp_path / "report")
+    summary = build_report({"syn": out / "syn"}, tmp_path / "report", worst_lines=12)
     assert summary["sets"]["syn"]["errors"] == metrics["errors"]
     html = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
     assert "Which model made the errors" in html

@@ -187,7 +187,7 @@ def test_write_results_files(tmp_path, gt_dir):
 
 def test_write_results_with_tesseract(tmp_path, gt_dir, needs_tesseract):
     eval_set = load_eval_set({"name": "gt", "path": str(gt_dir)}, tmp_path)
-    tess = tesseract_baseline(eval_set.lines, "eng")
+    tess = tesseract_baseline(eval_set.lines, "eng", True)
     assert tess["status"]["available"]
     hyps = ["Evaluatian sets", None, "by both systems."]
     m = write_results(eval_set, hyps, tmp_path / "out", seconds=0.5, tesseract=tess)
@@ -302,12 +302,12 @@ def test_tesseract_psm_follows_orientation(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ev, "tesseract_status", lambda lang: TesseractStatus(True, lang=lang))
     monkeypatch.setattr(ev, "run_tesseract", fake_run)
-    out = tesseract_baseline(lines, "jpn", keep_spaces=False, allows_vertical=True)
+    out = tesseract_baseline(lines, "jpn", True, keep_spaces=False, allows_vertical=True)
     assert calls == [("jpn", 7, ["l0.png"]), ("jpn_vert", 5, ["l1.png"])]
     assert out["texts"] == ["text", "text"]
     calls.clear()
     # English has no vertical lines: a line taller than wide is still read as one text line.
-    tesseract_baseline(lines, "eng", allows_vertical=False)
+    tesseract_baseline(lines, "eng", True, allows_vertical=False)
     assert calls == [("eng", 7, ["l0.png", "l1.png"])]
 
 

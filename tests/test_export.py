@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 from conftest import export_sections, fit_supcon, line_crops, missing_dependency
+from schema_defaults import CATEGORIES, at_images
 
 from effocr.data.coco import index_coco, line_chars, load_coco
 from effocr.export import check_onnx, export_bundle, match_boxes
@@ -206,9 +207,8 @@ def test_perturbed_recognizer_fails_and_leaves_no_bundle(trained, tmp_path):
             trained["index"],
             trained["localizer"],
             trained["coco"],
-            trained["images"],
             out,
-            **export_sections(trained["config"]),
+            **export_sections(at_images(trained["config"], trained["images"])),
             recognizer_onnx=trained["bundle"] / "recognizer.onnx",
         )
     assert not out.exists()
@@ -232,9 +232,8 @@ def test_perturbed_localizer_fails(trained, tmp_path):
             trained["index"],
             tmp_path / "loc.pt",
             trained["coco"],
-            trained["images"],
             out,
-            **export_sections(trained["config"]),
+            **export_sections(at_images(trained["config"], trained["images"])),
             localizer_onnx=trained["bundle"] / "localizer.onnx",
         )
     assert not out.exists()
@@ -512,7 +511,7 @@ def test_rule_export_bundle(trained, tmp_path):
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     save_recognizer(model, tmp_path / "perturbed.pt", trained["config"])
-    export_onnx(tmp_path / "perturbed.pt", tmp_path / "perturbed.onnx")
+    export_onnx(tmp_path / "perturbed.pt", tmp_path / "perturbed.onnx", 17)
     workdir = _rule_workdir(
         trained,
         tmp_path / "bad",
@@ -540,7 +539,7 @@ def _op_types(path: Path) -> set[str]:
 
 
 def _export(trained, out: Path, **export_cfg) -> dict:
-    sections = export_sections(trained["config"])
+    sections = export_sections(at_images(trained["config"], trained["images"]))
     # Replaced, not validated: a test may ask for tolerances the schema refuses.
     sections["export"] = dataclasses.replace(sections["export"], **export_cfg)
     return export_bundle(
@@ -548,7 +547,6 @@ def _export(trained, out: Path, **export_cfg) -> dict:
         trained["index"],
         trained["localizer"],
         trained["coco"],
-        trained["images"],
         out,
         **sections,
         calibration_json=trained["coco"],
@@ -704,7 +702,7 @@ def test_int8_recognizer_accuracy(trained, tmp_path):
     # The premise: every crop's class is clearly the nearest (margin well above int8 noise).
     sims = np.sort(embs @ refs.T, axis=1)
     assert (sims[:, -1] - sims[:, -2]).min() > 0.05
-    fp32 = export_onnx(pt, tmp_path / "model.onnx")
+    fp32 = export_onnx(pt, tmp_path / "model.onnx", 17)
     int8 = quantize_recognizer(fp32, tmp_path / "int8.onnx", x)
     got = recognizer_parity(model, int8, x, index=index)
     # Predictions unchanged (the export check's default agreement). The cosines: a sound int8
@@ -726,7 +724,7 @@ def test_external_onnx_localizer_in_the_bundle(trained, tmp_path):
     coco = load_coco(trained["coco"])
     image = sorted(coco["images"], key=lambda im: im["id"])[0]
     scale = 32 / image["height"]
-    chars = line_chars(index_coco(coco), image)
+    chars = line_chars(index_coco(coco, **CATEGORIES), image)
     xywh = np.asarray([a["bbox"] for _, a in chars], np.float32)
     boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) * scale
     outputs = {
@@ -742,10 +740,9 @@ def test_external_onnx_localizer_in_the_bundle(trained, tmp_path):
         trained["index"],
         external,
         trained["coco"],
-        trained["images"],
         bundle,
         **export_sections(
-            trained["config"],
+            at_images(trained["config"], trained["images"]),
             export={"quantize": "none"},
             localizer={"onnx_layout": "detectron2", "input_height": 32, "score_threshold": 0.5},
         ),
@@ -767,9 +764,8 @@ def test_external_onnx_localizer_in_the_bundle(trained, tmp_path):
             trained["index"],
             external,
             trained["coco"],
-            trained["images"],
             tmp_path / "nolayout",
-            **export_sections(trained["config"]),
+            **export_sections(at_images(trained["config"], trained["images"])),
         )
     assert not (tmp_path / "nolayout").exists()
 

@@ -94,7 +94,7 @@ def test_broken_and_missing_fonts_are_clear_errors(tmp_path, caplog):
     with pytest.raises(EffOCRError, match="not found"):
         font_chars(tmp_path / "nope.ttf")
     with caplog.at_level(logging.WARNING):
-        assert covering_fonts([bad, MPL / "DejaVuSans.ttf"], "abc") == [MPL / "DejaVuSans.ttf"]
+        assert covering_fonts([bad, MPL / "DejaVuSans.ttf"], "abc", 1.0) == [MPL / "DejaVuSans.ttf"]
     assert "Broken.ttf" in caplog.text
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from schema_defaults import CATEGORIES
 
 from effocr.cli import main as cli_main
 from effocr.config import load_config
@@ -124,7 +125,7 @@ def test_kraken_page(tmp_path):
     assert "outside the 400x200 page image" in problems["l_4"]
     assert all(s["file"] == str(src / "scan.xml") for s in report["skipped"])
     assert (src / "scan.png").read_bytes() == before
-    line = read_page(src / "scan.xml").page.regions[0].lines[0]
+    line = read_page(src / "scan.xml", alternative_images=True).page.regions[0].lines[0]
     assert line.baseline == [(10.0, 28.0), (200.0, 44.0)]
 
 
@@ -230,7 +231,7 @@ def test_transkribus_page_2013(tmp_path, transkribus):
     assert boxes(coco, 1, 1) == pytest.approx(flat(expected))
     assert [a["text"] for a in coco["annotations"] if a["category_id"] == 1] == list("Hiab")
     assert boxes(coco, 1, 2) == pytest.approx([4, 6, 13, 22, 27, 6, 18, 22])
-    problems, _ = validate_coco(out / "lines.json", out / "images")
+    problems, _ = validate_coco(out / "lines.json", out / "images", **CATEGORIES)
     assert len(problems) == 1 and "1 of 2 line(s) have a transcription but no char" in str(
         problems[0]
     )
@@ -248,7 +249,9 @@ def test_without_chars_skip_leaves_text_only_lines_out(tmp_path, transkribus):
     import_dataset("page", [transkribus], tmp_path / "out", options(without_chars="skip"))
     coco, report = load_out(tmp_path / "out")
     assert [img["text"] for img in coco["images"]] == ["Hi ab"]
-    problems, _ = validate_coco(tmp_path / "out" / "lines.json", tmp_path / "out" / "images")
+    problems, _ = validate_coco(
+        tmp_path / "out" / "lines.json", tmp_path / "out" / "images", **CATEGORIES
+    )
     assert problems == []
 
 
@@ -487,7 +490,10 @@ def test_alto4_glyphs_with_given_dpi(tmp_path, unit, dpi):
         flat([[4, 4, 9, 26], [15, 4, 9, 26], [32, 10, 8, 20]])
     )
     assert [a["text"] for a in coco["annotations"] if a["category_id"] == 1] == list("Abc")
-    assert validate_coco(tmp_path / "out" / "lines.json", tmp_path / "out" / "images")[0] == []
+    assert (
+        validate_coco(tmp_path / "out" / "lines.json", tmp_path / "out" / "images", **CATEGORIES)[0]
+        == []
+    )
 
 
 def test_alto_mm10_without_dpi_is_refused(tmp_path):
@@ -743,7 +749,8 @@ def test_reads_back_what_effocr_writes(tmp_path, fmt):
     gray_page(tmp_path / "src" / "scan.png")
     data = page_xml(page) if fmt == "page" else alto_xml(page)
     (tmp_path / "src" / "scan.xml").write_bytes(data)
-    sp = (read_page if fmt == "page" else read_alto)(tmp_path / "src" / "scan.xml")
+    xml = tmp_path / "src" / "scan.xml"
+    sp = read_page(xml, alternative_images=True) if fmt == "page" else read_alto(xml)
     (back,) = list(sp.page.lines())
     assert back.text == "Ab cd"
     assert [g.text for g in back.glyphs] == list("Abcd")

@@ -17,6 +17,7 @@ from xml.sax.saxutils import escape
 import pytest
 import yaml
 from PIL import Image
+from schema_defaults import CATEGORIES, synth_line_knobs
 from snakemake_forks import run
 from test_incremental import (
     CONFIG,
@@ -48,7 +49,7 @@ def coco_to_page(coco_json: Path, out_dir: Path, glyphs: bool = True) -> int:
     Returns the number of lines written.
     """
     coco = json.loads(coco_json.read_text(encoding="utf-8"))
-    index = index_coco(coco)
+    index = index_coco(coco, **CATEGORIES)
     out_dir.mkdir(parents=True)
     images = coco["images"]
     for p in range(0, len(images), LINES_PER_PAGE):
@@ -128,7 +129,12 @@ def workflow(tmp_path_factory):
     copy_workflow(wf)
     coco = wf / "synth" / "lines.json"
     synth_lines(
-        coco, 12, "en", font_paths=[FONT], seed=7, font_sizes=(24, 28), max_chars=14, degrade=False
+        coco,
+        12,
+        "en",
+        font_paths=[FONT],
+        seed=7,
+        **synth_line_knobs(font_sizes=(24, 28), max_chars=14, degrade=False),
     )
     n = coco_to_page(coco, wf / "gt_page")
     coco_to_page(coco, wf / "gt_text_only", glyphs=False)

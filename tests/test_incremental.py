@@ -20,6 +20,7 @@ import matplotlib
 import pytest
 import yaml
 from PIL import Image, ImageDraw, ImageFont
+from schema_defaults import synth_line_knobs
 from snakemake_forks import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,9 +180,7 @@ def workflow(tmp_path_factory):
         "en",
         font_paths=[FONT],
         seed=5,
-        font_sizes=(24, 28),
-        max_chars=16,
-        degrade=False,
+        **synth_line_knobs(font_sizes=(24, 28), max_chars=16, degrade=False),
     )
     coco = json.loads(coco_path.read_text(encoding="utf-8"))
     held_image = coco["images"][-1]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import export_sections
+from schema_defaults import at_images
 
 from effocr.bundle import Manifest
 from effocr.config import LMSection, config_sections, load_config
@@ -198,9 +199,12 @@ def test_export_ships_the_lm_with_its_checksum(tiny_bundle: Path, tiny_coco_fact
         root / "index",
         root / "localizer" / "model.pt",
         coco_json,
-        image_dir,
         out,
-        **export_sections(export={"quantize": "none"}, lm={"weight": 0.2, "enabled": False}),
+        **export_sections(
+            at_images(None, image_dir),
+            export={"quantize": "none"},
+            lm={"weight": 0.2, "enabled": False},
+        ),
         lm_json=lm_json,
     )
     manifest = Manifest.read(out)
@@ -228,9 +232,8 @@ def test_export_ships_the_lm_with_its_checksum(tiny_bundle: Path, tiny_coco_fact
             root / "index",
             root / "localizer" / "model.pt",
             coco_json,
-            image_dir,
             tmp_path / "bundle2",
-            **export_sections(export={"quantize": "none"}),
+            **export_sections(at_images(None, image_dir), export={"quantize": "none"}),
             lm_json=tmp_path / "broken.json",
         )
     assert not (tmp_path / "bundle2").exists()

@@ -71,7 +71,7 @@ def test_yolov8_letterbox(tmp_path):
     ]
     out = np.asarray(rows, np.float32).T[None]  # (1, 4 + nc, N)
     _const_model(tmp_path / "y8.onnx", [1, 3, 640, 640], {"output0": out})
-    session = LocalizerSession(tmp_path / "y8.onnx", external_meta("yolov8"))
+    session = LocalizerSession(tmp_path / "y8.onnx", external_meta("yolov8", 32))
     _check(session.detect(LINE))
 
 
@@ -96,22 +96,22 @@ def test_detectron2_boxes_labels_scores(tmp_path):
         "scores": np.asarray([0.7, 0.95], np.float32),
     }
     _const_model(tmp_path / "d2.onnx", [1, 3, 32, "width"], outputs)
-    _check(LocalizerSession(tmp_path / "d2.onnx", external_meta("detectron2")).detect(LINE))
+    _check(LocalizerSession(tmp_path / "d2.onnx", external_meta("detectron2", 32)).detect(LINE))
 
 
 def test_mmdet_dets_and_labels(tmp_path):
     dets = np.asarray([[*_xyxy(CHAR, 0.8), 0.95], [*_xyxy(WORD, 0.8), 0.7]], np.float32)[None]
     outputs = {"dets": dets, "labels": np.asarray([[0, 1]], np.int64)}
     _const_model(tmp_path / "mm.onnx", [1, 3, 32, "width"], outputs)
-    _check(LocalizerSession(tmp_path / "mm.onnx", external_meta("mmdet")).detect(LINE))
+    _check(LocalizerSession(tmp_path / "mm.onnx", external_meta("mmdet", 32)).detect(LINE))
 
 
 def test_wrong_layout_is_a_clear_error(tmp_path):
     with pytest.raises(EffOCRError, match="unknown localizer ONNX layout"):
-        external_meta("yolov99")
+        external_meta("yolov99", 32)
     out = np.zeros((1, 3, 7), np.float32)
     _const_model(tmp_path / "bad.onnx", [1, 3, 32, "width"], {"output": out})
-    session = LocalizerSession(tmp_path / "bad.onnx", external_meta("yolov8"))
+    session = LocalizerSession(tmp_path / "bad.onnx", external_meta("yolov8", 32))
     with pytest.raises(EffOCRError, match="yolov8 layout expects"):
         session.detect(LINE)
     with pytest.raises(EffOCRError, match="no effocr metadata"):

@@ -5,11 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from effocr.config import section_defaults
 from effocr.data.coco import line_is_vertical
 from effocr.localizer import postprocess as pp
 from effocr.localizer.model import prepare_line, resolve_allows_vertical
 from effocr.profiles import get_profile
 from effocr.utils import EffOCRError
+
+# The config's post-processing (the schema's defaults); a test overrides what it checks.
+THRESHOLDS = pp.config_thresholds(section_defaults("localizer"))
 
 
 def test_nms_suppresses_overlaps_and_keeps_neighbours():
@@ -54,12 +58,14 @@ def test_spaces_from_word_boxes():
 
 def test_spaces_fallback_from_gaps():
     chars, _ = _line("ab c def", gap=2.0, space=14.0)
-    flags = pp.spaces_from_gaps(chars, line_thickness=30.0, gap_factor=2.5)
+    flags = pp.spaces_from_gaps(chars, line_thickness=30.0, vertical=False, gap_factor=2.5)
     assert flags.tolist() == [False, False, True, True, False, False]
     # touching glyphs: the floor (5 % of line height) keeps 1-px gaps from being spaces
     chars2, _ = _line("abcd", gap=0.0)
     chars2[2:, [0, 2]] += 1.0
-    assert not pp.spaces_from_gaps(chars2, line_thickness=30.0).any()
+    assert not pp.spaces_from_gaps(
+        chars2, line_thickness=30.0, vertical=False, gap_factor=2.5
+    ).any()
 
 
 def test_postprocess_uses_gap_fallback_only_without_words():
@@ -68,12 +74,16 @@ def test_postprocess_uses_gap_fallback_only_without_words():
     boxes = np.concatenate([chars, words])
     labels = np.array([0] * n + [1] * len(words))
     scores = np.full(len(boxes), 0.9)
-    det = pp.postprocess(boxes, scores, labels, ["char", "word"], image_size=(30, 60))
+    det = pp.postprocess(boxes, scores, labels, ["char", "word"], image_size=(30, 60), **THRESHOLDS)
     assert len(det.words) == 2 and det.spaces.tolist() == [False, False, True, False]
     # no word predicted: the gap fallback finds the same space
-    det = pp.postprocess(chars, scores[:n], labels[:n], ["char", "word"], image_size=(30, 60))
+    det = pp.postprocess(
+        chars, scores[:n], labels[:n], ["char", "word"], image_size=(30, 60), **THRESHOLDS
+    )
     assert len(det.words) == 0 and det.spaces.tolist() == [False, False, True, False]
-    det = pp.postprocess(boxes, scores, labels, ["char", "word"], image_size=(30, 60), spaces=False)
+    det = pp.postprocess(
+        boxes, scores, labels, ["char", "word"], image_size=(30, 60), spaces=False, **THRESHOLDS
+    )
     assert not det.spaces.any()
 
 
@@ -90,8 +100,7 @@ def test_postprocess_threshold_max_and_mapping_back():
         scale=0.5,
         transposed=True,
         vertical=True,
-        score_threshold=0.3,
-        max_detections=5,
+        **{**THRESHOLDS, "score_threshold": 0.3, "max_detections": 5},
     )
     assert det.chars.tolist() == [[2, 4, 18, 20], [4, 24, 16, 36]]
     assert det.char_scores.tolist() == pytest.approx([0.8, 0.9])
@@ -101,17 +110,16 @@ def test_postprocess_threshold_max_and_mapping_back():
         np.zeros(3, int),
         ["char"],
         image_size=(20, 80),
-        max_detections=1,
-        detections_per_height=0.1,
+        **{**THRESHOLDS, "max_detections": 1, "detections_per_height": 0.1},
     )
     assert det1.char_scores.tolist() == pytest.approx([0.9]) and det1.dropped == 1
 
 
 def test_glyph_crop_boxes_full_height_and_width():
     chars = np.array([[3.4, 5, 9.6, 20], [-2, 0, 0.2, 3], [95, 1, 120, 4]], float)
-    crops = pp.glyph_crop_boxes(chars, (30, 100), padding=1)
+    crops = pp.glyph_crop_boxes(chars, (30, 100), vertical=False, padding=1)
     assert crops.tolist() == [[2, 0, 11, 30], [0, 0, 2, 30], [94, 0, 100, 30]]
-    vcrops = pp.glyph_crop_boxes(chars[:, [1, 0, 3, 2]], (100, 30), vertical=True)
+    vcrops = pp.glyph_crop_boxes(chars[:, [1, 0, 3, 2]], (100, 30), vertical=True, padding=0)
     assert vcrops.tolist() == [[0, 3, 30, 10], [0, 0, 30, 1], [0, 95, 30, 100]]
     det = pp.Detections(chars=chars, char_scores=np.ones(3), image_size=(30, 100))
     assert det.crop_boxes(1).tolist() == crops.tolist()

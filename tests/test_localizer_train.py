@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from schema_defaults import at_images
 
 from effocr.cli import main
 from effocr.config import config_sections, load_config
@@ -67,7 +68,7 @@ def test_tall_english_line_keeps_its_orientation():
         # network input: 32 px high; the line's height (English) or its width (jp) scaled to it
         assert seen[0].array.shape[1:] == ((32, 96) if vertical else (32, 32))
         assert len(det.chars) > 0
-        crops = det.crop_boxes()
+        crops = det.crop_boxes(0)
         if vertical:  # full line width, rows of the glyph
             assert (crops[:, 0] == 0).all() and (crops[:, 2] == 20).all()
         else:  # full line height, columns of the glyph, as the recognizer was trained
@@ -101,9 +102,8 @@ def trained(lines, tiny_coco_factory, tmp_path_factory):
     best = train_localizer(
         splits["train"],
         splits["val"],
-        data / "images",
         out,
-        **config_sections(config).pick("localizer", "dataset", "run"),
+        **config_sections(at_images(config, data / "images")).pick("localizer", "dataset", "run"),
         threads=1,
     )
     # Epoch 0: the weights training starts from (the same seed, the same constructor), scored
@@ -163,7 +163,10 @@ def test_evaluate_localizer_rule_function(trained, tmp_path):
         trained["json"],
         trained["image_dir"],
         tmp_path / "eval.json",
+        char_category="char",
+        word_category="word",
         thresholds={"score_threshold": 0.3},
+        input_height=32,
     )
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["char"]["f1"] == pytest.approx(metrics["char"]["f1"])
@@ -239,17 +242,15 @@ def test_resume_after_interruption(lines, tmp_path, monkeypatch):
     train_localizer(
         coco_json,
         coco_json,
-        image_dir,
         full,
-        **config_sections(config).pick("localizer", "dataset", "run"),
+        **config_sections(at_images(config, image_dir)).pick("localizer", "dataset", "run"),
         threads=1,
     )
     train_localizer(
         coco_json,
         coco_json,
-        image_dir,
         part,
-        **config_sections(config).pick("localizer", "dataset", "run"),
+        **config_sections(at_images(config, image_dir)).pick("localizer", "dataset", "run"),
         threads=1,
         max_epochs_this_run=1,
     )
@@ -262,9 +263,8 @@ def test_resume_after_interruption(lines, tmp_path, monkeypatch):
     train_localizer(
         coco_json,
         coco_json,
-        image_dir,
         part,
-        **config_sections(config).pick("localizer", "dataset", "run"),
+        **config_sections(at_images(config, image_dir)).pick("localizer", "dataset", "run"),
         threads=1,
     )
     for name in outputs:
@@ -295,9 +295,8 @@ def test_resume_after_interruption(lines, tmp_path, monkeypatch):
     returned = train_localizer(
         coco_json,
         coco_json,
-        image_dir,
         part,
-        **config_sections(config).pick("localizer", "dataset", "run"),
+        **config_sections(at_images(config, image_dir)).pick("localizer", "dataset", "run"),
         threads=1,
     )
     monkeypatch.undo()
@@ -312,9 +311,10 @@ def test_resume_after_interruption(lines, tmp_path, monkeypatch):
     train_localizer(
         coco_json,
         coco_json,
-        image_dir,
         part,
-        **config_sections(_config(epochs=1, lr=0.001)).pick("localizer", "dataset", "run"),
+        **config_sections(at_images(_config(epochs=1, lr=0.001), image_dir)).pick(
+            "localizer", "dataset", "run"
+        ),
         threads=1,
     )
     assert len(_rows(part / "metrics.csv")) == 1
@@ -421,7 +421,7 @@ def test_japanese_vertical_char_only(jp_models, tmp_path):
     coco_json, image_dir = jp_models["lines"]
     meta = localizer_meta(jp_models["localizer"])
     assert meta["classes"] == ["char"] and meta["spaces"] is False and meta["vertical"] is True
-    session = LocalizerSession(export_onnx(jp_models["localizer"], tmp_path / "loc.onnx"))
+    session = LocalizerSession(export_onnx(jp_models["localizer"], tmp_path / "loc.onnx", 17))
     coco = load_coco(coco_json)
     vertical = [im for im in coco["images"] if im["height"] > im["width"]]
     assert len(vertical) >= 3, "the fixture should contain vertical lines"
@@ -446,7 +446,7 @@ def test_japanese_vertical_char_only(jp_models, tmp_path):
         assert (np.diff(match) > 0).all(), (image["text"], match)
         found, total = found + hit.sum(), total + len(gt)
         # Each crop is the full line width and covers its character's rows.
-        crops = det.crop_boxes()
+        crops = det.crop_boxes(0)
         assert len(crops) == len(det.chars)
         assert (crops[:, 0] == 0).all() and (crops[:, 2] == w).all()
         assert (crops[:, 1] <= np.floor(det.chars[:, 1]).clip(0)).all()

@@ -19,6 +19,8 @@ from PIL import Image
 from effocr.infer import Engine
 from effocr.localizer import postprocess as pp
 
+THRESHOLDS = {k: v for k, v in pp.DEFAULT_THRESHOLDS.items() if k != "spaces"}
+
 
 def _row_of_boxes(n: int, height: float = 40.0, pitch: float = 20.0) -> np.ndarray:
     x0 = np.arange(n, dtype=np.float32) * pitch
@@ -30,10 +32,15 @@ def test_cap_grows_with_the_line_and_counts_what_it_cuts():
     boxes = _row_of_boxes(n)
     scores = np.linspace(0.9, 0.5, n)
     labels = np.zeros(n, int)
-    det = pp.postprocess(boxes, scores, labels, ["char"], image_size=(40, 20000))
+    det = pp.postprocess(boxes, scores, labels, ["char"], image_size=(40, 20000), **THRESHOLDS)
     assert len(det.chars) == n and det.dropped == 0
     cut = pp.postprocess(
-        boxes, scores, labels, ["char"], image_size=(40, 20000), detections_per_height=0.5
+        boxes,
+        scores,
+        labels,
+        ["char"],
+        image_size=(40, 20000),
+        **{**THRESHOLDS, "detections_per_height": 0.5},
     )
     assert len(cut.chars) == 300 and cut.dropped == n - 300
     # A vertical line is measured along its height.

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 from conftest import export_sections
 from PIL import Image, ImageDraw
+from schema_defaults import at_images
 
 from effocr.config import config_sections
 from effocr.pages import PAGE_MIN_SIDE, cut_line, is_page, reading_order
 from effocr.utils import EffOCRError
 
-PAGE_KW = {"dpi": (60, 72), "max_skew": 1.5}
+PAGE_KW = {"dpi": (60, 72), "max_skew": 1.5, "vertical_fraction": 0.0, "degrade": True}
 
 
 def _font() -> list[Path]:
@@ -65,7 +66,15 @@ def test_synth_page_boxes_are_tight_on_the_ink(tmp_path):
     from effocr.synth.pages import synth_pages
 
     out = synth_pages(
-        tmp_path / "pages.json", 2, "en", _font(), seed=5, dpi=(72, 90), degrade=False
+        tmp_path / "pages.json",
+        2,
+        "en",
+        _font(),
+        seed=5,
+        dpi=(72, 90),
+        vertical_fraction=0.0,
+        max_skew=2.0,
+        degrade=False,
     )
     coco = json.loads(out.read_text())
     assert {a["kind"] for a in coco["annotations"]} >= {"body"}
@@ -99,6 +108,7 @@ def test_synth_vertical_japanese_page(tmp_path, needs_ipa_fonts):
         seed=1,
         dpi=(72, 80),
         vertical_fraction=1.0,
+        max_skew=2.0,
         degrade=False,
     )
     coco = json.loads(out.read_text())
@@ -443,9 +453,12 @@ def test_export_bundle_with_the_line_detector(
         root / "index",
         root / "localizer" / "model.pt",
         coco_json,
-        image_dir,
         out,
-        **export_sections(export={"quantize": "none"}, line_detector={"line_margin": 0.3}),
+        **export_sections(
+            at_images(None, image_dir),
+            export={"quantize": "none"},
+            line_detector={"line_margin": 0.3},
+        ),
         line_detector_pt=tiny_detector,
         line_detector_pages=tiny_pages,
     )

@@ -7,9 +7,11 @@ import json
 
 import pytest
 from PIL import Image
+from schema_defaults import CATEGORIES
 from test_coco import make_lines
 
 from effocr.cli import main
+from effocr.config import section_defaults
 from effocr.data.coco_tools import split_coco
 from effocr.data.crops import crop_glyphs
 from effocr.data.recognizer_dataset import build_recognizer_dataset
@@ -61,7 +63,14 @@ def inputs(tmp_path):
         split_jsons[s].parent.mkdir(exist_ok=True)
         split_jsons[s].write_text(json.dumps(part))
     crops = tmp_path / "crops" / "manifest.csv"
-    crop_glyphs(split_jsons, image_dir, tmp_path / "crops" / "glyphs", crops)
+    crop_glyphs(
+        split_jsons,
+        image_dir,
+        tmp_path / "crops" / "glyphs",
+        crops,
+        **section_defaults("crops"),
+        **CATEGORIES,
+    )
     return renders / "manifest.csv", crops, tmp_path
 
 

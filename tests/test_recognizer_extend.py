@@ -70,7 +70,7 @@ def test_renders_embed_as_the_workflow_embeds_them(en_bundle):
     labels = list(EN_CLASSES[:6] + NEW[:3])
     manifest = Manifest.read(en_bundle)
     rec = manifest.recognizer
-    stage = RecognizerStage(make_session(en_bundle / rec["file"]), rec["mean"], rec["std"])
+    stage = RecognizerStage(make_session(en_bundle / rec["file"]), rec["mean"], rec["std"], 64)
     got, used, undrawn = class_vectors(
         stage, labels, fonts, rec["input_size"], 64, 0.05, "ascender"
     )

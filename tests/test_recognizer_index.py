@@ -53,7 +53,14 @@ def render_manifest(
     """
     manifest = out_dir / "manifest.csv"
     render_glyphs(
-        list(chars), [FONT_DIR / f"{f}.ttf" for f in fonts], out_dir / "glyphs", manifest, size=size
+        list(chars),
+        [FONT_DIR / f"{f}.ttf" for f in fonts],
+        out_dir / "glyphs",
+        manifest,
+        size=size,
+        padding=0.05,
+        mode="ascender",
+        seed=0,
     )
     if real:
         with open(manifest, encoding="utf-8", newline="") as f:

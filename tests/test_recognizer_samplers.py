@@ -95,14 +95,17 @@ def test_hard_negative_ratio_sets_epoch_share():
     assert sum(visits.values()) >= 80 + len(blocks)
 
 
+HARD_NEGATIVES = {"num_passes": 1, "seed": 0, "hard_negatives_ratio": 1.0}
+
+
 def test_sampler_errors():
     labels = _labels(10)
     with pytest.raises(EffOCRError, match="multiple of m"):
-        MPerClassSampler(labels, 3, 32)
+        MPerClassSampler(labels, 3, 32, num_passes=1, seed=0)
     with pytest.raises(EffOCRError, match="do not fit"):
-        HardNegativeSampler(labels, 4, 8, [[0, 1, 2, 3]])
+        HardNegativeSampler(labels, 4, 8, [[0, 1, 2, 3]], **HARD_NEGATIVES)
     with pytest.raises(EffOCRError, match="no usable"):
-        HardNegativeSampler(labels, 4, 32, [[0, 55]])
+        HardNegativeSampler(labels, 4, 32, [[0, 55]], **HARD_NEGATIVES)
 
 
 def test_pack_units_distinct_classes():

@@ -191,7 +191,7 @@ def test_infer_segmentation_cli(tiny_bundle, seg, tmp_path):
     data = (out / "page" / "scan1.xml").read_bytes()
     assert_valid(data, "page")
     assert_valid((out / "alto" / "scan2.xml").read_bytes(), "alto")
-    back = read_page(out / "page" / "scan1.xml", transcribed_only=False)
+    back = read_page(out / "page" / "scan1.xml", alternative_images=True, transcribed_only=False)
     assert back.page.error is None
     assert [r.id for r in back.page.regions] == ["r_b", "r_a"]
     assert [ln.id for ln in back.page.lines()] == ["line_bottom", "line_middle", "line_top"]

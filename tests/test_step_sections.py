@@ -58,13 +58,9 @@ NON_CONFIG_PARAMS: dict[str, dict[str, str]] = {
         "init_from": "config init_from: the base (a path, PATH_KEYS)",
         "init_from_sha256": "checksum of the base's weights",
         "out_dir": "the output folder",
-        "image_dir": "where the split's images are (a path; also in the dataset section)",
     },
     "train_line_detector": {"out_dir": "the output folder"},
-    "export_bundle": {
-        "index_dir": "the input index's folder",
-        "image_dir": "where the split's images are (a path)",
-    },
+    "export_bundle": {"index_dir": "the input index's folder"},
     "evaluate": {"spec": "the job's evaluation set (name, path, type, image_dir)"},
     "align_lines": {"bundle": "the bundle aligned with: align.bundle or the last round's"},
     "import_dataset": {"out_dir": "the output folder"},
@@ -287,6 +283,234 @@ def test_no_config_default_in_code():
             ):
                 found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
     assert not found, "config defaults in code:\n" + "\n".join(found)
+
+
+# Keyword defaults (`def f(..., padding=0)`) and `effocr` option defaults
+# (`add_argument("--padding", default=0)`) named as a config key that are no config knob:
+# (module, function or "cli", parameter) -> why. A config knob has no default in code: the
+# caller passes the section's value, the command line fills it from the config.
+NOT_CONFIG_DEFAULTS: dict[tuple[str, str, str], str] = {
+    ("effocr/config.py", "_non_finite", "path"): (
+        "a key path in the config (recursion), not dataset.path"
+    ),
+    ("effocr/evaluate.py", "run_effocr", "device"): (
+        "the ONNX Runtime device of inference; no config key (the schema's `device` keys are the training devices); the CPU, so that speeds compare"
+    ),
+    ("effocr/evaluate.py", "evaluate_set", "device"): (
+        "the ONNX Runtime device of inference; no config key (the schema's `device` keys are the training devices); the CPU, so that speeds compare"
+    ),
+    ("effocr/evaluate.py", "cli", "device"): (
+        "the ONNX Runtime device of inference; no config key (the schema's `device` keys are the training devices); the CPU, so that speeds compare"
+    ),
+    ("effocr/infer.py", "__init__", "device"): (
+        "the ONNX Runtime device of inference; no config key (the schema's `device` keys are the training devices)"
+    ),
+    ("effocr/infer.py", "cli", "device"): (
+        "the ONNX Runtime device of inference; no config key (the schema's `device` keys are the training devices)"
+    ),
+    ("effocr/linedet/model.py", "load_model", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/linedet/model.py", "__init__", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/localizer/model.py", "load_localizer", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/localizer/model.py", "load_model", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/localizer/model.py", "__init__", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/recognizer/model.py", "load_recognizer", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/recognizer/model.py", "recognizer_from_checkpoint", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/recognizer/index.py", "embed_paths", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/recognizer/index.py", "class_embeddings", "device"): (
+        "the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/utils.py", "load_checkpoint", "device"): (
+        "`map_location` of torch.load: the torch device a model is loaded onto (a resolved device, cpu unless asked); the schema's `device` keys are the training devices, resolved from `auto` by the trainers"
+    ),
+    ("effocr/linedet/train.py", "train_one_epoch", "augment"): (
+        "line_detector has no augment key (the schema's are recognizer's and localizer's); the page crops are always jittered"
+    ),
+    ("effocr/pipeline.py", "__call__", "k"): (
+        "neighbours per query: 1 is the top-1 read; lm.k is passed where the LM re-ranks"
+    ),
+    ("effocr/recognizer/reference.py", "search", "k"): (
+        "neighbours per query: 1 is the top-1 read; lm.k is passed where the LM re-ranks"
+    ),
+    ("effocr/quantize.py", "quantize_recognizer", "batch_size"): (
+        "the int8 calibration batch; no config key"
+    ),
+    ("effocr/recognizer/hard_negatives.py", "mine_hard_negatives", "batch_size"): (
+        "batch of the embedding passes (no gradients, memory only), not recognizer.batch_size (the training batch of m crops per class)"
+    ),
+    ("effocr/recognizer/hard_negatives.py", "cli", "batch_size"): (
+        "batch of the embedding passes (no gradients, memory only), not recognizer.batch_size (the training batch of m crops per class)"
+    ),
+    ("effocr/recognizer/index.py", "embed_paths", "batch_size"): (
+        "batch of the embedding passes (no gradients, memory only), not recognizer.batch_size (the training batch of m crops per class)"
+    ),
+    ("effocr/recognizer/index.py", "class_embeddings", "batch_size"): (
+        "batch of the embedding passes (no gradients, memory only), not recognizer.batch_size (the training batch of m crops per class)"
+    ),
+    ("effocr/recognizer/index.py", "build_reference_index", "batch_size"): (
+        "batch of the embedding passes (no gradients, memory only), not recognizer.batch_size (the training batch of m crops per class)"
+    ),
+    ("effocr/recognizer/index.py", "cli", "batch_size"): (
+        "batch of the embedding passes (no gradients, memory only), not recognizer.batch_size (the training batch of m crops per class)"
+    ),
+    ("effocr/recognizer/train.py", "embed", "batch_size"): (
+        "batch of the embedding passes (no gradients, memory only), not recognizer.batch_size (the training batch of m crops per class)"
+    ),
+    ("effocr/recognizer/index.py", "embed_paths", "workers"): (
+        "DataLoader worker processes, not infer/ocr.workers"
+    ),
+    ("effocr/recognizer/index.py", "class_embeddings", "workers"): (
+        "DataLoader worker processes, not infer/ocr.workers"
+    ),
+    ("effocr/synth/render.py", "render_glyphs", "workers"): (
+        "processes rendering fonts (the rule's threads), not infer/ocr.workers"
+    ),
+    ("effocr/synth/render.py", "render_glyphs_from_config", "workers"): (
+        "processes rendering fonts (the rule's threads), not infer/ocr.workers"
+    ),
+    ("effocr/synth/render.py", "cli", "workers"): (
+        "processes rendering fonts (the rule's threads), not infer/ocr.workers"
+    ),
+    ("effocr/synth/fonts.py", "find_fonts", "include"): (
+        "a filter of a general font listing (empty: none); the config's fonts.include is passed where the config selects fonts"
+    ),
+    ("effocr/synth/fonts.py", "find_fonts", "exclude"): (
+        "a filter of a general font listing (empty: none); the config's fonts.exclude is passed where the config selects fonts"
+    ),
+    ("effocr/synth/fonts.py", "usable_chars", "size"): (
+        "the size fonts are probed at for placeholder glyphs, not render.size"
+    ),
+    ("effocr/synth/lines.py", "_english_line", "style"): (
+        "the line style of synth/pages.py's page lines (line_detector has no style key); synth_lines passes synth.style"
+    ),
+    ("effocr/synth/lines.py", "_layout", "style"): (
+        "the line style of synth/pages.py's page lines (line_detector has no style key); synth_lines passes synth.style"
+    ),
+    ("effocr/synth/lines.py", "_draw_line", "style"): (
+        "the line style of synth/pages.py's page lines (line_detector has no style key); synth_lines passes synth.style"
+    ),
+    ("effocr/align.py", "LineReport", "split"): (
+        "a report row's count of split boxes, not the split section"
+    ),
+    ("effocr/document.py", "Line", "text"): ("a line's recognised text (data), not lm.text"),
+    ("effocr/pipeline.py", "LineResult", "text"): ("a line's recognised text (data), not lm.text"),
+    ("effocr/pipeline.py", "CharResult", "margin"): (
+        "a recognised character's score margin (a result), not lm.margin"
+    ),
+    ("effocr/profiles.py", "Profile", "text_source"): (
+        "a language profile's shipped text (the profile's own setting); synth.text_source "
+        "overrides it from the config"
+    ),
+    ("effocr/synth/pages.py", "SynthPage", "dpi"): ("a drawn page's resolution (a result)"),
+    ("effocr/synth/pages.py", "text", "align"): (
+        "horizontal alignment of a drawn text block, not the align section"
+    ),
+}
+
+
+def _schema_defaults_by_key(schema: dict, found: dict | None = None) -> dict[str, list]:
+    found = {} if found is None else found
+    for key, sub in schema.get("properties", {}).items():
+        if isinstance(sub, dict):
+            if "default" in sub:
+                found.setdefault(key, []).append(sub["default"])
+            _schema_defaults_by_key(sub, found)
+    return found
+
+
+def _literal_value(node: ast.expr):
+    """The value of a literal default (a constant, or a list/tuple/dict of them), else a
+    marker; None (`= None`: "not given") counts as no default."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return _literal_value
+
+
+def _keyword_defaults(tree: ast.AST):
+    """(function, parameter, default node) of every parameter with a default, and (class,
+    field, default node) of every class-level field with one (a dataclass's `__init__`)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for stmt in node.body:
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                    if stmt.value is not None:
+                        yield node.name, stmt.target.id, stmt.value
+            continue
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        args = node.args
+        positional = args.posonlyargs + args.args
+        pairs = list(
+            zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True)
+        )
+        pairs += [
+            (a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
+        ]
+        for arg, default in pairs:
+            yield node.name, arg.arg, default
+
+
+def _option_defaults(tree: ast.AST):
+    """(dest, default node) of every `add_argument(..., default=...)` of an option."""
+    for node in ast.walk(tree):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_argument"
+        ):
+            continue
+        kw = {k.arg: k.value for k in node.keywords}
+        if "default" not in kw:
+            continue
+        names = [a.value for a in node.args if isinstance(a, ast.Constant)]
+        if "dest" in kw and isinstance(kw["dest"], ast.Constant):
+            dest = kw["dest"].value
+        else:
+            longs = [n for n in names if n.startswith("--")] or names
+            dest = longs[0].lstrip("-").replace("-", "_") if longs else None
+        if dest:
+            yield dest, kw["default"]
+
+
+def test_no_config_default_in_signatures_or_options():
+    """No effocr function (or dataclass field) gives a parameter named as a config key a
+    literal default, and no
+    `effocr` option named as one has a literal default: the value comes from the config
+    (config/schema.yaml), so the schema stays the one place a default lives. A literal that
+    differs from the schema's is caught as well (the knob would read two defaults)."""
+    defaults = _schema_defaults_by_key(load_schema())
+    found, used = [], set()
+    for path in sorted((REPO / "effocr").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        items = [(f, p, d) for f, p, d in _keyword_defaults(tree)]
+        items += [("cli", dest, d) for dest, d in _option_defaults(tree)]
+        for func, param, default in items:
+            value = _literal_value(default)
+            if param not in defaults or value is None or value is _literal_value:
+                continue
+            if (rel, func, param) in NOT_CONFIG_DEFAULTS:
+                used.add((rel, func, param))
+                continue
+            found.append(f"{rel}: {func}({param}={ast.unparse(default)}) schema: {defaults[param]}")
+    assert not found, "config defaults in code:\n" + "\n".join(found)
+    assert used == set(NOT_CONFIG_DEFAULTS), f"stale: {set(NOT_CONFIG_DEFAULTS) - used}"
 
 
 def test_an_older_bundle_manifest_reads_the_schema_defaults():

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from schema_defaults import synth_line_knobs
 from snakemake_forks import run
 
 from effocr.cli import main as cli_main
@@ -90,9 +91,15 @@ def test_boxes_are_tight_on_clean_lines(tiny_coco_factory):
 
 
 def test_same_seed_same_bytes_other_seed_other_lines(tmp_path):
-    a = synth_lines(tmp_path / "a" / "lines.json", 5, seed=11, max_chars=20)
-    b = synth_lines(tmp_path / "b" / "lines.json", 5, seed=11, max_chars=20)
-    c = synth_lines(tmp_path / "c" / "lines.json", 5, seed=12, max_chars=20)
+    a = synth_lines(
+        tmp_path / "a" / "lines.json", 5, "en", seed=11, **synth_line_knobs(max_chars=20)
+    )
+    b = synth_lines(
+        tmp_path / "b" / "lines.json", 5, "en", seed=11, **synth_line_knobs(max_chars=20)
+    )
+    c = synth_lines(
+        tmp_path / "c" / "lines.json", 5, "en", seed=12, **synth_line_knobs(max_chars=20)
+    )
     assert a.read_bytes() == b.read_bytes()
     for name in sorted(p.name for p in (a.parent / "images").iterdir()):
         assert (a.parent / "images" / name).read_bytes() == (
@@ -107,8 +114,9 @@ def test_charset_limits_the_characters(tmp_path):
     out = synth_lines(
         tmp_path / "l.json",
         10,
+        "en",
         seed=2,
-        max_chars=16,
+        **synth_line_knobs(max_chars=16),
         charset=allowed,
         font_paths=[MPL / "DejaVuSans.ttf"],
     )
@@ -119,14 +127,30 @@ def test_charset_limits_the_characters(tmp_path):
 
 def test_bad_inputs_are_clear_errors(tmp_path):
     with pytest.raises(EffOCRError, match="text source not found"):
-        synth_lines(tmp_path / "l.json", 2, text_source=tmp_path / "missing.txt")
+        synth_lines(
+            tmp_path / "l.json",
+            2,
+            "en",
+            seed=0,
+            **synth_line_knobs(),
+            text_source=tmp_path / "missing.txt",
+        )
     with pytest.raises(EffOCRError, match="font file not found"):
-        synth_lines(tmp_path / "l.json", 2, font_paths=[tmp_path / "nofont.ttf"])
+        synth_lines(
+            tmp_path / "l.json", 2, "en", [tmp_path / "nofont.ttf"], seed=0, **synth_line_knobs()
+        )
     with pytest.raises(EffOCRError, match="no character of the text source"):
-        synth_lines(tmp_path / "l.json", 2, charset=["蜘"])
+        synth_lines(tmp_path / "l.json", 2, "en", seed=0, **synth_line_knobs(), charset=["蜘"])
     # A font of placeholder glyphs draws no character: no line rather than mislabelled boxes.
     with pytest.raises(EffOCRError, match="could not draw line 0"):
-        synth_lines(tmp_path / "l.json", 2, font_paths=[MPL / "LastResortHE-Regular.ttf"])
+        synth_lines(
+            tmp_path / "l.json",
+            2,
+            "en",
+            [MPL / "LastResortHE-Regular.ttf"],
+            seed=0,
+            **synth_line_knobs(),
+        )
     assert not (tmp_path / "l.json").exists()
 
 

@@ -86,6 +86,6 @@ def test_vertical_japanese_line(tmp_path):
     img.save(tmp_path / "v.png")
     line = EvalLine("v", tmp_path / "v.png", text)
     # Taller than wide: --psm 5 (and jpn_vert when installed); spaces dropped for Japanese.
-    out = tesseract_baseline([line], "jpn", keep_spaces=False)
+    out = tesseract_baseline([line], "jpn", True, keep_spaces=False)
     assert cer([text], out["texts"]) <= 0.25
     assert " " not in out["texts"][0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from schema_defaults import CATEGORIES
 from test_coco import make_lines
 
 from effocr.cli import main
@@ -24,7 +25,7 @@ def _rewrite(json_path, coco):
 
 def test_valid_dataset_report(lines):
     json_path, image_dir, _ = lines
-    problems, report = validate_coco(json_path, image_dir, charset=list("abcxyz"))
+    problems, report = validate_coco(json_path, image_dir, charset=list("abcxyz"), **CATEGORIES)
     assert problems == []
     assert report["valid"] is True
     assert (report["images"], report["chars"], report["words"]) == (3, 8, 4)
@@ -111,7 +112,7 @@ def test_each_violation_reported(lines, case):
     corrupt, message = CASES[case]
     corrupt(coco)
     _rewrite(json_path, coco)
-    problems, report = validate_coco(json_path, image_dir)
+    problems, report = validate_coco(json_path, image_dir, **CATEGORIES)
     assert report["valid"] is False
     texts = [str(p) for p in problems]
     assert any(message in t for t in texts), texts
@@ -123,7 +124,7 @@ def test_problem_names_image_and_annotation(lines):
     ann = _corrupt_first_char_ann(coco)
     ann["bbox"] = [-5, 0, 8, 10]
     _rewrite(json_path, coco)
-    problems, _ = validate_coco(json_path, image_dir)
+    problems, _ = validate_coco(json_path, image_dir, **CATEGORIES)
     assert len(problems) == 1
     assert (problems[0].image_id, problems[0].ann_id) == (ann["image_id"], ann["id"])
     assert f"[image {ann['image_id']}, annotation {ann['id']}]" in str(problems[0])
@@ -134,22 +135,22 @@ def test_box_within_tolerance_is_accepted(lines):
     img = coco["images"][0]
     _corrupt_first_char_ann(coco)["bbox"] = [-0.5, 0, 8, img["height"] + 0.9]
     _rewrite(json_path, coco)
-    assert validate_coco(json_path, image_dir)[0] == []
+    assert validate_coco(json_path, image_dir, **CATEGORIES)[0] == []
 
 
 def test_missing_image_dir_and_empty_dataset(lines, tmp_path):
     json_path, _, coco = lines
-    problems, _ = validate_coco(json_path, tmp_path / "nowhere")
+    problems, _ = validate_coco(json_path, tmp_path / "nowhere", **CATEGORIES)
     assert [p.message for p in problems] == [f"image directory not found: {tmp_path / 'nowhere'}"]
     _rewrite(json_path, dict(coco, images=[], annotations=[]))
-    problems, _ = validate_coco(json_path, tmp_path)
+    problems, _ = validate_coco(json_path, tmp_path, **CATEGORIES)
     assert [p.message for p in problems] == ["no images: the dataset is empty"]
 
 
 def test_undecodable_image(lines):
     json_path, image_dir, coco = lines
     (image_dir / coco["images"][0]["file_name"]).write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    problems, _ = validate_coco(json_path, image_dir)
+    problems, _ = validate_coco(json_path, image_dir, **CATEGORIES)
     assert [p.image_id for p in problems] == [1]
     assert "does not decode" in problems[0].message
 
@@ -158,7 +159,7 @@ def test_truncated_image(lines):
     json_path, image_dir, coco = lines
     path = image_dir / coco["images"][0]["file_name"]
     path.write_bytes(path.read_bytes()[:-30])
-    problems, _ = validate_coco(json_path, image_dir)
+    problems, _ = validate_coco(json_path, image_dir, **CATEGORIES)
     assert "does not decode" in problems[0].message
 
 
@@ -216,7 +217,7 @@ def test_cli_unreadable_json(tmp_path, capsys):
 
 def test_synthetic_lines_are_valid(tiny_coco):
     json_path, image_dir = tiny_coco
-    problems, report = validate_coco(json_path, image_dir)
+    problems, report = validate_coco(json_path, image_dir, **CATEGORIES)
     assert problems == [], [str(p) for p in problems]
     assert report["images"] == 12 and report["chars"] > 12 and report["words"] > 12
 
@@ -224,6 +225,6 @@ def test_synthetic_lines_are_valid(tiny_coco):
 @pytest.mark.usefixtures("needs_ipa_fonts")
 def test_synthetic_japanese_vertical_lines_are_valid(tiny_coco_factory):
     json_path, image_dir = tiny_coco_factory(6, "jp", 0, vertical_fraction=0.5, max_chars=12)
-    problems, report = validate_coco(json_path, image_dir)
+    problems, report = validate_coco(json_path, image_dir, **CATEGORIES)
     assert problems == [], [str(p) for p in problems]
     assert report["vertical_lines"] > 0

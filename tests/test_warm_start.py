@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from schema_defaults import at_images
 from test_recognizer_index import render_manifest, tiny_config
 
 from effocr.bundle import Manifest
@@ -174,10 +175,8 @@ def _train_recognizer(glyphs, out, config, init_from=None):
 
 
 def _train_localizer(config, coco_json, image_dir, out, init_from=None):
-    sections = config_sections(config).pick("localizer", "dataset", "run")
-    return train_localizer(
-        coco_json, coco_json, image_dir, out, **sections, init_from=init_from, threads=1
-    )
+    sections = config_sections(at_images(config, image_dir)).pick("localizer", "dataset", "run")
+    return train_localizer(coco_json, coco_json, out, **sections, init_from=init_from, threads=1)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import shutil
 
 import pytest
 import yaml
+from schema_defaults import synth_line_knobs
 from snakemake_forks import run
 from test_incremental import CONFIG, FONT, SNAKEMAKE, _env, copy_workflow, planned, snakemake
 
@@ -82,9 +83,7 @@ def workflow(tmp_path_factory, tiny_bundle):
         "en",
         font_paths=[FONT],
         seed=8,
-        font_sizes=(24, 28),
-        max_chars=16,
-        degrade=False,
+        **synth_line_knobs(font_sizes=(24, 28), max_chars=16, degrade=False),
         charset=list(CHARS),
     )
     write_charset(wf / "userdata" / "charset.txt", CHARS)

@@ -11,7 +11,6 @@ export_bundle(
     index_dir=snakemake.params.index_dir,
     localizer_pt=snakemake.input.localizer,
     test_json=snakemake.input.test,
-    image_dir=snakemake.params.image_dir,
     out_dir=snakemake.output[0],
     **step_sections(snakemake.params),
     calibration_json=snakemake.input.calibration,

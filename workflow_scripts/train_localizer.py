@@ -8,7 +8,6 @@ setup_logging(snakemake.log[0])
 train_localizer(
     snakemake.input.train,
     snakemake.input.val,
-    snakemake.params.image_dir,
     snakemake.params.out_dir,
     **step_sections(snakemake.params),
     init_from=snakemake.params.init_from,

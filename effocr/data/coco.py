@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from effocr.config import section_defaults
 from effocr.utils import EffOCRError, atomic_path, read_json
 
 TOP_LEVEL_KEYS = ("images", "annotations", "categories")
@@ -96,7 +97,7 @@ class CocoIndex:
         return self.anns.get(image_id, {}).get(cat_id, [])
 
 
-def index_coco(coco: dict, char_category: str = "char", word_category: str = "word") -> CocoIndex:
+def index_coco(coco: dict, char_category: str, word_category: str) -> CocoIndex:
     """Build a `CocoIndex` (one pass over the annotations)."""
     index = CocoIndex(
         coco=coco,
@@ -144,7 +145,12 @@ def line_text_chars(image: dict) -> list[str]:
 
 
 def _as_index(coco_or_index: dict | CocoIndex) -> CocoIndex:
-    return coco_or_index if isinstance(coco_or_index, CocoIndex) else index_coco(coco_or_index)
+    """An index as given; a COCO dict is indexed with the schema's category names (an index of
+    other names is built with `index_coco`)."""
+    if isinstance(coco_or_index, CocoIndex):
+        return coco_or_index
+    dataset = section_defaults("dataset")
+    return index_coco(coco_or_index, dataset["char_category"], dataset["word_category"])
 
 
 def line_chars(

@@ -149,7 +149,8 @@ def subset(
     coco: dict,
     n: int | None = None,
     file_names: list[str] | None = None,
-    seed: int = 0,
+    *,
+    seed: int,
 ) -> dict:
     """Keep `n` images drawn at random (by seed), or the images named in `file_names`.
 
@@ -254,7 +255,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("-n", type=int, help="number of images drawn at random")
     g.add_argument("--list", help="text file of file_names to keep")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed of the random draw (default: config's seed)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -280,7 +283,11 @@ def run(args: argparse.Namespace) -> int:
         _refuse_overwrite(args.input, [args.output])
         coco = load_coco(args.input)
         names = read_name_list(args.list) if args.list else None
-        out = subset(coco, args.n, names, args.seed)
+        if args.seed is None:
+            from effocr.config import config_sections
+
+            args.seed = config_sections({}, source="effocr coco subset").run.seed
+        out = subset(coco, args.n, names, seed=args.seed)
         save_coco(out, args.output)
         print(f"{args.output}: {len(out['images'])} images")
     return 0

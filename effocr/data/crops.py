@@ -14,7 +14,7 @@ import math
 import os
 from pathlib import Path
 
-from effocr.config import CropsSection, DatasetSection, RunSection
+from effocr.config import CropsSection, DatasetSection, RunSection, section_defaults
 from effocr.data.coco import index_coco, is_vertical, line_chars, load_coco
 from effocr.profiles import get_profile
 from effocr.utils import EffOCRError, atomic_path, label_to_codepoints, open_rgb, progress
@@ -29,8 +29,8 @@ def crop_box(
     width: int,
     height: int,
     vertical: bool,
-    full_height: bool = True,
-    padding: int = 0,
+    full_height: bool,
+    padding: int,
 ) -> tuple[int, int, int, int]:
     """Integer crop box (x0, y0, x1, y1) of a char bbox [x, y, w, h], clipped to the image.
 
@@ -59,11 +59,11 @@ def crop_glyphs(
     image_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     manifest_path: str | os.PathLike,
-    full_height: bool = True,
-    padding: int = 0,
+    full_height: bool,
+    padding: int,
     *,
-    char_category: str = "char",
-    word_category: str = "word",
+    char_category: str,
+    word_category: str,
     allows_vertical: bool | None = None,
 ) -> dict[str, int]:
     """Cut one crop per char box of every split and write the crops manifest.
@@ -222,10 +222,28 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", required=True, help="crops go to OUT_DIR/<split>/<U+XXXX>/")
     parser.add_argument("--manifest", required=True, help="crops manifest (CSV)")
     parser.add_argument(
-        "--no-full-height", dest="full_height", action="store_false", help="crop the box only"
+        "--full-height",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="crop the whole line height (default: config's crops.full_height); "
+        "--no-full-height crops the box only",
     )
-    parser.add_argument("--padding", type=int, default=0, help="pixels along the reading direction")
-    parser.add_argument("--char-category", default="char")
+    parser.add_argument(
+        "--padding",
+        type=int,
+        default=None,
+        help="pixels along the reading direction (default: config's crops.padding)",
+    )
+    parser.add_argument(
+        "--char-category",
+        default=None,
+        help="name of the character category (default: config's dataset.char_category)",
+    )
+    parser.add_argument(
+        "--word-category",
+        default=None,
+        help="name of the word category (default: config's dataset.word_category)",
+    )
     parser.add_argument(
         "--language",
         default=None,
@@ -242,14 +260,16 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not name:
             raise EffOCRError(f"expected SPLIT=COCO_JSON, got {item!r}")
         splits[name] = path
+    crops, dataset = section_defaults("crops"), section_defaults("dataset")
     counts = crop_glyphs(
         splits,
         args.image_dir,
         args.out_dir,
         args.manifest,
-        args.full_height,
-        args.padding,
-        char_category=args.char_category,
+        crops["full_height"] if args.full_height is None else args.full_height,
+        crops["padding"] if args.padding is None else args.padding,
+        char_category=args.char_category or dataset["char_category"],
+        word_category=args.word_category or dataset["word_category"],
         allows_vertical=get_profile(args.language).allows_vertical if args.language else None,
     )
     print(f"{args.manifest}: {sum(counts.values())} crops ({counts})")

@@ -80,8 +80,8 @@ def validate_coco(
     image_dir: str | os.PathLike,
     charset: list[str] | set[str] | None = None,
     *,
-    char_category: str = "char",
-    word_category: str = "word",
+    char_category: str,
+    word_category: str,
     check_images: bool = True,
 ) -> tuple[list[Problem], dict]:
     """Check a raw COCO JSON and its images.

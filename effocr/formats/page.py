@@ -204,7 +204,7 @@ def read_page(
     text_index: int | None = None,
     image_dir: str | os.PathLike | None = None,
     workspace: str | os.PathLike | None = None,
-    alternative_images: bool = True,
+    alternative_images: bool,
     transcribed_only: bool = True,
 ) -> SourcePage:
     """Read one PAGE-XML file.

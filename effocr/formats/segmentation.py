@@ -39,7 +39,9 @@ def read_segmentation(
     root = parse_xml(path)
     ns, name = namespace(root), local_name(root)
     if name == "PcGts" and ns.startswith(PAGE_NS_PREFIX):
-        return read_page(path, image_dir=image_dir, transcribed_only=False)
+        # A segmentation is read as the importer reads PAGE by default: the AlternativeImage
+        # (e.g. a binarised or deskewed page) a line or region names, when it has one.
+        return read_page(path, image_dir=image_dir, alternative_images=True, transcribed_only=False)
     if name == "alto" and ns.startswith(ALTO_NS_PREFIXES):
         return read_alto(path, image_dir=image_dir)
     raise EffOCRError(

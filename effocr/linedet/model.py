@@ -239,7 +239,7 @@ def load_model(model_pt: str | os.PathLike, device: str = "cpu") -> tuple[PageLi
 
 
 def export_onnx(
-    model_pt: str | os.PathLike, out_path: str | os.PathLike, opset: int = 17
+    model_pt: str | os.PathLike, out_path: str | os.PathLike, opset: int
 ) -> tuple[Path, dict]:
     """Export `model.pt` to ONNX: input ``image (1, 3, H, W)`` (W dynamic), output ``lines``.
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from effocr.config import DatasetSection, LocalizerSection
+from effocr.config import DatasetSection, LocalizerSection, section_defaults
 from effocr.data.coco import category_id, load_coco
 from effocr.localizer.postprocess import Detections, box_iou, config_thresholds
 from effocr.profiles import get_profile
@@ -214,12 +214,12 @@ def evaluate_localizer(
     image_dir: str | os.PathLike,
     out_json: str | os.PathLike,
     *,
-    char_category: str = "char",
-    word_category: str = "word",
+    char_category: str,
+    word_category: str,
     layout: str | None = None,
     threads: int = 1,
     thresholds: dict | None = None,
-    input_height: int = 32,
+    input_height: int,
     allows_vertical: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a localizer (`model.pt`, or an ONNX file with `layout`) on a COCO split.
@@ -293,8 +293,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input-height",
         type=int,
-        default=32,
-        help="line height given to an external ONNX model with a dynamic input (default 32)",
+        default=None,
+        help="line height given to an external ONNX model with a dynamic input "
+        "(default: config's localizer.input_height)",
     )
     parser.add_argument(
         "--score-threshold", type=float, default=None, help="override the model's score threshold"
@@ -319,15 +320,22 @@ def run(args: argparse.Namespace) -> int:
         for k, v in (("score_threshold", args.score_threshold), ("nms_iou", args.nms_iou))
         if v is not None
     }
+    dataset = section_defaults("dataset")
     evaluate_localizer(
         args.model,
         args.coco,
         args.image_dir,
         args.out,
+        char_category=dataset["char_category"],
+        word_category=dataset["word_category"],
         layout=args.layout,
         threads=args.threads,
         thresholds=thresholds or None,
-        input_height=args.input_height,
+        input_height=(
+            section_defaults("localizer")["input_height"]
+            if args.input_height is None
+            else args.input_height
+        ),
         allows_vertical=get_profile(args.language).allows_vertical if args.language else None,
     )
     return 0

@@ -18,7 +18,7 @@ __all__ = ["export_onnx", "localizer_meta"]
 EXAMPLE_WIDTH = 256
 
 
-def export_onnx(model_pt: str | os.PathLike, out_path: str | os.PathLike, opset: int = 17) -> Path:
+def export_onnx(model_pt: str | os.PathLike, out_path: str | os.PathLike, opset: int) -> Path:
     """Export `model.pt` to ONNX: input ``image (1, 3, H, W)``, output ``raw (1, N, 6)``.
 
     The width is dynamic, the height fixed (`input_height`): lines are resized in NumPy first
@@ -30,7 +30,7 @@ def export_onnx(model_pt: str | os.PathLike, out_path: str | os.PathLike, opset:
 
 
 def export_model_onnx(
-    model: torch.nn.Module, meta: dict, out_path: str | os.PathLike, opset: int = 17
+    model: torch.nn.Module, meta: dict, out_path: str | os.PathLike, opset: int
 ) -> Path:
     """`export_onnx` of a loaded `LineDetector` and its metadata."""
     return export_traced(

@@ -165,7 +165,7 @@ def get_adapter(layout: str) -> Adapter:
         ) from exc
 
 
-def external_meta(layout: str, input_height: int = 32, **thresholds) -> dict:
+def external_meta(layout: str, input_height: int, **thresholds) -> dict:
     """Metadata for an ONNX localizer exported elsewhere (thresholds from the config)."""
     get_adapter(layout)
     if layout == "effocr":

@@ -19,18 +19,10 @@ from functools import lru_cache
 
 import numpy as np
 
+from effocr.config import section_defaults
+
 # Ink spacing floor, as a fraction of the line's thickness, used by the gap fallback.
 GAP_FLOOR = 0.05
-# Config keys of the `localizer` section that set the post-processing (defaults in the schema).
-# Post-processing settings of a localizer without any in its meta.
-DEFAULT_THRESHOLDS = {
-    "score_threshold": 0.3,
-    "nms_iou": 0.3,
-    "max_detections": 300,
-    "detections_per_height": 8.0,
-    "spaces": True,
-    "gap_factor": 2.5,
-}
 
 THRESHOLD_KEYS = (
     "score_threshold",
@@ -39,6 +31,12 @@ THRESHOLD_KEYS = (
     "detections_per_height",
     "gap_factor",
 )
+# Post-processing settings of a localizer without any in its meta: the `localizer` section's
+# schema defaults, and spaces inferred.
+DEFAULT_THRESHOLDS = {
+    **{k: section_defaults("localizer")[k] for k in THRESHOLD_KEYS},
+    "spaces": True,
+}
 
 
 def config_thresholds(localizer_cfg: dict) -> dict:
@@ -75,7 +73,7 @@ class Detections:
     image_size: tuple[int, int] = (0, 0)
     dropped: int = 0
 
-    def crop_boxes(self, padding: int = 0) -> np.ndarray:
+    def crop_boxes(self, padding: int) -> np.ndarray:
         """Full-line-height (full width if vertical) integer crop boxes of the characters."""
         return glyph_crop_boxes(self.chars, self.image_size, self.vertical, padding)
 
@@ -255,7 +253,7 @@ def assign_spaces(chars: np.ndarray, words: np.ndarray, vertical: bool = False) 
 
 
 def spaces_from_gaps(
-    chars: np.ndarray, line_thickness: float, vertical: bool = False, gap_factor: float = 2.5
+    chars: np.ndarray, line_thickness: float, vertical: bool, gap_factor: float
 ) -> np.ndarray:
     """Fallback leading-space flags from gaps between consecutive characters (reading order).
 
@@ -273,7 +271,7 @@ def spaces_from_gaps(
 
 
 def glyph_crop_boxes(
-    chars: np.ndarray, image_size: tuple[int, int], vertical: bool = False, padding: int = 0
+    chars: np.ndarray, image_size: tuple[int, int], vertical: bool, padding: int
 ) -> np.ndarray:
     """Integer crop boxes spanning the full line height (full width for vertical lines).
 
@@ -331,12 +329,12 @@ def postprocess(
     scale: float = 1.0,
     transposed: bool = False,
     vertical: bool = False,
-    score_threshold: float = 0.3,
-    nms_iou: float = 0.3,
-    max_detections: int = 300,
-    detections_per_height: float = 8.0,
+    score_threshold: float,
+    nms_iou: float,
+    max_detections: int,
+    detections_per_height: float,
     spaces: bool = True,
-    gap_factor: float = 2.5,
+    gap_factor: float,
 ) -> Detections:
     """Threshold, class-wise NMS, map back to the original image, order, and infer spaces.
 

@@ -167,7 +167,8 @@ def open_localizer(
     layout: str | None = None,
     threads: int = 1,
     thresholds: dict | None = None,
-    input_height: int = 32,
+    *,
+    input_height: int,
 ) -> Any:
     """A localizer with ``.detect`` and ``.meta`` from a `model.pt` or an ONNX file.
 

@@ -190,7 +190,7 @@ def train_one_epoch(
     batch_size: int,
     rng: np.random.Generator,
     device: str,
-    augment: bool = True,
+    augment: bool,
     scaler: Any = None,
     desc: str = "train",
     log_every: int = LOG_EVERY,
@@ -274,7 +274,6 @@ def _model_classes(config: dict, train_coco: dict) -> list[str]:
 def train_localizer(
     train_json: str | os.PathLike,
     val_json: str | os.PathLike,
-    image_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
     localizer: LocalizerSection,
@@ -288,7 +287,6 @@ def train_localizer(
 
     Args:
         train_json, val_json: COCO splits.
-        image_dir: Directory of the line images (`dataset.image_dir`).
         init_from: Config `init_from`: a bundle or results folder whose localizer weights start
             training (`effocr.warm_start`); None: a fresh model.
         out_dir: Output directory (`PATHS["localizer"]`).
@@ -296,7 +294,8 @@ def train_localizer(
         max_epochs_this_run: Stop after this many epochs in this call (tests of resuming);
             model.pt is still written.
         localizer: The `localizer` section.
-        dataset: The `dataset` section (`char_category`, `word_category`).
+        dataset: The `dataset` section (`image_dir`: the line images, `char_category`,
+            `word_category`).
         run: `seed`, `language`. The three are the run's config (`config.yaml`, model.pt).
 
     Returns:
@@ -321,8 +320,8 @@ def train_localizer(
     classes = _model_classes(config, train_coco)
     # English has no vertical lines: a line taller than wide (one narrow glyph) stays as it is.
     allows_vertical = get_profile(config["language"]).allows_vertical
-    train = LineSet(train_json, image_dir, classes, names, allows_vertical)
-    val = LineSet(val_json, image_dir, classes, names, allows_vertical)
+    train = LineSet(train_json, dataset.image_dir, classes, names, allows_vertical)
+    val = LineSet(val_json, dataset.image_dir, classes, names, allows_vertical)
     if not len(train):
         raise EffOCRError(f"{train_json}: the training split has no images")
     model = create_localizer(
@@ -423,11 +422,10 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of `effocr train-localizer`."""
     from effocr.config import config_sections, load_config
 
-    sections = config_sections(load_config(args.config))
+    sections = config_sections(load_config(args.config, {"dataset": {"image_dir": args.image_dir}}))
     train_localizer(
         args.train,
         args.val,
-        args.image_dir,
         args.out,
         **sections.pick("localizer", "dataset", "run"),
         threads=args.threads,

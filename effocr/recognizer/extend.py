@@ -150,7 +150,10 @@ def extend_index(
     added, present = new_labels(chars, index.labels)
     rec = manifest.recognizer
     stage = RecognizerStage(
-        make_session(bundle / rec["file"], what="recognizer"), rec["mean"], rec["std"]
+        make_session(bundle / rec["file"], what="recognizer"),
+        rec["mean"],
+        rec["std"],
+        int(manifest.infer["batch_size"]),
     )
     vectors, used_fonts, undrawn = class_vectors(
         stage, added, fonts, rec["input_size"], size, padding, mode

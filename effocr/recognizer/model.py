@@ -102,7 +102,7 @@ class RecognizerNet(nn.Module):
     def __init__(
         self,
         encoder_name: str,
-        input_size: int = 64,
+        input_size: int,
         init_checkpoint: str | Path | None = None,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
@@ -189,7 +189,7 @@ def recognizer_from_checkpoint(ckpt: Any, path: str | Path, device: str = "cpu")
     return model.to(device).eval()
 
 
-def export_onnx(model_pt: str | Path, out_path: str | Path, opset: int = 17) -> Path:
+def export_onnx(model_pt: str | Path, out_path: str | Path, opset: int) -> Path:
     """Export a recognizer `model.pt` to ONNX (input ``images``, output ``embeddings``).
 
     The batch axis is dynamic; the output is already L2-normalised. Written atomically.
@@ -197,7 +197,7 @@ def export_onnx(model_pt: str | Path, out_path: str | Path, opset: int = 17) -> 
     return export_model_onnx(load_recognizer(model_pt, device="cpu"), out_path, opset)
 
 
-def export_model_onnx(model: RecognizerNet, out_path: str | Path, opset: int = 17) -> Path:
+def export_model_onnx(model: RecognizerNet, out_path: str | Path, opset: int) -> Path:
     """`export_onnx` of a loaded model (on the CPU, in eval mode)."""
     size = model.input_size
     dummy = torch.zeros(2, 3, size, size)

@@ -44,8 +44,9 @@ class MPerClassSampler(_PMLMPerClassSampler):
         labels: Sequence[int] | np.ndarray,
         m: int,
         batch_size: int,
-        num_passes: int = 1,
-        seed: int = 0,
+        *,
+        num_passes: int,
+        seed: int,
     ) -> None:
         labels = np.asarray(labels, dtype=np.int64)
         if labels.size == 0:
@@ -137,11 +138,12 @@ class HardNegativeSampler(MPerClassSampler):
         m: int,
         batch_size: int,
         hard_negatives_sets: Sequence[Sequence[int]],
-        num_passes: int = 1,
-        seed: int = 0,
-        hard_negatives_ratio: float | None = 1.0,
+        *,
+        num_passes: int,
+        seed: int,
+        hard_negatives_ratio: float | None,
     ) -> None:
-        super().__init__(labels, m, batch_size, num_passes, seed)
+        super().__init__(labels, m, batch_size, num_passes=num_passes, seed=seed)
         known = set(int(c) for c in self.classes)
         sets: list[tuple[int, ...]] = []
         for s in hard_negatives_sets:

@@ -369,7 +369,7 @@ def _color_jitter(x: Any, rng: np.random.Generator, F: Any) -> Any:
 
 def render_augment(
     profile_augment: dict | None,
-    size: int = 64,
+    size: int,
     overrides: dict | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,

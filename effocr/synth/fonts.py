@@ -128,7 +128,7 @@ def font_chars(path: str | os.PathLike) -> set[str]:
 
 
 def covering_fonts(
-    font_paths: Iterable[str | os.PathLike], chars: Iterable[str], min_coverage: float = 1.0
+    font_paths: Iterable[str | os.PathLike], chars: Iterable[str], min_coverage: float
 ) -> list[Path]:
     """Fonts whose cmap covers at least `min_coverage` of `chars` (unreadable fonts skipped)."""
     wanted = {c for c in chars if not c.isspace()}

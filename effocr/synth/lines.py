@@ -498,16 +498,17 @@ def default_line_fonts(language: str) -> list[Path]:
 def synth_lines(
     out_json: str | os.PathLike,
     n_lines: int,
-    language: str = "en",
+    language: str,
     font_paths: Sequence[str | os.PathLike] | None = None,
-    seed: int = 0,
-    font_sizes: Sequence[int] = (22, 34),
-    max_chars: int = 48,
-    vertical_fraction: float = 0.0,
-    degrade: bool = True,
+    *,
+    seed: int,
+    font_sizes: Sequence[int],
+    max_chars: int,
+    vertical_fraction: float,
+    degrade: bool,
     text_source: str | os.PathLike | None = None,
     charset: Sequence[str] | None = None,
-    style: str = "basic",
+    style: str,
 ) -> Path:
     """Generate `n_lines` synthetic line images and their COCO JSON.
 

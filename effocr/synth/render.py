@@ -68,9 +68,9 @@ def _to_rgb(alpha: np.ndarray) -> Image.Image:
 def render_glyph(
     font_path: str | os.PathLike,
     char: str,
-    size: int = 64,
-    mode: str = "ascender",
-    padding: float = 0.05,
+    size: int,
+    mode: str,
+    padding: float,
 ) -> Image.Image:
     """Render one character, black on white (RGB).
 
@@ -142,10 +142,11 @@ def render_glyphs(
     font_paths: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     manifest_path: str | os.PathLike,
-    size: int = 64,
-    padding: float = 0.05,
-    mode: str = "ascender",
-    seed: int = 0,
+    *,
+    size: int,
+    padding: float,
+    mode: str,
+    seed: int,
     max_fonts: int | None = None,
     keep_fonts: Sequence[str] = (),
     workers: int = 1,
@@ -169,7 +170,7 @@ def render_glyphs(
     """
     if mode not in MODES:
         raise EffOCRError(f"unknown render mode {mode!r}; known: {', '.join(MODES)}")
-    fonts = select_fonts([Path(p) for p in font_paths], max_fonts, keep_fonts, seed)
+    fonts = select_fonts([Path(p) for p in font_paths], max_fonts, keep_fonts, seed=seed)
     if not fonts:
         raise EffOCRError("render_glyphs: no fonts to render with")
     stems = [f.stem for f in fonts]
@@ -221,7 +222,7 @@ def render_glyphs(
 
 
 def select_fonts(
-    fonts: Sequence[Path], max_fonts: int | None, keep: Sequence[str] = (), seed: int = 0
+    fonts: Sequence[Path], max_fonts: int | None, keep: Sequence[str] = (), *, seed: int
 ) -> list[Path]:
     """At most `max_fonts` of `fonts` (original order kept): stems in `keep` first, the rest by seed."""
     fonts = list(fonts)
