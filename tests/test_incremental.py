@@ -287,11 +287,12 @@ def test_changing_a_recognizer_hyperparameter(workflow):
 
 def test_changing_package_code(workflow):
     wf, base, _ = workflow
-    # Code only `evaluate` imports: evaluate and the report, nothing upstream.
+    # The scoring code: evaluate, export_bundle (it scores validation lines to fit the
+    # confidence calibration) and the report; no training, nothing upstream.
     with Edit(wf / "effocr" / "metrics.py") as f:
         f.write_text(f.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
         jobs, out = planned(wf, base)
-    assert jobs == {"evaluate": 2, "report": 1}, out[-4000:]
+    assert jobs == {"export_bundle": 1, "evaluate": 2, "report": 1}, out[-4000:]
     # The language model's code: the LM, the bundle that ships it and what reads the bundle.
     with Edit(wf / "effocr" / "lm.py") as f:
         f.write_text(f.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")

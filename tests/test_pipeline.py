@@ -102,7 +102,7 @@ def test_recognizer_normalize_is_the_transforms_one_for_grey_colour_and_mixed_ba
         get_outputs = get_inputs
 
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    stage = RecognizerStage(_Session(), mean, std)
+    stage = RecognizerStage(_Session(), mean, std, batch_size=64)
     rng = np.random.default_rng(0)
     grey = rng.integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)
     colour = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
