@@ -87,7 +87,7 @@ CONFIG = {
 
 def copy_workflow(wf: Path) -> None:
     """The workflow's files (`COPY`) under `wf`, without caches or results."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake", "results*")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake")
     for name in COPY:
         src = REPO / name
         if src.is_dir():
