@@ -60,8 +60,11 @@ def test_synth_pages_deterministic(tmp_path, tiny_pages):
     )
 
 
-def test_synth_page_boxes_are_tight_on_the_ink(tmp_path):
-    """Without skew or noise every line box touches ink on all four sides and holds its text."""
+def test_synth_page_boxes_hold_the_ink_and_span_the_type_height(tmp_path):
+    """Without skew or noise every line box touches ink at both ends, holds its line's ink,
+    and a horizontal box spans its font's ascender to descender whatever letters it holds:
+    the body lines of a page (one font, one size) have one box height."""
+    from effocr.synth.lines import INK_THRESHOLD
     from effocr.synth.pages import synth_pages
 
     out = synth_pages(
@@ -77,13 +80,80 @@ def test_synth_page_boxes_are_tight_on_the_ink(tmp_path):
         for a in lines:
             x, y, w, h = a["bbox"]
             x0, y0, x1, y1 = round(x), round(y), round(x + w), round(y + h)
-            ink = page[y0:y1, x0:x1] < 128
+            # Ink as the boxes count it (alpha from INK_THRESHOLD): faint edges of small type.
+            ink = page[y0:y1, x0:x1] <= 255 - INK_THRESHOLD
             assert a["text"].strip()
             assert ink[:, :2].any() and ink[:, -2:].any(), a
-            assert ink[:2].any() and ink[-2:].any(), a
+            assert ink.any(axis=1).sum() >= 0.5 * (y1 - y0), a
             # Nothing of the line outside its box: the rows just above and below are paper
             # over the line's length (lines never touch at 1.2+ leading).
             assert not (page[max(0, y0 - 1), x0:x1] < 128).all()
+        heights = np.array([a["bbox"][3] for a in lines if a["kind"] == "body"])
+        assert np.mean(np.abs(heights - np.median(heights)) <= 1.0) >= 0.9, heights
+
+
+def test_synth_page_number_box_has_the_height_of_a_text_line():
+    """A line of digits (no ascenders or descenders) gets the box height a line with both
+    gets in the same type; along the line the box stays tight on the ink."""
+    import random
+
+    from effocr.synth.lines import INK_THRESHOLD, _GlyphCache
+    from effocr.synth.pages import _Canvas
+
+    font = str(_font()[0])
+    canvas = _Canvas(600, 240, _GlyphCache())
+    rng = random.Random(0)
+    canvas.text(font, 40, "529", 20, 70, False, "page_number", rng, 580)
+    canvas.text(font, 40, "bdfhklpqy", 20, 190, False, "body", rng, 580)
+    number, letters = canvas.lines
+    assert number.kind == "page_number" and number.text == "529"
+    h_number = number.bbox[3] - number.bbox[1]
+    h_letters = letters.bbox[3] - letters.bbox[1]
+    assert abs(h_number - h_letters) <= 1
+    ys, xs = np.nonzero(canvas.alpha[:130] >= INK_THRESHOLD / 255)
+    x0, y0, x1, y1 = number.bbox
+    assert abs(xs.min() - x0) <= 1 and abs(xs.max() + 1 - x1) <= 1
+    assert y0 <= ys.min() and ys.max() + 1 <= y1
+    assert y1 - (ys.max() + 1) >= 0.15 * 40  # room for descenders below the digits
+
+
+def test_synth_pages_have_marginal_notes_and_folios(tmp_path):
+    """The composition gives the detector the rare kinds of line: marginal notes a small gap
+    beside a body line (same baseline, smaller type) and page numbers at the head or the
+    foot of the page."""
+    from effocr.synth.pages import synth_pages
+
+    out = synth_pages(
+        tmp_path / "pages.json", 12, "en", _font(), seed=1, dpi=(60, 72), degrade=False
+    )
+    coco = json.loads(out.read_text())
+    dpi = {im["id"]: im["dpi"] for im in coco["images"]}
+    notes = [a for a in coco["annotations"] if a["kind"] == "marginal"]
+    assert len({a["image_id"] for a in notes}) >= 2
+    for note in notes:
+        body = [
+            a
+            for a in coco["annotations"]
+            if a["image_id"] == note["image_id"] and a["kind"] == "body"
+        ]
+        beside = [a for a in body if abs(_bottom(a) - _bottom(note)) < 0.3 * note["bbox"][3]]
+        assert beside, note
+        gap = note["bbox"][0] - max(a["bbox"][0] + a["bbox"][2] for a in beside)
+        assert 0.08 * dpi[note["image_id"]] <= gap, note
+        assert note["bbox"][3] < max(a["bbox"][3] for a in beside)
+    places = set()
+    for im in coco["images"]:
+        lines = [a for a in coco["annotations"] if a["image_id"] == im["id"]]
+        body_top = min(a["bbox"][1] for a in lines if a["kind"] == "body")
+        for a in lines:
+            if a["kind"] == "page_number":
+                places.add("head" if a["bbox"][1] < body_top else "foot")
+                assert a["text"].isdigit()
+    assert places == {"head", "foot"}
+
+
+def _bottom(a: dict) -> float:
+    return a["bbox"][1] + a["bbox"][3]
 
 
 def test_synth_vertical_japanese_page(tmp_path, needs_ipa_fonts):
@@ -315,6 +385,33 @@ def test_decode_lines_recovers_a_tilted_line():
     expect = quad * 4  # cell -> page: stride 2 / scale 0.5
     assert np.allclose(lines[0].bbox, [*expect.min(0), *expect.max(0)], atol=4.0)
     assert abs(lines[0].angle - math.degrees(math.atan(4 / 80))) < 0.5
+
+
+def _two_pieces(height_b: float, gap: float) -> list:
+    """Decoded lines of two line pieces side by side on one baseline (grid cells): a 10-cell
+    high piece and one `height_b` high, `gap` cells of ink apart."""
+    from effocr.linedet import postprocess as lp
+    from effocr.linedet.model import line_targets
+
+    a = np.array([[10, 20], [60, 20], [60, 30], [10, 30]], float)
+    x = 60 + gap
+    b = np.array([[x, 30 - height_b], [x + 50, 30 - height_b], [x + 50, 30], [x, 30]], float)
+    target, _ = line_targets([a, b], [False, False], (60, 200))
+    out = target.copy()
+    out[[0, 3]] = np.where(target[[0, 3]] > 0, 10.0, -10.0)
+    return lp.decode_lines(out, scale=0.5, image_size=(240, 800), vertical=False)
+
+
+def test_decode_joins_wide_word_gaps_of_one_height_only():
+    """Pieces of one height join across wide word gaps (large or monospaced type: up to 0.8
+    of the line height); a smaller-type piece (a marginal note) that far away stays apart,
+    and so does a same-height piece a column gutter (1.2 heights) away."""
+    assert len(_two_pieces(10, 7)) == 1
+    assert len(_two_pieces(7.5, 7)) == 2
+    assert len(_two_pieces(7.5, 4)) == 1  # a word gap: joined whatever the heights
+    assert len(_two_pieces(10, 12)) == 2
+    (line,) = _two_pieces(10, 7)
+    assert np.allclose(line.bbox, [40, 80, 4 * 117, 120], atol=4.0)
 
 
 @pytest.fixture(scope="module")
