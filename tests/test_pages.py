@@ -387,33 +387,6 @@ def test_decode_lines_recovers_a_tilted_line():
     assert abs(lines[0].angle - math.degrees(math.atan(4 / 80))) < 0.5
 
 
-def _two_pieces(height_b: float, gap: float) -> list:
-    """Decoded lines of two line pieces side by side on one baseline (grid cells): a 10-cell
-    high piece and one `height_b` high, `gap` cells of ink apart."""
-    from effocr.linedet import postprocess as lp
-    from effocr.linedet.model import line_targets
-
-    a = np.array([[10, 20], [60, 20], [60, 30], [10, 30]], float)
-    x = 60 + gap
-    b = np.array([[x, 30 - height_b], [x + 50, 30 - height_b], [x + 50, 30], [x, 30]], float)
-    target, _ = line_targets([a, b], [False, False], (60, 200))
-    out = target.copy()
-    out[[0, 3]] = np.where(target[[0, 3]] > 0, 10.0, -10.0)
-    return lp.decode_lines(out, scale=0.5, image_size=(240, 800), vertical=False)
-
-
-def test_decode_joins_wide_word_gaps_of_one_height_only():
-    """Pieces of one height join across wide word gaps (large or monospaced type: up to 0.8
-    of the line height); a smaller-type piece (a marginal note) that far away stays apart,
-    and so does a same-height piece a column gutter (1.2 heights) away."""
-    assert len(_two_pieces(10, 7)) == 1
-    assert len(_two_pieces(7.5, 7)) == 2
-    assert len(_two_pieces(7.5, 4)) == 1  # a word gap: joined whatever the heights
-    assert len(_two_pieces(10, 12)) == 2
-    (line,) = _two_pieces(10, 7)
-    assert np.allclose(line.bbox, [40, 80, 4 * 117, 120], atol=4.0)
-
-
 @pytest.fixture(scope="module")
 def page_bundle(tiny_bundle, tiny_detector, tiny_pages, tmp_path_factory) -> Path:
     from effocr.export import add_line_detector

@@ -25,12 +25,6 @@ CORE_FRACTION = 0.4
 # Steepest line direction the decoder accepts (degrees); short components are taken level.
 MAX_ANGLE = 10.0
 STRIDE = 2
-# Widest gap (in line heights) joined between two pieces of a line (`_merge_pieces`), and the
-# wider one between pieces of the same height (the lower height at least SAME_HEIGHT of the
-# higher). Column gutters are 1.2 type sizes and more, about one line height.
-WORD_GAP = 0.6
-WIDE_GAP = 0.8
-SAME_HEIGHT = 0.85
 
 DEFAULT_DECODE = {
     "score_threshold": 0.5,
@@ -123,15 +117,11 @@ def _merge_pieces(bands: list[dict]) -> list[dict]:
         for i, a in enumerate(bands):
             for j in range(i + 1, len(bands)):
                 b = bands[j]
-                ha, hb = a["bottom"] - a["top"], b["bottom"] - b["top"]
-                h = max(ha, hb)
+                h = max(a["bottom"] - a["top"], b["bottom"] - b["top"])
                 gap = b["x0"] - a["x1"]
-                # Word gaps are under a line height; column gutters are wider. Pieces of one
-                # line have one height, so those may lie further apart (the wide word gaps of
-                # large or monospaced type); a marginal note beside a line is smaller type.
-                # (Ends are cell centres, so the ink's gap is up to a cell narrower than `gap`.)
-                reach = WIDE_GAP if min(ha, hb) >= SAME_HEIGHT * h else WORD_GAP
-                if gap > reach * h + 0.5 or gap < -0.5 * h:
+                # Word gaps are under a line height; column gutters are wider. (Ends are cell
+                # centres, so the ink's gap is up to a cell narrower than `gap`.)
+                if gap > 0.6 * h + 0.5 or gap < -0.5 * h:
                     continue
                 xm = (a["x1"] + b["x0"]) / 2
                 at, ab = a["top"] + a["slope"] * xm, a["bottom"] + a["slope"] * xm
