@@ -7,8 +7,9 @@ then skewed, blurred, noised and either binarised or left grey, at a resolution 
 range of dots per inch. Vertical Japanese pages set their lines as columns read right to left.
 
 Every text line is drawn glyph by glyph (`effocr.synth.lines._layout`, the same glyph cache as
-the synthetic lines), so its box is the union of its glyphs' ink boxes and its polygon is that
-box turned with the page. The targets go into a COCO JSON: one image per page, one annotation
+the synthetic lines), so its box is the union of its glyphs' ink boxes (a horizontal line's
+reaching from its font's ascender to its descender, `REFERENCE_LETTERS`, whatever letters it
+holds) and its polygon is that box turned with the page. The targets go into a COCO JSON: one image per page, one annotation
 of category `line` per text line with its `bbox`, `segmentation` (the polygon), `text`,
 `vertical`, `kind` (body, heading, page_number, marginal, footnote) and `order` (the reading
 order). The same arguments give byte-identical JSON and images.
@@ -60,7 +61,7 @@ REFERENCE_LETTERS = "bdfhklgjpqy"
 
 @dataclass
 class PageLine:
-    """One text line of a synthetic page: its text, ink box and polygon in page pixels."""
+    """One text line of a synthetic page: its text, box and polygon in page pixels."""
 
     text: str
     bbox: tuple[float, float, float, float]
