@@ -387,39 +387,6 @@ def test_decode_lines_recovers_a_tilted_line():
     assert abs(lines[0].angle - math.degrees(math.atan(4 / 80))) < 0.5
 
 
-def test_line_ends_mark_the_paper_between_a_line_and_the_note_beside_it():
-    """The end cells run a line height past each end of a line's core, in the core's rows,
-    and stop at the next line's core (a note 6 cells beside a 10-cell high line)."""
-    import torch
-
-    from effocr.linedet.model import END_LENGTH, line_ends, line_loss, line_targets
-
-    body = np.array([[20, 20], [60, 20], [60, 30], [20, 30]], float)
-    note = np.array([[66, 22], [90, 22], [90, 30], [66, 30]], float)
-    ends = line_ends([body, note], [False, False], (50, 120))
-    target, pos = line_targets([body, note], [False, False], (50, 120))
-    assert not ends[1].any()  # no vertical line
-    assert not (ends[0] & (target[0] > 0)).any()
-    rows = np.nonzero(target[0, :, 30])[0]
-    assert ends[0][rows][:, 61:66].all()  # the whole gap between the line and the note
-    start = 20 - round(END_LENGTH * 10)
-    assert ends[0][rows][:, start:20].all()  # before the line
-    assert not ends[0][:, : start - 1].any()
-    assert not ends[0][:, 90 + round(END_LENGTH * 8) + 2 :].any()
-    assert not ends[0][: rows.min() - 1].any() and not ends[0][rows.max() + 2 :].any()
-    # A core that bridges the gap costs more with the ends than without them.
-    raw = torch.from_numpy(np.where(target > 0, 5.0, -5.0).astype(np.float32))[None]
-    raw[0, 0, rows.min() : rows.max() + 1, 61:66] = 5.0
-    t, p = torch.from_numpy(target)[None], torch.from_numpy(pos)[None]
-    plain = line_loss(raw, t, p)["core"]
-    weighted = line_loss(raw, t, p, torch.from_numpy(ends)[None])["core"]
-    assert float(weighted) > 2.5 * float(plain)
-    vertical = line_ends(
-        [np.array([[20, 10], [30, 10], [30, 60], [20, 60]], float)], [True], (80, 50)
-    )
-    assert vertical[1][61:70, 24:27].all() and not vertical[0].any()
-
-
 @pytest.fixture(scope="module")
 def page_bundle(tiny_bundle, tiny_detector, tiny_pages, tmp_path_factory) -> Path:
     from effocr.export import add_line_detector

@@ -34,11 +34,6 @@ KIND = "line_detector"
 # Key of the ONNX metadata entry holding the detector's `meta` (JSON).
 META_KEY = "effocr_line_detector_meta"
 
-# Cells past a line's ends (`line_ends`): how far (line heights) and how much more they weigh
-# in the core loss than other paper.
-END_LENGTH = 1.0
-END_WEIGHT = 4.0
-
 # Architecture (`line_detector.arch` overrides keys): narrower than the localizer's, the page
 # is large and lines are simple shapes.
 DEFAULT_ARCH: dict[str, Any] = {
@@ -168,51 +163,17 @@ def line_targets(
     return target, pos
 
 
-def line_ends(quads: list[np.ndarray], vertical: list[bool], shape: tuple[int, int]) -> np.ndarray:
-    """The cells just past each end of each line's core (2, h, w) (horizontal, vertical).
-
-    A band as wide as the core and `END_LENGTH` line heights long before the line's start and
-    after its end, less the cores of all lines: the paper where a line stops. A core that runs
-    on there joins a line to the marginal note or the column beside it, or makes a short line
-    (a page number) a cell too long at each end; `line_loss` weighs these cells more.
-    """
-    h, w = shape
-    ims = [Image.new("L", (w, h), 0) for _ in range(2)]
-    cores = [Image.new("L", (w, h), 0) for _ in range(2)]
-    for quad, vert in zip(quads, vertical, strict=True):
-        quad = np.asarray(quad, np.float64)
-        c0, c1, d1, d0 = _core(quad, vert, 1.0)
-        p0, p1, _, p3 = quad
-        thick = float(np.hypot(*((p1 - p0) if vert else (p3 - p0))))
-        along = c1 - c0
-        n = float(np.hypot(*along))
-        if n < 1e-6:
-            continue
-        step = along / n * END_LENGTH * thick
-        draw = ImageDraw.Draw(ims[int(vert)])
-        draw.polygon([tuple(p) for p in (c1, c1 + step, d1 + step, d1)], fill=1)
-        draw.polygon([tuple(p) for p in (c0 - step, c0, d0, d0 - step)], fill=1)
-        ImageDraw.Draw(cores[int(vert)]).polygon([tuple(p) for p in (c0, c1, d1, d0)], fill=1)
-    core_any = np.asarray(cores[0], bool) | np.asarray(cores[1], bool)
-    return np.stack([np.asarray(im, bool) & ~core_any for im in ims])
-
-
 def line_loss(
-    raw: torch.Tensor,
-    target: torch.Tensor,
-    pos: torch.Tensor,
-    ends: torch.Tensor | None = None,
+    raw: torch.Tensor, target: torch.Tensor, pos: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """Losses of raw channels (B, 6, h, w) against `line_targets` (batched).
 
-    Cores: binary cross-entropy, `END_WEIGHT` times on the cells just past a line's ends
-    (`line_ends`, (B, 2, h, w)), plus a soft Dice term (lines are a small share of the page);
+    Cores: binary cross-entropy plus a soft Dice term (lines are a small share of the page);
     distances: smooth L1 of the log distances over core cells.
     """
     core_idx, reg_idx = [0, 3], [1, 2, 4, 5]
     logits, t_core = raw[:, core_idx], target[:, core_idx]
-    weight = None if ends is None else 1.0 + (END_WEIGHT - 1.0) * ends.float()
-    bce = nn.functional.binary_cross_entropy_with_logits(logits, t_core, weight=weight)
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, t_core)
     prob = torch.sigmoid(logits)
     inter = (prob * t_core).sum(dim=(2, 3))
     dice = 1 - (2 * inter + 1) / (prob.sum(dim=(2, 3)) + t_core.sum(dim=(2, 3)) + 1)

@@ -29,7 +29,6 @@ from effocr.linedet.model import (
     KIND,
     PageLineNet,
     TorchLineDetector,
-    line_ends,
     line_loss,
     line_targets,
     model_meta,
@@ -111,9 +110,9 @@ class PageSet:
 
 def sample_crop(
     data: PageSet, i: int, crop: int, rng: np.random.Generator, augment: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A random crop of page i at a random scale around the inference one (`data.to_net`):
-    (crop, crop) uint8, targets, positives, line ends (`line_ends`)."""
+    (crop, crop) uint8, targets, positives."""
     img = data.images[i]
     scale = data.to_net[i] * (float(rng.uniform(0.8, 1.25)) if augment else 1.0)
     h, w = max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale))
@@ -136,10 +135,10 @@ def sample_crop(
         for k, q in enumerate(quads)
         if q[:, 0].max() > 0 and q[:, 1].max() > 0 and q[:, 0].min() < g and q[:, 1].min() < g
     ]
-    kept = [quads[k] for k in keep]
-    vertical = [data.vertical[i][k] for k in keep]
-    target, pos = line_targets(kept, vertical, (g, g))
-    return out, target, pos, line_ends(kept, vertical, (g, g))
+    target, pos = line_targets(
+        [quads[k] for k in keep], [data.vertical[i][k] for k in keep], (g, g)
+    )
+    return out, target, pos
 
 
 def to_tensor(grey: np.ndarray) -> torch.Tensor:
@@ -173,8 +172,7 @@ def train_one_epoch(
         x = to_tensor(np.stack([it[0] for it in items])).to(device)
         target = torch.from_numpy(np.stack([it[1] for it in items])).to(device)
         pos = torch.from_numpy(np.stack([it[2] for it in items])).to(device)
-        ends = torch.from_numpy(np.stack([it[3] for it in items])).to(device)
-        losses = line_loss(model(x), target, pos, ends)
+        losses = line_loss(model(x), target, pos)
         loss = sum(losses.values())
         optimizer_step(loss, optimizer)
         scheduler.step()
