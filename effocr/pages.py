@@ -220,9 +220,11 @@ def _unit(v: np.ndarray) -> np.ndarray:
 # about its centre to that, so such a line is not blown up to the cut height.
 INK_MIN_CONTRAST = 64.0
 INK_MIN_SHARE = 0.002
-INK_ROW_SHARE = 0.02
+INK_ROW_SHARE = 0.005
 INK_MAX_GAP = 0.3
 INK_MIN_EXTENT = 0.5
+# Turning a tilted line: bicubic keeps strokes sharper than bilinear.
+TURN_RESAMPLING = Image.Resampling.BICUBIC
 
 
 def _otsu(values: np.ndarray) -> tuple[float, float, float]:
@@ -356,7 +358,7 @@ def cut_line(
         fill = paper if page.ndim == 2 else (paper,) * 3
         crop = np.asarray(
             Image.fromarray(page).transform(
-                size, Image.Transform.AFFINE, data, Image.Resampling.BICUBIC, fillcolor=fill
+                size, Image.Transform.AFFINE, data, TURN_RESAMPLING, fillcolor=fill
             )
         ).copy()
     # Outside the polygon (widened by the margin): paper, so neighbours' ascenders vanish.

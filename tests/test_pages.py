@@ -553,3 +553,81 @@ def test_read_page_shrinks_cut_lines_to_the_cut_height(page_bundle, tiny_pages):
     assert found and len(seen) == found
     assert all(min(shape[:2]) <= 12 for shape in seen), seen
     assert any(max(shape[:2]) > 24 for shape in seen)  # shrunk, not cut away
+
+
+def _text_page(vertical: bool = False) -> np.ndarray:
+    """A grey page (paper 230, noise) with one text-like line: letters with a dense body
+    (rows 100-130), ascender stems above (90-100), descender stems below (130-140) and dots
+    over some letters; `vertical`: the same turned into a column (columns 100-130 dense)."""
+    rng = np.random.default_rng(0)
+    page = rng.normal(230, 4, (600, 600)).clip(0, 255)
+    for k, x in enumerate(range(40, 560, 13)):
+        page[100:130, x : x + 8] = 30
+        if k % 3 == 0:
+            page[90:100, x : x + 2] = 30
+        if k % 4 == 1:
+            page[130:140, x + 6 : x + 8] = 30
+        if k % 5 == 2:
+            page[93:96, x + 3 : x + 6] = 30  # an i's dot, 4 rows above its letter
+    page = page.astype(np.uint8)
+    return np.ascontiguousarray(page.T) if vertical else page
+
+
+def _box(y0: float, y1: float, vertical: bool = False) -> list[tuple[float, float]]:
+    """A line box running x 38-560 and y0-y1 across (as `DetectedLine.polygon`)."""
+    if vertical:  # start at the top right, run down the right edge
+        return [(y1, 38), (y1, 560), (y0, 560), (y0, 38)]
+    return [(38, y0), (560, y0), (560, y1), (38, y1)]
+
+
+def _cut(page, poly, vertical=False):
+    return cut_line(page, poly, vertical, margin=0.25, max_tilt=0.3, paper=230, max_height=48)
+
+
+def _extent(cut, vertical=False) -> tuple[float, float]:
+    """The cut's extent across the line in page pixels."""
+    x0, y0, x1, y1 = cut.to_page([0, 0, cut.image.shape[1], cut.image.shape[0]])
+    return (x0, x1) if vertical else (y0, y1)
+
+
+@pytest.mark.parametrize("vertical", [False, True])
+def test_cut_line_trims_to_the_ink_whatever_the_box_height(vertical):
+    """A box 20 % too high or too low gives the cut of the true box: the ink (rows, or
+    columns of a vertical line, 90-140) plus a quarter of its 50 px on each side."""
+    page = _text_page(vertical)
+    true = _cut(page, _box(90, 140, vertical), vertical)
+    lo, hi = _extent(true, vertical)
+    assert abs(lo - 77.5) <= 1.0 and abs(hi - 152.5) <= 1.0
+    axis = 1 if vertical else 0
+    assert true.image.shape[axis] == 48  # 76 px across, shrunk to the cut height
+    for y0, y1 in ((85, 145), (95, 135)):  # 60 and 40 px high
+        cut = _cut(page, _box(y0, y1, vertical), vertical)
+        assert cut.image.shape[axis] == 48
+        assert np.allclose(_extent(cut, vertical), (lo, hi), atol=1.0)
+        # The same scale (page pixels per cut pixel), so the glyphs come out the same size.
+        assert np.hypot(*cut.ex) == pytest.approx(np.hypot(*true.ex), rel=0.02)
+        # Along the line only the margin differs (a quarter of the box height).
+        assert abs(cut.image.shape[1 - axis] - true.image.shape[1 - axis]) <= 6
+    # Without the trim the 60-px box's cut would be 90 px across, shrunk 48/90 not 48/76.
+    assert (145 - 85) * 1.5 > 1.15 * (hi - lo)
+
+
+def test_cut_line_trim_ignores_a_far_speck():
+    page = _text_page()
+    page[66:70, 300:304] = 30  # inside the box, 20 rows above the ascenders
+    ink = page[60:150] < 128
+    assert np.nonzero(ink.any(axis=1))[0].min() + 60 == 66  # min/max trim would take it
+    cut = _cut(page, _box(62, 145))
+    lo, hi = _extent(cut)
+    assert abs(lo - 77.5) <= 1.0 and abs(hi - 152.5) <= 1.0
+
+
+def test_cut_line_blank_cut_keeps_its_box():
+    rng = np.random.default_rng(1)
+    page = rng.normal(230, 4, (300, 600)).clip(0, 255).astype(np.uint8)
+    for speck in (False, True):
+        if speck:
+            page[110:113, 300:303] = 30  # a speck alone on empty paper is no line
+        cut = _cut(page, _box(90, 130))
+        lo, hi = _extent(cut)
+        assert abs(lo - 80) <= 1.0 and abs(hi - 140) <= 1.0  # box and 10 px margins
