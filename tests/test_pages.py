@@ -592,24 +592,29 @@ def _extent(cut, vertical=False) -> tuple[float, float]:
 
 @pytest.mark.parametrize("vertical", [False, True])
 def test_cut_line_trims_to_the_ink_whatever_the_box_height(vertical):
-    """A box 20 % too high or too low gives the cut of the true box: the ink (rows, or
-    columns of a vertical line, 90-140) plus a quarter of its 50 px on each side."""
+    """A box 20 % too high gives the cut of the true box: the ink (rows, or columns of a
+    vertical line, 90-140) plus a quarter of its 50 px on each side, at the same scale. A box
+    20 % too low keeps only the ink inside it (outside the polygon is paper, so that a
+    neighbour's ascenders stay out) and is trimmed to that."""
     page = _text_page(vertical)
+    axis = 1 if vertical else 0
     true = _cut(page, _box(90, 140, vertical), vertical)
     lo, hi = _extent(true, vertical)
     assert abs(lo - 77.5) <= 1.0 and abs(hi - 152.5) <= 1.0
-    axis = 1 if vertical else 0
     assert true.image.shape[axis] == 48  # 76 px across, shrunk to the cut height
-    for y0, y1 in ((85, 145), (95, 135)):  # 60 and 40 px high
+    for y0, y1 in ((85, 145), (80, 140)):  # 60 px high: centred, and shifted by 10 px
         cut = _cut(page, _box(y0, y1, vertical), vertical)
         assert cut.image.shape[axis] == 48
         assert np.allclose(_extent(cut, vertical), (lo, hi), atol=1.0)
-        # The same scale (page pixels per cut pixel), so the glyphs come out the same size.
+        # The same scale (page pixels per cut pixel), so the glyphs come out the same size;
+        # untrimmed, the 60-px box's cut would be 90 px across, shrunk 48/90 and not 48/76.
         assert np.hypot(*cut.ex) == pytest.approx(np.hypot(*true.ex), rel=0.02)
         # Along the line only the margin differs (a quarter of the box height).
-        assert abs(cut.image.shape[1 - axis] - true.image.shape[1 - axis]) <= 6
-    # Without the trim the 60-px box's cut would be 90 px across, shrunk 48/90 not 48/76.
-    assert (145 - 85) * 1.5 > 1.15 * (hi - lo)
+        assert abs(cut.image.shape[1 - axis] - true.image.shape[1 - axis]) <= 8
+    short = _cut(page, _box(95, 135, vertical), vertical)  # 40 px: the ink's body and dots
+    # Ink in rows 95-135 (the polygon's fill holds its last row): 41 rows, 10.25 px margins.
+    assert np.allclose(_extent(short, vertical), (84.75, 146.25), atol=1.0)
+    assert short.image.shape[axis] == 48
 
 
 def test_cut_line_trim_ignores_a_far_speck():
