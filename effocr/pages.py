@@ -310,8 +310,8 @@ def cut_line(
     `polygon` starts at the line's start corner and runs along its top (right, when
     vertical) edge first, as `DetectedLine.polygon`; a longer polygon (PAGE-XML, ALTO) is
     taken by its minimum-area frame along the same directions. `margin` (share of the
-    line's height) is added on every side. Pixels outside the polygon widened by that margin
-    become `paper`. A line tilted more than `max_tilt` degrees is turned straight (bicubic);
+    line's height) is added on every side. Pixels outside the polygon become `paper` (PIL
+    draws the polygon's outline inside it, so the margin holds no ink of the page). A line tilted more than `max_tilt` degrees is turned straight (bicubic);
     a vertical line stays vertical (taller than wide, top to bottom). Across the line the cut
     is then trimmed to its ink (`ink_band`; rows, or columns of a vertical line) and the
     margin is taken from the ink's thickness, so a box regressed a little too high or too low
@@ -361,7 +361,8 @@ def cut_line(
                 size, Image.Transform.AFFINE, data, TURN_RESAMPLING, fillcolor=fill
             )
         ).copy()
-    # Outside the polygon (widened by the margin): paper, so neighbours' ascenders vanish.
+    # Outside the polygon: paper, so neighbours' ascenders vanish (the outline's width is
+    # drawn inside the polygon; widening the mask by the margin read worse, docs/pages.md).
     local = [((p - origin) @ ex, (p - origin) @ ey) for p in pts]
     mask = Image.new("L", (crop.shape[1], crop.shape[0]), 0)
     draw = ImageDraw.Draw(mask)
