@@ -61,8 +61,11 @@ def test_synth_pages_deterministic(tmp_path, tiny_pages):
     )
 
 
-def test_synth_page_boxes_are_tight_on_the_ink(tmp_path):
-    """Without skew or noise every line box touches ink on all four sides and holds its text."""
+def test_synth_page_boxes_hold_the_ink_and_span_the_type_height(tmp_path):
+    """Without skew or noise every line box touches ink at both ends, holds its line's ink,
+    and a horizontal box spans its font's ascender to descender whatever letters it holds:
+    the body lines of a page (one font, one size) have one box height."""
+    from effocr.synth.lines import INK_THRESHOLD
     from effocr.synth.pages import synth_pages
 
     out = synth_pages(
@@ -86,13 +89,80 @@ def test_synth_page_boxes_are_tight_on_the_ink(tmp_path):
         for a in lines:
             x, y, w, h = a["bbox"]
             x0, y0, x1, y1 = round(x), round(y), round(x + w), round(y + h)
-            ink = page[y0:y1, x0:x1] < 128
+            # Ink as the boxes count it (alpha from INK_THRESHOLD): faint edges of small type.
+            ink = page[y0:y1, x0:x1] <= 255 - INK_THRESHOLD
             assert a["text"].strip()
             assert ink[:, :2].any() and ink[:, -2:].any(), a
-            assert ink[:2].any() and ink[-2:].any(), a
+            assert ink.any(axis=1).sum() >= 0.5 * (y1 - y0), a
             # Nothing of the line outside its box: the rows just above and below are paper
             # over the line's length (lines never touch at 1.2+ leading).
             assert not (page[max(0, y0 - 1), x0:x1] < 128).all()
+        heights = np.array([a["bbox"][3] for a in lines if a["kind"] == "body"])
+        assert np.mean(np.abs(heights - np.median(heights)) <= 1.0) >= 0.9, heights
+
+
+def test_synth_page_number_box_has_the_height_of_a_text_line():
+    """A line of digits (no ascenders or descenders) gets the box height a line with both
+    gets in the same type; along the line the box stays tight on the ink."""
+    import random
+
+    from effocr.synth.lines import INK_THRESHOLD, _GlyphCache
+    from effocr.synth.pages import _Canvas
+
+    font = str(_font()[0])
+    canvas = _Canvas(600, 240, _GlyphCache())
+    rng = random.Random(0)
+    canvas.text(font, 40, "529", 20, 70, False, "page_number", rng, 580)
+    canvas.text(font, 40, "bdfhklpqy", 20, 190, False, "body", rng, 580)
+    number, letters = canvas.lines
+    assert number.kind == "page_number" and number.text == "529"
+    h_number = number.bbox[3] - number.bbox[1]
+    h_letters = letters.bbox[3] - letters.bbox[1]
+    assert abs(h_number - h_letters) <= 1
+    ys, xs = np.nonzero(canvas.alpha[:130] >= INK_THRESHOLD / 255)
+    x0, y0, x1, y1 = number.bbox
+    assert abs(xs.min() - x0) <= 1 and abs(xs.max() + 1 - x1) <= 1
+    assert y0 <= ys.min() and ys.max() + 1 <= y1
+    assert y1 - (ys.max() + 1) >= 0.15 * 40  # room for descenders below the digits
+
+
+def test_synth_pages_have_marginal_notes_and_folios(tmp_path):
+    """The composition gives the detector the rare kinds of line: marginal notes a small gap
+    beside a body line (same baseline, smaller type) and page numbers at the head or the
+    foot of the page."""
+    from effocr.synth.pages import synth_pages
+
+    out = synth_pages(
+        tmp_path / "pages.json", 12, "en", _font(), seed=1, dpi=(60, 72), degrade=False
+    )
+    coco = json.loads(out.read_text())
+    dpi = {im["id"]: im["dpi"] for im in coco["images"]}
+    notes = [a for a in coco["annotations"] if a["kind"] == "marginal"]
+    assert len({a["image_id"] for a in notes}) >= 2
+    for note in notes:
+        body = [
+            a
+            for a in coco["annotations"]
+            if a["image_id"] == note["image_id"] and a["kind"] == "body"
+        ]
+        beside = [a for a in body if abs(_bottom(a) - _bottom(note)) < 0.3 * note["bbox"][3]]
+        assert beside, note
+        gap = note["bbox"][0] - max(a["bbox"][0] + a["bbox"][2] for a in beside)
+        assert 0.08 * dpi[note["image_id"]] <= gap, note
+        assert note["bbox"][3] < max(a["bbox"][3] for a in beside)
+    places = set()
+    for im in coco["images"]:
+        lines = [a for a in coco["annotations"] if a["image_id"] == im["id"]]
+        body_top = min(a["bbox"][1] for a in lines if a["kind"] == "body")
+        for a in lines:
+            if a["kind"] == "page_number":
+                places.add("head" if a["bbox"][1] < body_top else "foot")
+                assert a["text"].isdigit()
+    assert places == {"head", "foot"}
+
+
+def _bottom(a: dict) -> float:
+    return a["bbox"][1] + a["bbox"][3]
 
 
 def test_synth_vertical_japanese_page(tmp_path, needs_ipa_fonts):
@@ -496,3 +566,86 @@ def test_read_page_shrinks_cut_lines_to_the_cut_height(page_bundle, tiny_pages):
     assert found and len(seen) == found
     assert all(min(shape[:2]) <= 12 for shape in seen), seen
     assert any(max(shape[:2]) > 24 for shape in seen)  # shrunk, not cut away
+
+
+def _text_page(vertical: bool = False) -> np.ndarray:
+    """A grey page (paper 230, noise) with one text-like line: letters with a dense body
+    (rows 100-130), ascender stems above (90-100), descender stems below (130-140) and dots
+    over some letters; `vertical`: the same turned into a column (columns 100-130 dense)."""
+    rng = np.random.default_rng(0)
+    page = rng.normal(230, 4, (600, 600)).clip(0, 255)
+    for k, x in enumerate(range(40, 560, 13)):
+        page[100:130, x : x + 8] = 30
+        if k % 3 == 0:
+            page[90:100, x : x + 2] = 30
+        if k % 4 == 1:
+            page[130:140, x + 6 : x + 8] = 30
+        if k % 5 == 2:
+            page[93:96, x + 3 : x + 6] = 30  # an i's dot, 4 rows above its letter
+    page = page.astype(np.uint8)
+    return np.ascontiguousarray(page.T) if vertical else page
+
+
+def _box(y0: float, y1: float, vertical: bool = False) -> list[tuple[float, float]]:
+    """A line box running x 38-560 and y0-y1 across (as `DetectedLine.polygon`)."""
+    if vertical:  # start at the top right, run down the right edge
+        return [(y1, 38), (y1, 560), (y0, 560), (y0, 38)]
+    return [(38, y0), (560, y0), (560, y1), (38, y1)]
+
+
+def _cut(page, poly, vertical=False):
+    return cut_line(page, poly, vertical, margin=0.25, max_tilt=0.3, paper=230, max_height=48)
+
+
+def _extent(cut, vertical=False) -> tuple[float, float]:
+    """The cut's extent across the line in page pixels."""
+    x0, y0, x1, y1 = cut.to_page([0, 0, cut.image.shape[1], cut.image.shape[0]])
+    return (x0, x1) if vertical else (y0, y1)
+
+
+@pytest.mark.parametrize("vertical", [False, True])
+def test_cut_line_trims_to_the_ink_whatever_the_box_height(vertical):
+    """A box 20 % too high gives the cut of the true box: the ink (rows, or columns of a
+    vertical line, 90-140) plus a quarter of its 50 px on each side, at the same scale. A box
+    20 % too low keeps only the ink inside it (outside the polygon is paper, so that a
+    neighbour's ascenders stay out) and is trimmed to that."""
+    page = _text_page(vertical)
+    axis = 1 if vertical else 0
+    true = _cut(page, _box(90, 140, vertical), vertical)
+    lo, hi = _extent(true, vertical)
+    assert abs(lo - 77.5) <= 1.0 and abs(hi - 152.5) <= 1.0
+    assert true.image.shape[axis] == 48  # 76 px across, shrunk to the cut height
+    for y0, y1 in ((85, 145), (80, 140)):  # 60 px high: centred, and shifted by 10 px
+        cut = _cut(page, _box(y0, y1, vertical), vertical)
+        assert cut.image.shape[axis] == 48
+        assert np.allclose(_extent(cut, vertical), (lo, hi), atol=1.0)
+        # The same scale (page pixels per cut pixel), so the glyphs come out the same size;
+        # untrimmed, the 60-px box's cut would be 90 px across, shrunk 48/90 and not 48/76.
+        assert np.hypot(*cut.ex) == pytest.approx(np.hypot(*true.ex), rel=0.02)
+        # Along the line only the margin differs (a quarter of the box height).
+        assert abs(cut.image.shape[1 - axis] - true.image.shape[1 - axis]) <= 8
+    short = _cut(page, _box(95, 135, vertical), vertical)  # 40 px: the ink's body and dots
+    # Ink in rows 95-135 (the polygon's fill holds its last row): 41 rows, 10.25 px margins.
+    assert np.allclose(_extent(short, vertical), (84.75, 146.25), atol=1.0)
+    assert short.image.shape[axis] == 48
+
+
+def test_cut_line_trim_ignores_a_far_speck():
+    page = _text_page()
+    page[66:70, 300:304] = 30  # inside the box, 20 rows above the ascenders
+    ink = page[60:150] < 128
+    assert np.nonzero(ink.any(axis=1))[0].min() + 60 == 66  # min/max trim would take it
+    cut = _cut(page, _box(62, 145))
+    lo, hi = _extent(cut)
+    assert abs(lo - 77.5) <= 1.0 and abs(hi - 152.5) <= 1.0
+
+
+def test_cut_line_blank_cut_keeps_its_box():
+    rng = np.random.default_rng(1)
+    page = rng.normal(230, 4, (300, 600)).clip(0, 255).astype(np.uint8)
+    for speck in (False, True):
+        if speck:
+            page[110:113, 300:303] = 30  # a speck alone on empty paper is no line
+        cut = _cut(page, _box(90, 130))
+        lo, hi = _extent(cut)
+        assert abs(lo - 80) <= 1.0 and abs(hi - 140) <= 1.0  # box and 10 px margins

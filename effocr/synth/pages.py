@@ -7,8 +7,9 @@ then skewed, blurred, noised and either binarised or left grey, at a resolution 
 range of dots per inch. Vertical Japanese pages set their lines as columns read right to left.
 
 Every text line is drawn glyph by glyph (`effocr.synth.lines._layout`, the same glyph cache as
-the synthetic lines), so its box is the union of its glyphs' ink boxes and its polygon is that
-box turned with the page. The targets go into a COCO JSON: one image per page, one annotation
+the synthetic lines), so its box is the union of its glyphs' ink boxes (a horizontal line's
+reaching from its font's ascender to its descender, `REFERENCE_LETTERS`, whatever letters it
+holds) and its polygon is that box turned with the page. The targets go into a COCO JSON: one image per page, one annotation
 of category `line` per text line with its `bbox`, `segmentation` (the polygon), `text`,
 `vertical`, `kind` (body, heading, page_number, marginal, footnote) and `order` (the reading
 order). The same arguments give byte-identical JSON and images.
@@ -54,11 +55,13 @@ LOG = logging.getLogger(__name__)
 
 LINE_CATEGORY = {"id": 1, "name": "line", "supercategory": "text"}
 KINDS = ("page_number", "heading", "body", "marginal", "footnote")
+# Letters whose ink spans a font's ascender to descender: they size horizontal line boxes.
+REFERENCE_LETTERS = "bdfhklgjpqy"
 
 
 @dataclass
 class PageLine:
-    """One text line of a synthetic page: its text, ink box and polygon in page pixels."""
+    """One text line of a synthetic page: its text, box and polygon in page pixels."""
 
     text: str
     bbox: tuple[float, float, float, float]
@@ -118,6 +121,7 @@ class _Canvas:
         self.alpha = np.zeros((height, width), np.float32)
         self.glyphs = glyphs
         self.lines: list[PageLine] = []
+        self.reference: dict[str, set[str]] = {}  # font -> the REFERENCE_LETTERS it draws
 
     def text(
         self,
@@ -182,6 +186,19 @@ class _Canvas:
             x1, y1 = max(x1, gx - g.dx + bx1), max(y1, gy - g.dy + by1)
         if not math.isfinite(x0) or not text_out_s:
             return None
+        if not vertical:
+            # A line's height is its font's, not its letters': "529" or "ACT" gets the box a
+            # line with ascenders and descenders gets, as the detector (which sees the type
+            # size, not which letters are missing) regresses it, and as the line cuts the
+            # recognizer learnt from (sized by the font) are.
+            if font not in self.reference:
+                self.reference[font] = usable_chars(Path(font), list(REFERENCE_LETTERS))
+            ref = [self.glyphs.get(font, size, c, False) for c in self.reference[font]]
+            tops = [g.box[1] for g in ref if g is not None and g.box is not None]
+            bottoms = [g.box[3] for g in ref if g is not None and g.box is not None]
+            if tops:
+                y0 = min(y0, round(y) + min(tops))
+                y1 = max(y1, round(y) + max(bottoms))
         box = (max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1))
         poly = [(box[0], box[1]), (box[2], box[1]), (box[2], box[3]), (box[0], box[3])]
         self.lines.append(PageLine(text_out_s, box, poly, vertical, kind))
@@ -233,7 +250,10 @@ def _horizontal_page(
     lead = rng.uniform(1.2, 1.5)
     margin_l = round(rng.uniform(0.45, 0.8) * 72 * ppt)
     margin_r = round(rng.uniform(0.45, 0.8) * 72 * ppt)
-    marginalia = rng.random() < 0.3
+    # Marginal notes, page numbers and headings are a few lines a page at most; they come
+    # often so the detector sees enough of them (notes set close beside a body line, short
+    # number-only lines, large type with wide word gaps).
+    marginalia = rng.random() < 0.5
     if marginalia:  # a wide outer margin carries the notes
         margin_r = round(1.4 * 72 * ppt)
     top = round(rng.uniform(0.4, 0.7) * 72 * ppt)
@@ -246,9 +266,13 @@ def _horizontal_page(
         n_cols, col_w = 1, float(text_w)
     y = float(top)
     # Running head: the page number (and sometimes a title) above the text.
-    if rng.random() < 0.8:
+    folio_below = rng.random() < 0.25  # the page number at the foot of the page instead
+    folio_y = float(bottom)
+    if folio_below:
+        bottom -= round(body * lead * 2)
+    if not folio_below and rng.random() < 0.85:
         number = str(rng.randint(1, 999))
-        title = rng.random() < 0.5
+        title = rng.random() < 0.6
         align = rng.choice([0.0, 1.0]) if title else rng.choice([0.0, 0.5, 1.0])
         canvas.text(
             font,
@@ -270,7 +294,7 @@ def _horizontal_page(
         y += body * lead * 2
         if rng.random() < 0.5:
             _rule(canvas.alpha, margin_l, y - body * 0.6, margin_l + text_w, y - body * 0.6, 1)
-    if rng.random() < 0.6:
+    if rng.random() < 0.7:
         big = round(body * rng.uniform(1.4, 2.0))
         for _ in range(rng.choice([1, 1, 2])):
             head = src.line(rng, font, int(text_w / (big * 0.6) * 0.7))
@@ -302,9 +326,9 @@ def _horizontal_page(
             if full:
                 text = text + " " + src.line(rng, font, n_chars)
             canvas.text(font, body, text, cx, yy + body, False, "body", rng, cx + col_w)
-            if marginalia and c == n_cols - 1 and rng.random() < 0.12:
+            if marginalia and c == n_cols - 1 and rng.random() < 0.2:
                 note = src.line(rng, font, int(1.1 * 72 * ppt / (small * 0.5)))
-                mx = width - margin_r + round(0.15 * 72 * ppt)
+                mx = width - margin_r + round(rng.uniform(0.1, 0.25) * 72 * ppt)
                 canvas.text(font, small, note, mx, yy + body, False, "marginal", rng, width - 4)
             yy += body * lead
         if c < n_cols - 1 and rng.random() < 0.4:
@@ -321,6 +345,21 @@ def _horizontal_page(
                 font, small, text, margin_l, yy + small, False, "footnote", rng, margin_l + text_w
             )
             yy += small * lead
+    if folio_below:
+        number = str(rng.randint(1, 999))
+        align = rng.choice([0.0, 0.5, 0.5, 1.0])
+        canvas.text(
+            font,
+            body,
+            number,
+            margin_l,
+            folio_y,
+            False,
+            "page_number",
+            rng,
+            margin_l + text_w,
+            align,
+        )
 
 
 def _vertical_page(
