@@ -133,7 +133,7 @@ def test_synth_pages_have_marginal_notes_and_folios(tmp_path):
     from effocr.synth.pages import synth_pages
 
     out = synth_pages(
-        tmp_path / "pages.json", 12, "en", _font(), seed=1, dpi=(60, 72), degrade=False
+        tmp_path / "pages.json", 12, "en", _font(), seed=1, **{**PAGE_KW, "degrade": False}
     )
     coco = json.loads(out.read_text())
     dpi = {im["id"]: im["dpi"] for im in coco["images"]}
