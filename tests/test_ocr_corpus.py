@@ -253,6 +253,9 @@ def test_corpus_run_shards_reruns_and_additions(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Ctrl-C as a terminal delivers it: a suite started in the background (`make test &`)
+        # inherits SIGINT ignored, and Python then never turns it into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # Interrupted the moment Snakemake reports a shard finished, read from its own output as it
     # is written: the log file lags, and on a fast machine all three shards were done before a
