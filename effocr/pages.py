@@ -587,6 +587,21 @@ class PagePipeline:
             cut_height=int(section["cut_height"]) if section else None,
         )
 
+    def cut(
+        self, img: np.ndarray, polygon: list[tuple[float, float]], vertical: bool, paper: int
+    ) -> LineCut:
+        """`cut_line` with this pipeline's margin, tilt limit and cut height: the one cut of
+        detected lines, a segmentation's lines and ground-truth lines, so they compare."""
+        return cut_line(
+            img,
+            polygon,
+            vertical,
+            margin=self.margin,
+            max_tilt=self.max_tilt,
+            paper=paper,
+            max_height=self.cut_height,
+        )
+
     def decide(self, img: np.ndarray) -> str:
         """``page`` or ``line`` for one decoded image under this pipeline's layout."""
         if self.layout != "auto":
@@ -642,15 +657,7 @@ class PagePipeline:
             for i in region:
                 line = found[i]
                 try:
-                    cut = cut_line(
-                        img,
-                        line.polygon,
-                        line.vertical,
-                        margin=self.margin,
-                        max_tilt=self.max_tilt,
-                        paper=paper,
-                        max_height=self.cut_height,
-                    )
+                    cut = self.cut(img, line.polygon, line.vertical, paper)
                 except EffOCRError:
                     continue
                 plan.append((r, i, line, cut))
@@ -711,15 +718,7 @@ class PagePipeline:
             page.region_kinds.append(region.kind)
             for line in region.lines:
                 try:
-                    cut = cut_line(
-                        img,
-                        line.polygon,
-                        line.vertical,
-                        margin=self.margin,
-                        max_tilt=self.max_tilt,
-                        paper=paper,
-                        max_height=self.cut_height,
-                    )
+                    cut = self.cut(img, line.polygon, line.vertical, paper)
                     cut = turn_cut(cut, getattr(line, "orientation", 0.0))
                     plan.append((r, line, cut, None))
                 except EffOCRError as exc:

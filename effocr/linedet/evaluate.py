@@ -7,7 +7,7 @@ detector, reading order, cuts, line pipeline). Reported:
 * line detection: precision, recall and F1 at IoU 0.5 of the detected line boxes;
 * page-level CER: every true line scored against the text of the detected line matched to
   it (a missed line scores as empty, so its characters count as deletions), pooled;
-* line-level CER of the same true lines cut from the ground-truth polygons (`cut_line`, the
+* line-level CER of the same true lines cut from the ground-truth polygons (`PagePipeline.cut`, the
   same margin, tilt and height rules) and read by the same line pipeline: the difference is
   what finding the lines costs;
 * seconds per stage, pages/s and lines/s, and the share of line detection in the page time.
@@ -42,7 +42,7 @@ def evaluate_pages(
     """Evaluate `bundle_dir` on the pages of `pages_json` (module docstring); one core."""
     from effocr.imageio import decode_image
     from effocr.infer import Engine
-    from effocr.pages import cut_line, paper_level
+    from effocr.pages import paper_level
 
     coco = load_coco(pages_json)
     image_dir = Path(pages_json).parent / "images"
@@ -94,17 +94,7 @@ def evaluate_pages(
                 poly = list(zip(seg[::2], seg[1::2], strict=True))
                 if a.get("vertical"):
                     poly = [poly[1], poly[2], poly[3], poly[0]]  # start at the top right
-                cuts.append(
-                    cut_line(
-                        page,
-                        poly,
-                        bool(a.get("vertical")),
-                        margin=pages.margin,
-                        max_tilt=pages.max_tilt,
-                        paper=paper,
-                        max_height=pages.cut_height,
-                    ).image
-                )
+                cuts.append(pages.cut(page, poly, bool(a.get("vertical")), paper).image)
             line_res = pages.lines.run(cuts) if cuts else []
             for g, a in enumerate(anns):
                 refs.append(a["text"])
