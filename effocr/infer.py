@@ -456,16 +456,7 @@ def run(args: argparse.Namespace) -> int:
     images = expand_inputs(args.inputs)
     if args.output:
         check_inputs_outside(images, Path(args.output))
-    engine = Engine(
-        args.model,
-        workers=workers,
-        device=args.device,
-        batch_size=batch_size,
-        verify=not args.no_verify,
-        lm=lm_choice(args.lm),
-        lm_weight=args.lm_weight,
-        layout=args.layout,
-    )
+    engine = _engine(args, workers, batch_size, layout=args.layout)
     if args.layout != "line":
         return _run_pages(args, engine, images, formats)
     try:
@@ -511,6 +502,20 @@ def run(args: argparse.Namespace) -> int:
     return _outcome(truncated, failed, len(images), writer)
 
 
+def _engine(args: argparse.Namespace, workers: int, batch_size: int, **layout: str) -> Engine:
+    """The `Engine` of `effocr infer`'s options (model, device, checksums, language model)."""
+    return Engine(
+        args.model,
+        workers=workers,
+        device=args.device,
+        batch_size=batch_size,
+        verify=not args.no_verify,
+        lm=lm_choice(args.lm),
+        lm_weight=args.lm_weight,
+        **layout,
+    )
+
+
 def _run_segmented(
     args: argparse.Namespace, meta: dict, workers: int, batch_size: int, formats: Sequence[str]
 ) -> int:
@@ -528,15 +533,7 @@ def _run_segmented(
     files = segmentation_files(args.segmentation)
     if args.output:
         check_inputs_outside([str(f) for f in files], Path(args.output))
-    engine = Engine(
-        args.model,
-        workers=workers,
-        device=args.device,
-        batch_size=batch_size,
-        verify=not args.no_verify,
-        lm=lm_choice(args.lm),
-        lm_weight=args.lm_weight,
-    )
+    engine = _engine(args, workers, batch_size)
     return _run_pages(
         args, engine, files, formats, engine.iter_segmented(files, image_dir=image_dir)
     )
