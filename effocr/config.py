@@ -436,7 +436,7 @@ class RecognizerSection(Section):
     batch_size: int
     m: int
     num_passes: int | None
-    epochs: int
+    epochs: int | None
     hard_negatives_epochs: int | None
     lr: float
     weight_decay: float

@@ -83,6 +83,16 @@ def code_version(entry):
     return code_hash(entry, root=REPO)
 
 
+def threads_beside_one(most):
+    """`most` threads, but leave one of --cores free (1 thread on 2 cores); `most` when the
+    run has no core count (a cluster run without --cores)."""
+    try:
+        cores = int(workflow.cores)
+    except (WorkflowError, TypeError, ValueError):
+        return most
+    return max(1, min(most, cores - 1))
+
+
 def log_path(rule, suffix=""):
     return f"{RES}/logs/{rule}{suffix}.log"
 

@@ -24,7 +24,10 @@ rule train_localizer:
         ENVS["train"]
     container:
         CONTAINER_GPU
-    threads: 2
+    # One torch thread: the localizer's small convolutions on 32 px lines run slower on two
+    # (3.2 s an epoch of the demo against 2.1 s on one core here), and the free core runs
+    # another job.
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=120,

@@ -62,7 +62,8 @@ rule train_line_detector:
         ENVS["train"]
     container:
         CONTAINER_GPU
-    threads: 2
+    # One torch thread, as train_localizer (the same network family).
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,

@@ -63,7 +63,8 @@ rule render_glyphs:
         ENVS["data"]
     container:
         CONTAINER
-    threads: 4
+    # Renders in parallel processes, leaving a core to train_localizer (threads_beside_one).
+    threads: threads_beside_one(4)
     resources:
         mem_mb=4000,
         runtime=60,

@@ -87,8 +87,8 @@ def test_encoder_args_default_to_the_profile():
     rcfg = load_config(None)["recognizer"]
     assert rcfg["encoder_args"] is None
     assert config_encoder_args(rcfg["encoder_args"], "en") == {
-        "channels": [48, 96, 192, 384],
-        "stem_width": 24,
+        "channels": [32, 64, 128, 256],
+        "stem_width": 16,
     }
     assert config_encoder_args(rcfg["encoder_args"], "jp") == {}
     # An explicit value wins, {} included (plain resnet10t for English).

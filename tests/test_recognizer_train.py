@@ -385,3 +385,23 @@ def test_checkpoint_of_other_code_is_not_resumed(tmp_path):
         "**sections.pick('recognizer', 'fonts', 'run'))",
         {"effocr.recognizer.model", "effocr.utils", "effocr.config", "effocr.profiles"},
     )
+
+
+def test_epochs_default_to_the_profile():
+    """recognizer.epochs null: 12 for English (the half-width encoder), 8 for Japanese; an
+    explicit value wins, and the hard-negative pass follows the first unless set."""
+    from effocr.config import load_config
+    from effocr.profiles import get_profile
+    from effocr.recognizer.train import _epochs
+
+    def section(**kw):
+        cfg = load_config(None)
+        cfg["recognizer"].update(kw)
+        return config_sections(cfg).recognizer
+
+    en, jp = get_profile("en"), get_profile("jp")
+    assert section().epochs is None
+    assert (_epochs(section(), False, en), _epochs(section(), True, en)) == (12, 12)
+    assert _epochs(section(), False, jp) == 8
+    assert _epochs(section(epochs=3), True, en) == 3
+    assert _epochs(section(epochs=3, hard_negatives_epochs=5), True, jp) == 5

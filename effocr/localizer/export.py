@@ -55,9 +55,12 @@ def export_traced(
     meta_key: str,
 ) -> Path:
     """Trace `model` on a ``(1, 3, input_height, EXAMPLE_WIDTH)`` image with the TorchScript
-    exporter, store `meta` under `meta_key` in the file, check it and write it atomically
-    (the localizer's and the line detector's export)."""
+    exporter, crop its kernels to the fixed height (`effocr.onnx_kernels`), store `meta` under
+    `meta_key` in the file, check it and write it atomically (the localizer's and the line
+    detector's export)."""
     import onnx
+
+    from effocr.onnx_kernels import crop_conv_kernels
 
     model.eval()
     x = torch.zeros(1, 3, meta["input_height"], EXAMPLE_WIDTH)
@@ -74,6 +77,7 @@ def export_traced(
             dynamo=False,
         )
         proto = onnx.load(str(tmp))
+        crop_conv_kernels(proto)
         entry = proto.metadata_props.add()
         entry.key = meta_key
         entry.value = json.dumps(meta)

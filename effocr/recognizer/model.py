@@ -198,7 +198,10 @@ def export_onnx(model_pt: str | Path, out_path: str | Path, opset: int) -> Path:
 
 
 def export_model_onnx(model: RecognizerNet, out_path: str | Path, opset: int) -> Path:
-    """`export_onnx` of a loaded model (on the CPU, in eval mode)."""
+    """`export_onnx` of a loaded model (on the CPU, in eval mode), its kernels cropped to the
+    fixed input size (`effocr.onnx_kernels`: the last stage's 3x3 convolutions on 1x1 maps)."""
+    from effocr.onnx_kernels import crop_conv_kernels_file
+
     size = model.input_size
     dummy = torch.zeros(2, 3, size, size)
     with atomic_path(out_path) as tmp:
@@ -212,4 +215,5 @@ def export_model_onnx(model: RecognizerNet, out_path: str | Path, opset: int) ->
             opset_version=int(opset),
             dynamo=False,
         )
+        crop_conv_kernels_file(tmp)
     return Path(out_path)

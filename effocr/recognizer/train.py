@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from effocr.config import FontsSection, RecognizerSection, RunSection
-from effocr.profiles import get_profile
+from effocr.profiles import Profile, get_profile
 from effocr.recognizer.dataset import (
     GlyphDataset,
     GlyphRecord,
@@ -69,10 +69,10 @@ METRIC_FIELDS = (
 )
 
 
-def _epochs(recognizer: RecognizerSection, second_pass: bool) -> int:
+def _epochs(recognizer: RecognizerSection, second_pass: bool, profile: Profile) -> int:
     if second_pass and recognizer.hard_negatives_epochs is not None:
         return recognizer.hard_negatives_epochs
-    return recognizer.epochs
+    return recognizer.epochs or profile.recognizer_epochs
 
 
 class _ImageBank:
@@ -332,7 +332,7 @@ def train_recognizer(
     }
     profile = get_profile(run.language)
     seed = run.seed
-    epochs = _epochs(recognizer, second)
+    epochs = _epochs(recognizer, second, profile)
     num_passes = recognizer.num_passes or profile.num_passes
     m = recognizer.m
     batch_size = recognizer.batch_size
