@@ -485,6 +485,7 @@ class ExportSection(Section):
     parity_pages: int
     line_detector_max_abs: float
     quantize: str
+    quantized_box_agreement: float
     quantized_min_cosine: float
     quantized_top1_agreement: float
     calibration_lines: int

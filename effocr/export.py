@@ -574,7 +574,81 @@ def _quantize(
     return quantized
 
 
-def _manifest(src: _Sources, bundle: Path, quantized: dict | None, tol: dict, infer: dict):
+def box_agreement(parity: dict) -> float:
+    """The worst class's share of boxes found by both detectors (F1 at IoU 0.5: matched boxes
+    over the mean count), from `localizer_parity` figures; 1.0 when neither found any."""
+    shares = [
+        2 * t["matched"] / (t["n_ref"] + t["n_onnx"]) if t["n_ref"] + t["n_onnx"] else 1.0
+        for kind, t in parity.items()
+        if kind in ("chars", "words")
+    ]
+    return min(shares, default=1.0)
+
+
+def _quantize_localizer(
+    tmp: Path,
+    src: _Sources,
+    loc_onnx: Path,
+    images: list,
+    calibration: list,
+    tol: dict,
+    threads: int,
+) -> dict:
+    """Quantize the checked float localizer; ship the int8 model only if its boxes agree with
+    PyTorch's on the parity lines (`export.quantized_box_agreement`)."""
+    from effocr.localizer.prepare import prepare_line
+    from effocr.localizer.runtime import LocalizerSession
+    from effocr.quantize import int16_unsafe_weights, quantize_localizer
+
+    meta, allows_vertical = src.loc_meta, src.profile.allows_vertical
+    inputs = [
+        prepare_line(img, meta["input_height"], meta["pad_multiple"], allows_vertical).array[None]
+        for img in calibration
+    ]
+    int8_onnx = tmp / "localizer.int8.onnx"
+    quantize_localizer(loc_onnx, int8_onnx, inputs)
+    check_onnx(int8_onnx)
+    session = LocalizerSession(int8_onnx, meta, threads=threads)
+    # Margin 0: every box found by one detector only counts against the agreement.
+    quantized = localizer_parity(
+        src.loc_model,
+        session,
+        images,
+        threshold=float(meta.get("score_threshold", 0.0)),
+        margin=0.0,
+        allows_vertical=allows_vertical,
+    )
+    quantized["box_agreement"] = box_agreement(quantized)
+    quantized["calibration_lines"] = len(inputs)
+    problems = []
+    if quantized["box_agreement"] < tol["quantized_box_agreement"]:
+        problems.append(
+            f"int8 localizer: {quantized['box_agreement']:.4f} of boxes agree with PyTorch "
+            f"< export.quantized_box_agreement {tol['quantized_box_agreement']}"
+        )
+    unsafe = int16_unsafe_weights(int8_onnx)
+    if unsafe:
+        problems.append(
+            f"{len(unsafe)} int8 weight tensor(s) can saturate CPUs without VNNI: {unsafe[:3]}"
+        )
+    quantized["problems"] = problems
+    quantized["used"] = not problems
+    if problems:
+        LOG.warning("int8 localizer rejected, the bundle keeps float32: %s", "; ".join(problems))
+        int8_onnx.unlink()
+    else:
+        os.replace(int8_onnx, loc_onnx)
+    return quantized
+
+
+def _manifest(
+    src: _Sources,
+    bundle: Path,
+    quantized: dict | None,
+    tol: dict,
+    infer: dict,
+    localizer_int8: dict | None = None,
+):
     """The bundle's `Manifest` (checksums are added by `Manifest.write`)."""
     rec_model, profile = src.rec_model, src.profile
     n_labels = sum(
@@ -602,7 +676,11 @@ def _manifest(src: _Sources, bundle: Path, quantized: dict | None, tol: dict, in
             "embedding_dim": int(rec_model.dim),
             "quantization": "int8" if quantized and quantized["used"] else "none",
         },
-        localizer={"file": "localizer.onnx", "meta": src.loc_meta},
+        localizer={
+            "file": "localizer.onnx",
+            "meta": src.loc_meta,
+            "quantization": "int8" if localizer_int8 and localizer_int8["used"] else "none",
+        },
         index={
             "file": artifacts.INDEX,
             "labels": artifacts.INDEX_LABELS,
@@ -774,6 +852,7 @@ PARITY_TOLERANCES = (
     "score_max_abs",
     "quantized_min_cosine",
     "quantized_top1_agreement",
+    "quantized_box_agreement",
 )
 
 
@@ -903,7 +982,7 @@ def export_bundle(
                 line_detector_pt, tmp / LINE_DETECTOR_FILE, line_detector_pages, tol, threads
             )
             problems += linedet["problems"]
-        quantized = None
+        quantized = localizer_int8 = None
         if not problems and tol["quantize"] == "int8":
             if calibration_json:
                 calib_lines = load_parity_lines(
@@ -912,8 +991,12 @@ def export_bundle(
                 calibration = crop_batch(calibration_json, calib_lines)
             else:
                 LOG.warning("no calibration split given: calibrating int8 on the parity lines")
-                calibration = batch
+                calib_lines, calibration = lines, batch
             quantized = _quantize(tmp, src, rec_onnx, batch, calibration, ref_index, tol, threads)
+            if not src.external:  # an external localizer is shipped as it was given
+                localizer_int8 = _quantize_localizer(
+                    tmp, src, loc_onnx, images, [img for _, img in calib_lines], tol, threads
+                )
         report = {
             "passed": not problems,
             "problems": problems,
@@ -922,6 +1005,7 @@ def export_bundle(
             "recognizer": rec,
             "recognizer_int8": quantized,
             "localizer": loc,
+            "localizer_int8": localizer_int8,
             "line_detector": linedet,
         }
         LOG.info("parity: %s", report)
@@ -933,7 +1017,7 @@ def export_bundle(
         for name in (*INDEX_FILES, artifacts.INDEX_META):
             if (index_dir / name).is_file():
                 shutil.copyfile(index_dir / name, tmp / name)
-        manifest = _manifest(src, tmp, quantized, tol, infer_defaults)
+        manifest = _manifest(src, tmp, quantized, tol, infer_defaults, localizer_int8)
         if lm_json is not None:
             from effocr.lm import LM_FILE, CharLM, lm_section
 

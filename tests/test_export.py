@@ -806,3 +806,105 @@ def test_int8_recognizer_same_without_vnni(trained, tmp_path):
         np.linalg.norm(native, axis=1) * np.linalg.norm(emulated, axis=1)
     )
     assert cos.min() >= 0.999, cos.min()
+
+
+def test_int8_localizer_in_the_bundle(trained, tmp_path):
+    """The plumbing, with an agreement every quantization meets (>= 0): the int8 localizer is
+    shipped with its metadata, marked in model.yaml and read by `Engine`."""
+    from effocr.localizer.runtime import read_onnx_meta
+    from effocr.quantize import int16_unsafe_weights
+
+    bundle = tmp_path / "int8"
+    report = _export(
+        trained,
+        bundle,
+        quantize="int8",
+        quantized_min_cosine=-1.0,
+        quantized_top1_agreement=0.0,
+        quantized_box_agreement=0.0,
+    )
+    q = report["localizer_int8"]
+    assert q["used"] and not q["problems"] and q["calibration_lines"] > 0
+    assert 0.0 <= q["box_agreement"] <= 1.0 and q["n_lines"] == len(report["lines"])
+    loc = bundle / "localizer.onnx"
+    assert "QuantizeLinear" in _op_types(loc)
+    assert "QuantizeLinear" not in _op_types(trained["bundle"] / "localizer.onnx")
+    assert read_onnx_meta(loc) == read_onnx_meta(trained["bundle"] / "localizer.onnx")
+    assert int16_unsafe_weights(loc) == []
+    assert not (bundle / "localizer.int8.onnx").exists()
+    meta = yaml.safe_load((bundle / "model.yaml").read_text())
+    assert meta["localizer"]["quantization"] == "int8"
+    assert json.loads((bundle / "parity.json").read_text())["localizer_int8"]["used"]
+    results = Engine(bundle).infer(_line_paths(trained)[:2])
+    assert all(r.ok and r.chars for r in results)
+
+
+def test_int8_localizer_that_disagrees_is_not_shipped(trained, tmp_path):
+    # An agreement above 1 (the schema would refuse it) cannot be met: certain to fail.
+    bundle = tmp_path / "strict"
+    report = _export(
+        trained,
+        bundle,
+        quantize="int8",
+        quantized_min_cosine=-1.0,
+        quantized_top1_agreement=0.0,
+        quantized_box_agreement=1.0 + 1e-9,
+    )
+    q = report["localizer_int8"]
+    assert not q["used"] and len(q["problems"]) == 1
+    assert "export.quantized_box_agreement" in q["problems"][0]
+    assert report["passed"] and report["recognizer_int8"]["used"]
+    assert "QuantizeLinear" not in _op_types(bundle / "localizer.onnx")
+    assert yaml.safe_load((bundle / "model.yaml").read_text())["localizer"]["quantization"] == (
+        "none"
+    )
+    assert sorted(p.name for p in bundle.glob("localizer*.onnx")) == ["localizer.onnx"]
+
+
+def test_export_quantize_none_ships_float_models(trained, tmp_path):
+    bundle = tmp_path / "none"
+    report = _export(trained, bundle, quantize="none", quantized_box_agreement=0.0)
+    assert report["localizer_int8"] is None and report["recognizer_int8"] is None
+    meta = yaml.safe_load((bundle / "model.yaml").read_text())
+    assert meta["localizer"]["quantization"] == meta["recognizer"]["quantization"] == "none"
+    assert "QuantizeLinear" not in _op_types(bundle / "localizer.onnx")
+
+
+def test_int8_localizer_accuracy(en_bundle, tiny_coco_factory, tmp_path):
+    """On a trained localizer (en_bundle's, 16 lines), int8 finds the chars and words PyTorch
+    finds on unseen lines (one box in 80 may move by a few pixels: 0.98 here), scores within a
+    few hundredths. The tiny fixture's localizer cannot show this: its scores sit near the
+    cut-off."""
+    from conftest import en_lines
+
+    from effocr.export import box_agreement, localizer_parity
+    from effocr.localizer.export import export_onnx
+    from effocr.localizer.model import load_localizer
+    from effocr.localizer.prepare import prepare_line
+    from effocr.localizer.runtime import LocalizerSession
+    from effocr.quantize import quantize_localizer
+
+    coco_json, image_dir = en_lines(tiny_coco_factory, 12, 29)  # unseen lines
+    images = [decode_image(p) for p in sorted(Path(image_dir).glob("*.png"))]
+    model = load_localizer(en_bundle / "localizer.pt")
+    fp32 = export_onnx(en_bundle / "localizer.pt", tmp_path / "localizer.onnx", 17)
+    meta = model.meta
+    inputs = [
+        prepare_line(img, meta["input_height"], meta["pad_multiple"], False).array[None]
+        for img in images[:4]
+    ]
+    int8 = quantize_localizer(fp32, tmp_path / "localizer.int8.onnx", inputs)
+    margin = 0.05
+    got = localizer_parity(
+        model,
+        LocalizerSession(int8, threads=1),
+        images[4:],
+        threshold=float(meta["score_threshold"]),
+        margin=margin,
+        allows_vertical=False,
+    )
+    for kind in ("chars", "words"):
+        t = got[kind]
+        assert t["n_ref"] > {"chars": 50, "words": 10}[kind], got
+        assert t["score_max_abs"] < margin and t["box_max_abs"] < 3.0, got
+    assert box_agreement(got) >= 0.95, got

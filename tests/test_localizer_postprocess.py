@@ -174,6 +174,34 @@ def test_nms_agrees_with_torchvision():
         assert sorted(ours.tolist()) == sorted(ref.tolist())
 
 
+def test_class_wise_nms_agrees_with_torchvision_batched_nms():
+    """One `nms` over `class_apart` boxes is NMS within each class: a word box never suppresses
+    the characters under it, however much they overlap."""
+    import torch
+    import torchvision
+
+    rng = np.random.default_rng(1)
+    for case in range(200):
+        n = int(rng.integers(0, 120))
+        xy = rng.random((n, 2)) * np.array([300, 20]) - (50 if case % 7 == 0 else 0)
+        boxes = np.concatenate([xy, xy + rng.random((n, 2)) * 40 + 0.5], axis=1)
+        labels = rng.integers(0, 2, n)
+        scores = rng.random(n).astype(np.float32)
+        thr = float(rng.choice([0.1, 0.3, 0.5]))
+        ours = pp.nms(pp.class_apart(boxes, labels), scores, thr)
+        ref = torchvision.ops.batched_nms(
+            torch.from_numpy(boxes),
+            torch.from_numpy(scores).double(),
+            torch.from_numpy(labels),
+            thr,
+        )
+        assert sorted(ours.tolist()) == sorted(ref.tolist())
+    # A word box over its two characters: all three kept.
+    boxes = np.array([[0, 0, 10, 30], [10, 0, 20, 30], [0, 0, 20, 30]], float)
+    keep = pp.nms(pp.class_apart(boxes, np.array([0, 0, 1])), np.array([0.9, 0.8, 0.7]), 0.3)
+    assert sorted(keep.tolist()) == [0, 1, 2]
+
+
 def test_prepare_line_resizes_pads_and_transposes():
     img = np.zeros((40, 1010, 3), np.uint8)
     p = prepare_line(img, 32)

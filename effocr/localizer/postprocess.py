@@ -221,6 +221,20 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return order[np.asarray(keep, dtype=np.int64)]
 
 
+def class_apart(boxes: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Boxes moved along x by their class times the boxes' x extent, so that boxes of two classes
+    never overlap: one `nms` call is then class-wise NMS (a call per class cost a line 0.2 ms)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        return boxes
+    extent = float(boxes[:, [0, 2]].max() - boxes[:, [0, 2]].min()) + 1.0
+    shift = np.asarray(labels, np.float64).reshape(-1) * extent
+    out = boxes.copy()
+    out[:, 0] += shift
+    out[:, 2] += shift
+    return out
+
+
 def reading_order(boxes: np.ndarray, vertical: bool = False) -> np.ndarray:
     """Indices sorting boxes by centre x (centre y for vertical lines), ties by the other axis."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
@@ -358,11 +372,7 @@ def postprocess(
     labels = np.asarray(labels, np.int64).reshape(-1)
     keep = scores >= score_threshold
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    kept: list[np.ndarray] = []
-    for k in np.unique(labels):
-        idx = np.nonzero(labels == k)[0]
-        kept.append(idx[nms(boxes[idx], scores[idx], nms_iou)])
-    sel = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+    sel = nms(class_apart(boxes, labels), scores, nms_iou)
     cap = detection_cap(image_size, vertical, max_detections, detections_per_height)
     dropped = max(len(sel) - cap, 0)
     sel = sel[np.argsort(-scores[sel], kind="stable")][:cap]
