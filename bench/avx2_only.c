@@ -14,6 +14,8 @@
  * glibc reads CPUID before any preloaded library runs, so its own string functions keep their
  * AVX-512 versions (set GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX512F to drop those too); the
  * kernels that matter here are ONNX Runtime's and NumPy's, which ask CPUID later.
+ * A process that installs its own SIGSEGV handler loses the emulation and dies at its next
+ * CPUID: run pytest under it with `-p no:faulthandler` (Python's faulthandler takes SIGSEGV).
  */
 #define _GNU_SOURCE
 #include <asm/prctl.h>
