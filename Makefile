@@ -7,6 +7,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= $(shell nproc)
+# pytest-xdist workers for the suite: one per core, at most 4 (each worker builds the session's
+# tiny models once); a test file stays on one worker (--dist loadfile), so its module fixtures,
+# such as test_incremental's workflow run, are built once.
+TEST_WORKERS ?= $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n)
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 STAMP := $(VENV)/.installed
 # qemu-user: the int8 test runs the recognizer on an emulated AVX2 CPU without VNNI.
 SYS_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-jpn tesseract-ocr-jpn-vert fonts-dejavu-core fonts-ipafont-mincho fonts-ipafont-gothic qemu-user
@@ -75,11 +80,11 @@ format: install
 	$(BIN)/snakefmt Snakefile rules/
 
 test: sysdeps install lint
-	$(BIN)/python -m pytest -ra -m "not slurm"
+	$(BIN)/python -m pytest -ra -m "not slurm" $(PYTEST_PARALLEL)
 	$(MAKE) test-slurm
 
 test-fast: install
-	$(BIN)/python -m pytest -ra -m "not slow and not slurm"
+	$(BIN)/python -m pytest -ra -m "not slow and not slurm" $(PYTEST_PARALLEL)
 
 test-slurm: install
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
