@@ -812,6 +812,19 @@ def test_int8_recognizer_same_without_vnni(trained, tmp_path):
     assert cos.min() >= 0.999, cos.min()
 
 
+def _export_int8_localizer(trained, out: Path, box_agreement: float) -> dict:
+    """An int8 export whose recognizer check always passes, so that only the localizer's
+    agreement decides (`box_agreement`)."""
+    return _export(
+        trained,
+        out,
+        quantize="int8",
+        quantized_min_cosine=-1.0,
+        quantized_top1_agreement=0.0,
+        quantized_box_agreement=box_agreement,
+    )
+
+
 def test_int8_localizer_in_the_bundle(trained, tmp_path):
     """The plumbing, with an agreement every quantization meets (>= 0): the int8 localizer is
     shipped with its metadata, marked in model.yaml and read by `Engine`."""
@@ -819,14 +832,7 @@ def test_int8_localizer_in_the_bundle(trained, tmp_path):
     from effocr.quantize import int16_unsafe_weights
 
     bundle = tmp_path / "int8"
-    report = _export(
-        trained,
-        bundle,
-        quantize="int8",
-        quantized_min_cosine=-1.0,
-        quantized_top1_agreement=0.0,
-        quantized_box_agreement=0.0,
-    )
+    report = _export_int8_localizer(trained, bundle, 0.0)
     q = report["localizer_int8"]
     assert q["used"] and not q["problems"] and q["calibration_lines"] > 0
     assert 0.0 <= q["box_agreement"] <= 1.0 and q["n_lines"] == len(report["lines"])
@@ -846,14 +852,7 @@ def test_int8_localizer_in_the_bundle(trained, tmp_path):
 def test_int8_localizer_that_disagrees_is_not_shipped(trained, tmp_path):
     # An agreement above 1 (the schema would refuse it) cannot be met: certain to fail.
     bundle = tmp_path / "strict"
-    report = _export(
-        trained,
-        bundle,
-        quantize="int8",
-        quantized_min_cosine=-1.0,
-        quantized_top1_agreement=0.0,
-        quantized_box_agreement=1.0 + 1e-9,
-    )
+    report = _export_int8_localizer(trained, bundle, 1.0 + 1e-9)
     q = report["localizer_int8"]
     assert not q["used"] and len(q["problems"]) == 1
     assert "export.quantized_box_agreement" in q["problems"][0]
