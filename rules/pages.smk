@@ -62,7 +62,8 @@ rule train_line_detector:
         ENVS["train"]
     container:
         CONTAINER_GPU
-    # One torch thread, as train_localizer (the same network family).
+    # One torch thread: two make an epoch of the demo only 10 % shorter (4.0 s against 4.4 s),
+    # and with one it trains beside train_localizer.
     threads: 1
     resources:
         mem_mb=4000,
