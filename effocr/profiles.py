@@ -35,6 +35,9 @@ class Profile:
         localizer_classes: Categories the localizer predicts.
         num_passes: Default visits per class per recognizer epoch.
         recognizer_epochs: Default `recognizer.epochs` (first pass).
+        localizer_leads: The localizer's training is the longest job of this language's runs:
+            the recognizer rules then leave it a core (rules/common.smk `threads_beside_one`)
+            and train beside it. False: the recognizer is the longer one and takes every core.
         encoder_args: Default `recognizer.encoder_args` (timm arguments shaping the encoder).
         augment: Default render augmentation parameters.
         tesseract_lang: Tesseract language for the baseline.
@@ -50,6 +53,7 @@ class Profile:
     localizer_classes: tuple[str, ...]
     num_passes: int
     recognizer_epochs: int
+    localizer_leads: bool
     encoder_args: dict[str, Any] = field(default_factory=dict)
     augment: dict[str, Any] = field(default_factory=dict)
     tesseract_lang: str = "eng"
@@ -70,6 +74,8 @@ PROFILES: dict[str, Profile] = {
         # of the three-quarter model in less training time, and half its recognizer time per
         # glyph, which keeps EffOCR 2x tesserocr on CPUs without VNNI (config/README.md).
         recognizer_epochs=12,
+        # The demo's localizer trains 156 s on one thread, its recognizer passes 140 s beside it.
+        localizer_leads=True,
         encoder_args={"channels": [32, 64, 128, 256], "stem_width": 16},
         augment={
             "affine_p": 0.7,
@@ -94,6 +100,9 @@ PROFILES: dict[str, Profile] = {
         localizer_classes=("char",),
         num_passes=1,
         recognizer_epochs=8,
+        # 492 classes at 48 px, whole resnet10t: the recognizer is the long job (on one thread
+        # the demo's passes took 15 min; the localizer 2 min).
+        localizer_leads=False,
         # Full-width resnet10t: with 492 classes the narrower one lost 1.8 points of p@1 and
         # 1.8 of CER on the Japanese demo.
         encoder_args={},

@@ -84,8 +84,11 @@ def code_version(entry):
 
 
 def threads_beside_one(most):
-    """`most` threads, but leave one of --cores free (1 thread on 2 cores); `most` when the
-    run has no core count (a cluster run without --cores)."""
+    """`most` threads, but leave one of --cores free (1 thread on 2 cores) for train_localizer
+    when the profile's localizer training is the long job (`localizer_leads`); `most` when it
+    is not, or when the run has no core count (a cluster run without --cores)."""
+    if not PROFILE.localizer_leads:
+        return most
     try:
         cores = int(workflow.cores)
     except (WorkflowError, TypeError, ValueError):

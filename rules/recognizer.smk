@@ -11,9 +11,9 @@ from effocr.artifacts import (
 )
 from effocr.artifacts import MODEL, in_dir
 
-# Torch threads plus DataLoader workers, at most 8 and one core fewer than --cores, so that
-# train_localizer (one thread) trains beside the recognizer passes instead of before them:
-# on 2 cores that takes the demo from 5.3 to about 4 minutes.
+# Torch threads plus DataLoader workers, at most 8; for English one core fewer than --cores, so
+# that train_localizer (one thread) trains beside the recognizer passes instead of before them:
+# on 2 cores that takes the demo from 5.3 to 3.5 minutes (threads_beside_one).
 RECOGNIZER_THREADS = threads_beside_one(8)
 
 

@@ -346,3 +346,39 @@ def test_external_onnx_localizer_replaces_training(tmp_path: Path) -> None:
     assert "train_localizer" not in out, out[-3000:]
     assert "export_bundle" in out and "evaluate_localizer" in out
     assert str(onnx_file) in out  # the external model is an input of export and evaluation
+
+
+def _threads(output: str) -> dict[str, int]:
+    """{rule: threads} of the jobs a dry run lists (it prints `threads:` only above 1)."""
+    threads, rule = {}, None
+    for line in output.splitlines():
+        head = line.strip()
+        if head.startswith(("rule ", "localrule ")) and head.endswith(":"):
+            rule = head.split()[1][:-1]
+            threads[rule] = 1
+        elif head.startswith("threads:") and rule:
+            threads[rule] = int(head.split()[1])
+    return threads
+
+
+@pytest.mark.parametrize(
+    ("config", "cores", "recognizer", "render"),
+    [
+        ("config.yaml", 2, 1, 1),  # English: the localizer is the long job, trained beside
+        ("config.yaml", 8, 7, 4),
+        ("demo-jp.yaml", 2, 2, 2),  # Japanese: the recognizer is, and takes every core
+        ("demo-jp.yaml", 8, 8, 4),
+    ],
+)
+def test_recognizer_rules_leave_the_localizer_a_core(tmp_path, config, cores, recognizer, render):
+    """train_localizer takes one thread; for a profile whose localizer leads (en), the
+    recognizer rules and render_glyphs leave it a core of --cores, so both train at once."""
+    cmd = [*_dry_run_cmd(tmp_path, REPO / "config" / config), "--cores", str(cores)]
+    proc = run(cmd, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    threads = _threads(out)
+    assert threads["train_localizer"] == threads["train_line_detector"] == 1, threads
+    for rule in ("train_recognizer", "train_recognizer_hard_negatives", "mine_hard_negatives"):
+        assert threads[rule] == recognizer, (rule, threads)
+    assert threads["render_glyphs"] == render, threads
