@@ -24,7 +24,6 @@ Writes bench/results/uw3_finetune.json (figures, settings, CPU) and prints a tab
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import resource
@@ -40,19 +39,11 @@ from common import cpu_info, cpu_line  # bench/common.py (this script's folder i
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from effocr.config import deep_merge  # noqa: E402 (the repository is on sys.path now)
+
 RESULTS = ROOT / "bench" / "results"
 SPLIT_FILE = ROOT / "bench" / "data" / "uw3_split.json"
 N_TRAIN = 35
-
-
-def deep_merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def uw3_split(folder: Path) -> dict:

@@ -544,34 +544,49 @@ def _quantize(
     threads: int,
 ) -> dict:
     """Quantize the checked float recognizer; ship the int8 model only if it passes its check."""
-    from effocr.quantize import int16_unsafe_weights, quantize_recognizer
+    from effocr.quantize import quantize_recognizer
 
     int8_onnx = tmp / "recognizer.int8.onnx"
     quantize_recognizer(rec_onnx, int8_onnx, calibration)
     check_onnx(int8_onnx)
     quantized = recognizer_parity(src.rec_model, int8_onnx, batch, threads=threads, index=ref_index)
     quantized["calibration_crops"] = int(len(calibration))
-    quantized["problems"] = evaluate_quantized_parity(quantized, tol)
-    # The parity check ran on this CPU's kernels only; weights that can saturate the int16
-    # sums of CPUs without VNNI would pass here and fail there.
+    # A weakly trained model's embeddings lie close together, and int8 rounding can flip its
+    # nearest class: the checked float model is shipped instead.
+    return _ship_int8(quantized, evaluate_quantized_parity(quantized, tol), int8_onnx, rec_onnx)
+
+
+def _ship_int8(report: dict, problems: list[str], int8_onnx: Path, float_onnx: Path) -> dict:
+    """Replace `float_onnx` (already checked) by `int8_onnx` when the int8 model has no
+    `problems`, else drop it; `report` gets `problems` and `used`.
+
+    The parity check ran on this CPU's kernels only: weights that can saturate the int16 sums
+    of CPUs without VNNI would pass here and fail there, so they are a problem too.
+    """
+    from effocr.quantize import int16_unsafe_weights
+
     unsafe = int16_unsafe_weights(int8_onnx)
     if unsafe:
-        quantized["problems"].append(
+        problems.append(
             f"{len(unsafe)} int8 weight tensor(s) can saturate CPUs without VNNI: {unsafe[:3]}"
         )
-    quantized["used"] = not quantized["problems"]
-    if quantized["used"]:
-        # The bundle ships the int8 model; the float one passed its own check above.
-        os.replace(int8_onnx, rec_onnx)
-    else:
-        # A weakly trained model's embeddings lie close together, and int8 rounding can
-        # flip its nearest class: ship the checked float model instead.
+    report["problems"] = problems
+    report["used"] = not problems
+    if problems:
         LOG.warning(
-            "int8 recognizer rejected, the bundle keeps float32: %s",
-            "; ".join(quantized["problems"]),
+            "int8 %s rejected, the bundle keeps float32: %s",
+            float_onnx.stem,
+            "; ".join(problems),
         )
         int8_onnx.unlink()
-    return quantized
+    else:
+        os.replace(int8_onnx, float_onnx)
+    return report
+
+
+def _quantization(int8_report: dict | None) -> str:
+    """A model's `quantization` in model.yaml: what its int8 check decided."""
+    return "int8" if int8_report and int8_report["used"] else "none"
 
 
 def box_agreement(parity: dict) -> float:
@@ -598,7 +613,7 @@ def _quantize_localizer(
     PyTorch's on the parity lines (`export.quantized_box_agreement`)."""
     from effocr.localizer.prepare import prepare_line
     from effocr.localizer.runtime import LocalizerSession
-    from effocr.quantize import int16_unsafe_weights, quantize_localizer
+    from effocr.quantize import quantize_localizer
 
     meta, allows_vertical = src.loc_meta, src.profile.allows_vertical
     inputs = [
@@ -626,19 +641,7 @@ def _quantize_localizer(
             f"int8 localizer: {quantized['box_agreement']:.4f} of boxes agree with PyTorch "
             f"< export.quantized_box_agreement {tol['quantized_box_agreement']}"
         )
-    unsafe = int16_unsafe_weights(int8_onnx)
-    if unsafe:
-        problems.append(
-            f"{len(unsafe)} int8 weight tensor(s) can saturate CPUs without VNNI: {unsafe[:3]}"
-        )
-    quantized["problems"] = problems
-    quantized["used"] = not problems
-    if problems:
-        LOG.warning("int8 localizer rejected, the bundle keeps float32: %s", "; ".join(problems))
-        int8_onnx.unlink()
-    else:
-        os.replace(int8_onnx, loc_onnx)
-    return quantized
+    return _ship_int8(quantized, problems, int8_onnx, loc_onnx)
 
 
 def _manifest(
@@ -674,12 +677,12 @@ def _manifest(
             "encoder": rec_model.encoder_name,
             "encoder_args": rec_model.encoder_args,
             "embedding_dim": int(rec_model.dim),
-            "quantization": "int8" if quantized and quantized["used"] else "none",
+            "quantization": _quantization(quantized),
         },
         localizer={
             "file": "localizer.onnx",
             "meta": src.loc_meta,
-            "quantization": "int8" if localizer_int8 and localizer_int8["used"] else "none",
+            "quantization": _quantization(localizer_int8),
         },
         index={
             "file": artifacts.INDEX,

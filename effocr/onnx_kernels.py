@@ -23,13 +23,18 @@ import numpy as np
 __all__ = ["crop_conv_kernels", "crop_conv_kernels_file", "used_taps"]
 
 
+def conv_outputs(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int) -> int:
+    """Outputs along one axis of a convolution (no dilation)."""
+    return (size + pad_begin + pad_end - kernel) // stride + 1
+
+
 def used_taps(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int):
     """The taps ``(first, last)`` of a 1-D convolution that read real input, or None.
 
     None when every tap is used, or when the used taps would not give an equivalent
     convolution with the same number of outputs (then the node is left as it is).
     """
-    out = (size + pad_begin + pad_end - kernel) // stride + 1
+    out = conv_outputs(size, kernel, stride, pad_begin, pad_end)
     if out < 1:
         return None
     taps = sorted(
@@ -68,7 +73,7 @@ def _spatial_shapes(model) -> dict[str, list[int | None]]:
 
     inferred = onnx.shape_inference.infer_shapes(model)
     graph = inferred.graph
-    shapes: dict[str, list[int]] = {}
+    shapes: dict[str, list[int | None]] = {}
     for vi in [*graph.input, *graph.value_info, *graph.output]:
         dims = vi.type.tensor_type.shape.dim
         if len(dims) == 4:
@@ -125,11 +130,11 @@ def crop_conv_kernels(model):
                 slices.append(slice(None))
                 continue
             first, last = span
-            out = (size[a] + pads[a] + pads[a + 2] - kernel[a]) // strides[a] + 1
+            out = conv_outputs(size[a], kernel[a], strides[a], pads[a], pads[a + 2])
             k = last - first + 1
             begin = pads[a] - first
             end = max(0, (out - 1) * strides[a] + k - size[a] - begin)
-            if (size[a] + begin + end - k) // strides[a] + 1 != out:
+            if conv_outputs(size[a], k, strides[a], begin, end) != out:
                 break
             new_kernel[a], new_pads[a], new_pads[a + 2] = k, begin, end
             slices.append(slice(first, last + 1))

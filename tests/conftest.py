@@ -41,6 +41,12 @@ def export_sections(config: dict | None = None, **overrides: dict) -> dict:
     )
 
 
+def unmasked_env() -> dict[str, str]:
+    """This process's environment without bench/avx2_only.c's CPUID mask (which the suite may
+    run under), for children that handle SIGSEGV themselves (gcc, qemu) and die under it."""
+    return {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "AVX2_ONLY_REQUIRED")}
+
+
 def missing_dependency(reason: str) -> None:
     """Skip the test, or fail it when EFFOCR_REQUIRE_ALL=1 (CI, where nothing may be missing)."""
     if os.environ.get(REQUIRE_ALL) == "1":

@@ -15,6 +15,7 @@ import re
 import pytest
 from conftest import EN_CLASSES, en_lines
 from test_envs import _job_counts
+from test_incremental import CONFIG as WORKFLOW_CONFIG
 from test_workflow_data import _snakemake
 
 from effocr.data.coco import load_coco, save_coco
@@ -43,16 +44,8 @@ def _config(tmp_path, tiny_coco_factory, **align) -> dict:
         "fonts": {"include": ["DejaVuSans", "DejaVuSerif"], "reference": ["DejaVuSerif"]},
         "render": {"charset": "charset.txt", "size": 32},
         "split": {"ratios": [0.6, 0.2, 0.2]},
-        "recognizer": {
-            "input_size": 32,
-            "batch_size": 16,
-            "m": 2,
-            "num_passes": 1,
-            "epochs": 1,
-            "hard_negatives_epochs": 1,
-            "hard_negatives_k": 2,
-            "device": "cpu",
-        },
+        # The workflow tests' one-epoch recognizer.
+        "recognizer": dict(WORKFLOW_CONFIG["recognizer"]),
         # Enough steps for the tiny localizer to find characters (one batch per epoch, 0.2 s).
         "localizer": {"epochs": 60, "lr": 0.004, "batch_size": 4, "device": "cpu"},
         "line_detector": {"enabled": False},

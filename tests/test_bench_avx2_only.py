@@ -8,13 +8,13 @@ elsewhere (a property of the machine, not a missing package).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import unmasked_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,9 +56,8 @@ def test_avx2_only_mask_hides_avx512_and_vnni(tmp_path):
     lib = tmp_path / "avx2_only.so"
     src = REPO / "bench" / "avx2_only.c"
     # gcc handles SIGSEGV itself: it cannot run under a mask the suite may run under.
-    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "AVX2_ONLY_REQUIRED")}
     subprocess.run(
-        ["gcc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True, env=clean
+        ["gcc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True, env=unmasked_env()
     )
     env = {"LD_PRELOAD": str(lib), "AVX2_ONLY_REQUIRED": "1", "PATH": "/usr/bin:/bin"}
     out = subprocess.run(

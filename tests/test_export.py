@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import export_sections, fit_supcon, line_crops, missing_dependency
+from conftest import export_sections, fit_supcon, line_crops, missing_dependency, unmasked_env
 from schema_defaults import CATEGORIES, at_images
 
 from effocr.data.coco import index_coco, line_chars, load_coco
@@ -791,11 +790,13 @@ def test_int8_recognizer_same_without_vnni(trained, tmp_path):
     shipped = quantize_recognizer(trained["bundle"] / "recognizer.onnx", folder / "int7.onnx", x)
     np.save(folder / "crops.npy", x)
     cmd = [qemu, "-cpu", "Haswell", sys.executable, str(REPO / "bench" / "int8_cpu_paths.py")]
-    # qemu is the CPU here: a CPUID mask the suite itself may run under (bench/avx2_only.c)
-    # must not follow it in.
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "AVX2_ONLY_REQUIRED")}
+    # qemu is the CPU here: the suite's own CPUID mask, if any, must not follow it in.
     proc = subprocess.run(
-        [*cmd, "--worker", str(folder)], capture_output=True, text=True, timeout=300, env=env
+        [*cmd, "--worker", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=unmasked_env(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads((folder / "cpu.json").read_text())["cpuid"]
