@@ -235,7 +235,7 @@ def match_boxes(
     )
     close = (iou >= 0.5) | (dist <= box_tol)
     used = np.zeros(len(got_boxes), dtype=bool)
-    box_diff, score_diff, matched = 0.0, 0.0, 0
+    box_diffs, score_diffs = [], []
     unmatched_ref = []
     for i in np.argsort(-ref_scores, kind="stable"):
         cand = np.where(~used & close[i])[0]
@@ -244,20 +244,23 @@ def match_boxes(
             continue
         j = cand[np.argmin(dist[i, cand])]
         used[j] = True
-        matched += 1
-        box_diff = max(box_diff, float(dist[i, j]))
-        score_diff = max(score_diff, float(abs(ref_scores[i] - got_scores[j])))
+        box_diffs.append(float(dist[i, j]))
+        score_diffs.append(float(abs(ref_scores[i] - got_scores[j])))
     unmatched_got = [float(s) for s in got_scores[~used]]
     unmatched = unmatched_ref + unmatched_got
     hard = [s for s in unmatched if abs(s - threshold) > margin]
     return {
         "n_ref": int(len(ref_boxes)),
         "n_onnx": int(len(got_boxes)),
-        "matched": matched,
+        "matched": len(box_diffs),
         "unmatched_borderline": len(unmatched) - len(hard),
         "unmatched": len(hard),
-        "box_max_abs": box_diff,
-        "score_max_abs": score_diff,
+        "box_max_abs": max(box_diffs, default=0.0),
+        "score_max_abs": max(score_diffs, default=0.0),
+        # The typical difference beside the worst: a quantized model moves a rare box or score
+        # far while the rest stay put, and the max alone cannot tell that from a general drift.
+        "box_mean_abs": float(np.mean(box_diffs)) if box_diffs else 0.0,
+        "score_mean_abs": float(np.mean(score_diffs)) if score_diffs else 0.0,
     }
 
 
@@ -300,7 +303,15 @@ def localizer_parity(
             )
             t = totals.setdefault(kind, dict.fromkeys(m, 0))
             for key, value in m.items():
-                t[key] = max(t[key], value) if key.endswith("max_abs") else t[key] + value
+                if key.endswith("max_abs"):
+                    t[key] = max(t[key], value)
+                elif key.endswith("mean_abs"):  # weighted by matches, divided below
+                    t[key] += value * m["matched"]
+                else:
+                    t[key] += value
+    for t in totals.values():
+        for key in ("box_mean_abs", "score_mean_abs"):
+            t[key] = t[key] / t["matched"] if t["matched"] else 0.0
     return {"n_lines": len(images), **totals}
 
 

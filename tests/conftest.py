@@ -146,11 +146,19 @@ def en_lines(factory: Callable[..., TinyCoco], n_lines: int, seed: int) -> TinyC
 def en_bundle(tiny_coco_factory, tmp_path_factory) -> Path:
     """An English bundle of tiny models, trained in seconds, that reads unseen `en_lines`.
 
-    The localizer learns from 16 lines; the recognizer (a few supervised-contrastive steps)
-    from their glyph crops, and the index holds each letter's mean crop embedding.
+    The localizer learns from 32 lines; the recognizer (a few supervised-contrastive steps on
+    jittered crops) from the glyph crops of 16 of them (`en_lines(..., 16, 11)`, the bundle's
+    text), and the index holds each letter's mean crop embedding. Across training seeds its
+    CER on unseen lines is 0.06-0.28 (0.41-0.53 when it learnt from 16 lines without jitter,
+    which is what a new CPU's rounding moved past the bounds of test_confidence).
     """
-    coco_json, image_dir = en_lines(tiny_coco_factory, 16, 11)
-    return _build_en_bundle(tmp_path_factory.mktemp("en_bundle"), coco_json, image_dir)
+    coco_json, image_dir = en_lines(tiny_coco_factory, 32, 11)
+    return _build_en_bundle(
+        tmp_path_factory.mktemp("en_bundle"),
+        coco_json,
+        image_dir,
+        recognizer_lines=en_lines(tiny_coco_factory, 16, 11),
+    )
 
 
 def line_crops(coco_json: Path, image_dir: Path) -> tuple[list, list[str]]:
@@ -171,9 +179,15 @@ def line_crops(coco_json: Path, image_dir: Path) -> tuple[list, list[str]]:
     return crops, labels
 
 
-def fit_supcon(model, x, labels: list[str], steps: int):
-    """`steps` full-batch supervised-contrastive steps on preprocessed crops `x` (N, 3, S, S)."""
+def fit_supcon(model, x, labels: list[str], steps: int, jitter: float = 0.0):
+    """`steps` full-batch supervised-contrastive steps on preprocessed crops `x` (N, 3, S, S).
+
+    `jitter` > 0 scales each crop by 1 ± jitter and shifts it by ± jitter of its size, anew at
+    every step: without it a model that sees each crop as it is learns those crops only (p@1
+    on the crops of unseen lines 0.76 against 0.95-1.0 with 0.06).
+    """
     import torch
+    import torch.nn.functional as F
     from pytorch_metric_learning.losses import SupConLoss
 
     classes = {c: i for i, c in enumerate(sorted(set(labels)))}
@@ -181,18 +195,39 @@ def fit_supcon(model, x, labels: list[str], steps: int):
     x = torch.from_numpy(x)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     loss_fn = SupConLoss(temperature=0.1)
+    rng = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(steps):
+        batch = x
+        if jitter > 0:
+            n = len(x)
+            theta = torch.zeros(n, 2, 3)
+            scale = 1 + (2 * torch.rand(n, generator=rng) - 1) * jitter
+            theta[:, 0, 0] = theta[:, 1, 1] = scale
+            theta[:, :, 2] = (2 * torch.rand(n, 2, generator=rng) - 1) * jitter
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            batch = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
         opt.zero_grad()
-        loss_fn(model(x), y).backward()
+        loss_fn(model(batch), y).backward()
         opt.step()
     return model.eval()
 
 
-def _build_en_bundle(root: Path, coco_json: Path, image_dir: Path, steps: int = 60) -> Path:
-    config = {"seed": 7, "localizer": {"epochs": 40, "batch_size": 4, "lr": 0.004, "device": "cpu"}}
-    # Validation picks the epoch kept; two of the training lines do, at an eighth of the cost.
-    return build_bundle(root, coco_json, image_dir, config, steps=steps, val_lines=2)
+def _build_en_bundle(
+    root: Path, coco_json: Path, image_dir: Path, recognizer_lines: TinyCoco | None = None
+) -> Path:
+    config = {"seed": 7, "localizer": {"epochs": 60, "batch_size": 4, "lr": 0.004, "device": "cpu"}}
+    # Validation picks the epoch kept; two of the training lines do, at a sixteenth of the cost.
+    return build_bundle(
+        root,
+        coco_json,
+        image_dir,
+        config,
+        steps=60,
+        val_lines=2,
+        recognizer_lines=recognizer_lines,
+        jitter=0.06,
+    )
 
 
 # Full-batch supervised-contrastive steps of the tiny recognizer: enough to separate its
@@ -248,11 +283,13 @@ def build_bundle(
     overrides: dict,
     steps: int,
     val_lines: int | None = None,
+    recognizer_lines: TinyCoco | None = None,
+    jitter: float = 0.0,
 ) -> Path:
     """Train a localizer (config `overrides`) and a recognizer (`steps` supervised-contrastive
-    steps on the lines' own glyph crops, index = each character's mean crop embedding) and
-    export them as a float32 bundle; `val_lines` of the training lines validate the localizer
-    (all when None).
+    steps, `fit_supcon`'s `jitter`, on the glyph crops of `recognizer_lines`, by default the
+    localizer's lines; index = each character's mean crop embedding) and export them as a
+    float32 bundle; `val_lines` of the training lines validate the localizer (all when None).
     """
     import numpy as np
     import torch
@@ -282,11 +319,11 @@ def build_bundle(
         **config_sections(at_images(config, image_dir)).pick("localizer", "dataset", "run"),
         threads=1,
     )
-    crops, labels = line_crops(coco_json, image_dir)
+    crops, labels = line_crops(*(recognizer_lines or (coco_json, image_dir)))
     torch.manual_seed(0)
     model = RecognizerNet("mobilenetv3_small_050", 32)
     x = np.stack([preprocess(c, 32, model.mean, model.std) for c in crops])
-    fit_supcon(model, x, labels, steps)
+    fit_supcon(model, x, labels, steps, jitter)
     classes = sorted(set(labels))
     rec_pt = save_recognizer(model, root / "recognizer" / "model.pt", config)
     with torch.inference_mode():

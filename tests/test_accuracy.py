@@ -18,10 +18,10 @@ from effocr.cli import main
 
 pytestmark = pytest.mark.slow
 
-# The tiny bundle's CER on these lines is 0.41 (0.52 on 16 other unseen lines: it splits some
-# letters); with its labels shifted, 0.89; with the reading order reversed, 0.91; with crops
-# cut 4 px short on the left, 0.79.
-CER_BOUND = 0.7
+# The tiny bundle's CER on these lines is 0.26 (0.06-0.28 on other unseen lines and across
+# its training seeds); with its labels shifted, 0.89. Before it learnt from jittered crops of
+# twice as many lines it was 0.41-0.53, and the bound was 0.7.
+CER_BOUND = 0.45
 
 
 def _evaluate(bundle, coco_json, image_dir, out, *extra: str) -> dict:

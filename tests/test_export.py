@@ -248,6 +248,35 @@ def test_match_boxes_tolerates_only_borderline_extras():
     assert m["unmatched"] == 1
 
 
+def test_parity_means_are_over_all_matched_boxes_of_all_lines():
+    """box_mean_abs and score_mean_abs: the mean per matched box over every line, not a sum or
+    a mean of per-line means (a line with one match weighs one box)."""
+    from types import SimpleNamespace
+
+    from effocr.export import localizer_parity
+
+    ref = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]], float)
+    lines = {  # line: (reference detections, "ONNX" detections)
+        "a": ((ref, [0.9, 0.8, 0.7]), (ref + 1.0, [0.8, 0.8, 0.7])),
+        "b": ((ref[:1], [0.9]), (ref[:1] + 1.5, [0.5])),
+    }
+
+    class Fake:
+        def __init__(self, side: int):
+            self.side = side
+
+        def detect(self, name, allows_vertical=None):
+            boxes, scores = lines[name][self.side]
+            return SimpleNamespace(chars=boxes, char_scores=np.array(scores))
+
+    got = localizer_parity(Fake(0), Fake(1), list(lines), threshold=0.3, margin=0.01)
+    t = got["chars"]
+    assert t["matched"] == 4 and t["unmatched"] == 0
+    assert t["box_max_abs"] == pytest.approx(1.5) and t["score_max_abs"] == pytest.approx(0.4)
+    assert t["box_mean_abs"] == pytest.approx((3 * 1.0 + 1.5) / 4)
+    assert t["score_mean_abs"] == pytest.approx((0.1 + 0 + 0 + 0.4) / 4)
+
+
 # -- inference -----------------------------------------------------------------
 
 
@@ -875,10 +904,10 @@ def test_export_quantize_none_ships_float_models(trained, tmp_path):
 
 
 def test_int8_localizer_accuracy(en_bundle, tiny_coco_factory, tmp_path):
-    """On a trained localizer (en_bundle's, 16 lines), int8 finds the chars and words PyTorch
-    finds on unseen lines (one box in 80 may move by a few pixels: 0.98 here), scores within a
-    few hundredths. The tiny fixture's localizer cannot show this: its scores sit near the
-    cut-off."""
+    """On a trained localizer (en_bundle's, 32 lines), int8 finds the chars and words PyTorch
+    finds on unseen lines (agreement 0.97-1.0 across training seeds), with boxes and scores on
+    average within a fraction of a pixel and a few thousandths. The tiny fixture's localizer
+    cannot show this: its scores sit near the cut-off."""
     from conftest import en_lines
 
     from effocr.export import box_agreement, localizer_parity
@@ -907,8 +936,11 @@ def test_int8_localizer_accuracy(en_bundle, tiny_coco_factory, tmp_path):
         margin=margin,
         allows_vertical=False,
     )
-    for kind in ("chars", "words"):
+    # Means, not maxima: across training seeds of this localizer one box in 80 may move
+    # 2-10 px or change its score by up to 0.4, while the means stay below a third of these
+    # bounds (chars 0.14-0.31 px, words 0.75-1.35 px, scores 0.002-0.009).
+    for kind, box_bound in (("chars", 0.8), ("words", 3.0)):
         t = got[kind]
         assert t["n_ref"] > {"chars": 50, "words": 10}[kind], got
-        assert t["score_max_abs"] < margin and t["box_max_abs"] < 3.0, got
+        assert t["box_mean_abs"] < box_bound and t["score_mean_abs"] < 0.02, got
     assert box_agreement(got) >= 0.95, got
