@@ -8,8 +8,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= $(shell nproc)
 # pytest-xdist workers for the suite: one per core, at most 4 (each worker builds the session's
-# tiny models once); a test file stays on one worker (--dist loadfile), so its module fixtures,
-# such as test_incremental's workflow run, are built once.
+# tiny models once). --dist loadfile, with tests/conftest.py's scheduler: a test file stays on
+# one worker, so its module fixtures, such as test_incremental's workflow run, are built once,
+# and the files that use en_bundle (or jp_models) share one, so those models are trained once.
 TEST_WORKERS ?= $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n)
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 STAMP := $(VENV)/.installed

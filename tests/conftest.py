@@ -69,6 +69,43 @@ def require_ipa_fonts() -> None:
         missing_dependency(f"IPA fonts not installed: {', '.join(absent)}")
 
 
+# Session fixtures that train models (tens of seconds each): under pytest-xdist every worker
+# that needs one builds its own, so the test files that take one as an argument run on one
+# worker (`make test`'s --dist loadfile, with the scheduler below).
+SHARED_BUILDS = ("en_bundle", "jp_models")
+
+
+def shared_build_of(test_file: Path) -> str | None:
+    """The first of `SHARED_BUILDS` that a test function of `test_file` takes, if any."""
+    import re
+
+    text = test_file.read_text(encoding="utf-8")
+    for name in SHARED_BUILDS:
+        if re.search(rf"^def \w+\([^)]*\b{name}\b", text, re.MULTILINE | re.DOTALL):
+            return name
+    return None
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """--dist loadfile, with the files of one shared build as one scope. (xdist_group marks
+    would say this, but xdist 3.8's loadgroup renames node ids the way pytest 9.2 no longer
+    reads, so its groups are ignored.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    root = config.rootpath
+
+    class SharedBuildScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            file = root / path
+            build = shared_build_of(file) if file.is_file() else None
+            return build or path
+
+    return SharedBuildScheduling(config, log)
+
+
 @pytest.fixture
 def needs_tesseract() -> None:
     require_tesseract("eng")

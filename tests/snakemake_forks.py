@@ -22,6 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import job_zygote
+from job_zygote import Zygote
+
 SERVER = r"""
 import json, os, sys, traceback
 
@@ -49,6 +52,8 @@ for line in sys.stdin:
             sys.argv += req["args"]
             # The one import-time record of the directory (Snakemake's log header shows it).
             snakemake.workflow.Workflow._rundir = os.getcwd()
+            if req.get("executable"):  # what script jobs run with (tests/job_zygote.py)
+                sys.executable = req["executable"]
             try:
                 snakemake.cli.main(req["args"])
                 code = 0
@@ -106,12 +111,24 @@ class _Server:
 
 
 _servers: dict[str | None, _Server] = {}
+_zygote: list[Zygote] = []  # one per process, started by the first run
 
 
 @atexit.register
 def _close_all() -> None:
     while _servers:
         _servers.popitem()[1].close()
+    while _zygote:
+        _zygote.pop().close()
+
+
+def _job_python(env: dict[str, str]) -> str | None:
+    """The `sys.executable` of a run's script jobs: the zygote's shim (None: the real one)."""
+    if not job_zygote.enabled(env):
+        return None
+    if not _zygote:
+        _zygote.append(Zygote())
+    return _zygote[0].shim
 
 
 def run(
@@ -140,6 +157,7 @@ def run(
                     "env": env,
                     "stdout": str(out),
                     "stderr": str(err),
+                    "executable": _job_python(env),
                 }
             )
             pid = server.reply(60)["pid"]

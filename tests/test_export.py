@@ -22,6 +22,7 @@ import torch
 import yaml
 from conftest import export_sections, fit_supcon, line_crops, missing_dependency, unmasked_env
 from schema_defaults import CATEGORIES, at_images
+from snakemake_forks import run
 
 from effocr.data.coco import index_coco, line_chars, load_coco
 from effocr.export import check_onnx, export_bundle, match_boxes
@@ -491,46 +492,21 @@ def _rule_workdir(trained, workdir: Path, export_cfg: dict) -> Path:
     return workdir
 
 
-def _start_rule(workdir: Path) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "results/bundle",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config" / "config.yaml"),
-        "--workflow-profile",
-        "none",
-        "--cores",
-        "1",
-        "--allowed-rules",
-        "export_bundle",
-    ]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def _run_rules(*workdirs: Path) -> list[subprocess.CompletedProcess]:
-    """The rule run in each of `workdirs`, side by side: each run is single-core and
-    independent of the others, so two take the time of one on two cores."""
-    procs = [_start_rule(w) for w in workdirs]
-    try:
-        done = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=300)
-            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-        return done
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    """The rule run in each of `workdirs` (one after the other, on the tests' Snakemake server
+    and job zygote: tests/snakemake_forks.py, tests/job_zygote.py)."""
+    done = []
+    for workdir in workdirs:
+        cmd = [
+            *(sys.executable, "-m", "snakemake", "results/bundle"),
+            *("--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)),
+            *("--configfile", str(workdir / "config" / "config.yaml")),
+            *("--workflow-profile", "none", "--cores", "1", "--allowed-rules", "export_bundle"),
+        ]
+        done.append(run(cmd, timeout=300))
+    return done
 
 
-@pytest.mark.slow
 def test_rule_export_bundle(trained, tmp_path):
     from effocr.recognizer.model import export_onnx, load_recognizer, save_recognizer
 
