@@ -83,6 +83,14 @@ def _recv(sock: socket.socket) -> dict | None:
     return json.loads(data)
 
 
+def exit_status(exc: SystemExit) -> int:
+    """The status an interpreter ends with on `exc` (a message code is printed, status 1)."""
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
 # -- the zygote -------------------------------------------------------------------------
 
 
@@ -134,9 +142,7 @@ def _job(conn: socket.socket) -> None:
             runpy.run_path(script, run_name="__main__")
             code = 0
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-            if exc.code is not None and not isinstance(exc.code, int):
-                print(exc.code, file=sys.stderr)
+            code = exit_status(exc)
     except BaseException:
         import traceback
 

@@ -29,6 +29,9 @@ SERVER = r"""
 import json, os, sys, traceback
 
 del sys.path[0]  # `-c`'s current directory: each run puts its own first
+sys.path.insert(0, sys.argv[1])  # tests/, for job_zygote's exit_status alone
+from job_zygote import exit_status
+del sys.path[0]
 import snakemake.cli
 import snakemake.workflow
 
@@ -58,9 +61,7 @@ for line in sys.stdin:
                 snakemake.cli.main(req["args"])
                 code = 0
             except SystemExit as exc:  # as the interpreter ends on it
-                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-                if exc.code is not None and not isinstance(exc.code, int):
-                    print(exc.code, file=sys.stderr)
+                code = exit_status(exc)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -83,7 +84,7 @@ class _Server:
         # No thread pools in a process that forks (NumPy's BLAS, imported with pandas).
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER],
+            [sys.executable, "-c", SERVER, str(Path(__file__).resolve().parent)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
