@@ -93,7 +93,12 @@ def child(args: argparse.Namespace) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, default=HERE.parent / "results" / "bundle")
-    ap.add_argument("--gt-dir", type=Path, required=True, help="line images with .gt.txt files")
+    ap.add_argument(
+        "--gt-dir",
+        type=Path,
+        default=HERE.parent.parent / "shared" / "data" / "uw3-50lines",
+        help="line images with .gt.txt files (default: ../shared/data/uw3-50lines)",
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument(
         "--out", type=Path, default=HERE / "results" / "int8_avx2_parity.json", help="JSON"

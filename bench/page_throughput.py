@@ -32,8 +32,12 @@ from effocr.infer import Engine  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", required=True)
-    parser.add_argument("--pages", required=True, help="COCO JSON of pages (images/ beside it)")
+    parser.add_argument("--bundle", default=str(HERE.parent / "results" / "bundle"))
+    parser.add_argument(
+        "--pages",
+        default=str(HERE.parent / "results" / "line_detector" / "pages" / "test" / "pages.json"),
+        help="COCO JSON of pages (images/ beside it); default: the demo's test pages",
+    )
     parser.add_argument("--max-pages", type=int, default=None)
     parser.add_argument("--output", default=str(HERE / "results" / "page_throughput.json"))
     args = parser.parse_args(argv)
