@@ -310,7 +310,7 @@ def localizer_parity(
                 else:
                     t[key] += value
     for t in totals.values():
-        for key in ("box_mean_abs", "score_mean_abs"):
+        for key in [k for k in t if k.endswith("mean_abs")]:
             t[key] = t[key] / t["matched"] if t["matched"] else 0.0
     return {"n_lines": len(images), **totals}
 

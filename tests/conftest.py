@@ -12,6 +12,7 @@ one is an install that went wrong, and the tests it guards must fail rather than
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Callable
@@ -75,6 +76,7 @@ def require_ipa_fonts() -> None:
 SHARED_BUILDS = ("en_bundle", "jp_models")
 
 
+@functools.cache  # the scheduler asks once per test id
 def shared_build_of(test_file: Path) -> str | None:
     """The first of `SHARED_BUILDS` that a test function of `test_file` takes, if any."""
     import re

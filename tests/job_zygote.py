@@ -61,26 +61,25 @@ def enabled(env: dict[str, str]) -> bool:
     return env.get(ENABLE, "1") != "0"
 
 
-def _send(sock: socket.socket, message: dict) -> None:
-    data = json.dumps(message).encode()
-    sock.sendall(struct.pack("!I", len(data)) + data)
+def _send(sock: socket.socket, message: dict, fds: list[int] | None = None) -> None:
+    """`message`, framed for `_recv`; `fds` go with its first bytes."""
+    body = json.dumps(message).encode()
+    data = struct.pack("!I", len(body)) + body
+    sent = socket.send_fds(sock, [data], fds) if fds else 0
+    sock.sendall(data[sent:])
 
 
-def _recv(sock: socket.socket) -> dict | None:
-    head = b""
-    while len(head) < 4:
-        chunk = sock.recv(4 - len(head))
-        if not chunk:
-            return None
-        head += chunk
-    (size,) = struct.unpack("!I", head)
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
+def _recv(sock: socket.socket, data: bytes = b"") -> dict | None:
+    """The next `_send` message (its first bytes may be in `data`), or None when the peer is
+    gone before it is whole. Reads no further than the message: the next one stays queued."""
+    while True:
+        need = 4 if len(data) < 4 else 4 + struct.unpack("!I", data[:4])[0]
+        if len(data) >= need:
+            return json.loads(data[4:need])
+        chunk = sock.recv(need - len(data))
         if not chunk:
             return None
         data += chunk
-    return json.loads(data)
 
 
 def exit_status(exc: SystemExit) -> int:
@@ -119,9 +118,9 @@ def _job(conn: socket.socket) -> None:
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setpgid(0, 0)  # the job and what it starts, apart from the zygote
-        msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
-        (size,) = struct.unpack("!I", msg[:4])
-        req = json.loads(msg[4 : 4 + size])
+        # The descriptors come with the request's first bytes; a large one continues after.
+        first, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+        req = _recv(conn, first)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
@@ -181,8 +180,7 @@ def _watch(conn: socket.socket) -> None:
 def client(path: str, argv: list[str]) -> int:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(path)
-    req = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
-    socket.send_fds(sock, [struct.pack("!I", len(req)) + req], [0, 1, 2])
+    _send(sock, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}, [0, 1, 2])
     pid = _recv(sock)["pid"]
 
     def forward(signum, _frame):

@@ -507,6 +507,7 @@ def _run_rules(*workdirs: Path) -> list[subprocess.CompletedProcess]:
     return done
 
 
+@pytest.mark.slow
 def test_rule_export_bundle(trained, tmp_path):
     from effocr.recognizer.model import export_onnx, load_recognizer, save_recognizer
 

@@ -76,7 +76,8 @@ def _snakemake(wf: Path, root: Path, zygote: str, *args: str):
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(wf / "pkg"), str(root / "mods")]),
-        "PROBE_VALUE": "from the run's environment",
+        # Longer than one read of the request (64 KiB): the request arrives in pieces.
+        "PROBE_VALUE": "from the run's environment" + "." * 100_000,
         "EFFOCR_TEST_JOB_ZYGOTE": zygote,
     }
     cmd = [sys.executable, "-m", "snakemake", "--cores", "1", *args]
@@ -93,7 +94,7 @@ def test_a_job_sees_what_a_new_interpreter_sees(tmp_path, zygote):
     scripts = wf / ".snakemake" / "scripts"
     assert Path(got["path0"]) == scripts and Path(got["argv0"]).parent == scripts
     assert Path(got["path1"]) == wf / "pkg"
-    assert Path(got["cwd"]) == wf and got["env"] == "from the run's environment"
+    assert Path(got["cwd"]) == wf and got["env"] == "from the run's environment" + "." * 100_000
     assert Path(got["mod"]) == tmp_path / "mods" / "probe_mod.py"
     assert Path(got["effocr"]) == wf / "pkg" / "effocr" / "__init__.py"
     assert got["name"] == "__main__"
