@@ -24,7 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import cpu_info, cpu_line  # bench/common.py (this script's folder is on sys.path)
+from common import (  # bench/common.py (this script's folder is on sys.path)
+    SHARED_DATA,
+    cpu_info,
+    cpu_line,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -95,7 +99,7 @@ def main() -> int:
     ap.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
     ap.add_argument("--lines", type=int, default=100)
     ap.add_argument("--seed", type=int, default=4242, help="synthetic lines' seed (not the demo's)")
-    ap.add_argument("--uw3", type=Path, default=ROOT.parent / "shared" / "data" / "uw3-50lines")
+    ap.add_argument("--uw3", type=Path, default=SHARED_DATA / "uw3-50lines")
     ap.add_argument("--min-confidence", type=float, default=None)
     ap.add_argument("--output", type=Path, default=RESULTS / "align_accuracy.json")
     args = ap.parse_args()

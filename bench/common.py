@@ -11,6 +11,9 @@ import os
 import platform
 from pathlib import Path
 
+# ../shared/data beside the checkout: real lines and pages for measurements (never for tests).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
 # /proc/cpuinfo flags that decide which ONNX Runtime / PyTorch kernels run.
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 

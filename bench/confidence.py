@@ -35,7 +35,7 @@ from rapidfuzz.distance import Levenshtein
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import cpu_info, cpu_line  # noqa: E402  (bench/common.py)
+from common import SHARED_DATA, cpu_info, cpu_line  # noqa: E402  (bench/common.py)
 
 from effocr.confidence import (  # noqa: E402
     expected_calibration_error,
@@ -163,7 +163,7 @@ def main() -> None:
                 REPO / "results" / "data" / "splits" / "test.json",
                 f":coco:{REPO / 'data' / 'synthetic' / 'en' / 'images'}",
             ),
-            "uw3": (REPO.parent / "shared" / "data" / "uw3-50lines", ":gt_dir"),
+            "uw3": (SHARED_DATA / "uw3-50lines", ":gt_dir"),
         }
         args.sets = [f"{n}={p}{rest}" for n, (p, rest) in defaults.items() if p.exists()]
         if not args.sets:

@@ -31,7 +31,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from common import avx2_only_active, avx2_only_env, cpu_info, cpu_line  # noqa: E402
+from common import (  # noqa: E402
+    SHARED_DATA,
+    avx2_only_active,
+    avx2_only_env,
+    cpu_info,
+    cpu_line,
+)
 
 
 def glyph_batch(bundle: Path, gt_dir: Path) -> np.ndarray:
@@ -96,7 +102,7 @@ def main() -> int:
     ap.add_argument(
         "--gt-dir",
         type=Path,
-        default=HERE.parent.parent / "shared" / "data" / "uw3-50lines",
+        default=SHARED_DATA / "uw3-50lines",
         help="line images with .gt.txt files (default: ../shared/data/uw3-50lines)",
     )
     ap.add_argument("--repeats", type=int, default=5)

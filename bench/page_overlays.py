@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SHARED_PAGES = HERE.parent.parent / "shared" / "data" / "pages"
 sys.path.insert(0, str(HERE.parent))
 
-from common import cpu_info, cpu_line  # noqa: E402  (bench/common.py)
+from common import SHARED_DATA, cpu_info, cpu_line  # noqa: E402  (bench/common.py)
 
 from effocr.infer import Engine  # noqa: E402
 
@@ -67,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     by_eye = {k: int(v) for k, v in (item.split("=", 1) for item in args.by_eye)}
-    pages = args.pages or sorted(str(p) for p in SHARED_PAGES.glob("*.tif"))
+    pages = args.pages or sorted(str(p) for p in (SHARED_DATA / "pages").glob("*.tif"))
     if not pages:
-        parser.error(f"no page images given, and none in {SHARED_PAGES}")
+        parser.error(f"no page images given, and none in {SHARED_DATA / 'pages'}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -35,7 +35,11 @@ import time
 from pathlib import Path
 
 import yaml
-from common import cpu_info, cpu_line  # bench/common.py (this script's folder is on sys.path)
+from common import (  # bench/common.py (this script's folder is on sys.path)
+    SHARED_DATA,
+    cpu_info,
+    cpu_line,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -353,7 +357,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", type=Path, default=ROOT / "results" / "bundle", help="base bundle")
     ap.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
-    ap.add_argument("--uw3", type=Path, default=ROOT.parent / "shared" / "data" / "uw3-50lines")
+    ap.add_argument("--uw3", type=Path, default=SHARED_DATA / "uw3-50lines")
     ap.add_argument(
         "--work",
         type=Path,
