@@ -395,6 +395,7 @@ class SynthSection(Section):
     vertical_fraction: float
     degrade: bool
     style: str
+    pretrain_below: int
     line_fonts: tuple[str, ...] | None
 
 

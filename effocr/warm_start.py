@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,11 @@ HEADS = {
     "recognizer": ("encoder.fc.", "encoder.classifier.", "encoder.head."),
     "localizer": ("heads.",),
 }
+# `init_from` values that name no path: the workflow resolves them (`resolve_init_from`).
+# SYNTHETIC: a base the workflow trains on its own synthetic lines (module `synthetic_base`);
+# AUTO (the default): SYNTHETIC for a small dataset of the user's own, else from scratch.
+SYNTHETIC = "synthetic"
+AUTO = "auto"
 NO_WEIGHTS = (
     "this bundle carries no PyTorch weights (model.yaml has no `weights`, it was exported "
     "before bundles carried them): export it again with the current effocr (rule export_bundle "
@@ -44,11 +50,75 @@ NO_WEIGHTS = (
 )
 
 
-def weight_files(init_from: str | os.PathLike, results_dir: str | None = None) -> dict[str, Path]:
+def resolve_init_from(
+    init_from: str | None,
+    *,
+    synthetic_dataset: bool,
+    pretrain_below: int,
+    dataset_lines: Callable[[], int | None],
+) -> str | None:
+    """What config `init_from` means for this run: a base path, SYNTHETIC, or None (scratch).
+
+    AUTO gives SYNTHETIC when the dataset is the user's own (not the synthetic lines) and has
+    fewer than `pretrain_below` lines (`synth.pretrain_below`; 0 never), else None. Few real
+    lines do not teach a localizer or an encoder the shapes of print; synthetic lines in the
+    configured fonts and charset do, and the real lines then fine-tune (the original EffOCR's
+    recipe). `dataset_lines` is called only when the count decides (it may parse files), and
+    None from it (the dataset is not there yet) means from scratch.
+
+    Raises:
+        EffOCRError: SYNTHETIC when the dataset is the synthetic lines themselves.
+    """
+    if init_from == AUTO:
+        if synthetic_dataset or pretrain_below == 0:
+            return None
+        n = dataset_lines()
+        return SYNTHETIC if n is not None and n < pretrain_below else None
+    if init_from == SYNTHETIC and synthetic_dataset:
+        raise EffOCRError(
+            "init_from: synthetic fine-tunes a dataset of your own lines from a base trained "
+            "on synthetic lines, but dataset.coco_json is the synthetic set itself (synth.coco_json)"
+        )
+    return init_from
+
+
+def dataset_lines(dataset: Mapping, stop_at: int) -> int | None:
+    """The number of lines of config `dataset`, counted up to `stop_at` (enough to compare).
+
+    A COCO dataset counts its images; ground truth to import (`dataset.format` page, alto,
+    lines) counts the lines its readers find, reading files only until `stop_at`. None when
+    the dataset is not there (the rule that reads it reports that).
+    """
+    if dataset["format"] == "coco":
+        path = Path(dataset["coco_json"])
+        if not path.is_file():
+            return None
+        from effocr.data.coco import load_coco
+
+        return len(load_coco(path).get("images", []))
+    from effocr.importer import ImportOptions, read_sources
+
+    inputs = dataset["path"]
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    if not inputs or not all(Path(p).exists() for p in inputs):
+        return None
+    n = 0
+    for source in read_sources(
+        dataset["format"], inputs, ImportOptions.from_config(dataset["import"])
+    ):
+        n += sum(1 for _ in source.page.lines())
+        if n >= stop_at:
+            break
+    return n
+
+
+def weight_files(
+    init_from: str | os.PathLike, results_dir: str | None = None, kinds: tuple[str, ...] = KINDS
+) -> dict[str, Path]:
     """The base checkpoints of `init_from`, by kind (`recognizer`, `localizer`).
 
     A bundle gives the kinds it carries (an ONNX localizer made elsewhere has no weights);
-    a results directory gives both. `results_dir` (this run's) must not hold `init_from`: the
+    a results directory gives `kinds` (all of them must be there). `results_dir` (this run's) must not hold `init_from`: the
     run would train from its own outputs.
 
     Raises:
@@ -70,7 +140,7 @@ def weight_files(init_from: str | os.PathLike, results_dir: str | None = None) -
         if not manifest.weights:
             raise EffOCRError(f"init_from: {root}: {NO_WEIGHTS}")
         return {kind: root / name for kind, name in manifest.weights.items()}
-    found = {kind: root / rel for kind, rel in RESULTS_FILES.items()}
+    found = {kind: root / RESULTS_FILES[kind] for kind in kinds}
     missing = [str(p) for p in found.values() if not p.is_file()]
     if len(missing) == len(found):
         raise EffOCRError(
@@ -84,7 +154,9 @@ def weight_files(init_from: str | os.PathLike, results_dir: str | None = None) -
 
 def weight_file(init_from: str | os.PathLike, kind: str, results_dir: str | None = None) -> Path:
     """`weight_files(init_from)[kind]`, or an error saying the base lacks that model."""
-    files = weight_files(init_from, results_dir)
+    # Of a results directory only this model need be there: the other may still be training
+    # (the synthetic base's localizer while the recognizer fine-tunes from its encoder).
+    files = weight_files(init_from, results_dir, kinds=(kind,))
     if kind not in files:
         raise EffOCRError(
             f"init_from: {init_from}: the bundle carries no {kind} weights (its {kind} was an "

@@ -12,7 +12,7 @@ include: "helpers/synth.smk"  # SYNTH_JSON, SYNTH_IMAGES: the synthetic lines (s
 
 ROUNDS = config["align"]["rounds"]
 # `align.bundle: synthetic`: round 1 aligns with a bundle this workflow trains on its own
-# synthetic lines (module `synthetic_base` at the end of this file).
+# synthetic lines (module `synthetic_base`, rules/synth.smk).
 SYNTHETIC_BASE = config["align"]["bundle"] == "synthetic" and ROUNDS == 1
 ALIGN_BUNDLE = (
     config["align"]["bundle"]
@@ -78,35 +78,3 @@ if config["align"]["bundle"] and ROUNDS > 1:
 
     # Its `all` (evaluation and report) is not needed to re-align; synth_lines is this run's.
     use rule * from previous_round exclude all, synth_lines as previous_*
-
-
-# `align.bundle: synthetic`: the whole workflow again on the synthetic lines (synth_lines),
-# under PATHS["synthetic_base"], its rules prefixed `synthetic_`; only its bundle is used.
-# With align.rounds > 1 only the innermost round (rounds 1) has it, so it is trained once.
-if SYNTHETIC_BASE:
-    if os.path.normpath(config["dataset"]["coco_json"]) == os.path.normpath(SYNTH_JSON):
-        raise WorkflowError(
-            "align.bundle: synthetic aligns a dataset of your own lines; dataset.coco_json is "
-            f"the synthetic set itself ({SYNTH_JSON})"
-        )
-
-    module synthetic_base:
-        snakefile:
-            "../Snakefile"
-        config:
-            {
-                **config,
-                "results_dir": PATHS["synthetic_base"],
-                "dataset": {
-                    **config["dataset"],
-                    "format": "coco",
-                    "path": None,
-                    "coco_json": SYNTH_JSON,
-                    "image_dir": SYNTH_IMAGES,
-                },
-                "align": {**config["align"], "bundle": None, "rounds": 1},
-                # Alignment needs the line models only, not a page line detector.
-                "line_detector": {**config["line_detector"], "enabled": False},
-            }
-
-    use rule * from synthetic_base exclude all as synthetic_*

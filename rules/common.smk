@@ -14,7 +14,13 @@ from effocr.provenance import code_hash
 import functools
 
 from effocr.utils import EffOCRError, sha256_file
-from effocr.warm_start import weight_file
+from effocr.warm_start import (
+    RESULTS_FILES,
+    SYNTHETIC,
+    dataset_lines,
+    resolve_init_from,
+    weight_file,
+)
 
 # effocr's check first: its messages name the key and the allowed keys, where snakemake's
 # validate prints the whole schema. Deprecated key names are renamed in place first, so the
@@ -29,6 +35,32 @@ validate(config, schema="../config/schema.yaml")
 RES = config["results_dir"]
 # Every artefact's path, named once (effocr.artifacts), so rules files agree on paths.
 PATHS = workflow_paths(RES)
+
+# Config init_from resolved (effocr.warm_start.resolve_init_from): a base path, SYNTHETIC or
+# None. Before the dataset paths below are rewritten: `auto` counts the lines of what the
+# user gave.
+try:
+    INIT_FROM = resolve_init_from(
+        config["init_from"],
+        synthetic_dataset=config["dataset"]["format"] == "coco"
+        and os.path.normpath(config["dataset"]["coco_json"])
+        == os.path.normpath(config["synth"]["coco_json"]),
+        pretrain_below=config["synth"]["pretrain_below"],
+        dataset_lines=functools.partial(
+            dataset_lines, config["dataset"], config["synth"]["pretrain_below"]
+        ),
+    )
+except EffOCRError as exc:
+    raise WorkflowError(str(exc)) from None
+# Align rounds nest (rules/align.smk: round r-1's results lie under round r's `rounds/`
+# folder). The synthetic base (init_from or align.bundle `synthetic`) is trained once, by the
+# innermost round, in its results; every round that needs it reads it there.
+ALIGN_ROUNDS = config["align"]["rounds"] if config["align"]["bundle"] else 1
+SYNTHETIC_BASE_DIR = workflow_paths(
+    os.path.join(RES, *(f"rounds/{r}" for r in range(ALIGN_ROUNDS - 1, 0, -1)))
+)["synthetic_base"]
+# The base's folder as the trainers take it (the `init_from` param of the training rules).
+INIT_FROM_PATH = SYNTHETIC_BASE_DIR if INIT_FROM == SYNTHETIC else INIT_FROM
 
 # Ground truth in another format (dataset.format page, alto, lines): rule import_dataset
 # converts it first, and every rule reads the dataset from its outputs. Set before the
@@ -114,15 +146,22 @@ def get_final_output():
 @functools.cache
 def init_from_input(kind):
     """The base's `kind` weights as a list of inputs of the training rule ([] without a base)."""
-    if config["init_from"] is None:
+    if INIT_FROM is None:
         return []
+    if INIT_FROM == SYNTHETIC:
+        return [f"{SYNTHETIC_BASE_DIR}/{RESULTS_FILES[kind]}"]
     try:
-        return [str(weight_file(config["init_from"], kind, RES))]
+        return [str(weight_file(INIT_FROM, kind, RES))]
     except EffOCRError as exc:
         raise WorkflowError(str(exc)) from None
 
 
 @functools.cache
 def init_from_checksum(kind):
-    """sha256 of the base's `kind` weights (a param: a base copied with older times reruns too)."""
+    """sha256 of the base's `kind` weights (a param: a base copied with older times reruns too).
+
+    Empty for the synthetic base: its weights are outputs of this workflow, which Snakemake
+    tracks itself (and they do not exist yet when the workflow is planned)."""
+    if INIT_FROM == SYNTHETIC:
+        return []
     return [sha256_file(p)[:16] for p in init_from_input(kind)]

@@ -35,7 +35,7 @@ rule train_localizer:
     params:
         **SECTIONS.params("localizer", "dataset", "run"),
         code=code_version("effocr.localizer.train"),
-        init_from=config["init_from"],
+        init_from=INIT_FROM_PATH,
         init_from_sha256=init_from_checksum("localizer"),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
     script:

@@ -40,7 +40,7 @@ rule train_recognizer:
     params:
         **SECTIONS.params("recognizer", "fonts", "run"),
         code=code_version("effocr.recognizer.train"),
-        init_from=config["init_from"],
+        init_from=INIT_FROM_PATH,
         init_from_sha256=init_from_checksum("recognizer"),
     script:
         "../workflow_scripts/train_recognizer.py"
@@ -100,7 +100,7 @@ rule train_recognizer_hard_negatives:
     params:
         **SECTIONS.params("recognizer", "fonts", "run"),
         code=code_version("effocr.recognizer.train"),
-        init_from=config["init_from"],
+        init_from=INIT_FROM_PATH,
         init_from_sha256=init_from_checksum("recognizer"),
     script:
         "../workflow_scripts/train_recognizer.py"

@@ -39,7 +39,7 @@ if os.path.normpath(config["dataset"]["coco_json"]) == os.path.normpath(SYNTH_JS
             runtime=30,
         params:
             **SECTIONS.params(
-                "synth", "run", fonts=LINE_FONT_KEYS, render=LINE_CHARSET_KEYS
+                "run", synth=SYNTH_LINE_KEYS, fonts=LINE_FONT_KEYS, render=LINE_CHARSET_KEYS
             ),
             code=code_version("effocr.synth.lines"),
             charset=render_charset_hash(),
@@ -76,3 +76,44 @@ rule render_glyphs:
         font_files=font_files_hash(),
     script:
         "../workflow_scripts/render_glyphs.py"
+
+
+if config["align"]["bundle"] == "synthetic" and os.path.normpath(
+    config["dataset"]["coco_json"]
+) == os.path.normpath(SYNTH_JSON):
+    raise WorkflowError(
+        "align.bundle: synthetic aligns a dataset of your own lines; dataset.coco_json is "
+        f"the synthetic set itself ({SYNTH_JSON})"
+    )
+
+
+# The synthetic base: the whole workflow again on the synthetic lines (synth_lines) under
+# SYNTHETIC_BASE_DIR (rules/common.smk), its rules prefixed `synthetic_`. Its models start
+# the trainers for `init_from: synthetic` (or `auto` on a small dataset); its bundle aligns
+# round 1 for `align.bundle: synthetic`. Only the innermost align round defines it, so it is
+# trained once.
+if ALIGN_ROUNDS == 1 and (
+    INIT_FROM == SYNTHETIC or config["align"]["bundle"] == "synthetic"
+):
+
+    module synthetic_base:
+        snakefile:
+            "../Snakefile"
+        config:
+            {
+                **config,
+                "results_dir": SYNTHETIC_BASE_DIR,
+                "init_from": None,
+                "dataset": {
+                    **config["dataset"],
+                    "format": "coco",
+                    "path": None,
+                    "coco_json": SYNTH_JSON,
+                    "image_dir": SYNTH_IMAGES,
+                },
+                "align": {**config["align"], "bundle": None, "rounds": 1},
+                # The line models only: no page line detector.
+                "line_detector": {**config["line_detector"], "enabled": False},
+            }
+
+    use rule * from synthetic_base exclude all as synthetic_*

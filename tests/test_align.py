@@ -348,6 +348,7 @@ def test_workflow_trains_on_aligned_lines(en_bundle, tiny_coco_factory, tmp_path
     _strip(coco_json, tmp_path / "text_only.json")
     config = {
         "seed": 7,
+        "init_from": None,  # from scratch: no synthetic base for few lines
         "dataset": {"coco_json": str(tmp_path / "text_only.json"), "image_dir": str(image_dir)},
         "align": {"bundle": str(en_bundle)},
     }
@@ -392,6 +393,7 @@ def test_alignment_rounds_are_rules_of_their_own(en_bundle, tiny_coco_factory, t
     _strip(coco_json, tmp_path / "text_only.json")
     config = {
         "seed": 7,
+        "init_from": None,  # from scratch: no synthetic base for few lines
         "dataset": {"coco_json": str(tmp_path / "text_only.json"), "image_dir": str(image_dir)},
         "align": {"bundle": str(en_bundle), "rounds": 2},
     }

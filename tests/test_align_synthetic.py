@@ -32,6 +32,7 @@ def _config(tmp_path, tiny_coco_factory, **align) -> dict:
     write_charset(tmp_path / "charset.txt", EN_CLASSES)
     return {
         "seed": 3,
+        "init_from": None,  # from scratch: no synthetic base for few lines
         "dataset": {"coco_json": str(tmp_path / "text_only.json"), "image_dir": str(image_dir)},
         "synth": {
             "coco_json": "synthdata/lines.json",

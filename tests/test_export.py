@@ -482,6 +482,7 @@ def _rule_workdir(trained, workdir: Path, export_cfg: dict) -> Path:
     CharLM.train(training_texts([trained["coco"]], []), 3).save(res / "lm" / "lm.json")
     config = {
         "results_dir": "results",
+        "init_from": None,  # from scratch: no synthetic base for few lines
         "dataset": {"coco_json": "unused/lines.json", "image_dir": str(trained["images"])},
         "export": export_cfg,
         # Lines only: the line detector's export has its own test (test_pages.py).

@@ -42,6 +42,7 @@ CONFIG = {
     "language": "en",
     "results_dir": "results",
     # Annotated data of "the user": not the synth_lines output, so synth_lines is not needed.
+    "init_from": None,  # from scratch: no synthetic base for few lines
     "dataset": {"coco_json": "userdata/lines.json", "image_dir": "userdata/images"},
     "synth": {"coco_json": "synthdata/lines.json", "n_lines": 4},
     "split": {"ratios": [0.6, 0.2, 0.2]},

@@ -168,6 +168,7 @@ def _tiny_config(workdir: Path, coco: tuple[Path, Path], **overrides: dict) -> P
         "language": "en",
         "results_dir": "results",
         # A user dataset (not synth.coco_json), so the workflow does not generate lines.
+        "init_from": None,  # from scratch: no synthetic base for few lines
         "dataset": {"coco_json": "lines.json", "image_dir": "images"},
         "fonts": {"include": FONTS, "reference": [FONTS[1]]},
         "render": {"charset": "charset.txt", "size": 32},

@@ -30,7 +30,15 @@ from effocr.localizer.train import (
 from effocr.recognizer.model import RecognizerNet, load_recognizer
 from effocr.recognizer.train import train_recognizer
 from effocr.utils import EffOCRError, load_checkpoint, save_checkpoint, seed_everything
-from effocr.warm_start import NO_WEIGHTS, warm_start, weight_files
+from effocr.warm_start import (
+    AUTO,
+    NO_WEIGHTS,
+    SYNTHETIC,
+    dataset_lines,
+    resolve_init_from,
+    warm_start,
+    weight_files,
+)
 
 torch.set_num_threads(1)
 NAMES = {"char": "char", "word": "word"}
@@ -283,3 +291,58 @@ def test_no_init_from_changes_nothing(tiny_bundle):
     a, b = bundle_recognizer(), bundle_recognizer()
     assert warm_start(a, None, "recognizer") is None
     assert_same(a, b.state_dict())
+
+
+# --- init_from: auto / synthetic (the small-dataset path) ---
+
+
+def _resolve(init_from, *, synthetic_dataset=False, below=200, lines=10):
+    calls = []
+
+    def count():
+        calls.append(1)
+        return lines
+
+    out = resolve_init_from(
+        init_from, synthetic_dataset=synthetic_dataset, pretrain_below=below, dataset_lines=count
+    )
+    return out, len(calls)
+
+
+def test_auto_pretrains_small_datasets_of_the_users_own():
+    assert _resolve(AUTO, lines=199) == (SYNTHETIC, 1)
+    assert _resolve(AUTO, lines=200) == (None, 1)  # from `pretrain_below` lines on: scratch
+    assert _resolve(AUTO, lines=0, below=1) == (SYNTHETIC, 1)
+    assert _resolve(AUTO, lines=None) == (None, 1)  # not there yet: the data rules say so
+    # Neither the demo's synthetic lines nor pretrain_below 0 count anything.
+    assert _resolve(AUTO, synthetic_dataset=True, lines=5) == (None, 0)
+    assert _resolve(AUTO, below=0, lines=5) == (None, 0)
+
+
+def test_explicit_init_from_is_kept():
+    assert _resolve(SYNTHETIC, lines=10_000) == (SYNTHETIC, 0)
+    assert _resolve("models/en", lines=5) == ("models/en", 0)
+    assert _resolve(None, lines=5) == (None, 0)
+    with pytest.raises(EffOCRError, match="dataset.coco_json is the synthetic set itself"):
+        _resolve(SYNTHETIC, synthetic_dataset=True)
+
+
+def _dataset(**kw):
+    cfg = load_config(None, {"dataset": kw})
+    return cfg["dataset"]
+
+
+def test_dataset_lines_counts_coco_images_and_ground_truth(tiny_coco, tmp_path):
+    coco_json, image_dir = tiny_coco
+    n_images = len(yaml.safe_load(Path(coco_json).read_text(encoding="utf-8"))["images"])
+    assert dataset_lines(_dataset(coco_json=str(coco_json)), 1000) == n_images
+    assert dataset_lines(_dataset(coco_json=str(tmp_path / "none.json")), 1000) is None
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    for i in range(7):
+        shutil.copy(next(Path(image_dir).glob("*.png")), gt / f"l{i}.png")
+        (gt / f"l{i}.gt.txt").write_text(f"line {i}\n", encoding="utf-8")
+    assert dataset_lines(_dataset(format="lines", path=str(gt)), 1000) == 7
+    # Counting stops once the threshold is reached (large collections are not read whole).
+    assert dataset_lines(_dataset(format="lines", path=[str(gt)]), 3) == 3
+    assert dataset_lines(_dataset(format="lines", path=str(tmp_path / "missing")), 9) is None

@@ -92,6 +92,7 @@ def _tiny_config(workdir: Path, language: str = "en") -> dict:
         "seed": 7,
         "language": language,
         "results_dir": "results",
+        "init_from": None,  # from scratch: no synthetic base for few lines
         "dataset": {"coco_json": "lines/lines.json", "image_dir": "lines/images"},
         "synth": {
             "coco_json": "lines/lines.json",
@@ -200,6 +201,7 @@ def test_user_dataset_with_split_files(tmp_path):
         files[split] = f"{split}.txt"
         (tmp_path / files[split]).write_text("".join(f"line_{i}.png\n" for i in names))
     config = {
+        "init_from": None,  # from scratch: no synthetic base for few lines
         "dataset": {"coco_json": "user/lines.json", "image_dir": "user/images"},
         "split": {"files": files},
         "crops": {"padding": 2},
@@ -232,6 +234,7 @@ def test_invalid_coco_fails_without_output(tmp_path):
     json_path.write_text(json.dumps(coco), encoding="utf-8")
     before = json_path.read_bytes()
     config = {
+        "init_from": None,  # from scratch: no synthetic base for few lines
         "dataset": {"coco_json": "user/lines.json", "image_dir": "user/images"},
         "render": {"charset": "en"},
     }

@@ -50,6 +50,9 @@ def charset_input_files():
 # renders), and the `render` keys: only the charset (not size, padding or mode).
 LINE_FONT_KEYS = ("dirs", "include", "exclude", "min_coverage")
 LINE_CHARSET_KEYS = ("charset", "charset_from_text")
+# The `synth` keys that shape the lines (pretrain_below decides whether a base is trained on
+# them, not what they are).
+SYNTH_LINE_KEYS = tuple(k for k in config["synth"] if k != "pretrain_below")
 
 
 def text_source_for_renders():
