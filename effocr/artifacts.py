@@ -109,6 +109,8 @@ def workflow_paths(results_dir: str) -> dict:
         # `align.bundle: synthetic`: the results folder of the bundle trained on synthetic lines
         # that aligns round 1.
         "synthetic_base": f"{res}/synthetic",
+        # `align.extend_index`: the given align.bundle with the dataset's new characters.
+        "align_bundle": f"{res}/data/align_bundle",
         "aligned": {
             "coco": f"{res}/data/aligned/{ALIGNED_LINES}",
             "csv": f"{res}/data/aligned/{ALIGN_REPORT_CSV}",

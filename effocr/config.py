@@ -557,6 +557,7 @@ class AlignSection(Section):
     NAME = "align"
     bundle: str | None
     rounds: int
+    extend_index: bool
     top_k: int
     min_confidence: float
     min_missed_width: float

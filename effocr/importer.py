@@ -30,6 +30,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFilter
 
 from effocr.config import DatasetSection
+from effocr.data.coco import load_coco
 from effocr.document import Box, Page
 from effocr.formats.alto import alto_files, read_alto
 from effocr.formats.lines import read_line_folder
@@ -133,6 +134,32 @@ def read_sources(
             except IMAGE_ERRORS as exc:  # the page image named by the file does not decode
                 LOG.warning("%s: %s", f, exc)
                 yield _failed(f, f"{f}: page image does not decode: {exc}")
+
+
+def dataset_lines(dataset: Mapping, stop_at: int) -> int | None:
+    """The number of lines of config `dataset`, counted up to `stop_at` (enough to compare).
+
+    A COCO dataset counts its images; ground truth to import (`dataset.format` page, alto,
+    lines) counts the lines its readers find, reading files only until `stop_at`. None when
+    the dataset is not there (the rule that reads it reports that).
+    """
+    if dataset["format"] == "coco":
+        path = Path(dataset["coco_json"])
+        if not path.is_file():
+            return None
+        return len(load_coco(path).get("images", []))
+    inputs = dataset["path"]
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    if not inputs or not all(Path(p).exists() for p in inputs):
+        return None
+    n = 0
+    for source in read_sources(
+        dataset["format"], inputs, ImportOptions.from_config(dataset["import"])
+    ):
+        n += sum(1 for _ in source.page.lines())
+        if n >= stop_at:
+            break
+    return n
 
 
 # ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def resolve_init_from(
     fewer than `pretrain_below` lines (`synth.pretrain_below`; 0 never), else None. Few real
     lines do not teach a localizer or an encoder the shapes of print; synthetic lines in the
     configured fonts and charset do, and the real lines then fine-tune (the original EffOCR's
-    recipe). `dataset_lines` is called only when the count decides (it may parse files), and
+    recipe). `dataset_lines` (`effocr.importer.dataset_lines`) is called only when the count decides (it may parse files), and
     None from it (the dataset is not there yet) means from scratch.
 
     Raises:
@@ -80,36 +80,6 @@ def resolve_init_from(
             "on synthetic lines, but dataset.coco_json is the synthetic set itself (synth.coco_json)"
         )
     return init_from
-
-
-def dataset_lines(dataset: Mapping, stop_at: int) -> int | None:
-    """The number of lines of config `dataset`, counted up to `stop_at` (enough to compare).
-
-    A COCO dataset counts its images; ground truth to import (`dataset.format` page, alto,
-    lines) counts the lines its readers find, reading files only until `stop_at`. None when
-    the dataset is not there (the rule that reads it reports that).
-    """
-    if dataset["format"] == "coco":
-        path = Path(dataset["coco_json"])
-        if not path.is_file():
-            return None
-        from effocr.data.coco import load_coco
-
-        return len(load_coco(path).get("images", []))
-    from effocr.importer import ImportOptions, read_sources
-
-    inputs = dataset["path"]
-    inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
-    if not inputs or not all(Path(p).exists() for p in inputs):
-        return None
-    n = 0
-    for source in read_sources(
-        dataset["format"], inputs, ImportOptions.from_config(dataset["import"])
-    ):
-        n += sum(1 for _ in source.page.lines())
-        if n >= stop_at:
-            break
-    return n
 
 
 def weight_files(

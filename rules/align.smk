@@ -31,6 +31,49 @@ else:
     ALIGN_BUNDLE_INPUT = [ALIGN_BUNDLE]
 
 
+# A given bundle (round 1) first gets the dataset's characters it lacks; the bundles this
+# workflow trains (later rounds, the synthetic base) index this run's charset already.
+if (
+    config["align"]["extend_index"]
+    and ROUNDS == 1
+    and config["align"]["bundle"]
+    and not SYNTHETIC_BASE
+):
+
+    rule extend_align_bundle:
+        input:
+            coco_json=config["dataset"]["coco_json"],
+            bundle=ALIGN_BUNDLE_INPUT,
+        output:
+            bundle=directory(PATHS["align_bundle"]),
+        log:
+            log_path("extend_align_bundle"),
+        benchmark:
+            benchmark_path("extend_align_bundle")
+        conda:
+            ENVS["report"]
+        container:
+            CONTAINER
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        params:
+            **SECTIONS.params(
+                "run",
+                fonts=("dirs", "include", "exclude"),
+                render=("size", "padding", "mode"),
+            ),
+            code=code_version("effocr.recognizer.extend"),
+            bundle=ALIGN_BUNDLE,
+            font_files=font_files_hash(),
+        script:
+            "../workflow_scripts/extend_align_bundle.py"
+
+    ALIGN_BUNDLE = PATHS["align_bundle"]
+    ALIGN_BUNDLE_INPUT = [ALIGN_BUNDLE]
+
+
 rule align_lines:
     input:
         coco_json=config["dataset"]["coco_json"],
@@ -55,7 +98,11 @@ rule align_lines:
         # The alignment settings alone: the bundle is the input above, and the number of
         # rounds does not change one round's work.
         **SECTIONS.params(
-            align=[k for k in config["align"] if k not in ("bundle", "rounds")],
+            align=[
+                k
+                for k in config["align"]
+                if k not in ("bundle", "rounds", "extend_index")
+            ],
             dataset=("image_dir",),
         ),
         code=code_version("effocr.align"),

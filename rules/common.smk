@@ -14,10 +14,10 @@ from effocr.provenance import code_hash
 import functools
 
 from effocr.utils import EffOCRError, sha256_file
+from effocr.importer import dataset_lines
 from effocr.warm_start import (
     RESULTS_FILES,
     SYNTHETIC,
-    dataset_lines,
     resolve_init_from,
     weight_file,
 )

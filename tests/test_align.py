@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 import pytest
-from conftest import en_lines
+from conftest import EN_CLASSES, EN_LINE_KWARGS, en_lines
 from schema_defaults import CATEGORIES
 
 from effocr.align import (
@@ -366,6 +367,57 @@ def test_workflow_trains_on_aligned_lines(en_bundle, tiny_coco_factory, tmp_path
     assert json.loads((res / "validation.json").read_text(encoding="utf-8"))["valid"]
     again = _snakemake(tmp_path, config, target)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_dataset_characters_the_bundle_lacks_are_added_before_aligning(
+    en_bundle, tiny_coco_factory, tmp_path
+):
+    """`align.extend_index` (default): rule extend_align_bundle adds the characters of the
+    transcriptions that the given bundle's index lacks, and align_lines reads that copy; with
+    it off, those characters are only placed by geometry (real Snakemake)."""
+    from test_envs import _job_counts
+    from test_workflow_data import _snakemake
+
+    from effocr.recognizer.reference import ReferenceIndex
+    from effocr.synth.fonts import matplotlib_font_dir
+
+    new = "bgk"  # letters en_bundle's index lacks (it holds EN_CLASSES)
+    assert not set(new) & set(ReferenceIndex.load(en_bundle).labels)
+    coco_json, image_dir = tiny_coco_factory(
+        8, "en", 31, font_paths=[matplotlib_font_dir() / "DejaVuSans.ttf"],
+        charset=list(EN_CLASSES + new), **EN_LINE_KWARGS,
+    )  # fmt: skip
+    truth = _strip(coco_json, tmp_path / "text_only.json")
+    seen = set("".join(im["text"] for im in truth["images"])) & set(new)
+    assert seen
+    before = {p.name: p.read_bytes() for p in en_bundle.iterdir()}
+    config = {
+        "seed": 7,
+        "init_from": None,
+        "dataset": {"coco_json": str(tmp_path / "text_only.json"), "image_dir": str(image_dir)},
+        "fonts": {"include": ["DejaVuSans", "DejaVuSerif"]},
+        "align": {"bundle": str(en_bundle), "min_confidence": 0.0},
+    }
+    target = "results/data/aligned/report.json"
+    result = _snakemake(tmp_path, config, target)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert _job_counts(log)["extend_align_bundle"] == 1
+    extended = tmp_path / "results" / "data" / "align_bundle"
+    labels = ReferenceIndex.load(extended).labels
+    assert set(labels) == set(ReferenceIndex.load(en_bundle).labels) | seen
+    assert re.search(r"rule align_lines:\n\s+input: [^\n]*results/data/align_bundle", log)
+    report = json.loads((tmp_path / target).read_text(encoding="utf-8"))
+    assert not any(set(r["unknown_chars"]) & seen for r in report["lines_report"])
+    assert {p.name: p.read_bytes() for p in en_bundle.iterdir()} == before
+
+    config["align"]["extend_index"] = False
+    off = _snakemake(tmp_path, config, target)
+    assert off.returncode == 0, (off.stdout + off.stderr)[-4000:]
+    report = json.loads((tmp_path / target).read_text(encoding="utf-8"))
+    unknown = set("".join(r["unknown_chars"] for r in report["lines_report"]))
+    assert unknown == seen
 
 
 def test_inputs_inside_the_output_and_a_missing_bundle_are_refused(tmp_path, capsys):

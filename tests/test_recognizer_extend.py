@@ -105,6 +105,21 @@ def test_undrawn_characters_are_named(en_bundle, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_undrawn_characters_can_be_left_out(en_bundle, tmp_path):
+    result = extend_index(
+        en_bundle, tmp_path / "b", "一b", [_font()], 64, 0.05, "ascender", skip_undrawn=True
+    )
+    assert result.added == ["b"] and result.undrawn == ["一"]
+    labels = ReferenceIndex.load(tmp_path / "b").labels
+    assert labels[-1] == "b" and "一" not in labels and result.count == len(labels)
+    # Nothing to add: a verified copy with the same index.
+    same = extend_index(en_bundle, tmp_path / "c", "ac", [], 64, 0.05, "ascender")
+    assert same.added == [] and ReferenceIndex.load(tmp_path / "c").labels == (
+        ReferenceIndex.load(en_bundle).labels
+    )
+    Manifest.read(tmp_path / "c", verify=True)
+
+
 def test_output_must_differ_from_the_bundle(en_bundle):
     with pytest.raises(EffOCRError, match="not the bundle itself"):
         extend_index(en_bundle, en_bundle, "b", [_font()], 64, 0.05, "ascender")

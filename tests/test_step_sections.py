@@ -63,6 +63,10 @@ NON_CONFIG_PARAMS: dict[str, dict[str, str]] = {
     "export_bundle": {"index_dir": "the input index's folder"},
     "evaluate": {"spec": "the job's evaluation set (name, path, type, image_dir)"},
     "align_lines": {"bundle": "the bundle aligned with: align.bundle or the last round's"},
+    "extend_align_bundle": {
+        "bundle": "align.bundle (a path)",
+        "font_files": "hash of the font files found",
+    },
     "import_dataset": {"out_dir": "the output folder"},
     "ocr_shard": {
         "pages": "the shard's pages (the plan's)",

@@ -18,6 +18,7 @@ from test_recognizer_index import render_manifest, tiny_config
 
 from effocr.bundle import Manifest
 from effocr.config import config_sections, load_config
+from effocr.importer import dataset_lines
 from effocr.localizer.backends import create_localizer
 from effocr.localizer.model import detection_loss, load_model
 from effocr.localizer.train import (
@@ -34,7 +35,6 @@ from effocr.warm_start import (
     AUTO,
     NO_WEIGHTS,
     SYNTHETIC,
-    dataset_lines,
     resolve_init_from,
     warm_start,
     weight_files,

@@ -15,13 +15,14 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from effocr.bundle import MANIFEST, Manifest
+from effocr.config import FontsSection, RenderSection, RunSection
 from effocr.recognizer.reference import ReferenceIndex
 from effocr.utils import EffOCRError, atomic_path, label_to_codepoints
 
@@ -30,12 +31,14 @@ LOG = logging.getLogger(__name__)
 
 @dataclass
 class ExtendResult:
-    """What `extend_index` did: the classes added, those already present, the fonts per class."""
+    """What `extend_index` did: the classes added, those already present, the fonts per class,
+    the size of the new index, and the characters no font draws (left out, `skip_undrawn`)."""
 
     added: list[str]
     present: list[str]
     fonts: dict[str, list[str]]
     count: int
+    undrawn: list[str] = field(default_factory=list)
 
 
 def new_labels(chars: Sequence[str], present: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -122,6 +125,7 @@ def extend_index(
     padding: float,
     mode: str,
     verify: bool = True,
+    skip_undrawn: bool = False,
 ) -> ExtendResult:
     """Write a copy of the bundle at `bundle_dir` to `out_dir` with `chars` added to its index.
 
@@ -134,10 +138,12 @@ def extend_index(
         size, padding, mode: How the renders are drawn (`render.size`, `render.padding`,
             `render.mode` of the config the bundle was trained with).
         verify: Check the bundle's checksums before reading it.
+        skip_undrawn: Leave out characters that no font draws (logged, in the result) instead
+            of failing.
 
     Raises:
         EffOCRError: for an unreadable bundle, an `out_dir` that is the bundle itself, or
-            characters that no font draws (all named).
+            characters that no font draws (all named; unless `skip_undrawn`).
     """
     from effocr.onnx_session import make_session
     from effocr.pipeline import RecognizerStage
@@ -160,9 +166,11 @@ def extend_index(
     )
     if undrawn:
         names = ", ".join(f"{c!r} ({label_to_codepoints(c)})" for c in undrawn)
-        raise EffOCRError(
-            f"no font draws {names}; fonts tried: {', '.join(f.name for f in fonts) or 'none'}"
-        )
+        tried = ", ".join(f.name for f in fonts) or "none"
+        if not skip_undrawn:
+            raise EffOCRError(f"no font draws {names}; fonts tried: {tried}")
+        LOG.warning("not added, no font draws %s; fonts tried: %s", names, tried)
+        added = [c for c in added if c not in undrawn]
     old = index.index.reconstruct_n(0, len(index))
     embs = np.concatenate([old, vectors.reshape(-1, index.dim)])
     meta = {**index.meta, "extended": {**index.meta.get("extended", {}), **used_fonts}}
@@ -175,7 +183,57 @@ def extend_index(
         manifest.index["count"] = len(extended)
         manifest.write(tmp)
     LOG.info("%s: %d classes added, %d present already", out, len(added), len(present))
-    return ExtendResult(added, present, used_fonts, len(extended))
+    return ExtendResult(added, present, used_fonts, len(extended), undrawn)
+
+
+def extend_for_texts(
+    bundle_dir: str | os.PathLike,
+    coco_json: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    fonts: FontsSection,
+    render: RenderSection,
+    run: RunSection,
+) -> ExtendResult:
+    """Rule extend_align_bundle: the bundle with every character of the lines' transcriptions
+    (image `text` of the raw COCO) that its index lacks, rendered in the configured fonts.
+
+    A base bundle aligning a dataset with new characters (German `ß` for an English base) would
+    otherwise only place them by geometry; embedded by the base's own encoder they are
+    recognised like the others. A character no font draws is left out (logged), as it was.
+    """
+    from effocr.data.coco import load_coco
+    from effocr.synth.fonts import default_font_dirs, find_fonts
+    from effocr.synth.render import render_mode
+
+    texts = "".join(im.get("text") or "" for im in load_coco(coco_json)["images"])
+    wanted = [c for c in dict.fromkeys(texts) if not c.isspace()]
+    added, _ = new_labels(wanted, ReferenceIndex.load(bundle_dir).labels)
+    result = extend_index(
+        bundle_dir,
+        out_dir,
+        added,
+        # Every font the section selects: each character is drawn by the fonts that have it
+        # (render_squares), so no coverage of a charset is asked of them.
+        find_fonts(
+            list(fonts.dirs) if fonts.dirs is not None else default_font_dirs(),
+            include=list(fonts.include),
+            exclude=list(fonts.exclude),
+        )
+        if added
+        else [],
+        size=render.size,
+        padding=render.padding,
+        mode=render_mode(render, run.language),
+        skip_undrawn=True,
+    )
+    LOG.info(
+        "characters of %s that %s lacked, added: %s",
+        coco_json,
+        bundle_dir,
+        "".join(result.added) or "none",
+    )
+    return result
 
 
 # ---------------------------------------------------------------------------
