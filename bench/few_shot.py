@@ -112,9 +112,17 @@ def prepare_data(args: argparse.Namespace, demo: dict, folder: Path) -> dict:
         "test": images[n_train + n_val :],
     }
     fonts = sorted({im["font"] for im in images})
-    seen = [f for f in fonts if any(fnmatch.fnmatch(f, p) for p in demo["fonts"]["include"])]
-    if seen:
-        raise SystemExit(f"--family {args.family}: {seen} are among the demo's fonts")
+    for where, include in (
+        ("the demo's fonts", demo["fonts"]["include"]),
+        ("--synthetic-config's fonts", synthetic_overlay(args).get("fonts", {}).get("include")),
+    ):
+        if include is None:
+            continue
+        if not include:  # every installed font: the family too
+            raise SystemExit(f"{where}: fonts.include is empty, which selects {args.family} too")
+        seen = [f for f in fonts if any(fnmatch.fnmatch(f.lower(), p.lower()) for p in include)]
+        if seen:
+            raise SystemExit(f"--family {args.family}: {seen} are among {where}")
 
     # The workflow's dataset: train + val, and val again under other names as its test split
     # (read only by the export's parity check; splits must be disjoint and non-empty).
@@ -160,6 +168,13 @@ def prepare_data(args: argparse.Namespace, demo: dict, folder: Path) -> dict:
     }
 
 
+def synthetic_overlay(args: argparse.Namespace) -> dict:
+    """--synthetic-config (YAML) or nothing: the `synthetic` row's own settings."""
+    if args.synthetic_config is None:
+        return {}
+    return yaml.safe_load(args.synthetic_config.read_text(encoding="utf-8")) or {}
+
+
 def row_config(row: str, seed: int, args: argparse.Namespace, demo: dict, data: dict, base: Path):
     """The demo's config with the row's settings (a training row)."""
     ds = data["_dataset"]
@@ -173,11 +188,13 @@ def row_config(row: str, seed: int, args: argparse.Namespace, demo: dict, data: 
         "evaluate": {"sets": [], "tesseract": False},
     }
     if row == "synthetic":
-        # The synthetic lines of the base it trains: in the work folder, the demo's line fonts.
+        # The synthetic lines of the base it trains: in the work folder, the demo's line fonts
+        # unless --synthetic-config says otherwise.
         overrides["synth"] = {
             "coco_json": "synthdata/lines.json",
             "line_fonts": demo["synth"]["line_fonts"],
         }
+        overrides = deep_merge(overrides, synthetic_overlay(args))
     for section, key, value in (
         ("recognizer", "epochs", args.recognizer_epochs),
         ("recognizer", "hard_negatives_epochs", args.hn_epochs),
@@ -314,6 +331,11 @@ def main() -> int:
     ap.add_argument("--recognizer-lr", type=float)
     ap.add_argument("--localizer-epochs", type=int)
     ap.add_argument("--localizer-lr", type=float)
+    ap.add_argument(
+        "--synthetic-config",
+        type=Path,
+        help="YAML merged into the synthetic row's config (e.g. bench/data/few_shot_synthetic.yaml)",
+    )
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--work", type=Path, help="new folder for the runs (default: under temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder after the run")
@@ -341,6 +363,7 @@ def main() -> int:
             "rows": rows,
             "seeds": args.seeds,
             "cores": args.cores,
+            "synthetic_config": synthetic_overlay(args),
             **{
                 k: getattr(args, k)
                 for k in (

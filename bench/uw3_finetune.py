@@ -282,9 +282,10 @@ def run_new_chars(args: argparse.Namespace, demo: dict, base: Path, work: Path) 
             "render": {"charset": str(charset)},
         },
     )
-    from effocr.config import validate_config
+    from effocr.config import config_sections
 
-    lines_json = synth_lines_from_config(validate_config(gen), work / "synthetic" / "lines.json")
+    sections = config_sections(gen).pick("synth", "fonts", "render", "run")
+    lines_json = synth_lines_from_config(work / "synthetic" / "lines.json", **sections)
     coco = load_coco(lines_json)
     images = sorted(coco["images"], key=lambda im: im["file_name"])
     train = {"images": images[:n_train], "annotations": [], "categories": coco["categories"]}

@@ -39,7 +39,10 @@ if os.path.normpath(config["dataset"]["coco_json"]) == os.path.normpath(SYNTH_JS
             runtime=30,
         params:
             **SECTIONS.params(
-                "run", synth=SYNTH_LINE_KEYS, fonts=LINE_FONT_KEYS, render=LINE_CHARSET_KEYS
+                "run",
+                synth=SYNTH_LINE_KEYS,
+                fonts=LINE_FONT_KEYS,
+                render=LINE_CHARSET_KEYS,
             ),
             code=code_version("effocr.synth.lines"),
             charset=render_charset_hash(),
@@ -78,6 +81,8 @@ rule render_glyphs:
         "../workflow_scripts/render_glyphs.py"
 
 
+from effocr.config import section_defaults
+
 if config["align"]["bundle"] == "synthetic" and os.path.normpath(
     config["dataset"]["coco_json"]
 ) == os.path.normpath(SYNTH_JSON):
@@ -104,13 +109,14 @@ if ALIGN_ROUNDS == 1 and (
                 **config,
                 "results_dir": SYNTHETIC_BASE_DIR,
                 "init_from": None,
+                # The synthetic lines as synth_lines writes them: none of the user's dataset
+                # settings (category names, import options) or split files apply to them.
                 "dataset": {
-                    **config["dataset"],
-                    "format": "coco",
-                    "path": None,
+                    **section_defaults("dataset"),
                     "coco_json": SYNTH_JSON,
                     "image_dir": SYNTH_IMAGES,
                 },
+                "split": {**config["split"], "files": None},
                 "align": {**config["align"], "bundle": None, "rounds": 1},
                 # The line models only: no page line detector.
                 "line_detector": {**config["line_detector"], "enabled": False},

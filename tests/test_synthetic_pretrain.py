@@ -18,7 +18,7 @@ from test_align_synthetic import _config as align_config
 from test_envs import _job_counts
 from test_workflow_data import _snakemake
 
-from effocr.data.coco import load_coco
+from effocr.data.coco import load_coco, save_coco
 
 pytestmark = pytest.mark.slow
 MODELS = ["results/recognizer/pass2/model.pt", "results/localizer/model.pt"]
@@ -59,8 +59,27 @@ def _rule_inputs(log: str, rule: str) -> list[str]:
     return found.group(1).split(", ")
 
 
+def _own_names_and_splits(config: dict, tmp_path: Path) -> None:
+    """The dataset with category names and split files of its own, which the synthetic lines
+    do not share (the synthetic base must not read them)."""
+    coco = load_coco(config["dataset"]["coco_json"])
+    names = {"char": "glyph", "word": "wd"}
+    for cat in coco["categories"]:
+        cat["name"] = names[cat["name"]]
+    save_coco(coco, tmp_path / "own.json")
+    files = [im["file_name"] for im in coco["images"]]
+    splits = {"train": files[:4], "val": files[4:5], "test": files[5:]}
+    for split, listed in splits.items():
+        (tmp_path / f"{split}.txt").write_text("\n".join(listed) + "\n", encoding="utf-8")
+    config["dataset"].update(
+        coco_json=str(tmp_path / "own.json"), char_category="glyph", word_category="wd"
+    )
+    config["split"] = {"files": {s: str(tmp_path / f"{s}.txt") for s in splits}}
+
+
 def test_small_dataset_is_fine_tuned_from_a_synthetic_base(tiny_coco_factory, tmp_path):
     config = _config(tmp_path, tiny_coco_factory)  # init_from: auto (the default)
+    _own_names_and_splits(config, tmp_path)
     result = _snakemake(tmp_path, config, *MODELS)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]

@@ -4,6 +4,9 @@
 
 import functools
 
+from effocr.config import (
+    section_defaults,
+)  # the synthetic base's dataset (rules/synth.smk)
 from effocr.synth.charsets import SHIPPED as SHIPPED_CHARSETS
 from effocr.synth.charsets import resolve_charset
 from effocr.synth.fonts import default_font_dirs, find_fonts
