@@ -26,9 +26,16 @@ config `seed` set (the data stay the same); each seed and the mean/min/max per r
 reported. The target: the better of warm and synthetic (mean CER) at least 3 times lower than
 scratch and than base.
 
+A script the base never saw (``--charset-add`` adds characters to the en charset of every run,
+``--wordlist`` draws the text from a word list, ``--long-s`` spells it with ``ſ``): German
+Fraktur in Blankenburg (Debian fonts-blankenburg) with words of wngerman's list.
+
 Usage:
     .venv/bin/python bench/few_shot.py --base results/bundle
     .venv/bin/python bench/few_shot.py --rows scratch base warm --seeds 1234 1235 --keep
+    .venv/bin/python bench/few_shot.py --synthetic-config bench/data/few_shot_synthetic.yaml
+    .venv/bin/python bench/few_shot.py --family 'Blankenburg*' --wordlist /usr/share/dict/ngerman \
+        --long-s --charset-add äöüÄÖÜßſ --output bench/results/few_shot_fraktur.json
 Writes bench/results/few_shot.json (settings, CPU, data, per row and seed: CER/WER with the
 language model on and off, wall and CPU seconds of training; after each row, so a partial run
 keeps what it did) and prints a table.
@@ -40,6 +47,7 @@ import argparse
 import fnmatch
 import json
 import os
+import random
 import shutil
 import statistics
 import sys
@@ -70,9 +78,59 @@ PARITY = "parity_"  # file-name prefix of the workflow's test split (copies of t
 DEFAULT_TEXT = ROOT / "effocr" / "resources" / "text" / "devils-dictionary.txt"
 
 
+def long_s(word: str) -> str:
+    """Blackletter spelling, roughly: every `s` but a word's last is the long `ſ`."""
+    return "".join("ſ" if c == "s" and i < len(word) - 1 else c for i, c in enumerate(word))
+
+
+def wordlist_text(path: Path, seed: int, out: Path, use_long_s: bool) -> Path:
+    """Running text from a word list (e.g. wngerman's /usr/share/dict/ngerman): 3,000 lines of
+    6-12 words drawn with `seed`, a comma or full stop now and then, the next word then
+    capitalised after a full stop; `use_long_s` spells them with `ſ`."""
+    words = [w for w in path.read_text(encoding="utf-8").split() if w.isalpha()]
+    if not words:
+        raise SystemExit(f"--wordlist {path}: no words in it")
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(3000):
+        picked = [rng.choice(words) for _ in range(rng.randint(6, 12))]
+        if use_long_s:
+            picked = [long_s(w) for w in picked]
+        text = []
+        for i, w in enumerate(picked):
+            if text and text[-1].endswith("."):
+                w = w[:1].upper() + w[1:]
+            r = rng.random()
+            text.append(w + ("," if r < 0.08 else "." if r < 0.14 and i < len(picked) - 1 else ""))
+        lines.append(" ".join(text) + ".")
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+def charset_overlay(args: argparse.Namespace) -> dict:
+    """`render.charset` with the --charset-add characters (every run: generation and rows)."""
+    if not args.charset_add:
+        return {}
+    return {"render": {"charset": str(args.work / "charset.txt")}}
+
+
+def write_charset_file(args: argparse.Namespace) -> None:
+    from effocr.synth.charsets import load_charset, write_charset
+
+    if args.charset_add:
+        base = load_charset("en")
+        extra = [c for c in dict.fromkeys(args.charset_add) if c not in base and not c.isspace()]
+        write_charset(args.work / "charset.txt", [*base, *extra])
+
+
 def generate_lines(args: argparse.Namespace, demo: dict, folder: Path) -> Path:
     """The held-out family's lines (`effocr synth-lines` with a generated config)."""
     n = sum(args.lines)
+    folder.mkdir(parents=True)
+    text_source = args.text_source
+    if args.wordlist is not None:
+        text_source = wordlist_text(args.wordlist, args.data_seed, folder / "text.txt", args.long_s)
+    args.text_source = text_source
     config = deep_merge(
         demo,
         {
@@ -81,13 +139,13 @@ def generate_lines(args: argparse.Namespace, demo: dict, folder: Path) -> Path:
                 "n_lines": n,
                 "style": "print",
                 "line_fonts": [args.family],
-                "text_source": str(args.text_source),
+                "text_source": str(text_source),
             },
             # The family must be among the fonts the `fonts` section finds.
             "fonts": {"include": [args.family]},
+            **charset_overlay(args),
         },
     )
-    folder.mkdir(parents=True)
     config_path = folder / "generate.yaml"
     config_path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     out = folder / "lines" / "lines.json"
@@ -204,7 +262,7 @@ def row_config(row: str, seed: int, args: argparse.Namespace, demo: dict, data: 
     ):
         if value is not None:
             overrides.setdefault(section, {})[key] = value
-    return deep_merge(demo, overrides)
+    return deep_merge(deep_merge(demo, charset_overlay(args)), overrides)
 
 
 def evaluate_both(bundle: Path, data: dict, out: Path) -> dict:
@@ -323,6 +381,13 @@ def main() -> int:
     ap.add_argument("--text-source", type=Path, default=DEFAULT_TEXT)
     ap.add_argument("--data-seed", type=int, default=1515, help="seed of the generated lines")
     ap.add_argument(
+        "--wordlist", type=Path, help="draw the text from this word list instead of --text-source"
+    )
+    ap.add_argument("--long-s", action="store_true", help="spell the word-list text with ſ")
+    ap.add_argument(
+        "--charset-add", default="", help="characters added to the en charset (all runs)"
+    )
+    ap.add_argument(
         "--lines", type=int, nargs=3, default=[32, 8, 200], metavar=("TRAIN", "VAL", "TEST")
     )
     # Training settings of every training row (default: the demo's, i.e. the profile's).
@@ -355,6 +420,7 @@ def main() -> int:
     base = args.work / "base_bundle"
     shutil.copytree(args.base, base)
     demo = yaml.safe_load(args.config.read_text(encoding="utf-8"))
+    write_charset_file(args)
     rows = [r for r in ROWS if r in args.rows]
     data = prepare_data(args, demo, args.work / "data")
     out: dict = {
@@ -364,6 +430,9 @@ def main() -> int:
             "seeds": args.seeds,
             "cores": args.cores,
             "synthetic_config": synthetic_overlay(args),
+            "wordlist": str(args.wordlist) if args.wordlist else None,
+            "long_s": args.long_s,
+            "charset_add": args.charset_add,
             **{
                 k: getattr(args, k)
                 for k in (
