@@ -81,8 +81,6 @@ rule render_glyphs:
         "../workflow_scripts/render_glyphs.py"
 
 
-from effocr.config import section_defaults
-
 if config["align"]["bundle"] == "synthetic" and os.path.normpath(
     config["dataset"]["coco_json"]
 ) == os.path.normpath(SYNTH_JSON):
