@@ -399,7 +399,8 @@ def main() -> int:
     ap.add_argument(
         "--synthetic-config",
         type=Path,
-        help="YAML merged into the synthetic row's config (e.g. bench/data/few_shot_synthetic.yaml)",
+        help="YAML merged into the synthetic row's config "
+        "(e.g. bench/data/few_shot_synthetic.yaml)",
     )
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--work", type=Path, help="new folder for the runs (default: under temp dir)")

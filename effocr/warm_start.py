@@ -63,8 +63,9 @@ def resolve_init_from(
     fewer than `pretrain_below` lines (`synth.pretrain_below`; 0 never), else None. Few real
     lines do not teach a localizer or an encoder the shapes of print; synthetic lines in the
     configured fonts and charset do, and the real lines then fine-tune (the original EffOCR's
-    recipe). `dataset_lines` (`effocr.importer.dataset_lines`) is called only when the count decides (it may parse files), and
-    None from it (the dataset is not there yet) means from scratch.
+    recipe). `dataset_lines` (`effocr.importer.dataset_lines`) is called only when the count
+    decides (it may parse files), and None from it (the dataset is not there yet) means from
+    scratch.
 
     Raises:
         EffOCRError: SYNTHETIC when the dataset is the synthetic lines themselves.
@@ -77,7 +78,8 @@ def resolve_init_from(
     if init_from == SYNTHETIC and synthetic_dataset:
         raise EffOCRError(
             "init_from: synthetic fine-tunes a dataset of your own lines from a base trained "
-            "on synthetic lines, but dataset.coco_json is the synthetic set itself (synth.coco_json)"
+            "on synthetic lines, but dataset.coco_json is the synthetic set itself "
+            "(synth.coco_json)"
         )
     return init_from
 
@@ -88,8 +90,8 @@ def weight_files(
     """The base checkpoints of `init_from`, by kind (`recognizer`, `localizer`).
 
     A bundle gives the kinds it carries (an ONNX localizer made elsewhere has no weights);
-    a results directory gives `kinds` (all of them must be there). `results_dir` (this run's) must not hold `init_from`: the
-    run would train from its own outputs.
+    a results directory gives `kinds` (all of them must be there). `results_dir` (this run's)
+    must not hold `init_from`: the run would train from its own outputs.
 
     Raises:
         EffOCRError: a missing directory, a bundle without weights or failing its checksums,
