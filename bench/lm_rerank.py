@@ -26,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import cpu_line  # noqa: E402  (bench/common.py)
+from common import SHARED_DATA, cpu_line  # noqa: E402  (bench/common.py)
 
 from effocr.bundle import Manifest  # noqa: E402
 from effocr.config import config_sections, load_config  # noqa: E402
@@ -63,10 +63,22 @@ def lattices(bundle: Path, images: list[str], k: int) -> list:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", required=True)
-    ap.add_argument("--coco", nargs="*", default=[], help="COCO JSONs whose line texts train")
-    ap.add_argument("--text", nargs="*", default=[], help="running-text files that train")
-    ap.add_argument("--set", dest="sets", action="append", required=True)
+    # Defaults: the demo's (`make demo`): its bundle, its LM training text and training split,
+    # its test split and, where ../shared has them, the UW3 lines.
+    ap.add_argument("--bundle", default=str(REPO / "results" / "bundle"))
+    ap.add_argument(
+        "--coco",
+        nargs="*",
+        default=[str(REPO / "results" / "data" / "splits" / "train.json")],
+        help="COCO JSONs whose line texts train",
+    )
+    ap.add_argument(
+        "--text",
+        nargs="*",
+        default=[str(REPO / "effocr" / "resources" / "text" / "en.txt")],
+        help="running-text files that train",
+    )
+    ap.add_argument("--set", dest="sets", action="append", help="default: demo test split, UW3")
     ap.add_argument("--orders", default="3,4,5,6", help="the first one is --write-bundle's")
     ap.add_argument("--weights", default="0,0.02,0.05,0.1,0.2,0.3")
     lm_cfg = load_config(None)["lm"]  # the schema's defaults
@@ -74,7 +86,9 @@ def main() -> int:
     ap.add_argument("--beam", type=int, default=lm_cfg["beam"])
     ap.add_argument("--margins", default=str(lm_cfg["margin"]))
     ap.add_argument("--label", default="", help="name of the training text in the table")
-    ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument(
+        "--json", default=str(REPO / "bench" / "results" / "lm_rerank.json"), help="the rows"
+    )
     ap.add_argument(
         "--write-bundle",
         default=None,
@@ -82,6 +96,15 @@ def main() -> int:
         "last weight (for `effocr evaluate --lm on|off`)",
     )
     args = ap.parse_args()
+    if not (Path(args.bundle) / "model.yaml").is_file():
+        raise SystemExit(f"{args.bundle}: not a bundle (run `make demo`, or give --bundle)")
+    if args.sets is None:
+        demo_images = REPO / "data" / "synthetic" / "en" / "images"
+        args.sets = [
+            f"test={REPO / 'results' / 'data' / 'splits' / 'test.json'}:coco:{demo_images}"
+        ]
+        if (SHARED_DATA / "uw3-50lines").is_dir():
+            args.sets.append(f"uw3={SHARED_DATA / 'uw3-50lines'}")
     texts = training_texts(args.coco, args.text)
     orders = [int(v) for v in args.orders.split(",")]
     weights = [float(v) for v in args.weights.split(",")]
@@ -132,6 +155,7 @@ def main() -> int:
                         f"WER {score.wer:.4f} lm {ms:.2f} ms/line"
                     )
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
     if args.write_bundle:
         lm = CharLM.train(texts, orders[0])
