@@ -203,25 +203,18 @@ def extend_for_texts(
     recognised like the others. A character no font draws is left out (logged), as it was.
     """
     from effocr.data.coco import load_coco
-    from effocr.synth.fonts import default_font_dirs, find_fonts
+    from effocr.synth.fonts import section_fonts
     from effocr.synth.render import render_mode
 
+    # extend_index keeps only the characters the index lacks (new_labels).
     texts = "".join(im.get("text") or "" for im in load_coco(coco_json)["images"])
-    wanted = [c for c in dict.fromkeys(texts) if not c.isspace()]
-    added, _ = new_labels(wanted, ReferenceIndex.load(bundle_dir).labels)
     result = extend_index(
         bundle_dir,
         out_dir,
-        added,
+        texts,
         # Every font the section selects: each character is drawn by the fonts that have it
         # (render_squares), so no coverage of a charset is asked of them.
-        find_fonts(
-            list(fonts.dirs) if fonts.dirs is not None else default_font_dirs(),
-            include=list(fonts.include),
-            exclude=list(fonts.exclude),
-        )
-        if added
-        else [],
+        section_fonts(fonts),
         size=render.size,
         padding=render.padding,
         mode=render_mode(render, run.language),

@@ -10,6 +10,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -115,6 +116,12 @@ def _font_chars_cached(path: str, _mtime: float) -> frozenset[str]:
     except Exception as exc:  # fontTools raises many types for broken files
         raise EffOCRError(f"{path}: cannot read the font's character map: {exc}") from exc
     return frozenset(chr(c) for c in cmap)
+
+
+def section_fonts(fonts: Any) -> list[Path]:
+    """The fonts a config `fonts` section selects (`dirs`, null for the defaults; `include`,
+    `exclude`), before any charset coverage is asked of them."""
+    return find_fonts(fonts.dirs, include=fonts.include, exclude=fonts.exclude)
 
 
 def font_chars(path: str | os.PathLike) -> set[str]:

@@ -34,6 +34,7 @@ from effocr.synth.fonts import (
     default_font_dirs,
     find_fonts,
     load_font,
+    section_fonts,
     usable_chars,
 )
 from effocr.synth.text import read_text_source, shipped_text_path
@@ -707,16 +708,13 @@ def line_fonts_from_config(
     """
     line_fonts = synth.line_fonts
     if line_fonts is not None:
-        dirs = fonts.dirs if fonts.dirs is not None else default_font_dirs()
-        selected = find_fonts(dirs, include=fonts.include, exclude=fonts.exclude)
-        found = find_fonts(selected, include=line_fonts)
+        found = find_fonts(section_fonts(fonts), include=line_fonts)
     elif fonts.dirs is None and not fonts.include:
         found = [
             f for f in default_line_fonts(run.language) if find_fonts([f], exclude=fonts.exclude)
         ]
     else:
-        dirs = fonts.dirs if fonts.dirs is not None else default_font_dirs()
-        found = find_fonts(dirs, include=fonts.include, exclude=fonts.exclude)
+        found = section_fonts(fonts)
     found = covering_fonts(found, charset, min_coverage=fonts.min_coverage)
     if not found:
         raise EffOCRError(

@@ -32,9 +32,9 @@ from effocr.synth.charsets import resolve_charset, write_charset
 from effocr.synth.fonts import (
     covering_fonts,
     default_font_dirs,
-    find_fonts,
     font_chars,
     load_font,
+    section_fonts,
     tofu_filter,
 )
 from effocr.utils import EffOCRError, atomic_path, label_to_codepoints
@@ -255,10 +255,9 @@ def resolve_fonts(fonts: FontsSection, charset: Sequence[str]) -> list[Path]:
     Raises:
         EffOCRError: when no font qualifies.
     """
-    dirs = list(fonts.dirs) if fonts.dirs is not None else default_font_dirs()
-    found = find_fonts(dirs, include=list(fonts.include), exclude=list(fonts.exclude))
-    found = covering_fonts(found, charset, min_coverage=fonts.min_coverage)
+    found = covering_fonts(section_fonts(fonts), charset, min_coverage=fonts.min_coverage)
     if not found:
+        dirs = list(fonts.dirs) if fonts.dirs is not None else default_font_dirs()
         raise EffOCRError(
             f"no font in {[str(d) for d in dirs]} (include={list(fonts.include)}, "
             f"exclude={list(fonts.exclude)}) covers {fonts.min_coverage:.0%} of the charset; "
