@@ -36,15 +36,18 @@ RES = config["results_dir"]
 # Every artefact's path, named once (effocr.artifacts), so rules files agree on paths.
 PATHS = workflow_paths(RES)
 
+# Whether the dataset is the synthetic lines themselves (the demo's: rule synth_lines makes
+# them) rather than the user's own.
+SYNTHETIC_DATASET = config["dataset"]["format"] == "coco" and os.path.normpath(
+    config["dataset"]["coco_json"]
+) == os.path.normpath(config["synth"]["coco_json"])
 # Config init_from resolved (effocr.warm_start.resolve_init_from): a base path, SYNTHETIC or
 # None. Before the dataset paths below are rewritten: `auto` counts the lines of what the
 # user gave.
 try:
     INIT_FROM = resolve_init_from(
         config["init_from"],
-        synthetic_dataset=config["dataset"]["format"] == "coco"
-        and os.path.normpath(config["dataset"]["coco_json"])
-        == os.path.normpath(config["synth"]["coco_json"]),
+        synthetic_dataset=SYNTHETIC_DATASET,
         pretrain_below=config["synth"]["pretrain_below"],
         dataset_lines=functools.partial(
             dataset_lines, config["dataset"], config["synth"]["pretrain_below"]

@@ -5,7 +5,7 @@
 include: "helpers/synth.smk"
 
 
-if os.path.normpath(config["dataset"]["coco_json"]) == os.path.normpath(SYNTH_JSON):
+if SYNTHETIC_DATASET:
     if os.path.normpath(config["dataset"]["image_dir"]) != os.path.normpath(
         SYNTH_IMAGES
     ):
@@ -81,9 +81,7 @@ rule render_glyphs:
         "../workflow_scripts/render_glyphs.py"
 
 
-if config["align"]["bundle"] == "synthetic" and os.path.normpath(
-    config["dataset"]["coco_json"]
-) == os.path.normpath(SYNTH_JSON):
+if config["align"]["bundle"] == "synthetic" and SYNTHETIC_DATASET:
     raise WorkflowError(
         "align.bundle: synthetic aligns a dataset of your own lines; dataset.coco_json is "
         f"the synthetic set itself ({SYNTH_JSON})"

@@ -8,9 +8,7 @@ def lm_text_files():
     the synthetic one (its lines are drawn from it; a user's dataset has only its lines).
     """
     files = list(config["lm"]["text"])
-    if os.path.normpath(config["dataset"]["coco_json"]) == os.path.normpath(
-        config["synth"]["coco_json"]
-    ):
+    if SYNTHETIC_DATASET:
         files.append(
             config["synth"]["text_source"] or str(shipped_text_path(config["language"]))
         )

@@ -4,12 +4,11 @@
 
 import functools
 
-from effocr.config import (
-    section_defaults,
-)  # the synthetic base's dataset (rules/synth.smk)
+# section_defaults: the synthetic base's dataset (rules/synth.smk).
+from effocr.config import section_defaults
 from effocr.synth.charsets import SHIPPED as SHIPPED_CHARSETS
 from effocr.synth.charsets import resolve_charset
-from effocr.synth.fonts import default_font_dirs, find_fonts
+from effocr.synth.fonts import section_fonts
 from effocr.utils import sha256_json
 
 SYNTH_JSON = config["synth"]["coco_json"]
@@ -32,9 +31,7 @@ def render_charset_hash():
 @functools.cache
 def font_files_hash():
     """Hash of the font files the `fonts` section finds (stem, size): new fonts rerun renders."""
-    fc = config["fonts"]
-    dirs = fc["dirs"] if fc["dirs"] is not None else default_font_dirs()
-    found = find_fonts(dirs, include=fc["include"], exclude=fc["exclude"])
+    found = section_fonts(SECTIONS.fonts)
     return sha256_json([[f.stem, f.stat().st_size] for f in found])[:16]
 
 
