@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 
 import numpy as np
 import pytest
@@ -376,7 +375,7 @@ def test_dataset_characters_the_bundle_lacks_are_added_before_aligning(
     """`align.extend_index` (default): rule extend_align_bundle adds the characters of the
     transcriptions that the given bundle's index lacks, and align_lines reads that copy; with
     it off, those characters are only placed by geometry (real Snakemake)."""
-    from test_envs import _job_counts
+    from test_envs import _job_counts, _rule_inputs
     from test_workflow_data import _snakemake
 
     from effocr.recognizer.reference import ReferenceIndex
@@ -407,7 +406,7 @@ def test_dataset_characters_the_bundle_lacks_are_added_before_aligning(
     extended = tmp_path / "results" / "data" / "align_bundle"
     labels = ReferenceIndex.load(extended).labels
     assert set(labels) == set(ReferenceIndex.load(en_bundle).labels) | seen
-    assert re.search(r"rule align_lines:\n\s+input: [^\n]*results/data/align_bundle", log)
+    assert "results/data/align_bundle" in _rule_inputs(log, "align_lines")
     report = json.loads((tmp_path / target).read_text(encoding="utf-8"))
     assert not any(set(r["unknown_chars"]) & seen for r in report["lines_report"])
     assert {p.name: p.read_bytes() for p in en_bundle.iterdir()} == before

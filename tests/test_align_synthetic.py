@@ -10,11 +10,10 @@ bundle aligns, not how well.
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from conftest import EN_CLASSES, en_lines
-from test_envs import _job_counts
+from test_envs import _job_counts, _rule_inputs
 from test_incremental import CONFIG as WORKFLOW_CONFIG
 from test_workflow_data import _snakemake
 
@@ -80,8 +79,7 @@ def test_synthetic_base_aligns_the_dataset(tiny_coco_factory, tmp_path):
     assert jobs["align_lines"] == 1 and jobs["synthetic_export_bundle"] == 1
     assert "synthetic_align_lines" not in jobs  # the synthetic lines have their boxes
     # align_lines read the synthetic base's bundle.
-    inputs = re.search(r"rule align_lines:\n\s+input: ([^\n]*)", log)
-    assert inputs and "results/synthetic/bundle" in inputs.group(1).split(", ")
+    assert "results/synthetic/bundle" in _rule_inputs(log, "align_lines")
 
     again = _snakemake(tmp_path, config, ALIGNED)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

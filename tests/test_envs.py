@@ -291,6 +291,13 @@ def _dry_run_cmd(workdir: Path, *configfiles: Path) -> list[str]:
     ]
 
 
+def _rule_inputs(log: str, rule: str) -> list[str]:
+    """The inputs of the first job of `rule` in Snakemake's output (a dry run's plan too)."""
+    found = re.search(rf"rule {rule}:\n\s+input: ([^\n]*)", log)
+    assert found, f"no job of {rule} in the plan"
+    return found.group(1).split(", ")
+
+
 def _job_counts(output: str) -> dict[str, int]:
     """The first "Job stats" table of a dry run, as {rule: jobs}."""
     lines = output[output.index("Job stats:") :].splitlines()[3:]

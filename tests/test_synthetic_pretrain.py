@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import en_lines
 from test_align_synthetic import _config as align_config
-from test_envs import _job_counts
+from test_envs import _job_counts, _rule_inputs
 from test_workflow_data import _snakemake
 
 from effocr.data.coco import load_coco, save_coco
@@ -51,12 +51,6 @@ def _coco_to_lines(coco_json: Path, out: Path) -> None:
 def _plan(tmp_path, config):
     """A dry run towards both models (_snakemake puts its extra arguments before the target)."""
     return _snakemake(tmp_path, config, MODELS[0], "--dry-run", *MODELS[1:])
-
-
-def _rule_inputs(log: str, rule: str) -> list[str]:
-    found = re.search(rf"rule {rule}:\n\s+input: ([^\n]*)", log)
-    assert found, f"no job of {rule} in the plan"
-    return found.group(1).split(", ")
 
 
 def _own_names_and_splits(config: dict, tmp_path: Path) -> None:
