@@ -459,11 +459,13 @@ class Aligner:
         pipeline: `effocr.pipeline.Pipeline` of the bundle (its stages are reused, so crops,
             embeddings and the search are exactly inference's).
         settings: `AlignSettings`.
+        bundle: The bundle's folder, recorded in the alignment's report (None: not known).
     """
 
-    def __init__(self, pipeline, settings: AlignSettings) -> None:
+    def __init__(self, pipeline, settings: AlignSettings, bundle: str | None = None) -> None:
         self.pipeline = pipeline
         self.settings = settings
+        self.bundle = bundle
         self.known = frozenset(pipeline.search.chars)
 
     @classmethod
@@ -473,7 +475,8 @@ class Aligner:
         """An aligner of an exported bundle (CPU)."""
         from effocr.pipeline import Pipeline
 
-        return cls(Pipeline.from_bundle(bundle_dir, intra_op_threads=threads), settings)
+        pipeline = Pipeline.from_bundle(bundle_dir, intra_op_threads=threads)
+        return cls(pipeline, settings, str(bundle_dir))
 
     def topk(self, img: np.ndarray, boxes: np.ndarray, vertical: bool) -> list[TopK]:
         """The k nearest reference labels of each box's full-line-height crop."""
@@ -738,6 +741,19 @@ def report_summary(lines: Sequence[AlignedLine], settings: AlignSettings) -> dic
     }
 
 
+def rejection_reasons(summary: dict, top: int = 3) -> list[tuple[str, int]]:
+    """The commonest reasons of a `report_summary`'s rejected lines, with their counts
+    (figures left out: "confidence 0.412 < ..." and "confidence 0.377 < ..." are one)."""
+    reasons: dict[str, int] = defaultdict(int)
+    for row in summary["lines_report"]:
+        if row["status"] == "rejected":
+            reason = row["reason"].split(" (")[0]
+            if reason.startswith("confidence "):
+                reason = "confidence < align.min_confidence"
+            reasons[reason] += 1
+    return sorted(reasons.items(), key=lambda kv: -kv[1])[:top]
+
+
 def require_training_lines(summary: dict, report: str | os.PathLike | None = None) -> None:
     """Raise when an alignment left nothing to train on (the workflow cannot go on).
 
@@ -749,12 +765,7 @@ def require_training_lines(summary: dict, report: str | os.PathLike | None = Non
     """
     if summary["accepted"] or summary["given"]:
         return
-    reasons: dict[str, int] = defaultdict(int)
-    for row in summary["lines_report"]:
-        # "confidence 0.412 < ..." and "confidence 0.377 < ..." are one reason.
-        reasons[row["reason"].split(" (")[0].split(" < ")[0].rstrip("0123456789. ")] += 1
-    common = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
-    listed = "; ".join(f"{n} x {reason}" for reason, n in common)
+    listed = "; ".join(f"{n} x {reason}" for reason, n in rejection_reasons(summary))
     where = f" (every line in {report})" if report is not None else ""
     raise EffOCRError(
         f"no line of {summary['lines']} was accepted, nothing to train on{where}: {listed}"
@@ -808,6 +819,8 @@ def align_coco(
     summary = {
         "source": str(coco_json),
         "image_dir": str(image_dir),
+        # Which model aligned: with align.rounds, each round's report names its own bundle.
+        "bundle": aligner.bundle,
         **report_summary(lines, aligner.settings),
     }
     with atomic_path(out_dir, is_dir=True) as tmp:

@@ -455,6 +455,53 @@ def _errors_table(errors: dict | None, top: int = 6) -> str:
     return "\n".join(rows)
 
 
+def read_alignment(reports: list[str | os.PathLike]) -> list[dict]:
+    """One row per alignment round (`effocr.align` report.json files, round 1 first): the bundle
+    that aligned, line counts, `align.min_confidence` and the commonest rejection reasons."""
+    from effocr.align import rejection_reasons
+
+    rows = []
+    for number, path in enumerate(reports, 1):
+        summary = read_json(path)
+        rows.append(
+            {
+                "round": number,
+                "report": str(path),
+                "bundle": summary.get("bundle"),
+                **{k: summary[k] for k in ("lines", "accepted", "rejected", "given")},
+                "accepted_fraction": summary["accepted_fraction"],
+                "min_confidence": summary["settings"]["min_confidence"],
+                "rejection_reasons": dict(rejection_reasons(summary)),
+            }
+        )
+    return rows
+
+
+def _alignment_table(rounds: list[dict]) -> str:
+    """The alignment rounds of `read_alignment`."""
+    head = (
+        "<h2>Alignment of the transcriptions</h2><p class=note>Character boxes found for the "
+        "lines that had only their text (<code class=c>align</code>): each round aligns with "
+        "the bundle named, round 1 with <code class=c>align.bundle</code>, each later one with "
+        "the bundle trained on the lines the round before accepted. Accepted: confidence at "
+        "least <code class=c>align.min_confidence</code>; lines that had boxes are kept as "
+        "they are. Every line's figures and reason: each round's report.csv.</p>"
+        "<table><tr><th>round</th><th class=l>bundle</th><th>lines</th><th>accepted</th>"
+        "<th>rejected</th><th>had boxes</th><th>accepted share</th>"
+        "<th class=l>commonest reasons to reject</th></tr>"
+    )
+    rows = []
+    for r in rounds:
+        reasons = ", ".join(f"{_esc(k)} ({v})" for k, v in r["rejection_reasons"].items())
+        rows.append(
+            f"<tr><td>{r['round']}</td><td class=l><code class=c>{_esc(r['bundle'])}</code></td>"
+            f"<td>{r['lines']}</td><td>{r['accepted']}</td><td>{r['rejected']}</td>"
+            f"<td>{r['given']}</td><td>{100 * r['accepted_fraction']:.1f}%</td>"
+            f"<td class=l>{reasons or '-'}</td></tr>"
+        )
+    return head + "\n".join(rows) + "</table>"
+
+
 def build_report(
     eval_dirs: dict[str, str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -465,6 +512,7 @@ def build_report(
     top_confusions: int = 20,
     title: str = "EffOCR evaluation report",
     config: dict | None = None,
+    alignment: list[str | os.PathLike] | None = None,
 ) -> dict:
     """Write `out_dir/index.html`, `out_dir/metrics.json` and the plots as PNG beside them.
 
@@ -477,6 +525,8 @@ def build_report(
         top_confusions: Rows of each confusion table.
         title: Page title.
         config: The run's config, summarised in the page (seed, language, data).
+        alignment: The report.json of each alignment round, round 1 first (`align.rounds`;
+            none when the lines had boxes).
 
     Returns:
         The `metrics.json` content.
@@ -492,6 +542,7 @@ def build_report(
             LOG.warning("training metrics %s: %s not found", name, path)
             curves[name] = {}
     loc = read_json(localizer_eval) if localizer_eval and Path(localizer_eval).is_file() else None
+    rounds = read_alignment(alignment or [])
 
     pngs = {
         "training_curves": plot_training_curves(curves),
@@ -520,6 +571,7 @@ def build_report(
             for name, cols in curves.items()
         },
         "localizer_eval": loc,
+        "alignment": rounds,
     }
     write_json(out_dir / REPORT_OUTPUTS["metrics"], summary)
 
@@ -575,6 +627,8 @@ def build_report(
     ]
     if loc is not None:
         parts += ["<h3>Localizer on the test split</h3>", _key_value_table(loc)]
+    if rounds:
+        parts.append(_alignment_table(rounds))
     for name, d in data.items():
         parts.append(f"<h2>Set <code class=c>{_esc(name)}</code></h2>")
         m = d["metrics"]
@@ -608,6 +662,7 @@ def build_report_from_config(
     *,
     training: dict[str, str | os.PathLike | None],
     localizer_eval: str | os.PathLike,
+    alignment: list[str | os.PathLike],
     evaluate: EvaluateSection,
     run: RunSection,
     dataset: DatasetSection,
@@ -619,6 +674,7 @@ def build_report_from_config(
         out_dir,
         training=training,
         localizer_eval=localizer_eval,
+        alignment=alignment,
         worst_lines=evaluate.worst_lines,
         config={
             "language": run.language,
@@ -651,6 +707,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="a training metrics.csv to plot, e.g. recognizer_pass1=results/recognizer/pass1/metrics.csv",
     )
     parser.add_argument("--localizer-eval", default=None, help="the localizer's evaluation JSON")
+    parser.add_argument(
+        "--alignment",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="an `effocr align` report.json; repeat for each round, the first round first",
+    )
     parser.add_argument("--output", required=True, help="report folder (index.html, metrics.json)")
     parser.add_argument(
         "--worst-lines",
@@ -674,6 +737,7 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         training=training,
         localizer_eval=args.localizer_eval,
+        alignment=args.alignment,
         worst_lines=(
             section_defaults("evaluate")["worst_lines"]
             if args.worst_lines is None

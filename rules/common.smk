@@ -59,9 +59,25 @@ except EffOCRError as exc:
 # folder). The synthetic base (init_from or align.bundle `synthetic`) is trained once, by the
 # innermost round, in its results; every round that needs it reads it there.
 ALIGN_ROUNDS = config["align"]["rounds"] if config["align"]["bundle"] else 1
-SYNTHETIC_BASE_DIR = workflow_paths(
-    os.path.join(RES, *(f"rounds/{r}" for r in range(ALIGN_ROUNDS - 1, 0, -1)))
-)["synthetic_base"]
+
+
+def round_results(round_number):
+    """The results folder of alignment round `round_number` (1 to ALIGN_ROUNDS, the last RES)."""
+    return os.path.join(
+        RES, *(f"rounds/{r}" for r in range(ALIGN_ROUNDS - 1, round_number - 1, -1))
+    )
+
+
+SYNTHETIC_BASE_DIR = workflow_paths(round_results(1))["synthetic_base"]
+# Every round's alignment report, round 1 first (rule report shows them).
+ALIGN_REPORTS = (
+    [
+        workflow_paths(round_results(r))["aligned"]["json"]
+        for r in range(1, ALIGN_ROUNDS + 1)
+    ]
+    if config["align"]["bundle"]
+    else []
+)
 # The base's folder as the trainers take it (the `init_from` param of the training rules).
 INIT_FROM_PATH = SYNTHETIC_BASE_DIR if INIT_FROM == SYNTHETIC else INIT_FROM
 

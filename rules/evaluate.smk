@@ -51,6 +51,7 @@ rule report:
         # With an external ONNX localizer (localizer.onnx_model) ours is not trained.
         localizer=[] if config["localizer"]["onnx_model"] else TRAININGS["localizer"],
         localizer_eval=PATHS["localizer_eval"],
+        alignment=ALIGN_REPORTS,
     output:
         index=report_output("index"),
         metrics=f"{PATHS['report']}/{REPORT_OUTPUTS['metrics']}",

@@ -433,48 +433,13 @@ def test_inputs_inside_the_output_and_a_missing_bundle_are_refused(tmp_path, cap
     assert sorted(os.listdir(out)) == ["lines.json"]
 
 
-@pytest.mark.slow
-def test_alignment_rounds_are_rules_of_their_own(en_bundle, tiny_coco_factory, tmp_path):
-    """`align.rounds: 2`: round 1 (the whole workflow under results/rounds/1) aligns with the
-    given bundle; round 2 aligns with round 1's bundle (real Snakemake, round 1's data stage
-    run, the rest planned)."""
-    from test_workflow_data import _snakemake
-
-    coco_json, image_dir = en_lines(tiny_coco_factory, 8, 21)
-    _strip(coco_json, tmp_path / "text_only.json")
-    config = {
-        "seed": 7,
-        "init_from": None,  # from scratch: no synthetic base for few lines
-        "dataset": {"coco_json": str(tmp_path / "text_only.json"), "image_dir": str(image_dir)},
-        "align": {"bundle": str(en_bundle), "rounds": 2},
-    }
-    first = "results/rounds/1/data/splits/train.json"
-    result = _snakemake(tmp_path, config, first)
-    assert result.returncode == 0, result.stderr[-4000:]
-    round1 = tmp_path / "results" / "rounds" / "1" / "data" / "aligned" / "report.json"
-    assert json.loads(round1.read_text(encoding="utf-8"))["accepted"] >= 6
-    assert not (tmp_path / "results" / "data").exists()
-    # Round 2's alignment needs round 1's bundle: round 1's training, then align_lines.
-    from test_envs import _job_counts
-
-    plan = _snakemake(tmp_path, config, "results/data/aligned/lines.json", "--dry-run")
-    assert plan.returncode == 0, plan.stderr[-4000:]
-    jobs = _job_counts(plan.stdout + plan.stderr)
-    assert jobs["align_lines"] == 1 and jobs["previous_export_bundle"] == 1
-    assert (
-        jobs["previous_train_localizer"] == 1
-        and jobs["previous_train_recognizer_hard_negatives"] == 1
-    )
-    assert "previous_align_lines" not in jobs  # done above, not redone
-    assert "results/rounds/1/bundle" in plan.stdout + plan.stderr
-
-
 def test_nothing_accepted_names_the_reasons():
     rows = [
         {"reason": "the localizer found no character"},
         {"reason": "confidence 0.412 < align.min_confidence 0.6 (similarity 0.7, one-to-one 0.5)"},
         {"reason": "confidence 0.377 < align.min_confidence 0.6 (similarity 0.6, one-to-one 0.6)"},
     ]
+    rows = [{"status": "rejected", **row} for row in rows]
     summary = {"lines": 3, "accepted": 0, "given": 0, "lines_report": rows}
     with pytest.raises(EffOCRError, match="no line of 3") as err:
         require_training_lines(summary, "out/report.csv")

@@ -167,3 +167,60 @@ def test_orientation_rows_only_for_sets_with_vertical_lines(tmp_path, eval_dirs)
     # Without vertical lines there is no such table.
     build_report({"test": eval_dirs["test"]}, tmp_path / "plain", worst_lines=1)
     assert "By line orientation" not in (tmp_path / "plain" / "index.html").read_text()
+
+
+def _alignment_json(path: Path, bundle: str, statuses: list[str], reasons: list[str]) -> Path:
+    """A report.json of `effocr.align` (`align_coco`'s summary) with these line statuses."""
+    rows = [
+        {"image_id": i, "status": s, "reason": r}
+        for i, (s, r) in enumerate(zip(statuses, reasons, strict=True))
+    ]
+    counts = {k: statuses.count(k) for k in ("accepted", "rejected", "given")}
+    summary = {
+        "source": "lines.json",
+        "bundle": bundle,
+        "lines": len(rows),
+        **counts,
+        "accepted_fraction": counts["accepted"] / (counts["accepted"] + counts["rejected"]),
+        "settings": {"min_confidence": 0.6},
+        "lines_report": rows,
+    }
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    return path
+
+
+def test_alignment_rounds_in_the_report(tmp_path, eval_dirs):
+    low = "confidence 0.41 < align.min_confidence 0.6 (similarity 0.7, one-to-one 0.5)"
+    first = _alignment_json(
+        tmp_path / "r1.json",
+        "base",
+        ["accepted", "rejected", "rejected", "rejected", "given"],
+        ["", low, low.replace("0.41", "0.38"), "the localizer found no character", ""],
+    )
+    second = _alignment_json(
+        tmp_path / "r2.json",
+        "rounds/1/bundle",
+        ["accepted"] * 3 + ["rejected", "given"],
+        ["", "", "", low, ""],
+    )
+    out = tmp_path / "report"
+    summary = build_report(eval_dirs, out, worst_lines=1, alignment=[first, second])
+    rounds = summary["alignment"]
+    assert [(r["round"], r["bundle"], r["accepted"]) for r in rounds] == [
+        (1, "base", 1),
+        (2, "rounds/1/bundle", 3),
+    ]
+    assert rounds[0]["accepted_fraction"] == pytest.approx(0.25)
+    # Reasons without their figures: the two low confidences are one reason.
+    assert rounds[0]["rejection_reasons"] == {
+        "confidence < align.min_confidence": 2,
+        "the localizer found no character": 1,
+    }
+    assert json.loads((out / "metrics.json").read_text())["alignment"] == rounds
+    page = (out / "index.html").read_text(encoding="utf-8")
+    table = page.split("Alignment of the transcriptions", 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr><td>") == 2 and "25.0%" in table and "75.0%" in table
+    # Without alignment (boxes given): no section, an empty list.
+    plain = build_report(eval_dirs, tmp_path / "plain", worst_lines=1)
+    assert plain["alignment"] == []
+    assert "Alignment of the transcriptions" not in (tmp_path / "plain" / "index.html").read_text()

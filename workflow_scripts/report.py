@@ -19,5 +19,6 @@ build_report_from_config(
         "localizer": str(snakemake.input.localizer) if snakemake.input.localizer else None,
     },
     localizer_eval=snakemake.input.localizer_eval,
+    alignment=list(snakemake.input.alignment),
     **step_sections(snakemake.params),
 )
