@@ -109,7 +109,9 @@ test-container: install
 	  HOST_BIN=$(BIN) CORES=$(CORES) \
 	  bash containers/test_container.sh
 
+# The benchmarks compare with tesserocr in the same run: the `tesseract` extra, once.
 bench: install
+	@$(BIN)/python -c "import tesserocr" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[dev,slurm,tesseract]"
 	$(BIN)/python bench/run_all.py
 
 clean:
