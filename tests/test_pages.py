@@ -649,3 +649,42 @@ def test_cut_line_blank_cut_keeps_its_box():
         cut = _cut(page, _box(90, 130))
         lo, hi = _extent(cut)
         assert abs(lo - 80) <= 1.0 and abs(hi - 140) <= 1.0  # box and 10 px margins
+
+
+def _box_line(x0: float, y0: float, x1: float, y1: float):
+    from effocr.linedet.postprocess import DetectedLine
+
+    return DetectedLine([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], 0.9, False, 0.0)
+
+
+def test_dark_masses_are_not_lines():
+    """A scan's dark border (or a picture, a black rule) found as a line is dropped; lines of
+    print, bold ones in boxes tight to their ink included, stay."""
+    from PIL import ImageFont
+
+    from effocr.pages import drop_dark_masses
+    from effocr.synth.fonts import matplotlib_font_dir
+
+    page = Image.new("L", (900, 700), 225)  # grey paper, as scanned
+    draw = ImageDraw.Draw(page)
+    bold = ImageFont.truetype(str(matplotlib_font_dir() / "DejaVuSans-Bold.ttf"), 40)
+    plain = ImageFont.truetype(str(matplotlib_font_dir() / "DejaVuSans.ttf"), 32)
+    lines = []
+    for y, text, font in ((80, "Bold heading MWM", bold), (180, "a line of plain print", plain)):
+        draw.text((60, y), text, font=font, fill=20)
+        lines.append(_box_line(*draw.textbbox((60, y), text, font=font)))
+    draw.rectangle((0, 640, 899, 699), fill=35)  # the scan's border, paper edge ragged
+    for x in range(0, 900, 30):
+        draw.rectangle((x, 628, x + 14, 640), fill=35)
+    border = _box_line(0, 626, 899, 699)
+    picture = _box_line(600, 300, 860, 520)
+    draw.rectangle((600, 300, 860, 520), fill=60)
+    draw.ellipse((650, 340, 800, 480), fill=200)
+    page = np.asarray(page)
+    kept = drop_dark_masses(page, [*lines, border, picture])
+    assert kept == lines
+    # Colour pages alike.
+    assert drop_dark_masses(np.stack([page] * 3, axis=2), [*lines, border]) == lines
+    # A page without ink and paper apart (blank, or all one grey) keeps what was found.
+    flat = np.full((700, 900), 128, np.uint8)
+    assert drop_dark_masses(flat, [border]) == [border]
