@@ -272,6 +272,10 @@ def test_base_en_config_validates_and_differs_only_in_data_and_budgets():
         # Capacity is a budget too: the base model keeps the wider encoder the demo gave up
         # for speed (config/README.md, recognizer).
         ("recognizer", "encoder_args"),
+        # The line detector's synthetic pages (how many, at which resolutions) and epochs.
+        ("line_detector", "n_train_pages"),
+        ("line_detector", "dpi"),
+        ("line_detector", "epochs"),
     }
     for section, value in base.items():
         if isinstance(value, dict) and section not in data_and_budgets:
