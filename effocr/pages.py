@@ -83,19 +83,24 @@ def drop_dark_masses(page: np.ndarray, lines: list[lp.DetectedLine]) -> list[lp.
     page's Otsu threshold, when the page has ink and paper (INK_MIN_CONTRAST apart)."""
     if not lines:
         return lines
-    grey = page if page.ndim == 2 else page.mean(axis=2)
-    h, w = grey.shape
-    sample = grey[:: max(1, h // 400), :: max(1, w // 400)]
-    t, dark, light = _otsu(sample)
+
+    def grey(a: np.ndarray) -> np.ndarray:
+        # Per sample and per box: a colour page is not converted whole.
+        return a if a.ndim == 2 else a.mean(axis=2)
+
+    h, w = page.shape[:2]
+    t, dark, light = _otsu(grey(page[:: max(1, h // 400), :: max(1, w // 400)]))
     if light - dark < INK_MIN_CONTRAST:
         return lines
     kept = []
     for line in lines:
         x0, y0, x1, y1 = line.bbox
-        box = grey[
-            max(0, int(y0)) : max(0, int(math.ceil(y1))),
-            max(0, int(x0)) : max(0, int(math.ceil(x1))),
-        ]
+        box = grey(
+            page[
+                max(0, int(y0)) : max(0, int(math.ceil(y1))),
+                max(0, int(x0)) : max(0, int(math.ceil(x1))),
+            ]
+        )
         if box.size == 0 or float((box <= t).mean()) <= MAX_DARK_SHARE:
             kept.append(line)
     return kept
