@@ -58,7 +58,8 @@ def is_page(height: int, width: int) -> bool:
 
 class LineDetectorStage:
     """Page pixels -> `DetectedLine`s in page pixels: the bundle's ONNX line detector, its
-    finds that are dark masses rather than print dropped (`drop_dark_masses`)."""
+    finds that are dark masses rather than print dropped (`drop_dark_masses`), and those it
+    joined across a column's edge cut there (`split_at_gaps`)."""
 
     def __init__(self, session: Any, meta: dict) -> None:
         self.session = session
@@ -68,7 +69,7 @@ class LineDetectorStage:
     def __call__(self, page: np.ndarray) -> list[lp.DetectedLine]:
         prepared = lp.prepare_page(page, self.meta)
         out = self.session.run(None, {self.input_name: prepared.array[None]})[0][0]
-        return drop_dark_masses(page, lp.decode_meta(out, prepared, self.meta))
+        return split_at_gaps(page, drop_dark_masses(page, lp.decode_meta(out, prepared, self.meta)))
 
 
 # A detected "line" whose box is mostly dark is a scan border, a picture or a black rule, not
@@ -104,6 +105,161 @@ def drop_dark_masses(page: np.ndarray, lines: list[lp.DetectedLine]) -> list[lp.
         if box.size == 0 or float((box <= t).mean()) <= MAX_DARK_SHARE:
             kept.append(line)
     return kept
+
+
+# Where the line detector joins two lines across a gap (a marginal note to the body line
+# beside it, the lines of two close columns), the gap is at least this wide (in line
+# thicknesses; 0.5-2 on base-en's synthetic pages) and other lines end where it starts or start
+# where it ends: the column's edge. Word spaces reach 0.9 on those pages and 1.1 in the
+# justified Fraktur of the Pembroke page, but nothing else ends at them (docs/pages.md).
+SPLIT_GAP = 0.7
+# How far (line thicknesses) a neighbour's end may be from the gap's edge, how far (across the
+# line, centre to centre) a neighbour may be, and how many make a column's edge (one is often a
+# paragraph's last line ending by chance at a word space).
+EDGE_TOLERANCE = 0.5
+NEIGHBOUR_REACH = 5.0
+EDGE_LINES = 2
+# A column rule in a gutter: an ink run at most this wide (line thicknesses) with gaps of
+# at least half SPLIT_GAP on both sides counts as part of the gap it stands in.
+RULE_WIDTH = 0.15
+
+
+def _ink_profile(
+    g: np.ndarray, line: lp.DetectedLine, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dark pixels across `line` at each pixel along it: ``(u, counts)``, `u` the position as a
+    fraction of its start edge to its end edge (x for a horizontal line, y for a vertical one;
+    the band between its two long edges at each step, so a tilted line is followed)."""
+    p0, p1, p2, p3 = (np.asarray(p, dtype=np.float64) for p in line.polygon)
+    along = 1 if line.vertical else 0  # the page axis the line runs along
+    across = 1 - along
+    h, w = g.shape
+    lo = np.floor(np.minimum.reduce([p0, p1, p2, p3])).astype(int)
+    hi = np.ceil(np.maximum.reduce([p0, p1, p2, p3])).astype(int)
+    x0, y0 = max(lo[0], 0), max(lo[1], 0)
+    x1, y1 = min(hi[0], w - 1), min(hi[1], h - 1)
+    span = p1[along] - p0[along]
+    if x1 < x0 or y1 < y0 or abs(span) < 1:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    dark = g[y0 : y1 + 1, x0 : x1 + 1] <= threshold
+    if line.vertical:
+        dark = dark.T  # rows along the line, columns across it
+    # Cumulative dark counts across the line, one zero first: a band's count is a difference.
+    cum = np.zeros((dark.shape[0] + 1, dark.shape[1]), dtype=np.int32)
+    np.cumsum(dark, axis=0, out=cum[1:])
+    origin = np.array([x0, y0])
+    steps = np.arange(origin[along], origin[along] + dark.shape[1])
+    u = (steps - p0[along]) / span
+    keep = (u >= 0) & (u <= 1)
+    u, steps = u[keep], steps[keep]
+    edge_a = p0[across] + u * (p1[across] - p0[across]) - origin[across]
+    edge_b = p3[across] + u * (p2[across] - p3[across]) - origin[across]
+    first = np.clip(np.floor(np.minimum(edge_a, edge_b)), 0, cum.shape[0] - 1).astype(np.int64)
+    last = np.clip(np.ceil(np.maximum(edge_a, edge_b)) + 1, 0, cum.shape[0] - 1).astype(np.int64)
+    cols = steps - origin[along]
+    return u, cum[last, cols] - cum[first, cols]
+
+
+def _piece(line: lp.DetectedLine, a: float, b: float) -> lp.DetectedLine:
+    """The part of `line` from fraction `a` to `b` of its length."""
+    p0, p1, p2, p3 = (np.asarray(p, dtype=np.float64) for p in line.polygon)
+    corners = [p0 + a * (p1 - p0), p0 + b * (p1 - p0), p3 + b * (p2 - p3), p3 + a * (p2 - p3)]
+    return lp.DetectedLine(
+        [(float(x), float(y)) for x, y in corners], line.score, line.vertical, line.angle
+    )
+
+
+def _extent(line: lp.DetectedLine) -> tuple[float, float, float]:
+    """(start, end) along the line's direction and its centre across it, in page pixels."""
+    x0, y0, x1, y1 = line.bbox
+    return (y0, y1, (x0 + x1) / 2) if line.vertical else (x0, x1, (y0 + y1) / 2)
+
+
+def _column_edge(
+    line: lp.DetectedLine, start: float, end: float, others: list[lp.DetectedLine]
+) -> bool:
+    """Whether EDGE_LINES lines near `line` (same direction, within NEIGHBOUR_REACH thicknesses
+    across) end at `start`, or as many start at `end` (page pixels along the line,
+    EDGE_TOLERANCE)."""
+    thick = max(line.thickness, 1.0)
+    tol, centre = EDGE_TOLERANCE * thick, _extent(line)[2]
+    ending = starting = 0
+    for other in others:
+        if other is line or other.vertical != line.vertical:
+            continue
+        o0, o1, oc = _extent(other)
+        if abs(oc - centre) <= NEIGHBOUR_REACH * thick:
+            ending += abs(o1 - start) <= tol
+            starting += abs(o0 - end) <= tol
+    return max(ending, starting) >= EDGE_LINES
+
+
+def split_at_gaps(
+    page: np.ndarray, lines: list[lp.DetectedLine], min_gap: float = SPLIT_GAP
+) -> list[lp.DetectedLine]:
+    """`lines` with each one cut where the detector has joined two lines across a gap (a
+    marginal note to its body line, the lines of two close columns), which reading order then
+    keeps apart: where its ink leaves a gap of at least `min_gap` times its thickness and a
+    neighbouring line ends where the gap starts or starts where it ends (`_column_edge`; a
+    wide word space has no such neighbour). A thin rule standing in the gap is part of it
+    (`_without_rules`; it is left out of the pieces). Each piece ends a quarter thickness into
+    the gap (the paper a detected line has beside its ink). A page without ink and paper
+    (INK_MIN_CONTRAST apart) is left as it is."""
+    if not lines:
+        return lines
+    g = page if page.ndim == 2 else page.mean(axis=2)
+    h, w = g.shape
+    t, dark, light = _otsu(g[:: max(1, h // 400), :: max(1, w // 400)])
+    if light - dark < INK_MIN_CONTRAST:
+        return lines
+    out = []
+    for line in lines:
+        u, counts = _ink_profile(g, line, t)
+        thick = max(line.thickness, 1.0)
+        ink = _without_rules(np.flatnonzero(counts), RULE_WIDTH * thick, min_gap / 2 * thick)
+        if len(ink) < 2:
+            out.append(line)
+            continue
+        # Along the line in page pixels (steps are pixels: ink steps i, j leave j - i - 1).
+        p0, p1 = line.polygon[0], line.polygon[1]
+        axis = 1 if line.vertical else 0
+        pos = p0[axis] + u * (p1[axis] - p0[axis])
+        cuts = [
+            k
+            for k in np.flatnonzero(np.diff(ink) >= min_gap * thick + 1)
+            if _column_edge(line, *sorted((pos[ink[k]], pos[ink[k + 1]])), lines)
+        ]
+        if not cuts:
+            out.append(line)
+            continue
+        du = abs(u[1] - u[0])  # one pixel step as a fraction of the line
+        pad = 0.25 * thick * du
+        start = 0.0
+        for k in cuts:
+            out.append(_piece(line, start, min(u[ink[k]] + du + pad, 1.0)))
+            start = max(u[ink[k + 1]] - pad, 0.0)
+        out.append(_piece(line, start, 1.0))
+    return out
+
+
+def _without_rules(ink: np.ndarray, max_width: float, min_side: float) -> np.ndarray:
+    """Ink steps (sorted) without the runs at most `max_width` steps long that have at least
+    `min_side` empty steps on both sides (a rule standing in a gap), so the gap is whole."""
+    if len(ink) < 3:
+        return ink
+    breaks = np.flatnonzero(np.diff(ink) > 1)
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks, [len(ink) - 1]])
+    keep = np.ones(len(ink), dtype=bool)
+    for r in range(1, len(starts) - 1):  # not the first or last run: those end the line
+        a, b = starts[r], ends[r]
+        if (
+            ink[b] - ink[a] + 1 <= max_width
+            and ink[a] - ink[a - 1] - 1 >= min_side
+            and ink[b + 1] - ink[b] - 1 >= min_side
+        ):
+            keep[a : b + 1] = False
+    return ink[keep]
 
 
 # ---------------------------------------------------------------------------

@@ -688,3 +688,83 @@ def test_dark_masses_are_not_lines():
     # A page without ink and paper apart (blank, or all one grey) keeps what was found.
     flat = np.full((700, 900), 128, np.uint8)
     assert drop_dark_masses(flat, [border]) == [border]
+
+
+def _column_page(note_gap: float, rule: bool = False):
+    """A page: a column of five lines that end together, a sixth line joined by the detector to
+    a marginal note `note_gap` line thicknesses beyond the column's edge (a rule in the gap
+    when `rule`), and a ragged paragraph whose line has a word space as wide. Returns the page
+    and the detected lines (boxes), the joined one and the ragged one."""
+    from PIL import ImageFont
+
+    from effocr.synth.fonts import matplotlib_font_dir
+
+    font = ImageFont.truetype(str(matplotlib_font_dir() / "DejaVuSerif.ttf"), 30)
+    page = Image.new("L", (1300, 900), 235)
+    draw = ImageDraw.Draw(page)
+    lines, body_end, thick = [], 0, 40
+    for i in range(6):
+        y = 60 + 48 * i
+        draw.text((60, y), "the same words in every line", font=font, fill=25, anchor="la")
+        body_end = draw.textbbox((60, y), "the same words in every line", font=font, anchor="la")[2]
+        lines.append((60, y - 4, body_end, y - 4 + thick))
+    note_x = body_end + round(note_gap * thick)
+    y = lines[3][1] + 4
+    draw.text((note_x, y), "a note", font=font, fill=25, anchor="la")
+    if rule:
+        mid = (body_end + note_x) // 2
+        draw.rectangle((mid, lines[0][1], mid + 2, lines[-1][3]), fill=25)
+    note_end = draw.textbbox((note_x, y), "a note", font=font, anchor="la")[2]
+    joined = (60, lines[3][1], note_end, lines[3][3])
+    ragged_y = 500
+    gap = " " * 9  # about as wide as the note's gap
+    draw.text((60, ragged_y), f"short{gap}words", font=font, fill=25, anchor="la")
+    ragged_end = draw.textbbox((60, ragged_y), f"short{gap}words", font=font, anchor="la")[2]
+    ragged = (60, ragged_y - 4, ragged_end, ragged_y - 4 + thick)
+    # A paragraph's last line below it, ending where the wide space starts: one line is no edge.
+    draw.text((60, ragged_y + 48), "short", font=font, fill=25, anchor="la")
+    below_end = draw.textbbox((60, ragged_y + 48), "short", font=font, anchor="la")[2]
+    below = (60, ragged_y + 44, below_end, ragged_y + 44 + thick)
+    boxes = [*lines[:3], joined, *lines[4:], ragged, below]
+    return np.asarray(page), [_box_line(*b) for b in boxes], body_end, note_x
+
+
+@pytest.mark.parametrize("rule", [False, True])
+def test_lines_joined_across_a_column_edge_are_split(rule):
+    """A line the detector ran on into a marginal note (or across a gutter with a rule) is cut
+    at the column's edge; a word space as wide in a ragged paragraph is not a column edge."""
+    from effocr.pages import split_at_gaps
+
+    page, found, body_end, note_x = _column_page(1.5, rule)
+    out = split_at_gaps(page, found)
+    assert len(out) == len(found) + 1
+    assert out[:3] == found[:3] and out[5:] == found[4:]  # the others are the same objects
+    body, note = out[3].bbox, out[4].bbox
+    thick = found[3].thickness
+    assert body[0] == pytest.approx(60) and note[2] == pytest.approx(found[3].bbox[2])
+    # Each piece ends a quarter thickness into the gap, beside its own ink.
+    assert body_end < body[2] <= body_end + 0.25 * thick + 2
+    assert note_x - 0.25 * thick - 2 <= note[0] < note_x
+    assert body[1] == found[3].bbox[1] and note[3] == found[3].bbox[3]
+    # Vertical lines (a page turned a quarter clockwise) are cut alike.
+    from effocr.linedet.postprocess import DetectedLine
+
+    h = page.shape[0]
+    turned = [
+        DetectedLine([(h - 1 - y, x) for x, y in ln.polygon], ln.score, True, 0.0) for ln in found
+    ]
+    out_v = split_at_gaps(np.ascontiguousarray(np.rot90(page, -1)), turned)
+    assert len(out_v) == len(out)
+    assert out_v[3].bbox[3] == pytest.approx(body[2], abs=1.5)
+    assert out_v[4].bbox[1] == pytest.approx(note[0], abs=1.5)
+
+
+def test_narrow_gaps_and_blank_pages_are_not_split():
+    from effocr.pages import split_at_gaps
+
+    page, found, _, _ = _column_page(0.5)
+    assert split_at_gaps(page, found) == found
+    flat = np.full_like(page, 128)
+    page_far, found_far, _, _ = _column_page(1.5)
+    assert split_at_gaps(flat, found_far) == found_far
+    assert split_at_gaps(page_far, []) == []
