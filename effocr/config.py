@@ -417,6 +417,7 @@ class RenderSection(Section):
     padding: float
     charset: str | None
     charset_from_text: bool
+    ligatures: tuple[str, ...]
     mode: str | None
 
 

@@ -10,6 +10,7 @@ DATA_CHARSET = resolve_charset(
     config["render"]["charset_from_text"],
     config["language"],
     config["synth"]["text_source"],
+    (),  # the raw text holds characters, not ligature classes
 )
 # User-given split files as {split: path}; empty means split by ratios.
 SPLIT_FILES = dict(config["split"]["files"] or {})

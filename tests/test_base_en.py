@@ -43,6 +43,7 @@ def _resolved_fonts(config: dict) -> tuple[list[Path], list[Path], list[str]]:
         config["render"]["charset_from_text"],
         config["language"],
         config["synth"]["text_source"],
+        config["render"]["ligatures"],
     )
     dirs = fc["dirs"] if fc["dirs"] is not None else default_font_dirs()
     renders = covering_fonts(
@@ -272,6 +273,8 @@ def test_base_en_config_validates_and_differs_only_in_data_and_budgets():
         # Capacity is a budget too: the base model keeps the wider encoder the demo gave up
         # for speed (config/README.md, recognizer).
         ("recognizer", "encoder_args"),
+        # The classes it reads: the ligatures of roman type, as a charset is data.
+        ("render", "ligatures"),
         # The line detector's synthetic pages (how many, at which resolutions) and epochs.
         ("line_detector", "n_train_pages"),
         ("line_detector", "dpi"),

@@ -13,6 +13,7 @@ from effocr.synth.charsets import (
     HIRAGANA,
     JP_PUNCTUATION,
     KATAKANA,
+    add_ligatures,
     charset_from_text,
     jis_characters,
     load_charset,
@@ -106,6 +107,7 @@ def _charset_settings(config: dict) -> tuple:
         render["charset_from_text"],
         config["language"],
         config["synth"]["text_source"],
+        render["ligatures"],
     )
 
 
@@ -133,3 +135,34 @@ def test_resolve_charset_from_config(tmp_path):
         {"render": {"charset_from_text": True}, "synth": {"text_source": str(text)}}
     )
     assert resolve_charset(*_charset_settings(cfg))[:3] == ["a", "b", "c"]
+
+
+def test_ligatures_are_appended_to_the_render_charset(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("fit flit\n", encoding="utf-8")
+    cfg = validate_config(
+        {
+            "render": {"charset_from_text": True, "ligatures": ["fi", "fl"]},
+            "synth": {"text_source": str(text)},
+        }
+    )
+    settings = _charset_settings(cfg)
+    drawn = resolve_charset(*settings[:4], ())  # what synthetic lines draw: characters only
+    assert drawn[:4] == ["f", "i", "t", "l"] and all(len(c) == 1 for c in drawn)
+    with_ligatures = resolve_charset(*settings)
+    assert with_ligatures == drawn + ["fi", "fl"]
+    assert add_ligatures(with_ligatures, ["fl", "it"]) == with_ligatures + ["it"]
+    path = write_charset(tmp_path / "c.txt", with_ligatures)
+    assert load_charset(path) == with_ligatures  # multi-code-point labels round-trip
+    assert "U+0066_U+0069\tfi" in path.read_text(encoding="utf-8")
+
+
+def test_bad_ligatures_are_named():
+    with pytest.raises(EffOCRError) as err:
+        add_ligatures(list("abcf"), ["ab", "f", "a b", "fi", "ſt"])
+    msg = str(err.value)
+    assert "'f' is not two or more" in msg and "'a b' is not two or more" in msg
+    assert "'fi' has 'i', not in the charset" in msg and "'ſt' has 'ſt'" in msg
+    assert "'ab'" not in msg
+    with pytest.raises(EffOCRError, match="render/ligatures/0: 'f' does not match"):
+        validate_config({"render": {"ligatures": ["f"]}})

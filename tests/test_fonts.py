@@ -102,6 +102,9 @@ def test_covering_fonts_uses_the_coverage_threshold():
     fonts = [MPL / "DejaVuSans.ttf", MPL / "STIXSizOneSymReg.ttf"]
     assert covering_fonts(fonts, load_charset("en"), 0.9) == [MPL / "DejaVuSans.ttf"]
     assert len(covering_fonts(fonts, load_charset("en"), 0.0)) == 2
+    # A ligature label counts as its letters: DejaVu Sans covers all of them.
+    ligatures = load_charset("en") + ["fi", "ffl"]
+    assert covering_fonts(fonts, ligatures, 1.0) == [MPL / "DejaVuSans.ttf"]
 
 
 def test_tofu_filter_drops_repeated_and_empty_renders():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from conftest import EN_CLASSES
@@ -123,3 +125,43 @@ def test_undrawn_characters_can_be_left_out(en_bundle, tmp_path):
 def test_output_must_differ_from_the_bundle(en_bundle):
     with pytest.raises(EffOCRError, match="not the bundle itself"):
         extend_index(en_bundle, en_bundle, "b", [_font()], 64, 0.05, "ascender")
+
+
+def test_cli_adds_ligature_classes(en_bundle, tmp_path, capsys):
+    from effocr.cli import main as cli_main
+
+    config = tmp_path / "config.yaml"
+    config.write_text("language: en\n", encoding="utf-8")
+    out = tmp_path / "lig"
+    args = ["extend-index", str(en_bundle), "--output", str(out), "--config", str(config)]
+    args += ["--fonts", str(_font()), "--chars", "k", "--ligatures", "st", "ck", "st"]
+    assert cli_main(args) == 0
+    assert "3 classes added (k st ck)" in capsys.readouterr().out
+    old, new = ReferenceIndex.load(en_bundle), ReferenceIndex.load(out)
+    assert new.labels == old.labels + ["k", "st", "ck"]
+    # A render of the ligature is nearest to its own class, not to its letters'.
+    from effocr.onnx_session import make_session
+    from effocr.pipeline import RecognizerStage
+    from effocr.recognizer.extend import render_squares
+
+    rec = Manifest.read(out).recognizer
+    stage = RecognizerStage(make_session(out / rec["file"]), rec["mean"], rec["std"], 8)
+    squares, _ = render_squares("st", [_font()], rec["input_size"], 64, 0.05, "ascender")
+    _, rows = new.search(stage(squares), 1)
+    assert new.labels[int(rows[0, 0])] == "st"
+
+
+@pytest.mark.parametrize(
+    ("ligatures", "message"),
+    [(["fi"], r"'fi' has 'f', not in the charset"), (["s"], "'s' is not two or more")],
+)
+def test_cli_ligatures_need_known_letters(en_bundle, tmp_path, capsys, ligatures, message):
+    from effocr.cli import main as cli_main
+
+    config = tmp_path / "config.yaml"
+    config.write_text("language: en\n", encoding="utf-8")
+    args = ["extend-index", str(en_bundle), "--output", str(tmp_path / "b"), "--config"]
+    args += [str(config), "--fonts", str(_font()), "--ligatures", *ligatures]
+    assert cli_main(args) == 1
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "b").exists()

@@ -12,7 +12,7 @@ from effocr.config import config_sections, validate_config
 from effocr.synth.charsets import load_charset
 from effocr.synth.fonts import matplotlib_font_dir
 from effocr.synth.render import render_glyph, render_glyphs, render_glyphs_from_config, select_fonts
-from effocr.utils import EffOCRError
+from effocr.utils import EffOCRError, label_to_codepoints
 
 MPL = matplotlib_font_dir()
 SANS, SERIF = MPL / "DejaVuSans.ttf", MPL / "DejaVuSerif.ttf"
@@ -156,3 +156,33 @@ def test_cli_render_glyphs(tmp_path, capsys):
     rc = cli_main(["render-glyphs", "--out-dir", str(tmp_path / "g"), "--charset", "nonexistent"])
     assert rc == 1
     assert "nonexistent" in capsys.readouterr().err
+
+
+def test_ligature_classes_are_rendered_and_listed(tmp_path):
+    config = validate_config(
+        {
+            "fonts": {"dirs": [str(MPL)], "include": ["DejaVuSerif"]},
+            "render": {"charset_from_text": True, "ligatures": ["fi", "ffi"], "size": 32},
+        }
+    )
+    manifest = tmp_path / "renders" / "manifest.csv"
+    charset_txt = tmp_path / "charset.txt"
+    render_glyphs_from_config(
+        tmp_path / "renders" / "glyphs",
+        manifest,
+        charset_txt,
+        **config_sections(config).pick("render", "fonts", "run"),
+        text_source=None,
+        workers=1,
+    )
+    assert load_charset(charset_txt)[-2:] == ["fi", "ffi"]
+    rows = {r["codepoints"]: r for r in _rows(manifest)}
+    assert rows["U+0066_U+0069"]["path"] == "glyphs/U+0066_U+0069/DejaVuSerif.png"
+    from PIL import Image
+
+    width = {
+        label: Image.open(manifest.parent / rows[label_to_codepoints(label)]["path"]).size[0]
+        for label in ("f", "i", "fi", "ffi")
+    }
+    # One class image holds all the letters (shaped into the font's ligature where it has one).
+    assert width["f"] < width["fi"] < width["ffi"] and width["i"] < width["fi"]

@@ -50,6 +50,7 @@ def test_shipped_config_finds_line_and_reference_fonts(path, monkeypatch):
         sections.render.charset_from_text,
         sections.run.language,
         sections.synth.text_source,
+        sections.render.ligatures,
     )
     rendered = select_fonts(
         resolve_fonts(sections.fonts, charset),

@@ -241,6 +241,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chars", default="", help="characters to add, e.g. 'ſßäöü'")
     parser.add_argument("--chars-file", help="a UTF-8 file whose characters are added too")
     parser.add_argument(
+        "--ligatures",
+        nargs="+",
+        metavar="LIGATURE",
+        help="ligature classes to add, read as all their letters, e.g. fi fl ffi "
+        "(render.ligatures); each letter must be in the index or in --chars",
+    )
+    parser.add_argument(
         "--fonts",
         nargs="+",
         help="font files or directories to render in (default: the fonts of the config)",
@@ -257,6 +264,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of `effocr extend-index`."""
     from effocr.config import config_sections, load_config
+    from effocr.synth.charsets import add_ligatures
     from effocr.synth.fonts import find_fonts
     from effocr.synth.render import render_mode, resolve_fonts
 
@@ -266,10 +274,15 @@ def run(args: argparse.Namespace) -> int:
             chars += Path(args.chars_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise EffOCRError(f"{args.chars_file}: cannot read characters: {exc}") from exc
-    if not chars.strip():
-        raise EffOCRError("no characters to add: give --chars or --chars-file")
+    ligatures = args.ligatures or []
+    if not chars.strip() and not ligatures:
+        raise EffOCRError("no characters to add: give --chars, --chars-file or --ligatures")
     sections = config_sections(load_config(args.config), source=args.config)
     wanted = [c for c in dict.fromkeys(chars) if not c.isspace()]
+    if ligatures:
+        known = ReferenceIndex.load(args.bundle).labels + wanted
+        wanted += add_ligatures(known, ligatures)[len(known) :]
+        chars = wanted
     fonts = find_fonts(args.fonts) if args.fonts else resolve_fonts(sections.fonts, wanted)
     result = extend_index(
         args.bundle,
@@ -283,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"{args.output}: {len(result.added)} classes added "
-        f"({''.join(result.added)}), {len(result.present)} present already, "
+        f"({' '.join(result.added)}), {len(result.present)} present already, "
         f"{result.count} in all"
     )
     return 0

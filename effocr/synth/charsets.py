@@ -9,6 +9,7 @@ readability. Lines starting with ``#`` are comments. Shipped charsets live in
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -195,22 +196,54 @@ def line_characters(language: str, text_source: str | os.PathLike | None = None)
 
 
 def resolve_charset(
-    charset: str | None, charset_from_text: bool, language: str, text_source: str | None
+    charset: str | None,
+    charset_from_text: bool,
+    language: str,
+    text_source: str | None,
+    ligatures: Sequence[str],
 ) -> list[str]:
     """The render charset (config `render.charset`, `render.charset_from_text`, `language`,
-    `synth.text_source`).
+    `synth.text_source`, `render.ligatures`).
 
     `charset` (shipped name or file), else the language profile's charset; with
     `charset_from_text`, only those of its characters that synthetic lines can contain
-    (`line_characters(language, text_source)`, in order of first occurrence).
+    (`line_characters(language, text_source)`, in order of first occurrence). Then the
+    `ligatures` (`add_ligatures`). Synthetic lines draw single characters, so their charset
+    (`effocr.synth.lines.line_charset`) is resolved without ligatures.
     """
     base = load_charset(charset or get_profile(language).charset)
-    if not charset_from_text:
-        return base
-    allowed = set(base)
-    chars = [c for c in line_characters(language, text_source) if c in allowed]
-    if not chars:
-        raise EffOCRError(
-            "render.charset_from_text: no character of the text source is in the charset"
-        )
-    return chars
+    if charset_from_text:
+        allowed = set(base)
+        base = [c for c in line_characters(language, text_source) if c in allowed]
+        if not base:
+            raise EffOCRError(
+                "render.charset_from_text: no character of the text source is in the charset"
+            )
+    return add_ligatures(base, ligatures)
+
+
+def add_ligatures(charset: Sequence[str], ligatures: Sequence[str]) -> list[str]:
+    """`charset` with the multi-character labels `ligatures` appended (those it lacks).
+
+    A ligature class is read where print joins letters into one glyph (fi, fl, ffi in roman
+    type; ch, ck, tz, ſt in Fraktur) and the localizer draws one box around it: its label gives
+    all the letters back. Each of its letters must be in the charset too.
+
+    Raises:
+        EffOCRError: for a ligature of fewer than two characters, with a space, or with a
+            letter the charset lacks (all named).
+    """
+    out = list(charset)
+    have = set(out)
+    problems = []
+    for lig in ligatures:
+        if len(lig) < 2 or any(c.isspace() for c in lig):
+            problems.append(f"{lig!r} is not two or more characters without spaces")
+        elif missing := [c for c in lig if c not in have]:
+            problems.append(f"{lig!r} has {''.join(dict.fromkeys(missing))!r}, not in the charset")
+        elif lig not in have:
+            out.append(lig)
+            have.add(lig)
+    if problems:
+        raise EffOCRError("render.ligatures: " + "; ".join(problems))
+    return out

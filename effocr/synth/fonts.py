@@ -137,8 +137,9 @@ def font_chars(path: str | os.PathLike) -> set[str]:
 def covering_fonts(
     font_paths: Iterable[str | os.PathLike], chars: Iterable[str], min_coverage: float
 ) -> list[Path]:
-    """Fonts whose cmap covers at least `min_coverage` of `chars` (unreadable fonts skipped)."""
-    wanted = {c for c in chars if not c.isspace()}
+    """Fonts whose cmap covers at least `min_coverage` of the characters of `chars` (labels;
+    a multi-character one such as a ligature counts as its letters; unreadable fonts skipped)."""
+    wanted = {c for label in chars for c in label if not c.isspace()}
     out: list[Path] = []
     for path in font_paths:
         try:

@@ -732,9 +732,10 @@ def _plain(value: tuple | None) -> list | None:
 
 def line_charset(*, render: RenderSection, synth: SynthSection, run: RunSection) -> list[str]:
     """The charset of synthetic lines: the render charset (`render.charset`,
-    `render.charset_from_text` with `synth.text_source`, `run.language`)."""
+    `render.charset_from_text` with `synth.text_source`, `run.language`) without its
+    ligatures (lines draw single characters)."""
     return resolve_charset(
-        render.charset, render.charset_from_text, run.language, synth.text_source
+        render.charset, render.charset_from_text, run.language, synth.text_source, ()
     )
 
 

@@ -309,7 +309,9 @@ def render_glyphs_from_config(
         charset_path: If given, the resolved charset is also written there (code points).
         text_source: `synth.text_source`, read with `render.charset_from_text` (else None).
     """
-    charset = resolve_charset(render.charset, render.charset_from_text, run.language, text_source)
+    charset = resolve_charset(
+        render.charset, render.charset_from_text, run.language, text_source, render.ligatures
+    )
     manifest = render_glyphs(
         charset,
         resolve_fonts(fonts, charset),

@@ -19,12 +19,15 @@ CHARSET_SETTINGS = (
     config["render"]["charset_from_text"],
     config["language"],
     config["synth"]["text_source"],
+    (),  # synthetic lines draw no ligatures; render_glyphs adds them
 )
 
 
 @functools.cache
 def render_charset_hash():
-    """Hash of the resolved render charset (a param: editing a charset file reruns renders)."""
+    """Hash of the resolved render charset without `render.ligatures`, the characters synthetic
+    lines draw (a param: editing a charset file reruns renders and lines; render_glyphs has the
+    ligatures in its `render` params)."""
     return sha256_json(resolve_charset(*CHARSET_SETTINGS))[:16]
 
 
