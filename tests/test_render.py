@@ -116,14 +116,8 @@ def test_select_fonts_keeps_reference_and_is_seeded():
 
 
 @pytest.mark.usefixtures("needs_ipa_fonts")
-def test_japanese_renders_from_config(tmp_path):
-    config = validate_config(
-        {
-            "language": "jp",
-            "fonts": {"include": ["ipam"]},
-            "render": {"charset_from_text": True, "size": 24},
-        }
-    )
+def _render_from_config(config: dict, tmp_path):
+    """`render_glyphs_from_config` into `tmp_path`: (manifest, charset file)."""
     manifest = tmp_path / "renders" / "manifest.csv"
     charset_txt = tmp_path / "charset.txt"
     render_glyphs_from_config(
@@ -134,6 +128,18 @@ def test_japanese_renders_from_config(tmp_path):
         text_source=None,
         workers=1,
     )
+    return manifest, charset_txt
+
+
+def test_japanese_renders_from_config(tmp_path):
+    config = validate_config(
+        {
+            "language": "jp",
+            "fonts": {"include": ["ipam"]},
+            "render": {"charset_from_text": True, "size": 24},
+        }
+    )
+    manifest, charset_txt = _render_from_config(config, tmp_path)
     rows = _rows(manifest)
     assert {r["origin"] for r in rows} == {"ipam"}
     charset = load_charset(charset_txt)
@@ -165,16 +171,7 @@ def test_ligature_classes_are_rendered_and_listed(tmp_path):
             "render": {"charset_from_text": True, "ligatures": ["fi", "ffi"], "size": 32},
         }
     )
-    manifest = tmp_path / "renders" / "manifest.csv"
-    charset_txt = tmp_path / "charset.txt"
-    render_glyphs_from_config(
-        tmp_path / "renders" / "glyphs",
-        manifest,
-        charset_txt,
-        **config_sections(config).pick("render", "fonts", "run"),
-        text_source=None,
-        workers=1,
-    )
+    manifest, charset_txt = _render_from_config(config, tmp_path)
     assert load_charset(charset_txt)[-2:] == ["fi", "ffi"]
     rows = {r["codepoints"]: r for r in _rows(manifest)}
     assert rows["U+0066_U+0069"]["path"] == "glyphs/U+0066_U+0069/DejaVuSerif.png"
