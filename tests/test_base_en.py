@@ -270,6 +270,7 @@ def test_base_en_config_validates_and_differs_only_in_data_and_budgets():
         "evaluate",
         ("localizer", "epochs"),
         ("recognizer", "epochs"),
+        ("recognizer", "hard_negatives_epochs"),
         # Capacity is a budget too: the base model keeps the wider encoder the demo gave up
         # for speed (config/README.md, recognizer).
         ("recognizer", "encoder_args"),
