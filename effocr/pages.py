@@ -79,24 +79,29 @@ class LineDetectorStage:
 MAX_DARK_SHARE = 0.6
 
 
+def _grey(a: np.ndarray) -> np.ndarray:
+    # Per sample and per box: a colour page is not converted whole.
+    return a if a.ndim == 2 else a.mean(axis=2)
+
+
+def _page_threshold(page: np.ndarray) -> float | None:
+    """The page's Otsu threshold (on a sample of about 400 x 400 pixels), or None when the
+    page has no ink and paper INK_MIN_CONTRAST apart (blank, or all one grey)."""
+    h, w = page.shape[:2]
+    t, dark, light = _otsu(_grey(page[:: max(1, h // 400), :: max(1, w // 400)]))
+    return None if light - dark < INK_MIN_CONTRAST else t
+
+
 def drop_dark_masses(page: np.ndarray, lines: list[lp.DetectedLine]) -> list[lp.DetectedLine]:
     """`lines` without those whose box is more than MAX_DARK_SHARE dark: darker than the
     page's Otsu threshold, when the page has ink and paper (INK_MIN_CONTRAST apart)."""
-    if not lines:
-        return lines
-
-    def grey(a: np.ndarray) -> np.ndarray:
-        # Per sample and per box: a colour page is not converted whole.
-        return a if a.ndim == 2 else a.mean(axis=2)
-
-    h, w = page.shape[:2]
-    t, dark, light = _otsu(grey(page[:: max(1, h // 400), :: max(1, w // 400)]))
-    if light - dark < INK_MIN_CONTRAST:
+    t = None if not lines else _page_threshold(page)
+    if t is None:
         return lines
     kept = []
     for line in lines:
         x0, y0, x1, y1 = line.bbox
-        box = grey(
+        box = _grey(
             page[
                 max(0, int(y0)) : max(0, int(math.ceil(y1))),
                 max(0, int(x0)) : max(0, int(math.ceil(x1))),
@@ -125,7 +130,7 @@ RULE_WIDTH = 0.15
 
 
 def _ink_profile(
-    g: np.ndarray, line: lp.DetectedLine, threshold: float
+    page: np.ndarray, line: lp.DetectedLine, threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dark pixels across `line` at each pixel along it: ``(u, counts)``, `u` the position as a
     fraction of its start edge to its end edge (x for a horizontal line, y for a vertical one;
@@ -133,7 +138,7 @@ def _ink_profile(
     p0, p1, p2, p3 = (np.asarray(p, dtype=np.float64) for p in line.polygon)
     along = 1 if line.vertical else 0  # the page axis the line runs along
     across = 1 - along
-    h, w = g.shape
+    h, w = page.shape[:2]
     lo = np.floor(np.minimum.reduce([p0, p1, p2, p3])).astype(int)
     hi = np.ceil(np.maximum.reduce([p0, p1, p2, p3])).astype(int)
     x0, y0 = max(lo[0], 0), max(lo[1], 0)
@@ -141,7 +146,7 @@ def _ink_profile(
     span = p1[along] - p0[along]
     if x1 < x0 or y1 < y0 or abs(span) < 1:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
-    dark = g[y0 : y1 + 1, x0 : x1 + 1] <= threshold
+    dark = _grey(page[y0 : y1 + 1, x0 : x1 + 1]) <= threshold
     if line.vertical:
         dark = dark.T  # rows along the line, columns across it
     # Cumulative dark counts across the line, one zero first: a band's count is a difference.
@@ -205,16 +210,12 @@ def split_at_gaps(
     (`_without_rules`; it is left out of the pieces). Each piece ends a quarter thickness into
     the gap (the paper a detected line has beside its ink). A page without ink and paper
     (INK_MIN_CONTRAST apart) is left as it is."""
-    if not lines:
-        return lines
-    g = page if page.ndim == 2 else page.mean(axis=2)
-    h, w = g.shape
-    t, dark, light = _otsu(g[:: max(1, h // 400), :: max(1, w // 400)])
-    if light - dark < INK_MIN_CONTRAST:
+    t = None if not lines else _page_threshold(page)
+    if t is None:
         return lines
     out = []
     for line in lines:
-        u, counts = _ink_profile(g, line, t)
+        u, counts = _ink_profile(page, line, t)
         thick = max(line.thickness, 1.0)
         ink = _without_rules(np.flatnonzero(counts), RULE_WIDTH * thick, min_gap / 2 * thick)
         if len(ink) < 2:
