@@ -446,6 +446,8 @@ class RecognizerSection(Section):
     hard_negatives_k: int
     hard_negatives_ratio: float | None
     hard_negatives_fine_tune: bool
+    reference_crops: int
+    reference_crop_weight: float
     augment: Mapping[str, Any] | None
     device: str
     amp: bool

@@ -15,6 +15,10 @@ from effocr.artifacts import MODEL, in_dir
 # that train_localizer (one thread) trains beside the recognizer passes instead of before them:
 # on 2 cores that takes the demo from 5.3 to 3.5 minutes (threads_beside_one).
 RECOGNIZER_THREADS = threads_beside_one(8)
+# The keys that shape only the reference index's vectors: changing them rebuilds the index,
+# not the models; the training steps get every other recognizer key.
+INDEX_KEYS = ("reference_crops", "reference_crop_weight")
+TRAINING_KEYS = [k for k in SECTIONS.recognizer.as_dict() if k not in INDEX_KEYS]
 
 
 rule train_recognizer:
@@ -38,7 +42,7 @@ rule train_recognizer:
         runtime=240,
         gpu=1,
     params:
-        **SECTIONS.params("recognizer", "fonts", "run"),
+        **SECTIONS.params("fonts", "run", recognizer=TRAINING_KEYS),
         code=code_version("effocr.recognizer.train"),
         init_from=INIT_FROM_PATH,
         init_from_sha256=init_from_checksum("recognizer"),
@@ -67,7 +71,7 @@ rule mine_hard_negatives:
         runtime=60,
         gpu=1,
     params:
-        **SECTIONS.params("recognizer", "fonts", "run"),
+        **SECTIONS.params("fonts", "run", recognizer=TRAINING_KEYS),
         code=code_version("effocr.recognizer.hard_negatives"),
     script:
         "../workflow_scripts/mine_hard_negatives.py"
@@ -98,7 +102,7 @@ rule train_recognizer_hard_negatives:
         runtime=240,
         gpu=1,
     params:
-        **SECTIONS.params("recognizer", "fonts", "run"),
+        **SECTIONS.params("fonts", "run", recognizer=TRAINING_KEYS),
         code=code_version("effocr.recognizer.train"),
         init_from=INIT_FROM_PATH,
         init_from_sha256=init_from_checksum("recognizer"),
@@ -111,6 +115,12 @@ rule build_reference_index:
     input:
         model=f"{PATHS['recognizer_pass2']}/{MODEL}",
         renders=PATHS["renders_manifest"],
+        # Only when crops go into the reference vectors: new data need not rebuild it otherwise.
+        crops=(
+            PATHS["recognizer_dataset"]
+            if config["recognizer"]["reference_crops"]
+            else []
+        ),
     output:
         index=f"{PATHS['reference_index']}/{INDEX}",
         labels=f"{PATHS['reference_index']}/{INDEX_LABELS}",
@@ -129,7 +139,7 @@ rule build_reference_index:
         runtime=60,
         gpu=1,
     params:
-        **SECTIONS.params("recognizer", "fonts", "run"),
+        **SECTIONS.params("fonts", "run", recognizer=("device", *INDEX_KEYS)),
         code=code_version("effocr.recognizer.index"),
     script:
         "../workflow_scripts/build_reference_index.py"

@@ -276,6 +276,10 @@ def test_base_en_config_validates_and_differs_only_in_data_and_budgets():
         ("recognizer", "encoder_args"),
         # The classes it reads: the ligatures of roman type, as a charset is data.
         ("render", "ligatures"),
+        # How much of its training data goes into the reference index (the demo's 168 lines
+        # gain nothing from it, config/README.md "Reference crops").
+        ("recognizer", "reference_crops"),
+        ("recognizer", "reference_crop_weight"),
         # The line detector's synthetic pages (how many, at which resolutions) and epochs.
         ("line_detector", "n_train_pages"),
         ("line_detector", "dpi"),

@@ -286,6 +286,19 @@ def test_changing_a_recognizer_hyperparameter(workflow):
     assert not rules & (DATA | LOCALIZER | {"render_glyphs"}), out[-4000:]
 
 
+def test_changing_the_reference_crops(workflow):
+    """Crops in the reference vectors rebuild the index (which then reads the recognizer
+    dataset) and what reads it, not the models."""
+    wf, _, _ = workflow
+    jobs, out = planned(wf, write_config(wf, "crops_case", recognizer={"reference_crops": 3}))
+    assert jobs == {"build_reference_index": 1, "export_bundle": 1, "evaluate": 2, "report": 1}, (
+        out[-4000:]
+    )
+    assert re.search(
+        r"rule build_reference_index:\n\s+input: [^\n]*recognizer_dataset/manifest", out
+    ), out[-4000:]
+
+
 def test_changing_package_code(workflow):
     wf, base, _ = workflow
     # The scoring code: evaluate, export_bundle (it scores validation lines to fit the

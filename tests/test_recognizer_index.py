@@ -186,3 +186,83 @@ def test_reference_fonts_missing_is_an_error(tmp_path):
             **config_sections(tiny_config()).pick("recognizer", "fonts", "run"),
         )
     assert not (tmp_path / "index").exists()
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_reference_crops_are_mixed_into_the_vectors(tmp_path):
+    renders = render_manifest(tmp_path / "renders", "abcd", fonts=("DejaVuSerif",))
+    # Crops of a, b, c only: two training fonts and one validation font (never sampled).
+    crops = render_manifest(
+        tmp_path / "crops",
+        "abc",
+        fonts=("DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSerif-Italic"),
+        real={
+            "DejaVuSans-Bold": "train",
+            "DejaVuSans-Oblique": "train",
+            "DejaVuSerif-Italic": "val",
+        },
+    )
+    model_pt = untrained_model(tmp_path / "model.pt")
+    model = load_recognizer(model_pt)
+
+    def build(name, **recognizer):
+        return build_reference_index(
+            model_pt,
+            renders,
+            tmp_path / f"index_{name}",
+            crops_manifest=crops,
+            **config_sections(tiny_config(**recognizer)).pick("recognizer", "fonts", "run"),
+        )
+
+    def vectors(index):
+        vecs = index.index.reconstruct_n(0, len(index))
+        return {label: vecs[i] for i, label in enumerate(index.labels)}
+
+    def embedded(manifest, origin):
+        recs = [r for r in read_manifest(manifest) if r.origin == origin]
+        embs = embed_paths(model, [r.path for r in recs])
+        return dict(zip([r.label for r in recs], embs, strict=True))
+
+    plain = vectors(build("plain"))
+    bold, oblique = embedded(crops, "DejaVuSans-Bold"), embedded(crops, "DejaVuSans-Oblique")
+    italic = embedded(crops, "DejaVuSerif-Italic")
+
+    # Weight 1: a class with crops is the mean of its training crops; d keeps its render.
+    only_crops = build("crops", reference_crops=5, reference_crop_weight=1.0)
+    assert only_crops.meta["crops"]["classes"] == 3 and only_crops.meta["crops"]["crops"] == 6
+    got = vectors(only_crops)
+    for c in "abc":
+        assert np.allclose(got[c], _unit(bold[c] + oblique[c]), atol=1e-5)
+        assert not np.allclose(got[c], _unit(bold[c] + oblique[c] + italic[c]), atol=1e-3)
+    assert np.allclose(got["d"], plain["d"], atol=1e-6)
+
+    # Half and half, renders and crops; weight 0 is the plain index.
+    half = vectors(build("half", reference_crops=5, reference_crop_weight=0.5))
+    for c in "abc":
+        assert np.allclose(half[c], _unit(plain[c] + _unit(bold[c] + oblique[c])), atol=1e-5)
+    none = vectors(build("none", reference_crops=5, reference_crop_weight=0.0))
+    assert all(np.allclose(none[c], plain[c], atol=1e-6) for c in "abcd")
+
+    # One crop per class: a seeded choice of the two, the same on every build.
+    one = vectors(build("one", reference_crops=1, reference_crop_weight=1.0))
+    again = vectors(build("again", reference_crops=1, reference_crop_weight=1.0))
+    for c in "abc":
+        assert any(np.allclose(one[c], e[c], atol=1e-5) for e in (bold, oblique))
+        assert np.allclose(one[c], again[c], atol=1e-6)
+
+
+def test_reference_crops_need_the_dataset_manifest(tmp_path):
+    renders = render_manifest(tmp_path / "renders", "ab", fonts=("DejaVuSerif",))
+    model_pt = untrained_model(tmp_path / "model.pt")
+    config = tiny_config(reference_crops=10)
+    with pytest.raises(EffOCRError, match="reference_crops is 10"):
+        build_reference_index(
+            model_pt,
+            renders,
+            tmp_path / "index",
+            **config_sections(config).pick("recognizer", "fonts", "run"),
+        )
+    assert not (tmp_path / "index").exists()

@@ -11,6 +11,7 @@ build_reference_index(
     snakemake.input.model,
     snakemake.input.renders,
     Path(snakemake.output.index).parent,
+    crops_manifest=snakemake.input.crops or None,
     **step_sections(snakemake.params),
     threads=snakemake.threads,
 )

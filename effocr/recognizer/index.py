@@ -102,11 +102,44 @@ def class_embeddings(
     return [codepoints_to_label(c) for c in codes], sums
 
 
+def crop_sample(
+    records: Sequence[GlyphRecord], codes: Sequence[str], per_class: int, seed: int
+) -> dict[str, list[GlyphRecord]]:
+    """Up to `per_class` real training-split crops of each class in `codes`, a seeded sample.
+
+    Records are sorted by path first, so the sample depends on the manifest's content and the
+    seed, not on its row order.
+    """
+    wanted = set(codes)
+    by_code: dict[str, list[GlyphRecord]] = {}
+    for r in records:
+        if r.source == "real" and r.split == "train" and r.codepoints in wanted:
+            by_code.setdefault(r.codepoints, []).append(r)
+    rng = np.random.default_rng(seed)
+    sample = {}
+    for code in codes:
+        group = sorted(by_code.get(code, []), key=lambda r: str(r.path))
+        if len(group) > per_class:
+            keep = np.sort(rng.choice(len(group), per_class, replace=False))
+            group = [group[i] for i in keep]
+        if group:
+            sample[code] = group
+    return sample
+
+
+def mix_vectors(renders: np.ndarray, crops: np.ndarray, weight: float) -> np.ndarray:
+    """Unit rows of `(1 - weight) * renders + weight * crops` (both unit rows, one per class)."""
+    mixed = ((1.0 - weight) * renders + weight * crops).astype(np.float32)
+    faiss.normalize_L2(mixed)
+    return mixed
+
+
 def build_reference_index(
     model_pt: str | Path,
     renders_manifest: str | Path,
     out_dir: str | Path,
     *,
+    crops_manifest: str | Path | None = None,
     recognizer: RecognizerSection,
     fonts: FontsSection,
     run: RunSection,
@@ -119,15 +152,26 @@ def build_reference_index(
         model_pt: Recognizer `model.pt` (the second pass in the workflow).
         renders_manifest: Renders manifest (or any manifest with `render` rows).
         out_dir: Index directory (written atomically).
-        recognizer: `device`.
+        crops_manifest: The recognizer dataset's manifest, whose `real` training-split crops
+            are mixed into the reference vectors (needed when `recognizer.reference_crops` > 0).
+        recognizer: `device`, `reference_crops`, `reference_crop_weight`.
         fonts: `reference`.
-        run: `language` (its profile's reference fonts when `fonts.reference` is null).
+        run: `language` (its profile's reference fonts when `fonts.reference` is null), `seed`
+            (the crop sample).
+
+    Raises:
+        EffOCRError: no render rows, or `reference_crops` > 0 without a crops manifest.
         threads: CPU threads (torch, FAISS, loader workers).
         batch_size: Images per forward pass.
     """
     from effocr.profiles import get_profile
 
     start = time.perf_counter()
+    if recognizer.reference_crops and crops_manifest is None:
+        raise EffOCRError(
+            f"recognizer.reference_crops is {recognizer.reference_crops}: the reference index "
+            "needs the recognizer dataset's manifest for its crops (--crops)"
+        )
     set_threads(threads)
     faiss.omp_set_num_threads(max(1, int(threads)))
     device = select_device(recognizer.device)
@@ -142,9 +186,32 @@ def build_reference_index(
         profile.reference_fonts,
     )
     groups = reference_groups(records, stems)
-    labels, embs = class_embeddings(
-        model, groups, batch_size, device, workers=_loader_workers(threads, device)
-    )
+    workers = _loader_workers(threads, device)
+    labels, embs = class_embeddings(model, groups, batch_size, device, workers)
+    crops_meta = None
+    if recognizer.reference_crops:
+        codes = list(groups)
+        sample = crop_sample(
+            read_manifest(crops_manifest), codes, recognizer.reference_crops, run.seed
+        )
+        if sample:
+            _, crop_embs = class_embeddings(model, sample, batch_size, device, workers)
+            rows = [codes.index(c) for c in sample]
+            embs[rows] = mix_vectors(embs[rows], crop_embs, recognizer.reference_crop_weight)
+        crops_meta = {
+            "manifest": str(crops_manifest),
+            "per_class": recognizer.reference_crops,
+            "weight": recognizer.reference_crop_weight,
+            "classes": len(sample),
+            "crops": sum(len(g) for g in sample.values()),
+        }
+        LOG.info(
+            "reference vectors of %d of %d classes mixed with %d training crops (weight %.2f)",
+            len(sample),
+            len(codes),
+            crops_meta["crops"],
+            recognizer.reference_crop_weight,
+        )
     meta = {
         "model": str(model_pt),
         "encoder": model.encoder_name,
@@ -152,6 +219,7 @@ def build_reference_index(
         "input_size": model.input_size,
         "fonts": list(stems),
         "fonts_averaged": len(stems) > 1,
+        "crops": crops_meta,
         "language": run.language,
         "labels": "code points, one per line (ref_labels.txt)",
     }
@@ -185,6 +253,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="recognizer model.pt")
     parser.add_argument("--renders", required=True, help="renders manifest (CSV)")
     parser.add_argument("--out", required=True, help="output index directory")
+    parser.add_argument(
+        "--crops",
+        default=None,
+        help="recognizer dataset manifest whose training crops are mixed into the reference "
+        "vectors (config: recognizer.reference_crops, reference_crop_weight)",
+    )
     parser.add_argument("--config", default=None, help="workflow config YAML (fonts, language)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -199,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
         args.model,
         args.renders,
         args.out,
+        crops_manifest=args.crops,
         **sections.pick("recognizer", "fonts", "run"),
         threads=args.threads,
         batch_size=args.batch_size,
