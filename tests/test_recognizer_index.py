@@ -175,19 +175,6 @@ def test_reference_index_finds_its_own_renders(tmp_path):
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
 
 
-def test_reference_fonts_missing_is_an_error(tmp_path):
-    manifest = render_manifest(tmp_path / "renders", "ab", fonts=("DejaVuSans",))
-    model_pt = untrained_model(tmp_path / "model.pt")
-    with pytest.raises(EffOCRError, match="fonts.reference"):
-        build_reference_index(
-            model_pt,
-            manifest,
-            tmp_path / "index",
-            **config_sections(tiny_config()).pick("recognizer", "fonts", "run"),
-        )
-    assert not (tmp_path / "index").exists()
-
-
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
@@ -254,15 +241,23 @@ def test_reference_crops_are_mixed_into_the_vectors(tmp_path):
         assert np.allclose(one[c], again[c], atol=1e-6)
 
 
-def test_reference_crops_need_the_dataset_manifest(tmp_path):
-    renders = render_manifest(tmp_path / "renders", "ab", fonts=("DejaVuSerif",))
+@pytest.mark.parametrize(
+    ("font", "recognizer", "error"),
+    [
+        # No render in the reference font.
+        ("DejaVuSans", {}, "fonts.reference"),
+        # Crops asked for, but no manifest to take them from.
+        ("DejaVuSerif", {"reference_crops": 10}, "reference_crops is 10"),
+    ],
+)
+def test_reference_index_errors_write_nothing(tmp_path, font, recognizer, error):
+    manifest = render_manifest(tmp_path / "renders", "ab", fonts=(font,))
     model_pt = untrained_model(tmp_path / "model.pt")
-    config = tiny_config(reference_crops=10)
-    with pytest.raises(EffOCRError, match="reference_crops is 10"):
+    with pytest.raises(EffOCRError, match=error):
         build_reference_index(
             model_pt,
-            renders,
+            manifest,
             tmp_path / "index",
-            **config_sections(config).pick("recognizer", "fonts", "run"),
+            **config_sections(tiny_config(**recognizer)).pick("recognizer", "fonts", "run"),
         )
     assert not (tmp_path / "index").exists()
