@@ -158,11 +158,11 @@ def build_reference_index(
         fonts: `reference`.
         run: `language` (its profile's reference fonts when `fonts.reference` is null), `seed`
             (the crop sample).
+        threads: CPU threads (torch, FAISS, loader workers).
+        batch_size: Images per forward pass.
 
     Raises:
         EffOCRError: no render rows, or `reference_crops` > 0 without a crops manifest.
-        threads: CPU threads (torch, FAISS, loader workers).
-        batch_size: Images per forward pass.
     """
     from effocr.profiles import get_profile
 
@@ -196,7 +196,8 @@ def build_reference_index(
         )
         if sample:
             _, crop_embs = class_embeddings(model, sample, batch_size, device, workers)
-            rows = [codes.index(c) for c in sample]
+            row = {c: i for i, c in enumerate(codes)}
+            rows = [row[c] for c in sample]
             embs[rows] = mix_vectors(embs[rows], crop_embs, recognizer.reference_crop_weight)
         crops_meta = {
             "manifest": str(crops_manifest),
