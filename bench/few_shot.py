@@ -24,7 +24,9 @@ split, which only the export's ONNX parity check reads, is the 8 validation line
 other file names (the export refuses an empty one). `--seeds` repeats the training rows with
 config `seed` set (the data stay the same); each seed and the mean/min/max per row are
 reported. The target: the better of warm and synthetic (mean CER) at least 3 times lower than
-scratch and than base.
+scratch and than base. `--model-config` (YAML) sets the model of scratch and synthetic alike
+(e.g. a wider recognizer: bench/data/few_shot_model.yaml), so that the two compare one model
+trained two ways; warm keeps its base bundle's.
 
 A script the base never saw (``--charset-add`` adds characters to the en charset of every run,
 ``--wordlist`` draws the text from a word list, ``--long-s`` spells it with ``ſ``): German
@@ -34,6 +36,9 @@ Usage:
     .venv/bin/python bench/few_shot.py --base results/bundle
     .venv/bin/python bench/few_shot.py --rows scratch base warm --seeds 1234 1235 --keep
     .venv/bin/python bench/few_shot.py --synthetic-config bench/data/few_shot_synthetic.yaml
+    .venv/bin/python bench/few_shot.py --rows scratch base synthetic \
+        --synthetic-config bench/data/few_shot_synthetic.yaml \
+        --model-config bench/data/few_shot_model.yaml
     .venv/bin/python bench/few_shot.py --family 'Blankenburg*' --wordlist /usr/share/dict/ngerman \
         --long-s --charset-add äöüÄÖÜßſ --output bench/results/few_shot_fraktur.json
 Writes bench/results/few_shot.json (settings, CPU, data, per row and seed: CER/WER with the
@@ -173,6 +178,7 @@ def prepare_data(args: argparse.Namespace, demo: dict, folder: Path) -> dict:
     for where, include in (
         ("the demo's fonts", demo["fonts"]["include"]),
         ("--synthetic-config's fonts", synthetic_overlay(args).get("fonts", {}).get("include")),
+        ("--model-config's fonts", yaml_overlay(args.model_config).get("fonts", {}).get("include")),
     ):
         if include is None:
             continue
@@ -226,11 +232,22 @@ def prepare_data(args: argparse.Namespace, demo: dict, folder: Path) -> dict:
     }
 
 
-def synthetic_overlay(args: argparse.Namespace) -> dict:
-    """--synthetic-config (YAML) or nothing: the `synthetic` row's own settings."""
-    if args.synthetic_config is None:
+def yaml_overlay(path: Path | None) -> dict:
+    """A YAML file's settings, or nothing."""
+    if path is None:
         return {}
-    return yaml.safe_load(args.synthetic_config.read_text(encoding="utf-8")) or {}
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def synthetic_overlay(args: argparse.Namespace) -> dict:
+    """--synthetic-config: the `synthetic` row's own settings."""
+    return yaml_overlay(args.synthetic_config)
+
+
+def model_overlay(row: str, args: argparse.Namespace) -> dict:
+    """--model-config for the rows that choose their architecture (scratch, synthetic); warm
+    keeps its base bundle's, which it loads."""
+    return yaml_overlay(args.model_config) if row in ("scratch", "synthetic") else {}
 
 
 def row_config(row: str, seed: int, args: argparse.Namespace, demo: dict, data: dict, base: Path):
@@ -253,6 +270,7 @@ def row_config(row: str, seed: int, args: argparse.Namespace, demo: dict, data: 
             "line_fonts": demo["synth"]["line_fonts"],
         }
         overrides = deep_merge(overrides, synthetic_overlay(args))
+    overrides = deep_merge(overrides, model_overlay(row, args))
     for section, key, value in (
         ("recognizer", "epochs", args.recognizer_epochs),
         ("recognizer", "hard_negatives_epochs", args.hn_epochs),
@@ -402,6 +420,12 @@ def main() -> int:
         help="YAML merged into the synthetic row's config "
         "(e.g. bench/data/few_shot_synthetic.yaml)",
     )
+    ap.add_argument(
+        "--model-config",
+        type=Path,
+        help="YAML merged into the scratch and synthetic rows' configs, e.g. a wider recognizer "
+        "(bench/data/few_shot_model.yaml); warm keeps its base bundle's architecture",
+    )
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--work", type=Path, help="new folder for the runs (default: under temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder after the run")
@@ -431,6 +455,7 @@ def main() -> int:
             "seeds": args.seeds,
             "cores": args.cores,
             "synthetic_config": synthetic_overlay(args),
+            "model_config": yaml_overlay(args.model_config),
             "wordlist": str(args.wordlist) if args.wordlist else None,
             "long_s": args.long_s,
             "charset_add": args.charset_add,

@@ -19,9 +19,11 @@ from test_envs import _job_counts, _rule_inputs
 from test_workflow_data import _snakemake
 
 from effocr.data.coco import load_coco, save_coco
+from effocr.synth.text import shipped_text_path
 
 pytestmark = pytest.mark.slow
 MODELS = ["results/recognizer/pass2/model.pt", "results/localizer/model.pt"]
+LM = "results/lm/lm.json"
 BASE_FILES = {
     "train_recognizer": "synthetic/recognizer/pass2/model.pt",
     "train_recognizer_hard_negatives": "synthetic/recognizer/pass2/model.pt",
@@ -49,8 +51,9 @@ def _coco_to_lines(coco_json: Path, out: Path) -> None:
 
 
 def _plan(tmp_path, config):
-    """A dry run towards both models (_snakemake puts its extra arguments before the target)."""
-    return _snakemake(tmp_path, config, MODELS[0], "--dry-run", *MODELS[1:])
+    """A dry run towards both models and the LM (_snakemake puts its extra arguments before the
+    target)."""
+    return _snakemake(tmp_path, config, MODELS[0], "--dry-run", *MODELS[1:], LM)
 
 
 def _own_names_and_splits(config: dict, tmp_path: Path) -> None:
@@ -121,6 +124,9 @@ def test_which_runs_train_a_synthetic_base(
     assert ("results/synthetic/localizer/model.pt" in _rule_inputs(log, "train_localizer")) is (
         synthetic
     )
+    # The LM learns the text the models learn from: with a synthetic base, the synthetic
+    # lines' text source (the shipped en text here) besides the dataset's training lines.
+    assert (str(shipped_text_path("en")) in _rule_inputs(log, "train_lm")) is synthetic
 
 
 def test_line_folders_are_counted_before_import(tiny_coco_factory, tmp_path):
