@@ -181,11 +181,14 @@ def glyph_p1(bundle: Path, coco: dict, image_dir: Path, chars: str) -> dict:
     of those characters, apart from localization and the LM."""
     import numpy as np
 
+    from effocr.config import section_defaults
     from effocr.data.coco import index_coco, line_chars
     from effocr.infer import Engine
     from effocr.localizer.postprocess import box_iou
 
-    idx = index_coco(coco)
+    # The categories effocr synth-lines writes: the dataset section's defaults.
+    dataset = section_defaults("dataset")
+    idx = index_coco(coco, dataset["char_category"], dataset["word_category"])
     with Engine(bundle, lm=False) as engine:
         results = engine.infer([image_dir / im["file_name"] for im in coco["images"]])
     total = found = right = 0
@@ -210,6 +213,11 @@ def glyph_p1(bundle: Path, coco: dict, image_dir: Path, chars: str) -> dict:
     }
 
 
+def given(**values) -> dict:
+    """The values that are not None."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def training_overrides(args: argparse.Namespace, work: Path, base: Path) -> dict:
     return {
         "results_dir": "results",  # relative to the work folder (snakemake --directory)
@@ -218,12 +226,17 @@ def training_overrides(args: argparse.Namespace, work: Path, base: Path) -> dict
         # Fine-tuning: few epochs. The workflow's own test split only feeds the export's
         # parity check (the evaluation uses the lines held out here), so it is kept small.
         "split": {"ratios": [0.8, 0.1, 0.1]},
+        # Both models start from the base, so they train at their warm_start_lr (the config's
+        # unless given here).
         "recognizer": {
             "epochs": args.recognizer_epochs,
             "hard_negatives_epochs": args.hn_epochs,
-            "lr": args.recognizer_lr,
+            **given(warm_start_lr=args.recognizer_warm_start_lr),
         },
-        "localizer": {"epochs": args.localizer_epochs, "lr": args.localizer_lr},
+        "localizer": {
+            "epochs": args.localizer_epochs,
+            **given(warm_start_lr=args.localizer_warm_start_lr),
+        },
         "line_detector": {"enabled": False},
         "evaluate": {"sets": [], "tesseract": False},
     }
@@ -367,9 +380,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1, help="align.rounds")
     ap.add_argument("--recognizer-epochs", type=int, default=4)
     ap.add_argument("--hn-epochs", type=int, default=2)
-    ap.add_argument("--recognizer-lr", type=float, default=0.002)
+    ap.add_argument("--recognizer-warm-start-lr", type=float, help="default: the config's")
     ap.add_argument("--localizer-epochs", type=int, default=30)
-    ap.add_argument("--localizer-lr", type=float, default=0.0005)
+    ap.add_argument("--localizer-warm-start-lr", type=float, help="default: the config's")
     ap.add_argument("--new-chars", default="äöüßéèêçÄÖÜ")
     ap.add_argument(
         "--new-chars-lines", type=int, nargs=2, default=[60, 20], metavar=("TRAIN", "TEST")
@@ -400,9 +413,9 @@ def main() -> int:
                 "rounds",
                 "recognizer_epochs",
                 "hn_epochs",
-                "recognizer_lr",
+                "recognizer_warm_start_lr",
                 "localizer_epochs",
-                "localizer_lr",
+                "localizer_warm_start_lr",
                 "cores",
             )
         },  # fmt: skip

@@ -396,6 +396,7 @@ class SynthSection(Section):
     degrade: bool
     style: str
     pretrain_below: int
+    base: Mapping[str, Any]
     line_fonts: tuple[str, ...] | None
 
 
@@ -441,6 +442,7 @@ class RecognizerSection(Section):
     epochs: int | None
     hard_negatives_epochs: int | None
     lr: float
+    warm_start_lr: float
     weight_decay: float
     temperature: float
     hard_negatives_k: int
@@ -462,6 +464,7 @@ class LocalizerSection(Section):
     epochs: int
     batch_size: int
     lr: float
+    warm_start_lr: float
     score_threshold: float
     nms_iou: float
     max_detections: int

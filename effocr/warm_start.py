@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from effocr.bundle import MANIFEST, Manifest
+from effocr.config import validate_config
 from effocr.utils import EffOCRError
 
 LOG = logging.getLogger(__name__)
@@ -82,6 +83,39 @@ def resolve_init_from(
             "(synth.coco_json)"
         )
     return init_from
+
+
+# Keys that shape a model's tensors. The fine-tune loads the synthetic base's weights into the
+# run's architecture, so `synth.base` cannot give the base one of its own.
+ARCHITECTURE_KEYS = {
+    "recognizer": ("encoder", "encoder_args"),
+    "localizer": ("backend", "arch", "onnx_model"),
+}
+
+
+def synthetic_base_sections(config: dict) -> dict[str, dict]:
+    """The `recognizer` and `localizer` sections the synthetic base trains with: the run's, with
+    the keys of `synth.base` over them (a validated config, defaults filled in).
+
+    The base learns from many synthetic lines and the fine-tune from a few real ones, so their
+    budgets differ: `synth.base: {localizer: {epochs: 40}}` halves the base localizer's time,
+    which is most of the synthetic path's.
+
+    Raises:
+        EffOCRError: a key that shapes the model (ARCHITECTURE_KEYS), or a value the schema
+            refuses (named under `synth.base`).
+    """
+    sections = {}
+    for name, keys in config["synth"]["base"].items():
+        fixed = sorted(set(keys) & set(ARCHITECTURE_KEYS[name]))
+        if fixed:
+            raise EffOCRError(
+                f"synth.base.{name}: {', '.join(fixed)} shape the model, and the fine-tune starts "
+                f"from the base's weights: set them in the `{name}` section, for both"
+            )
+        sections[name] = {**config[name], **keys}
+    validate_config({**config, **sections}, source="synth.base")
+    return sections
 
 
 def weight_files(

@@ -116,6 +116,8 @@ if ALIGN_ROUNDS == 1 and (
                 "align": {**config["align"], "bundle": None, "rounds": 1},
                 # The line models only: no page line detector.
                 "line_detector": {**config["line_detector"], "enabled": False},
+                # Budgets of its own (synth.base): it learns from many lines, not a few.
+                **synthetic_base_settings(),
             }
 
     use rule * from synthetic_base exclude all as synthetic_*

@@ -16,6 +16,7 @@ import pytest
 from conftest import en_lines
 from test_align_synthetic import _config as align_config
 from test_envs import _job_counts, _rule_inputs
+from test_warm_start import _peak_lr
 from test_workflow_data import _snakemake
 
 from effocr.data.coco import load_coco, save_coco
@@ -77,6 +78,9 @@ def _own_names_and_splits(config: dict, tmp_path: Path) -> None:
 def test_small_dataset_is_fine_tuned_from_a_synthetic_base(tiny_coco_factory, tmp_path):
     config = _config(tmp_path, tiny_coco_factory)  # init_from: auto (the default)
     _own_names_and_splits(config, tmp_path)
+    # A budget of the base's own: 50 localizer epochs on the synthetic lines, the run's 60 on
+    # the dataset's.
+    config["synth"]["base"] = {"localizer": {"epochs": 50}}
     result = _snakemake(tmp_path, config, *MODELS)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
@@ -101,6 +105,12 @@ def test_small_dataset_is_fine_tuned_from_a_synthetic_base(tiny_coco_factory, tm
         loaded = re.search(rf"{kind} warm-started from (\S+): (\d+) tensors loaded", text)
         assert loaded, text[-2000:]
         assert loaded.group(1).endswith(BASE_FILES[rule]) and int(loaded.group(2)) > 10
+    # The base trained at synth.base's budget and the run's lr, the fine-tune at the run's
+    # budget and warm_start_lr.
+    for results, epochs, lr in ((base, 50, 0.004), (tmp_path / "results", 60, 0.0005)):
+        rows = (results / "localizer" / "metrics.csv").read_text(encoding="utf-8").splitlines()
+        assert len(rows) == 1 + epochs, results
+        assert _peak_lr(results / "localizer") == pytest.approx(lr), results
 
     again = _snakemake(tmp_path, config, *MODELS)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
@@ -164,4 +174,26 @@ def test_synthetic_refuses_the_synthetic_dataset(tiny_coco_factory, tmp_path):
     assert "init_from: synthetic fine-tunes a dataset of your own lines" in (
         result.stdout + result.stderr
     )
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("base", "message"),
+    [
+        (
+            {"recognizer": {"encoder_args": {}}},
+            r"synth\.base\.recognizer: encoder_args shape the model",
+        ),
+        ({"localizer": {"epochs": 0}}, r"synth\.base: invalid configuration\n  localizer/epochs: "),
+        ({"localizer": {"epoch": 3}}, r"synth\.base: invalid configuration\n  localizer: .*epoch"),
+    ],
+)
+def test_synthetic_base_settings_are_checked(tiny_coco_factory, tmp_path, base, message):
+    config = _config(tmp_path, tiny_coco_factory, init_from="synthetic")
+    config["synth"]["base"] = base
+    result = _plan(tmp_path, config)
+    assert result.returncode != 0
+    assert re.search(message, result.stdout + result.stderr), (result.stdout + result.stderr)[
+        -3000:
+    ]
     assert not (tmp_path / "results").exists()

@@ -223,7 +223,8 @@ def test_results_dir_localizer_starts_better(tmp_path, results_base, tiny_coco_f
     warm-started model.pt is the base's start: lower loss, higher F1 than a fresh one."""
     coco_json, image_dir = tiny_coco_factory(4, "en", 23, degrade=False, max_chars=14)
     data = LineSet(coco_json, image_dir, ["char", "word"], NAMES, allows_vertical=False)
-    cfg = {"seed": 3, "localizer": {"epochs": 1, "batch_size": 4, "lr": 1e-7}}
+    small = {"lr": 1e-7, "warm_start_lr": 1e-7}
+    cfg = {"seed": 3, "localizer": {"epochs": 1, "batch_size": 4, **small}}
     fresh = _train_localizer(load_config(None, cfg), coco_json, image_dir, tmp_path / "f")
     warm = _train_localizer(
         load_config(None, cfg), coco_json, image_dir, tmp_path / "w", init_from=str(results_base)
@@ -231,6 +232,47 @@ def test_results_dir_localizer_starts_better(tmp_path, results_base, tiny_coco_f
     loss = {n: localizer_loss(load_model(tmp_path / n / "model.pt")[0], data) for n in "fw"}
     assert loss["w"] < 0.8 * loss["f"], loss
     assert warm["char"]["f1"] > fresh["char"]["f1"], (warm["char"], fresh["char"])
+
+
+def _peak_lr(out_dir: Path) -> float:
+    """The peak learning rate a finished run's optimizer was given (its checkpoint.pt):
+    `max_lr` of the localizer's one-cycle schedule, `initial_lr` of the recognizer's."""
+    group = torch.load(out_dir / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"][0]
+    return group.get("max_lr", group["initial_lr"])
+
+
+def test_trained_weights_fine_tune_at_warm_start_lr(
+    tmp_path, glyphs, results_base, tiny_coco_factory
+):
+    """A model that starts from a base trains at its section's warm_start_lr, a fresh one at lr;
+    a pass that continues another (hard_negatives_fine_tune) at the rate of its run."""
+    lrs = {"lr": 3e-3, "warm_start_lr": 2e-4}
+    config = tiny_config(encoder="resnet10t", epochs=1, num_passes=1)
+    config["recognizer"].update(lrs)
+    base = str(results_base)
+    _train_recognizer(glyphs, tmp_path / "r_fresh", config)
+    _train_recognizer(glyphs, tmp_path / "r_warm", config, init_from=base)
+    sections = config_sections(config).pick("recognizer", "fonts", "run")
+    for run, init_from in (("fresh", None), ("warm", base)):
+        train_recognizer(
+            glyphs,
+            tmp_path / f"r_{run}_continued",
+            **sections,
+            init_from=init_from,
+            init_model=tmp_path / f"r_{run}" / "model.pt",
+            threads=1,
+        )
+    coco_json, image_dir = tiny_coco_factory(4, "en", 23, degrade=False, max_chars=14)
+    cfg = load_config(None, {"seed": 3, "localizer": {"epochs": 1, "batch_size": 4, **lrs}})
+    _train_localizer(cfg, coco_json, image_dir, tmp_path / "l_fresh")
+    _train_localizer(cfg, coco_json, image_dir, tmp_path / "l_warm", init_from=base)
+    peaks = {d.name: _peak_lr(d) for d in tmp_path.iterdir()}
+    assert peaks == pytest.approx(
+        {
+            **{"r_fresh": 3e-3, "r_fresh_continued": 3e-3, "l_fresh": 3e-3},
+            **{"r_warm": 2e-4, "r_warm_continued": 2e-4, "l_warm": 2e-4},
+        }
+    )
 
 
 # -- clear errors ---------------------------------------------------------------------------

@@ -334,11 +334,13 @@ def train_localizer(
     model.to(device)
     thresholds = {**pp.config_thresholds(lc), "spaces": get_profile(config["language"]).spaces}
     meta = model_meta(model, thresholds, allows_vertical=allows_vertical)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lc["lr"], weight_decay=lc["weight_decay"])
+    # Trained weights are fine-tuned more gently than a fresh model is trained.
+    lr = lc["warm_start_lr"] if base is not None or lc["init_checkpoint"] else lc["lr"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=lc["weight_decay"])
     steps_per_epoch = -(-len(train) // lc["batch_size"])
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
-        max_lr=lc["lr"],
+        max_lr=lr,
         total_steps=lc["epochs"] * steps_per_epoch,
         pct_start=min(0.3, 2 / lc["epochs"]) if lc["epochs"] > 2 else 0.3,
     )

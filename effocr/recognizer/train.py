@@ -193,14 +193,23 @@ def batch_loader(dataset: Any, sampler: Any, workers: int, device: str) -> DataL
 
 
 def create_optimization(
-    model: RecognizerNet, recognizer: RecognizerSection, total_steps: int
+    model: RecognizerNet,
+    recognizer: RecognizerSection,
+    total_steps: int,
+    *,
+    warm: bool = False,
 ) -> tuple[Any, Any, Any]:
-    """SupCon loss, AdamW and the per-step schedule of a run of `total_steps`."""
+    """SupCon loss, AdamW and the per-step schedule of a run of `total_steps`.
+
+    `warm`: the run starts from trained weights (`init_from`, `init_checkpoint`), so the peak
+    learning rate is `recognizer.warm_start_lr`.
+    """
     from pytorch_metric_learning.losses import SupConLoss
 
     loss_fn = SupConLoss(temperature=float(recognizer.temperature))
+    lr = recognizer.warm_start_lr if warm else recognizer.lr
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=float(recognizer.lr), weight_decay=float(recognizer.weight_decay)
+        model.parameters(), lr=float(lr), weight_decay=float(recognizer.weight_decay)
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(total_steps, warmup=min(max(1, total_steps // 20), 200))
@@ -382,6 +391,8 @@ def train_recognizer(
         model.load_state_dict(start_from.state_dict())
     else:  # both passes start from the base: a fresh pass 2 would discard the fine-tune
         init_model = warm_start(model, init_from, "recognizer")
+    # A run that starts from trained weights fine-tunes them in both passes.
+    warm = init_from is not None or recognizer.init_checkpoint is not None
     model.to(device)
     if device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
@@ -418,7 +429,7 @@ def train_recognizer(
 
     # Optimisation -------------------------------------------------------------
     loss_fn, optimizer, scheduler = create_optimization(
-        model, recognizer, max(1, epochs * steps_per_epoch)
+        model, recognizer, max(1, epochs * steps_per_epoch), warm=warm
     )
     autocast, scaler = _amp(device, recognizer.amp)
 

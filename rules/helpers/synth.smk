@@ -10,6 +10,7 @@ from effocr.synth.charsets import SHIPPED as SHIPPED_CHARSETS
 from effocr.synth.charsets import resolve_charset
 from effocr.synth.fonts import section_fonts
 from effocr.utils import sha256_json
+from effocr.warm_start import synthetic_base_sections
 
 SYNTH_JSON = config["synth"]["coco_json"]
 SYNTH_IMAGES = os.path.join(os.path.dirname(SYNTH_JSON), "images")
@@ -54,8 +55,10 @@ def charset_input_files():
 LINE_FONT_KEYS = ("dirs", "include", "exclude", "min_coverage")
 LINE_CHARSET_KEYS = ("charset", "charset_from_text")
 # The `synth` keys that shape the lines (pretrain_below decides whether a base is trained on
-# them, not what they are).
-SYNTH_LINE_KEYS = tuple(k for k in config["synth"] if k != "pretrain_below")
+# them, and base how, not what they are).
+SYNTH_LINE_KEYS = tuple(
+    k for k in config["synth"] if k not in ("pretrain_below", "base")
+)
 
 
 def text_source_for_renders():
@@ -63,3 +66,11 @@ def text_source_for_renders():
     if config["render"]["charset_from_text"]:
         return config["synth"]["text_source"]
     return None
+
+
+def synthetic_base_settings():
+    """The synthetic base's `recognizer` and `localizer` sections (synth.base over the run's)."""
+    try:
+        return synthetic_base_sections(config)
+    except EffOCRError as exc:
+        raise WorkflowError(str(exc)) from None
