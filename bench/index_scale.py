@@ -351,8 +351,9 @@ def phase_train(args: argparse.Namespace, work: Path) -> dict:
     del validator
     gc.collect()
 
+    recognizer = config_sections(config).recognizer
     loss_fn, optimizer, scheduler = create_optimization(
-        model, config_sections(config).recognizer, max(1, int(rcfg["epochs"]) * len(sampler))
+        model, recognizer, max(1, int(rcfg["epochs"]) * len(sampler)), lr=recognizer.lr
     )
     loader = batch_loader(dataset, sampler, workers, device)
     seed_everything(seed + 1)

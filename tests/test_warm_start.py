@@ -35,6 +35,7 @@ from effocr.warm_start import (
     AUTO,
     NO_WEIGHTS,
     SYNTHETIC,
+    peak_learning_rate,
     resolve_init_from,
     warm_start,
     weight_files,
@@ -273,6 +274,20 @@ def test_trained_weights_fine_tune_at_warm_start_lr(
             **{"r_warm": 2e-4, "r_warm_continued": 2e-4, "l_warm": 2e-4},
         }
     )
+
+
+@pytest.mark.parametrize("kind", ["recognizer", "localizer"])
+@pytest.mark.parametrize(
+    ("init_from", "init_checkpoint", "expected"),
+    [(None, None, 3e-3), ("base", None, 2e-4), (None, "ckpt.pt", 2e-4), ("base", "ckpt.pt", 2e-4)],
+)
+def test_peak_learning_rate_is_the_warm_start_lr_from_any_trained_weights(
+    kind, init_from, init_checkpoint, expected
+):
+    """`init_checkpoint` starts a run from trained weights as `init_from` does."""
+    section = {"lr": 3e-3, "warm_start_lr": 2e-4, "init_checkpoint": init_checkpoint}
+    sections = config_sections(load_config(None, {kind: section}))
+    assert peak_learning_rate(getattr(sections, kind), init_from) == pytest.approx(expected)
 
 
 # -- clear errors ---------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from effocr.utils import (
     select_device,
     set_threads,
 )
-from effocr.warm_start import warm_start
+from effocr.warm_start import peak_learning_rate, warm_start
 
 LOG = logging.getLogger(__name__)
 
@@ -334,8 +334,7 @@ def train_localizer(
     model.to(device)
     thresholds = {**pp.config_thresholds(lc), "spaces": get_profile(config["language"]).spaces}
     meta = model_meta(model, thresholds, allows_vertical=allows_vertical)
-    # Trained weights are fine-tuned more gently than a fresh model is trained.
-    lr = lc["warm_start_lr"] if base is not None or lc["init_checkpoint"] else lc["lr"]
+    lr = peak_learning_rate(localizer, init_from)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=lc["weight_decay"])
     steps_per_epoch = -(-len(train) // lc["batch_size"])
     scheduler = torch.optim.lr_scheduler.OneCycleLR(

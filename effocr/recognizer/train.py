@@ -52,7 +52,7 @@ from effocr.utils import (
     select_device,
     set_threads,
 )
-from effocr.warm_start import warm_start
+from effocr.warm_start import peak_learning_rate, warm_start
 
 LOG = logging.getLogger(__name__)
 
@@ -197,17 +197,13 @@ def create_optimization(
     recognizer: RecognizerSection,
     total_steps: int,
     *,
-    warm: bool = False,
+    lr: float,
 ) -> tuple[Any, Any, Any]:
-    """SupCon loss, AdamW and the per-step schedule of a run of `total_steps`.
-
-    `warm`: the run starts from trained weights (`init_from`, `init_checkpoint`), so the peak
-    learning rate is `recognizer.warm_start_lr`.
-    """
+    """SupCon loss, AdamW and the per-step schedule of a run of `total_steps` peaking at `lr`
+    (`effocr.warm_start.peak_learning_rate`)."""
     from pytorch_metric_learning.losses import SupConLoss
 
     loss_fn = SupConLoss(temperature=float(recognizer.temperature))
-    lr = recognizer.warm_start_lr if warm else recognizer.lr
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=float(lr), weight_decay=float(recognizer.weight_decay)
     )
@@ -392,7 +388,7 @@ def train_recognizer(
     else:  # both passes start from the base: a fresh pass 2 would discard the fine-tune
         init_model = warm_start(model, init_from, "recognizer")
     # A run that starts from trained weights fine-tunes them in both passes.
-    warm = init_from is not None or recognizer.init_checkpoint is not None
+    lr = peak_learning_rate(recognizer, init_from)
     model.to(device)
     if device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
@@ -429,7 +425,7 @@ def train_recognizer(
 
     # Optimisation -------------------------------------------------------------
     loss_fn, optimizer, scheduler = create_optimization(
-        model, recognizer, max(1, epochs * steps_per_epoch), warm=warm
+        model, recognizer, max(1, epochs * steps_per_epoch), lr=lr
     )
     autocast, scaler = _amp(device, recognizer.amp)
 
