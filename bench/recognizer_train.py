@@ -78,6 +78,7 @@ def build_demo_dataset(work: Path, config: dict, workers: int = 1) -> tuple[Path
         work / "crops" / "glyphs",
         work / "crops" / "manifest.csv",
         **config_sections(config).crops.as_dict(),
+        seed=config["seed"],
         char_category=config["dataset"]["char_category"],
         word_category=config["dataset"]["word_category"],
     )

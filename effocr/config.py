@@ -427,6 +427,8 @@ class CropsSection(Section):
     NAME = "crops"
     full_height: bool
     padding: int
+    jitter: int
+    jitter_range: float
 
 
 @dataclass(frozen=True, repr=False, eq=False)

@@ -86,7 +86,7 @@ rule crop_glyphs:
         mem_mb=2000,
         runtime=60,
     params:
-        **SECTIONS.params("crops", dataset=LINE_KEYS, run=("language",)),
+        **SECTIONS.params("crops", dataset=LINE_KEYS, run=("language", "seed")),
         code=code_version("effocr.data.crops"),
     script:
         "../workflow_scripts/crop_glyphs.py"

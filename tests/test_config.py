@@ -189,5 +189,7 @@ def test_sections_are_built_from_the_validated_config_and_frozen():
 
 
 def test_section_from_an_unvalidated_dict_names_the_problem():
-    with pytest.raises(EffOCRError, match=r"config section crops: missing \['padding'\]"):
+    with pytest.raises(
+        EffOCRError, match=r"config section crops: missing \['padding', 'jitter', 'jitter_range'\]"
+    ):
         SECTION_TYPES["crops"].from_dict({"full_height": True})

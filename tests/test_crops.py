@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from test_coco import BOX, MARGIN, THICK, make_lines
 from effocr.cli import main
 from effocr.config import section_defaults
 from effocr.data.coco_tools import split_coco, subset
-from effocr.data.crops import MANIFEST_COLUMNS, crop_box, crop_glyphs
+from effocr.data.crops import MANIFEST_COLUMNS, crop_box, crop_glyphs, jitter_box
 from effocr.utils import EffOCRError
 
 # What a default config crops with (the schema's `crops` and `dataset` category names).
@@ -21,7 +22,10 @@ CROPS_SECTION = section_defaults("crops")
 CROPS = {
     **CROPS_SECTION,
     **{k: section_defaults("dataset")[k] for k in ("char_category", "word_category")},
+    "seed": 0,
 }
+# What `crop_box` takes of the section.
+BOX_CUT = {k: CROPS_SECTION[k] for k in ("full_height", "padding")}
 
 
 @pytest.fixture
@@ -43,7 +47,7 @@ def _read_manifest(path):
 
 
 def test_crop_box():
-    assert crop_box([4.2, 5, 8, 10], 40, 24, vertical=False, **CROPS_SECTION) == (4, 0, 13, 24)
+    assert crop_box([4.2, 5, 8, 10], 40, 24, vertical=False, **BOX_CUT) == (4, 0, 13, 24)
     assert crop_box([4, 5, 8, 10], 40, 24, vertical=False, full_height=True, padding=6) == (
         0,
         0,
@@ -63,7 +67,7 @@ def test_crop_box():
         40,
     )
     with pytest.raises(ValueError, match="empty crop"):
-        crop_box([50, 0, 4, 4], 40, 24, vertical=False, **CROPS_SECTION)
+        crop_box([50, 0, 4, 4], 40, 24, vertical=False, **BOX_CUT)
 
 
 def test_full_height_crops_and_manifest(splits):
@@ -114,6 +118,59 @@ def test_padding_and_box_only(splits):
     assert Image.open(root / rows[("line_0.png", "U+0061")]["path"]).size == (BOX, THICK)
 
 
+def test_jitter_box_moves_the_ends_within_their_limits():
+    """Outwards up to jitter_range x the line height, inwards up to a quarter of the box too."""
+    rng = random.Random(0)
+    boxes = [jitter_box((40, 0, 60, 50), 200, 50, False, 0.2, rng) for _ in range(2000)]
+    x0s, x1s = np.array([b[0] for b in boxes]), np.array([b[2] for b in boxes])
+    assert {(b[1], b[3]) for b in boxes} == {(0, 50)}
+    # 0.2 x 50 px = 10 px out; min(10, 20 / 4) = 5 px in.
+    assert (x0s.min(), x0s.max(), x1s.min(), x1s.max()) == (30, 45, 55, 70)
+    assert len(set(zip(x0s, x1s, strict=True))) > 100
+    vertical = [jitter_box((0, 40, 30, 60), 30, 200, True, 0.2, rng) for _ in range(500)]
+    assert {(b[0], b[2]) for b in vertical} == {(0, 30)}
+    assert min(b[1] for b in vertical) >= 34 and max(b[3] for b in vertical) <= 66
+    # At the image's edges the box is clipped and keeps at least one pixel.
+    for _ in range(200):
+        x0, _, x1, _ = jitter_box((0, 0, 1, 50), 3, 50, False, 1.0, rng)
+        assert 0 <= x0 < x1 <= 3
+
+
+def test_jitter_adds_training_crops_only(splits):
+    """`jitter: 2` cuts every training box twice more, ends moved, the same way every time;
+    validation crops stay at their boxes."""
+    split_jsons, image_dir, root = splits
+    jittered = {**CROPS, "jitter": 2, "jitter_range": 0.5}
+    manifests = []
+    for run in ("a", "b"):
+        manifests.append(root / run / "m.csv")
+        counts = crop_glyphs(split_jsons, image_dir, root / run / "g", manifests[-1], **jittered)
+        assert counts == {"train": 18, "val": 2, "test": 0}
+    rows = _read_manifest(manifests[0])
+    assert rows == _read_manifest(manifests[1])
+    plain = {r["path"] for r in rows if "_j" not in r["path"]}
+    assert len(plain) == 8
+    extra = [r for r in rows if "_j" in r["path"]]
+    assert {r["split"] for r in extra} == {"train"}
+    assert sorted(r["path"][-7:] for r in extra) == ["_j1.png"] * 6 + ["_j2.png"] * 6
+    sizes = {}
+    for r in rows:
+        a = np.asarray(Image.open(manifests[0].parent / r["path"]))
+        assert (a == np.asarray(Image.open(manifests[1].parent / r["path"]))).all()
+        sizes.setdefault((r["origin"], r["ann_id"]), []).append(a.shape[:2])
+    moved = 0
+    for (origin, _), shapes in sizes.items():
+        if len(shapes) > 1:
+            along = 0 if origin == "line_2.png" else 1  # vertical lines jitter in y
+            # Only the reading direction changes; another length at least once in the line.
+            assert len({s[1 - along] for s in shapes}) == 1
+            moved += len({s[along] for s in shapes}) > 1
+    assert moved >= 4
+    with pytest.raises(EffOCRError, match="jitter"):
+        crop_glyphs(split_jsons, image_dir, root / "g", root / "m.csv", **{**CROPS, "jitter": -1})
+    assert not (root / "g").exists() and not (root / "m.csv").exists()
+
+
 def test_line_in_two_splits_fails_without_output(splits):
     split_jsons, image_dir, root = splits
     split_jsons["test"].write_text(split_jsons["val"].read_text())
@@ -150,6 +207,9 @@ def test_cli(splits, capsys):
     assert main(["crop-glyphs", *args, *common, "--manifest", str(manifest)]) == 0
     assert "8 crops" in capsys.readouterr().out
     assert len(_read_manifest(manifest)) == 8
+    jittered = root / "cli" / "jittered.csv"
+    assert main(["crop-glyphs", *args, *common, "--manifest", str(jittered), "--jitter", "1"]) == 0
+    assert "14 crops" in capsys.readouterr().out
     bad = root / "bad"
     assert main(["crop-glyphs", "train", *common, "--manifest", str(bad)]) == 1
     assert "expected SPLIT=COCO_JSON" in capsys.readouterr().err

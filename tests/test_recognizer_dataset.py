@@ -70,6 +70,7 @@ def inputs(tmp_path):
         crops,
         **section_defaults("crops"),
         **CATEGORIES,
+        seed=0,
     )
     return renders / "manifest.csv", crops, tmp_path
 
