@@ -232,13 +232,19 @@ class Manifest:
 def _config_defaults(name: str, given: dict | None) -> dict:
     """model.yaml's config section `name` (`infer`, `crops`) with the keys a bundle exported
     before them lacks taken from the config schema, as a new export would write them (a
-    reader then reads every key; no default is repeated here)."""
+    reader then reads every key; no default is repeated here).
+
+    Only the keys the bundle schema lists are filled: a bundle carries what inference reads
+    (`crops.full_height`, `crops.padding`), not the training-only keys of the section
+    (`crops.jitter`)."""
     from effocr.config import section_defaults
 
     given = dict(given or {})
     if name == "infer" and "threads" in given:  # the name of `workers` in older bundles
         given.setdefault("workers", given.pop("threads"))
-    return {**section_defaults(name), **given}
+    carried = manifest_schema()["properties"][name]["properties"]
+    defaults = {k: v for k, v in section_defaults(name).items() if k in carried}
+    return {**defaults, **given}
 
 
 def schema_problems(data: Any) -> list[str]:

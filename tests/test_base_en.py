@@ -280,6 +280,12 @@ def test_base_en_config_validates_and_differs_only_in_data_and_budgets():
         # gain nothing from it, config/README.md "Reference crops").
         ("recognizer", "reference_crops"),
         ("recognizer", "reference_crop_weight"),
+        # Training data too: each training box cut again with its ends moved (config/README.md,
+        # "Jittered crops").
+        ("crops", "jitter"),
+        # Capacity: the localizer reads lines at 40 px, where UW3's periods and the gaps
+        # between touching glyphs survive.
+        ("localizer", "input_height"),
         # The line detector's synthetic pages (how many, at which resolutions) and epochs.
         ("line_detector", "n_train_pages"),
         ("line_detector", "dpi"),
