@@ -15,7 +15,9 @@ No torch here: inference imports this module.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from functools import cache
@@ -50,7 +52,14 @@ VERIFY_HINT = "use --no-verify (Engine(verify=False)) to open a bundle you chang
 
 @cache
 def manifest_schema() -> dict:
-    """The JSON schema of `model.yaml` (package data)."""
+    """The JSON schema of `model.yaml` (package data); a copy the caller may change."""
+    return copy.deepcopy(_manifest_schema())
+
+
+@functools.cache
+def _manifest_schema() -> dict:
+    # Read once per process: opening a bundle consults it three times (validation, and the
+    # `infer` and `crops` keys a bundle carries).
     text = (resources.files("effocr") / "resources" / "bundle_schema.yaml").read_text("utf-8")
     return yaml.safe_load(text)
 
@@ -242,7 +251,7 @@ def _config_defaults(name: str, given: dict | None) -> dict:
     given = dict(given or {})
     if name == "infer" and "threads" in given:  # the name of `workers` in older bundles
         given.setdefault("workers", given.pop("threads"))
-    carried = manifest_schema()["properties"][name]["properties"]
+    carried = _manifest_schema()["properties"][name]["properties"]
     defaults = {k: v for k, v in section_defaults(name).items() if k in carried}
     return {**defaults, **given}
 
@@ -251,7 +260,7 @@ def schema_problems(data: Any) -> list[str]:
     """Every place `data` breaks the manifest schema, as ``key/path: message``."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(manifest_schema())
+    validator = jsonschema.Draft202012Validator(_manifest_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     return [
         f"{'/'.join(str(p) for p in err.absolute_path) or '(top level)'}: {err.message}"
