@@ -508,6 +508,7 @@ class InferSection(Section):
     NAME = "infer"
     batch_size: int
     workers: int
+    geometry: bool
 
 
 @dataclass(frozen=True, repr=False, eq=False)

@@ -43,6 +43,7 @@ from effocr.formats.lines import (
 )
 from effocr.formats.page import page_files, read_page
 from effocr.formats.source import UNTRANSCRIBED
+from effocr.geometry import add_geometry_argument, geometry_choice
 from effocr.lm import add_lm_arguments, lm_choice
 from effocr.metrics import LineScore, ScoreOptions, confusions, pool, score_line
 from effocr.metrics import cer as cer  # re-exported: docs/architecture.md names them here
@@ -358,12 +359,14 @@ def run_effocr(
     verify: bool = True,
     lm: bool | None = None,
     lm_weight: float | None = None,
+    geometry: bool | None = None,
 ) -> tuple[list[dict], float]:
     """Run the bundle on line images, as `effocr infer` does; returns dict results and seconds.
 
     The seconds cover inference only (images read, localised, recognised), not model loading.
     `verify`: check the bundle's files against model.yaml's sha256 (`Engine(verify=...)`).
-    `lm`, `lm_weight`: the language model re-ranking (`Engine(lm=..., lm_weight=...)`).
+    `lm`, `lm_weight`: the language model re-ranking (`Engine(lm=..., lm_weight=...)`);
+    `geometry`: `Engine(geometry=...)`.
     """
     from effocr.infer import Engine
 
@@ -373,6 +376,7 @@ def run_effocr(
         "verify": verify,
         "lm": lm,
         "lm_weight": lm_weight,
+        "geometry": geometry,
     }
     if batch_size:
         kwargs["batch_size"] = batch_size
@@ -387,6 +391,14 @@ def run_effocr(
         d["image"] = str(image)
         out.append(d)
     return out, seconds
+
+
+def geometry_used(bundle_dir: str | os.PathLike, geometry: bool | None) -> bool:
+    """Whether the run decided `effocr.geometry`'s label pairs by the glyph boxes."""
+    from effocr.bundle import Manifest
+    from effocr.pipeline import geometry_enabled
+
+    return geometry_enabled(Manifest.read(bundle_dir, verify=False).to_dict(), geometry)
 
 
 def lm_used(bundle_dir: str | os.PathLike, lm: bool | None, lm_weight: float | None) -> dict:
@@ -682,6 +694,7 @@ def evaluate_set(
     diagnose: bool = False,
     lm: bool | None = None,
     lm_weight: float | None = None,
+    geometry: bool | None = None,
 ) -> dict:
     """Run the bundle and the Tesseract baseline on one evaluation set and write the results.
 
@@ -700,6 +713,8 @@ def evaluate_set(
             has their summary, the `errors` section, either way).
         lm: Language model re-ranking on/off (None: the bundle's `lm.enabled`).
         lm_weight: Its weight (None: the bundle's `lm.weight`).
+        geometry: `effocr.geometry`'s label pairs decided by the boxes on/off (None: the
+            bundle's `infer.geometry`).
 
     Returns:
         The metrics written to `out_dir/metrics.json`.
@@ -721,6 +736,7 @@ def evaluate_set(
         verify=verify,
         lm=lm,
         lm_weight=lm_weight,
+        geometry=geometry,
     )
     hypotheses = [None if p.get("error") else p.get("text") for p in predictions]
     language = language or bundle_language(bundle_dir) or "en"
@@ -745,6 +761,7 @@ def evaluate_set(
             "language": language,
             "workers": workers,
             "lm": lm_used(bundle_dir, lm, lm_weight),
+            "geometry": geometry_used(bundle_dir, geometry),
         },
         allows_vertical=profile.allows_vertical,
         diagnose=diagnose,
@@ -828,6 +845,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "confusions) and write them one per row to OUTPUT/NAME/errors.csv",
     )
     add_lm_arguments(parser)
+    add_geometry_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -858,6 +876,7 @@ def run(args: argparse.Namespace) -> int:
             diagnose=args.diagnose,
             lm=lm_choice(args.lm),
             lm_weight=args.lm_weight,
+            geometry=geometry_choice(args.geometry),
         )
         rows.append(m)
     print(format_table(rows))

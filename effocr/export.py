@@ -702,7 +702,11 @@ def _manifest(
             "count": n_labels,
         },
         crops={"full_height": True, "padding": int(src.crops_cfg["padding"])},
-        infer={"batch_size": int(infer["batch_size"]), "workers": int(infer["workers"])},
+        infer={
+            "batch_size": int(infer["batch_size"]),
+            "workers": int(infer["workers"]),
+            "geometry": bool(infer["geometry"]),
+        },
         output={
             "layout": artifacts.PREDICTIONS,
             "bbox": "xyxy, pixels of the input line image",

@@ -25,6 +25,7 @@ from typing import Any
 
 from effocr.bundle import STANDARD_FILES, Manifest
 from effocr.document import Page
+from effocr.geometry import add_geometry_argument, geometry_choice
 from effocr.imageio import (
     DEFAULT_FORMATS,
     IMAGE_SUFFIXES,
@@ -135,6 +136,8 @@ class Engine:
         lm: Re-rank the k nearest glyphs with the bundle's character language model (True),
             not (False), or as the bundle's `lm.enabled` says (None).
         lm_weight: The language model's weight instead of the bundle's `lm.weight`.
+        geometry: Decide `effocr.geometry`'s label pairs by the glyph boxes (True), not
+            (False), or as the bundle's `infer.geometry` says (None).
         layout: How `iter_pages` reads an image: ``auto`` (`effocr.pages.is_page` decides),
             ``page`` (an error for a bundle without a line detector) or ``line``.
 
@@ -157,6 +160,7 @@ class Engine:
         lm: bool | None = None,
         lm_weight: float | None = None,
         layout: str = "auto",
+        geometry: bool | None = None,
     ) -> None:
         self.bundle_dir = Path(bundle_dir)
         self.manifest = Manifest.read(self.bundle_dir, verify=verify)
@@ -189,12 +193,13 @@ class Engine:
             manifest=self.manifest,
             lm=lm,
             lm_weight=lm_weight,
+            geometry=geometry,
         )
         # Enough lines per chunk to fill about two recognizer batches (lines average ~30 glyphs).
         self.chunk_lines = int(chunk_lines or max(4, (2 * self.batch_size) // 30 + 1))
         self.runner = Runner(
             self.pipeline,
-            PipelineSpec(str(self.bundle_dir), self.batch_size, lm, lm_weight),
+            PipelineSpec(str(self.bundle_dir), self.batch_size, lm, lm_weight, geometry),
             workers=self.workers,
             parallel=self.parallel,
             chunk_lines=self.chunk_lines,
@@ -210,7 +215,9 @@ class Engine:
         )
         self.page_runner = Runner(
             self.pages,
-            PagePipelineSpec(str(self.bundle_dir), self.batch_size, layout),
+            PagePipelineSpec(
+                str(self.bundle_dir), self.batch_size, layout, lm, lm_weight, geometry
+            ),
             workers=self.workers,
             parallel=self.parallel,
             chunk_lines=1,
@@ -426,6 +433,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "(for bundles changed on purpose)",
     )
     add_lm_arguments(parser)
+    add_geometry_argument(parser)
 
 
 def bundle_workers(meta: dict) -> int:
@@ -512,6 +520,7 @@ def _engine(args: argparse.Namespace, workers: int, batch_size: int, **layout: s
         verify=not args.no_verify,
         lm=lm_choice(args.lm),
         lm_weight=args.lm_weight,
+        geometry=geometry_choice(args.geometry),
         **layout,
     )
 

@@ -747,8 +747,12 @@ class PagePipeline:
         verify: bool = True,
         manifest: Manifest | None = None,
         lines: Pipeline | None = None,
+        lm: bool | None = None,
+        lm_weight: float | None = None,
+        geometry: bool | None = None,
     ) -> PagePipeline:
-        """The page pipeline of a bundle (`lines`: its line pipeline, when already built)."""
+        """The page pipeline of a bundle (`lines`: its line pipeline, when already built;
+        otherwise built with `lm`, `lm_weight` and `geometry`, see `Pipeline.from_bundle`)."""
         bundle_dir = Path(bundle_dir)
         providers = list(providers or [CPU_PROVIDER])
         if manifest is None:
@@ -760,6 +764,9 @@ class PagePipeline:
                 intra_op_threads=intra_op_threads,
                 batch_size=batch_size,
                 manifest=manifest,
+                lm=lm,
+                lm_weight=lm_weight,
+                geometry=geometry,
             )
         section = manifest.line_detector
         detector = None
@@ -973,6 +980,10 @@ class PagePipelineSpec:
     bundle_dir: str
     batch_size: int | None = None  # None: the bundle's infer.batch_size
     layout: str = "auto"
+    # The line pipeline's options, as `PipelineSpec`'s (None: the bundle's).
+    lm: bool | None = None
+    lm_weight: float | None = None
+    geometry: bool | None = None
 
     def build(self) -> PagePipeline:
         return PagePipeline.from_bundle(
@@ -982,6 +993,9 @@ class PagePipelineSpec:
             batch_size=self.batch_size,
             layout=self.layout,
             verify=False,
+            lm=self.lm,
+            lm_weight=self.lm_weight,
+            geometry=self.geometry,
         )
 
 

@@ -10,6 +10,9 @@ A `Pipeline` is assembled from stage objects, each with one input and one output
         (the k nearest when a language model re-ranks them)
     lm (`effocr.lm.LMDecoder`, optional): a line's k nearest per glyph -> the class of each,
         by cosine and a character language model (bundles with `lm.json`, when enabled)
+    geometry (`GeometryCheck`, optional): the labels of a horizontal line whose pairs differ
+        only in size or placement (`,`/`.`, `S`/`s`) decided by their boxes
+        (`effocr.geometry`; the bundle's `infer.geometry`)
     text (`TextBuilder`): labels + space flags -> the line's `LineResult`
 
 The first three run per line (`Pipeline.prepare`), the recognizer and the search once for the
@@ -43,7 +46,7 @@ from effocr.utils import EffOCRError, label_to_codepoints
 
 LOG = logging.getLogger(__name__)
 
-STAGES = ("decode", "localizer", "crops", "recognizer", "knn", "lm")
+STAGES = ("decode", "localizer", "crops", "recognizer", "knn", "lm", "geometry")
 
 
 # ---------------------------------------------------------------------------
@@ -305,6 +308,41 @@ class ReferenceSearch:
         return self.index.search(embs, k)
 
 
+class GeometryCheck:
+    """Chosen reference rows of a horizontal line -> the same, with `effocr.geometry`'s pairs
+    decided by the glyph boxes (a label the index lacks is left as read)."""
+
+    def __init__(self, chars: Sequence[str]) -> None:
+        self.chars = list(chars)
+        self.row_of: dict[str, int] = {}
+        for row, char in enumerate(self.chars):
+            self.row_of.setdefault(char, row)
+
+    def __call__(
+        self,
+        boxes: Sequence,
+        sims: np.ndarray,
+        rows: np.ndarray,
+        k_sims: np.ndarray,
+        k_rows: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, rows) of the line's glyphs; a changed glyph takes its new label's
+        similarity from its k nearest when it is among them, else keeps the old one."""
+        from effocr.geometry import geometry_labels
+
+        labels = [self.chars[r] for r in rows]
+        fixed = geometry_labels(np.asarray(boxes, np.float64).reshape(-1, 4), labels)
+        sims, rows = sims.copy(), rows.copy()
+        for i, (old, new) in enumerate(zip(labels, fixed, strict=True)):
+            if new == old or new not in self.row_of:
+                continue
+            rows[i] = self.row_of[new]
+            hits = np.flatnonzero(k_rows[i] == rows[i])
+            if len(hits):
+                sims[i] = k_sims[i, hits[0]]
+        return sims, rows
+
+
 class TextBuilder:
     """Labels of a line's glyphs -> its `chars` and `text` (spaces only where the profile has)."""
 
@@ -367,6 +405,7 @@ class Pipeline:
         decoder: `effocr.lm.LMDecoder` re-ranking the k nearest glyphs (None: top-1).
         calibration: `effocr.confidence.Calibration` setting each line's calibrated
             confidences (None: the outputs give mean cosines).
+        geometry: `GeometryCheck` of horizontal lines (None: labels as recognised).
     """
 
     def __init__(
@@ -379,6 +418,7 @@ class Pipeline:
         meta: dict | None = None,
         decoder: Any = None,
         calibration: Any = None,
+        geometry: GeometryCheck | None = None,
     ) -> None:
         self.localizer = localizer
         self.cropper = cropper
@@ -389,6 +429,7 @@ class Pipeline:
         # Only a decoder that can change a label is run; otherwise the top-1 path, unchanged.
         self.decoder = decoder if decoder is not None and decoder.active else None
         self.calibration = calibration
+        self.geometry = geometry
         self.stats = StageTimings()
 
     @classmethod
@@ -403,6 +444,7 @@ class Pipeline:
         manifest: Manifest | None = None,
         lm: bool | None = None,
         lm_weight: float | None = None,
+        geometry: bool | None = None,
     ) -> Pipeline:
         """The pipeline of an exported bundle.
 
@@ -416,6 +458,8 @@ class Pipeline:
             lm: Re-rank with the bundle's language model (`lm.json`); None: as the bundle
                 says (`lm.enabled`). True for a bundle without one is an error.
             lm_weight: The LM weight instead of the bundle's `lm.weight`.
+            geometry: Decide `effocr.geometry`'s label pairs by the glyph boxes; None: as the
+                bundle's `infer.geometry` says.
         """
         from effocr.confidence import Calibration
         from effocr.localizer.runtime import LocalizerSession
@@ -454,6 +498,7 @@ class Pipeline:
             meta,
             decoder,
             Calibration.load(bundle_dir, manifest.confidence),
+            GeometryCheck(search.chars) if geometry_enabled(meta, geometry) else None,
         )
 
     # -- stages --------------------------------------------------------------
@@ -511,7 +556,7 @@ class Pipeline:
             sims, rows = self.search(embs, k)
             self.stats.add("knn", time.perf_counter() - t0)
         pos = 0
-        t_lm = 0.0
+        t_lm = t_geometry = 0.0
         for line in lines:
             n = len(line.boxes)
             line_sims, line_rows = sims[pos : pos + n], rows[pos : pos + n]
@@ -521,18 +566,26 @@ class Pipeline:
                 pick = self.decoder(line_sims[:, :k_pick], line_rows[:, :k_pick], line.spaces)
                 t_lm += time.perf_counter() - t0
             at = np.arange(n)
+            chosen_sims, chosen_rows = line_sims[at, pick], line_rows[at, pick]
+            if self.geometry is not None and n and not line.result.vertical:
+                t0 = time.perf_counter()
+                chosen_sims, chosen_rows = self.geometry(
+                    line.boxes, chosen_sims, chosen_rows, line_sims, line_rows
+                )
+                t_geometry += time.perf_counter() - t0
             self.builder(
                 line.result,
                 line.boxes,
-                line_sims[at, pick],
-                line_rows[at, pick],
+                chosen_sims,
+                chosen_rows,
                 line.spaces,
-                glyph_margins(line_sims, line_rows, pick, self.builder.labels),
+                glyph_margins(line_sims, line_rows, chosen_sims, chosen_rows, self.builder.labels),
             )
             if self.calibration is not None:
                 apply_calibration(line.result, self.calibration)
             pos += n
         self.stats.add("lm", t_lm)
+        self.stats.add("geometry", t_geometry)
         return n_glyphs
 
     def run(self, images: Sequence[ImageInput], first_index: int = 0) -> list[LineResult]:
@@ -559,20 +612,22 @@ class Pipeline:
 
 
 def glyph_margins(
-    sims: np.ndarray, rows: np.ndarray, pick: np.ndarray, labels: Sequence[str]
+    sims: np.ndarray,
+    rows: np.ndarray,
+    chosen_sims: np.ndarray,
+    chosen_rows: np.ndarray,
+    labels: Sequence[str],
 ) -> np.ndarray:
-    """Per glyph: the chosen neighbour's similarity minus the best one of another label
-    among the k searched (FAISS row -1: none; no other label found: the similarity itself)."""
-    n = len(pick)
-    at = np.arange(n)
-    chosen = sims[at, pick]
-    out = chosen.astype(np.float64).copy()
-    for i in range(n):
-        own = labels[rows[i, pick[i]]]
+    """Per glyph: the chosen reference's similarity minus the best one of another label among
+    the k searched (`sims`, `rows`; FAISS row -1: none; no other label found: the similarity
+    itself)."""
+    out = np.asarray(chosen_sims, np.float64).copy()
+    for i in range(len(out)):
+        own = labels[chosen_rows[i]]
         for j in range(sims.shape[1]):
             r = rows[i, j]
             if r >= 0 and labels[r] != own:
-                out[i] = chosen[i] - sims[i, j]
+                out[i] = chosen_sims[i] - sims[i, j]
                 break
     return out
 
@@ -588,6 +643,7 @@ class PipelineSpec:
     batch_size: int | None = None  # None: the bundle's infer.batch_size
     lm: bool | None = None
     lm_weight: float | None = None
+    geometry: bool | None = None
 
     def build(self) -> Pipeline:
         """The worker's pipeline."""
@@ -599,7 +655,17 @@ class PipelineSpec:
             verify=False,  # the parent checked the files moments ago
             lm=self.lm,
             lm_weight=self.lm_weight,
+            geometry=self.geometry,
         )
+
+
+def geometry_enabled(meta: dict, geometry: bool | None) -> bool:
+    """Whether a bundle's pipeline runs `GeometryCheck`: `geometry` when given, else the
+    bundle's `infer.geometry` (`Manifest` fills it in bundles exported before it existed, as
+    every `infer` key, from the config schema's default)."""
+    if geometry is not None:
+        return bool(geometry)
+    return bool(meta["infer"]["geometry"])
 
 
 def load_decoder(

@@ -27,6 +27,7 @@ from snakemake_forks import run
 from effocr.data.coco import index_coco, line_chars, load_coco
 from effocr.export import check_onnx, export_bundle, match_boxes
 from effocr.infer import Engine, assemble_text, decode_image
+from effocr.recognizer.reference import ReferenceIndex
 from effocr.utils import EffOCRError, label_to_codepoints
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,6 +110,27 @@ def _engine_reads(engine: Engine, paths: list[Path]) -> list[dict]:
     meta = {"input_size": engine.input_size, "mean": engine.mean, "std": engine.std}
     index = ReferenceIndex.load(engine.bundle_dir)
     return _reads(paths, engine.localizer.detect, engine.embed, index, meta)
+
+
+def test_engine_geometry_decides_pairs_by_boxes(trained):
+    """`infer.geometry` (on in a new bundle) changes exactly the labels `geometry_labels`
+    decides from the boxes of the reading without it, and only to labels the index has."""
+    from effocr.geometry import geometry_labels
+
+    paths = _line_paths(trained)
+    chars = set(ReferenceIndex.load(trained["bundle"]).labels)
+    with Engine(trained["bundle"], workers=1, geometry=False) as engine:
+        off = engine.infer(paths)
+    with Engine(trained["bundle"], workers=1) as engine:  # the bundle's default: on
+        assert engine.pipeline.geometry is not None
+        on = engine.infer(paths)
+    for a, b in zip(off, on, strict=True):
+        assert [c.bbox for c in a.chars] == [c.bbox for c in b.chars]
+        labels = [c.char for c in a.chars]
+        decided = geometry_labels(np.asarray([c.bbox for c in a.chars]).reshape(-1, 4), labels)
+        want = [d if d in chars else lab for lab, d in zip(labels, decided, strict=True)]
+        assert [c.char for c in b.chars] == want, a.image
+        assert len(a.text) == len(b.text) and a.text.count(" ") == b.text.count(" ")
 
 
 def _assert_reads_agree(got: list[dict], ref: list[dict], box_tol: float) -> int:
@@ -288,7 +310,9 @@ def test_engine_reproduces_pytorch(trained, tmp_path):
     moved = tmp_path / "moved_bundle"
     shutil.copytree(trained["bundle"], moved)
     paths = _line_paths(trained)
-    engine = Engine(moved, workers=2, batch_size=16)
+    # The models against PyTorch's top-1, so without the glyph-box rules (test_geometry and
+    # test_engine_geometry_decides_pairs_by_boxes below).
+    engine = Engine(moved, workers=2, batch_size=16, geometry=False)
     results = engine.infer(paths)
     assert sum(len(r.chars) for r in results) > 0, "the tiny localizer found no character"
     for r in results:
@@ -328,17 +352,20 @@ def test_engine_reproduces_pytorch(trained, tmp_path):
     n_chars = sum(len(r["boxes"]) for r in want)
     assert _assert_reads_agree(got, want, tol["box_max_abs"]) >= 0.5 * n_chars > 0
     # Threads and batch size change nothing beyond float rounding.
-    single = Engine(moved, workers=1, batch_size=7).infer(paths)
+    single = Engine(moved, workers=1, batch_size=7, geometry=False).infer(paths)
     _assert_same_results(single, results, onnx)
     # Arrays are accepted too.
-    arr = Engine(moved).infer([decode_image(paths[0])])
+    arr = Engine(moved, geometry=False).infer([decode_image(paths[0])])
     _assert_same_results(arr, results[:1], onnx[:1])
     assert arr[0].image == "<array 0>"
 
 
 def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
     paths = _line_paths(trained)
-    with Engine(trained["bundle"], workers=2, batch_size=8, chunk_lines=2) as procs:
+    # Without the glyph-box rules, as the PyTorch reads compared with: the worker processes
+    # must take that from the Engine (PipelineSpec), not from the bundle (on).
+    off = {"geometry": False}
+    with Engine(trained["bundle"], workers=2, batch_size=8, chunk_lines=2, **off) as procs:
         assert procs.parallel == "process"
         procs.start()
         assert procs._pool is not None and len(procs._pool._processes) == 2
@@ -353,10 +380,14 @@ def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
         again = procs.infer(paths + [trained["root"] / "missing.png"])
         assert procs._pool is pool
         assert procs.lines_done == 2 * len(paths) + 1 and procs.glyphs_done > 0
-        # knn can round to 0 on tiny jobs; lm runs only with a language model in the bundle.
-        assert all(t > 0 for stage, t in procs.timings.items() if stage not in ("knn", "lm"))
+        # knn can round to 0 on tiny jobs; lm runs only with a language model in the bundle,
+        # geometry only when on.
+        skipped = ("knn", "lm", "geometry")
+        assert all(t > 0 for stage, t in procs.timings.items() if stage not in skipped)
     assert procs._pool is None  # closed on leaving the block
-    threads = Engine(trained["bundle"], workers=2, batch_size=8, chunk_lines=2, parallel="thread")
+    threads = Engine(
+        trained["bundle"], workers=2, batch_size=8, chunk_lines=2, parallel="thread", **off
+    )
     assert threads.parallel == "thread"
     expected = threads.infer(paths)
     reads = _engine_reads(threads, paths)
@@ -366,7 +397,7 @@ def test_engine_worker_processes_and_threads_agree(trained, monkeypatch):
     assert not again[-1].ok and "not found" in again[-1].error
     # One worker never starts processes; a small job does not start them either ...
     assert Engine(trained["bundle"], workers=1).parallel == "thread"
-    small = Engine(trained["bundle"], workers=2, chunk_lines=2)
+    small = Engine(trained["bundle"], workers=2, chunk_lines=2, **off)
     _assert_same_results(small.infer(paths), expected, reads)
     assert small._pool is None
     # ... but a large one does.
