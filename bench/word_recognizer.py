@@ -40,6 +40,7 @@ from effocr.imageio import decode_image  # noqa: E402
 from effocr.metrics import score_set  # noqa: E402
 from effocr.onnx_session import CPU_PROVIDER, make_session  # noqa: E402
 from effocr.pipeline import Pipeline, RecognizerStage, ReferenceSearch  # noqa: E402
+from effocr.recognizer.dataset import MANIFEST_COLUMNS  # noqa: E402
 from effocr.recognizer.index import build_reference_index  # noqa: E402
 from effocr.recognizer.model import export_onnx, load_recognizer  # noqa: E402
 from effocr.recognizer.train import train_recognizer  # noqa: E402
@@ -57,15 +58,11 @@ from effocr.utils import setup_logging  # noqa: E402
 def merge_manifests(parts: list[Path], out: Path) -> None:
     """One manifest of several in the same folder (paths are relative to it)."""
     with open(out, "w", encoding="utf-8", newline="") as f:
-        writer = None
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
         for part in parts:
             with open(part, encoding="utf-8", newline="") as src:
-                for row in csv.DictReader(src):
-                    row = {k: row[k] for k in ("path", "codepoints", "source", "origin", "split")}
-                    if writer is None:
-                        writer = csv.DictWriter(f, fieldnames=list(row))
-                        writer.writeheader()
-                    writer.writerow(row)
+                writer.writerows(csv.DictReader(src))
 
 
 def train_words(args: argparse.Namespace, work: Path) -> dict:

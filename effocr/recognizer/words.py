@@ -7,10 +7,11 @@ character recognizer read (the character fallback). Punctuation at a word's ends
 digits stay with the character recognizer, as the original's `final_puncs` do.
 
 The word recognizer is the character recognizer's model, trainer and index with words as
-classes: `word_vocabulary` picks the words of a running text (`ranked_vocabulary` those of a word list), `render_words` and `crop_words`
-write a recognizer dataset manifest of them (`effocr.recognizer.train` and
-`effocr.recognizer.index` take it as they take glyphs), and `WordReader` reads the words of
-lines the pipeline has read. bench/word_recognizer.py trains one for a bundle and measures it.
+classes: `word_vocabulary` picks the words of a running text (`ranked_vocabulary` those of a
+word list); `effocr.synth.render.render_glyphs` renders them as it renders glyphs and
+`crop_words` cuts them from annotated lines, each writing a recognizer dataset manifest that
+`effocr.recognizer.train` and `effocr.recognizer.index` take as they take glyphs; `WordReader`
+reads the words of lines the pipeline has read. bench/word_recognizer.py trains one for a bundle and measures it.
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ import numpy as np
 
 from effocr.data.coco import index_coco, line_chars, load_coco
 from effocr.data.crops import crop_box, jitter_box
+from effocr.recognizer.dataset import MANIFEST_COLUMNS
 from effocr.utils import EffOCRError, atomic_path, label_to_codepoints, open_rgb
-
-MANIFEST_COLUMNS = ["path", "codepoints", "source", "origin", "split"]
 
 
 def word_vocabulary(text: str, size: int, min_length: int = 2) -> list[str]:
@@ -174,14 +174,14 @@ def crop_words(
                 for k, (start, end) in enumerate(spans):
                     labels = [c for c, _ in pairs[start:end]]
                     core = word_core(labels)
-                    if core is None or "".join(labels[core[0] : core[1]]) not in vocab:
+                    word = "".join(labels[core[0] : core[1]]) if core else ""
+                    if word not in vocab:
                         continue
                     if line is None:
                         try:
                             line = open_rgb(image_dir / image["file_name"])
                         except (OSError, ValueError) as exc:
                             raise EffOCRError(f"{where}: cannot read the image: {exc}") from exc
-                    word = "".join(labels[core[0] : core[1]])
                     anns = [a for _, a in pairs[start + core[0] : start + core[1]]]
                     x0 = min(a["bbox"][0] for a in anns)
                     x1 = max(a["bbox"][0] + a["bbox"][2] for a in anns)
