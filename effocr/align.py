@@ -493,7 +493,7 @@ class Aligner:
         squares = np.broadcast_to(squares, squares.shape[:3] + (3,))
         embs = self.pipeline.recognizer(squares)
         search = self.pipeline.search
-        k = max(1, min(self.settings.top_k, search.index.ntotal))
+        k = max(1, min(self.settings.top_k, len(search.index)))
         sims, rows = search.index.search(np.ascontiguousarray(embs, np.float32), k)
         out = []
         for srow, rrow in zip(sims, rows, strict=True):

@@ -37,6 +37,8 @@ HARD_NEGATIVES = "hard_negatives.txt"
 INDEX = "ref.index"
 INDEX_LABELS = "ref_labels.txt"
 INDEX_META = "index.json"
+# Optional (`recognizer.reference_prototypes` > 0): several vectors per class; a bundle file.
+INDEX_PROTOTYPES = "ref_prototypes.npz"
 
 # Predictions of a run (`effocr.imageio.OutputWriter`, `effocr.evaluate`).
 PREDICTIONS = "predictions.jsonl"

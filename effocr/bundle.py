@@ -109,6 +109,8 @@ class Manifest:
             self.index["labels"],
             *self.weights.values(),
         ]
+        if self.index.get("prototypes"):
+            names.append(self.index["prototypes"]["file"])
         if self.lm:
             names.append(self.lm["file"])
         if self.line_detector:

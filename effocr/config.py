@@ -452,6 +452,8 @@ class RecognizerSection(Section):
     hard_negatives_fine_tune: bool
     reference_crops: int
     reference_crop_weight: float
+    reference_prototypes: int
+    reference_prototype_weight: float
     augment: Mapping[str, Any] | None
     device: str
     amp: bool
@@ -480,6 +482,7 @@ class LocalizerSection(Section):
     augment: bool
     arch: Mapping[str, Any] | None
     gap_factor: float
+    contained_share: float
 
 
 @dataclass(frozen=True, repr=False, eq=False)

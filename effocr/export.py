@@ -655,6 +655,26 @@ def _quantize_localizer(
     return _ship_int8(quantized, problems, int8_onnx, loc_onnx)
 
 
+def _index_section(bundle: Path, n_labels: int) -> dict:
+    """The manifest's `index`: its files, and the prototypes' count and weight if it has them."""
+    section = {
+        "file": artifacts.INDEX,
+        "labels": artifacts.INDEX_LABELS,
+        "metric": "inner_product",
+        "count": n_labels,
+    }
+    if (bundle / artifacts.INDEX_PROTOTYPES).is_file():
+        from effocr.recognizer.reference import ReferenceIndex
+
+        protos = ReferenceIndex.load(bundle).prototypes
+        section["prototypes"] = {
+            "file": artifacts.INDEX_PROTOTYPES,
+            "count": len(protos) if protos is not None else 0,
+            "weight": protos.weight if protos is not None else 0.0,
+        }
+    return section
+
+
 def _manifest(
     src: _Sources,
     bundle: Path,
@@ -695,12 +715,7 @@ def _manifest(
             "meta": src.loc_meta,
             "quantization": _quantization(localizer_int8),
         },
-        index={
-            "file": artifacts.INDEX,
-            "labels": artifacts.INDEX_LABELS,
-            "metric": "inner_product",
-            "count": n_labels,
-        },
+        index=_index_section(bundle, n_labels),
         crops={"full_height": True, "padding": int(src.crops_cfg["padding"])},
         infer={
             "batch_size": int(infer["batch_size"]),
@@ -937,10 +952,10 @@ def export_bundle(
     Raises:
         EffOCRError: bad inputs, an ONNX checker failure, or a parity failure (no bundle left).
     """
-    import faiss
     import torch
 
     from effocr.localizer.postprocess import config_thresholds
+    from effocr.recognizer.reference import ReferenceIndex
     from effocr.recognizer.transforms import preprocess
 
     tol = export.as_dict()
@@ -987,7 +1002,8 @@ def export_bundle(
         )
         lines = load_parity_lines(test_json, image_dir, int(tol["parity_lines"]))
         batch = crop_batch(test_json, lines)
-        ref_index = faiss.read_index(str(index_dir / artifacts.INDEX))
+        # The index as inference reads it (prototypes included): top-1 agreement is of labels.
+        ref_index = ReferenceIndex.load(index_dir)
         rec = recognizer_parity(rec_model, rec_onnx, batch, threads=threads, index=ref_index)
         images = [img for _, img in lines]
         loc, loc_problems = _check_localizer(
@@ -1032,7 +1048,7 @@ def export_bundle(
             msg += "\n  ".join(problems)
             LOG.error("%s", msg)
             raise EffOCRError(msg)
-        for name in (*INDEX_FILES, artifacts.INDEX_META):
+        for name in (*INDEX_FILES, artifacts.INDEX_META, artifacts.INDEX_PROTOTYPES):
             if (index_dir / name).is_file():
                 shutil.copyfile(index_dir / name, tmp / name)
         manifest = _manifest(src, tmp, quantized, tol, infer_defaults, localizer_int8)

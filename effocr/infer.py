@@ -237,7 +237,10 @@ class Engine:
     crop_padding = _view("pipeline.cropper.padding", "Pixels added around each glyph box.")
     mean = _view("pipeline.recognizer.mean", "The recognizer's normalisation mean.")
     std = _view("pipeline.recognizer.std", "The recognizer's normalisation std.")
-    index = _view("pipeline.search.index", "The FAISS index of the reference glyphs.")
+    index = _view(
+        "pipeline.search.index",
+        "The reference index (`ReferenceIndex`: `search(embeddings, k)`, FAISS's signature).",
+    )
     chars = _view("pipeline.search.chars", "Row i of the index: its character.")
     labels = _view("pipeline.search.labels", "Row i of the index: its code-point label.")
     timings = _view("pipeline.stats.seconds", "Seconds per stage (`STAGES`), workers added.")

@@ -279,7 +279,8 @@ class RecognizerStage:
 
 
 class ReferenceSearch:
-    """Embeddings -> (similarities, rows) of the k nearest reference glyphs (FAISS)."""
+    """Embeddings -> (similarities, rows) of the k nearest reference glyphs (`ReferenceIndex`:
+    FAISS, and the classes' prototypes where the index has them)."""
 
     def __init__(self, index: Any, chars: Sequence[str]) -> None:
         self.index = index
@@ -288,7 +289,7 @@ class ReferenceSearch:
 
     @classmethod
     def load(cls, bundle_dir: Path, omp_threads: int = 1) -> ReferenceSearch:
-        """The bundle's `ref.index` and `ref_labels.txt`."""
+        """The bundle's `ref.index`, `ref_labels.txt` and `ref_prototypes.npz` if it has one."""
         import faiss
 
         from effocr.recognizer.reference import ReferenceIndex
@@ -301,11 +302,11 @@ class ReferenceSearch:
             ) from exc
         # FAISS's OpenMP threads on top of the worker pool would oversubscribe the cores.
         faiss.omp_set_num_threads(max(1, omp_threads))
-        return cls(ref.index, ref.labels)
+        return cls(ref, ref.labels)
 
     def __call__(self, embs: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(N, k) similarities and rows, best first."""
-        return self.index.search(embs, k)
+        return self.index.knn(embs, k)
 
 
 class GeometryCheck:

@@ -17,7 +17,12 @@ from effocr.artifacts import MODEL, in_dir
 RECOGNIZER_THREADS = threads_beside_one(8)
 # The keys that shape only the reference index's vectors: changing them rebuilds the index,
 # not the models; the training steps get every other recognizer key.
-INDEX_KEYS = ("reference_crops", "reference_crop_weight")
+INDEX_KEYS = (
+    "reference_crops",
+    "reference_crop_weight",
+    "reference_prototypes",
+    "reference_prototype_weight",
+)
 TRAINING_KEYS = [k for k in SECTIONS.recognizer.as_dict() if k not in INDEX_KEYS]
 
 

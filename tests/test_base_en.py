@@ -280,6 +280,9 @@ def test_base_en_config_validates_and_differs_only_in_data_and_budgets():
         # gain nothing from it, config/README.md "Reference crops").
         ("recognizer", "reference_crops"),
         ("recognizer", "reference_crop_weight"),
+        # The same data in more vectors per class (config/README.md, "Reference prototypes").
+        ("recognizer", "reference_prototypes"),
+        ("recognizer", "reference_prototype_weight"),
         # Training data too: each training box cut again with its ends moved (config/README.md,
         # "Jittered crops").
         ("crops", "jitter"),

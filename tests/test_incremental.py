@@ -286,17 +286,22 @@ def test_changing_a_recognizer_hyperparameter(workflow):
     assert not rules & (DATA | LOCALIZER | {"render_glyphs"}), out[-4000:]
 
 
-def test_changing_the_reference_crops(workflow):
-    """Crops in the reference vectors rebuild the index (which then reads the recognizer
-    dataset) and what reads it, not the models."""
+@pytest.mark.parametrize(
+    ("recognizer", "reads_crops"),
+    [({"reference_crops": 3}, True), ({"reference_prototypes": 4}, False)],
+)
+def test_changing_the_reference_vectors(workflow, recognizer, reads_crops):
+    """Crops in the reference vectors, or prototypes beside them, rebuild the index (which
+    then reads the recognizer dataset, for crops) and what reads it, not the models."""
     wf, _, _ = workflow
-    jobs, out = planned(wf, write_config(wf, "crops_case", recognizer={"reference_crops": 3}))
+    jobs, out = planned(wf, write_config(wf, "index_case", recognizer=recognizer))
     assert jobs == {"build_reference_index": 1, "export_bundle": 1, "evaluate": 2, "report": 1}, (
         out[-4000:]
     )
-    assert re.search(
+    reads = re.search(
         r"rule build_reference_index:\n\s+input: [^\n]*recognizer_dataset/manifest", out
-    ), out[-4000:]
+    )
+    assert bool(reads) == reads_crops, out[-4000:]
 
 
 def test_changing_package_code(workflow):

@@ -87,6 +87,35 @@ def test_postprocess_uses_gap_fallback_only_without_words():
     assert not det.spaces.any()
 
 
+def test_contained_boxes():
+    m = [10, 5, 40, 25]  # an m, 30 x 20
+    leg = [28, 6, 39, 24]  # its right leg: all inside
+    edge = [30, 5, 46, 25]  # 10 of its 16 columns inside the m: 0.625 of its area
+    kerned = [36, 5, 56, 25]  # a neighbour kerned 4 px into it: 0.2 of its area
+    boxes = np.array([m, leg, edge, kerned], float)
+    assert pp.contained(boxes, 0.65).tolist() == [False, True, False, False]
+    assert pp.contained(boxes, 0.6).tolist() == [False, True, True, False]
+    assert not pp.contained(boxes, 1.0).any()
+    # Equal boxes (NMS would have merged them; here neither is larger): both kept.
+    assert not pp.contained(np.array([m, m], float), 0.5).any()
+    assert pp.contained(np.zeros((0, 4)), 0.5).shape == (0,)
+
+
+def test_postprocess_drops_nested_char_boxes_only():
+    chars, words = _line("ab cd")
+    nested = chars[3] + np.array([1.0, 1.0, -1.0, -1.0])  # a part of the c
+    boxes = np.concatenate([chars, [nested], words])
+    labels = np.array([0] * (len(chars) + 1) + [1] * len(words))
+    scores = np.full(len(boxes), 0.9)
+    scores[len(chars)] = 0.95  # scoring higher than its glyph does not save it
+    kw = {"image_size": (30, 60), **THRESHOLDS, "nms_iou": 0.95}
+    det = pp.postprocess(boxes, scores, labels, ["char", "word"], **kw)
+    assert det.chars.tolist() == chars.tolist()
+    assert len(det.words) == 2 and det.spaces.tolist() == [False, False, True, False]
+    kept = pp.postprocess(boxes, scores, labels, ["char", "word"], **{**kw, "contained_share": 1})
+    assert len(kept.chars) == len(chars) + 1 and len(kept.spaces) == len(kept.chars)
+
+
 def test_postprocess_threshold_max_and_mapping_back():
     # network boxes at scale 0.5 of a transposed (vertical) image of 200 x 40
     boxes = np.array([[2, 1, 10, 9], [12, 2, 18, 8], [30, 1, 36, 9]], float)

@@ -237,7 +237,7 @@ def test_nearest_reads_each_word_crop_with_onnx_and_faiss(tmp_path):
     cands = reader.candidates(res)
     refs = glyph_squares(img, np.asarray([c.box for c in cands]), 32)
     index = ReferenceIndex.build(stage(refs), ["ab", "cde", "fg"])
-    reader.search = ReferenceSearch(index.index, index.labels)
+    reader.search = ReferenceSearch(index, index.labels)
     sims, words = reader.nearest(img, cands)
     assert words == ["ab", "cde", "fg"]
     assert np.all(sims > 1 - 1e-4)

@@ -314,7 +314,8 @@ def detections_from_raw(raw: np.ndarray, prepared: PreparedLine, meta: dict) -> 
         scale=prepared.scale,
         transposed=prepared.transposed,
         vertical=prepared.transposed,  # this backend transposes exactly the vertical lines
-        **{k: meta[k] for k in DEFAULT_THRESHOLDS},
+        # A key newer than the model's meta: its schema default, as bundles get it.
+        **{k: meta.get(k, default) for k, default in DEFAULT_THRESHOLDS.items()},
     )
 
 

@@ -32,6 +32,7 @@ from effocr.recognizer.reference import (  # noqa: F401 (re-exported: the index'
     INDEX_FILE,
     LABELS_FILE,
     META_FILE,
+    Prototypes,
     ReferenceIndex,
     read_labels,
 )
@@ -80,6 +81,29 @@ def embed_paths(
     return out
 
 
+def embed_groups(
+    model: RecognizerNet,
+    groups: dict[str, list[GlyphRecord]],
+    batch_size: int,
+    device: str,
+    workers: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every image of `groups` embedded: ``(embeddings (N, D), owner (N,))``, owner = the
+    position of the image's class in `groups`."""
+    codes = list(groups)
+    paths = [r.path for code in codes for r in groups[code]]
+    owner = np.repeat(np.arange(len(codes)), [len(groups[c]) for c in codes])
+    return embed_paths(model, paths, batch_size, device, workers, desc="reference"), owner
+
+
+def class_means(embs: np.ndarray, owner: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n_classes, D) unit means of the unit rows of `embs` by `owner`."""
+    sums = np.zeros((n_classes, embs.shape[1]), dtype=np.float32)
+    np.add.at(sums, owner, embs)
+    faiss.normalize_L2(sums)
+    return sums
+
+
 def class_embeddings(
     model: RecognizerNet,
     groups: dict[str, list[GlyphRecord]],
@@ -92,14 +116,50 @@ def class_embeddings(
     Returns:
         ``(labels, embeddings)`` in the order of `groups`.
     """
-    codes = list(groups)
-    paths = [r.path for code in codes for r in groups[code]]
-    owner = np.repeat(np.arange(len(codes)), [len(groups[c]) for c in codes])
-    embs = embed_paths(model, paths, batch_size, device, workers, desc="reference")
-    sums = np.zeros((len(codes), embs.shape[1]), dtype=np.float32)
-    np.add.at(sums, owner, embs)
-    faiss.normalize_L2(sums)
-    return [codepoints_to_label(c) for c in codes], sums
+    embs, owner = embed_groups(model, groups, batch_size, device, workers)
+    return [codepoints_to_label(c) for c in groups], class_means(embs, owner, len(groups))
+
+
+def class_centroids(
+    embs: np.ndarray, owner: np.ndarray, per_class: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `per_class` unit k-means centroids of each class's rows of `embs` (a class with no
+    more rows than that keeps its rows). Returns ``(vectors, owner)``.
+
+    Seeded k-means on one thread (FAISS's threads would change the sums' order): the same
+    embeddings give the same centroids.
+    """
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return _centroids(embs, owner, per_class, seed)
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def _centroids(
+    embs: np.ndarray, owner: np.ndarray, per_class: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    vectors, owners = [], []
+    for cls in np.unique(owner):
+        rows = np.ascontiguousarray(embs[owner == cls], dtype=np.float32)
+        if len(rows) > per_class:
+            km = faiss.Kmeans(
+                rows.shape[1],
+                per_class,
+                niter=20,
+                seed=int(seed),
+                min_points_per_centroid=1,
+                max_points_per_centroid=1 << 20,
+            )
+            km.train(rows)
+            rows = np.array(km.centroids, dtype=np.float32)
+        faiss.normalize_L2(rows)
+        vectors.append(rows)
+        owners.append(np.full(len(rows), cls, dtype=np.int64))
+    if not vectors:
+        return np.zeros((0, embs.shape[1]), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(vectors), np.concatenate(owners)
 
 
 def crop_sample(
@@ -188,17 +248,21 @@ def build_reference_index(
     groups = reference_groups(records, stems)
     workers = _loader_workers(threads, device)
     labels, embs = class_embeddings(model, groups, batch_size, device, workers)
+    codes = list(groups)
+    row = {c: i for i, c in enumerate(codes)}
     crops_meta = None
+    # Per class: its crops' embeddings (for the prototypes), by index row.
+    crop_embs, crop_rows = np.zeros((0, embs.shape[1]), np.float32), np.zeros(0, np.int64)
     if recognizer.reference_crops:
-        codes = list(groups)
         sample = crop_sample(
             read_manifest(crops_manifest), codes, recognizer.reference_crops, run.seed
         )
         if sample:
-            _, crop_embs = class_embeddings(model, sample, batch_size, device, workers)
-            row = {c: i for i, c in enumerate(codes)}
+            crop_embs, owner = embed_groups(model, sample, batch_size, device, workers)
             rows = [row[c] for c in sample]
-            embs[rows] = mix_vectors(embs[rows], crop_embs, recognizer.reference_crop_weight)
+            crop_rows = np.asarray(rows)[owner]
+            means = class_means(crop_embs, owner, len(sample))
+            embs[rows] = mix_vectors(embs[rows], means, recognizer.reference_crop_weight)
         crops_meta = {
             "manifest": str(crops_manifest),
             "per_class": recognizer.reference_crops,
@@ -213,6 +277,17 @@ def build_reference_index(
             crops_meta["crops"],
             recognizer.reference_crop_weight,
         )
+    prototypes = None
+    if recognizer.reference_prototypes:
+        prototypes = reference_prototypes(
+            model,
+            records,
+            row,
+            (crop_embs, crop_rows),
+            recognizer,
+            run.seed,
+            (batch_size, device, workers),
+        )
     meta = {
         "model": str(model_pt),
         "encoder": model.encoder_name,
@@ -224,7 +299,7 @@ def build_reference_index(
         "language": run.language,
         "labels": "code points, one per line (ref_labels.txt)",
     }
-    index = ReferenceIndex.build(embs, labels, meta)
+    index = ReferenceIndex.build(embs, labels, meta, prototypes)
     index.save(out_dir)
     LOG.info(
         "reference index: %d classes, dim %d, fonts %s, %.1f s",
@@ -234,6 +309,47 @@ def build_reference_index(
         time.perf_counter() - start,
     )
     return index
+
+
+def reference_prototypes(
+    model: RecognizerNet,
+    renders: Sequence[GlyphRecord],
+    row: dict[str, int],
+    crops: tuple[np.ndarray, np.ndarray],
+    recognizer: RecognizerSection,
+    seed: int,
+    embedding: tuple[int, str, int],
+) -> Prototypes:
+    """Each class's `reference_prototypes` centroids of its renders in every font of
+    `renders`, and as many of its training crops' embeddings (`crops`: embeddings and their
+    index rows; empty without `reference_crops`).
+
+    Args:
+        row: Index row of each class (code points); renders of other classes are skipped.
+        embedding: ``(batch_size, device, loader workers)`` for embedding the renders.
+    """
+    per_class = recognizer.reference_prototypes
+    groups: dict[str, list[GlyphRecord]] = {}
+    for r in sorted(renders, key=lambda r: str(r.path)):
+        if r.codepoints in row:
+            groups.setdefault(r.codepoints, []).append(r)
+    render_embs, owner = embed_groups(model, groups, *embedding)
+    render_rows = np.asarray([row[c] for c in groups], dtype=np.int64)[owner]
+    parts = [
+        class_centroids(render_embs, render_rows, per_class, seed),
+        class_centroids(*crops, per_class, seed),
+    ]
+    vectors = np.concatenate([v for v, _ in parts])
+    rows = np.concatenate([r for _, r in parts])
+    LOG.info(
+        "%d prototypes: up to %d per class of %d renders and %d training crops (weight %.2f)",
+        len(rows),
+        2 * per_class,
+        len(render_embs),
+        len(crops[1]),
+        recognizer.reference_prototype_weight,
+    )
+    return Prototypes.build(vectors, rows, recognizer.reference_prototype_weight)
 
 
 def _loader_workers(threads: int, device: str) -> int:
