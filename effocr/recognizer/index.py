@@ -1,9 +1,10 @@
-"""The reference index: one L2-normalised embedding per character class in a FAISS IndexFlatIP.
+"""The reference index: one L2-normalised embedding per character class in a FAISS IndexFlatIP,
+and optionally several more per class (`reference_prototypes`).
 
 Files (docs/architecture.md): `ref.index` (FAISS), `ref_labels.txt` (one label in code-point
-form per line, row i = vector i, so whitespace and non-BMP characters round-trip) and
-`index.json` (model, fonts, dimension, count). Building it needs the recognizer (torch);
-searching and reading it (`effocr.recognizer.reference`) does not.
+form per line, row i = vector i, so whitespace and non-BMP characters round-trip),
+`index.json` (model, fonts, dimension, count) and `ref_prototypes.npz`. Building it needs the
+recognizer (torch); searching and reading it (`effocr.recognizer.reference`) does not.
 """
 
 from __future__ import annotations
