@@ -99,6 +99,22 @@ def untrained_model(path: Path, size: int = 32) -> Path:
     return save_recognizer(model, path, tiny_config())
 
 
+def index_builder(model_pt: Path, renders: Path, root: Path, crops: Path | None = None):
+    """`build(name, **recognizer)`: `build_reference_index` of `tiny_config(**recognizer)` into
+    `root / f"index_{name}"`."""
+
+    def build(name, **recognizer):
+        return build_reference_index(
+            model_pt,
+            renders,
+            root / f"index_{name}",
+            crops_manifest=crops,
+            **config_sections(tiny_config(**recognizer)).pick("recognizer", "fonts", "run"),
+        )
+
+    return build
+
+
 def test_index_roundtrip_whitespace_and_non_bmp(tmp_path):
     labels = ["A", " ", "\u3000", "\t", "\U0002000b", "e\u0301", "\n"]
     rng = np.random.default_rng(0)
@@ -194,15 +210,7 @@ def test_reference_crops_are_mixed_into_the_vectors(tmp_path):
     )
     model_pt = untrained_model(tmp_path / "model.pt")
     model = load_recognizer(model_pt)
-
-    def build(name, **recognizer):
-        return build_reference_index(
-            model_pt,
-            renders,
-            tmp_path / f"index_{name}",
-            crops_manifest=crops,
-            **config_sections(tiny_config(**recognizer)).pick("recognizer", "fonts", "run"),
-        )
+    build = index_builder(model_pt, renders, tmp_path, crops)
 
     def vectors(index):
         vecs = index.index.reconstruct_n(0, len(index))

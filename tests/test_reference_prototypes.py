@@ -7,14 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
-from test_recognizer_index import render_manifest, tiny_config, untrained_model
+from test_recognizer_index import index_builder, render_manifest, untrained_model
 
 from effocr.bundle import Manifest
-from effocr.config import config_sections
 from effocr.export import _index_section
 from effocr.infer import Engine
 from effocr.recognizer.dataset import read_manifest
-from effocr.recognizer.index import build_reference_index, embed_paths
+from effocr.recognizer.index import embed_paths
 from effocr.recognizer.model import load_recognizer
 from effocr.recognizer.reference import Prototypes, ReferenceIndex
 from effocr.utils import EffOCRError
@@ -127,28 +126,22 @@ def test_build_reference_index_makes_the_prototypes(tmp_path):
     )
     model_pt = untrained_model(tmp_path / "model.pt")
     model = load_recognizer(model_pt)
-
-    def build(name, **recognizer):
-        return build_reference_index(
-            model_pt,
-            renders,
-            tmp_path / name,
-            crops_manifest=crops,
-            **config_sections(tiny_config(**recognizer)).pick("recognizer", "fonts", "run"),
-        )
+    build = index_builder(model_pt, renders, tmp_path, crops)
 
     def embedded(manifest, keep):
         recs = [r for r in read_manifest(manifest) if keep(r)]
         return recs, embed_paths(model, [r.path for r in recs])
 
     plain = build("plain", reference_crops=5)
-    assert plain.prototypes is None and not (tmp_path / "plain" / "ref_prototypes.npz").exists()
+    assert (
+        plain.prototypes is None and not (tmp_path / "index_plain" / "ref_prototypes.npz").exists()
+    )
 
     # Four fonts, at most eight per class: every render is its own prototype; with crops
     # (two training fonts; the validation font is never used) for a and b.
     many = build("many", reference_crops=5, reference_prototypes=8, reference_prototype_weight=0.7)
-    assert (tmp_path / "many" / "ref_prototypes.npz").is_file()
-    protos = ReferenceIndex.load(tmp_path / "many").prototypes
+    assert (tmp_path / "index_many" / "ref_prototypes.npz").is_file()
+    protos = ReferenceIndex.load(tmp_path / "index_many").prototypes
     assert protos.weight == pytest.approx(0.7)
     assert many.meta["prototypes"] == {"count": 3 * 4 + 2 * 2, "weight": pytest.approx(0.7)}
     render_recs, render_embs = embedded(renders, lambda r: r.source == "render")
