@@ -46,8 +46,10 @@ def reduced_bundle(bundle: Path, out: Path, drop: str) -> None:
     """A copy of `bundle` whose index lacks the classes in `drop`."""
     index = ReferenceIndex.load(bundle)
     keep = [i for i, c in enumerate(index.labels) if c not in drop]
-    vectors = index.index.reconstruct_n(0, len(index))[keep]
-    small = ReferenceIndex.build(vectors, [index.labels[i] for i in keep], index.meta)
+    prototypes = index.prototypes.select(keep) if index.prototypes is not None else None
+    small = ReferenceIndex.build(
+        index.vectors()[keep], [index.labels[i] for i in keep], index.meta, prototypes
+    )
     out.mkdir(parents=True)
     for item in bundle.iterdir():
         if item.is_file() and item.name != MANIFEST:

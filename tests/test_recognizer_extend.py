@@ -47,10 +47,8 @@ def test_extended_bundle_is_complete_and_verified(en_bundle, extended):
     assert manifest.index["count"] == len(new) == len(old) + len(NEW)
     assert new.labels == old.labels + list(NEW)
     # The existing classes are kept exactly; the new ones are unit vectors.
-    np.testing.assert_allclose(
-        new.index.reconstruct_n(0, len(old)), old.index.reconstruct_n(0, len(old)), atol=1e-6
-    )
-    norms = np.linalg.norm(new.index.reconstruct_n(len(old), len(NEW)), axis=1)
+    np.testing.assert_allclose(new.vectors()[: len(old)], old.vectors(), atol=1e-6)
+    norms = np.linalg.norm(new.vectors()[len(old) :], axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
 
 
@@ -165,3 +163,29 @@ def test_cli_ligatures_need_known_letters(en_bundle, tmp_path, capsys, ligatures
     assert cli_main(args) == 1
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "b").exists()
+
+
+def test_extending_keeps_the_prototypes(en_bundle, tmp_path):
+    """A bundle with reference prototypes keeps them for its classes; an added class has none
+    (its vector alone scores it)."""
+    import shutil
+
+    from effocr.export import _index_section
+    from effocr.recognizer.reference import Prototypes
+
+    bundle = tmp_path / "with_prototypes"
+    shutil.copytree(en_bundle, bundle)
+    index = ReferenceIndex.load(bundle)
+    n = len(index)
+    Prototypes.build(index.vectors(), np.arange(n), 0.5).save(bundle / "ref_prototypes.npz")
+    manifest = Manifest.read(bundle)
+    manifest.index = _index_section(bundle, n)
+    manifest.write(bundle)
+    out = tmp_path / "extended"
+    extend_index(bundle, out, "k", [_font()], size=64, padding=0.05, mode="ascender")
+    assert Manifest.read(out).index["prototypes"]["count"] == n
+    new = ReferenceIndex.load(out)
+    assert len(new) == n + 1 and new.prototypes.rows.max() == n - 1
+    np.testing.assert_allclose(
+        new.prototypes.vectors, ReferenceIndex.load(bundle).prototypes.vectors, atol=1e-6
+    )

@@ -187,7 +187,7 @@ def test_reference_index_finds_its_own_renders(tmp_path):
         **config_sections(config2).pick("recognizer", "fonts", "run"),
     )
     assert index2.meta["fonts"] == ["DejaVuSerif", "DejaVuSans"] and index2.meta["fonts_averaged"]
-    vecs = index2.index.reconstruct_n(0, len(index2))
+    vecs = index2.vectors()
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
 
 
@@ -213,7 +213,7 @@ def test_reference_crops_are_mixed_into_the_vectors(tmp_path):
     build = index_builder(model_pt, renders, tmp_path, crops)
 
     def vectors(index):
-        vecs = index.index.reconstruct_n(0, len(index))
+        vecs = index.vectors()
         return {label: vecs[i] for i, label in enumerate(index.labels)}
 
     def embedded(manifest, origin):

@@ -171,10 +171,10 @@ def extend_index(
             raise EffOCRError(f"no font draws {names}; fonts tried: {tried}")
         LOG.warning("not added, no font draws %s; fonts tried: %s", names, tried)
         added = [c for c in added if c not in undrawn]
-    old = index.index.reconstruct_n(0, len(index))
-    embs = np.concatenate([old, vectors.reshape(-1, index.dim)])
+    embs = np.concatenate([index.vectors(), vectors.reshape(-1, index.dim)])
     meta = {**index.meta, "extended": {**index.meta.get("extended", {}), **used_fonts}}
-    extended = ReferenceIndex.build(embs, index.labels + added, meta)
+    # The old classes keep their prototypes; an added class is scored by its vector alone.
+    extended = ReferenceIndex.build(embs, index.labels + added, meta, index.prototypes)
     with atomic_path(out, is_dir=True) as tmp:
         for item in bundle.iterdir():
             if item.is_file() and item.name != MANIFEST:

@@ -102,6 +102,13 @@ class Prototypes:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def select(self, keep: Sequence[int]) -> Prototypes:
+        """The prototypes of the class rows `keep`, renumbered as their positions in `keep`."""
+        new_row = {int(r): i for i, r in enumerate(keep)}
+        mask = np.isin(self.rows, list(new_row))
+        rows = [new_row[int(r)] for r in self.rows[mask]]
+        return Prototypes.build(self.vectors[mask], np.asarray(rows, np.int64), self.weight)
+
     def scores(self, queries: np.ndarray, class_vectors: np.ndarray) -> np.ndarray:
         """(N, C) scores of unit `queries` (N, D) against every class."""
         scores = queries @ class_vectors.T
@@ -141,9 +148,7 @@ class ReferenceIndex:
         self.meta = dict(meta or {})
         self.prototypes = prototypes if prototypes is not None and len(prototypes) else None
         # The class vectors as an array: with prototypes, scores are one matrix product.
-        self._class_vectors = (
-            index.reconstruct_n(0, index.ntotal) if self.prototypes is not None else None
-        )
+        self._class_vectors = self.vectors() if self.prototypes is not None else None
 
     @classmethod
     def build(
@@ -174,6 +179,14 @@ class ReferenceIndex:
                 )
             meta["prototypes"] = {"count": len(prototypes), "weight": prototypes.weight}
         return cls(index, labels, meta, prototypes)
+
+    def vectors(self) -> np.ndarray:
+        """(N, D) float32 copy of the class vectors, row i = label i.
+
+        A NumPy array whatever FAISS returns: once `faiss.contrib.torch_utils` is imported
+        (pytorch-metric-learning does), FAISS answers `reconstruct_n` with a torch tensor.
+        """
+        return np.asarray(self.index.reconstruct_n(0, len(self)), dtype=np.float32)
 
     @property
     def dim(self) -> int:
