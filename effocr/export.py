@@ -655,41 +655,35 @@ def _quantize_localizer(
     return _ship_int8(quantized, problems, int8_onnx, loc_onnx)
 
 
-def _index_section(bundle: Path, n_labels: int) -> dict:
-    """The manifest's `index`: its files, and the prototypes' count and weight if it has them."""
+def _index_section(index: Any) -> dict:
+    """The manifest's `index` for a `ReferenceIndex`: its files, its count, and its
+    prototypes' count and weight if it has them."""
     section = {
         "file": artifacts.INDEX,
         "labels": artifacts.INDEX_LABELS,
         "metric": "inner_product",
-        "count": n_labels,
+        "count": len(index),
     }
-    if (bundle / artifacts.INDEX_PROTOTYPES).is_file():
-        from effocr.recognizer.reference import ReferenceIndex
-
-        protos = ReferenceIndex.load(bundle).prototypes
+    if index.prototypes is not None:
         section["prototypes"] = {
             "file": artifacts.INDEX_PROTOTYPES,
-            "count": len(protos) if protos is not None else 0,
-            "weight": protos.weight if protos is not None else 0.0,
+            "count": len(index.prototypes),
+            "weight": index.prototypes.weight,
         }
     return section
 
 
 def _manifest(
     src: _Sources,
-    bundle: Path,
+    index: Any,
     quantized: dict | None,
     tol: dict,
     infer: dict,
     localizer_int8: dict | None = None,
 ):
-    """The bundle's `Manifest` (checksums are added by `Manifest.write`)."""
+    """The bundle's `Manifest` for the `ReferenceIndex` it ships (checksums are added by
+    `Manifest.write`)."""
     rec_model, profile = src.rec_model, src.profile
-    n_labels = sum(
-        1
-        for ln in (bundle / artifacts.INDEX_LABELS).read_text(encoding="utf-8").splitlines()
-        if ln.strip()
-    )
     return Manifest(
         language=src.train_cfg["language"],
         profile={
@@ -715,7 +709,7 @@ def _manifest(
             "meta": src.loc_meta,
             "quantization": _quantization(localizer_int8),
         },
-        index=_index_section(bundle, n_labels),
+        index=_index_section(index),
         crops={"full_height": True, "padding": int(src.crops_cfg["padding"])},
         infer={
             "batch_size": int(infer["batch_size"]),
@@ -1051,7 +1045,7 @@ def export_bundle(
         for name in (*INDEX_FILES, artifacts.INDEX_META, artifacts.INDEX_PROTOTYPES):
             if (index_dir / name).is_file():
                 shutil.copyfile(index_dir / name, tmp / name)
-        manifest = _manifest(src, tmp, quantized, tol, infer_defaults, localizer_int8)
+        manifest = _manifest(src, ref_index, quantized, tol, infer_defaults, localizer_int8)
         if lm_json is not None:
             from effocr.lm import LM_FILE, CharLM, lm_section
 

@@ -179,7 +179,7 @@ def test_extending_keeps_the_prototypes(en_bundle, tmp_path):
     n = len(index)
     Prototypes.build(index.vectors(), np.arange(n), 0.5).save(bundle / "ref_prototypes.npz")
     manifest = Manifest.read(bundle)
-    manifest.index = _index_section(bundle, n)
+    manifest.index = _index_section(ReferenceIndex.load(bundle))
     manifest.write(bundle)
     out = tmp_path / "extended"
     extend_index(bundle, out, "k", [_font()], size=64, padding=0.05, mode="ascender")

@@ -205,7 +205,7 @@ def test_engine_reads_a_bundle_with_prototypes(tiny_bundle, tiny_models, tmp_pat
     classes = index.vectors()
     Prototypes.build(classes, np.arange(len(classes)), 0.9).save(bundle / "ref_prototypes.npz")
     manifest = Manifest.read(bundle)
-    manifest.index = _index_section(bundle, len(index))
+    manifest.index = _index_section(ReferenceIndex.load(bundle))
     manifest.write(bundle)
     assert Manifest.read(bundle).index["prototypes"] == {
         "file": "ref_prototypes.npz",
@@ -225,7 +225,7 @@ def test_engine_reads_a_bundle_with_prototypes(tiny_bundle, tiny_models, tmp_pat
     n = len(classes)
     shifted = Prototypes.build(np.roll(classes, -1, axis=0), np.arange(n), 1.0)
     shifted.save(bundle / "ref_prototypes.npz")
-    manifest.index = _index_section(bundle, n)
+    manifest.index = _index_section(ReferenceIndex.load(bundle))
     manifest.write(bundle)
     row = {label: i for i, label in enumerate(index.labels)}
     with Engine(bundle, **options) as eng:

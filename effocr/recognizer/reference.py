@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import faiss
@@ -102,6 +103,12 @@ class Prototypes:
     def __len__(self) -> int:
         return len(self.rows)
 
+    @cached_property
+    def _groups(self) -> tuple[np.ndarray, np.ndarray]:
+        # The classes that have prototypes and where each one's run of rows starts (`rows` is
+        # sorted): found once, not on every search.
+        return np.unique(self.rows, return_index=True)
+
     def select(self, keep: Sequence[int]) -> Prototypes:
         """The prototypes of the class rows `keep`, renumbered as their positions in `keep`."""
         new_row = {int(r): i for i, r in enumerate(keep)}
@@ -115,7 +122,7 @@ class Prototypes:
         if not len(self.rows) or self.weight == 0.0:
             return scores
         sims = queries @ self.vectors.T
-        classes, starts = np.unique(self.rows, return_index=True)
+        classes, starts = self._groups
         best = np.maximum.reduceat(sims, starts, axis=1)
         scores[:, classes] = (1.0 - self.weight) * scores[:, classes] + self.weight * best
         return scores
@@ -221,8 +228,9 @@ class ReferenceIndex:
         scores = self.prototypes.scores(queries, self._class_vectors)
         n, c = scores.shape
         take = min(k, c)
-        rows = np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < c else None
-        if rows is None:
+        if take < c:
+            rows = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        else:
             rows = np.broadcast_to(np.arange(c), (n, c))
         sims = np.take_along_axis(scores, rows, axis=1)
         order = np.argsort(-sims, axis=1, kind="stable")
