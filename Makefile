@@ -20,6 +20,8 @@ SYS_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-jpn tesseract-ocr-
 # Courier, Century, Palatino, Bookman clones, Garamond, Libertine, Noto (all in Debian 12).
 FONT_PACKAGES := fonts-urw-base35 fonts-liberation fonts-texgyre fonts-freefont-ttf fonts-linuxlibertine fonts-ebgaramond fonts-noto-core
 SYS_PACKAGES += $(FONT_PACKAGES)
+# The base English model's word list (lm.lexicon: /usr/share/dict/american-english).
+SYS_PACKAGES += wamerican
 SLURM_PACKAGES := slurmctld slurmd slurm-client munge slurmdbd mariadb-server
 
 .PHONY: help install sysdeps demo demo-jp model-en test test-fast test-slurm test-container lint format bench clean

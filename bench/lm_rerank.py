@@ -1,9 +1,10 @@
-"""CER/WER with and without the character language model, for several orders and weights.
+"""CER/WER with and without the language model, for several orders, weights and lexicon margins.
 
 The bundle (copied; never changed) is given an LM trained on the texts named here; each set is
 run through the pipeline once with the k nearest glyphs kept, then decoded per (order, weight)
-from those candidates, so a grid costs one inference pass. Weight 0 is the plain top-1 search.
-Also times the decoder (ms per line) and can write the best weight's bundle.
+from those candidates, so a grid costs one inference pass. Weight 0 and lexicon margin 0 are the
+plain top-1 search (geometry is not applied here). Also times the decoder (ms per line) and can
+write the best weight's bundle.
 
     .venv/bin/python bench/lm_rerank.py --bundle results/bundle \
         --coco results/data/splits/train.json --text effocr/resources/text/en.txt \
@@ -31,6 +32,7 @@ from common import SHARED_DATA, cpu_line  # noqa: E402  (bench/common.py)
 from effocr.bundle import Manifest  # noqa: E402
 from effocr.config import config_sections, load_config  # noqa: E402
 from effocr.evaluate import load_eval_set, parse_set_spec  # noqa: E402
+from effocr.lexicon import read_word_list  # noqa: E402
 from effocr.lm import LM_FILE, CharLM, LMDecoder, lm_section, training_texts  # noqa: E402
 from effocr.metrics import score_set  # noqa: E402
 from effocr.pipeline import Pipeline, assemble_text  # noqa: E402
@@ -85,6 +87,13 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=lm_cfg["k"])
     ap.add_argument("--beam", type=int, default=lm_cfg["beam"])
     ap.add_argument("--margins", default=str(lm_cfg["margin"]))
+    ap.add_argument(
+        "--lexicon",
+        nargs="*",
+        default=[],
+        help="word lists whose words join the lexicon (besides the texts' words)",
+    )
+    ap.add_argument("--lexicon-margins", default=str(lm_cfg["lexicon_margin"]))
     ap.add_argument("--label", default="", help="name of the training text in the table")
     ap.add_argument(
         "--json", default=str(REPO / "bench" / "results" / "lm_rerank.json"), help="the rows"
@@ -106,9 +115,13 @@ def main() -> int:
         if (SHARED_DATA / "uw3-50lines").is_dir():
             args.sets.append(f"uw3={SHARED_DATA / 'uw3-50lines'}")
     texts = training_texts(args.coco, args.text)
+    words: set[str] = set()
+    for path in args.lexicon:
+        words |= read_word_list(path)
     orders = [int(v) for v in args.orders.split(",")]
     weights = [float(v) for v in args.weights.split(",")]
     margins = [float(v) for v in args.margins.split(",")]
+    lexicon_margins = [float(v) for v in args.lexicon_margins.split(",")]
     rows = []
     print(cpu_line())
     print(
@@ -123,9 +136,18 @@ def main() -> int:
                 Path(args.bundle), [str(x.image) for x in eval_set.lines], args.k
             )
             for order in orders:
-                lm = CharLM.train(texts, order)
-                for w, margin in [(w, m) for w in weights for m in margins]:
-                    dec = LMDecoder(lm, chars, weight=w, k=args.k, beam=args.beam, margin=margin)
+                lm = CharLM.train(texts, order, words)
+                grid = [(w, m, x) for w in weights for m in margins for x in lexicon_margins]
+                for w, margin, lexicon_margin in grid:
+                    dec = LMDecoder(
+                        lm,
+                        chars,
+                        weight=w,
+                        k=args.k,
+                        beam=args.beam,
+                        margin=margin,
+                        lexicon_margin=lexicon_margin,
+                    )
                     hyps = []
                     t0 = time.perf_counter()
                     for lat in lats:
@@ -143,6 +165,7 @@ def main() -> int:
                         "order": order,
                         "weight": w,
                         "margin": margin,
+                        "lexicon_margin": lexicon_margin,
                         "k": args.k,
                         "beam": args.beam,
                         "cer": score.cer,
@@ -151,20 +174,22 @@ def main() -> int:
                     }
                     rows.append(row)
                     print(
-                        f"{spec['name']:<6} order {order} weight {w:<5} margin {margin:<4} CER {score.cer:.4f} "
-                        f"WER {score.wer:.4f} lm {ms:.2f} ms/line"
+                        f"{spec['name']:<6} order {order} weight {w:<5} margin {margin:<4} "
+                        f"lexicon {lexicon_margin:<4} CER {score.cer:.4f} WER {score.wer:.4f} "
+                        f"lm {ms:.2f} ms/line"
                     )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
     if args.write_bundle:
-        lm = CharLM.train(texts, orders[0])
+        lm = CharLM.train(texts, orders[0], words)
         section = {
             "enabled": True,
             "weight": weights[-1],
             "k": args.k,
             "beam": args.beam,
             "margin": margins[-1],
+            "lexicon_margin": lexicon_margins[-1],
         }
         bundle_with_lm(Path(args.bundle), Path(args.write_bundle), lm, section)
     return 0

@@ -81,8 +81,8 @@ class Manifest:
     crops: dict = field(default_factory=dict)
     infer: dict = field(default_factory=dict)
     output: dict = field(default_factory=dict)
-    # The optional character language model (`effocr.lm`): file, order, enabled, weight, k,
-    # beam. Empty: the bundle has none (every bundle exported before it).
+    # The optional language model (`effocr.lm`): file, order, enabled, weight, k, beam,
+    # margin, lexicon_margin. Empty: the bundle has none (every bundle exported before it).
     lm: dict = field(default_factory=dict)
     opset: int | None = None
     versions: dict = field(default_factory=dict)
@@ -210,6 +210,8 @@ class Manifest:
         known.setdefault("language", data["profile"]["name"])
         for name in ("infer", "crops"):
             known[name] = _config_defaults(name, known.get(name))
+        if known.get("lm"):
+            known["lm"] = _config_defaults("lm", known["lm"])
         return cls(**known, extra={k: v for k, v in data.items() if k not in names})
 
     @classmethod
@@ -241,7 +243,7 @@ class Manifest:
 
 
 def _config_defaults(name: str, given: dict | None) -> dict:
-    """model.yaml's config section `name` (`infer`, `crops`) with the keys a bundle exported
+    """model.yaml's config section `name` (`infer`, `crops`, `lm`) with the keys a bundle exported
     before them lacks taken from the config schema, as a new export would write them (a
     reader then reads every key; no default is repeated here).
 

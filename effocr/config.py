@@ -480,6 +480,7 @@ class LocalizerSection(Section):
     amp: bool
     weight_decay: float
     augment: bool
+    ink_spread: float
     arch: Mapping[str, Any] | None
     gap_factor: float
     contained_share: float
@@ -562,6 +563,8 @@ class LMSection(Section):
     beam: int
     margin: float
     text: tuple[str, ...]
+    lexicon: tuple[str, ...]
+    lexicon_margin: float
 
 
 @dataclass(frozen=True, repr=False, eq=False)

@@ -3,15 +3,18 @@
 `CharLM` is an interpolated Witten-Bell character model of a configurable order, trained on
 the text the workflow trains on (the training split's line texts and the synthetic text
 source: rule `train_lm`) and stored in a bundle as `lm.json` (`effocr.bundle`, section `lm`).
-`LMDecoder` is the pipeline stage that uses it: for each glyph of a line the reference search
-gives the k nearest classes with their cosines; a beam search over the line picks the path
-maximising ``sum(cosine) + weight * ln P_LM(text)``, the spaces the localizer found being part
-of the text (a `{` inside a word is improbable, after a space less so). Only labels change: the
-boxes stay, and each glyph's `score` stays the cosine of the class it ends up with.
+`lm.json` also holds the lexicon (`effocr.lexicon`): the words of the same texts and of the
+word lists in `lm.lexicon`. `LMDecoder` is the pipeline stage that uses both: for each glyph
+of a line the reference search gives the k nearest classes with their cosines; a beam search
+over the line picks the path maximising ``sum(cosine) + weight * ln P_LM(text)``, the spaces
+the localizer found being part of the text (a `{` inside a word is improbable, after a space
+less so). With `lexicon_margin` above 0 the lexicon then rereads the words it does not hold
+(`Lexicon.correct`). Only labels change: the boxes stay, and each glyph's `score` stays the
+cosine of the class it ends up with.
 
 A temperature on the cosine and a weight on the LM would be two names for one ratio, so there
-is only the weight. With weight 0 (or no LM) the decoder is not run at all: the output is the
-top-1 search's, bit for bit.
+is only the weight. With weight 0 and lexicon_margin 0 (or no LM) the decoder is not run at all:
+the output is the top-1 search's, bit for bit.
 
 No torch, no ONNX Runtime: inference imports this module.
 """
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from effocr.lexicon import Lexicon, read_word_list, words_of
 from effocr.utils import EffOCRError, read_json, write_json
 
 if TYPE_CHECKING:  # the type only: inference imports this module, and not the config's
@@ -54,13 +58,17 @@ class CharLM:
     Args:
         order: n (the longest n-gram; contexts have up to n - 1 characters).
         counts: context -> {next character: count}, for contexts of 0..n-1 characters.
+        words: The lexicon's words (as written), kept in the same file.
     """
 
-    def __init__(self, order: int, counts: dict[str, dict[str, int]]) -> None:
+    def __init__(
+        self, order: int, counts: dict[str, dict[str, int]], words: Iterable[str] = ()
+    ) -> None:
         if order < 1:
             raise ValueError(f"order must be at least 1, not {order}")
         self.order = int(order)
         self.counts = counts
+        self.lexicon = Lexicon(words)
         self.vocab = sorted(counts.get("", {}))
         # Per context: total count and the number of distinct followers (Witten-Bell's T).
         self._totals = {h: (sum(f.values()), len(f)) for h, f in counts.items()}
@@ -74,8 +82,9 @@ class CharLM:
     # -- training ------------------------------------------------------------
 
     @classmethod
-    def train(cls, texts: Iterable[str], order: int) -> CharLM:
-        """Count the n-grams of each text (a line, or a whole running text) separately.
+    def train(cls, texts: Sequence[str], order: int, words: Iterable[str] = ()) -> CharLM:
+        """Count the n-grams of each text (a line, or a whole running text) separately; the
+        lexicon is the texts' words and `words`.
 
         Texts are not joined: the first characters of a text are counted with the shorter
         contexts they have, so no n-gram spans two lines.
@@ -91,7 +100,7 @@ class CharLM:
                     counts[text[i - n : i]][ch] += 1
         if not counts:
             raise EffOCRError("cannot train a language model on no text")
-        return cls(order, {h: dict(f) for h, f in counts.items()})
+        return cls(order, {h: dict(f) for h, f in counts.items()}, words_of(texts) | set(words))
 
     # -- probabilities -------------------------------------------------------
 
@@ -152,6 +161,7 @@ class CharLM:
             "order": self.order,
             "smoothing": "witten-bell",
             "counts": self.counts,
+            "words": sorted(self.lexicon.words),
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -190,7 +200,11 @@ class CharLM:
             for ch, n in followers.items():
                 if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                     raise EffOCRError(f"{path}: counts[{h!r}][{ch!r}]: bad count {n!r}")
-        return cls(order, counts)
+        # Files written before the lexicon have no `words`: an empty lexicon corrects nothing.
+        words = data.get("words", [])
+        if not isinstance(words, list) or not all(isinstance(w, str) and w for w in words):
+            raise EffOCRError(f"{path}: `words` must be a list of non-empty strings")
+        return cls(order, counts, words)
 
 
 # ---------------------------------------------------------------------------
@@ -210,6 +224,9 @@ class LMDecoder:
             keeping the better: with a beam at least k ** (order - 1) the search is exact).
         margin: Only neighbours within this cosine of the nearest one are candidates (the LM
             picks among look-alikes, not among everything; and fewer candidates, less time).
+        lexicon_margin: Words the LM's lexicon does not hold are reread from the k neighbours
+            when a reading it holds gives up at most this much more cosine (0: not reread;
+            `effocr.lexicon.Lexicon.correct`).
     """
 
     def __init__(
@@ -221,6 +238,7 @@ class LMDecoder:
         k: int,
         beam: int,
         margin: float,
+        lexicon_margin: float,
     ) -> None:
         if k < 1 or beam < 1:
             raise EffOCRError(f"lm: k and beam must be at least 1 (k={k}, beam={beam})")
@@ -237,11 +255,18 @@ class LMDecoder:
         self.k = int(k)
         self.beam = int(beam)
         self.margin = float(margin)
+        if not math.isfinite(lexicon_margin) or lexicon_margin < 0:
+            raise EffOCRError(
+                f"lm: lexicon_margin must be a finite number >= 0, not {lexicon_margin}"
+            )
+        # No words, nothing to reread: the lexicon is off.
+        self.lexicon_margin = float(lexicon_margin) if len(lm.lexicon) else 0.0
 
     @property
     def active(self) -> bool:
-        """Whether decoding can change anything (weight > 0 and more than one neighbour)."""
-        return self.weight > 0 and self.k > 1
+        """Whether decoding can change anything: more than one neighbour, and an LM weight or
+        a lexicon margin above 0."""
+        return self.k > 1 and (self.weight > 0 or self.lexicon_margin > 0)
 
     def __call__(self, sims: np.ndarray, rows: np.ndarray, spaces: np.ndarray | None) -> np.ndarray:
         """The column (0..k-1) picked for each glyph of one line.
@@ -254,13 +279,19 @@ class LMDecoder:
         n = len(rows)
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        cands = self._line_candidates(sims, rows)
-        if all(len(c) == 1 for c in cands):
-            # One path through the lattice: its nearest neighbours (the search's column 0).
-            return np.zeros(n, dtype=np.int64)
-        return np.asarray(
-            decode_lattice(cands, spaces, self.lm, self.weight, self.beam), dtype=np.int64
-        )
+        picked = np.zeros(n, dtype=np.int64)
+        if self.weight > 0:
+            cands = self._line_candidates(sims, rows)
+            # With one path through the lattice, its nearest neighbours (column 0) are it.
+            if not all(len(c) == 1 for c in cands):
+                picked = np.asarray(
+                    decode_lattice(cands, spaces, self.lm, self.weight, self.beam), dtype=np.int64
+                )
+        if self.lexicon_margin > 0 and spaces is not None:
+            picked = self.lm.lexicon.correct(
+                sims, rows, self.chars, picked, spaces, self.lexicon_margin
+            )
+        return picked
 
     def _candidates(self, sims: np.ndarray, rows: np.ndarray) -> list[tuple[int, str, float]]:
         """The candidates of one glyph (`_line_candidates` of a one-glyph line)."""
@@ -375,19 +406,25 @@ def train_lm_file(
     text_files: Sequence[str | os.PathLike],
     out: str | os.PathLike,
     *,
+    word_lists: Sequence[str | os.PathLike],
     lm: LMSection,
 ) -> CharLM:
     """Train on the given texts with the config section `lm` (`order`) and write `out`
-    (`lm.json`); returns the model."""
+    (`lm.json`), its lexicon the texts' words and those of `word_lists` (`lm.lexicon`);
+    returns the model."""
     texts = training_texts(coco_jsons, text_files)
-    model = CharLM.train(texts, lm.order)
+    words: set[str] = set()
+    for path in word_lists:
+        words |= read_word_list(path)
+    model = CharLM.train(texts, lm.order, words)
     model.save(out)
     LOG.info(
-        "%s: order %d, %d characters, %d contexts, from %d texts (%d characters)",
+        "%s: order %d, %d characters, %d contexts, %d words, from %d texts (%d characters)",
         out,
         model.order,
         len(model.vocab),
         len(model.counts),
+        len(model.lexicon),
         len(texts),
         sum(map(len, texts)),
     )
@@ -428,8 +465,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="UTF-8 text files (running text) trained on (default: config's lm.text)",
     )
+    parser.add_argument(
+        "--lexicon",
+        nargs="*",
+        default=None,
+        help="word lists (one word per line) whose words join the lexicon besides those of the "
+        "texts (default: config's lm.lexicon)",
+    )
     parser.add_argument("--output", "-o", required=True, help="lm.json to write")
-    parser.add_argument("--config", default=None, help="config YAML (section lm: order)")
+    parser.add_argument(
+        "--config", default=None, help="config YAML (section lm: order, text, lexicon)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -438,14 +484,18 @@ def run(args: argparse.Namespace) -> int:
 
     section = config_sections(load_config(args.config)).lm
     text = list(section.text) if args.text is None else args.text
-    lm = train_lm_file(args.coco, text, args.output, lm=section)
-    print(f"{args.output}: order {lm.order}, {len(lm.vocab)} characters, {len(lm.counts)} contexts")
+    word_lists = list(section.lexicon) if args.lexicon is None else args.lexicon
+    lm = train_lm_file(args.coco, text, args.output, word_lists=word_lists, lm=section)
+    print(
+        f"{args.output}: order {lm.order}, {len(lm.vocab)} characters, {len(lm.counts)} "
+        f"contexts, {len(lm.lexicon)} words"
+    )
     return 0
 
 
 def lm_section(lm: LMSection, order: int) -> dict:
     """The bundle manifest's `lm` section from the config section `lm` (`enabled`, `weight`,
-    `k`, `beam`, `margin`) and the model's order."""
+    `k`, `beam`, `margin`, `lexicon_margin`) and the model's order."""
     return {
         "file": LM_FILE,
         "order": int(order),
@@ -454,6 +504,7 @@ def lm_section(lm: LMSection, order: int) -> dict:
         "k": int(lm.k),
         "beam": int(lm.beam),
         "margin": float(lm.margin),
+        "lexicon_margin": float(lm.lexicon_margin),
     }
 
 

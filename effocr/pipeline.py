@@ -690,4 +690,5 @@ def load_decoder(
         k=int(settings["k"]),
         beam=int(settings["beam"]),
         margin=float(settings["margin"]),
+        lexicon_margin=float(settings["lexicon_margin"]),
     )

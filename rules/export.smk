@@ -54,7 +54,7 @@ rule export_bundle:
             "localizer",
             "crops",
             dataset=LINE_KEYS,
-            lm=("enabled", "weight", "k", "beam", "margin"),
+            lm=("enabled", "weight", "k", "beam", "margin", "lexicon_margin"),
             line_detector=("line_margin", "max_line_tilt", "cut_height"),
         ),
         code=code_version("effocr.export"),

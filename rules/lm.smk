@@ -7,10 +7,12 @@ include: "helpers/lm.smk"
 
 rule train_lm:
     """Count the character n-grams of the training split's line texts (and the running text
-    of lm_text_files) into the language model file."""
+    of lm_text_files) into the language model file, with the lexicon: their words and those
+    of the word lists lm.lexicon."""
     input:
         train=PATHS["split"]["train"],
         text=lm_text_files(),
+        lexicon=config["lm"]["lexicon"],
     output:
         PATHS["lm"],
     log:
@@ -26,7 +28,8 @@ rule train_lm:
         mem_mb=2000,
         runtime=15,
     params:
-        # `lm.text` are inputs; the other keys go into the bundle (rule export_bundle).
+        # `lm.text` and `lm.lexicon` are inputs; the other keys go into the bundle (rule
+        # export_bundle).
         **SECTIONS.params(lm=("order",)),
         code=code_version("effocr.lm"),
     script:

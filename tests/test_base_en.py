@@ -289,6 +289,13 @@ def test_base_en_config_validates_and_differs_only_in_data_and_budgets():
         # Capacity: the localizer reads lines at 40 px, where UW3's periods and the gaps
         # between touching glyphs survive.
         ("localizer", "input_height"),
+        # Training data too: heavy print's spread ink on a share of the localizer's lines.
+        ("localizer", "ink_spread"),
+        # Data: the word list of the lexicon, and how far the LM rereads with it
+        # (config/README.md, "Lexicon"); more neighbours to reread from.
+        ("lm", "lexicon"),
+        ("lm", "lexicon_margin"),
+        ("lm", "k"),
         # The line detector's synthetic pages (how many, at which resolutions) and epochs.
         ("line_detector", "n_train_pages"),
         ("line_detector", "dpi"),
@@ -313,7 +320,13 @@ def test_make_model_en_trains_base_en_and_leaves_models_en():
     ).stdout
     assert "--configfile config/base-en.yaml" in out
     assert "results-en/bundle models/en.tmp" in out and "mv models/en.tmp models/en" in out
-    for package in ("fonts-urw-base35", "fonts-texgyre", "fonts-noto-core", "fonts-liberation"):
+    for package in (
+        "fonts-urw-base35",
+        "fonts-texgyre",
+        "fonts-noto-core",
+        "fonts-liberation",
+        "wamerican",
+    ):
         assert package in out  # installed by sysdeps
     ignored = subprocess.run(
         ["git", "check-ignore", "models/en/model.yaml", "results-en/x"],

@@ -153,7 +153,7 @@ def test_decoder_with_a_wide_beam_is_exact() -> None:
 def test_lm_decoder_candidates_margin_and_duplicate_classes() -> None:
     lm = CharLM.train([TEXT * 3], 4)
     chars = ["{", "t", "t", "h", "e", "c"]
-    dec = LMDecoder(lm, chars, weight=0.05, k=3, beam=8, margin=0.1)
+    dec = LMDecoder(lm, chars, weight=0.05, k=3, beam=8, margin=0.1, lexicon_margin=0.0)
     assert dec.active
     # Rows 1 and 2 are both "t" (two fonts): one candidate; "c" is beyond the margin.
     cands = dec._candidates(np.array([0.9, 0.88, 0.87]), np.array([0, 1, 2]))
@@ -164,10 +164,10 @@ def test_lm_decoder_candidates_margin_and_duplicate_classes() -> None:
     rows = np.array([[0, 1, 3], [3, 4, 5], [5, 4, 0]])
     assert dec(sims, rows, None).tolist() == [1, 0, 1]
     assert dec(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), None).tolist() == []
-    assert not LMDecoder(lm, chars, weight=0.0, k=3, beam=8, margin=0.1).active
-    assert not LMDecoder(lm, chars, weight=0.1, k=1, beam=8, margin=0.1).active
+    assert not LMDecoder(lm, chars, weight=0.0, k=3, beam=8, margin=0.1, lexicon_margin=0.0).active
+    assert not LMDecoder(lm, chars, weight=0.1, k=1, beam=8, margin=0.1, lexicon_margin=0.0).active
     with pytest.raises(EffOCRError, match="weight"):
-        LMDecoder(lm, chars, weight=-1.0, k=3, beam=8, margin=0.1)
+        LMDecoder(lm, chars, weight=-1.0, k=3, beam=8, margin=0.1, lexicon_margin=0.0)
 
 
 # ---------------------------------------------------------------------------
@@ -216,6 +216,7 @@ def test_export_ships_the_lm_with_its_checksum(tiny_bundle: Path, tiny_coco_fact
         "k": lm_config().k,
         "beam": lm_config().beam,
         "margin": lm_config().margin,
+        "lexicon_margin": lm_config().lexicon_margin,
     }
     assert "lm.json" in manifest.files
     assert (out / "lm.json").read_bytes() == lm_json.read_bytes()
@@ -337,7 +338,7 @@ def test_line_candidates_match_the_per_glyph_rule_and_steps_match_logprob() -> N
     `logprob` plus the cut context, from the cache or not."""
     lm = CharLM.train([TEXT * 3], 4)
     chars = ["{", "t", "t", "h", "e", "c", "h"]
-    dec = LMDecoder(lm, chars, weight=0.05, k=5, beam=8, margin=0.15)
+    dec = LMDecoder(lm, chars, weight=0.05, k=5, beam=8, margin=0.15, lexicon_margin=0.0)
     rng = np.random.default_rng(1)
     sims = np.sort(rng.uniform(0.5, 1.0, (200, 5)).astype(np.float32), axis=1)[:, ::-1]
     rows = rng.integers(-1, len(chars), (200, 5))

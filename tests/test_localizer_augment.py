@@ -58,7 +58,7 @@ def _ink_boxes(out: np.ndarray, n: int, axis: int) -> np.ndarray:
 def test_boxes_stay_on_the_ink(line, vertical, transposed, seed):
     img, boxes = line
     rng = None if seed is None else np.random.default_rng(seed)
-    out, got = augment_line(img, boxes, INPUT_HEIGHT, rng, allows_vertical=vertical)
+    out, got = augment_line(img, boxes, INPUT_HEIGHT, rng, allows_vertical=vertical, ink_spread=0.0)
     assert out.dtype == np.uint8 and out.shape[0] == INPUT_HEIGHT and out.shape[2] == 3
     # A vertical line reaches the network transposed: its glyphs run left to right.
     long_side = img.shape[0] if transposed else img.shape[1]
@@ -72,3 +72,36 @@ def test_boxes_stay_on_the_ink(line, vertical, transposed, seed):
     np.testing.assert_allclose(got, ink, atol=1.25)
     if seed is None:  # no padding: the short side fills the height exactly
         assert out.shape[1] == round(long_side * INPUT_HEIGHT / short_side)
+
+
+# Thin strokes (2 px) a few pixels apart, in a 60 px line: spread ink closes the gaps.
+STROKES = _line((60, 200), [[x, 15, x + 2, 45] for x in range(20, 180, 6)])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ink_spread_thickens_the_strokes_of_its_share_of_lines(seed):
+    img, boxes = STROKES
+    plain, _ = augment_line(img, boxes, 60, np.random.default_rng(seed), ink_spread=0.0)
+    spread, got = augment_line(img, boxes, 60, np.random.default_rng(seed), ink_spread=1.0)
+    ink_plain = (plain.min(axis=2) < 128).sum()
+    ink_spread = (spread.min(axis=2) < 128).sum()
+    # 1-3.5 % of 60 px is a radius of 1-2 px: each 2 px stroke at least doubles.
+    assert ink_spread >= 1.8 * ink_plain
+    assert got.shape == boxes.shape
+
+
+def test_no_ink_spread_draws_what_the_augmentation_drew_before():
+    """With ink_spread 0 the generator advances by the five draws of the margins, the stretch
+    and the brightness jitter, as before the option existed: seeded runs stay as they were."""
+    img, boxes = HORIZONTAL
+    rng = np.random.default_rng(5)
+    augment_line(img, boxes, INPUT_HEIGHT, rng, ink_spread=0.0)
+    before = np.random.default_rng(5)
+    before.random(5)
+    assert rng.random() == before.random()
+    # With a share above 0 it draws more (whether to spread, and how far).
+    rng = np.random.default_rng(5)
+    augment_line(img, boxes, INPUT_HEIGHT, rng, ink_spread=0.5)
+    before = np.random.default_rng(5)
+    before.random(5)
+    assert rng.random() != before.random()

@@ -153,7 +153,9 @@ def localizer_loss(model: torch.nn.Module, data: LineSet) -> float:
     """The detection loss of `model` on all of `data` in one batch, without augmentation."""
     items = []
     for img, boxes, labels in zip(data.images, data.boxes, data.labels, strict=True):
-        line, line_boxes = augment_line(img, boxes, model.input_height, None, allows_vertical=False)
+        line, line_boxes = augment_line(
+            img, boxes, model.input_height, None, allows_vertical=False, ink_spread=0.0
+        )
         items.append((line, line_boxes, labels))
     x, targets = make_batch(items)
     with torch.no_grad():

@@ -9,5 +9,6 @@ train_lm_file(
     [snakemake.input.train],
     list(snakemake.input.text),
     snakemake.output[0],
+    word_lists=list(snakemake.input.lexicon),
     **step_sections(snakemake.params),
 )

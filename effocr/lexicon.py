@@ -1,0 +1,241 @@
+"""The word list of the language model and the correction of words it does not hold.
+
+The character model (`effocr.lm.CharLM`) prefers likely letter sequences but cannot say that
+`desigm` or `flom` is no word. `Lexicon` can: it holds the words of the text the workflow
+trains on and of the word lists in `lm.lexicon` (e.g. /usr/share/dict/american-english), and
+`Lexicon.correct` rereads a line word by word. A word the lexicon does not hold, or one with
+a digit or symbol among its letters (`exi8tence`, `t$rize`) or a case no word has
+(`alSorithm`), is replaced by the reading of its glyphs, from their k nearest classes, that
+the lexicon holds and whose cosines sum least below those of the nearest classes, if that is
+at most `margin` more than the current reading's shortfall. A word with no such reading stays
+as it was: names and numbers are read, not corrected away.
+
+The glyphs and boxes stay; only labels change, as with the character model. Only lines whose
+spaces are known are corrected (not Japanese), and a line's last word when it ends in a hyphen
+(a word broken across lines: `charac-`) only when it is broken within its letters.
+
+Words keep the case they were given in: a word known only capitalised (`Thai`, a name) is not
+a reading of a lower-case word (`thei`, a misplaced space away from `the`), while a known
+lower-case word reads capitalised or in capitals too. Stored in `lm.json` (key `words`,
+sorted) beside the character model's counts. Words of fewer than four letters are not reread
+(`MIN_LETTERS`).
+No torch, no ONNX Runtime: inference imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from effocr.utils import EffOCRError
+
+# A word's letters (any script), without digits or the underscore.
+LETTERS = re.compile(r"[^\W\d_]+")
+# Inside a word, parts joined by hyphens and apostrophes are looked up one by one
+# (`real-life`, `don't` -> don, t).
+JOINERS = re.compile(r"[-'’]")
+# Readings tried per word at most: a long word with many near classes cannot stall a line.
+MAX_READINGS = 5000
+# Shorter words are not reread: with one glyph changed most of them are another word of the
+# lexicon (`lem` -> `len`, `(Fo` -> `(Po` on the base model's splits).
+MIN_LETTERS = 4
+
+
+def words_of(texts: Iterable[str]) -> set[str]:
+    """The words (runs of letters, as written) of running texts."""
+    out: set[str] = set()
+    for text in texts:
+        out.update(LETTERS.findall(text))
+    return out
+
+
+def reduced(words: Iterable[str]) -> set[str]:
+    """`words` without the capitalised forms of words also given in lower case (which read in
+    any case already)."""
+    words = set(words)
+    return {w for w in words if w.islower() or w.lower() not in words}
+
+
+def read_word_list(path: str | os.PathLike) -> set[str]:
+    """A word list: one word per line (UTF-8; blank lines and `#` comments skipped), as written.
+
+    Raises:
+        EffOCRError: a file that cannot be read, naming it (and the line for bad UTF-8).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise EffOCRError(f"{path}: cannot read the word list: {exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise EffOCRError(
+            f"{path}: line {line}: the word list is not UTF-8 ({exc.reason})"
+        ) from exc
+    out: set[str] = set()
+    for line in text.splitlines():
+        word = line.strip()
+        if word and not word.startswith("#"):
+            out.add(word)
+    return out
+
+
+def _parts(core: str) -> list[str]:
+    return [p for p in JOINERS.split(core) if p]
+
+
+def _core_span(texts: Sequence[str]) -> tuple[int, int] | None:
+    """First and last glyph of a word whose text has a letter or digit (None: none has)."""
+    inner = [i for i, t in enumerate(texts) if any(ch.isalnum() for ch in t)]
+    return (inner[0], inner[-1]) if inner else None
+
+
+class Lexicon:
+    """A set of words and the word-by-word correction of a line.
+
+    Args:
+        words: The words, in the case they are written in. A reading in lower case must be a
+            word given in lower case; a Title or UPPER one may be any word in any case.
+    """
+
+    def __init__(self, words: Iterable[str]) -> None:
+        self.words = frozenset(reduced(words))
+        self._lower = frozenset(w for w in self.words if w.islower())
+        self._folded = frozenset(w.lower() for w in self.words)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def _known(self, part: str) -> bool:
+        if LETTERS.fullmatch(part) is None:
+            return False
+        if part.islower():
+            return part in self._lower
+        return (part.istitle() or part.isupper()) and part.lower() in self._folded
+
+    def holds(self, texts: Sequence[str]) -> bool:
+        """Whether a word read as these glyph texts is one the lexicon holds: its letters (from
+        its first to its last letter or digit) in known parts of a possible case."""
+        span = _core_span(texts)
+        if span is None:
+            return False
+        parts = _parts("".join(texts[span[0] : span[1] + 1]))
+        return bool(parts) and all(self._known(p) for p in parts)
+
+    def suspect(self, texts: Sequence[str], *, hyphenated_end: bool) -> bool:
+        """Whether a word read as these glyph texts is to be reread: a part with letters that
+        is not a known word, or that mixes letters with digits or symbols. Numbers and
+        punctuation are not; the hyphenated end of a line only when it is broken."""
+        span = _core_span(texts)
+        if span is None:
+            return False
+        core = "".join(texts[span[0] : span[1] + 1])
+        if sum(ch.isalpha() for ch in core) < MIN_LETTERS:
+            return False
+        lettered = [p for p in _parts(core) if any(ch.isalpha() for ch in p)]
+        if any(LETTERS.fullmatch(p) is None for p in lettered):
+            return True
+        if hyphenated_end:
+            return False
+        return not all(self._known(p) for p in lettered)
+
+    def correct(
+        self,
+        sims: np.ndarray,
+        rows: np.ndarray,
+        chars: Sequence[str],
+        picked: np.ndarray,
+        spaces: Sequence[bool] | np.ndarray,
+        margin: float,
+    ) -> np.ndarray:
+        """The picked column of each glyph of a line, with its suspect words reread.
+
+        Args:
+            sims: (n, k) cosines of each glyph's nearest reference rows, best first.
+            rows: (n, k) those rows (-1: none).
+            chars: Row -> its class text.
+            picked: The column (0..k-1) chosen for each glyph so far.
+            spaces: `spaces[i]` puts a space before glyph i.
+            margin: How much more cosine a word may give up than its current reading does.
+        """
+        picked = np.asarray(picked, dtype=np.int64).copy()
+        n = len(picked)
+        starts = [0] + [i for i in range(1, n) if spaces[i]]
+        ends = starts[1:] + [n]
+        for a, b in zip(starts, ends, strict=True):
+            texts = [chars[rows[i, picked[i]]] for i in range(a, b)]
+            last = b == n and texts[-1].endswith("-")
+            if not self.suspect(texts, hyphenated_end=last):
+                continue
+            better = self._reread(sims[a:b], rows[a:b], chars, picked[a:b], margin)
+            if better is not None:
+                picked[a:b] = better
+        return picked
+
+    def _reread(
+        self,
+        sims: np.ndarray,
+        rows: np.ndarray,
+        chars: Sequence[str],
+        picked: np.ndarray,
+        margin: float,
+    ) -> list[int] | None:
+        """The columns of a word's cheapest reading the lexicon holds within `margin`, or None.
+
+        A reading's cost is the sum over its glyphs of the nearest class's cosine minus the
+        chosen one's. Its first and last letters or digits must be on the glyphs where the
+        current reading has them: punctuation around a word may change (`Theony.` ->
+        `Theory,`), but a letter may not become punctuation (`ZVI` -> `/V|`).
+        """
+        sims = np.asarray(sims, dtype=np.float64)
+        best = sims[:, 0]
+        at = np.arange(len(picked))
+        bound = float((best - sims[at, picked]).sum()) + margin
+        current = [chars[rows[i, picked[i]]] for i in at]
+        span = _core_span(current)
+        # Per glyph, one column per class (the best), cheapest first, within the bound.
+        options: list[list[tuple[float, int, str]]] = []
+        for i in at:
+            seen: set[str] = set()
+            opts = []
+            for j in range(sims.shape[1]):
+                r = int(rows[i, j])
+                cost = float(best[i] - sims[i, j])
+                if r < 0 or cost > bound:
+                    break
+                if chars[r] not in seen:
+                    seen.add(chars[r])
+                    opts.append((cost, j, chars[r]))
+            options.append(opts)
+        found: tuple[float, list[int]] | None = None
+        tried = 0
+        cols: list[int] = []
+        texts: list[str] = []
+
+        def search(i: int, cost: float) -> None:
+            nonlocal found, tried
+            if tried >= MAX_READINGS:
+                return
+            if i == len(options):
+                tried += 1
+                if _core_span(texts) == span and self.holds(texts):
+                    found = (cost, list(cols))
+                return
+            for c, j, text in options[i]:
+                total = cost + c
+                if total > bound or (found is not None and total >= found[0]):
+                    break  # options are cheapest first
+                cols.append(j)
+                texts.append(text)
+                search(i + 1, total)
+                cols.pop()
+                texts.pop()
+
+        search(0, 0.0)
+        return None if found is None else found[1]

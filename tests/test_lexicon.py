@@ -1,0 +1,292 @@
+"""effocr.lexicon: the word list in lm.json and the rereading of the words it does not hold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from effocr.bundle import Manifest
+from effocr.config import config_sections
+from effocr.lexicon import Lexicon, read_word_list, words_of
+from effocr.lm import LM_FILE, CharLM, LMDecoder, train_lm_file
+from effocr.utils import EffOCRError
+
+LEX = Lexicon(["design", "from", "theory", "real", "life", "algorithm", "an", "a", "i"])
+
+
+def line(readings: list[list[tuple[str, float]]]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(sims, rows, chars) of a line whose glyph i has the given (class, cosine) neighbours,
+    best first; missing columns are row -1."""
+    chars: list[str] = []
+    k = max(len(r) for r in readings)
+    sims = np.zeros((len(readings), k), np.float32)
+    rows = np.full((len(readings), k), -1, np.int64)
+    for i, glyph in enumerate(readings):
+        for j, (text, sim) in enumerate(glyph):
+            chars.append(text)
+            sims[i, j], rows[i, j] = sim, len(chars) - 1
+    return sims, rows, chars
+
+
+def spelled(word: str, sure: float = 0.95) -> list[list[tuple[str, float]]]:
+    return [[(ch, sure)] for ch in word]
+
+
+def text_of(sims, rows, chars, picked, spaces) -> str:
+    out = []
+    for i, j in enumerate(picked):
+        if spaces[i] and i:
+            out.append(" ")
+        out.append(chars[rows[i, j]])
+    return "".join(out)
+
+
+def read(readings, margin, lexicon=LEX, spaces=None) -> str:
+    sims, rows, chars = line(readings)
+    spaces = np.zeros(len(readings), bool) if spaces is None else spaces
+    picked = lexicon.correct(sims, rows, chars, np.zeros(len(rows), np.int64), spaces, margin)
+    return text_of(sims, rows, chars, picked, spaces)
+
+
+def test_words_of_texts_and_word_lists(tmp_path: Path) -> None:
+    assert words_of(["The theory, of 1974 Graphs-and x2y", "don't"]) == {
+        "The", "theory", "of", "Graphs", "and", "x", "y", "don", "t",
+    }  # fmt: skip
+    wl = tmp_path / "words.txt"
+    wl.write_text("# a list\nDesign\n\n  from \nAlgorithm's\n", encoding="utf-8")
+    assert read_word_list(wl) == {"Design", "from", "Algorithm's"}
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(b"one\ntwo\ncaf\xe9\n")
+    with pytest.raises(EffOCRError, match=r"latin1\.txt: line 3: .*not UTF-8"):
+        read_word_list(bad)
+    with pytest.raises(EffOCRError, match=r"missing\.txt: cannot read"):
+        read_word_list(tmp_path / "missing.txt")
+
+
+def test_case_of_the_words_given() -> None:
+    """A word given in lower case reads in lower, Title and UPPER case; one given only
+    capitalised (a name) reads capitalised or in capitals, not in lower case."""
+    lexicon = Lexicon(["theory", "Theory", "Thai", "NASA"])
+    assert lexicon.words == {"theory", "Thai", "NASA"}  # `Theory` adds nothing
+    for word in ("theory", "Theory", "THEORY", "Thai", "THAI", "NASA", "Nasa"):
+        assert lexicon.holds(list(word)), word
+    for word in ("thai", "nasa", "tHeory"):
+        assert not lexicon.holds(list(word)), word
+    # `thei` (a space away from `the`) is not reread into the name.
+    thei = spelled("th") + [[("e", 0.9), ("a", 0.88)]] + spelled("i")
+    assert read(thei, 0.5, lexicon) == "thei"
+    assert read([[("T", 0.9)], *thei[1:]], 0.5, lexicon) == "Thai"
+
+
+@pytest.mark.parametrize(
+    ("word", "held", "suspect"),
+    [
+        ("design", True, False),
+        ("Design", True, False),
+        ("DESIGN", True, False),
+        ("dEsign", False, True),  # no word has this case
+        ("desigm", False, True),
+        ("design,", True, False),  # punctuation around a word is not the word
+        ("(theory)", True, False),
+        ("real-life", True, False),
+        ("real-lfe", False, True),
+        ("exi8tence", False, True),  # a digit among letters
+        ("t$rize", False, True),
+        ("1974", False, False),  # numbers and punctuation are not reread
+        ("1974].", False, False),
+        ("--", False, False),
+    ],
+)
+def test_held_and_suspect_words(word: str, held: bool, suspect: bool) -> None:
+    assert LEX.holds(list(word)) is held
+    assert LEX.suspect(list(word), hyphenated_end=False) is suspect
+
+
+def test_a_line_end_broken_by_a_hyphen_is_reread_only_when_broken() -> None:
+    assert not LEX.suspect(list("charac-"), hyphenated_end=True)
+    assert LEX.suspect(list("ch4rac-"), hyphenated_end=True)
+    assert LEX.suspect(list("charac-"), hyphenated_end=False)
+
+
+def test_an_unknown_word_takes_the_cheapest_reading_within_the_margin() -> None:
+    desigm = spelled("desig") + [[("m", 0.95), ("n", 0.90), ("r", 0.80)]]
+    assert read(desigm, 0.06) == "design"
+    assert read(desigm, 0.04) == "desigm"  # "n" gives up 0.05
+    # Two glyphs off: "flom" -> "from" costs 0.03; the margin counts the whole word.
+    flom = [[("f", 0.9)], [("l", 0.64), ("I", 0.63), ("r", 0.61)], [("o", 0.9)], [("m", 0.9)]]
+    assert read(flom, 0.03 + 1e-4) == "from"
+    assert read(flom, 0.029) == "flom"
+    # The cheapest of the readings the lexicon holds wins, not the first found.
+    lexicon = Lexicon(["bats", "cats", "hats"])
+    glyphs = [[("x", 0.9), ("b", 0.7), ("h", 0.8), ("c", 0.85)], [("a", 0.9)], [("t", 0.9)]]
+    assert read([*glyphs, [("s", 0.9)]], 0.5, lexicon) == "cats"
+
+
+def test_what_the_rereading_keeps() -> None:
+    # A name the lexicon lacks, with no known reading nearby, stays.
+    assert read(spelled("Galil"), 1.0) == "Galil"
+    # Punctuation may change around the word, a letter may not become punctuation.
+    theony = spelled("Theo") + [[("n", 0.78), ("r", 0.69)], [("y", 0.95)]]
+    assert read([*theony, [(".", 0.92), (",", 0.91)]], 0.2) in ("Theory.", "Theory,")
+    zvi = [[("Z", 0.9), ("/", 0.85)], [("V", 0.95)], [("I", 0.9), ("|", 0.88)]]
+    assert read(zvi, 1.0, Lexicon(["v", "zvi"])) == "ZVI"  # 'zvi' known: held as read
+    assert read(zvi, 1.0, Lexicon(["v"])) == "ZVI"  # not "/V|"
+    # The case must be one a word has: "alSorithm" -> "algorithm", "Theory", "THEORY".
+    als = [[("a", 0.9)], [("l", 0.9)], [("S", 0.76), ("s", 0.67), ("g", 0.6)]] + spelled("orithm")
+    assert read(als, 0.2) == "algorithm"
+    assert read(spelled("THEONY")[:4] + [[("N", 0.8), ("R", 0.75)]] + spelled("Y"), 0.1) == "THEORY"
+    # Words are taken between the spaces: only the unknown one is reread.
+    sims_line = (
+        spelled("an") + [[("m", 0.9), ("n", 0.88)]] + spelled("desig") + [[("m", 0.95), ("n", 0.9)]]
+    )
+    spaces = np.zeros(9, bool)
+    spaces[3] = True
+    assert read(sims_line, 0.1, spaces=spaces) == "anm design"
+
+
+def test_a_long_word_with_many_near_classes_is_bounded() -> None:
+    """Fifty glyphs with ten equally near classes each: the search gives up after a bounded
+    number of readings instead of trying 10 ** 50."""
+    glyphs = [[(ch, 0.9) for ch in "qwxzvkjpyb"] for _ in range(50)]
+    assert read(glyphs, 1.0) == "q" * 50
+
+
+def test_lm_json_keeps_the_lexicon(tmp_path: Path) -> None:
+    word_list = tmp_path / "words.txt"
+    word_list.write_text("Algorithm\nmatching\n", encoding="utf-8")
+    out = tmp_path / LM_FILE
+    lm = train_lm_file(
+        [],
+        [_text(tmp_path, "The theory of graphs. Graphs")],
+        out,
+        word_lists=[word_list],
+        lm=config_sections({"lm": {"order": 3}}).lm,
+    )
+    want = {"The", "theory", "of", "graphs", "Algorithm", "matching"}
+    assert lm.lexicon.words == want
+    back = CharLM.load(out)
+    assert back.lexicon.words == want
+    assert json.loads(out.read_text(encoding="utf-8"))["words"] == sorted(want)
+    # A file written before the lexicon reads with an empty one; a bad `words` is an error.
+    data = json.loads(out.read_text(encoding="utf-8"))
+    del data["words"]
+    out.write_text(json.dumps(data), encoding="utf-8")
+    assert len(CharLM.load(out).lexicon) == 0
+    out.write_text(json.dumps({**data, "words": ["ok", 3]}), encoding="utf-8")
+    with pytest.raises(EffOCRError, match=r"lm\.json: `words`"):
+        CharLM.load(out)
+    with pytest.raises(EffOCRError, match=r"nowhere\.txt"):
+        train_lm_file(
+            [],
+            [_text(tmp_path, "x")],
+            out,
+            word_lists=[tmp_path / "nowhere.txt"],
+            lm=config_sections({}).lm,
+        )
+
+
+def _text(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "text.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_decoder_rereads_with_the_lexicon_alone() -> None:
+    lm = CharLM.train(["design from theory"], 3)
+    readings = spelled("desig") + [[("m", 0.95), ("n", 0.9)]]
+    sims, rows, chars = line(readings)
+    spaces = np.zeros(len(rows), bool)
+
+    def decoder(**kw) -> LMDecoder:
+        return LMDecoder(lm, chars, **{"weight": 0.0, "k": 2, "beam": 4, "margin": 0.2, **kw})
+
+    assert not decoder(lexicon_margin=0.0).active
+    dec = decoder(lexicon_margin=0.1)
+    assert dec.active
+    assert text_of(sims, rows, chars, dec(sims, rows, spaces), spaces) == "design"
+    # Lines without known spaces (Japanese) are not reread.
+    assert dec(sims, rows, None).tolist() == [0] * len(rows)
+    # An LM without words has no lexicon to reread with.
+    assert not LMDecoder(
+        CharLM(3, lm.counts), chars, weight=0.0, k=2, beam=4, margin=0.2, lexicon_margin=0.1
+    ).active
+    with pytest.raises(EffOCRError, match="lexicon_margin"):
+        decoder(lexicon_margin=-0.1)
+
+
+def test_bundle_lm_sections_without_lexicon_margin_read_as_off(tiny_bundle: Path, tmp_path) -> None:
+    from effocr.infer import Engine
+    from effocr.lm import lm_section
+
+    bundle = tmp_path / "b"
+    import shutil
+
+    shutil.copytree(tiny_bundle, bundle)
+    lm = CharLM.train(["the text of the tiny lines"], 3)
+    lm.save(bundle / LM_FILE)
+    manifest = Manifest.read(bundle)
+    section = lm_section(config_sections({"lm": {"lexicon_margin": 0.3}}).lm, 3)
+    manifest.lm = {k: v for k, v in section.items() if k != "lexicon_margin"}
+    manifest.write(bundle)
+    assert Manifest.read(bundle).lm["lexicon_margin"] == 0.0
+    manifest.lm = section
+    manifest.write(bundle)
+    assert Manifest.read(bundle).lm["lexicon_margin"] == 0.3
+    with Engine(bundle, device="cpu", lm=True, lm_weight=0.0) as engine:
+        assert engine.pipeline.decoder.lexicon_margin == 0.3
+
+
+def test_en_bundle_rereads_only_into_words_of_its_lexicon(
+    en_bundle: Path, tiny_coco_factory, tmp_path
+) -> None:
+    """Through the pipeline, with the lexicon of the lines' own words (the LM off): a word
+    differs from the plain reading only where that was not a word of the lexicon and the new
+    reading is, boxes and spaces stay, and the text gets closer to the truth."""
+    import shutil
+
+    from effocr.data.coco import load_coco
+    from effocr.infer import Engine
+    from effocr.lm import lm_section, training_texts
+    from effocr.metrics import cer
+    from tests.conftest import en_lines
+
+    test_json, image_dir = en_lines(tiny_coco_factory, 6, 23)
+    bundle = tmp_path / "b"
+    shutil.copytree(en_bundle, bundle)
+    lm = CharLM.train(training_texts([test_json], []), 3)
+    lm.save(bundle / LM_FILE)
+    manifest = Manifest.read(bundle)
+    section = config_sections({"lm": {"weight": 0.0, "k": 8, "lexicon_margin": 0.5}}).lm
+    manifest.lm = lm_section(section, 3)
+    manifest.write(bundle)
+    images = sorted(image_dir.glob("*.png"))
+    refs_by_name = {im["file_name"]: im["text"] for im in load_coco(test_json)["images"]}
+    refs = [refs_by_name[p.name] for p in images]
+    with Engine(bundle, device="cpu", lm=False, geometry=False) as engine:
+        off = engine.infer(images)
+    with Engine(bundle, device="cpu", geometry=False) as engine:
+        assert engine.pipeline.decoder is not None and engine.pipeline.decoder.active
+        on = engine.infer(images)
+    changed = 0
+    for a, b in zip(off, on, strict=True):
+        assert [c.bbox for c in a.chars] == [c.bbox for c in b.chars]
+        words_a, words_b = a.text.split(" "), b.text.split(" ")
+        assert len(words_a) == len(words_b)
+        for wa, wb in zip(words_a, words_b, strict=True):
+            if wa != wb:
+                changed += 1
+                assert lm.lexicon.holds(list(wb)) and not lm.lexicon.holds(list(wa)), (wa, wb)
+    assert changed > 0
+    assert cer(refs, [r.text for r in on]) < cer(refs, [r.text for r in off])
+
+
+def test_short_words_are_not_reread() -> None:
+    """`lem` (the end of a hyphenated `prob-lem`) is one glyph from `len`: words of fewer
+    than MIN_LETTERS letters stay as read, however cheap another reading is."""
+    lexicon = Lexicon(["len", "lend"])
+    assert not lexicon.suspect(list("lem"), hyphenated_end=False)
+    assert read(spelled("le") + [[("m", 0.9), ("n", 0.89)]], 1.0, lexicon) == "lem"
+    assert read(spelled("le") + [[("m", 0.9), ("n", 0.89)]] + spelled("d"), 1.0, lexicon) == "lend"
