@@ -96,6 +96,16 @@ def _core_span(texts: Sequence[str]) -> tuple[int, int] | None:
     return (inner[0], inner[-1]) if inner else None
 
 
+def _fits(text: str, i: int, first: int, last: int) -> bool:
+    """Whether glyph `i` may read `text` in a reading whose letters run from glyph `first` to
+    glyph `last`."""
+    if i < first or i > last:
+        return not any(ch.isalnum() for ch in text)
+    if not all(ch.isalpha() or JOINERS.fullmatch(ch) for ch in text):
+        return False
+    return i not in (first, last) or any(ch.isalpha() for ch in text)
+
+
 class Lexicon:
     """A set of words and the word-by-word correction of a line.
 
@@ -197,9 +207,11 @@ class Lexicon:
         best = sims[:, 0]
         at = np.arange(len(picked))
         bound = float((best - sims[at, picked]).sum()) + margin
-        current = [chars[rows[i, picked[i]]] for i in at]
-        span = _core_span(current)
-        # Per glyph, one column per class (the best), cheapest first, within the bound.
+        first, last = _core_span([chars[rows[i, picked[i]]] for i in at]) or (0, -1)
+        # Per glyph, one column per class (the best), cheapest first, within the bound, and of
+        # a text that fits where the glyph is: outside the word's first and last letter no
+        # letter or digit, inside only letters and joiners, at its ends a letter (what a
+        # reading the lexicon holds has there; the search tries no other).
         options: list[list[tuple[float, int, str]]] = []
         for i in at:
             seen: set[str] = set()
@@ -209,9 +221,12 @@ class Lexicon:
                 cost = float(best[i] - sims[i, j])
                 if r < 0 or cost > bound:
                     break
-                if chars[r] not in seen:
-                    seen.add(chars[r])
-                    opts.append((cost, j, chars[r]))
+                text = chars[r]
+                if text not in seen and _fits(text, i, first, last):
+                    seen.add(text)
+                    opts.append((cost, j, text))
+            if not opts:
+                return None
             options.append(opts)
         found: tuple[float, list[int]] | None = None
         tried = 0
@@ -224,7 +239,7 @@ class Lexicon:
                 return
             if i == len(options):
                 tried += 1
-                if _core_span(texts) == span and self.holds(texts):
+                if self.holds(texts):
                     found = (cost, list(cols))
                 return
             for c, j, text in options[i]:
