@@ -46,9 +46,9 @@ class Recorder:
         self.active = True
         self.lattices: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
 
-    def __call__(self, sims, rows, spaces):
+    def read(self, sims, rows, spaces):
         self.lattices.append((sims.copy(), rows.copy(), None if spaces is None else spaces.copy()))
-        return np.zeros(len(rows), dtype=np.int64)
+        return np.zeros(len(rows), dtype=np.int64), spaces
 
 
 def lattices(bundle: Path, images: list[str], k: int) -> list:
@@ -155,9 +155,13 @@ def main() -> int:
                             hyps.append("")
                             continue
                         sims, rws, spaces = lat
-                        pick = dec(sims, rws, spaces) if dec.active else np.zeros(len(rws), int)
+                        pick, line_spaces = (
+                            dec.read(sims, rws, spaces)
+                            if dec.active
+                            else (np.zeros(len(rws), int), spaces)
+                        )
                         labels = [chars[r] for r in rws[np.arange(len(rws)), pick]]
-                        hyps.append(assemble_text(labels, spaces))
+                        hyps.append(assemble_text(labels, line_spaces))
                     ms = 1000 * (time.perf_counter() - t0) / len(lats)
                     _, score = score_set(refs, hyps)
                     row = {

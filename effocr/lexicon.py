@@ -10,7 +10,11 @@ the lexicon holds and whose cosines sum least below those of the nearest classes
 at most `margin` more than the current reading's shortfall. A word with no such reading stays
 as it was: names and numbers are read, not corrected away.
 
-The glyphs and boxes stay; only labels change, as with the character model. Only lines whose
+Two neighbouring words of which one is still suspect are then read as one: the space between
+them goes if that reading is a word the lexicon holds within the margin (`s uitable` ->
+`suitable`, the localizer having taken the gap after a narrow letter for a space).
+
+The glyphs and boxes stay; only labels change (and spaces inside a word go). Only lines whose
 spaces are known are corrected (not Japanese), and a line's last word when it ends in a hyphen
 (a word broken across lines: `charac-`) only when it is broken within its letters.
 
@@ -24,6 +28,7 @@ No torch, no ONNX Runtime: inference imports this module.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -118,9 +123,16 @@ class Lexicon:
         self.words = frozenset(reduced(words))
         self._lower = frozenset(w for w in self.words if w.islower())
         self._folded = frozenset(w.lower() for w in self.words)
+        # Sorted, for "does any word start with this?" by bisection (the search's pruning).
+        self._sorted = sorted(self._folded)
 
     def __len__(self) -> int:
         return len(self.words)
+
+    def _begins_a_word(self, prefix: str) -> bool:
+        """Whether some word (in any case) starts with `prefix` (lower case)."""
+        at = bisect.bisect_left(self._sorted, prefix)
+        return at < len(self._sorted) and self._sorted[at].startswith(prefix)
 
     def _known(self, part: str) -> bool:
         if LETTERS.fullmatch(part) is None:
@@ -163,8 +175,16 @@ class Lexicon:
         picked: np.ndarray,
         spaces: Sequence[bool] | np.ndarray,
         margin: float,
-    ) -> np.ndarray:
-        """The picked column of each glyph of a line, with its suspect words reread.
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The picked column of each glyph of a line and its spaces, with its suspect words
+        reread, and two neighbours joined where a space split one word.
+
+        A word is first reread alone. Then two neighbouring words of which one is still
+        suspect are read as one, without the space between them: if a reading the lexicon holds
+        gives up at most `margin` more cosine than the two readings do, it replaces them and
+        the space goes (`JNTR ODUCT}ON` -> `INTRODUCTION`, the localizer having taken the gap
+        after a narrow `R` for a space). Whatever stands between the two words' letters must
+        read as letters then, so punctuation keeps its space (`problem, augmenting`).
 
         Args:
             sims: (n, k) cosines of each glyph's nearest reference rows, best first.
@@ -175,18 +195,49 @@ class Lexicon:
             margin: How much more cosine a word may give up than its current reading does.
         """
         picked = np.asarray(picked, dtype=np.int64).copy()
+        spaces = np.asarray(spaces, dtype=bool).copy()
         n = len(picked)
         starts = [0] + [i for i in range(1, n) if spaces[i]]
         ends = starts[1:] + [n]
+        suspects = []
         for a, b in zip(starts, ends, strict=True):
-            texts = [chars[rows[i, picked[i]]] for i in range(a, b)]
-            last = b == n and texts[-1].endswith("-")
-            if not self.suspect(texts, hyphenated_end=last):
+            suspects.append(self._reread_word(sims, rows, chars, picked, a, b, margin))
+        w = 0
+        while w + 1 < len(starts):
+            if not (suspects[w] or suspects[w + 1]):
+                w += 1
                 continue
+            a, b = starts[w], ends[w + 1]
             better = self._reread(sims[a:b], rows[a:b], chars, picked[a:b], margin)
-            if better is not None:
-                picked[a:b] = better
-        return picked
+            if better is None:
+                w += 1
+                continue
+            picked[a:b] = better
+            spaces[starts[w + 1]] = False
+            w += 2  # the joined word is one the lexicon holds: no third part
+        return picked, spaces
+
+    def _reread_word(
+        self,
+        sims: np.ndarray,
+        rows: np.ndarray,
+        chars: Sequence[str],
+        picked: np.ndarray,
+        a: int,
+        b: int,
+        margin: float,
+    ) -> bool:
+        """Reread glyphs a..b-1 (one word) into `picked` if suspect; whether it is still
+        suspect after."""
+        texts = [chars[rows[i, picked[i]]] for i in range(a, b)]
+        last = b == len(picked) and texts[-1].endswith("-")
+        if not self.suspect(texts, hyphenated_end=last):
+            return False
+        better = self._reread(sims[a:b], rows[a:b], chars, picked[a:b], margin)
+        if better is None:
+            return True
+        picked[a:b] = better
+        return False
 
     def _reread(
         self,
@@ -246,6 +297,11 @@ class Lexicon:
                 total = cost + c
                 if total > bound or (found is not None and total >= found[0]):
                     break  # options are cheapest first
+                if first <= i <= last:
+                    # The word part being read so far must begin some word.
+                    part = JOINERS.split("".join(texts[first:]) + text)[-1].lower()
+                    if part and not self._begins_a_word(part):
+                        continue
                 cols.append(j)
                 texts.append(text)
                 search(i + 1, total)

@@ -269,16 +269,24 @@ class LMDecoder:
         return self.k > 1 and (self.weight > 0 or self.lexicon_margin > 0)
 
     def __call__(self, sims: np.ndarray, rows: np.ndarray, spaces: np.ndarray | None) -> np.ndarray:
-        """The column (0..k-1) picked for each glyph of one line.
+        """The column (0..k-1) picked for each glyph of one line (`read` without its spaces).
 
         Args:
             sims: (n, k) cosines of the neighbours, best first (FAISS order).
             rows: (n, k) their reference rows (-1: none, when the index has fewer than k).
             spaces: `spaces[i]` puts a space before glyph i (None: no spaces).
         """
+        return self.read(sims, rows, spaces)[0]
+
+    def read(
+        self, sims: np.ndarray, rows: np.ndarray, spaces: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The column picked for each glyph of one line, and the line's spaces: those given,
+        less any the lexicon found inside a word (`Lexicon.correct`). Arguments as `__call__`.
+        """
         n = len(rows)
         if n == 0:
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.int64), spaces
         picked = np.zeros(n, dtype=np.int64)
         if self.weight > 0:
             cands = self._line_candidates(sims, rows)
@@ -288,10 +296,10 @@ class LMDecoder:
                     decode_lattice(cands, spaces, self.lm, self.weight, self.beam), dtype=np.int64
                 )
         if self.lexicon_margin > 0 and spaces is not None:
-            picked = self.lm.lexicon.correct(
+            picked, spaces = self.lm.lexicon.correct(
                 sims, rows, self.chars, picked, spaces, self.lexicon_margin
             )
-        return picked
+        return picked, spaces
 
     def _candidates(self, sims: np.ndarray, rows: np.ndarray) -> list[tuple[int, str, float]]:
         """The candidates of one glyph (`_line_candidates` of a one-glyph line)."""

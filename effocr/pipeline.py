@@ -562,9 +562,12 @@ class Pipeline:
             n = len(line.boxes)
             line_sims, line_rows = sims[pos : pos + n], rows[pos : pos + n]
             pick = np.zeros(n, dtype=np.int64)
+            spaces = line.spaces
             if self.decoder is not None and n:
                 t0 = time.perf_counter()
-                pick = self.decoder(line_sims[:, :k_pick], line_rows[:, :k_pick], line.spaces)
+                pick, spaces = self.decoder.read(
+                    line_sims[:, :k_pick], line_rows[:, :k_pick], line.spaces
+                )
                 t_lm += time.perf_counter() - t0
             at = np.arange(n)
             chosen_sims, chosen_rows = line_sims[at, pick], line_rows[at, pick]
@@ -579,7 +582,7 @@ class Pipeline:
                 line.boxes,
                 chosen_sims,
                 chosen_rows,
-                line.spaces,
+                spaces,
                 glyph_margins(line_sims, line_rows, chosen_sims, chosen_rows, self.builder.labels),
             )
             if self.calibration is not None:
