@@ -29,6 +29,7 @@ No torch, no ONNX Runtime: inference imports this module.
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -101,6 +102,12 @@ def _core_span(texts: Sequence[str]) -> tuple[int, int] | None:
     return (inner[0], inner[-1]) if inner else None
 
 
+def _core(texts: Sequence[str]) -> str | None:
+    """A word's text from its first to its last letter or digit (None: it has none)."""
+    span = _core_span(texts)
+    return None if span is None else "".join(texts[span[0] : span[1] + 1])
+
+
 def _fits(text: str, i: int, first: int, last: int) -> bool:
     """Whether glyph `i` may read `text` in a reading whose letters run from glyph `first` to
     glyph `last`."""
@@ -121,10 +128,21 @@ class Lexicon:
 
     def __init__(self, words: Iterable[str]) -> None:
         self.words = frozenset(reduced(words))
-        self._lower = frozenset(w for w in self.words if w.islower())
-        self._folded = frozenset(w.lower() for w in self.words)
-        # Sorted, for "does any word start with this?" by bisection (the search's pruning).
-        self._sorted = sorted(self._folded)
+
+    # The lookups are built on first use: an LM loaded with the lexicon off (lexicon_margin
+    # 0, or only to be saved) does not pay a tenth of a second for 100,000 words.
+    @functools.cached_property
+    def _lower(self) -> frozenset[str]:
+        return frozenset(w for w in self.words if w.islower())
+
+    @functools.cached_property
+    def _folded(self) -> frozenset[str]:
+        return frozenset(w.lower() for w in self.words)
+
+    @functools.cached_property
+    def _sorted(self) -> list[str]:
+        """The folded words sorted, for "does any word start with this?" by bisection."""
+        return sorted(self._folded)
 
     def __len__(self) -> int:
         return len(self.words)
@@ -144,21 +162,18 @@ class Lexicon:
     def holds(self, texts: Sequence[str]) -> bool:
         """Whether a word read as these glyph texts is one the lexicon holds: its letters (from
         its first to its last letter or digit) in known parts of a possible case."""
-        span = _core_span(texts)
-        if span is None:
+        core = _core(texts)
+        if core is None:
             return False
-        parts = _parts("".join(texts[span[0] : span[1] + 1]))
+        parts = _parts(core)
         return bool(parts) and all(self._known(p) for p in parts)
 
     def suspect(self, texts: Sequence[str], *, hyphenated_end: bool) -> bool:
         """Whether a word read as these glyph texts is to be reread: a part with letters that
         is not a known word, or that mixes letters with digits or symbols. Numbers and
         punctuation are not; the hyphenated end of a line only when it is broken."""
-        span = _core_span(texts)
-        if span is None:
-            return False
-        core = "".join(texts[span[0] : span[1] + 1])
-        if sum(ch.isalpha() for ch in core) < MIN_LETTERS:
+        core = _core(texts)
+        if core is None or sum(ch.isalpha() for ch in core) < MIN_LETTERS:
             return False
         lettered = [p for p in _parts(core) if any(ch.isalpha() for ch in p)]
         if any(LETTERS.fullmatch(p) is None for p in lettered):
