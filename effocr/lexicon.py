@@ -14,9 +14,15 @@ Two neighbouring words of which one is still suspect are then read as one: the s
 them goes if that reading is a word the lexicon holds within the margin (`s uitable` ->
 `suitable`, the localizer having taken the gap after a narrow letter for a space).
 
-The glyphs and boxes stay; only labels change (and spaces inside a word go). Only lines whose
-spaces are known are corrected (not Japanese), and a line's last word when it ends in a hyphen
-(a word broken across lines: `charac-`) only when it is broken within its letters.
+A word still suspect after both is read once more with two neighbouring glyphs allowed to be
+one letter the localizer boxed twice (`Lexicon.regroup`): where the caller says the pair may be
+one (the pipeline: their boxes overlap), it crops the two as one and gives that crop's nearest
+classes; the pair reads as one letter when the word it makes is one the lexicon holds, within
+the margin (`nnonsters` -> `monsters`, `cormplicated` -> `complicated`).
+
+Otherwise the glyphs and boxes stay; only labels change (and spaces inside a word go). Only
+lines whose spaces are known are corrected (not Japanese), and a line's last word when it ends
+in a hyphen (a word broken across lines: `charac-`) only when it is broken within its letters.
 
 Words keep the case they were given in: a word known only capitalised (`Thai`, a name) is not
 a reading of a lower-case word (`thei`, a misplaced space away from `the`), while a known
@@ -32,7 +38,7 @@ import bisect
 import functools
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +122,25 @@ def _fits(text: str, i: int, first: int, last: int) -> bool:
     if not all(ch.isalpha() or JOINERS.fullmatch(ch) for ch in text):
         return False
     return i not in (first, last) or any(ch.isalpha() for ch in text)
+
+
+def _options(
+    sims: np.ndarray, rows: np.ndarray, chars: Sequence[str], best: float, bound: float, width: int
+) -> list[tuple[float, int, int, str]]:
+    """(cost, width, column, text) of one glyph's (or pair's) neighbours, one per class (its
+    best column), cheapest first, while the cost (`width` x the cosine given up against
+    `best`) is within `bound`."""
+    seen: set[str] = set()
+    out = []
+    for j in range(len(rows)):
+        r = int(rows[j])
+        cost = width * float(best - sims[j])
+        if r < 0 or cost > bound:
+            break
+        if chars[r] not in seen:
+            seen.add(chars[r])
+            out.append((cost, width, j, chars[r]))
+    return out
 
 
 class Lexicon:
@@ -227,10 +252,64 @@ class Lexicon:
             if better is None:
                 w += 1
                 continue
-            picked[a:b] = better
+            picked[a:b] = [j for _, _, j in better]
             spaces[starts[w + 1]] = False
             w += 2  # the joined word is one the lexicon holds: no third part
         return picked, spaces
+
+    def regroup(
+        self,
+        sims: np.ndarray,
+        rows: np.ndarray,
+        chars: Sequence[str],
+        picked: np.ndarray,
+        spaces: Sequence[bool] | np.ndarray,
+        margin: float,
+        splits: Sequence[bool] | np.ndarray,
+        pair_knn: Callable[[list[int]], tuple[np.ndarray, np.ndarray]],
+    ) -> tuple[np.ndarray, dict[int, int]]:
+        """The words `correct` left suspect, reread with two neighbouring glyphs allowed to
+        read as one letter: the localizer split a wide letter (`nnonsters` -> `monsters`,
+        `cormplicated` -> `complicated`).
+
+        Args:
+            sims, rows, chars, picked, spaces, margin: As `correct` (after it).
+            splits: `splits[i]`: glyphs i and i + 1 may be one letter the localizer split (the
+                pipeline: their boxes overlap); (n - 1,). Only such pairs are read as one.
+            pair_knn: Glyph starts i -> (cosines, rows) of the neighbours of glyphs i and i + 1
+                cropped as one, (len, k') each; called once, only if a word is suspect.
+
+        Returns:
+            The columns of the glyphs not merged, and for each pair read as one its first glyph
+            -> the column chosen among the pair's neighbours.
+        """
+        picked = np.asarray(picked, dtype=np.int64).copy()
+        n = len(picked)
+        starts = [0] + [i for i in range(1, n) if spaces[i]]
+        words = []
+        for a, b in zip(starts, starts[1:] + [n], strict=True):
+            texts = [chars[rows[i, picked[i]]] for i in range(a, b)]
+            span = _core_span(texts)
+            hyphenated = b == n and texts[-1].endswith("-")
+            if span and span[1] > span[0] and self.suspect(texts, hyphenated_end=hyphenated):
+                pairs = [i for i in range(a + span[0], a + span[1]) if splits[i]]
+                if pairs:
+                    words.append((a, b, pairs))
+        if not words:
+            return picked, {}
+        wanted = [i for _, _, pairs in words for i in pairs]
+        psims, prows = pair_knn(wanted)
+        knn = {i: (psims[w], prows[w]) for w, i in enumerate(wanted)}
+        merged: dict[int, int] = {}
+        for a, b, pairs in words:
+            local = {i - a: knn[i] for i in pairs}
+            better = self._reread(sims[a:b], rows[a:b], chars, picked[a:b], margin, local)
+            for i, width, j in better or ():
+                if width == 2:
+                    merged[a + i] = j
+                else:
+                    picked[a + i] = j
+        return picked, merged
 
     def _reread_word(
         self,
@@ -251,7 +330,7 @@ class Lexicon:
         better = self._reread(sims[a:b], rows[a:b], chars, picked[a:b], margin)
         if better is None:
             return True
-        picked[a:b] = better
+        picked[a:b] = [j for _, _, j in better]
         return False
 
     def _reread(
@@ -261,54 +340,66 @@ class Lexicon:
         chars: Sequence[str],
         picked: np.ndarray,
         margin: float,
-    ) -> list[int] | None:
-        """The columns of a word's cheapest reading the lexicon holds within `margin`, or None.
+        pairs: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> list[tuple[int, int, int]] | None:
+        """A word's cheapest reading the lexicon holds within `margin`, or None: its units
+        (first glyph, glyphs taken: 1, or 2 for a pair read as one, column).
 
         A reading's cost is the sum over its glyphs of the nearest class's cosine minus the
         chosen one's. Its first and last letters or digits must be on the glyphs where the
         current reading has them: punctuation around a word may change (`Theony.` ->
         `Theory,`), but a letter may not become punctuation (`ZVI` -> `/V|`).
+
+        `pairs` gives, for a glyph i, the neighbours (cosines, rows) of glyphs i and i + 1 cropped
+        as one (`regroup`). Such a pair may read as one letter when its crop's nearest class is
+        at least as near as the worse of the two glyphs' own: a letter split in two leaves a
+        half that matches nothing well, while two letters cropped as one match nothing better
+        than either (`GALIL` stays, not `GALL`). It costs each of its two glyphs what the
+        merged crop gives up against its own nearest class, plus what that nearest class gives
+        up against the two glyphs' own nearest (nothing when the merged crop reads better than
+        the two did: `nn` -> `m`).
         """
         sims = np.asarray(sims, dtype=np.float64)
         best = sims[:, 0]
-        at = np.arange(len(picked))
+        n = len(picked)
+        at = np.arange(n)
         bound = float((best - sims[at, picked]).sum()) + margin
         first, last = _core_span([chars[rows[i, picked[i]]] for i in at]) or (0, -1)
         # Per glyph, one column per class (the best), cheapest first, within the bound, and of
         # a text that fits where the glyph is: outside the word's first and last letter no
         # letter or digit, inside only letters and joiners, at its ends a letter (what a
         # reading the lexicon holds has there; the search tries no other).
-        options: list[list[tuple[float, int, str]]] = []
+        options: list[list[tuple[float, int, int, str]]] = []
         for i in at:
-            seen: set[str] = set()
-            opts = []
-            for j in range(sims.shape[1]):
-                r = int(rows[i, j])
-                cost = float(best[i] - sims[i, j])
-                if r < 0 or cost > bound:
-                    break
-                text = chars[r]
-                if text not in seen and _fits(text, i, first, last):
-                    seen.add(text)
-                    opts.append((cost, j, text))
-            if not opts:
+            opts = _options(sims[i], rows[i], chars, best[i], bound, 1)
+            opts = [o for o in opts if _fits(o[3], i, first, last)]
+            psims = None
+            if pairs and i in pairs and first <= i < last:
+                psims, prows = pairs[i]
+                psims = np.asarray(psims, dtype=np.float64)
+            if psims is not None and psims[0] >= min(best[i], best[i + 1]):
+                base = max(0.0, float(best[i] + best[i + 1]) - 2.0 * float(psims[0]))
+                merged = _options(psims, prows, chars, psims[0], bound - base, 2)
+                opts += [(c + base, 2, j, t) for c, _, j, t in merged if t.isalpha()]
+                opts.sort(key=lambda o: o[0])
+            elif not opts and not pairs:
                 return None
             options.append(opts)
-        found: tuple[float, list[int]] | None = None
+        found: tuple[float, list[tuple[int, int, int]]] | None = None
         tried = 0
-        cols: list[int] = []
+        units: list[tuple[int, int, int]] = []
         texts: list[str] = []
 
         def search(i: int, cost: float) -> None:
             nonlocal found, tried
             if tried >= MAX_READINGS:
                 return
-            if i == len(options):
+            if i == n:
                 tried += 1
                 if self.holds(texts):
-                    found = (cost, list(cols))
+                    found = (cost, list(units))
                 return
-            for c, j, text in options[i]:
+            for c, width, j, text in options[i]:
                 total = cost + c
                 if total > bound or (found is not None and total >= found[0]):
                     break  # options are cheapest first
@@ -317,10 +408,10 @@ class Lexicon:
                     part = JOINERS.split("".join(texts[first:]) + text)[-1].lower()
                     if part and not self._begins_a_word(part):
                         continue
-                cols.append(j)
+                units.append((int(i), width, j))
                 texts.append(text)
-                search(i + 1, total)
-                cols.pop()
+                search(i + width, total)
+                units.pop()
                 texts.pop()
 
         search(0, 0.0)

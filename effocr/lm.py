@@ -9,8 +9,10 @@ of a line the reference search gives the k nearest classes with their cosines; a
 over the line picks the path maximising ``sum(cosine) + weight * ln P_LM(text)``, the spaces
 the localizer found being part of the text (a `{` inside a word is improbable, after a space
 less so). With `lexicon_margin` above 0 the lexicon then rereads the words it does not hold
-(`Lexicon.correct`). Only labels change: the boxes stay, and each glyph's `score` stays the
-cosine of the class it ends up with.
+(`Lexicon.correct`), and those still unknown with two overlapping glyphs allowed to be one
+letter (`LMDecoder.regroup`: the pipeline crops such pairs). Otherwise only labels change: the
+boxes stay, and each glyph's `score` stays the cosine of the class it ends up with (for a pair
+read as one, the cosine of its crop's class).
 
 A temperature on the cosine and a weight on the LM would be two names for one ratio, so there
 is only the weight. With weight 0 and lexicon_margin 0 (or no LM) the decoder is not run at all:
@@ -26,7 +28,7 @@ import logging
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -300,6 +302,32 @@ class LMDecoder:
                 sims, rows, self.chars, picked, spaces, self.lexicon_margin
             )
         return picked, spaces
+
+    def regroup(
+        self,
+        sims: np.ndarray,
+        rows: np.ndarray,
+        picked: np.ndarray,
+        spaces: np.ndarray | None,
+        splits: np.ndarray,
+        pair_knn: Callable[[list[int]], tuple[np.ndarray, np.ndarray]],
+    ) -> tuple[np.ndarray, dict[int, int]]:
+        """After `read`: the words still suspect reread with two neighbouring glyphs allowed to
+        read as one where `splits` says they may be (`Lexicon.regroup`; `pair_knn` crops and
+        searches such pairs). Returns the
+        columns and, per pair read as one, its first glyph -> its column; nothing is merged
+        with the lexicon off or a line without spaces."""
+        picked = np.asarray(picked, dtype=np.int64)
+        if self.lexicon_margin <= 0 or spaces is None or len(picked) < 2:
+            return picked, {}
+
+        def knn(starts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+            pair_sims, pair_rows = pair_knn(starts)
+            return pair_sims[:, : self.k], pair_rows[:, : self.k]
+
+        return self.lm.lexicon.regroup(
+            sims, rows, self.chars, picked, spaces, self.lexicon_margin, splits, knn
+        )
 
     def _candidates(self, sims: np.ndarray, rows: np.ndarray) -> list[tuple[int, str, float]]:
         """The candidates of one glyph (`_line_candidates` of a one-glyph line)."""

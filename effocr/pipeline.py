@@ -9,7 +9,9 @@ A `Pipeline` is assembled from stage objects, each with one input and one output
     knn (`ReferenceSearch`): embeddings -> (similarity, reference row) of the nearest glyph
         (the k nearest when a language model re-ranks them)
     lm (`effocr.lm.LMDecoder`, optional): a line's k nearest per glyph -> the class of each,
-        by cosine and a character language model (bundles with `lm.json`, when enabled)
+        by cosine and a character language model (bundles with `lm.json`, when enabled); with
+        its lexicon on, two overlapping boxes inside a word it does not hold may become one
+        glyph (`Pipeline.pair_knn` crops and searches the pair: `nn` -> `m`)
     geometry (`GeometryCheck`, optional): the labels of a horizontal line whose pairs differ
         only in size or placement (`,`/`.`, `S`/`s`) decided by their boxes
         (`effocr.geometry`; the bundle's `infer.geometry`)
@@ -27,6 +29,7 @@ The bundle directory is the only thing read (see `effocr.export` and docs/archit
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -223,6 +226,15 @@ class GlyphCropper:
         # into all three, so the three equal copies are never made in uint8.
         return glyph_squares(img, det.crop_boxes(self.padding), self.input_size, det.vertical)
 
+    def of_boxes(self, img: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """The squares of glyph boxes (x0, y0, x1, y1) of a horizontal line, cropped as the
+        localizer's are."""
+        from effocr.localizer.postprocess import glyph_crop_boxes
+        from effocr.recognizer.transforms import glyph_squares
+
+        crops = glyph_crop_boxes(boxes, img.shape[:2], False, self.padding)
+        return glyph_squares(img, crops, self.input_size)
+
 
 class RecognizerStage:
     """Glyph squares -> L2-normalised float32 embeddings (the bundle's ONNX recognizer)."""
@@ -386,6 +398,8 @@ class PreparedLine:
     boxes: list
     squares: np.ndarray
     spaces: np.ndarray | None
+    # The line's pixels, kept for crops the LM stage may ask for (`Pipeline.pair_knn`).
+    image: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -540,7 +554,7 @@ class Pipeline:
         res.dropped = int(getattr(det, "dropped", 0))
         res.vertical = bool(det.vertical)
         spaces = np.asarray(det.spaces, dtype=bool) if self.builder.spaces else None
-        return PreparedLine(res, boxes.tolist(), squares, spaces)
+        return PreparedLine(res, boxes.tolist(), squares, spaces, img)
 
     def recognize(self, lines: Sequence[PreparedLine]) -> int:
         """Stages ``recognizer``, ``knn`` and the text of prepared lines; returns the glyphs."""
@@ -561,6 +575,8 @@ class Pipeline:
         for line in lines:
             n = len(line.boxes)
             line_sims, line_rows = sims[pos : pos + n], rows[pos : pos + n]
+            pos += n
+            boxes = line.boxes
             pick = np.zeros(n, dtype=np.int64)
             spaces = line.spaces
             if self.decoder is not None and n:
@@ -568,18 +584,33 @@ class Pipeline:
                 pick, spaces = self.decoder.read(
                     line_sims[:, :k_pick], line_rows[:, :k_pick], line.spaces
                 )
-                t_lm += time.perf_counter() - t0
+                pairs: dict[str, Any] = {"seconds": 0.0}
+                if line.image is not None and not line.result.vertical:
+                    pick, merged = self.decoder.regroup(
+                        line_sims[:, :k_pick],
+                        line_rows[:, :k_pick],
+                        pick,
+                        spaces,
+                        overlapping(boxes),
+                        functools.partial(self.pair_knn, line, k, pairs),
+                    )
+                    if merged:
+                        boxes, line_sims, line_rows, pick, spaces = merge_glyph_pairs(
+                            boxes, line_sims, line_rows, pick, spaces, merged, pairs
+                        )
+                        n = len(boxes)
+                t_lm += time.perf_counter() - t0 - pairs["seconds"]
             at = np.arange(n)
             chosen_sims, chosen_rows = line_sims[at, pick], line_rows[at, pick]
             if self.geometry is not None and n and not line.result.vertical:
                 t0 = time.perf_counter()
                 chosen_sims, chosen_rows = self.geometry(
-                    line.boxes, chosen_sims, chosen_rows, line_sims, line_rows
+                    boxes, chosen_sims, chosen_rows, line_sims, line_rows
                 )
                 t_geometry += time.perf_counter() - t0
             self.builder(
                 line.result,
-                line.boxes,
+                boxes,
                 chosen_sims,
                 chosen_rows,
                 spaces,
@@ -587,10 +618,37 @@ class Pipeline:
             )
             if self.calibration is not None:
                 apply_calibration(line.result, self.calibration)
-            pos += n
         self.stats.add("lm", t_lm)
         self.stats.add("geometry", t_geometry)
         return n_glyphs
+
+    def pair_knn(
+        self, line: PreparedLine, k: int, found: dict[str, Any], starts: list[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest (cosines, rows) of glyphs i and i + 1 of `line` cropped as one, for
+        each i in `starts` (`effocr.lexicon.Lexicon.regroup`). Its stages' times go to
+        ``crops``, ``recognizer`` and ``knn``, their sum also into ``found["seconds"]``; the
+        merged boxes and neighbours into ``found`` by start (`merge_glyph_pairs`)."""
+        t0 = time.perf_counter()
+        boxes = np.asarray(line.boxes, dtype=np.float64)
+        first, second = boxes[starts], boxes[np.asarray(starts) + 1]
+        union = np.concatenate(
+            [np.minimum(first[:, :2], second[:, :2]), np.maximum(first[:, 2:], second[:, 2:])],
+            axis=1,
+        )
+        squares = self.cropper.of_boxes(line.image, union)
+        t1 = time.perf_counter()
+        embs = self.recognizer(squares)
+        t2 = time.perf_counter()
+        sims, rows = self.search(embs, k)
+        t3 = time.perf_counter()
+        self.stats.add("crops", t1 - t0)
+        self.stats.add("recognizer", t2 - t1)
+        self.stats.add("knn", t3 - t2)
+        found["seconds"] += t3 - t0
+        for w, i in enumerate(starts):
+            found[i] = (union[w], sims[w], rows[w])
+        return sims, rows
 
     def run(self, images: Sequence[ImageInput], first_index: int = 0) -> list[LineResult]:
         """OCR a batch of line images (paths or arrays); a failed line carries `error`.
@@ -613,6 +671,39 @@ class Pipeline:
         glyphs = self.recognize(prepared)
         self.stats.merge({}, len(results), glyphs)
         return results
+
+
+def overlapping(boxes: Sequence) -> np.ndarray:
+    """(n - 1,) whether each glyph's box and the next one's overlap along the line: one letter
+    the localizer may have boxed twice (`nn` for `m`). Neighbouring letters of one word touch
+    at most, in print; their boxes apart, two glyphs are read as two."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return boxes[1:, 0] < boxes[:-1, 2]
+
+
+def merge_glyph_pairs(
+    boxes: Sequence,
+    sims: np.ndarray,
+    rows: np.ndarray,
+    picked: np.ndarray,
+    spaces: np.ndarray | None,
+    merged: dict[int, int],
+    pairs: dict[Any, Any],
+) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """A line's glyphs with each pair read as one (first glyph i -> its column, from
+    `Lexicon.regroup`) made one glyph: the two boxes' union, the pair's neighbours
+    (``pairs[i]``: union box, cosines, rows, from `Pipeline.pair_knn`) and its column."""
+    boxes = [list(b) for b in boxes]
+    sims, rows = sims.copy(), rows.copy()
+    picked = np.asarray(picked, dtype=np.int64).copy()
+    keep = np.ones(len(boxes), dtype=bool)
+    for i, column in merged.items():
+        union, pair_sims, pair_rows = pairs[i]
+        boxes[i] = [float(v) for v in union]
+        sims[i], rows[i], picked[i] = pair_sims, pair_rows, column
+        keep[i + 1] = False
+    out_boxes = [b for b, kept in zip(boxes, keep, strict=True) if kept]
+    return out_boxes, sims[keep], rows[keep], picked[keep], None if spaces is None else spaces[keep]
 
 
 def glyph_margins(

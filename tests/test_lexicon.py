@@ -294,22 +294,16 @@ def test_bundle_lm_sections_without_lexicon_margin_read_as_off(tiny_bundle: Path
         assert engine.pipeline.decoder.lexicon_margin == 0.3
 
 
-def test_en_bundle_rereads_only_into_words_of_its_lexicon(
-    en_bundle: Path, tiny_coco_factory, tmp_path
-) -> None:
-    """Through the pipeline, with the lexicon of the lines' own words (the LM off): a word
-    differs from the plain reading only where that was not a word of the lexicon and the new
-    reading is, boxes and spaces stay, and the text gets closer to the truth."""
+def lexicon_bundle(en_bundle: Path, tiny_coco_factory, tmp_path: Path, n_lines: int, seed: int):
+    """(bundle, lm, test_json, images): a copy of the tiny English bundle whose LM (weight 0)
+    has the lexicon of `n_lines` new English lines' own words (margin 0.5, k 8), and those
+    lines."""
     import shutil
 
-    from effocr.data.coco import load_coco
-    from effocr.formats.results import word_groups
-    from effocr.infer import Engine
     from effocr.lm import lm_section, training_texts
-    from effocr.metrics import cer
     from tests.conftest import en_lines
 
-    test_json, image_dir = en_lines(tiny_coco_factory, 6, 23)
+    test_json, image_dir = en_lines(tiny_coco_factory, n_lines, seed)
     bundle = tmp_path / "b"
     shutil.copytree(en_bundle, bundle)
     lm = CharLM.train(training_texts([test_json], []), 3)
@@ -318,7 +312,22 @@ def test_en_bundle_rereads_only_into_words_of_its_lexicon(
     section = config_sections({"lm": {"weight": 0.0, "k": 8, "lexicon_margin": 0.5}}).lm
     manifest.lm = lm_section(section, 3)
     manifest.write(bundle)
-    images = sorted(image_dir.glob("*.png"))
+    return bundle, lm, test_json, sorted(image_dir.glob("*.png"))
+
+
+def test_en_bundle_rereads_only_into_words_of_its_lexicon(
+    en_bundle: Path, tiny_coco_factory, tmp_path
+) -> None:
+    """Through the pipeline, with the lexicon of the lines' own words (the LM off): a word
+    differs from the plain reading only where that was not a word of the lexicon and the new
+    reading is, boxes stay but for two overlapping ones read as one glyph (their union), and
+    the text gets closer to the truth."""
+    from effocr.data.coco import load_coco
+    from effocr.formats.results import word_groups
+    from effocr.infer import Engine
+    from effocr.metrics import cer
+
+    bundle, lm, test_json, images = lexicon_bundle(en_bundle, tiny_coco_factory, tmp_path, 6, 23)
     refs_by_name = {im["file_name"]: im["text"] for im in load_coco(test_json)["images"]}
     refs = [refs_by_name[p.name] for p in images]
     with Engine(bundle, device="cpu", lm=False, geometry=False) as engine:
@@ -328,16 +337,31 @@ def test_en_bundle_rereads_only_into_words_of_its_lexicon(
         on = engine.infer(images)
     changed = 0
     for a, b in zip(off, on, strict=True):
-        assert [c.bbox for c in a.chars] == [c.bbox for c in b.chars]
-        groups_a, groups_b = word_groups(a), word_groups(b)
-        for group in groups_b:
+        # Which glyphs of the plain reading each glyph of this one is (one, or a pair).
+        source, i = [], 0
+        for char in b.chars:
+            if char.bbox == a.chars[i].bbox:
+                source.append((i,))
+                i += 1
+                continue
+            first, second = a.chars[i].bbox, a.chars[i + 1].bbox
+            assert second[0] < first[2]  # overlapping boxes only
+            assert char.bbox == pytest.approx(
+                [*np.minimum(first[:2], second[:2]), *np.maximum(first[2:], second[2:])]
+            )
+            source.append((i, i + 1))
+            i += 2
+        assert i == len(a.chars)
+        groups_a = [tuple(g) for g in word_groups(a)]
+        for group in word_groups(b):
             word_b = [b.chars[i].char for i in group]
-            word_a = [a.chars[i].char for i in group]
-            if group not in groups_a or word_a != word_b:
+            group_a = tuple(j for i in group for j in source[i])
+            word_a = [a.chars[j].char for j in group_a]
+            if group_a not in groups_a or word_a != word_b:
                 # A new reading, or a word joined from two: held, and not held before.
                 changed += 1
                 assert lm.lexicon.holds(word_b), word_b
-                assert group not in groups_a or not lm.lexicon.holds(word_a), word_a
+                assert group_a not in groups_a or not lm.lexicon.holds(word_a), word_a
     assert changed > 0
     assert cer(refs, [r.text for r in on]) < cer(refs, [r.text for r in off])
 
@@ -349,3 +373,177 @@ def test_short_words_are_not_reread() -> None:
     assert not lexicon.suspect(list("lem"), hyphenated_end=False)
     assert read(spelled("le") + [[("m", 0.9), ("n", 0.89)]], 1.0, lexicon) == "lem"
     assert read(spelled("le") + [[("m", 0.9), ("n", 0.89)]] + spelled("d"), 1.0, lexicon) == "lend"
+
+
+def pixels_key(img: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()
+
+
+class SplitOneGlyph:
+    """A localizer stage that boxes one glyph of each line twice: two overlapping halves, as
+    the localizer boxes a wide letter it takes for two (`nn` for `m`)."""
+
+    def __init__(self, stage, which: dict[int, int]) -> None:
+        self.stage = stage
+        self.which = which  # pixels_key(line) -> the glyph to split (none: the line as is)
+        self.allows_vertical = stage.allows_vertical
+
+    def __call__(self, img: np.ndarray):
+        import dataclasses
+
+        det = self.stage(img)
+        i = self.which.get(pixels_key(img))
+        if i is None:
+            return det
+        x0, y0, x1, y1 = det.chars[i]
+        mid = (x0 + x1) / 2
+        halves = np.asarray([[x0, y0, mid + 1, y1], [mid - 1, y0, x1, y1]], det.chars.dtype)
+        return dataclasses.replace(
+            det,
+            chars=np.concatenate([det.chars[:i], halves, det.chars[i + 1 :]]),
+            char_scores=np.insert(det.char_scores, i, det.char_scores[i]),
+            spaces=np.insert(det.spaces, i + 1, False),
+        )
+
+
+def test_en_bundle_reads_a_letter_boxed_twice_as_one(en_bundle: Path, tiny_coco_factory, tmp_path):
+    """Through the pipeline: one letter inside a word the lexicon holds, boxed as two
+    overlapping halves, is read as one glyph again (the halves' union, which is its own box, and
+    its label); without the lexicon the two halves stay two glyphs. Lines without such a word
+    are read as they were."""
+    from effocr.formats.results import word_groups
+    from effocr.imageio import decode_image
+    from effocr.infer import Engine
+
+    bundle, lm, _, images = lexicon_bundle(en_bundle, tiny_coco_factory, tmp_path, 12, 29)
+    with Engine(bundle, device="cpu", lm=False, geometry=False) as engine:
+        off = engine.infer(images)
+    with Engine(bundle, device="cpu", geometry=False) as engine:
+        plain = engine.infer(images)
+        # Per line in which nothing was read as one already (the glyphs are the localizer's
+        # boxes), the widest letter inside a held word of four letters or more.
+        which = {}
+        for res, res_off in zip(plain, off, strict=True):
+            if len(res.chars) != len(res_off.chars):
+                continue
+            inner = [
+                i
+                for group in word_groups(res)
+                if len(group) >= 4 and lm.lexicon.holds([res.chars[i].char for i in group])
+                for i in group[1:-1]
+            ]
+            if inner:
+                widths = [res.chars[i].bbox[2] - res.chars[i].bbox[0] for i in inner]
+                key = pixels_key(decode_image(res.image, keep_grey=True))
+                which[key] = inner[int(np.argmax(widths))]
+        assert len(which) >= 3
+        engine.pipeline.localizer = SplitOneGlyph(engine.pipeline.localizer, which)
+        split = engine.infer(images)
+    with Engine(bundle, device="cpu", lm=False, geometry=False) as engine:
+        engine.pipeline.localizer = SplitOneGlyph(engine.pipeline.localizer, which)
+        unread = engine.infer(images)
+    for s, u, o, p in zip(split, unread, off, plain, strict=True):
+        assert len(u.chars) == len(o.chars) + (
+            pixels_key(decode_image(p.image, keep_grey=True)) in which
+        )
+        assert s.text == p.text
+        np.testing.assert_allclose([c.bbox for c in s.chars], [c.bbox for c in p.chars], atol=1e-3)
+
+
+def regroup(readings, pairs, margin, lexicon, spaces=None, splits=None):
+    """(text, merged) of `Lexicon.regroup` on a line whose glyph i has `readings[i]` and whose
+    glyphs i, i + 1 cropped as one have `pairs[i]` (each: (class, cosine), best first)."""
+    starts = sorted(pairs)
+    sims, rows, chars = line(list(readings) + [pairs[i] for i in starts])
+    n = len(readings)
+    spaces = np.zeros(n, bool) if spaces is None else spaces
+    splits = np.ones(n - 1, bool) if splits is None else splits
+    asked: list[int] = []
+
+    def pair_knn(wanted: list[int]):
+        asked.extend(wanted)
+        at = [n + starts.index(i) if i in pairs else n for i in wanted]
+        return sims[at], np.where(np.isin(wanted, starts)[:, None], rows[at], -1)
+
+    picked, merged = lexicon.regroup(
+        sims[:n], rows[:n], chars, np.zeros(n, np.int64), spaces, margin, splits, pair_knn
+    )
+    assert all(i in asked for i in merged)
+    out = []
+    for i in range(n):
+        if i - 1 in merged:
+            continue
+        if spaces[i] and i:
+            out.append(" ")
+        out.append(
+            chars[rows[n + starts.index(i), merged[i]]]
+            if i in merged
+            else chars[rows[i, picked[i]]]
+        )
+    return "".join(out), merged, asked
+
+
+MONSTERS = Lexicon(["monsters", "gall", "rims"])
+
+
+def test_a_letter_boxed_twice_reads_as_one_when_the_lexicon_holds_the_word() -> None:
+    nnonsters = [[("n", 0.80)], [("n", 0.87)], *spelled("onsters")]
+    pairs = {0: [("m", 0.94), ("n", 0.76)], 1: [("m", 0.90)], 2: [("m", 0.90)]}
+    assert regroup(nnonsters, pairs, 0.2, MONSTERS)[:2] == ("monsters", {0: 0})
+    # Only pairs the caller says may be one letter (the pipeline: overlapping boxes).
+    splits = np.ones(8, bool)
+    splits[0] = False
+    text, merged, asked = regroup(nnonsters, pairs, 0.2, MONSTERS, splits=splits)
+    assert (text, merged) == ("nnonsters", {}) and 0 not in asked
+    # A word the lexicon holds, and words of fewer than four letters, ask for no crops.
+    for word in ("monsters", "nnm"):
+        assert regroup(spelled(word), {0: [("m", 0.99)]}, 1.0, MONSTERS)[2] == []
+
+
+def test_a_pair_reads_as_one_only_when_its_crop_matches_as_well_as_its_halves() -> None:
+    # GALIL: `LI` cropped as one reads `L` less well than `I` alone: two letters, not one split.
+    galil = [[("G", 0.95)], [("A", 0.95)], [("L", 0.965)], [("I", 0.928)], [("L", 0.95)]]
+    pairs = {2: [("L", 0.887)]}
+    assert regroup(galil, pairs, 1.0, MONSTERS)[:2] == ("GALIL", {})
+    pairs = {2: [("L", 0.93)]}
+    assert regroup(galil, pairs, 1.0, MONSTERS)[:2] == ("GALL", {2: 0})
+    # Between the worse half and the halves' mean, the crop pays what it gives up: here
+    # 0.99 + 0.80 - 2 x 0.85 = 0.09 of the margin.
+    rinns = [[("r", 0.95)], [("i", 0.95)], [("r", 0.99)], [("n", 0.80)], [("s", 0.95)]]
+    pairs = {2: [("m", 0.85)]}
+    assert regroup(rinns, pairs, 0.1, MONSTERS)[:2] == ("rims", {2: 0})
+    assert regroup(rinns, pairs, 0.08, MONSTERS)[:2] == ("rirns", {})
+
+
+def test_a_pair_reads_as_a_letter_inside_its_word_only() -> None:
+    # Not as punctuation (a joiner here, which would make two held parts), and not across a
+    # space.
+    word = [*spelled("real"), [("x", 0.9)], [("y", 0.9)], *spelled("life")]
+    assert regroup(word, {4: [("-", 0.99)]}, 1.0, LEX)[:2] == ("realxylife", {})
+    assert regroup(word, {4: [("n", 0.99)]}, 1.0, Lexicon(["realnlife"]))[:2] == (
+        "realnlife",
+        {4: 0},
+    )
+    glyphs, spaces = spaced(spelled("xx"), [[("n", 0.8)]], [[("n", 0.8)], *spelled("onsters")])
+    text, merged, asked = regroup(glyphs, {2: [("m", 0.99)]}, 1.0, MONSTERS, spaces=spaces)
+    assert (text, merged) == ("xx n nonsters", {}) and 2 not in asked
+
+
+def test_decoder_regroups_only_with_the_lexicon_on_and_spaces_known() -> None:
+    lm = CharLM.train(["monsters"], 3)
+    sims, rows, chars = line([[("n", 0.80), ("m", 0.5)], [("n", 0.87)], *spelled("onsters")])
+    spaces = np.zeros(len(rows), bool)
+
+    def never(starts):
+        raise AssertionError(starts)
+
+    off = LMDecoder(lm, chars, weight=0.0, k=2, beam=4, margin=0.2, lexicon_margin=0.0)
+    picked = np.zeros(len(rows), np.int64)
+    assert off.regroup(sims, rows, picked, spaces, np.ones(8, bool), never)[1] == {}
+    on = LMDecoder(lm, chars, weight=0.0, k=2, beam=4, margin=0.2, lexicon_margin=0.2)
+    assert on.regroup(sims, rows, picked, None, np.ones(8, bool), never)[1] == {}
+    knn = (np.asarray([[0.95, 0.5]] * 8), np.asarray([[1, 0]] * 8))  # row 1: "m"
+    picked, merged = on.regroup(sims, rows, picked, spaces, np.ones(8, bool), lambda s: knn)
+    assert merged == {0: 0}

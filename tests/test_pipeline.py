@@ -116,3 +116,26 @@ def test_recognizer_normalize_is_the_transforms_one_for_grey_colour_and_mixed_ba
     assert stack_squares([grey, grey]).shape == (10, 8, 8, 1)
     with pytest.raises(ValueError, match="channels"):
         stage.normalize(np.zeros((1, 8, 8, 2), np.uint8))
+
+
+def test_overlapping_boxes_and_their_merge_into_one_glyph():
+    import numpy as np
+
+    from effocr.pipeline import merge_glyph_pairs, overlapping
+
+    boxes = [[0, 2, 10, 20], [8, 0, 18, 19], [18, 1, 25, 20], [30, 3, 40, 21]]
+    # Overlapping along the line only: touching (18 = 18) and apart are two glyphs.
+    assert overlapping(boxes).tolist() == [True, False, False]
+    assert overlapping([]).tolist() == []
+    sims = np.arange(8, dtype=np.float32).reshape(4, 2)
+    rows = np.arange(8).reshape(4, 2)
+    spaces = np.asarray([False, False, False, True])
+    pairs = {0: (np.asarray([0.0, 0, 18, 20]), np.asarray([0.9, 0.5]), np.asarray([7, 3]))}
+    out = merge_glyph_pairs(boxes, sims, rows, np.asarray([0, 1, 0, 1]), spaces, {0: 1}, pairs)
+    b, s, r, picked, sp = out
+    assert b == [[0, 0, 18, 20], [18, 1, 25, 20], [30, 3, 40, 21]]
+    np.testing.assert_allclose(s, [[0.9, 0.5], [4, 5], [6, 7]])
+    assert r.tolist() == [[7, 3], [4, 5], [6, 7]] and picked.tolist() == [1, 0, 1]
+    assert sp.tolist() == [False, False, True]
+    assert rows.shape == (4, 2) and sims[0, 0] == 0  # the inputs untouched
+    assert merge_glyph_pairs(boxes, sims, rows, picked[:1].repeat(4), None, {}, {})[4] is None
