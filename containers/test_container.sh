@@ -16,7 +16,7 @@
 #      default 2 of the demo's 8), run twice with the same config and the same paths: on the
 #      host (HOST_BIN/snakemake) and inside the image
 #      (snakemake in the container on the repository, mounted at its own path). The fonts are
-#      the image's default font set, copied out once, so both sides render the same files.
+#      the image's fonts of the demo's list, copied out once, so both sides render the same files.
 #   5. Checks: every data-stage output byte for byte (logs and benchmark timings aside), the
 #      trained model's metrics within METRIC_TOL. Exit status 1 on a difference.
 #   6. With OCI_ARCHIVE=FILE, the image is saved there as an OCI archive, the input of
@@ -122,11 +122,14 @@ prepare_work() {
     mkdir -p "$WORK"
     rm -rf "$WORK/results" "$WORK/synthetic" "$WORK/host" "$WORK/container" "$WORK/fonts"
     mkdir -p "$WORK/fonts"
-    # The image's default font set (matplotlib's and the system's), copied out once.
+    # The image's fonts of the demo's pinned list (fonts.include of config/config.yaml; the
+    # image also has base-en's faces, which the demo does not render), copied out once.
     in_image python -c "
 import shutil, sys
+import yaml
 from effocr.synth.fonts import find_fonts
-fonts = find_fonts()
+include = yaml.safe_load(open('config/config.yaml', encoding='utf-8'))['fonts']['include']
+fonts = find_fonts(include=include)
 for f in fonts:
     shutil.copy2(f, sys.argv[1])
 print(len(fonts), 'fonts:', ' '.join(f.stem for f in fonts))

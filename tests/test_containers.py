@@ -139,3 +139,29 @@ def test_cuda_definitions_install_the_gpu_builds(name: str) -> None:
     assert set(install.group(1).split()) == set(CUDA_SWAPS.values()), install.group(1)
     # and the build fails unless ONNX Runtime offers CUDA.
     assert "'CUDAExecutionProvider' in ort.get_available_providers()" in commands
+
+
+def _make_packages(variable: str) -> list[str]:
+    """The Debian packages a Makefile variable lists (`:=` then `+=`, `$(VAR)` expanded)."""
+    text = (REPO / "Makefile").read_text(encoding="utf-8")
+    values: dict[str, list[str]] = {}
+    for name, op, value in re.findall(r"^([A-Z_]+) *(:=|\+=) *(.*)$", text, re.M):
+        words = []
+        for word in value.split():
+            ref = re.fullmatch(r"\$\((\w+)\)", word)
+            words += values.get(ref.group(1), []) if ref else [word]
+        values[name] = (values.get(name, []) if op == "+=" else []) + words
+    return values[variable]
+
+
+@pytest.mark.parametrize("name", DOCKERFILES + APPTAINER)
+def test_definitions_install_the_system_packages_of_make(name: str) -> None:
+    """Every image has what `make sysdeps` installs on a host (Tesseract, the demos' and
+    base-en's fonts, base-en's word list), so `make model-en`'s config runs in it too; qemu-user
+    only serves a host test."""
+    wanted = set(_make_packages("SYS_PACKAGES")) - {"qemu-user"}
+    assert {"tesseract-ocr", "fonts-noto-core", "wamerican"} <= wanted
+    text = (CONTAINERS / name).read_text(encoding="utf-8")
+    commands = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    installed = set(re.findall(r"[a-z0-9][a-z0-9.+-]+", commands.replace("\\\n", " ")))
+    assert wanted <= installed, (name, sorted(wanted - installed))
