@@ -360,13 +360,14 @@ def run_effocr(
     lm: bool | None = None,
     lm_weight: float | None = None,
     geometry: bool | None = None,
+    lexicon_margin: float | None = None,
 ) -> tuple[list[dict], float]:
     """Run the bundle on line images, as `effocr infer` does; returns dict results and seconds.
 
     The seconds cover inference only (images read, localised, recognised), not model loading.
     `verify`: check the bundle's files against model.yaml's sha256 (`Engine(verify=...)`).
-    `lm`, `lm_weight`: the language model re-ranking (`Engine(lm=..., lm_weight=...)`);
-    `geometry`: `Engine(geometry=...)`.
+    `lm`, `lm_weight`, `lexicon_margin`: the language model re-ranking and its lexicon
+    (`Engine(lm=..., lm_weight=..., lexicon_margin=...)`); `geometry`: `Engine(geometry=...)`.
     """
     from effocr.infer import Engine
 
@@ -377,6 +378,7 @@ def run_effocr(
         "lm": lm,
         "lm_weight": lm_weight,
         "geometry": geometry,
+        "lexicon_margin": lexicon_margin,
     }
     if batch_size:
         kwargs["batch_size"] = batch_size
@@ -401,13 +403,20 @@ def geometry_used(bundle_dir: str | os.PathLike, geometry: bool | None) -> bool:
     return geometry_enabled(Manifest.read(bundle_dir, verify=False).to_dict(), geometry)
 
 
-def lm_used(bundle_dir: str | os.PathLike, lm: bool | None, lm_weight: float | None) -> dict:
+def lm_used(
+    bundle_dir: str | os.PathLike,
+    lm: bool | None,
+    lm_weight: float | None,
+    lexicon_margin: float | None = None,
+) -> dict:
     """Whether the run re-ranked with the bundle's language model, and its settings."""
     from effocr.bundle import Manifest
     from effocr.lm import lm_settings
 
     section = Manifest.read(bundle_dir, verify=False).lm
-    settings = lm_settings(section, lm, lm_weight, source=str(bundle_dir))
+    settings = lm_settings(
+        section, lm, lm_weight, source=str(bundle_dir), lexicon_margin=lexicon_margin
+    )
     return {"enabled": False} if settings is None else {"enabled": True, **settings}
 
 
@@ -695,6 +704,7 @@ def evaluate_set(
     lm: bool | None = None,
     lm_weight: float | None = None,
     geometry: bool | None = None,
+    lexicon_margin: float | None = None,
 ) -> dict:
     """Run the bundle and the Tesseract baseline on one evaluation set and write the results.
 
@@ -715,6 +725,7 @@ def evaluate_set(
         lm_weight: Its weight (None: the bundle's `lm.weight`).
         geometry: `effocr.geometry`'s label pairs decided by the boxes on/off (None: the
             bundle's `infer.geometry`).
+        lexicon_margin: The LM lexicon's margin (None: the bundle's `lm.lexicon_margin`).
 
     Returns:
         The metrics written to `out_dir/metrics.json`.
@@ -737,6 +748,7 @@ def evaluate_set(
         lm=lm,
         lm_weight=lm_weight,
         geometry=geometry,
+        lexicon_margin=lexicon_margin,
     )
     hypotheses = [None if p.get("error") else p.get("text") for p in predictions]
     language = language or bundle_language(bundle_dir) or "en"
@@ -760,7 +772,7 @@ def evaluate_set(
             "bundle": str(bundle_dir),
             "language": language,
             "workers": workers,
-            "lm": lm_used(bundle_dir, lm, lm_weight),
+            "lm": lm_used(bundle_dir, lm, lm_weight, lexicon_margin),
             "geometry": geometry_used(bundle_dir, geometry),
         },
         allows_vertical=profile.allows_vertical,
@@ -877,6 +889,7 @@ def run(args: argparse.Namespace) -> int:
             lm=lm_choice(args.lm),
             lm_weight=args.lm_weight,
             geometry=geometry_choice(args.geometry),
+            lexicon_margin=args.lexicon_margin,
         )
         rows.append(m)
     print(format_table(rows))

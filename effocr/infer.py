@@ -136,6 +136,8 @@ class Engine:
         lm: Re-rank the k nearest glyphs with the bundle's character language model (True),
             not (False), or as the bundle's `lm.enabled` says (None).
         lm_weight: The language model's weight instead of the bundle's `lm.weight`.
+        lexicon_margin: The margin of its lexicon's rereading instead of the bundle's
+            `lm.lexicon_margin` (0: no rereading).
         geometry: Decide `effocr.geometry`'s label pairs by the glyph boxes (True), not
             (False), or as the bundle's `infer.geometry` says (None).
         layout: How `iter_pages` reads an image: ``auto`` (`effocr.pages.is_page` decides),
@@ -161,6 +163,7 @@ class Engine:
         lm_weight: float | None = None,
         layout: str = "auto",
         geometry: bool | None = None,
+        lexicon_margin: float | None = None,
     ) -> None:
         self.bundle_dir = Path(bundle_dir)
         self.manifest = Manifest.read(self.bundle_dir, verify=verify)
@@ -194,12 +197,15 @@ class Engine:
             lm=lm,
             lm_weight=lm_weight,
             geometry=geometry,
+            lexicon_margin=lexicon_margin,
         )
         # Enough lines per chunk to fill about two recognizer batches (lines average ~30 glyphs).
         self.chunk_lines = int(chunk_lines or max(4, (2 * self.batch_size) // 30 + 1))
         self.runner = Runner(
             self.pipeline,
-            PipelineSpec(str(self.bundle_dir), self.batch_size, lm, lm_weight, geometry),
+            PipelineSpec(
+                str(self.bundle_dir), self.batch_size, lm, lm_weight, geometry, lexicon_margin
+            ),
             workers=self.workers,
             parallel=self.parallel,
             chunk_lines=self.chunk_lines,
@@ -216,7 +222,13 @@ class Engine:
         self.page_runner = Runner(
             self.pages,
             PagePipelineSpec(
-                str(self.bundle_dir), self.batch_size, layout, lm, lm_weight, geometry
+                str(self.bundle_dir),
+                self.batch_size,
+                layout,
+                lm,
+                lm_weight,
+                geometry,
+                lexicon_margin,
             ),
             workers=self.workers,
             parallel=self.parallel,
@@ -524,6 +536,7 @@ def _engine(args: argparse.Namespace, workers: int, batch_size: int, **layout: s
         lm=lm_choice(args.lm),
         lm_weight=args.lm_weight,
         geometry=geometry_choice(args.geometry),
+        lexicon_margin=args.lexicon_margin,
         **layout,
     )
 

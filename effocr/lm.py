@@ -468,7 +468,7 @@ def train_lm_file(
 
 
 def add_lm_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--lm on|off` and `--lm-weight` (`effocr infer`, `effocr evaluate`)."""
+    """`--lm on|off`, `--lm-weight` and `--lexicon-margin` (`effocr infer`, `effocr evaluate`)."""
     parser.add_argument(
         "--lm",
         choices=("on", "off"),
@@ -482,6 +482,14 @@ def add_lm_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="language model weight: a line's text scores sum(cosine) + W * ln P_LM "
         "(default: the bundle's lm.weight)",
+    )
+    parser.add_argument(
+        "--lexicon-margin",
+        type=float,
+        default=None,
+        help="reread the words the LM's lexicon does not hold when a reading it holds gives "
+        "up at most this much more cosine; 0: no rereading (default: the bundle's "
+        "lm.lexicon_margin)",
     )
 
 
@@ -545,10 +553,16 @@ def lm_section(lm: LMSection, order: int) -> dict:
 
 
 def lm_settings(
-    section: dict, enable: bool | None, weight: float | None, *, source: str
+    section: dict,
+    enable: bool | None,
+    weight: float | None,
+    *,
+    source: str,
+    lexicon_margin: float | None = None,
 ) -> dict | None:
-    """The LM settings a run uses: the bundle's `lm` section with the caller's overrides, or
-    None when the LM is off (`enable` False, or None and the bundle's `enabled` false or no LM).
+    """The LM settings a run uses: the bundle's `lm` section with the caller's overrides
+    (`weight`, `lexicon_margin`; None: the bundle's), or None when the LM is off (`enable`
+    False, or None and the bundle's `enabled` false or no LM).
 
     Raises:
         EffOCRError: `enable` True for a bundle without an LM (named by `source`).
@@ -562,4 +576,7 @@ def lm_settings(
             f"{source}: this bundle has no language model (no `lm` in model.yaml); "
             "run without --lm on, or export it again with one"
         )
-    return {**section, "weight": section["weight"] if weight is None else float(weight)}
+    out = {**section, "weight": section["weight"] if weight is None else float(weight)}
+    if lexicon_margin is not None:
+        out["lexicon_margin"] = float(lexicon_margin)
+    return out

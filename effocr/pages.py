@@ -750,9 +750,11 @@ class PagePipeline:
         lm: bool | None = None,
         lm_weight: float | None = None,
         geometry: bool | None = None,
+        lexicon_margin: float | None = None,
     ) -> PagePipeline:
         """The page pipeline of a bundle (`lines`: its line pipeline, when already built;
-        otherwise built with `lm`, `lm_weight` and `geometry`, see `Pipeline.from_bundle`)."""
+        otherwise built with `lm`, `lm_weight`, `geometry` and `lexicon_margin`, see
+        `Pipeline.from_bundle`)."""
         bundle_dir = Path(bundle_dir)
         providers = list(providers or [CPU_PROVIDER])
         if manifest is None:
@@ -767,6 +769,7 @@ class PagePipeline:
                 lm=lm,
                 lm_weight=lm_weight,
                 geometry=geometry,
+                lexicon_margin=lexicon_margin,
             )
         section = manifest.line_detector
         detector = None
@@ -984,6 +987,7 @@ class PagePipelineSpec:
     lm: bool | None = None
     lm_weight: float | None = None
     geometry: bool | None = None
+    lexicon_margin: float | None = None
 
     def build(self) -> PagePipeline:
         return PagePipeline.from_bundle(
@@ -996,6 +1000,7 @@ class PagePipelineSpec:
             lm=self.lm,
             lm_weight=self.lm_weight,
             geometry=self.geometry,
+            lexicon_margin=self.lexicon_margin,
         )
 
 

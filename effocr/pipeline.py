@@ -460,6 +460,7 @@ class Pipeline:
         lm: bool | None = None,
         lm_weight: float | None = None,
         geometry: bool | None = None,
+        lexicon_margin: float | None = None,
     ) -> Pipeline:
         """The pipeline of an exported bundle.
 
@@ -473,6 +474,8 @@ class Pipeline:
             lm: Re-rank with the bundle's language model (`lm.json`); None: as the bundle
                 says (`lm.enabled`). True for a bundle without one is an error.
             lm_weight: The LM weight instead of the bundle's `lm.weight`.
+            lexicon_margin: The lexicon's margin instead of the bundle's `lm.lexicon_margin`
+                (0: no rereading).
             geometry: Decide `effocr.geometry`'s label pairs by the glyph boxes; None: as the
                 bundle's `infer.geometry` says.
         """
@@ -500,7 +503,7 @@ class Pipeline:
             session=make_session(loc_path, providers, intra_op_threads, what="ONNX localizer"),
         )
         search = ReferenceSearch.load(bundle_dir, intra_op_threads)
-        decoder = load_decoder(bundle_dir, manifest, search.chars, lm, lm_weight)
+        decoder = load_decoder(bundle_dir, manifest, search.chars, lm, lm_weight, lexicon_margin)
         return cls(
             # model.yaml's `profile.vertical` (format 1) is the profile's `allows_vertical`.
             LocalizerStage(localizer, bool(prof.get("vertical", profile.allows_vertical))),
@@ -739,6 +742,7 @@ class PipelineSpec:
     lm: bool | None = None
     lm_weight: float | None = None
     geometry: bool | None = None
+    lexicon_margin: float | None = None
 
     def build(self) -> Pipeline:
         """The worker's pipeline."""
@@ -751,6 +755,7 @@ class PipelineSpec:
             lm=self.lm,
             lm_weight=self.lm_weight,
             geometry=self.geometry,
+            lexicon_margin=self.lexicon_margin,
         )
 
 
@@ -769,11 +774,14 @@ def load_decoder(
     chars: Sequence[str],
     enable: bool | None,
     weight: float | None,
+    lexicon_margin: float | None = None,
 ) -> Any:
     """The bundle's `LMDecoder`, or None when it has no LM or the LM is switched off."""
     from effocr.lm import CharLM, LMDecoder, lm_settings
 
-    settings = lm_settings(manifest.lm, enable, weight, source=str(bundle_dir))
+    settings = lm_settings(
+        manifest.lm, enable, weight, source=str(bundle_dir), lexicon_margin=lexicon_margin
+    )
     if settings is None:
         return None
     lm = CharLM.load(bundle_dir / settings["file"])

@@ -547,3 +547,31 @@ def test_decoder_regroups_only_with_the_lexicon_on_and_spaces_known() -> None:
     knn = (np.asarray([[0.95, 0.5]] * 8), np.asarray([[1, 0]] * 8))  # row 1: "m"
     picked, merged = on.regroup(sims, rows, picked, spaces, np.ones(8, bool), lambda s: knn)
     assert merged == {0: 0}
+
+
+def test_lexicon_margin_given_at_run_time(en_bundle: Path, tiny_coco_factory, tmp_path, capsys):
+    """`--lexicon-margin` (`effocr infer`, `effocr evaluate`) and `Engine(lexicon_margin=...)`
+    replace the bundle's margin: 0 reads as without the lexicon; a negative one is an error."""
+    from effocr.cli import main
+    from effocr.infer import Engine
+
+    bundle, _, test_json, images = lexicon_bundle(en_bundle, tiny_coco_factory, tmp_path, 6, 23)
+    with Engine(bundle, device="cpu", geometry=False, lexicon_margin=0.0) as engine:
+        assert engine.pipeline.decoder is None  # weight 0 and margin 0: nothing to decide
+    with Engine(bundle, device="cpu", geometry=False, lexicon_margin=0.3) as engine:
+        assert engine.pipeline.decoder.lexicon_margin == 0.3
+    common = ["--model", str(bundle), "--geometry", "off"]
+    outputs = {}
+    for args in (["--lm", "off"], ["--lexicon-margin", "0"], []):
+        assert main(["infer", *common, *args, *map(str, images)]) == 0
+        outputs[tuple(args)] = capsys.readouterr().out
+    assert outputs[("--lexicon-margin", "0")] == outputs[("--lm", "off")]
+    assert outputs[()] != outputs[("--lm", "off")]  # the bundle's 0.5 rereads
+    assert main(["infer", *common, "--lexicon-margin", "-1", str(images[0])]) == 1
+    assert "lexicon_margin must be" in capsys.readouterr().err
+    spec = f"t={test_json}:coco:{images[0].parent}"
+    out = tmp_path / "eval"
+    argv = ["evaluate", *common, "--set", spec, "--output", str(out), "--no-tesseract"]
+    assert main([*argv, "--lexicon-margin", "0.2"]) == 0
+    metrics = json.loads((out / "t" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["lm"]["enabled"] and metrics["lm"]["lexicon_margin"] == 0.2

@@ -310,6 +310,8 @@ def test_lm_settings_overrides() -> None:
     on = {**section, "enabled": True}
     assert lm_settings(on, None, None, source="b") == on
     assert lm_settings(on, False, 0.1, source="b") is None
+    assert lm_settings(on, None, None, source="b", lexicon_margin=0.25)["lexicon_margin"] == 0.25
+    assert lm_settings(on, None, None, source="b")["lexicon_margin"] == on["lexicon_margin"]
     assert lm_settings({}, None, None, source="b") is None
     with pytest.raises(EffOCRError, match="b: this bundle has no language model"):
         lm_settings({}, True, None, source="b")
