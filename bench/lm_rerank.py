@@ -3,8 +3,9 @@
 The bundle (copied; never changed) is given an LM trained on the texts named here; each set is
 run through the pipeline once with the k nearest glyphs kept, then decoded per (order, weight)
 from those candidates, so a grid costs one inference pass. Weight 0 and lexicon margin 0 are the
-plain top-1 search (geometry is not applied here). Also times the decoder (ms per line) and can
-write the best weight's bundle.
+plain top-1 search (geometry is not applied here, nor are two glyphs read as one: that needs
+crops of the line, and `effocr evaluate` measures it). Also times the decoder (ms per line) and
+can write the best weight's bundle.
 
     .venv/bin/python bench/lm_rerank.py --bundle results/bundle \
         --coco results/data/splits/train.json --text effocr/resources/text/en.txt \
@@ -32,7 +33,7 @@ from common import SHARED_DATA, cpu_line  # noqa: E402  (bench/common.py)
 from effocr.bundle import Manifest  # noqa: E402
 from effocr.config import config_sections, load_config  # noqa: E402
 from effocr.evaluate import load_eval_set, parse_set_spec  # noqa: E402
-from effocr.lexicon import read_word_list  # noqa: E402
+from effocr.lexicon import read_word_lists  # noqa: E402
 from effocr.lm import LM_FILE, CharLM, LMDecoder, lm_section, training_texts  # noqa: E402
 from effocr.metrics import score_set  # noqa: E402
 from effocr.pipeline import Pipeline, assemble_text  # noqa: E402
@@ -45,6 +46,10 @@ class Recorder:
         self.k = k
         self.active = True
         self.lattices: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+
+    # Reading two glyphs as one needs crops of the line, not only its lattice: not part of this
+    # grid (effocr evaluate measures it).
+    regroups = False
 
     def read(self, sims, rows, spaces):
         self.lattices.append((sims.copy(), rows.copy(), None if spaces is None else spaces.copy()))
@@ -115,9 +120,7 @@ def main() -> int:
         if (SHARED_DATA / "uw3-50lines").is_dir():
             args.sets.append(f"uw3={SHARED_DATA / 'uw3-50lines'}")
     texts = training_texts(args.coco, args.text)
-    words: set[str] = set()
-    for path in args.lexicon:
-        words |= read_word_list(path)
+    words = read_word_lists(args.lexicon)
     orders = [int(v) for v in args.orders.split(",")]
     weights = [float(v) for v in args.weights.split(",")]
     margins = [float(v) for v in args.margins.split(",")]

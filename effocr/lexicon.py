@@ -98,6 +98,21 @@ def read_word_list(path: str | os.PathLike) -> set[str]:
     return out
 
 
+def read_word_lists(paths: Iterable[str | os.PathLike]) -> set[str]:
+    """The words of several word lists (`read_word_list`), together."""
+    words: set[str] = set()
+    for path in paths:
+        words |= read_word_list(path)
+    return words
+
+
+def _spans(spaces: Sequence[bool] | np.ndarray, n: int) -> list[tuple[int, int]]:
+    """(first glyph, glyph after the last) of each word of a line of `n` glyphs, as its spaces
+    part them (`spaces[i]`: a space before glyph i)."""
+    starts = [0] + [i for i in range(1, n) if spaces[i]]
+    return list(zip(starts, starts[1:] + [n], strict=True))
+
+
 def _parts(core: str) -> list[str]:
     return [p for p in JOINERS.split(core) if p]
 
@@ -236,24 +251,22 @@ class Lexicon:
         """
         picked = np.asarray(picked, dtype=np.int64).copy()
         spaces = np.asarray(spaces, dtype=bool).copy()
-        n = len(picked)
-        starts = [0] + [i for i in range(1, n) if spaces[i]]
-        ends = starts[1:] + [n]
+        spans = _spans(spaces, len(picked))
         suspects = []
-        for a, b in zip(starts, ends, strict=True):
+        for a, b in spans:
             suspects.append(self._reread_word(sims, rows, chars, picked, a, b, margin))
         w = 0
-        while w + 1 < len(starts):
+        while w + 1 < len(spans):
             if not (suspects[w] or suspects[w + 1]):
                 w += 1
                 continue
-            a, b = starts[w], ends[w + 1]
+            (a, middle), (_, b) = spans[w], spans[w + 1]
             better = self._reread(sims[a:b], rows[a:b], chars, picked[a:b], margin)
             if better is None:
                 w += 1
                 continue
             picked[a:b] = [j for _, _, j in better]
-            spaces[starts[w + 1]] = False
+            spaces[middle] = False
             w += 2  # the joined word is one the lexicon holds: no third part
         return picked, spaces
 
@@ -284,14 +297,11 @@ class Lexicon:
             -> the column chosen among the pair's neighbours.
         """
         picked = np.asarray(picked, dtype=np.int64).copy()
-        n = len(picked)
-        starts = [0] + [i for i in range(1, n) if spaces[i]]
         words = []
-        for a, b in zip(starts, starts[1:] + [n], strict=True):
-            texts = [chars[rows[i, picked[i]]] for i in range(a, b)]
-            span = _core_span(texts)
-            hyphenated = b == n and texts[-1].endswith("-")
-            if span and span[1] > span[0] and self.suspect(texts, hyphenated_end=hyphenated):
+        for a, b in _spans(spaces, len(picked)):
+            texts = self._suspect_texts(rows, chars, picked, a, b)
+            span = None if texts is None else _core_span(texts)
+            if span and span[1] > span[0]:
                 pairs = [i for i in range(a + span[0], a + span[1]) if splits[i]]
                 if pairs:
                     words.append((a, b, pairs))
@@ -323,15 +333,22 @@ class Lexicon:
     ) -> bool:
         """Reread glyphs a..b-1 (one word) into `picked` if suspect; whether it is still
         suspect after."""
-        texts = [chars[rows[i, picked[i]]] for i in range(a, b)]
-        last = b == len(picked) and texts[-1].endswith("-")
-        if not self.suspect(texts, hyphenated_end=last):
+        if self._suspect_texts(rows, chars, picked, a, b) is None:
             return False
         better = self._reread(sims[a:b], rows[a:b], chars, picked[a:b], margin)
         if better is None:
             return True
         picked[a:b] = [j for _, _, j in better]
         return False
+
+    def _suspect_texts(
+        self, rows: np.ndarray, chars: Sequence[str], picked: np.ndarray, a: int, b: int
+    ) -> list[str] | None:
+        """The texts of glyphs a..b-1 (one word) as picked, if the word is suspect (the line's
+        last word ending in a hyphen as a hyphenated end); None if it is not."""
+        texts = [chars[rows[i, picked[i]]] for i in range(a, b)]
+        hyphenated = b == len(picked) and texts[-1].endswith("-")
+        return texts if self.suspect(texts, hyphenated_end=hyphenated) else None
 
     def _reread(
         self,
@@ -373,11 +390,9 @@ class Lexicon:
         for i in at:
             opts = _options(sims[i], rows[i], chars, best[i], bound, 1)
             opts = [o for o in opts if _fits(o[3], i, first, last)]
-            psims = None
-            if pairs and i in pairs and first <= i < last:
-                psims, prows = pairs[i]
-                psims = np.asarray(psims, dtype=np.float64)
-            if psims is not None and psims[0] >= min(best[i], best[i + 1]):
+            pair = pairs.get(int(i)) if pairs and first <= i < last else None
+            if pair is not None and pair[0][0] >= min(best[i], best[i + 1]):
+                psims, prows = np.asarray(pair[0], dtype=np.float64), pair[1]
                 base = max(0.0, float(best[i] + best[i + 1]) - 2.0 * float(psims[0]))
                 merged = _options(psims, prows, chars, psims[0], bound - base, 2)
                 opts += [(c + base, 2, j, t) for c, _, j, t in merged if t.isalpha()]

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from effocr.lexicon import Lexicon, read_word_list, words_of
+from effocr.lexicon import Lexicon, read_word_lists, words_of
 from effocr.utils import EffOCRError, read_json, write_json
 
 if TYPE_CHECKING:  # the type only: inference imports this module, and not the config's
@@ -270,6 +270,12 @@ class LMDecoder:
         a lexicon margin above 0."""
         return self.k > 1 and (self.weight > 0 or self.lexicon_margin > 0)
 
+    @property
+    def regroups(self) -> bool:
+        """Whether `regroup` can read two glyphs as one (the lexicon is on): callers skip the
+        work of preparing its arguments otherwise."""
+        return self.lexicon_margin > 0
+
     def __call__(self, sims: np.ndarray, rows: np.ndarray, spaces: np.ndarray | None) -> np.ndarray:
         """The column (0..k-1) picked for each glyph of one line (`read` without its spaces).
 
@@ -314,11 +320,10 @@ class LMDecoder:
     ) -> tuple[np.ndarray, dict[int, int]]:
         """After `read`: the words still suspect reread with two neighbouring glyphs allowed to
         read as one where `splits` says they may be (`Lexicon.regroup`; `pair_knn` crops and
-        searches such pairs). Returns the
-        columns and, per pair read as one, its first glyph -> its column; nothing is merged
-        with the lexicon off or a line without spaces."""
+        searches such pairs). Returns the columns and, per pair read as one, its first glyph
+        -> its column; nothing is merged unless `regroups`, or in a line without spaces."""
         picked = np.asarray(picked, dtype=np.int64)
-        if self.lexicon_margin <= 0 or spaces is None or len(picked) < 2:
+        if not self.regroups or spaces is None or len(picked) < 2:
             return picked, {}
 
         def knn(starts: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -449,10 +454,7 @@ def train_lm_file(
     (`lm.json`), its lexicon the texts' words and those of `word_lists` (`lm.lexicon`);
     returns the model."""
     texts = training_texts(coco_jsons, text_files)
-    words: set[str] = set()
-    for path in word_lists:
-        words |= read_word_list(path)
-    model = CharLM.train(texts, lm.order, words)
+    model = CharLM.train(texts, lm.order, read_word_lists(word_lists))
     model.save(out)
     LOG.info(
         "%s: order %d, %d characters, %d contexts, %d words, from %d texts (%d characters)",

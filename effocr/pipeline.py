@@ -588,7 +588,12 @@ class Pipeline:
                     line_sims[:, :k_pick], line_rows[:, :k_pick], line.spaces
                 )
                 pairs: dict[str, Any] = {"seconds": 0.0}
-                if line.image is not None and not line.result.vertical:
+                if (
+                    self.decoder.regroups
+                    and spaces is not None
+                    and line.image is not None
+                    and not line.result.vertical
+                ):
                     pick, merged = self.decoder.regroup(
                         line_sims[:, :k_pick],
                         line_rows[:, :k_pick],
